@@ -1,0 +1,272 @@
+"""Configuration: Aphlict's JSON file format, loaded once into frozen models.
+
+An unmodified Aphlict file loads unchanged. relay's own settings live in
+sections Aphlict does not know (``history``, ``limits``); each has defaults, so
+a plain Aphlict file needs none of them. Every problem found is reported with
+the file, the entry index and the field, in plain words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from relay.errors import ConfigError
+
+#: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
+DEFAULT_CLIENT_PORT = 22280
+DEFAULT_ADMIN_PORT = 22281
+
+
+class _Section(BaseModel):
+    """Base of every config model: immutable, strict, no unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+
+
+class ServerConfig(_Section):
+    """One listener: ``client`` (browsers, WebSocket) or ``admin`` (HTTP)."""
+
+    type: Literal["client", "admin"]
+    port: int = Field(ge=0, le=65535)
+    listen: str | None = None
+    ssl_key: str | None = Field(default=None, alias="ssl.key")
+    ssl_cert: str | None = Field(default=None, alias="ssl.cert")
+    ssl_chain: str | None = Field(default=None, alias="ssl.chain")
+
+    @model_validator(mode="after")
+    def _ssl_files_come_together(self) -> ServerConfig:
+        if self.ssl_key and not self.ssl_cert:
+            raise ValueError('"ssl.key" is set but "ssl.cert" is not; TLS needs both')
+        if self.ssl_cert and not self.ssl_key:
+            raise ValueError('"ssl.cert" is set but "ssl.key" is not; TLS needs both')
+        if self.ssl_chain and not (self.ssl_key and self.ssl_cert):
+            raise ValueError('"ssl.chain" is set without "ssl.key" and "ssl.cert"')
+        return self
+
+    @property
+    def bind_host(self) -> str:
+        """The address to bind: ``listen``, or every IPv4 address as Aphlict does."""
+        return self.listen or "0.0.0.0"
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether this listener serves TLS."""
+        return self.ssl_cert is not None
+
+
+class LogConfig(_Section):
+    """A log file; its directory is created when missing."""
+
+    path: str = Field(min_length=1)
+
+
+class PeerConfig(_Section):
+    """A cluster node (possibly this very node) that receives every notification."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["http", "https"]
+
+    @property
+    def address(self) -> str:
+        """``host:port``, the peer's identity in the cluster list."""
+        return f"{self.host}:{self.port}"
+
+
+class HistoryConfig(_Section):
+    """What each instance keeps for ``replay``: the last N messages of the last T seconds."""
+
+    max_messages: int = Field(default=4096, ge=0)
+    max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+
+
+class LimitsConfig(_Section):
+    """Bounds on what clients may make relay hold in memory."""
+
+    #: Largest POST body the admin port reads; larger ones get 413 unread.
+    admin_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Largest message a browser may send (a subscribe list, say); larger closes with 1009.
+    browser_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: How long a new browser connection has to complete its WebSocket (and TLS) handshake.
+    handshake_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+
+
+class Config(_Section):
+    """A whole relay configuration."""
+
+    servers: tuple[ServerConfig, ...]
+    logs: tuple[LogConfig, ...] = ()
+    cluster: tuple[PeerConfig, ...] = ()
+    pidfile: str | None = None
+    # Aphlict passes this to Node's heap size; Python has no such knob, so it
+    # is accepted for compatibility and otherwise ignored.
+    memory_hint: int | None = Field(default=None, alias="memory.hint")
+    history: HistoryConfig = HistoryConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    def listeners(self, kind: Literal["client", "admin"]) -> list[ServerConfig]:
+        """The servers of one kind, in file order."""
+        return [server for server in self.servers if server.type == kind]
+
+
+def default_config() -> Config:
+    """Aphlict's default listeners, but bound to loopback only.
+
+    Used when relay starts without ``--config``: nothing should listen beyond
+    this machine unless an operator asked for it.
+    """
+    return Config(
+        servers=(
+            ServerConfig(type="client", port=DEFAULT_CLIENT_PORT, listen="127.0.0.1"),
+            ServerConfig(type="admin", port=DEFAULT_ADMIN_PORT, listen="127.0.0.1"),
+        )
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: listing every problem found, each naming the file.
+    """
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            [f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]
+        ) from None
+    return parse_config(data, source)
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-decoded JSON ``data``; ``source`` names it in errors.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the file must hold a JSON object at the top level"])
+    try:
+        # JSON mode: strict about types, yet lists may fill tuples and objects
+        # may fill nested models, exactly as they arrive from the file.
+        config = Config.model_validate_json(orjson.dumps(data))
+    except ValidationError as exc:
+        raise ConfigError([f"{source}: {_describe(error)}" for error in exc.errors()]) from None
+    problems = _cross_entry_problems(config)
+    if problems:
+        raise ConfigError([f"{source}: {problem}" for problem in problems])
+    return config
+
+
+def _cross_entry_problems(config: Config) -> list[str]:
+    """Rules that span entries, which no single model can check."""
+    problems: list[str] = []
+    if not config.servers:
+        problems.append("servers: no servers are configured; relay needs a client and an admin")
+    else:
+        kinds = {server.type for server in config.servers}
+        for kind, users in (("client", "browsers"), ("admin", "application servers")):
+            if kind not in kinds:
+                problems.append(
+                    f'servers: no "{kind}" server is configured; {users} need one to connect'
+                )
+    problems += _duplicates(
+        ((index, server.port) for index, server in enumerate(config.servers) if server.port),
+        lambda index, first, port: (
+            f"servers[{index}].port: port {port} is already used by servers[{first}]"
+        ),
+    )
+    problems += _duplicates(
+        enumerate(peer.address for peer in config.cluster),
+        lambda index, first, address: (
+            f"cluster[{index}]: peer {address} is listed twice (also at cluster[{first}])"
+        ),
+    )
+    return problems
+
+
+def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[str]:
+    """One problem per item whose value an earlier item already had."""
+    first_seen: dict[Any, int] = {}
+    problems = []
+    for index, value in items:
+        if value in first_seen:
+            problems.append(describe(index, first_seen[value], value))
+        else:
+            first_seen[value] = index
+    return problems
+
+
+_TYPE_NAMES = {
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """Turn one pydantic error into ``location: plain-words problem``."""
+    location = _location(error["loc"])
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "missing":
+        return f"{location}: is required but missing"
+    if kind == "extra_forbidden":
+        return f"{location}: is not a known setting"
+    if kind in _TYPE_NAMES:
+        return f"{location}: must be {_TYPE_NAMES[kind]}, not {_json_type(given)}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{location}: must be {expected}, not {_json_repr(given)}"
+    message = error["msg"]
+    message = message.removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{location}: {message}"
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    """``('servers', 1, 'ssl.key')`` as ``servers[1].ssl.key``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part.startswith("function-"):
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+def _json_type(value: object) -> str:
+    """Name a decoded JSON value's type the way the file's author sees it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _json_repr(value: object) -> str:
+    """A short JSON rendering of a rejected value."""
+    return orjson.dumps(value).decode()[:80] if value is not None else "null"
