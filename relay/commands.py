@@ -1,0 +1,108 @@
+"""What browsers send: ``{"command": C, "data": D}`` text frames, parsed into commands.
+
+Also where a browser's instance comes from: the part of its WebSocket path
+after ``~``, as Aphlict reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relay.errors import CommandError
+from relay.notification import DEFAULT_INSTANCE
+
+#: How far back ``replay`` looks when the browser does not say (ms).
+DEFAULT_REPLAY_AGE_MS = 60_000
+
+#: The answer to a browser's ``ping``.
+PONG = orjson.dumps({"type": "pong"})
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Add these keys to the connection's subscriptions."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Remove these keys from the connection's subscriptions."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Send retained messages of the last ``age_ms`` that match the subscriptions."""
+
+    age_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Answer with a pong."""
+
+
+Command = Subscribe | Unsubscribe | Replay | Ping
+
+
+def parse_command(text: bytes | str) -> Command:
+    """Parse one text frame.
+
+    Raises:
+        CommandError: the frame is not JSON, names no known command, or its
+            ``data`` has the wrong shape; the message says which.
+    """
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(frame, dict):
+        raise CommandError("a command must be a JSON object")
+    command = frame.get("command")
+    data = frame.get("data")
+    if command in ("subscribe", "unsubscribe"):
+        keys = _keys(command, data)
+        return Subscribe(keys) if command == "subscribe" else Unsubscribe(keys)
+    if command == "replay":
+        return Replay(_replay_age(data))
+    if command == "ping":
+        return Ping()
+    raise CommandError(f"unknown command {_short(command)}")
+
+
+def instance_from_path(path: str) -> str:
+    """The instance a browser names in its path: ``/~acme/`` is ``acme``.
+
+    Reverse proxies may put a prefix before the ``~``; the query string is not
+    part of the name. No ``~``, or nothing after it, means the default instance.
+    """
+    path = path.split("?", 1)[0]
+    _, tilde, rest = path.partition("~")
+    name = rest.replace("/", "") if tilde else ""
+    return name or DEFAULT_INSTANCE
+
+
+def _keys(command: str, data: Any) -> tuple[str, ...]:
+    if not isinstance(data, list) or not all(isinstance(key, str) for key in data):
+        raise CommandError(f'"{command}" needs "data" to be a list of strings')
+    return tuple(data)
+
+
+def _replay_age(data: Any) -> float:
+    if data is None:
+        return DEFAULT_REPLAY_AGE_MS
+    if not isinstance(data, dict):
+        raise CommandError('"replay" needs "data" to be an object like {"age": 60000}')
+    age = data.get("age", DEFAULT_REPLAY_AGE_MS)
+    if isinstance(age, bool) or not isinstance(age, int | float) or age < 0:
+        raise CommandError('"replay" needs "age" to be a number of milliseconds, 0 or more')
+    return float(age)
+
+
+def _short(value: Any) -> str:
+    return orjson.dumps(value).decode()[:40] if value is not None else "(none)"

@@ -1,0 +1,78 @@
+"""What each instance retains for ``replay``: the last N messages of the last T seconds.
+
+History is per instance, so a replay never hands one tenant's messages to
+another's browser (Aphlict keeps one list for all). Time is injected.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Set
+from typing import NamedTuple
+
+from relay.encoded import EncodedMessage
+
+
+class Entry(NamedTuple):
+    """One retained message: when it arrived, whom it was for, what was sent."""
+
+    at: float
+    subscribers: frozenset[str]
+    message: EncodedMessage
+
+
+class History:
+    """Per-instance message history bounded by count and age."""
+
+    def __init__(self, max_messages: int, max_age: float, clock: Callable[[], float]) -> None:
+        """Keep at most ``max_messages`` per instance, none older than ``max_age`` seconds."""
+        self._max_messages = max_messages
+        self._max_age = max_age
+        self._clock = clock
+        self._by_instance: dict[str, deque[Entry]] = {}
+
+    def add(self, instance: str, subscribers: frozenset[str], message: EncodedMessage) -> None:
+        """Retain ``message`` for ``instance``, dropping the oldest past the bounds."""
+        if self._max_messages == 0:
+            return
+        entries = self._by_instance.get(instance)
+        if entries is None:
+            entries = self._by_instance[instance] = deque(maxlen=self._max_messages)
+        entries.append(Entry(self._clock(), subscribers, message))
+
+    def replay(self, instance: str, keys: Set[str], age: float) -> list[EncodedMessage]:
+        """Messages of the last ``age`` seconds for any of ``keys``, oldest first."""
+        entries = self._live(instance)
+        if not entries or not keys:
+            return []
+        since = self._clock() - age
+        return [
+            entry.message
+            for entry in entries
+            if entry.at >= since and not entry.subscribers.isdisjoint(keys)
+        ]
+
+    def size(self, instance: str) -> int:
+        """How many messages ``instance`` retains now."""
+        return len(self._live(instance))
+
+    def oldest_age(self, instance: str) -> float | None:
+        """Seconds since the oldest retained message arrived, or None if there is none."""
+        entries = self._live(instance)
+        return self._clock() - entries[0].at if entries else None
+
+    def expire(self) -> None:
+        """Drop every message past its age in every instance, freeing the memory."""
+        for instance in list(self._by_instance):
+            self._live(instance)
+
+    def _live(self, instance: str) -> deque[Entry]:
+        entries = self._by_instance.get(instance)
+        if entries is None:
+            return deque()
+        cutoff = self._clock() - self._max_age
+        while entries and entries[0].at < cutoff:
+            entries.popleft()
+        if not entries:
+            del self._by_instance[instance]
+        return entries

@@ -1,0 +1,201 @@
+"""The hub: where notifications are routed.
+
+Listeners and peers feed it; it feeds history, the local browsers subscribed
+to a message's keys, and the outbound peer links, in that one direction. It
+does no I/O of its own: browsers are objects with a ``deliver`` method that
+must not block, and peers are reached through the ``forward`` callable.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from relay import PROTOCOL_VERSION
+from relay.dedup import RecentIds
+from relay.encoded import EncodedMessage
+from relay.history import History
+from relay.notification import Notification
+from relay.subscriptions import SubscriptionIndex
+
+log = logging.getLogger("relay.hub")
+
+#: ``forward(instance, payload, touched)``: hand a stamped message to the peer links.
+Forward = Callable[[str, bytes, frozenset[str]], None]
+
+
+class Browser(Protocol):
+    """What the hub needs of a browser connection."""
+
+    instance: str
+
+    def deliver(self, message: EncodedMessage) -> None:
+        """Queue ``message`` for the browser without blocking."""
+
+
+class Outcome(enum.Enum):
+    """What the hub did with a posted notification."""
+
+    DELIVERED = "delivered"
+    #: This node's fingerprint was already in ``touched``: it came back around.
+    LOOPED = "looped"
+    #: The same message already arrived along another path.
+    DUPLICATE = "duplicate"
+
+
+@dataclass(slots=True)
+class InstanceCounters:
+    """Aphlict's per-instance status counters."""
+
+    clients_active: int = 0
+    clients_total: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+
+
+class Hub:
+    """Routes notifications to history, local browsers and peers."""
+
+    def __init__(
+        self,
+        *,
+        fingerprint: str,
+        history: History,
+        recent: RecentIds,
+        clock: Callable[[], float],
+        forward: Forward | None = None,
+    ) -> None:
+        """Route with this node's ``fingerprint``; ``clock`` gives monotonic seconds."""
+        self.fingerprint = fingerprint
+        self._history = history
+        self._recent = recent
+        self._clock = clock
+        self._started = clock()
+        self.forward = forward
+        self._index: SubscriptionIndex[Browser] = SubscriptionIndex()
+        self._counters: dict[str, InstanceCounters] = {}
+        self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
+    # Browsers.
+
+    def connect(self, browser: Browser) -> None:
+        """Count a browser that completed its handshake."""
+        counters = self._counters_of(browser.instance)
+        counters.clients_active += 1
+        counters.clients_total += 1
+
+    def disconnect(self, browser: Browser) -> None:
+        """Forget a browser that went away, with all its subscriptions."""
+        self._index.forget(browser)
+        self._counters_of(browser.instance).clients_active -= 1
+
+    def subscribe(self, browser: Browser, keys: Iterable[str]) -> None:
+        """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key."""
+        added = self._index.subscribe(browser, browser.instance, keys)
+        for key in added:
+            latest = self._latest_announcement.get((browser.instance, key))
+            if latest is not None:
+                browser.deliver(latest)
+
+    def unsubscribe(self, browser: Browser, keys: Iterable[str]) -> None:
+        """Unsubscribe ``browser`` from ``keys``."""
+        self._index.unsubscribe(browser, keys)
+
+    def subscription_count(self, browser: Browser) -> int:
+        """How many keys ``browser`` listens to."""
+        return self._index.count(browser)
+
+    def replay(self, browser: Browser, age_ms: float) -> int:
+        """Send ``browser`` the retained messages of the last ``age_ms`` for its keys, in order.
+
+        Returns how many were sent.
+        """
+        keys = self._index.keys_of(browser)
+        messages = self._history.replay(browser.instance, keys, age_ms / 1000.0)
+        for message in messages:
+            browser.deliver(message)
+        self._counters_of(browser.instance).messages_out += len(messages)
+        return len(messages)
+
+    # Notifications.
+
+    def publish(self, instance: str, notification: Notification) -> Outcome:
+        """Route a notification posted by an application server or a peer.
+
+        A message that already carries this node's fingerprint, or that this
+        node has seen recently under the same identity, is dropped: each node
+        delivers a message once however many paths bring it.
+        """
+        counters = self._counters_of(instance)
+        counters.messages_in += 1
+        if self.fingerprint in notification.touched:
+            return Outcome.LOOPED
+        if not self._recent.first_sighting((instance, notification.identity())):
+            if self._debug:
+                log.debug("dropped a duplicate of %s", notification.identity())
+            return Outcome.DUPLICATE
+        payload = notification.stamped(self.fingerprint)
+        message = EncodedMessage(payload)
+        self._history.add(instance, notification.subscribers, message)
+        counters.messages_out += self._deliver(instance, notification.subscribers, message)
+        if self.forward is not None:
+            touched = frozenset(notification.touched) | {self.fingerprint}
+            self.forward(instance, payload, touched)
+        return Outcome.DELIVERED
+
+    def announce(self, instance: str, body: dict[str, Any]) -> None:
+        """Deliver a message this node originates, such as its view of the Phorge cluster.
+
+        Announcements stay on this node: they are not forwarded to peers (each
+        node reports what it observes itself) nor kept in history; instead the
+        latest one per key is sent to each browser the moment it subscribes.
+        """
+        subscribers = frozenset(body.get("subscribers", ()))
+        message = EncodedMessage(orjson.dumps(body))
+        for key in subscribers:
+            self._latest_announcement[(instance, key)] = message
+        self._counters_of(instance).messages_out += self._deliver(instance, subscribers, message)
+
+    def _deliver(self, instance: str, keys: Iterable[str], message: EncodedMessage) -> int:
+        recipients = self._index.recipients(instance, keys)
+        for browser in recipients:
+            try:
+                browser.deliver(message)
+            except Exception:
+                # One broken connection must not cost the others their message.
+                log.exception("delivering to a browser failed")
+        return len(recipients)
+
+    # Upkeep and status.
+
+    def expire(self) -> None:
+        """Drop history past its age; call periodically so memory is freed when idle."""
+        self._history.expire()
+
+    def status(self, instance: str) -> dict[str, Any]:
+        """The status Aphlict reports for ``instance``, key for key."""
+        counters = self._counters.get(instance) or InstanceCounters()
+        oldest = self._history.oldest_age(instance)
+        return {
+            "instance": instance,
+            "uptime": int((self._clock() - self._started) * 1000),
+            "clients.active": counters.clients_active,
+            "clients.total": counters.clients_total,
+            "messages.in": counters.messages_in,
+            "messages.out": counters.messages_out,
+            "version": PROTOCOL_VERSION,
+            "history.size": self._history.size(instance),
+            "history.age": None if oldest is None else int(oldest * 1000),
+        }
+
+    def _counters_of(self, instance: str) -> InstanceCounters:
+        counters = self._counters.get(instance)
+        if counters is None:
+            counters = self._counters[instance] = InstanceCounters()
+        return counters
