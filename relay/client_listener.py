@@ -1,0 +1,96 @@
+"""The client listener: accepts browser WebSocket connections on one address."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from relay.browser import BrowserConnection
+from relay.config import LimitsConfig, ServerConfig
+from relay.hub import Hub
+
+log = logging.getLogger("relay.client")
+
+
+class ClientListener:
+    """Accepts browsers for one ``client`` server entry and tracks them until they go."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        server: ServerConfig,
+        limits: LimitsConfig,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        """Prepare to listen as ``server`` says; nothing is bound until ``start``."""
+        self.hub = hub
+        self.limits = limits
+        self._server_config = server
+        self._ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._connections: set[BrowserConnection] = set()
+        self._all_gone: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: BrowserConnection(self),
+            host=self._server_config.bind_host,
+            port=self._server_config.port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None,
+            reuse_address=True,
+            backlog=1024,
+        )
+        host, port = self.address
+        scheme = "wss" if self._ssl_context else "ws"
+        log.info("client listener ready on %s://%s:%d", scheme, host, port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) actually bound; the port is the OS's pick when configured as 0."""
+        assert self._server is not None, "the listener is not started"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    @property
+    def connection_count(self) -> int:
+        """Open sockets, including those still in their handshake."""
+        return len(self._connections)
+
+    def track(self, connection: BrowserConnection) -> None:
+        """Called by a connection once its socket is accepted."""
+        self._connections.add(connection)
+
+    def untrack(self, connection: BrowserConnection) -> None:
+        """Called by a connection once its socket is closed."""
+        self._connections.discard(connection)
+        if not self._connections and self._all_gone is not None:
+            self._all_gone.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, close every browser with 1001, and wait up to ``grace`` seconds."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._all_gone = asyncio.Event()
+        if self._connections:
+            log.info("closing %d browser connections", len(self._connections))
+            for connection in list(self._connections):
+                connection.going_away()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._all_gone.wait()
+            except TimeoutError:
+                log.warning(
+                    "%d browsers did not close in time; dropping them", len(self._connections)
+                )
+                for connection in list(self._connections):
+                    connection.abort()
+        self._server = None

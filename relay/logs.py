@@ -1,0 +1,64 @@
+"""Logging setup: the console plus each file in ``logs``, reopened after rotation.
+
+Files use ``WatchedFileHandler``, which notices when logrotate moved the file
+and reopens it; ``reopen_log_files`` does the same on demand (SIGHUP).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay.config import LogConfig
+from relay.errors import StartupError
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# websockets reports every connection open and close at INFO: per-connection
+# detail, which relay keeps at DEBUG.
+_CHATTY_LOGGERS = ("relay.browser.websocket",)
+
+
+def configure_logging(logs: Sequence[LogConfig], *, debug: bool = False) -> None:
+    """Send log records to stderr and to each configured file.
+
+    Raises:
+        StartupError: a log file or its directory cannot be created.
+    """
+    formatter = logging.Formatter(FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    for index, entry in enumerate(logs):
+        path = Path(entry.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
+        except OSError as exc:
+            raise StartupError(
+                f"logs[{index}].path: cannot open the log file {path}: {exc.strerror or exc}"
+            ) from None
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def reopen_log_files() -> None:
+    """Close and reopen every log file, for rotation schemes that only move files."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()

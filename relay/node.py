@@ -1,0 +1,158 @@
+"""A relay node's lifecycle: build the hub, start listeners in order, stop them in reverse.
+
+``serve(config, shutdown_trigger=...)`` is the whole server as one awaitable;
+the CLI adds signals and the event loop, tests start a ``Node`` directly and
+read back the ports the OS picked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from relay.admin import create_admin_app
+from relay.client_listener import ClientListener
+from relay.config import Config, ServerConfig
+from relay.dedup import RecentIds
+from relay.errors import StartupError
+from relay.fingerprint import new_fingerprint
+from relay.history import History
+from relay.hub import Hub
+from relay.tls import server_context
+
+log = logging.getLogger("relay.node")
+
+#: How often expired history is dropped when nothing else touches it.
+HOUSEKEEPING_INTERVAL = 1.0
+#: How long shutdown waits for browsers to acknowledge 1001 and for in-flight POSTs.
+SHUTDOWN_GRACE = 2.0
+#: Upper bound on remembered message identities (about 100 bytes each).
+RECENT_IDS_CAPACITY = 200_000
+
+
+class Node:
+    """One relay node: its hub and its client and admin listeners."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """Build the node for ``config``; nothing listens until ``start``."""
+        self.config = config
+        history = History(config.history.max_messages, config.history.max_age_seconds, clock)
+        # Remember identities at least as long as history keeps messages, so a
+        # late copy never gets delivered next to the original.
+        recent = RecentIds(
+            max(config.history.max_age_seconds, 60.0) * 2, RECENT_IDS_CAPACITY, clock
+        )
+        self.hub = Hub(fingerprint=new_fingerprint(), history=history, recent=recent, clock=clock)
+        self.client_listeners: list[ClientListener] = []
+        self._admin_runners: list[web.AppRunner] = []
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the client listeners, then the admin listeners.
+
+        Raises:
+            StartupError: a listener could not start; whatever had started is stopped.
+        """
+        log.info("starting relay node %s", self.hub.fingerprint)
+        try:
+            for index, server in self._servers("client"):
+                listener = ClientListener(
+                    self.hub, server, self.config.limits, server_context(server, index)
+                )
+                await _bind(listener.start(), server, index)
+                self.client_listeners.append(listener)
+            for index, server in self._servers("admin"):
+                await self._start_admin(server, index)
+        except BaseException:
+            await self.stop()
+            raise
+        self._housekeeping = asyncio.create_task(self._keep_house(), name="relay-housekeeping")
+
+    async def stop(self) -> None:
+        """Stop accepting posts, close browsers with 1001, and release everything."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
+        for runner in self._admin_runners:
+            await runner.cleanup()
+        self._admin_runners.clear()
+        for listener in self.client_listeners:
+            await listener.stop(SHUTDOWN_GRACE)
+        self.client_listeners.clear()
+        log.info("relay node %s stopped", self.hub.fingerprint)
+
+    @property
+    def client_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each client listener, in config order."""
+        return [listener.address for listener in self.client_listeners]
+
+    @property
+    def admin_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each admin listener, in config order."""
+        return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
+
+    async def _start_admin(self, server: ServerConfig, index: str) -> None:
+        app = create_admin_app(self.hub, body_limit=self.config.limits.admin_body_bytes)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+        )
+        await runner.setup()
+        self._admin_runners.append(runner)
+        context = server_context(server, index)
+        site = web.TCPSite(
+            runner, server.bind_host, server.port, ssl_context=context, reuse_address=True
+        )
+        await _bind(site.start(), server, index)
+        host, port = runner.addresses[0][:2]
+        log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
+
+    def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
+        return [
+            (f"servers[{index}]", server)
+            for index, server in enumerate(self.config.servers)
+            if server.type == kind
+        ]
+
+    async def _keep_house(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            self.hub.expire()
+
+
+async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> None:
+    """Await a listener's start, turning a bind failure into a clear StartupError."""
+    try:
+        await starting
+    except OSError as exc:
+        raise StartupError(
+            f"{index}: cannot listen for {server.type} connections on "
+            f"{server.bind_host}:{server.port}: {exc.strerror or exc}"
+        ) from None
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Awaitable[object],
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    """Run a relay node until ``shutdown_trigger`` completes, then stop it gracefully.
+
+    Raises:
+        StartupError: a listener could not start.
+    """
+    node = Node(config)
+    await node.start()
+    try:
+        if on_ready is not None:
+            on_ready(node)
+        await shutdown_trigger
+    finally:
+        await node.stop()

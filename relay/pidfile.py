@@ -1,0 +1,54 @@
+"""The pidfile Aphlict's launcher and init scripts use to find a running node."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from relay.errors import StartupError
+
+
+class PidFile:
+    """Writes this process's pid at start and removes it at exit."""
+
+    def __init__(self, path: str) -> None:
+        """Manage the pidfile at ``path``."""
+        self.path = Path(path)
+
+    def acquire(self) -> None:
+        """Write the pid, refusing if another live process holds the file.
+
+        Raises:
+            StartupError: another relay is running, or the file cannot be written.
+        """
+        other = self._recorded_pid()
+        if other is not None and other != os.getpid() and _alive(other):
+            raise StartupError(f"pidfile: {self.path} says relay is already running as pid {other}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise StartupError(
+                f"pidfile: cannot write {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def release(self) -> None:
+        """Remove the pidfile if it is still ours."""
+        if self._recorded_pid() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,49 @@
+"""TLS for the listeners, from Aphlict's ``ssl.key``, ``ssl.cert`` and ``ssl.chain``."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from pathlib import Path
+
+from relay.config import ServerConfig
+from relay.errors import StartupError
+
+
+def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
+    """A server-side TLS context for ``server``, or None when it serves plain text.
+
+    The chain file, when given, is appended to the certificate so that
+    browsers receive the full chain, as Aphlict serves it. ``where`` names the
+    server entry in errors.
+
+    Raises:
+        StartupError: a file is missing or unreadable, or key and certificate do not match.
+    """
+    if not server.uses_tls:
+        return None
+    assert server.ssl_cert is not None
+    assert server.ssl_key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        if server.ssl_chain:
+            _load_with_chain(context, server.ssl_cert, server.ssl_chain, server.ssl_key)
+        else:
+            context.load_cert_chain(server.ssl_cert, server.ssl_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"{where}: cannot load TLS files (ssl.cert {server.ssl_cert}, ssl.key "
+            f"{server.ssl_key}{', ssl.chain ' + server.ssl_chain if server.ssl_chain else ''}): "
+            f"{exc.strerror or exc}"
+        ) from None
+    return context
+
+
+def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -> None:
+    # ssl only loads a chain from one file, certificate first; build that file
+    # in a private directory that is removed as soon as it has been read.
+    pem = Path(cert).read_bytes().rstrip(b"\n") + b"\n" + Path(chain).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="relay-tls-") as directory:
+        combined = Path(directory) / "fullchain.pem"
+        combined.write_bytes(pem)
+        context.load_cert_chain(combined, key)
