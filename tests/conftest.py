@@ -1,0 +1,78 @@
+"""Fixtures shared by every test: in-process nodes on port 0 and real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from support import Admin, Browser, local_config
+
+from relay.config import parse_config
+from relay.node import Node
+
+# Fan-out tests open a thousand sockets each side; allow what the system allows.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+
+StartNode = Callable[..., Awaitable[Node]]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run the in-process scenarios on asyncio's own loop and on uvloop, which production uses."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+async def start_node() -> AsyncIterator[StartNode]:
+    """Start in-process nodes (default: one client and one admin on loopback, port 0)."""
+    nodes: list[Node] = []
+
+    async def start(config: dict[str, Any] | None = None, **kwargs: Any) -> Node:
+        node = Node(parse_config(config or local_config()), **kwargs)
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in reversed(nodes):
+        await node.stop()
+
+
+@pytest.fixture
+async def node(start_node: StartNode) -> Node:
+    """One running node with the default test config."""
+    return await start_node()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def admin(node: Node, session: aiohttp.ClientSession) -> Admin:
+    """An application server talking to ``node``'s admin port."""
+    return Admin(session, node.admin_addresses[0][1])
+
+
+@pytest.fixture
+async def open_browser(node: Node) -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
+    """Open browsers on ``node``'s client port; all are closed at the end."""
+    browsers: list[Browser] = []
+
+    async def open_(path: str = "/", **kwargs: Any) -> Browser:
+        browser = await Browser.open(node.client_addresses[0][1], path, **kwargs)
+        browsers.append(browser)
+        return browser
+
+    yield open_
+    for browser in browsers:
+        await browser.close()

@@ -1,0 +1,265 @@
+"""The relay command as an operator runs it: each test starts real OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from support import WAIT, Browser, RelayProcess, local_config, rss_bytes
+
+
+def write_config(tmp_path: Path, data: dict[str, Any], name: str = "relay.json") -> Path:
+    path = tmp_path / name
+    path.write_bytes(orjson.dumps(data))
+    return path
+
+
+def relay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=WAIT
+    )
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Any:
+    processes: list[RelayProcess] = []
+
+    def start(data: dict[str, Any], *extra: str) -> RelayProcess:
+        process = RelayProcess(write_config(tmp_path, data), extra).start()
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = relay_cli("check-config", "--config", "aphlict.example.json")
+    assert result.returncode == 0, result.stderr
+    assert "aphlict.example.json: OK" in result.stdout
+
+
+BROKEN_CONFIGS = [
+    (
+        {"servers": [{"type": "client", "port": 1}, {"type": "admin", "port": 1}]},
+        "servers[1].port: port 1 is already used by servers[0]",
+    ),
+    (
+        {"servers": [{"type": "client", "port": 1}, {"type": "panel", "port": 2}]},
+        "servers[1].type: must be 'client' or 'admin'",
+    ),
+    (
+        {"servers": [{"type": "client", "port": 1, "ssl.key": "k"}, {"type": "admin", "port": 2}]},
+        'servers[0]: "ssl.key" is set but "ssl.cert" is not',
+    ),
+    (
+        {"servers": [{"type": "client", "port": 1}, {"type": "admin", "port": 2, "ssl.cert": "c"}]},
+        'servers[1]: "ssl.cert" is set but "ssl.key" is not',
+    ),
+    (
+        {
+            "servers": [
+                {"type": "client", "port": 1, "ssl.chain": "c"},
+                {"type": "admin", "port": 2},
+            ]
+        },
+        'servers[0]: "ssl.chain" is set without',
+    ),
+    ({"servers": []}, "servers: no servers are configured"),
+    ({"servers": [{"type": "admin", "port": 2}]}, 'servers: no "client" server is configured'),
+    ({"servers": [{"type": "client", "port": 2}]}, 'servers: no "admin" server is configured'),
+    (
+        {
+            "servers": [{"type": "client", "port": 1}, {"type": "admin", "port": 2}],
+            "cluster": [{"host": "h", "port": 3, "protocol": "ws"}],
+        },
+        "cluster[0].protocol: must be 'http' or 'https'",
+    ),
+    (
+        {
+            "servers": [{"type": "client", "port": 1}, {"type": "admin", "port": 2}],
+            "cluster": [
+                {"host": "h", "port": 3, "protocol": "http"},
+                {"host": "h", "port": 3, "protocol": "http"},
+            ],
+        },
+        "cluster[1]: peer h:3 is listed twice (also at cluster[0])",
+    ),
+    (
+        {"servers": [{"type": "client", "port": 1, "colour": "red"}, {"type": "admin", "port": 2}]},
+        "servers[0].colour: is not a known setting",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), BROKEN_CONFIGS)
+def test_check_config_names_entry_and_field(
+    tmp_path: Path, data: dict[str, Any], expected: str
+) -> None:
+    path = write_config(tmp_path, data, "broken.json")
+    result = relay_cli("check-config", "--config", str(path))
+    assert result.returncode == 1
+    assert f"relay: {path}: {expected}" in result.stderr
+
+
+def test_serve_refuses_a_broken_config_before_starting(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"servers": []}, "broken.json")
+    result = relay_cli("serve", "--config", str(path))
+    assert result.returncode == 1
+    assert "no servers are configured" in result.stderr
+
+
+def test_serve_writes_the_pidfile_and_sigterm_closes_browsers_with_1001(
+    tmp_path: Path, running: Any
+) -> None:
+    pidfile = tmp_path / "run" / "relay.pid"
+    log_file = tmp_path / "logs" / "relay.log"
+    node = running(local_config(pidfile=str(pidfile), logs=[{"path": str(log_file)}]))
+    assert pidfile.read_text().strip() == str(node.pid)
+
+    async def scenario() -> tuple[int | None, float]:
+        browser = await Browser.open(node.client_ports[0])
+        await browser.sync()
+        started = time.monotonic()
+        node.signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(browser.ws.recv(), WAIT)
+        return closed.value.rcvd.code if closed.value.rcvd else None, started
+
+    code, started = asyncio.run(scenario())
+    status, output = node.wait(timeout=5)
+    assert code == 1001
+    assert status == 0
+    assert time.monotonic() - started < 5
+    assert not pidfile.exists()
+    assert "received SIGTERM, shutting down" in log_file.read_text()
+    assert "stopped" in output
+
+
+def test_sigint_also_shuts_down_cleanly(running: Any) -> None:
+    node = running(local_config())
+    node.signal(signal.SIGINT)
+    assert node.wait(timeout=5)[0] == 0
+
+
+def test_a_second_node_on_the_same_pidfile_is_refused(tmp_path: Path, running: Any) -> None:
+    pidfile = tmp_path / "relay.pid"
+    running(local_config(pidfile=str(pidfile)))
+    second = write_config(tmp_path, local_config(pidfile=str(pidfile)), "second.json")
+    result = relay_cli("serve", "--config", str(second))
+    assert result.returncode == 1
+    assert "already running" in result.stderr
+
+
+def test_a_port_in_use_exits_nonzero_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = local_config()
+        config["servers"][1]["port"] = port
+        result = relay_cli("serve", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 1
+    assert f"servers[1]: cannot listen for admin connections on 127.0.0.1:{port}" in result.stderr
+
+
+def test_status_and_notify_commands_talk_to_a_running_node(tmp_path: Path, running: Any) -> None:
+    node = running(local_config())
+    # The commands find the node through the same config file, with the real ports.
+    config = local_config()
+    config["servers"][0]["port"] = node.client_ports[0]
+    config["servers"][1]["port"] = node.admin_ports[0]
+    path = write_config(tmp_path, config, "client.json")
+
+    async def scenario() -> list[dict[str, Any]]:
+        browser = await Browser.open(node.client_ports[0], "/~acme/")
+        await browser.subscribe("PHID-CLI")
+        notify = await asyncio.to_thread(
+            relay_cli, "notify", "--config", str(path), "--key", "PHID-CLI", "--instance", "acme"
+        )
+        assert notify.returncode == 0, notify.stderr
+        received = await browser.drain()
+        await browser.close()
+        return received
+
+    received = asyncio.run(scenario())
+    assert [m["subscribers"] for m in received] == [["PHID-CLI"]]
+    status = relay_cli("status", "--config", str(path), "--instance", "acme")
+    assert status.returncode == 0, status.stderr
+    report = orjson.loads(status.stdout)
+    assert report["instance"] == "acme"
+    assert report["messages.in"] == 1
+
+
+def test_status_against_a_stopped_node_says_so(tmp_path: Path) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config = local_config()
+    config["servers"][1]["port"] = port
+    result = relay_cli("status", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 1
+    assert "cannot reach the node's admin port" in result.stderr
+
+
+def test_log_file_survives_rotation(tmp_path: Path, running: Any) -> None:
+    log_file = tmp_path / "relay.log"
+    node = running(local_config(logs=[{"path": str(log_file)}]))
+    rotated = tmp_path / "relay.log.1"
+    log_file.rename(rotated)
+
+    async def cause_a_log_line() -> None:
+        browser = await Browser.open(node.client_ports[0])
+        await browser.ws.send("garbage after rotation")
+        await browser.sync()
+        await browser.close()
+
+    asyncio.run(cause_a_log_line())
+    node.signal(signal.SIGHUP)
+    node.signal(signal.SIGTERM)
+    node.wait()
+    assert "garbage" not in rotated.read_text()
+    assert "unusable frame" in log_file.read_text()
+
+
+def test_a_64_mib_post_is_refused_without_growing_memory(running: Any) -> None:
+    node = running(local_config())
+    before = rss_bytes(node.pid)
+    body_size = 64 * 1024 * 1024
+    chunk = b"x" * (1024 * 1024)
+    with socket.create_connection(("127.0.0.1", node.admin_ports[0]), timeout=WAIT) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {body_size}\r\n\r\n".encode()
+        )
+        sent = 0
+        try:
+            while sent < body_size:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = sock.recv(4096)
+    after = rss_bytes(node.pid)
+    assert response.startswith(b"HTTP/1.1 413")
+    assert after - before < 5 * 1024 * 1024, (before, after)
+    # And the node still serves.
+    assert relay_cli("status", "--config", str(node.config_path)).returncode in (0, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_running_as_root_draws_a_warning(running: Any) -> None:
+    node = running(local_config())
+    node.signal(signal.SIGTERM)
+    assert "running as root" in node.wait()[1]

@@ -1,0 +1,78 @@
+"""Per-instance history bounded by count and age, on a fake clock."""
+
+from __future__ import annotations
+
+from support import FakeClock
+
+from relay.encoded import EncodedMessage
+from relay.history import History
+
+
+def msg(text: str) -> EncodedMessage:
+    return EncodedMessage(text.encode())
+
+
+def payloads(messages: list[EncodedMessage]) -> list[bytes]:
+    return [m.payload for m in messages]
+
+
+def test_replay_returns_matching_messages_in_order() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("1"))
+    history.add("default", frozenset({"B"}), msg("2"))
+    history.add("default", frozenset({"A", "C"}), msg("3"))
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"1", b"3"]
+    assert payloads(history.replay("default", {"B", "C"}, 60)) == [b"2", b"3"]
+    assert history.replay("default", set(), 60) == []
+
+
+def test_replay_never_crosses_instances() -> None:
+    history = History(10, 60, FakeClock())
+    history.add("acme", frozenset({"A"}), msg("acme"))
+    history.add("other", frozenset({"A"}), msg("other"))
+    assert payloads(history.replay("acme", {"A"}, 60)) == [b"acme"]
+    assert payloads(history.replay("other", {"A"}, 60)) == [b"other"]
+    assert history.replay("third", {"A"}, 60) == []
+
+
+def test_replay_age_limits_how_far_back() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("old"))
+    clock.advance(30)
+    history.add("default", frozenset({"A"}), msg("new"))
+    clock.advance(5)
+    assert payloads(history.replay("default", {"A"}, 10)) == [b"new"]
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"old", b"new"]
+
+
+def test_count_bound_drops_the_oldest() -> None:
+    history = History(3, 60, FakeClock())
+    for n in range(5):
+        history.add("default", frozenset({"A"}), msg(str(n)))
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"2", b"3", b"4"]
+    assert history.size("default") == 3
+
+
+def test_age_bound_expires_by_time_alone() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("1"))
+    clock.advance(20)
+    history.add("default", frozenset({"A"}), msg("2"))
+    assert history.oldest_age("default") == 20
+    clock.advance(45)
+    assert history.size("default") == 1
+    assert history.oldest_age("default") == 45
+    clock.advance(16)
+    history.expire()
+    assert history.size("default") == 0
+    assert history.oldest_age("default") is None
+    assert history._by_instance == {}
+
+
+def test_zero_messages_disables_history() -> None:
+    history = History(0, 60, FakeClock())
+    history.add("default", frozenset({"A"}), msg("1"))
+    assert history.size("default") == 0

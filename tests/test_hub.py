@@ -1,0 +1,160 @@
+"""The hub's routing, with recording browsers instead of sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from support import FakeClock
+
+from relay.dedup import RecentIds
+from relay.encoded import EncodedMessage
+from relay.history import History
+from relay.hub import Hub, Outcome
+from relay.notification import parse_notification
+
+
+class RecordingBrowser:
+    def __init__(self, instance: str = "default") -> None:
+        self.instance = instance
+        self.received: list[dict[str, Any]] = []
+
+    def deliver(self, message: EncodedMessage) -> None:
+        self.received.append(orjson.loads(message.payload))
+
+
+def make_hub(clock: FakeClock | None = None) -> tuple[Hub, list[tuple[str, bytes, frozenset[str]]]]:
+    clock = clock or FakeClock()
+    forwarded: list[tuple[str, bytes, frozenset[str]]] = []
+    hub = Hub(
+        fingerprint="SELF",
+        history=History(100, 60, clock),
+        recent=RecentIds(120, 1000, clock),
+        clock=clock,
+        forward=lambda *args: forwarded.append(args),
+    )
+    return hub, forwarded
+
+
+def post(hub: Hub, body: dict[str, Any], instance: str = "default") -> Outcome:
+    return hub.publish(instance, parse_notification(orjson.dumps(body)))
+
+
+def test_publish_reaches_subscribers_once_and_is_stamped() -> None:
+    hub, forwarded = make_hub()
+    both, one, none = RecordingBrowser(), RecordingBrowser(), RecordingBrowser()
+    for browser in (both, one, none):
+        hub.connect(browser)
+    hub.subscribe(both, ["A", "B"])
+    hub.subscribe(one, ["B"])
+    assert post(hub, {"subscribers": ["A", "B"], "uniqueID": "u1"}) is Outcome.DELIVERED
+    assert [m["uniqueID"] for m in both.received] == ["u1"]
+    assert [m["touched"] for m in one.received] == [["SELF"]]
+    assert none.received == []
+    assert forwarded[0][0] == "default"
+    assert forwarded[0][2] == {"SELF"}
+    assert orjson.loads(forwarded[0][1])["touched"] == ["SELF"]
+
+
+def test_a_message_already_touched_by_this_node_is_dropped() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert post(hub, {"subscribers": ["A"], "touched": ["OTHER", "SELF"]}) is Outcome.LOOPED
+    assert browser.received == []
+    assert forwarded == []
+
+
+def test_a_repeat_by_another_path_is_delivered_once() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert post(hub, {"subscribers": ["A"], "uniqueID": "u", "touched": ["N1"]}).name == "DELIVERED"
+    assert post(hub, {"subscribers": ["A"], "uniqueID": "u", "touched": ["N2"]}).name == "DUPLICATE"
+    assert len(browser.received) == 1
+    assert len(forwarded) == 1
+    assert hub.status("default")["history.size"] == 1
+    assert hub.status("default")["messages.in"] == 2
+
+
+def test_same_unique_id_in_two_instances_is_two_messages() -> None:
+    hub, _ = make_hub()
+    acme, other = RecordingBrowser("acme"), RecordingBrowser("other")
+    for browser in (acme, other):
+        hub.connect(browser)
+        hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"], "uniqueID": "u"}, "acme")
+    post(hub, {"subscribers": ["A"], "uniqueID": "u"}, "other")
+    assert len(acme.received) == len(other.received) == 1
+
+
+def test_replay_sends_only_this_instance_and_these_keys() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    post(hub, {"subscribers": ["A"], "n": 1}, "acme")
+    post(hub, {"subscribers": ["B"], "n": 2}, "acme")
+    post(hub, {"subscribers": ["A"], "n": 3}, "other")
+    clock.advance(1)
+    browser = RecordingBrowser("acme")
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert hub.replay(browser, 60_000) == 1
+    assert [m["n"] for m in browser.received] == [1]
+
+
+def test_one_failing_browser_does_not_cost_the_others() -> None:
+    hub, _ = make_hub()
+
+    class Broken(RecordingBrowser):
+        def deliver(self, message: EncodedMessage) -> None:
+            raise RuntimeError("boom")
+
+    broken, fine = Broken(), RecordingBrowser()
+    for browser in (broken, fine):
+        hub.connect(browser)
+        hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"]})
+    assert len(fine.received) == 1
+
+
+def test_announcements_stay_local_and_reach_late_subscribers() -> None:
+    hub, forwarded = make_hub()
+    early = RecordingBrowser()
+    hub.connect(early)
+    hub.subscribe(early, ["status"])
+    hub.announce("default", {"subscribers": ["status"], "state": 1})
+    hub.announce("default", {"subscribers": ["status"], "state": 2})
+    late = RecordingBrowser()
+    hub.connect(late)
+    hub.subscribe(late, ["status"])
+    hub.subscribe(late, ["status"])
+    assert [m["state"] for m in early.received] == [1, 2]
+    assert [m["state"] for m in late.received] == [2]
+    assert forwarded == []
+    assert hub.status("default")["history.size"] == 0
+
+
+def test_status_counts_clients_and_messages_per_instance() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    browser = RecordingBrowser("acme")
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"]}, "acme")
+    clock.advance(2.5)
+    hub.disconnect(browser)
+    status = hub.status("acme")
+    assert status == {
+        "instance": "acme",
+        "uptime": 2500,
+        "clients.active": 0,
+        "clients.total": 1,
+        "messages.in": 1,
+        "messages.out": 1,
+        "version": 7,
+        "history.size": 1,
+        "history.age": 2500,
+    }
+    assert hub.status("unknown")["clients.total"] == 0

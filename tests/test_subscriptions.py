@@ -1,0 +1,45 @@
+"""The subscription index, without a server."""
+
+from __future__ import annotations
+
+from relay.subscriptions import SubscriptionIndex
+
+
+def test_recipients_are_exactly_the_subscribers_of_any_key() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.subscribe("a", "default", ["K1"])
+    index.subscribe("b", "default", ["K1", "K2"])
+    index.subscribe("c", "default", ["K3"])
+    assert sorted(index.recipients("default", ["K1", "K2"])) == ["a", "b"]
+    assert index.recipients("default", ["K9"]) == []
+
+
+def test_instances_do_not_mix() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.subscribe("a", "acme", ["K"])
+    index.subscribe("b", "other", ["K"])
+    assert index.recipients("acme", ["K"]) == ["a"]
+    assert index.recipients("nobody", ["K"]) == []
+
+
+def test_subscribe_reports_only_new_keys() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    assert index.subscribe("a", "default", ["K1", "K2"]) == ["K1", "K2"]
+    assert index.subscribe("a", "default", ["K2", "K3", "K3"]) == ["K3"]
+    assert index.count("a") == 3
+
+
+def test_unsubscribe_and_forget_leave_nothing_behind() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.subscribe("a", "default", ["K1", "K2"])
+    index.subscribe("b", "default", ["K1"])
+    index.unsubscribe("a", ["K1", "unknown"])
+    assert index.recipients("default", ["K1"]) == ["b"]
+    assert index.keys_of("a") == {"K2"}
+    index.forget("a")
+    index.forget("b")
+    index.forget("never-seen")
+    index.unsubscribe("never-seen", ["K"])
+    assert index.recipients("default", ["K1", "K2"]) == []
+    assert index._by_instance == {}
+    assert index._keys_of == {}
