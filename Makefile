@@ -1,0 +1,35 @@
+# relay's developer entry points. `make run` and `make test` install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit bench clean
+
+# Start relay on the example config, in the foreground (Ctrl-C stops it).
+run: $(STAMP)
+	$(BIN)/relay serve --config aphlict.example.json
+
+# Everything CI runs: lint, type checks, then the whole test suite.
+test: $(STAMP)
+	bash scripts/ensure-services
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+# Quick loop while developing: the pure core only.
+unit: $(STAMP)
+	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_commands.py \
+		tests/test_notification.py tests/test_subscriptions.py tests/test_history.py \
+		tests/test_dedup.py tests/test_hub.py
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache *.egg-info
