@@ -53,7 +53,9 @@ async def post_notification(request: web.Request) -> web.Response:
 
 async def get_status(request: web.Request) -> web.Response:
     """Aphlict's status keys for the instance, plus relay's own sections."""
-    status = request.app[HUB].status(instance_from_query(request.query.get("instance")))
+    hub = request.app[HUB]
+    status = hub.status(instance_from_query(request.query.get("instance")))
+    status["fingerprint"] = hub.fingerprint
     for name, section in request.app[STATUS_SECTIONS].items():
         status[name] = section()
     return web.Response(body=orjson.dumps(status), content_type=_JSON)

@@ -67,11 +67,19 @@ class LogConfig(_Section):
 
 
 class PeerConfig(_Section):
-    """A cluster node (possibly this very node) that receives every notification."""
+    """A cluster node (possibly this very node) that receives every notification.
+
+    ``host``, ``port`` and ``protocol`` are Aphlict's; the rest are relay's own
+    per-peer TLS settings.
+    """
 
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     protocol: Literal["http", "https"]
+    #: CA bundle to verify this peer's certificate with, instead of peering.ca_file.
+    ca_file: str | None = None
+    #: Verify the peer's certificate (https only). Turning this off must be explicit.
+    tls_verify: bool = True
 
     @property
     def address(self) -> str:
@@ -84,6 +92,24 @@ class HistoryConfig(_Section):
 
     max_messages: int = Field(default=4096, ge=0)
     max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+
+
+class PeeringConfig(_Section):
+    """How this node talks to its cluster peers (relay's own; Aphlict has no such knobs)."""
+
+    #: Whole-request deadline for one POST to a peer (Phorge gives its own posts 2 s).
+    timeout_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    #: Messages queued per peer while it is slow or down; the oldest are dropped first.
+    queue_size: int = Field(default=1000, ge=1)
+    #: Queued messages older than this are dropped: replay would not return them anyway.
+    queue_max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    #: Concurrent POSTs per peer over its keep-alive connections.
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    #: First retry delay after a failure; it doubles per failure (with jitter) up to the max.
+    backoff_initial_seconds: float = Field(default=0.25, gt=0, allow_inf_nan=False)
+    backoff_max_seconds: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    #: CA bundle for https peers; the system's trust store when null.
+    ca_file: str | None = None
 
 
 class LimitsConfig(_Section):
@@ -109,6 +135,7 @@ class Config(_Section):
     memory_hint: int | None = Field(default=None, alias="memory.hint")
     history: HistoryConfig = HistoryConfig()
     limits: LimitsConfig = LimitsConfig()
+    peering: PeeringConfig = PeeringConfig()
 
     def listeners(self, kind: Literal["client", "admin"]) -> list[ServerConfig]:
         """The servers of one kind, in file order."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from relay.admin import create_admin_app
+from relay.admin import STATUS_SECTIONS, create_admin_app
 from relay.client_listener import ClientListener
 from relay.config import Config, ServerConfig
 from relay.dedup import RecentIds
@@ -23,6 +23,7 @@ from relay.errors import StartupError
 from relay.fingerprint import new_fingerprint
 from relay.history import History
 from relay.hub import Hub
+from relay.peers import PeerSet
 from relay.tls import server_context
 
 log = logging.getLogger("relay.node")
@@ -31,6 +32,8 @@ log = logging.getLogger("relay.node")
 HOUSEKEEPING_INTERVAL = 1.0
 #: How long shutdown waits for browsers to acknowledge 1001 and for in-flight POSTs.
 SHUTDOWN_GRACE = 2.0
+#: How long shutdown lets queued messages reach peers that are up.
+PEER_DRAIN_GRACE = 1.0
 #: Upper bound on remembered message identities (about 100 bytes each).
 RECENT_IDS_CAPACITY = 200_000
 
@@ -47,7 +50,15 @@ class Node:
         recent = RecentIds(
             max(config.history.max_age_seconds, 60.0) * 2, RECENT_IDS_CAPACITY, clock
         )
-        self.hub = Hub(fingerprint=new_fingerprint(), history=history, recent=recent, clock=clock)
+        fingerprint = new_fingerprint()
+        self.peers = PeerSet(config.cluster, config.peering, fingerprint, clock=clock)
+        self.hub = Hub(
+            fingerprint=fingerprint,
+            history=history,
+            recent=recent,
+            clock=clock,
+            forward=self.peers.forward if config.cluster else None,
+        )
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
@@ -68,6 +79,7 @@ class Node:
                 self.client_listeners.append(listener)
             for index, server in self._servers("admin"):
                 await self._start_admin(server, index)
+            await self.peers.start()
         except BaseException:
             await self.stop()
             raise
@@ -86,6 +98,7 @@ class Node:
         for listener in self.client_listeners:
             await listener.stop(SHUTDOWN_GRACE)
         self.client_listeners.clear()
+        await self.peers.stop(PEER_DRAIN_GRACE)
         log.info("relay node %s stopped", self.hub.fingerprint)
 
     @property
@@ -100,6 +113,7 @@ class Node:
 
     async def _start_admin(self, server: ServerConfig, index: str) -> None:
         app = create_admin_app(self.hub, body_limit=self.config.limits.admin_body_bytes)
+        app[STATUS_SECTIONS]["cluster"] = self.peers.status
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
         )

@@ -1,0 +1,312 @@
+"""Outbound links to cluster peers: each message the hub routes is POSTed to every other node.
+
+Each peer gets a bounded outbox, a keep-alive aiohttp session, a request
+timeout, and a few sender tasks that retry with backoff while it is down. A
+slow or dead peer only fills (and overflows) its own outbox: local delivery
+and the other peers never wait for it.
+
+Fingerprints are learned from receipts, as Aphlict does: a peer whose
+fingerprint is in a message's ``touched`` list already has the message, and a
+peer whose receipt carries this node's own fingerprint is this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from relay.backoff import Backoff
+from relay.config import PeerConfig, PeeringConfig
+from relay.outbox import Outbox, Outgoing
+
+log = logging.getLogger("relay.peers")
+
+#: Receipts are tiny JSON objects; anything longer is not a receipt.
+MAX_RECEIPT_BYTES = 4096
+
+
+class PeerState(enum.Enum):
+    """What this node knows of a peer."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+    #: The entry is this very node (its receipt carried our fingerprint).
+    SELF = "self"
+
+
+class PeerLink:
+    """One peer: its outbox, its connection and its senders."""
+
+    def __init__(
+        self,
+        name: str,
+        peer: PeerConfig,
+        settings: PeeringConfig,
+        own_fingerprint: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Link to ``peer`` (``name`` is its config entry, e.g. ``cluster[1]``)."""
+        self.name = name
+        self.peer = peer
+        self._settings = settings
+        self._own_fingerprint = own_fingerprint
+        self._clock = clock
+        self._outbox = Outbox(settings.queue_size, settings.queue_max_age_seconds, clock)
+        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+        self._url = f"{peer.protocol}://{peer.host}:{peer.port}/"
+        self.state = PeerState.UNKNOWN
+        self.fingerprint: str | None = None
+        self.sent = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self.last_latency: float | None = None
+        self._retry_at = 0.0
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # While a peer is down or not yet known, one message at a time probes it.
+        self._probe = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    # What the hub calls.
+
+    def offer(self, instance: str, payload: bytes, touched: frozenset[str]) -> None:
+        """Queue ``payload`` unless this peer is this node or already touched it."""
+        if self.state is PeerState.SELF:
+            return
+        if self.fingerprint is not None and self.fingerprint in touched:
+            return
+        self._outbox.put(instance, payload)
+        self._idle.clear()
+        self._wakeup.set()
+
+    # Lifecycle.
+
+    async def start(self) -> None:
+        """Open the session and start the senders."""
+        connector = aiohttp.TCPConnector(
+            limit=self._settings.max_in_flight, ssl=self._tls_context() or True
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._settings.timeout_seconds),
+            headers={"Content-Type": "application/json"},
+            raise_for_status=False,
+        )
+        self._workers = [
+            asyncio.create_task(self._send_forever(), name=f"relay-peer-{self.name}")
+            for _ in range(self._settings.max_in_flight)
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Give queued messages up to ``grace`` seconds to go out, then close."""
+        if self.state is PeerState.UP:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def status(self) -> dict[str, Any]:
+        """This link as ``/status/`` shows it."""
+        return {
+            "host": self.peer.host,
+            "port": self.peer.port,
+            "protocol": self.peer.protocol,
+            "fingerprint": self.fingerprint,
+            "self": self.state is PeerState.SELF,
+            "state": self.state.value,
+            "sent": self.sent,
+            "failed": self.failed,
+            "dropped": self._outbox.dropped,
+            "queue": len(self._outbox),
+            "last_error": self.last_error,
+            "last_latency_ms": None if self.last_latency is None else self.last_latency * 1000,
+        }
+
+    # Sending.
+
+    async def _send_forever(self) -> None:
+        while True:
+            item = await self._next()
+            self._in_flight += 1
+            try:
+                if self.state is PeerState.UP:
+                    await self._send(item)
+                else:
+                    async with self._probe:
+                        if self._clock() < self._retry_at:
+                            # Another probe failed while this one waited: back off too.
+                            self._outbox.put_back(item)
+                            continue
+                        await self._send(item)
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight and not self._outbox:
+                    self._idle.set()
+
+    async def _next(self) -> Outgoing:
+        """The next message to send, once any backoff has run out."""
+        while True:
+            wait = self._retry_at - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            item = self._outbox.take()
+            if item is not None:
+                return item
+            if not self._in_flight:
+                self._idle.set()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _send(self, item: Outgoing) -> None:
+        if self.state is PeerState.SELF:
+            return
+        assert self._session is not None
+        started = self._clock()
+        try:
+            async with self._session.post(
+                self._url, params={"instance": item.instance}, data=item.payload
+            ) as response:
+                body = await response.content.read(MAX_RECEIPT_BYTES)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            self._failed(item, _describe(exc))
+            return
+        self.last_latency = self._clock() - started
+        if status >= 500:
+            self._failed(item, f"HTTP {status}")
+            return
+        if status != 200:
+            # The peer is alive but refuses this message; retrying will not help.
+            self.failed += 1
+            self.last_error = f"HTTP {status}: {body[:200].decode(errors='replace')}"
+            log.warning("%s refused a message: %s", self._label(), self.last_error)
+            return
+        self._succeeded(_receipt_fingerprint(body))
+
+    def _succeeded(self, fingerprint: str | None) -> None:
+        self.sent += 1
+        self._backoff.reset()
+        self._retry_at = 0.0
+        if fingerprint == self._own_fingerprint:
+            self.state = PeerState.SELF
+            self.fingerprint = fingerprint
+            self._outbox.clear()
+            log.info("%s is this node; it will not be sent messages", self._label())
+            return
+        restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
+        if fingerprint is not None:
+            self.fingerprint = fingerprint
+        if self.state is not PeerState.UP:
+            was_down = self.state is PeerState.DOWN
+            self.state = PeerState.UP
+            self.last_error = None
+            log.info(
+                "%s is %s (fingerprint %s%s)",
+                self._label(),
+                "up again" if was_down else "up",
+                self.fingerprint,
+                ", restarted" if restarted else "",
+            )
+        elif restarted:
+            log.info("%s restarted (fingerprint %s)", self._label(), self.fingerprint)
+
+    def _failed(self, item: Outgoing, reason: str) -> None:
+        self.failed += 1
+        self.last_error = reason
+        self._outbox.put_back(item)
+        self._retry_at = self._clock() + self._backoff.next_delay()
+        if self.state is not PeerState.DOWN:
+            self.state = PeerState.DOWN
+            log.warning("%s is down: %s", self._label(), reason)
+
+    def _label(self) -> str:
+        return f"peer {self.name} ({self.peer.protocol}://{self.peer.host}:{self.peer.port})"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.peer.protocol != "https":
+            return None
+        context = ssl.create_default_context(cafile=self.peer.ca_file or self._settings.ca_file)
+        if not self.peer.tls_verify:
+            log.warning("%s: certificate verification is off (tls_verify: false)", self._label())
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+class PeerSet:
+    """Every configured peer; the hub's ``forward`` callable."""
+
+    def __init__(
+        self,
+        peers: Sequence[PeerConfig],
+        settings: PeeringConfig,
+        own_fingerprint: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Prepare a link per configured peer; nothing is sent until ``start``."""
+        self.links = [
+            PeerLink(f"cluster[{index}]", peer, settings, own_fingerprint, clock=clock)
+            for index, peer in enumerate(peers)
+        ]
+
+    def forward(self, instance: str, payload: bytes, touched: frozenset[str]) -> None:
+        """Offer a message to every peer; never blocks."""
+        for link in self.links:
+            link.offer(instance, payload, touched)
+
+    async def start(self) -> None:
+        """Start every link."""
+        for link in self.links:
+            await link.start()
+
+    async def stop(self, grace: float) -> None:
+        """Drain briefly, then close every link."""
+        await asyncio.gather(*(link.stop(grace) for link in self.links))
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every link as ``/status/`` shows it."""
+        return [link.status() for link in self.links]
+
+
+def _receipt_fingerprint(body: bytes) -> str | None:
+    try:
+        receipt = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    fingerprint = receipt.get("fingerprint") if isinstance(receipt, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for a failed POST, without secrets (URLs carry none)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"certificate refused: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
