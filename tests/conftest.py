@@ -25,7 +25,13 @@ StartNode = Callable[..., Awaitable[Node]]
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Run the in-process scenarios on asyncio's own loop and on uvloop, which production uses."""
+    """Run the in-process scenarios on asyncio's own loop and on uvloop, which production uses.
+
+    Tests marked ``slow`` drive relay processes (which pick their own loop), so
+    running their client side twice would only cost time.
+    """
+    if item.get_closest_marker("slow"):
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,3 +227,63 @@ class RelayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.communicate(timeout=WAIT)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS picked as free just now, for configs that must name peers' ports upfront.
+
+    Cluster nodes list each other's admin ports in their config files, so the
+    ports must be known before any node starts; the OS still picks them.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Cluster:
+    """Several relay processes, each listing every node (itself included) as a peer."""
+
+    def __init__(self, directory: Path, size: int, **sections: Any) -> None:
+        ports = free_ports(2 * size)
+        self.client_ports = ports[:size]
+        self.admin_ports = ports[size:]
+        self.directory = directory
+        self.sections = sections
+        self.peers = [
+            {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in self.admin_ports
+        ]
+        self.nodes: list[RelayProcess | None] = [None] * size
+
+    def config(self, index: int) -> dict[str, Any]:
+        return {
+            "servers": [
+                {"type": "client", "port": self.client_ports[index], "listen": "127.0.0.1"},
+                {"type": "admin", "port": self.admin_ports[index], "listen": "127.0.0.1"},
+            ],
+            "cluster": self.peers,
+            **self.sections,
+        }
+
+    def start(self, index: int, config: dict[str, Any] | None = None) -> RelayProcess:
+        path = self.directory / f"node{index}.json"
+        path.write_bytes(orjson.dumps(config or self.config(index)))
+        node = RelayProcess(path).start()
+        self.nodes[index] = node
+        return node
+
+    def start_all(self) -> Cluster:
+        for index in range(len(self.nodes)):
+            self.start(index)
+        return self
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                node.kill()
