@@ -276,9 +276,17 @@ def tls_peer_files(ca: trustme.CA, directory: Path) -> dict[str, str]:
     return {"ssl.key": str(key), "ssl.cert": str(cert)}
 
 
-@pytest.mark.parametrize("trusted", [True, False])
+@pytest.mark.parametrize(
+    ("trusted", "verify"),
+    [(True, True), (False, True), (False, False)],
+    ids=["trusted-ca", "untrusted-ca", "untrusted-ca-verification-off"],
+)
 async def test_https_peers_are_verified(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession, trusted: bool
+    clusters: list[Cluster],
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    trusted: bool,
+    verify: bool,
 ) -> None:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
@@ -286,7 +294,9 @@ async def test_https_peers_are_verified(
     tls = tls_peer_files(ca, tmp_path)
     cluster = Cluster(tmp_path, 2, peering={"ca_file": str(ca_file)})
     clusters.append(cluster)
-    cluster.peers = [{**peer, "protocol": "https"} for peer in cluster.peers]
+    cluster.peers = [{**peer, "protocol": "https", "tls_verify": verify} for peer in cluster.peers]
+    # Only an explicit tls_verify: false lets an unverifiable peer through.
+    trusted = trusted or not verify
     for index in range(2):
         config = cluster.config(index)
         config["servers"][1].update(tls)
