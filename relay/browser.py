@@ -4,12 +4,18 @@ Each connection is one small object with no task of its own: bytes arrive in
 ``data_received``, go through websockets' parser, and become commands for the
 hub; messages leave through ``deliver``, which writes a frame built once for
 every recipient straight to the transport, never awaiting.
+
+Limits enforced here: the handshake deadline, admission (503 over the
+connection caps), the outbound buffer bound (a browser that stops reading is
+closed with 1008 instead of growing memory), and liveness (a silent browser is
+pinged, then dropped; the listener's sweep calls ``check_liveness``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, cast
 
 from websockets.frames import Frame, Opcode
@@ -43,6 +49,10 @@ PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
 
 #: How long a closing connection may take to finish its closing handshake.
 CLOSE_TIMEOUT = 5.0
+#: How long a browser that stopped reading gets to read our close frame.
+SLOW_CLOSE_TIMEOUT = 1.0
+#: Close code for a browser whose outbound buffer overflowed (policy violation).
+TOO_SLOW = 1008
 
 _PONG = EncodedMessage(PONG)
 
@@ -51,40 +61,62 @@ class BrowserConnection(asyncio.Protocol):
     """One browser's WebSocket connection, from handshake to close."""
 
     __slots__ = (
+        "_address",
+        "_admitted",
         "_closing",
         "_counted",
         "_fragments",
+        "_last_heard",
         "_listener",
         "_open",
+        "_pinged",
+        "_refusal",
         "_timer",
         "_transport",
         "_ws",
         "instance",
-        "peer",
     )
 
     def __init__(self, listener: ClientListener) -> None:
         """Create the protocol for one accepted socket of ``listener``."""
         self._listener = listener
-        self._ws = ServerProtocol(max_size=listener.limits.browser_message_bytes, logger=_ws_log)
+        self._ws = ServerProtocol(
+            origins=listener.origins,
+            extensions=listener.extensions,
+            max_size=listener.limits.browser_message_bytes,
+            logger=_ws_log,
+        )
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._open = False
         self._counted = False
+        self._admitted = False
+        self._refusal: str | None = None
         self._closing = False
+        self._pinged = False
+        self._last_heard = time.monotonic()
         self._fragments: bytearray | None = None
+        self._address = "?"
         self.instance = DEFAULT_INSTANCE
-        self.peer = "?"
+
+    @property
+    def peer(self) -> str:
+        """The browser's address, for log lines."""
+        return self._address
 
     # asyncio callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the handshake deadline and register with the listener."""
+        """Admit the connection (or mark it for refusal) and start the handshake deadline."""
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self._transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if peername:
-            self.peer = f"{peername[0]}:{peername[1]}"
+            self._address = str(peername[0])
+        self._refusal = self._listener.admission.admit(self._address)
+        self._admitted = self._refusal is None
+        # pause_writing() fires when this much is queued: the browser is not reading.
+        self._transport.set_write_buffer_limits(high=self._listener.limits.outbound_buffer_bytes)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(
             self._listener.limits.handshake_seconds, self._handshake_expired
@@ -93,6 +125,8 @@ class BrowserConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes to the parser and act on what it found."""
+        self._last_heard = time.monotonic()
+        self._pinged = False
         ws = self._ws
         ws.receive_data(data)
         for event in ws.events_received():
@@ -108,15 +142,23 @@ class BrowserConnection(asyncio.Protocol):
         self._flush()
         return None
 
+    def pause_writing(self) -> None:
+        """The outbound buffer passed its bound: this browser is not keeping up."""
+        if self._open:
+            self._open = False  # deliver nothing more
+            asyncio.get_running_loop().call_soon(self._close_too_slow)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the browser and its subscriptions."""
+        """Forget the browser and its subscriptions; give back its admission slot."""
         self._ws.receive_eof()
         self._cancel_timer()
         if self._counted:
             self._listener.hub.disconnect(self)
-        self._open = False
+        if self._admitted:
+            self._listener.admission.release(self._address)
+        self._open = self._counted = self._admitted = False
         self._listener.untrack(self)
-        log.debug("browser %s disconnected", self.peer)
+        log.debug("browser %s disconnected", self._address)
 
     # What the hub and the listener call.
 
@@ -125,6 +167,20 @@ class BrowserConnection(asyncio.Protocol):
         if self._open:
             assert self._transport is not None
             self._transport.write(message.frame)
+
+    def check_liveness(self, now: float) -> None:
+        """Ping a browser silent for the ping interval; drop one silent past the timeout."""
+        if not self._open:
+            return
+        silent = now - self._last_heard
+        limits = self._listener.limits
+        if silent >= limits.ping_interval_seconds + limits.ping_timeout_seconds:
+            log.info("browser %s did not answer a ping in time; dropped", self._address)
+            self.abort()
+        elif silent >= limits.ping_interval_seconds and not self._pinged:
+            self._pinged = True
+            self._ws.send_ping(b"relay")
+            self._flush()
 
     def going_away(self) -> None:
         """Close with 1001 so the browser reconnects, to this node later or another one now."""
@@ -146,6 +202,9 @@ class BrowserConnection(asyncio.Protocol):
         upgrade = request.headers.get("Upgrade", "")
         if "websocket" not in upgrade.lower():
             response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
+        elif self._refusal is not None:
+            response = ws.reject(503, f"relay cannot take this connection: {self._refusal}\n")
+            log.warning("refused browser %s: %s", self._address, self._refusal)
         else:
             response = ws.accept(request)
         ws.send_response(response)
@@ -154,11 +213,13 @@ class BrowserConnection(asyncio.Protocol):
             self.instance = instance_from_path(request.path)
             self._open = self._counted = True
             self._listener.hub.connect(self)
-            log.debug("browser %s connected to instance %s", self.peer, self.instance)
+            log.debug("browser %s connected to instance %s", self._address, self.instance)
+        elif response.status_code == 403:
+            log.info("refused browser %s: %s", self._address, ws.handshake_exc)
 
     def _handshake_expired(self) -> None:
         self._timer = None
-        log.debug("browser %s did not finish its handshake in time", self.peer)
+        log.debug("browser %s did not finish its handshake in time", self._address)
         self.abort()
 
     # Frames and commands.
@@ -187,19 +248,52 @@ class BrowserConnection(asyncio.Protocol):
         try:
             command = parse_command(text)
         except CommandError as exc:
-            log.info("browser %s sent an unusable frame, ignored: %s", self.peer, exc)
+            log.info("browser %s sent an unusable frame, ignored: %s", self._address, exc)
             return
+        try:
+            self._run(command)
+        except Exception:
+            # A bug met by one connection's input ends that connection only.
+            log.exception("handling a command from browser %s failed", self._address)
+            self._ws.fail(1011, "internal error")
+
+    def _run(self, command: Subscribe | Unsubscribe | Replay | Ping) -> None:
         hub = self._listener.hub
         if isinstance(command, Subscribe):
-            hub.subscribe(self, command.keys)
+            refused = hub.subscribe(self, command.keys)
+            if refused:
+                limits = self._listener.limits
+                log.info(
+                    "browser %s: refused %d keys (longer than %d characters or past %d "
+                    "subscriptions)",
+                    self._address,
+                    refused,
+                    limits.max_key_length,
+                    limits.max_subscriptions,
+                )
         elif isinstance(command, Unsubscribe):
             hub.unsubscribe(self, command.keys)
         elif isinstance(command, Replay):
             hub.replay(self, command.age_ms)
-        elif isinstance(command, Ping):
+        else:
             self.deliver(_PONG)
 
     # Writing and closing.
+
+    def _close_too_slow(self) -> None:
+        log.warning(
+            "browser %s stopped reading; over %d bytes queued, disconnected",
+            self._address,
+            self._listener.limits.outbound_buffer_bytes,
+        )
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(TOO_SLOW, "too slow: outbound buffer full")
+            self._flush()
+        self._cancel_timer()
+        if self._transport is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                SLOW_CLOSE_TIMEOUT, self._transport.abort
+            )
 
     def _flush(self) -> None:
         """Write what the protocol produced; start the close deadline when closing."""
@@ -217,9 +311,12 @@ class BrowserConnection(asyncio.Protocol):
                     transport.close()
             else:
                 transport.close()
-        self._open = ws.state is State.OPEN
+        if ws.state is not State.OPEN:
+            # Only a completed handshake opens; closing, failing or pause_writing close.
+            self._open = False
         if not self._closing and ws.close_expected():
             self._closing = True
+            self._open = False
             self._cancel_timer()
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 

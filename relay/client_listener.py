@@ -1,13 +1,26 @@
-"""The client listener: accepts browser WebSocket connections on one address."""
+"""The client listener: accepts browser WebSocket connections on one address.
+
+It also owns what applies to all its connections at once: the allowed
+origins, compression, and one liveness sweep that pings silent browsers and
+drops dead ones (one timer for the listener instead of one per connection).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Sequence
 
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.typing import Origin
+
+from relay.admission import Admission
 from relay.browser import BrowserConnection
-from relay.config import LimitsConfig, ServerConfig
+from relay.config import BrowsersConfig, LimitsConfig, ServerConfig
 from relay.hub import Hub
 
 log = logging.getLogger("relay.client")
@@ -20,12 +33,23 @@ class ClientListener:
         self,
         hub: Hub,
         server: ServerConfig,
+        *,
         limits: LimitsConfig,
+        browsers: BrowsersConfig,
+        admission: Admission,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        """Prepare to listen as ``server`` says; nothing is bound until ``start``."""
+        """Prepare to listen as ``server`` says; nothing is bound until ``start``.
+
+        ``admission`` is shared by every client listener of the node, so the
+        connection caps hold for the node as a whole.
+        """
         self.hub = hub
         self.limits = limits
+        self.admission = admission
+        self.origins = _allowed_origins(browsers)
+        self.extensions = _extensions(browsers)
+        self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
@@ -48,6 +72,7 @@ class ClientListener:
             reuse_address=True,
             backlog=1024,
         )
+        self._sweeper = asyncio.create_task(self._sweep(), name="relay-liveness")
         host, port = self.address
         scheme = "wss" if self._ssl_context else "ws"
         log.info("client listener ready on %s://%s:%d", scheme, host, port)
@@ -78,6 +103,10 @@ class ClientListener:
         """Stop accepting, close every browser with 1001, and wait up to ``grace`` seconds."""
         if self._server is None:
             return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self._server.close()
         self._all_gone = asyncio.Event()
         if self._connections:
@@ -94,3 +123,40 @@ class ClientListener:
                 for connection in list(self._connections):
                     connection.abort()
         self._server = None
+
+    async def _sweep(self) -> None:
+        """Check every connection's liveness a few times per ping interval."""
+        period = min(self.limits.ping_interval_seconds, self.limits.ping_timeout_seconds) / 4
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for connection in list(self._connections):
+                connection.check_liveness(now)
+
+
+def _allowed_origins(browsers: BrowsersConfig) -> Sequence[Origin | None] | None:
+    """websockets' ``origins`` argument: None accepts any Origin."""
+    if not browsers.origins:
+        return None
+    allowed: list[Origin | None] = [Origin(origin) for origin in browsers.origins]
+    if browsers.allow_missing_origin:
+        allowed.append(None)
+    return allowed
+
+
+def _extensions(browsers: BrowsersConfig) -> Sequence[ServerExtensionFactory] | None:
+    """permessage-deflate when enabled, tuned for small per-connection memory.
+
+    Browser messages are small JSON commands, so small windows lose little
+    ratio; relay's own broadcast frames are sent uncompressed (RFC 7692 allows
+    it) so that one frame still serves every browser.
+    """
+    if not browsers.compression:
+        return None
+    return [
+        ServerPerMessageDeflateFactory(
+            server_max_window_bits=11,
+            client_max_window_bits=11,
+            compress_settings={"memLevel": 4},
+        )
+    ]

@@ -8,6 +8,7 @@ the file, the entry index and the field, in plain words.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -113,14 +114,76 @@ class PeeringConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    """Bounds on what clients may make relay hold in memory."""
+    """Bounds on what clients may make relay hold in memory or wait for."""
 
+    # Admin side (application servers and peers).
     #: Largest POST body the admin port reads; larger ones get 413 unread.
     admin_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Time an admin request has to send its headers (also the idle keep-alive limit).
+    admin_header_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    #: Time an admin request has to send its whole body once headers are in.
+    admin_body_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    #: Most keys one notification may name in ``subscribers``.
+    max_subscribers: int = Field(default=10_000, ge=1)
+    #: Most fingerprints a ``touched`` list may hold (a cluster larger than this is unlikely).
+    max_touched: int = Field(default=64, ge=1)
+
+    # Browser side.
     #: Largest message a browser may send (a subscribe list, say); larger closes with 1009.
     browser_message_bytes: int = Field(default=64 * 1024, ge=1024)
     #: How long a new browser connection has to complete its WebSocket (and TLS) handshake.
     handshake_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    #: Open browser connections per node; more are answered 503.
+    max_connections: int = Field(default=100_000, ge=1)
+    #: Open browser connections per client address; 0 means no per-address cap.
+    max_connections_per_ip: int = Field(default=0, ge=0)
+    #: Keys one connection may subscribe to; extra ones are refused, the connection stays.
+    max_subscriptions: int = Field(default=1000, ge=1)
+    #: Longest key a browser may subscribe to; longer ones are refused.
+    max_key_length: int = Field(default=255, ge=1)
+    #: Bytes queued for a browser that is not reading; past this it is disconnected (1008).
+    outbound_buffer_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    #: Most bytes one ``replay`` sends; the newest messages that fit are sent, in order.
+    replay_bytes: int = Field(default=512 * 1024, ge=1024)
+    #: A browser silent this long is pinged...
+    ping_interval_seconds: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    #: ...and dropped if still silent this much later.
+    ping_timeout_seconds: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+
+
+class BrowsersConfig(_Section):
+    """Who may connect to the client port, and how."""
+
+    #: Allowed ``Origin`` values (Phorge's base URIs, e.g. "https://phorge.example.com");
+    #: empty allows any origin.
+    origins: tuple[str, ...] = ()
+    #: Whether a handshake without an ``Origin`` header is accepted when ``origins`` is set.
+    #: Browsers always send one; only non-browser clients (monitoring) omit it.
+    allow_missing_origin: bool = True
+    #: Negotiate permessage-deflate. Off by default: it costs memory per connection.
+    compression: bool = False
+
+
+class AdminConfig(_Section):
+    """Who may talk to the admin port."""
+
+    #: Client networks allowed on the admin port (CIDR); empty allows any address.
+    allowed_networks: tuple[str, ...] = ()
+    #: Shared secret required as "Authorization: Bearer <secret>" on POSTs, read from a
+    #: file or an environment variable (never written in this file). Peer links send it.
+    secret_file: str | None = None
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> AdminConfig:
+        if self.secret_file and self.secret_env:
+            raise ValueError('give "secret_file" or "secret_env", not both')
+        for network in self.allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f'"{network}" in allowed_networks is not a network') from None
+        return self
 
 
 class Config(_Section):
@@ -136,6 +199,8 @@ class Config(_Section):
     history: HistoryConfig = HistoryConfig()
     limits: LimitsConfig = LimitsConfig()
     peering: PeeringConfig = PeeringConfig()
+    browsers: BrowsersConfig = BrowsersConfig()
+    admin: AdminConfig = AdminConfig()
 
     def listeners(self, kind: Literal["client", "admin"]) -> list[ServerConfig]:
         """The servers of one kind, in file order."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from relay import PROTOCOL_VERSION
+from relay.config import LimitsConfig
 from relay.dedup import RecentIds
 from relay.encoded import EncodedMessage
 from relay.history import History
@@ -68,10 +69,12 @@ class Hub:
         history: History,
         recent: RecentIds,
         clock: Callable[[], float],
+        limits: LimitsConfig | None = None,
         forward: Forward | None = None,
     ) -> None:
         """Route with this node's ``fingerprint``; ``clock`` gives monotonic seconds."""
         self.fingerprint = fingerprint
+        self._limits = limits or LimitsConfig()
         self._history = history
         self._recent = recent
         self._clock = clock
@@ -95,13 +98,22 @@ class Hub:
         self._index.forget(browser)
         self._counters_of(browser.instance).clients_active -= 1
 
-    def subscribe(self, browser: Browser, keys: Iterable[str]) -> None:
-        """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key."""
-        added = self._index.subscribe(browser, browser.instance, keys)
+    def subscribe(self, browser: Browser, keys: Sequence[str]) -> int:
+        """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.
+
+        Keys longer than the key length limit, and keys past the per-connection
+        subscription limit, are refused. Returns how many were refused.
+        """
+        max_length = self._limits.max_key_length
+        short = [key for key in keys if len(key) <= max_length]
+        added, refused = self._index.subscribe(
+            browser, browser.instance, short, self._limits.max_subscriptions
+        )
         for key in added:
             latest = self._latest_announcement.get((browser.instance, key))
             if latest is not None:
                 browser.deliver(latest)
+        return refused + len(keys) - len(short)
 
     def unsubscribe(self, browser: Browser, keys: Iterable[str]) -> None:
         """Unsubscribe ``browser`` from ``keys``."""
@@ -114,14 +126,22 @@ class Hub:
     def replay(self, browser: Browser, age_ms: float) -> int:
         """Send ``browser`` the retained messages of the last ``age_ms`` for its keys, in order.
 
-        Returns how many were sent.
+        At most ``limits.replay_bytes`` are sent: the newest messages that fit,
+        oldest first, so a huge history neither floods the browser's buffer nor
+        holds the node up. Returns how many were sent.
         """
         keys = self._index.keys_of(browser)
         messages = self._history.replay(browser.instance, keys, age_ms / 1000.0)
-        for message in messages:
-            browser.deliver(message)
-        self._counters_of(browser.instance).messages_out += len(messages)
-        return len(messages)
+        budget = self._limits.replay_bytes
+        start = len(messages)
+        while start and len(messages[start - 1].frame) <= budget:
+            start -= 1
+            budget -= len(messages[start].frame)
+        sent = 0
+        for message in messages[start:]:
+            sent += self._deliver_one(browser, message)
+        self._counters_of(browser.instance).messages_out += sent
+        return sent
 
     # Notifications.
 
@@ -163,14 +183,20 @@ class Hub:
         self._counters_of(instance).messages_out += self._deliver(instance, subscribers, message)
 
     def _deliver(self, instance: str, keys: Iterable[str], message: EncodedMessage) -> int:
-        recipients = self._index.recipients(instance, keys)
-        for browser in recipients:
-            try:
-                browser.deliver(message)
-            except Exception:
-                # One broken connection must not cost the others their message.
-                log.exception("delivering to a browser failed")
-        return len(recipients)
+        delivered = 0
+        for browser in self._index.recipients(instance, keys):
+            delivered += self._deliver_one(browser, message)
+        return delivered
+
+    @staticmethod
+    def _deliver_one(browser: Browser, message: EncodedMessage) -> int:
+        try:
+            browser.deliver(message)
+        except Exception:
+            # One broken connection or message must not cost the others theirs.
+            log.exception("delivering a message to a browser failed")
+            return 0
+        return 1
 
     # Upkeep and status.
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.admin import STATUS_SECTIONS, create_admin_app
+from relay.admission import Admission
 from relay.client_listener import ClientListener
 from relay.config import Config, ServerConfig
 from relay.dedup import RecentIds
@@ -24,6 +25,7 @@ from relay.fingerprint import new_fingerprint
 from relay.history import History
 from relay.hub import Hub
 from relay.peers import PeerSet
+from relay.secret import load_secret
 from relay.tls import server_context
 
 log = logging.getLogger("relay.node")
@@ -51,13 +53,20 @@ class Node:
             max(config.history.max_age_seconds, 60.0) * 2, RECENT_IDS_CAPACITY, clock
         )
         fingerprint = new_fingerprint()
-        self.peers = PeerSet(config.cluster, config.peering, fingerprint, clock=clock)
+        self._secret = load_secret(config.admin)
+        self.peers = PeerSet(
+            config.cluster, config.peering, fingerprint, secret=self._secret, clock=clock
+        )
         self.hub = Hub(
             fingerprint=fingerprint,
             history=history,
             recent=recent,
             clock=clock,
+            limits=config.limits,
             forward=self.peers.forward if config.cluster else None,
+        )
+        self.admission = Admission(
+            config.limits.max_connections, config.limits.max_connections_per_ip
         )
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
@@ -73,7 +82,12 @@ class Node:
         try:
             for index, server in self._servers("client"):
                 listener = ClientListener(
-                    self.hub, server, self.config.limits, server_context(server, index)
+                    self.hub,
+                    server,
+                    limits=self.config.limits,
+                    browsers=self.config.browsers,
+                    admission=self.admission,
+                    ssl_context=server_context(server, index),
                 )
                 await _bind(listener.start(), server, index)
                 self.client_listeners.append(listener)
@@ -112,10 +126,18 @@ class Node:
         return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
 
     async def _start_admin(self, server: ServerConfig, index: str) -> None:
-        app = create_admin_app(self.hub, body_limit=self.config.limits.admin_body_bytes)
+        app = create_admin_app(
+            self.hub, limits=self.config.limits, admin=self.config.admin, secret=self._secret
+        )
         app[STATUS_SECTIONS]["cluster"] = self.peers.status
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE,
+            # aiohttp closes a connection that has not sent a complete request
+            # this long after connecting (slow headers), or after its last one.
+            keepalive_timeout=self.config.limits.admin_header_seconds,
         )
         await runner.setup()
         self._admin_runners.append(runner)

@@ -46,8 +46,10 @@ class Notification:
         return orjson.dumps(body)
 
 
-def parse_notification(raw: bytes) -> Notification:
-    """Decode and check one POST body.
+def parse_notification(
+    raw: bytes, *, max_subscribers: int = 10_000, max_touched: int = 64
+) -> Notification:
+    """Decode and check one POST body, bounding its ``subscribers`` and ``touched`` lists.
 
     Raises:
         NotificationError: with a message fit for the HTTP 400 response.
@@ -61,9 +63,15 @@ def parse_notification(raw: bytes) -> Notification:
     subscribers = body.get("subscribers")
     if not _is_string_list(subscribers):
         raise NotificationError('"subscribers" must be a list of strings')
+    if len(subscribers) > max_subscribers:
+        raise NotificationError(
+            f'"subscribers" lists {len(subscribers)} keys; the limit is {max_subscribers}'
+        )
     touched = body.get("touched", [])
     if not _is_string_list(touched):
         raise NotificationError('"touched" must be a list of strings when present')
+    if len(touched) > max_touched:
+        raise NotificationError(f'"touched" lists {len(touched)} nodes; the limit is {max_touched}')
     return Notification(body, frozenset(subscribers), tuple(touched))
 
 

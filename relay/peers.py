@@ -27,11 +27,16 @@ import orjson
 from relay.backoff import Backoff
 from relay.config import PeerConfig, PeeringConfig
 from relay.outbox import Outbox, Outgoing
+from relay.secret import Secret
 
 log = logging.getLogger("relay.peers")
 
 #: Receipts are tiny JSON objects; anything longer is not a receipt.
 MAX_RECEIPT_BYTES = 4096
+#: Idle keep-alive connections are closed before the peer would close them
+#: (Node, hence Aphlict, closes idle connections after 5 s), so a send never
+#: races the peer's close.
+KEEPALIVE_SECONDS = 4.0
 
 
 class PeerState(enum.Enum):
@@ -54,10 +59,15 @@ class PeerLink:
         settings: PeeringConfig,
         own_fingerprint: str,
         *,
+        secret: Secret | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Link to ``peer`` (``name`` is its config entry, e.g. ``cluster[1]``)."""
+        """Link to ``peer`` (``name`` is its config entry, e.g. ``cluster[1]``).
+
+        With a ``secret``, every POST carries it, as the peer's admin port expects.
+        """
         self.name = name
+        self._secret = secret
         self.peer = peer
         self._settings = settings
         self._own_fingerprint = own_fingerprint
@@ -98,12 +108,17 @@ class PeerLink:
     async def start(self) -> None:
         """Open the session and start the senders."""
         connector = aiohttp.TCPConnector(
-            limit=self._settings.max_in_flight, ssl=self._tls_context() or True
+            limit=self._settings.max_in_flight,
+            ssl=self._tls_context() or True,
+            keepalive_timeout=KEEPALIVE_SECONDS,
         )
+        headers = {"Content-Type": "application/json"}
+        if self._secret is not None:
+            headers["Authorization"] = self._secret.bearer()
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout_seconds),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             raise_for_status=False,
         )
         self._workers = [
@@ -183,14 +198,13 @@ class PeerLink:
     async def _send(self, item: Outgoing) -> None:
         if self.state is PeerState.SELF:
             return
-        assert self._session is not None
         started = self._clock()
         try:
-            async with self._session.post(
-                self._url, params={"instance": item.instance}, data=item.payload
-            ) as response:
-                body = await response.content.read(MAX_RECEIPT_BYTES)
-                status = response.status
+            try:
+                status, body = await self._post(item)
+            except aiohttp.ServerDisconnectedError:
+                # A reused keep-alive connection the peer had just closed: try a fresh one.
+                status, body = await self._post(item)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
             self._failed(item, _describe(exc))
             return
@@ -205,6 +219,13 @@ class PeerLink:
             log.warning("%s refused a message: %s", self._label(), self.last_error)
             return
         self._succeeded(_receipt_fingerprint(body))
+
+    async def _post(self, item: Outgoing) -> tuple[int, bytes]:
+        assert self._session is not None
+        async with self._session.post(
+            self._url, params={"instance": item.instance}, data=item.payload
+        ) as response:
+            return response.status, await response.content.read(MAX_RECEIPT_BYTES)
 
     def _succeeded(self, fingerprint: str | None) -> None:
         self.sent += 1
@@ -265,11 +286,14 @@ class PeerSet:
         settings: PeeringConfig,
         own_fingerprint: str,
         *,
+        secret: Secret | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Prepare a link per configured peer; nothing is sent until ``start``."""
         self.links = [
-            PeerLink(f"cluster[{index}]", peer, settings, own_fingerprint, clock=clock)
+            PeerLink(
+                f"cluster[{index}]", peer, settings, own_fingerprint, secret=secret, clock=clock
+            )
             for index, peer in enumerate(peers)
         ]
 

@@ -20,18 +20,28 @@ class SubscriptionIndex(Generic[Conn]):
         self._keys_of: dict[Conn, set[str]] = {}
         self._instance_of: dict[Conn, str] = {}
 
-    def subscribe(self, conn: Conn, instance: str, keys: Iterable[str]) -> list[str]:
-        """Add ``keys`` to ``conn``'s subscriptions; return the keys that were new."""
+    def subscribe(
+        self, conn: Conn, instance: str, keys: Iterable[str], limit: int | None = None
+    ) -> tuple[list[str], int]:
+        """Add ``keys`` to ``conn``'s subscriptions, up to ``limit`` keys in all.
+
+        Returns the keys that were new, and how many were refused for the limit.
+        """
         mine = self._keys_of.setdefault(conn, set())
         self._instance_of[conn] = instance
         by_key = self._by_instance.setdefault(instance, {})
         added = []
+        refused = 0
         for key in keys:
-            if key not in mine:
-                mine.add(key)
-                by_key.setdefault(key, set()).add(conn)
-                added.append(key)
-        return added
+            if key in mine:
+                continue
+            if limit is not None and len(mine) >= limit:
+                refused += 1
+                continue
+            mine.add(key)
+            by_key.setdefault(key, set()).add(conn)
+            added.append(key)
+        return added, refused
 
     def unsubscribe(self, conn: Conn, keys: Iterable[str]) -> None:
         """Remove ``keys`` from ``conn``'s subscriptions; unknown keys are ignored."""

@@ -24,9 +24,17 @@ def test_instances_do_not_mix() -> None:
 
 def test_subscribe_reports_only_new_keys() -> None:
     index: SubscriptionIndex[str] = SubscriptionIndex()
-    assert index.subscribe("a", "default", ["K1", "K2"]) == ["K1", "K2"]
-    assert index.subscribe("a", "default", ["K2", "K3", "K3"]) == ["K3"]
+    assert index.subscribe("a", "default", ["K1", "K2"]) == (["K1", "K2"], 0)
+    assert index.subscribe("a", "default", ["K2", "K3", "K3"]) == (["K3"], 0)
     assert index.count("a") == 3
+
+
+def test_subscriptions_stop_at_the_limit_and_known_keys_cost_nothing() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    assert index.subscribe("a", "default", ["K1", "K2", "K3"], limit=2) == (["K1", "K2"], 1)
+    assert index.subscribe("a", "default", ["K1", "K4", "K5"], limit=2) == ([], 2)
+    assert index.keys_of("a") == {"K1", "K2"}
+    assert index.recipients("default", ["K3", "K4", "K5"]) == []
 
 
 def test_unsubscribe_and_forget_leave_nothing_behind() -> None:

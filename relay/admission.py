@@ -1,0 +1,40 @@
+"""Admission of browser connections: a cap per node and, optionally, per client address."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class Admission:
+    """Counts open connections and says whether one more may open."""
+
+    def __init__(self, max_total: int, max_per_address: int) -> None:
+        """Allow ``max_total`` connections, ``max_per_address`` per address (0: no cap)."""
+        self._max_total = max_total
+        self._max_per_address = max_per_address
+        self._by_address: Counter[str] = Counter()
+        self.total = 0
+        #: Refusals so far, by reason.
+        self.refused: Counter[str] = Counter()
+
+    def admit(self, address: str) -> str | None:
+        """Take a slot for ``address``; return None if admitted, else why not."""
+        if self.total >= self._max_total:
+            reason = "the node is at its connection limit"
+        elif self._max_per_address and self._by_address[address] >= self._max_per_address:
+            reason = "this address is at its connection limit"
+        else:
+            self.total += 1
+            self._by_address[address] += 1
+            return None
+        self.refused[reason] += 1
+        return reason
+
+    def release(self, address: str) -> None:
+        """Give back the slot taken by an admitted connection from ``address``."""
+        self.total -= 1
+        remaining = self._by_address[address] - 1
+        if remaining:
+            self._by_address[address] = remaining
+        else:
+            del self._by_address[address]
