@@ -1,4 +1,4 @@
-"""A message encoded once for all its recipients: JSON bytes and the WebSocket frame."""
+"""A message encoded once for all its recipients: the WebSocket frame, and the JSON inside it."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from websockets.frames import Frame, Opcode
 
 
 class EncodedMessage:
-    """JSON ``payload`` and the unmasked text ``frame`` a server sends it in.
+    """The unmasked text ``frame`` a server sends, and a view of its JSON ``payload``.
 
     Server-to-browser frames are never masked, so one frame serves every
     browser: it is built here once and written to each transport as is.
+
+    Only the frame is kept. orjson returns bytes that keep its whole growth
+    buffer (4 KiB for a 200-byte message, 128 KiB for a 9 KiB one), which
+    would multiply the memory of every retained message; the frame is a
+    right-sized copy, and the payload a view into it.
     """
 
-    __slots__ = ("frame", "payload")
+    __slots__ = ("_start", "frame")
 
     def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+        """Frame ``payload`` (UTF-8 JSON)."""
         self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+        self._start = len(self.frame) - len(payload)
+
+    @property
+    def payload(self) -> memoryview:
+        """The JSON bytes, without copying them out of the frame."""
+        return memoryview(self.frame)[self._start :]

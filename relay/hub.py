@@ -27,7 +27,7 @@ from relay.subscriptions import SubscriptionIndex
 log = logging.getLogger("relay.hub")
 
 #: ``forward(instance, payload, touched)``: hand a stamped message to the peer links.
-Forward = Callable[[str, bytes, frozenset[str]], None]
+Forward = Callable[[str, memoryview, frozenset[str]], None]
 
 
 class Browser(Protocol):
@@ -160,13 +160,12 @@ class Hub:
             if self._debug:
                 log.debug("dropped a duplicate of %s", notification.identity())
             return Outcome.DUPLICATE
-        payload = notification.stamped(self.fingerprint)
-        message = EncodedMessage(payload)
+        message = EncodedMessage(notification.stamped(self.fingerprint))
         self._history.add(instance, notification.subscribers, message)
         counters.messages_out += self._deliver(instance, notification.subscribers, message)
         if self.forward is not None:
             touched = frozenset(notification.touched) | {self.fingerprint}
-            self.forward(instance, payload, touched)
+            self.forward(instance, message.payload, touched)
         return Outcome.DELIVERED
 
     def announce(self, instance: str, body: dict[str, Any]) -> None:

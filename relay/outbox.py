@@ -12,7 +12,7 @@ class Outgoing:
     """One message for one peer: the instance to post it to and the bytes to post."""
 
     instance: str
-    payload: bytes
+    payload: memoryview | bytes
     queued_at: float
 
 
@@ -28,7 +28,7 @@ class Outbox:
         #: Messages discarded because the queue was full or they grew too old.
         self.dropped = 0
 
-    def put(self, instance: str, payload: bytes) -> None:
+    def put(self, instance: str, payload: memoryview | bytes) -> None:
         """Queue a message, dropping the oldest one when full."""
         if len(self._items) >= self._capacity:
             self._items.popleft()

@@ -93,7 +93,7 @@ class PeerLink:
 
     # What the hub calls.
 
-    def offer(self, instance: str, payload: bytes, touched: frozenset[str]) -> None:
+    def offer(self, instance: str, payload: memoryview | bytes, touched: frozenset[str]) -> None:
         """Queue ``payload`` unless this peer is this node or already touched it."""
         if self.state is PeerState.SELF:
             return
@@ -297,7 +297,7 @@ class PeerSet:
             for index, peer in enumerate(peers)
         ]
 
-    def forward(self, instance: str, payload: bytes, touched: frozenset[str]) -> None:
+    def forward(self, instance: str, payload: memoryview | bytes, touched: frozenset[str]) -> None:
         """Offer a message to every peer; never blocks."""
         for link in self.links:
             link.offer(instance, payload, touched)
