@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -115,12 +116,14 @@ class BrowserConnection(asyncio.Protocol):
             self._address = str(peername[0])
         self._refusal = self._listener.admission.admit(self._address)
         self._admitted = self._refusal is None
+        limits = self._listener.limits
         # pause_writing() fires when this much is queued: the browser is not reading.
-        self._transport.set_write_buffer_limits(high=self._listener.limits.outbound_buffer_bytes)
+        self._transport.set_write_buffer_limits(high=limits.outbound_buffer_bytes)
+        sock = transport.get_extra_info("socket")
+        if limits.socket_send_buffer_bytes and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer_bytes)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(
-            self._listener.limits.handshake_seconds, self._handshake_expired
-        )
+        self._timer = loop.call_later(limits.handshake_seconds, self._handshake_expired)
         self._listener.track(self)
 
     def data_received(self, data: bytes) -> None:

@@ -143,6 +143,9 @@ class LimitsConfig(_Section):
     max_key_length: int = Field(default=255, ge=1)
     #: Bytes queued for a browser that is not reading; past this it is disconnected (1008).
     outbound_buffer_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    #: Kernel send buffer per browser socket (the OS doubles it); 0 leaves the OS's
+    #: autotuning, which lets a browser that stops reading pin up to 4 MiB of kernel memory.
+    socket_send_buffer_bytes: int = Field(default=128 * 1024, ge=0)
     #: Most bytes one ``replay`` sends; the newest messages that fit are sent, in order.
     replay_bytes: int = Field(default=512 * 1024, ge=1024)
     #: A browser silent this long is pinged...

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -207,6 +208,25 @@ class RelayProcess:
                 ports.append(int(match.group(3)))
         return self
 
+    def follow_log(self) -> list[tuple[float, str]]:
+        """Keep reading the log in a thread (so a chatty node never blocks on a full pipe).
+
+        Returns the list it appends ``(time.time(), line)`` to.
+        """
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+        self.timed_lines: list[tuple[float, str]] = []
+
+        def follow() -> None:
+            for line in stderr:
+                self.timed_lines.append((time.time(), line))
+                self.output.append(line)
+
+        self._follower = threading.Thread(target=follow, daemon=True)
+        self._follower.start()
+        return self.timed_lines
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -219,14 +239,21 @@ class RelayProcess:
     def wait(self, timeout: float = WAIT) -> tuple[int, str]:
         """Wait for exit; return the exit status and everything it logged."""
         assert self.proc is not None
-        _, rest = self.proc.communicate(timeout=timeout)
-        self.output.append(rest)
+        if hasattr(self, "_follower"):
+            self.proc.wait(timeout)
+            self._follower.join(timeout)
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        else:
+            _, rest = self.proc.communicate(timeout=timeout)
+            self.output.append(rest)
         return self.proc.returncode, "".join(self.output)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.communicate(timeout=WAIT)
+            self.wait()
 
 
 def free_ports(count: int) -> list[int]:
@@ -287,3 +314,19 @@ class Cluster:
         for node in self.nodes:
             if node is not None:
                 node.kill()
+
+
+def post_raw(port: int, headers: bytes, chunks: Any) -> bytes:
+    """Send a request whose body comes from ``chunks``; return the response head."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            + headers
+            + b"\r\n"
+        )
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may stop listening once it has said no
+        return sock.recv(4096)
