@@ -1,10 +1,12 @@
 """The admin listener: where application servers and peers POST notifications, and status is read.
 
 ``POST /`` takes a notification and answers with this node's fingerprint;
-``GET /status/`` answers with Aphlict's status keys plus relay's own sections.
-Everything else is 404 (unknown path) or 405 (wrong method). Optional guards:
-an allow-list of client networks (403 for others) and a shared secret that
-POSTs must carry (401 without it, 403 with a wrong one).
+``GET /status/`` answers with Aphlict's status keys plus relay's own sections;
+``GET /metrics`` serves Prometheus, ``/health/live`` and ``/health/ready`` load
+balancers and orchestrators. Everything else is 404 (unknown path) or 405
+(wrong method). Optional guards: an allow-list of client networks (403 for
+others) and a shared secret that POSTs must carry (401 without it, 403 with a
+wrong one).
 """
 
 from __future__ import annotations
@@ -12,75 +14,127 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
 from relay.errors import NotificationError
 from relay.hub import Hub
+from relay.metrics import NodeMetrics
 from relay.notification import instance_from_query, parse_notification
 from relay.secret import Secret
 
 log = logging.getLogger("relay.admin")
 
-HUB = web.AppKey("hub", Hub)
-LIMITS = web.AppKey("limits", LimitsConfig)
-SECRET: web.AppKey[Secret | None] = web.AppKey("secret")
-#: Extra status sections (``cluster`` and so on), each ``name -> () -> JSON-able``.
-STATUS_SECTIONS = web.AppKey("status_sections", dict[str, Callable[[], Any]])
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class AdminState:
+    """What the admin handlers read. Mutable: a config reload replaces its fields."""
+
+    hub: Hub
+    limits: LimitsConfig
+    secret: Secret | None
+    allowed_networks: list[IPNetwork] = field(default_factory=list)
+    metrics: NodeMetrics | None = None
+    #: False until every listener is up, and again once shutdown begins.
+    ready: bool = False
+    #: Extra status sections (``cluster`` and so on), each ``name -> () -> JSON-able``.
+    status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def configure(self, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> None:
+        """Apply (new) settings; requests already running finish under the old ones."""
+        self.limits = limits
+        self.secret = secret
+        self.allowed_networks = [
+            ipaddress.ip_network(network, strict=False) for network in admin.allowed_networks
+        ]
+
+
+STATE = web.AppKey("state", AdminState)
 
 _JSON = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_admin_app(
-    hub: Hub, *, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None
-) -> web.Application:
-    """The aiohttp application serving the admin protocol for ``hub``."""
-    middlewares = [_network_guard(admin.allowed_networks)] if admin.allowed_networks else []
-    app = web.Application(client_max_size=limits.admin_body_bytes, middlewares=middlewares)
-    app[HUB] = hub
-    app[LIMITS] = limits
-    app[SECRET] = secret
-    app[STATUS_SECTIONS] = {}
+def create_admin_app(state: AdminState) -> web.Application:
+    """The aiohttp application serving the admin protocol from ``state``."""
+    app = web.Application(
+        client_max_size=state.limits.admin_body_bytes, middlewares=[_network_guard]
+    )
+    app[STATE] = state
     app.router.add_post("/", post_notification)
     app.router.add_get("/status/", get_status)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/health/live", get_live)
+    app.router.add_get("/health/ready", get_ready)
     return app
 
 
 async def post_notification(request: web.Request) -> web.Response:
     """Route one notification; answer with this node's fingerprint."""
-    _check_secret(request)
-    hub = request.app[HUB]
-    limits = request.app[LIMITS]
-    raw = await _read_body(request, limits)
+    arrived = time.perf_counter()
+    state = request.app[STATE]
+    _check_secret(request, state.secret)
+    raw = await _read_body(request, state.limits)
     try:
         notification = parse_notification(
-            raw, max_subscribers=limits.max_subscribers, max_touched=limits.max_touched
+            raw,
+            max_subscribers=state.limits.max_subscribers,
+            max_touched=state.limits.max_touched,
         )
     except NotificationError as exc:
         return _json_error(400, str(exc))
+    hub = state.hub
     hub.publish(instance_from_query(request.query.get("instance")), notification)
+    if state.metrics is not None:
+        state.metrics.delivery_latency.observe(time.perf_counter() - arrived)
     return web.Response(body=orjson.dumps({"fingerprint": hub.fingerprint}), content_type=_JSON)
 
 
 async def get_status(request: web.Request) -> web.Response:
     """Aphlict's status keys for the instance, plus relay's own sections."""
-    hub = request.app[HUB]
-    status = hub.status(instance_from_query(request.query.get("instance")))
-    status["fingerprint"] = hub.fingerprint
-    for name, section in request.app[STATUS_SECTIONS].items():
+    state = request.app[STATE]
+    status = state.hub.status(instance_from_query(request.query.get("instance")))
+    status["fingerprint"] = state.hub.fingerprint
+    for name, section in state.status_sections.items():
         status[name] = section()
     return web.Response(body=orjson.dumps(status), content_type=_JSON)
 
 
-def _check_secret(request: web.Request) -> None:
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus' text exposition of the node's metrics."""
+    metrics = request.app[STATE].metrics
+    if metrics is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_live(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    return web.Response(body=b'{"live":true}', content_type=_JSON)
+
+
+async def get_ready(request: web.Request) -> web.Response:
+    """Readiness: 200 while the node serves, 503 while starting or shutting down."""
+    ready = request.app[STATE].ready
+    return web.Response(
+        status=200 if ready else 503,
+        body=orjson.dumps({"ready": ready}),
+        content_type=_JSON,
+    )
+
+
+def _check_secret(request: web.Request, secret: Secret | None) -> None:
     """Refuse a POST without the configured shared secret (when one is configured)."""
-    secret = request.app[SECRET]
     if secret is None:
         return
     offered = request.headers.get("Authorization", "")
@@ -135,19 +189,18 @@ def _json_error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps({"error": message}), content_type=_JSON)
 
 
-def _network_guard(networks: tuple[str, ...]) -> Any:
-    """A middleware answering 403 to clients outside ``networks``."""
-    allowed = [ipaddress.ip_network(network, strict=False) for network in networks]
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+@web.middleware
+async def _network_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer 403 to clients outside ``allowed_networks`` (when any are configured)."""
+    allowed = request.app[STATE].allowed_networks
+    if allowed:
         try:
-            address = ipaddress.ip_address(request.remote or "")
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+                request.remote or ""
+            )
         except ValueError:
             address = None
         if address is None or not any(address in network for network in allowed):
             log.warning("refused an admin request from %s: not in allowed_networks", request.remote)
             raise web.HTTPForbidden(text="this address may not use the admin port\n")
-        return await handler(request)
-
-    return guard
+    return await handler(request)

@@ -105,6 +105,10 @@ class BrowserConnection(asyncio.Protocol):
         """The browser's address, for log lines."""
         return self._address
 
+    def _context(self) -> dict[str, str]:
+        """Fields that JSON log lines carry for this connection."""
+        return {"client": self._address, "instance": self.instance}
+
     # asyncio callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,6 +182,7 @@ class BrowserConnection(asyncio.Protocol):
         silent = now - self._last_heard
         limits = self._listener.limits
         if silent >= limits.ping_interval_seconds + limits.ping_timeout_seconds:
+            self._listener.rejected["ping timeout"] += 1
             log.info("browser %s did not answer a ping in time; dropped", self._address)
             self.abort()
         elif silent >= limits.ping_interval_seconds and not self._pinged:
@@ -206,8 +211,11 @@ class BrowserConnection(asyncio.Protocol):
         if "websocket" not in upgrade.lower():
             response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         elif self._refusal is not None:
+            self._listener.rejected["connection limit"] += 1
             response = ws.reject(503, f"relay cannot take this connection: {self._refusal}\n")
-            log.warning("refused browser %s: %s", self._address, self._refusal)
+            log.warning(
+                "refused browser %s: %s", self._address, self._refusal, extra=self._context()
+            )
         else:
             response = ws.accept(request)
         ws.send_response(response)
@@ -218,10 +226,12 @@ class BrowserConnection(asyncio.Protocol):
             self._listener.hub.connect(self)
             log.debug("browser %s connected to instance %s", self._address, self.instance)
         elif response.status_code == 403:
+            self._listener.rejected["origin"] += 1
             log.info("refused browser %s: %s", self._address, ws.handshake_exc)
 
     def _handshake_expired(self) -> None:
         self._timer = None
+        self._listener.rejected["handshake timeout"] += 1
         log.debug("browser %s did not finish its handshake in time", self._address)
         self.abort()
 
@@ -251,7 +261,12 @@ class BrowserConnection(asyncio.Protocol):
         try:
             command = parse_command(text)
         except CommandError as exc:
-            log.info("browser %s sent an unusable frame, ignored: %s", self._address, exc)
+            log.info(
+                "browser %s sent an unusable frame, ignored: %s",
+                self._address,
+                exc,
+                extra=self._context(),
+            )
             return
         try:
             self._run(command)
@@ -284,10 +299,12 @@ class BrowserConnection(asyncio.Protocol):
     # Writing and closing.
 
     def _close_too_slow(self) -> None:
+        self._listener.rejected["too slow"] += 1
         log.warning(
             "browser %s stopped reading; over %d bytes queued, disconnected",
             self._address,
             self._listener.limits.outbound_buffer_bytes,
+            extra=self._context(),
         )
         if self._ws.state is State.OPEN:
             self._ws.send_close(TOO_SLOW, "too slow: outbound buffer full")

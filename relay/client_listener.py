@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 from websockets.extensions.base import ServerExtensionFactory
@@ -54,6 +55,8 @@ class ClientListener:
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: set[BrowserConnection] = set()
+        #: Connections refused or dropped by a limit, by reason (for metrics).
+        self.rejected: Counter[str] = Counter()
         self._all_gone: asyncio.Event | None = None
 
     async def start(self) -> None:

@@ -204,6 +204,8 @@ class Config(_Section):
     peering: PeeringConfig = PeeringConfig()
     browsers: BrowsersConfig = BrowsersConfig()
     admin: AdminConfig = AdminConfig()
+    #: "text" for people, "json" (one object per line) for log shippers.
+    log_format: Literal["text", "json"] = "text"
 
     def listeners(self, kind: Literal["client", "admin"]) -> list[ServerConfig]:
         """The servers of one kind, in file order."""

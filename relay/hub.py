@@ -119,9 +119,13 @@ class Hub:
         """Unsubscribe ``browser`` from ``keys``."""
         self._index.unsubscribe(browser, keys)
 
-    def subscription_count(self, browser: Browser) -> int:
-        """How many keys ``browser`` listens to."""
-        return self._index.count(browser)
+    def subscription_count(self, browser: Browser | None = None) -> int:
+        """How many keys ``browser`` listens to; all browsers together when None."""
+        return self._index.total if browser is None else self._index.count(browser)
+
+    def instances(self) -> dict[str, InstanceCounters]:
+        """The status counters of every instance seen so far."""
+        return dict(self._counters)
 
     def replay(self, browser: Browser, age_ms: float) -> int:
         """Send ``browser`` the retained messages of the last ``age_ms`` for its keys, in order.

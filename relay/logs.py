@@ -1,7 +1,10 @@
 """Logging setup: the console plus each file in ``logs``, reopened after rotation.
 
 Files use ``WatchedFileHandler``, which notices when logrotate moved the file
-and reopens it; ``reopen_log_files`` does the same on demand (SIGHUP).
+and reopens it; ``reopen_log_files`` does the same on demand (SIGHUP). Lines
+are plain text, or with ``log_format: "json"`` one JSON object per line for log
+shippers, carrying the context relay attaches (``peer``, ``instance``,
+``client``...) as fields of their own.
 """
 
 from __future__ import annotations
@@ -10,25 +13,61 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
+
+import orjson
 
 from relay.config import LogConfig
 from relay.errors import StartupError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Attributes every LogRecord has; anything else was passed as ``extra=`` context.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the context fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a single line of JSON."""
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
 # websockets reports every connection open and close at INFO: per-connection
 # detail, which relay keeps at DEBUG.
 _CHATTY_LOGGERS = ("relay.browser.websocket",)
 
 
-def configure_logging(logs: Sequence[LogConfig], *, debug: bool = False) -> None:
-    """Send log records to stderr and to each configured file.
+def configure_logging(
+    logs: Sequence[LogConfig],
+    *,
+    debug: bool = False,
+    log_format: Literal["text", "json"] = "text",
+) -> None:
+    """Send log records to stderr and to each configured file, replacing earlier handlers.
 
     Raises:
         StartupError: a log file or its directory cannot be created.
     """
-    formatter = logging.Formatter(FORMAT)
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     for index, entry in enumerate(logs):
         path = Path(entry.path)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from relay.admin import STATUS_SECTIONS, create_admin_app
+from relay.admin import AdminState, create_admin_app
 from relay.admission import Admission
 from relay.client_listener import ClientListener
 from relay.config import Config, ServerConfig
@@ -24,6 +24,7 @@ from relay.errors import StartupError
 from relay.fingerprint import new_fingerprint
 from relay.history import History
 from relay.hub import Hub
+from relay.metrics import NodeMetrics
 from relay.peers import PeerSet
 from relay.secret import load_secret
 from relay.tls import server_context
@@ -69,6 +70,12 @@ class Node:
             config.limits.max_connections, config.limits.max_connections_per_ip
         )
         self.client_listeners: list[ClientListener] = []
+        self.metrics = NodeMetrics(self)
+        self.admin_state = AdminState(
+            hub=self.hub, limits=config.limits, secret=self._secret, metrics=self.metrics
+        )
+        self.admin_state.configure(config.limits, config.admin, self._secret)
+        self.admin_state.status_sections["cluster"] = self.peers.status
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -98,9 +105,11 @@ class Node:
             await self.stop()
             raise
         self._housekeeping = asyncio.create_task(self._keep_house(), name="relay-housekeeping")
+        self.admin_state.ready = True
 
     async def stop(self) -> None:
         """Stop accepting posts, close browsers with 1001, and release everything."""
+        self.admin_state.ready = False
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,10 +135,7 @@ class Node:
         return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
 
     async def _start_admin(self, server: ServerConfig, index: str) -> None:
-        app = create_admin_app(
-            self.hub, limits=self.config.limits, admin=self.config.admin, secret=self._secret
-        )
-        app[STATUS_SECTIONS]["cluster"] = self.peers.status
+        app = create_admin_app(self.admin_state)
         runner = web.AppRunner(
             app,
             access_log=None,

@@ -67,6 +67,7 @@ class PeerLink:
         With a ``secret``, every POST carries it, as the peer's admin port expects.
         """
         self.name = name
+        self._context = {"peer": f"{peer.protocol}://{peer.host}:{peer.port}"}
         self._secret = secret
         self.peer = peer
         self._settings = settings
@@ -216,7 +217,9 @@ class PeerLink:
             # The peer is alive but refuses this message; retrying will not help.
             self.failed += 1
             self.last_error = f"HTTP {status}: {body[:200].decode(errors='replace')}"
-            log.warning("%s refused a message: %s", self._label(), self.last_error)
+            log.warning(
+                "%s refused a message: %s", self._label(), self.last_error, extra=self._context
+            )
             return
         self._succeeded(_receipt_fingerprint(body))
 
@@ -235,7 +238,9 @@ class PeerLink:
             self.state = PeerState.SELF
             self.fingerprint = fingerprint
             self._outbox.clear()
-            log.info("%s is this node; it will not be sent messages", self._label())
+            log.info(
+                "%s is this node; it will not be sent messages", self._label(), extra=self._context
+            )
             return
         restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
         if fingerprint is not None:
@@ -250,9 +255,15 @@ class PeerLink:
                 "up again" if was_down else "up",
                 self.fingerprint,
                 ", restarted" if restarted else "",
+                extra=self._context,
             )
         elif restarted:
-            log.info("%s restarted (fingerprint %s)", self._label(), self.fingerprint)
+            log.info(
+                "%s restarted (fingerprint %s)",
+                self._label(),
+                self.fingerprint,
+                extra=self._context,
+            )
 
     def _failed(self, item: Outgoing, reason: str) -> None:
         self.failed += 1
@@ -261,7 +272,7 @@ class PeerLink:
         self._retry_at = self._clock() + self._backoff.next_delay()
         if self.state is not PeerState.DOWN:
             self.state = PeerState.DOWN
-            log.warning("%s is down: %s", self._label(), reason)
+            log.warning("%s is down: %s", self._label(), reason, extra=self._context)
 
     def _label(self) -> str:
         return f"peer {self.name} ({self.peer.protocol}://{self.peer.host}:{self.peer.port})"

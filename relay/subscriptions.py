@@ -19,6 +19,8 @@ class SubscriptionIndex(Generic[Conn]):
         self._by_instance: dict[str, dict[str, set[Conn]]] = {}
         self._keys_of: dict[Conn, set[str]] = {}
         self._instance_of: dict[Conn, str] = {}
+        #: Subscriptions held by all connections together.
+        self.total = 0
 
     def subscribe(
         self, conn: Conn, instance: str, keys: Iterable[str], limit: int | None = None
@@ -41,6 +43,7 @@ class SubscriptionIndex(Generic[Conn]):
             mine.add(key)
             by_key.setdefault(key, set()).add(conn)
             added.append(key)
+        self.total += len(added)
         return added, refused
 
     def unsubscribe(self, conn: Conn, keys: Iterable[str]) -> None:
@@ -86,6 +89,7 @@ class SubscriptionIndex(Generic[Conn]):
         return list(found) if found else []
 
     def _drop(self, instance: str, key: str, conn: Conn) -> None:
+        self.total -= 1
         by_key = self._by_instance[instance]
         conns = by_key[key]
         conns.discard(conn)

@@ -1,0 +1,133 @@
+"""Prometheus metrics: ``GET /metrics`` on the admin port, in the text exposition format.
+
+Most figures are read from relay's own counters when Prometheus scrapes, so
+routing pays nothing for them; only the delivery latency histogram is
+observed as messages are routed (once per message, not per recipient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from relay.node import Node
+
+#: Seconds from a POST's arrival to the last socket write of its deliveries.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class NodeMetrics(Collector):
+    """Every metric of one node, in a registry of its own (several nodes may share a process)."""
+
+    def __init__(self, node: Node) -> None:
+        """Collect from ``node`` at scrape time."""
+        self._node = node
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.delivery_latency = Histogram(
+            "relay_delivery_latency_seconds",
+            "Time from a POST's arrival to the socket writes of its local deliveries.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(self)
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the node's counters (called by the registry on each scrape)."""
+        node = self._node
+        listeners = node.client_listeners
+        yield _gauge(
+            "relay_browser_connections",
+            "Open browser connections (handshakes included).",
+            sum(listener.connection_count for listener in listeners),
+        )
+        rejected = CounterMetricFamily(
+            "relay_browser_connections_rejected",
+            "Browser connections refused or dropped, by reason.",
+            labels=["reason"],
+        )
+        reasons: dict[str, int] = {}
+        for listener in listeners:
+            for reason, count in listener.rejected.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        for reason, count in sorted(reasons.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield _gauge(
+            "relay_subscriptions",
+            "Keys subscribed to, over all browsers.",
+            node.hub.subscription_count(),
+        )
+        yield from self._instances()
+        yield from self._peers()
+
+    def _instances(self) -> Iterator[Metric]:
+        hub = self._node.hub
+        connected = CounterMetricFamily(
+            "relay_browser_handshakes",
+            "Browsers that completed a handshake, by instance.",
+            labels=["instance"],
+        )
+        messages_in = CounterMetricFamily(
+            "relay_messages_in",
+            "Notifications received (POSTs), by instance.",
+            labels=["instance"],
+        )
+        messages_out = CounterMetricFamily(
+            "relay_messages_out",
+            "Messages written to browsers, by instance.",
+            labels=["instance"],
+        )
+        history = GaugeMetricFamily(
+            "relay_history_messages",
+            "Messages retained for replay, by instance.",
+            labels=["instance"],
+        )
+        for instance, counters in sorted(hub.instances().items()):
+            connected.add_metric([instance], counters.clients_total)
+            messages_in.add_metric([instance], counters.messages_in)
+            messages_out.add_metric([instance], counters.messages_out)
+            history.add_metric([instance], hub.status(instance)["history.size"])
+        yield from (connected, messages_in, messages_out, history)
+
+    def _peers(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "relay_peer_up",
+            "1 when the peer answered its last POST, 0 when it did not.",
+            labels=["peer"],
+        )
+        queue = GaugeMetricFamily(
+            "relay_peer_queue_messages", "Messages waiting for the peer.", labels=["peer"]
+        )
+        sent = CounterMetricFamily(
+            "relay_peer_sent", "Messages the peer accepted.", labels=["peer"]
+        )
+        failed = CounterMetricFamily(
+            "relay_peer_failed", "Failed POSTs to the peer (each retry counts).", labels=["peer"]
+        )
+        dropped = CounterMetricFamily(
+            "relay_peer_dropped", "Messages given up on (queue full or too old).", labels=["peer"]
+        )
+        for link in self._node.peers.links:
+            status = link.status()
+            if status["self"]:
+                continue
+            name = [f"{status['protocol']}://{status['host']}:{status['port']}"]
+            up.add_metric(name, 1 if status["state"] == "up" else 0)
+            queue.add_metric(name, status["queue"])
+            sent.add_metric(name, status["sent"])
+            failed.add_metric(name, status["failed"])
+            dropped.add_metric(name, status["dropped"])
+        yield from (up, queue, sent, failed, dropped)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
