@@ -17,6 +17,11 @@ class Admission:
         #: Refusals so far, by reason.
         self.refused: Counter[str] = Counter()
 
+    def set_caps(self, max_total: int, max_per_address: int) -> None:
+        """Apply new caps (a config reload); connections over them are not closed."""
+        self._max_total = max_total
+        self._max_per_address = max_per_address
+
     def admit(self, address: str) -> str | None:
         """Take a slot for ``address``; return None if admitted, else why not."""
         if self.total >= self._max_total:

@@ -26,8 +26,9 @@ from relay.config import Config, ServerConfig, default_config, load_config
 from relay.errors import ConfigError, RelayError, StartupError
 from relay.logs import configure_logging, reopen_log_files
 from relay.loop import run
-from relay.node import serve
+from relay.node import Node
 from relay.pidfile import PidFile
+from relay.systemd import Notifier
 
 log = logging.getLogger("relay.cli")
 
@@ -101,7 +102,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    configure_logging(config.logs, debug=args.debug)
+    configure_logging(config.logs, debug=args.debug, log_format=config.log_format)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         log.warning(
             "relay is running as root; it needs no privileges (ports above 1024, files it "
@@ -113,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
     if pidfile is not None:
         pidfile.acquire()
     try:
-        run(_serve_until_signalled(config))
+        run(_serve_until_signalled(config, args.config, args.debug))
     except StartupError as exc:
         log.error("%s", exc)
         return 1
@@ -123,22 +124,72 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_signalled(config: Config) -> None:
+async def _serve_until_signalled(config: Config, path: str | None, debug: bool) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    systemd = Notifier()
+    node = Node(config)
+    background: set[asyncio.Task[None]] = set()
 
     def request_stop(name: str) -> None:
         log.info("received %s, shutting down", name)
+        systemd.stopping()
         stop.set()
 
-    def reopen() -> None:
-        log.info("received SIGHUP, reopening log files")
-        reopen_log_files()
+    def request_reload() -> None:
+        task = loop.create_task(_reload(node, path, debug, systemd))
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, reopen)
-    await serve(config, shutdown_trigger=stop.wait())
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
+    # Handlers first: a signal that comes while listeners start is then honoured.
+    await node.start()
+    if systemd.watchdog_interval is not None:
+        watchdog = loop.create_task(_watchdog(systemd, systemd.watchdog_interval))
+        background.add(watchdog)
+    systemd.ready(_describe(node))
+    try:
+        await stop.wait()
+    finally:
+        for task in background:
+            task.cancel()
+        await node.stop()
+
+
+async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) -> None:
+    """Reload the config file; a broken one is refused and the running one stays."""
+    log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
+    if path is None:
+        reopen_log_files()
+        return
+    systemd.reloading()
+    try:
+        config = load_config(path)
+        configure_logging(config.logs, debug=debug, log_format=config.log_format)
+        notes = await node.apply(config)
+    except (ConfigError, StartupError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+    else:
+        for note in notes:
+            log.warning("reload: %s", note)
+        log.info("configuration reloaded from %s", path)
+    systemd.ready(_describe(node))
+
+
+async def _watchdog(systemd: Notifier, interval: float) -> None:
+    while True:
+        systemd.watchdog()
+        await asyncio.sleep(interval)
+
+
+def _describe(node: Node) -> str:
+    clients = ", ".join(f"{host}:{port}" for host, port in node.client_addresses)
+    admins = ", ".join(f"{host}:{port}" for host, port in node.admin_addresses)
+    return f"serving browsers on {clients}, admin on {admins}"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -59,6 +59,12 @@ class ClientListener:
         self.rejected: Counter[str] = Counter()
         self._all_gone: asyncio.Event | None = None
 
+    def configure(self, limits: LimitsConfig, browsers: BrowsersConfig) -> None:
+        """Apply new limits and browser policies; new connections get them at once."""
+        self.limits = limits
+        self.origins = _allowed_origins(browsers)
+        self.extensions = _extensions(browsers)
+
     async def start(self) -> None:
         """Bind and start accepting.
 

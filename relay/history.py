@@ -31,6 +31,16 @@ class History:
         self._clock = clock
         self._by_instance: dict[str, deque[Entry]] = {}
 
+    def resize(self, max_messages: int, max_age: float) -> None:
+        """Apply new bounds (a config reload), keeping the newest messages that still fit."""
+        self._max_messages = max_messages
+        self._max_age = max_age
+        for instance, entries in list(self._by_instance.items()):
+            if max_messages == 0:
+                del self._by_instance[instance]
+            else:
+                self._by_instance[instance] = deque(entries, maxlen=max_messages)
+
     def add(self, instance: str, subscribers: frozenset[str], message: EncodedMessage) -> None:
         """Retain ``message`` for ``instance``, dropping the oldest past the bounds."""
         if self._max_messages == 0:

@@ -85,6 +85,13 @@ class Hub:
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
         self._debug = log.isEnabledFor(logging.DEBUG)
 
+    def set_limits(self, limits: LimitsConfig) -> None:
+        """Apply new subscription and replay limits (a config reload).
+
+        Subscriptions already held past a lowered cap are kept; new ones are refused.
+        """
+        self._limits = limits
+
     # Browsers.
 
     def connect(self, browser: Browser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,7 +28,7 @@ from relay.hub import Hub
 from relay.metrics import NodeMetrics
 from relay.peers import PeerSet
 from relay.secret import load_secret
-from relay.tls import server_context
+from relay.tls import reload_certificates, server_context
 
 log = logging.getLogger("relay.node")
 
@@ -47,7 +48,9 @@ class Node:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
         """Build the node for ``config``; nothing listens until ``start``."""
         self.config = config
-        history = History(config.history.max_messages, config.history.max_age_seconds, clock)
+        history = self._history = History(
+            config.history.max_messages, config.history.max_age_seconds, clock
+        )
         # Remember identities at least as long as history keeps messages, so a
         # late copy never gets delivered next to the original.
         recent = RecentIds(
@@ -64,12 +67,14 @@ class Node:
             recent=recent,
             clock=clock,
             limits=config.limits,
-            forward=self.peers.forward if config.cluster else None,
+            forward=self.peers.forward,
         )
         self.admission = Admission(
             config.limits.max_connections, config.limits.max_connections_per_ip
         )
         self.client_listeners: list[ClientListener] = []
+        # (context, server entry, its name): what a reload re-reads certificates into.
+        self._tls: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
         self.metrics = NodeMetrics(self)
         self.admin_state = AdminState(
             hub=self.hub, limits=config.limits, secret=self._secret, metrics=self.metrics
@@ -94,7 +99,7 @@ class Node:
                     limits=self.config.limits,
                     browsers=self.config.browsers,
                     admission=self.admission,
-                    ssl_context=server_context(server, index),
+                    ssl_context=self._tls_context(server, index),
                 )
                 await _bind(listener.start(), server, index)
                 self.client_listeners.append(listener)
@@ -147,13 +152,51 @@ class Node:
         )
         await runner.setup()
         self._admin_runners.append(runner)
-        context = server_context(server, index)
+        context = self._tls_context(server, index)
         site = web.TCPSite(
             runner, server.bind_host, server.port, ssl_context=context, reuse_address=True
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
         log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
+
+    async def apply(self, config: Config) -> list[str]:
+        """Apply a new configuration to the running node, keeping every connection.
+
+        Limits, history bounds, browser and admin policies, the shared secret
+        and the cluster list take effect at once; TLS certificates are re-read.
+        Listener addresses and the pidfile only change with a restart: returns
+        a note for each such setting that changed and was kept as it was.
+
+        Raises:
+            StartupError: a secret or certificate file cannot be read; nothing
+                was changed.
+        """
+        secret = load_secret(config.admin)
+        for context, server, where in self._tls:
+            reload_certificates(context, server, where)
+        notes = []
+        if config.servers != self.config.servers:
+            notes.append("servers changed: listeners keep their old addresses until a restart")
+        if config.pidfile != self.config.pidfile:
+            notes.append("pidfile changed: it takes effect at the next start")
+        limits = config.limits
+        self.hub.set_limits(limits)
+        self._history.resize(config.history.max_messages, config.history.max_age_seconds)
+        self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
+        for listener in self.client_listeners:
+            listener.configure(limits, config.browsers)
+        self.admin_state.configure(limits, config.admin, secret)
+        await self.peers.reconfigure(config.cluster, config.peering, secret)
+        self._secret = secret
+        self.config = config
+        return notes
+
+    def _tls_context(self, server: ServerConfig, where: str) -> ssl.SSLContext | None:
+        context = server_context(server, where)
+        if context is not None:
+            self._tls.append((context, server, where))
+        return context
 
     def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
         return [

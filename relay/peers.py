@@ -301,12 +301,48 @@ class PeerSet:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Prepare a link per configured peer; nothing is sent until ``start``."""
-        self.links = [
-            PeerLink(
-                f"cluster[{index}]", peer, settings, own_fingerprint, secret=secret, clock=clock
-            )
-            for index, peer in enumerate(peers)
-        ]
+        self._own_fingerprint = own_fingerprint
+        self._clock = clock
+        self._settings = settings
+        self._secret = secret
+        self._started = False
+        self.links = [self._link(index, peer) for index, peer in enumerate(peers)]
+
+    def _link(self, index: int, peer: PeerConfig) -> PeerLink:
+        return PeerLink(
+            f"cluster[{index}]",
+            peer,
+            self._settings,
+            self._own_fingerprint,
+            secret=self._secret,
+            clock=self._clock,
+        )
+
+    async def reconfigure(
+        self, peers: Sequence[PeerConfig], settings: PeeringConfig, secret: Secret | None
+    ) -> None:
+        """Apply a new cluster list (a config reload).
+
+        Links to peers listed before and after keep their queue, state and
+        learned fingerprint; new peers get new links, removed ones are drained
+        briefly and closed. New peering settings or a new secret renew every link.
+        """
+        renew = settings != self._settings or not _same_secret(secret, self._secret)
+        self._settings, self._secret = settings, secret
+        kept = {} if renew else {link.peer: link for link in self.links}
+        links = []
+        for index, peer in enumerate(peers):
+            link = kept.pop(peer, None)
+            if link is None:
+                link = self._link(index, peer)
+                if self._started:
+                    await link.start()
+                log.info("peer cluster[%d] %s:%d added", index, peer.host, peer.port)
+            link.name = f"cluster[{index}]"
+            links.append(link)
+        removed = kept.values() if not renew else self.links
+        self.links = links
+        await asyncio.gather(*(link.stop(1.0) for link in removed))
 
     def forward(self, instance: str, payload: memoryview | bytes, touched: frozenset[str]) -> None:
         """Offer a message to every peer; never blocks."""
@@ -315,6 +351,7 @@ class PeerSet:
 
     async def start(self) -> None:
         """Start every link."""
+        self._started = True
         for link in self.links:
             await link.start()
 
@@ -325,6 +362,12 @@ class PeerSet:
     def status(self) -> list[dict[str, Any]]:
         """Every link as ``/status/`` shows it."""
         return [link.status() for link in self.links]
+
+
+def _same_secret(a: Secret | None, b: Secret | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.matches(b.bearer().removeprefix("Bearer "))
 
 
 def _receipt_fingerprint(body: bytes) -> str | None:

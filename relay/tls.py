@@ -39,6 +39,24 @@ def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
     return context
 
 
+def reload_certificates(context: ssl.SSLContext, server: ServerConfig, where: str) -> None:
+    """Re-read ``server``'s certificate files into the live ``context`` (renewed certificates).
+
+    New handshakes use the new certificate; established connections keep theirs.
+
+    Raises:
+        StartupError: the files cannot be loaded; the context keeps the old certificate.
+    """
+    fresh = server_context(server, where)  # validates the files before touching ``context``
+    assert fresh is not None
+    assert server.ssl_cert is not None
+    assert server.ssl_key is not None
+    if server.ssl_chain:
+        _load_with_chain(context, server.ssl_cert, server.ssl_chain, server.ssl_key)
+    else:
+        context.load_cert_chain(server.ssl_cert, server.ssl_key)
+
+
 def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -> None:
     # ssl only loads a chain from one file, certificate first; build that file
     # in a private directory that is removed as soon as it has been read.

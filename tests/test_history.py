@@ -72,6 +72,19 @@ def test_age_bound_expires_by_time_alone() -> None:
     assert history._by_instance == {}
 
 
+def test_resize_keeps_the_newest_that_fit() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    for n in range(6):
+        history.add("default", frozenset({"A"}), msg(str(n)))
+    history.resize(3, 60)
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"3", b"4", b"5"]
+    history.add("default", frozenset({"A"}), msg("6"))
+    assert history.size("default") == 3
+    history.resize(0, 60)
+    assert history.size("default") == 0
+
+
 def test_zero_messages_disables_history() -> None:
     history = History(0, 60, FakeClock())
     history.add("default", frozenset({"A"}), msg("1"))

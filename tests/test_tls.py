@@ -13,6 +13,7 @@ import trustme
 import websockets
 from support import Browser, notification
 
+from relay.config import parse_config
 from relay.errors import StartupError
 from relay.node import Node
 
@@ -91,3 +92,31 @@ async def test_unreadable_tls_files_name_the_entry(
     tls_files["ssl.cert"] = str(tmp_path / "missing.pem")
     with pytest.raises(StartupError, match=r"servers\[0\]: cannot load TLS files .*missing\.pem"):
         await start_node(tls_config(tls_files))
+
+
+async def test_reload_serves_a_renewed_certificate(
+    start_node: StartNode, root_ca: trustme.CA, tmp_path: Path, client_context: ssl.SSLContext
+) -> None:
+    first = root_ca.issue_cert("127.0.0.1")
+    files = {"ssl.key": str(tmp_path / "key.pem"), "ssl.cert": str(tmp_path / "cert.pem")}
+    first.private_key_pem.write_to_path(files["ssl.key"])
+    first.cert_chain_pems[0].write_to_path(files["ssl.cert"])
+    config = tls_config(files)
+    node = await start_node(config)
+    port = node.client_addresses[0][1]
+
+    async def served_certificate() -> bytes:
+        ws = await websockets.connect(f"wss://127.0.0.1:{port}/", ssl=client_context)
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        await ws.close()
+        return bytes(der)
+
+    before = await served_certificate()
+    renewed = root_ca.issue_cert("127.0.0.1")  # as a renewal puts new files in place
+    renewed.private_key_pem.write_to_path(files["ssl.key"])
+    renewed.cert_chain_pems[0].write_to_path(files["ssl.cert"])
+    assert await node.apply(parse_config(config)) == []
+    after = await served_certificate()
+    assert before != after
+    assert ssl.DER_cert_to_PEM_cert(after).encode() == renewed.cert_chain_pems[0].bytes()
