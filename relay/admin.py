@@ -48,6 +48,8 @@ class AdminState:
     ready: bool = False
     #: Extra status sections (``cluster`` and so on), each ``name -> () -> JSON-able``.
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: The live status page for a given host name, or None when it is disabled.
+    dashboard: Callable[[str], bytes] | None = None
 
     def configure(self, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> None:
         """Apply (new) settings; requests already running finish under the old ones."""
@@ -76,6 +78,7 @@ def create_admin_app(state: AdminState) -> web.Application:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health/live", get_live)
     app.router.add_get("/health/ready", get_ready)
+    app.router.add_get("/dashboard/", get_dashboard)
     return app
 
 
@@ -116,6 +119,25 @@ async def get_metrics(request: web.Request) -> web.Response:
     if metrics is None:
         raise web.HTTPNotFound()
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    """The live status page, pointed at this node's client port."""
+    page = request.app[STATE].dashboard
+    if page is None:
+        raise web.HTTPNotFound()
+    host = request.url.host or "127.0.0.1"
+    return web.Response(
+        body=page(host),
+        content_type="text/html",
+        charset="utf-8",
+        # The page only talks to this node; nothing else may load it or script it.
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'; connect-src ws: wss:; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def get_live(request: web.Request) -> web.Response:

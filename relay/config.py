@@ -189,6 +189,16 @@ class AdminConfig(_Section):
         return self
 
 
+class DashboardConfig(_Section):
+    """The live status page on the admin port, and the node-status messages it reads."""
+
+    enabled: bool = True
+    #: Key the node announces its own status on (to browsers of ``instance``).
+    key: str = "relay.node"
+    instance: str = "default"
+    interval_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+
+
 class Config(_Section):
     """A whole relay configuration."""
 
@@ -204,6 +214,7 @@ class Config(_Section):
     peering: PeeringConfig = PeeringConfig()
     browsers: BrowsersConfig = BrowsersConfig()
     admin: AdminConfig = AdminConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     #: "text" for people, "json" (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
 

@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from relay.admin import AdminState, create_admin_app
 from relay.admission import Admission
 from relay.client_listener import ClientListener
 from relay.config import Config, ServerConfig
+from relay.dashboard import NodeStatusAnnouncer, render_page
 from relay.dedup import RecentIds
 from relay.errors import StartupError
 from relay.fingerprint import new_fingerprint
@@ -81,6 +83,10 @@ class Node:
         )
         self.admin_state.configure(config.limits, config.admin, self._secret)
         self.admin_state.status_sections["cluster"] = self.peers.status
+        if config.dashboard.enabled:
+            self.admin_state.dashboard = partial(render_page, self)
+        self._announcer = NodeStatusAnnouncer(self, clock)
+        self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -110,16 +116,18 @@ class Node:
             await self.stop()
             raise
         self._housekeeping = asyncio.create_task(self._keep_house(), name="relay-housekeeping")
+        self._announcing = asyncio.create_task(self._announce(), name="relay-node-status")
         self.admin_state.ready = True
 
     async def stop(self) -> None:
         """Stop accepting posts, close browsers with 1001, and release everything."""
         self.admin_state.ready = False
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
-            self._housekeeping = None
+        for task in (self._housekeeping, self._announcing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._housekeeping = self._announcing = None
         for runner in self._admin_runners:
             await runner.cleanup()
         self._admin_runners.clear()
@@ -204,6 +212,18 @@ class Node:
             for index, server in enumerate(self.config.servers)
             if server.type == kind
         ]
+
+    def status_keys(self) -> dict[str, str]:
+        """The keys the cluster-status module announces on (empty when it is off)."""
+        return {}
+
+    async def _announce(self) -> None:
+        """Announce this node's status for the live status page, every few seconds."""
+        while True:
+            dashboard = self.config.dashboard
+            if dashboard.enabled:
+                self.hub.announce(dashboard.instance, self._announcer.message())
+            await asyncio.sleep(dashboard.interval_seconds)
 
     async def _keep_house(self) -> None:
         while True:

@@ -1,0 +1,85 @@
+"""The live status page: what it shows, and the node-status messages that feed it.
+
+The page (``GET /dashboard/`` on the admin port) is one self-contained HTML
+file with no external assets. It opens a WebSocket to the node's client port
+and subscribes, with the ordinary ``subscribe`` command, to the node-status
+key and the cluster-status keys; the node announces its own status on that
+key every few seconds, and the cluster-status module announces database and
+repository changes as they happen. No reload, no polling of HTTP endpoints.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from relay.node import Node
+
+_PAGE = resources.files("relay").joinpath("static/dashboard.html")
+
+
+class NodeStatusAnnouncer:
+    """Builds the node's status message, with message rates from successive calls."""
+
+    def __init__(self, node: Node, clock: Callable[[], float]) -> None:
+        """Report on ``node``; ``clock`` gives monotonic seconds for the rates."""
+        self._node = node
+        self._clock = clock
+        self._last: tuple[float, int, int] | None = None
+
+    def message(self) -> dict[str, Any]:
+        """The status as an ordinary relay message on the dashboard key."""
+        node = self._node
+        key = node.config.dashboard.key
+        counters = node.hub.instances().values()
+        messages_in = sum(c.messages_in for c in counters)
+        messages_out = sum(c.messages_out for c in counters)
+        now = self._clock()
+        rate_in = rate_out = 0.0
+        if self._last is not None and now > self._last[0]:
+            elapsed = now - self._last[0]
+            rate_in = (messages_in - self._last[1]) / elapsed
+            rate_out = (messages_out - self._last[2]) / elapsed
+        self._last = (now, messages_in, messages_out)
+        data = {
+            "fingerprint": node.hub.fingerprint,
+            "uptime_ms": node.hub.status("default")["uptime"],
+            "connections": sum(listener.connection_count for listener in node.client_listeners),
+            "subscriptions": node.hub.subscription_count(),
+            "messages_in": messages_in,
+            "messages_out": messages_out,
+            "rate_in": round(rate_in, 1),
+            "rate_out": round(rate_out, 1),
+            "peers": node.peers.status(),
+        }
+        return {
+            "key": key,
+            "type": "relay.node",
+            "subscribers": [key],
+            "uniqueID": secrets.token_hex(16),
+            "data": data,
+        }
+
+
+def render_page(node: Node, host: str) -> bytes:
+    """The page, told where the node's client port is and which keys to follow.
+
+    ``host`` is the host name the operator used to reach the admin port; the
+    client port is on the same node.
+    """
+    scheme = "wss" if node.config.listeners("client")[0].uses_tls else "ws"
+    port = node.client_addresses[0][1]
+    dashboard = node.config.dashboard
+    settings = {
+        "url": f"{scheme}://{host}:{port}/~{dashboard.instance}/",
+        "nodeKey": dashboard.key,
+        "statusKeys": node.status_keys(),
+    }
+    # </script> cannot occur in JSON produced from these values, but escape "<" anyway.
+    blob = orjson.dumps(settings).decode().replace("<", "\\u003c")
+    return _PAGE.read_bytes().replace(b"/*SETTINGS*/null", blob.encode())
