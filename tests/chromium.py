@@ -111,10 +111,10 @@ class Chromium:
         """What the page shows, as text."""
         return str(await self.evaluate(session, "document.body ? document.body.innerText : ''"))
 
-    async def screenshot(self, session: str, path: Path) -> None:
-        """Save the page as a PNG."""
+    async def screenshot(self, session: str) -> bytes:
+        """The page as a PNG."""
         shot = await self.call("Page.captureScreenshot", {"format": "png"}, session)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
         await self._devtools.close()

@@ -158,4 +158,3 @@ def test_status_counts_clients_and_messages_per_instance() -> None:
         "history.age": 2500,
     }
     assert hub.status("unknown")["clients.total"] == 0
-
