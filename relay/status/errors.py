@@ -1,0 +1,23 @@
+"""Errors of the cluster-status module.
+
+::
+
+    StatusError
+    └── RepositoryReadError    Phorge's repository tables could not be read
+
+Messages never contain a password: they are built from server error texts
+and host names only, and the monitor redacts configured secrets again
+before anything leaves it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RepositoryReadError", "StatusError"]
+
+
+class StatusError(Exception):
+    """Root of the errors the cluster-status module raises on purpose."""
+
+
+class RepositoryReadError(StatusError):
+    """Reading the repository and Almanac tables failed; the message says why."""
