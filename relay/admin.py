@@ -48,6 +48,8 @@ class AdminState:
     ready: bool = False
     #: Extra status sections (``cluster`` and so on), each ``name -> () -> JSON-able``.
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: The cluster-status module's snapshot (None when the module is off).
+    cluster_status: Callable[[], dict[str, Any] | None] = lambda: None
     #: The live status page for a given host name, or None when it is disabled.
     dashboard: Callable[[str], bytes] | None = None
 
@@ -79,6 +81,7 @@ def create_admin_app(state: AdminState) -> web.Application:
     app.router.add_get("/health/live", get_live)
     app.router.add_get("/health/ready", get_ready)
     app.router.add_get("/dashboard/", get_dashboard)
+    app.router.add_get("/cluster-status/", get_cluster_status)
     return app
 
 
@@ -119,6 +122,14 @@ async def get_metrics(request: web.Request) -> web.Response:
     if metrics is None:
         raise web.HTTPNotFound()
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_cluster_status(request: web.Request) -> web.Response:
+    """What the cluster-status module observes now: databases, mode, repositories."""
+    snapshot = request.app[STATE].cluster_status()
+    if snapshot is None:
+        return _json_error(404, "the cluster-status module is not configured on this node")
+    return web.Response(body=orjson.dumps(snapshot), content_type=_JSON)
 
 
 async def get_dashboard(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from relay.logs import configure_logging, reopen_log_files
 from relay.loop import run
 from relay.node import Node
 from relay.pidfile import PidFile
+from relay.status import render_table
 from relay.systemd import Notifier
 
 log = logging.getLogger("relay.cli")
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     status_cmd = add("status", _status, "print the status of a running node")
     status_cmd.add_argument("--instance", default="", help="the instance to report on")
     status_cmd.add_argument(
+        "--insecure", action="store_true", help="do not verify the admin port's TLS certificate"
+    )
+    table_cmd = add(
+        "cluster-status", _cluster_status, "print a running node's view of the Phorge cluster"
+    )
+    table_cmd.add_argument("--json", action="store_true", help="print the JSON instead")
+    table_cmd.add_argument(
         "--insecure", action="store_true", help="do not verify the admin port's TLS certificate"
     )
     notify_cmd = add("notify", _notify, "post a test notification to a running node")
@@ -196,6 +204,15 @@ def _status(args: argparse.Namespace) -> int:
     query = urllib.parse.urlencode({"instance": args.instance}) if args.instance else ""
     status = _admin_request(_config(args), f"/status/?{query}", None, insecure=args.insecure)
     print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    snapshot = _admin_request(_config(args), "/cluster-status/", None, insecure=args.insecure)
+    if args.json:
+        print(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_table(snapshot))
     return 0
 
 

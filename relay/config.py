@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from relay.errors import ConfigError
+from relay.status.config import ClusterStatusConfig
 
 #: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
 DEFAULT_CLIENT_PORT = 22280
@@ -27,7 +28,14 @@ DEFAULT_ADMIN_PORT = 22281
 class _Section(BaseModel):
     """Base of every config model: immutable, strict, no unknown keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        # Never print rejected values in errors: one of them could be a password.
+        hide_input_in_errors=True,
+    )
 
 
 class ServerConfig(_Section):
@@ -215,6 +223,8 @@ class Config(_Section):
     browsers: BrowsersConfig = BrowsersConfig()
     admin: AdminConfig = AdminConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    #: The side module watching Phorge's databases and repositories; off when absent.
+    cluster_status: ClusterStatusConfig | None = None
     #: "text" for people, "json" (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
 
@@ -316,6 +326,9 @@ def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[str]:
     return problems
 
 
+#: Fields whose rejected value must not be echoed in an error.
+_SECRET_FIELDS = frozenset({"pass", "password"})
+
 _TYPE_NAMES = {
     "int_type": "a whole number",
     "int_from_float": "a whole number",
@@ -335,6 +348,8 @@ def _describe(error: ErrorDetails) -> str:
     location = _location(error["loc"])
     kind = error["type"]
     given = error.get("input")
+    if any(part in _SECRET_FIELDS for part in error["loc"]):
+        given = "(hidden)"
     if kind == "missing":
         return f"{location}: is required but missing"
     if kind == "extra_forbidden":
@@ -364,6 +379,8 @@ def _json_type(value: object) -> str:
     """Name a decoded JSON value's type the way the file's author sees it."""
     if value is None:
         return "null"
+    if value == "(hidden)":
+        return "a value (not shown)"
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, int | float):
@@ -377,4 +394,6 @@ def _json_type(value: object) -> str:
 
 def _json_repr(value: object) -> str:
     """A short JSON rendering of a rejected value."""
+    if value == "(hidden)":
+        return "the value given (not shown)"
     return orjson.dumps(value).decode()[:80] if value is not None else "null"

@@ -8,7 +8,7 @@ observed as messages are routed (once per message, not per recipient).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -68,6 +68,8 @@ class NodeMetrics(Collector):
         )
         yield from self._instances()
         yield from self._peers()
+        if node.status_monitor is not None:
+            yield from _cluster_status(node.status_monitor.snapshot())
 
     def _instances(self) -> Iterator[Metric]:
         hub = self._node.hub
@@ -127,6 +129,50 @@ class NodeMetrics(Collector):
             failed.add_metric(name, status["failed"])
             dropped.add_metric(name, status["dropped"])
         yield from (up, queue, sent, failed, dropped)
+
+
+def _cluster_status(snapshot: dict[str, Any]) -> Iterator[Metric]:
+    """Gauges for the cluster-status module's view of Phorge's databases and repositories."""
+    yield _gauge(
+        "relay_cluster_read_only",
+        "1 when the master is unhealthy and Phorge degrades to read-only, else 0.",
+        1 if snapshot["mode"] == "read-only" else 0,
+    )
+    healthy = GaugeMetricFamily(
+        "relay_database_healthy",
+        "1 when the host's last five checks succeeded.",
+        labels=["host", "role"],
+    )
+    okay = GaugeMetricFamily(
+        "relay_database_connection_okay",
+        "1 when the last check connected and queried.",
+        labels=["host", "role"],
+    )
+    delay = GaugeMetricFamily(
+        "relay_database_replication_delay_seconds",
+        "Seconds a replica is behind its master.",
+        labels=["host"],
+    )
+    for database in snapshot["databases"]:
+        if database["disabled"]:
+            continue
+        labels = [f"{database['host']}:{database['port']}", database["role"]]
+        healthy.add_metric(labels, 1 if database["health"]["healthy"] else 0)
+        connection = database["connection"] or {}
+        okay.add_metric(labels, 1 if connection.get("status") == "okay" else 0)
+        replication = database["replication"] or {}
+        if replication.get("delay") is not None:
+            delay.add_metric(labels[:1], replication["delay"])
+    yield from (healthy, okay, delay)
+    verdicts = GaugeMetricFamily(
+        "relay_repository_service_verdict",
+        "1 for each repository service's current sync verdict.",
+        labels=["service", "verdict"],
+    )
+    repositories = snapshot.get("repositories") or {}
+    for service in repositories.get("services", []):
+        verdicts.add_metric([service["name"], service["verdict"]], 1)
+    yield verdicts
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

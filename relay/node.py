@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from relay.hub import Hub
 from relay.metrics import NodeMetrics
 from relay.peers import PeerSet
 from relay.secret import load_secret
+from relay.status import ClusterStatusMonitor
 from relay.tls import reload_certificates, server_context
 
 log = logging.getLogger("relay.node")
@@ -86,6 +88,8 @@ class Node:
         if config.dashboard.enabled:
             self.admin_state.dashboard = partial(render_page, self)
         self._announcer = NodeStatusAnnouncer(self, clock)
+        self.status_monitor = self._new_monitor(config)
+        self.admin_state.cluster_status = self._cluster_status
         self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
@@ -112,6 +116,8 @@ class Node:
             for index, server in self._servers("admin"):
                 await self._start_admin(server, index)
             await self.peers.start()
+            if self.status_monitor is not None:
+                await self.status_monitor.start()
         except BaseException:
             await self.stop()
             raise
@@ -122,6 +128,8 @@ class Node:
     async def stop(self) -> None:
         """Stop accepting posts, close browsers with 1001, and release everything."""
         self.admin_state.ready = False
+        if self.status_monitor is not None:
+            await self.status_monitor.stop()
         for task in (self._housekeeping, self._announcing):
             if task is not None:
                 task.cancel()
@@ -196,6 +204,12 @@ class Node:
             listener.configure(limits, config.browsers)
         self.admin_state.configure(limits, config.admin, secret)
         await self.peers.reconfigure(config.cluster, config.peering, secret)
+        if config.cluster_status != self.config.cluster_status:
+            if self.status_monitor is not None:
+                await self.status_monitor.stop()
+            self.status_monitor = self._new_monitor(config)
+            if self.status_monitor is not None:
+                await self.status_monitor.start()
         self._secret = secret
         self.config = config
         return notes
@@ -215,7 +229,21 @@ class Node:
 
     def status_keys(self) -> dict[str, str]:
         """The keys the cluster-status module announces on (empty when it is off)."""
-        return {}
+        status = self.config.cluster_status
+        if status is None:
+            return {}
+        return {"databases": status.keys.databases, "repositories": status.keys.repositories}
+
+    def _new_monitor(self, config: Config) -> ClusterStatusMonitor | None:
+        status = config.cluster_status
+        if status is None:
+            return None
+        # Each node reports what it observes itself: status messages are
+        # announced to local browsers only, never forwarded to peers.
+        return ClusterStatusMonitor(status, partial(self.hub.announce, status.instance))
+
+    def _cluster_status(self) -> dict[str, Any] | None:
+        return None if self.status_monitor is None else self.status_monitor.snapshot()
 
     async def _announce(self) -> None:
         """Announce this node's status for the live status page, every few seconds."""
