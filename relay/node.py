@@ -79,6 +79,8 @@ class Node:
         self.client_listeners: list[ClientListener] = []
         # (context, server entry, its name): what a reload re-reads certificates into.
         self._tls: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
+        self.status_monitor = self._new_monitor(config)
+        # After all it reads: the registry collects once while registering.
         self.metrics = NodeMetrics(self)
         self.admin_state = AdminState(
             hub=self.hub, limits=config.limits, secret=self._secret, metrics=self.metrics
@@ -88,7 +90,6 @@ class Node:
         if config.dashboard.enabled:
             self.admin_state.dashboard = partial(render_page, self)
         self._announcer = NodeStatusAnnouncer(self, clock)
-        self.status_monitor = self._new_monitor(config)
         self.admin_state.cluster_status = self._cluster_status
         self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
