@@ -109,7 +109,9 @@ async def test_each_state_reaches_the_browser_and_the_endpoint(
     expected: list[tuple[str, str | None]],
 ) -> None:
     servers = shared_pair
-    entries = [host_entry(server, role, **options) for server, role in zip(servers, roles)]
+    entries = [
+        host_entry(server, role, **options) for server, role in zip(servers, roles, strict=True)
+    ]
     node = await start_node(status_config(entries))
     observer = await Observer.attach(node, session)
 
