@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit bench clean
+.PHONY: run test unit autobahn clean
 
 # Start relay on the example config, in the foreground (Ctrl-C stops it).
 run: $(STAMP)
@@ -14,8 +14,8 @@ run: $(STAMP)
 # Everything CI runs: lint, type checks, then the whole test suite.
 test: $(STAMP)
 	bash scripts/ensure-services
-	$(BIN)/ruff check relay tests bench
-	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/ruff check relay tests bench autobahn
+	$(BIN)/ruff format --check relay tests bench autobahn
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -23,7 +23,12 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_commands.py \
 		tests/test_notification.py tests/test_subscriptions.py tests/test_history.py \
-		tests/test_dedup.py tests/test_hub.py
+		tests/test_dedup.py tests/test_hub.py tests/test_routing_model.py
+
+# Optional: Autobahn|Testsuite against the client listener (needs Python 2.7
+# and a C compiler; see autobahn/README.md).
+autobahn: $(STAMP)
+	scripts/autobahn
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
