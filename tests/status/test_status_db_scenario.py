@@ -112,9 +112,7 @@ async def test_user_without_the_privilege_is_replication_client(
         assert entry["replication"] is None
     # The spec counts only "okay" as a successful check: without the privilege
     # the hosts go unhealthy after five checks and Phorge would go read-only.
-    await wait_until(
-        lambda: all(d["health"]["down"] == 5 for d in monitor.snapshot()["databases"])
-    )
+    await wait_until(lambda: all(d["health"]["down"] == 5 for d in monitor.snapshot()["databases"]))
     snapshot = monitor.snapshot()
     assert [d["health"]["healthy"] for d in snapshot["databases"]] == [False, False]
     assert snapshot["mode"] == "read-only"
