@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from support import FakeClock
 
+from relay.config import LimitsConfig
 from relay.dedup import RecentIds
 from relay.encoded import EncodedMessage
 from relay.history import History
@@ -158,3 +159,43 @@ def test_status_counts_clients_and_messages_per_instance() -> None:
         "history.age": 2500,
     }
     assert hub.status("unknown")["clients.total"] == 0
+
+
+def test_a_message_that_fails_to_deliver_does_not_stop_the_replay() -> None:
+    hub, _ = make_hub()
+    for n in range(5):
+        post(hub, {"subscribers": ["A"], "n": n})
+
+    class Picky(RecordingBrowser):
+        def deliver(self, message: EncodedMessage) -> None:
+            body = orjson.loads(message.payload)
+            if body["n"] == 2:
+                raise ValueError("cannot take this one")
+            super().deliver(message)
+
+    browser = Picky()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert hub.replay(browser, 60_000) == 4
+    assert [m["n"] for m in browser.received] == [0, 1, 3, 4]
+
+
+def test_replay_of_a_huge_history_is_bounded_and_keeps_the_newest_in_order() -> None:
+    clock = FakeClock()
+    hub = Hub(
+        fingerprint="SELF",
+        history=History(4096, 60, clock),
+        recent=RecentIds(120, 10_000, clock),
+        clock=clock,
+        limits=LimitsConfig(replay_bytes=64 * 1024),
+    )
+    for n in range(4096):
+        post(hub, {"subscribers": ["A"], "n": n, "pad": "x" * 1000})
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    sent = hub.replay(browser, 60_000)
+    numbers = [m["n"] for m in browser.received]
+    assert 0 < sent < 4096
+    assert numbers == list(range(4096 - sent, 4096))  # the newest, oldest first
+    assert sum(len(orjson.dumps(m)) for m in browser.received) <= 64 * 1024
