@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import uvloop
+from chromium import Chromium
 from support import Admin, Browser, local_config
 
 from relay.config import parse_config
@@ -55,6 +57,14 @@ async def start_node() -> AsyncIterator[StartNode]:
 async def node(start_node: StartNode) -> Node:
     """One running node with the default test config."""
     return await start_node()
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    """Headless Chromium, closed at the end of the test."""
+    browser = await Chromium.launch(tmp_path / "chromium-profile")
+    yield browser
+    await browser.close()
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -15,13 +14,6 @@ from relay.node import Node
 pytestmark = pytest.mark.slow
 
 StartNode = Callable[..., Awaitable[Node]]
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    browser = await Chromium.launch(tmp_path / "profile")
-    yield browser
-    await browser.close()
 
 
 async def test_page_shows_the_node_and_a_peer_going_down_live(

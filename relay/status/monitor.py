@@ -201,16 +201,20 @@ class ClusterStatusMonitor:
 
     # -- databases ----------------------------------------------------------
 
+    def _deadline(self) -> float:
+        """The most one check or read may take, connecting and querying included."""
+        return (
+            self._config.connect_timeout_seconds
+            + self._config.query_timeout_seconds
+            + _SAFETY_MARGIN
+        )
+
     async def _watch_host(self, index: int) -> None:
         host = self._hosts[index]
         checker = host.checker
         assert checker is not None  # only enabled hosts get a task
         interval = self._config.database_interval_seconds
-        limit = (
-            self._config.connect_timeout_seconds
-            + self._config.query_timeout_seconds
-            + _SAFETY_MARGIN
-        )
+        limit = self._deadline()
         due = self._clock()
         while True:
             started = self._clock()
@@ -310,11 +314,7 @@ class ClusterStatusMonitor:
             query_timeout=self._config.query_timeout_seconds,
         )
         interval = self._config.repository_interval_seconds
-        limit = (
-            self._config.connect_timeout_seconds
-            + self._config.query_timeout_seconds
-            + _SAFETY_MARGIN
-        )
+        limit = self._deadline()
         due = self._clock()
         while True:
             try:

@@ -332,6 +332,19 @@ class PhorgeTables:
             lock_owner,
         )
 
+    def synchronized_service(self, name: str, repository: str) -> tuple[str, list[str]]:
+        """A service with two bound devices and one repository both have, last pushed an
+        hour ago; returns the repository's PHID and the two devices' PHIDs."""
+        service = self.add_service(name)
+        devices = [self.add_device(f"{name}-{n}.example.com") for n in (1, 2)]
+        for device in devices:
+            self.bind(service, device)
+        phid = self.add_repository(repository, service, callsign=repository.upper())
+        version = self.push(phid, epoch=int(time.time()) - 3600)
+        for device in devices:
+            self.set_version(phid, device, version)
+        return phid, devices
+
     def demote(self, repository: str, device: str) -> None:
         """Delete a device's version row (``bin/repository thaw --demote``)."""
         self._run(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +27,6 @@ StartNode = Callable[..., Awaitable[Node]]
 SCREENSHOT = Path(__file__).parent.parent.parent / "docs" / "status-page.png"
 
 
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    browser = await Chromium.launch(tmp_path / "profile")
-    yield browser
-    await browser.close()
-
-
 async def test_the_page_shows_the_master_failing_and_a_repository_desynchronising(
     pair: tuple[MariaDBServer, MariaDBServer],
     phorge: PhorgeTables,
@@ -41,14 +34,7 @@ async def test_the_page_shows_the_master_failing_and_a_repository_desynchronisin
     chromium: Chromium,
 ) -> None:
     master, replica = pair
-    service = phorge.add_service("repos001")
-    devices = [phorge.add_device(f"repo00{n}.example.com") for n in (1, 2)]
-    for device in devices:
-        phorge.bind(service, device)
-    repository = phorge.add_repository("Demo", service, callsign="DEMO")
-    version = phorge.push(repository, epoch=int(time.time()) - 3600)
-    for device in devices:
-        phorge.set_version(repository, device, version)
+    repository, devices = phorge.synchronized_service("repos001", "Demo")
     config = local_config(
         dashboard={"interval_seconds": 0.5},
         cluster_status={

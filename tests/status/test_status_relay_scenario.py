@@ -177,14 +177,7 @@ async def test_replication_breaking_lagging_and_the_master_dying(
 async def test_repository_changes_are_pushed_and_late_subscribers_get_the_state(
     phorge: PhorgeTables, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
-    service = phorge.add_service("repos001")
-    devices = [phorge.add_device(f"repo00{n}.example.com") for n in (1, 2)]
-    for device in devices:
-        phorge.bind(service, device)
-    repository = phorge.add_repository("rDEMO", service, callsign="DEMO")
-    version = phorge.push(repository, epoch=int(time.time()) - 3600)
-    for device in devices:
-        phorge.set_version(repository, device, version)
+    repository, devices = phorge.synchronized_service("repos001", "Demo")
     source = {
         "host": "127.0.0.1",
         "port": phorge.server.port,
