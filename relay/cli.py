@@ -176,16 +176,19 @@ async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) 
     systemd.reloading()
     try:
         config = load_config(path)
-        configure_logging(config.logs, debug=debug, log_format=config.log_format)
         notes = await node.apply(config)
+        configure_logging(config.logs, debug=debug, log_format=config.log_format)
     except (ConfigError, StartupError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+    except Exception:
+        log.exception("reload failed; the node keeps serving")
     else:
         for note in notes:
             log.warning("reload: %s", note)
         log.info("configuration reloaded from %s", path)
-    systemd.ready(_describe(node))
+    finally:
+        systemd.ready(_describe(node))
 
 
 async def _watchdog(systemd: Notifier, interval: float) -> None:

@@ -78,12 +78,14 @@ def parse_command(text: bytes | str) -> Command:
 def instance_from_path(path: str) -> str:
     """The instance a browser names in its path: ``/~acme/`` is ``acme``.
 
-    Reverse proxies may put a prefix before the ``~``; the query string is not
-    part of the name. No ``~``, or nothing after it, means the default instance.
+    As Aphlict reads it: the part between the first ``~`` and the next one (or
+    the end), slashes removed. Reverse proxies may put a prefix before the
+    ``~``; the query string is not part of the name. No ``~``, or nothing after
+    it, means the default instance.
     """
     path = path.split("?", 1)[0]
     _, tilde, rest = path.partition("~")
-    name = rest.replace("/", "") if tilde else ""
+    name = rest.split("~", 1)[0].replace("/", "") if tilde else ""
     return name or DEFAULT_INSTANCE
 
 

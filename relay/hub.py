@@ -21,7 +21,7 @@ from relay.config import LimitsConfig
 from relay.dedup import RecentIds
 from relay.encoded import EncodedMessage
 from relay.history import History
-from relay.notification import Notification
+from relay.notification import DEFAULT_INSTANCE, Notification
 from relay.subscriptions import SubscriptionIndex
 
 log = logging.getLogger("relay.hub")
@@ -101,9 +101,18 @@ class Hub:
         counters.clients_total += 1
 
     def disconnect(self, browser: Browser) -> None:
-        """Forget a browser that went away, with all its subscriptions."""
+        """Forget a browser that went away, with all its subscriptions.
+
+        An instance that only browsers ever named (nothing was posted to it)
+        is forgotten with its last browser: instance names come from URLs,
+        and counters must not pile up for names anyone can invent.
+        """
         self._index.forget(browser)
-        self._counters_of(browser.instance).clients_active -= 1
+        counters = self._counters_of(browser.instance)
+        counters.clients_active -= 1
+        idle = not counters.clients_active and not counters.messages_in
+        if idle and browser.instance != DEFAULT_INSTANCE:
+            del self._counters[browser.instance]
 
     def subscribe(self, browser: Browser, keys: Sequence[str]) -> int:
         """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.

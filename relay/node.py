@@ -29,10 +29,10 @@ from relay.fingerprint import new_fingerprint
 from relay.history import History
 from relay.hub import Hub
 from relay.metrics import NodeMetrics
-from relay.peers import PeerSet
+from relay.peers import PeerSet, peer_tls_context
 from relay.secret import load_secret
 from relay.status import ClusterStatusMonitor
-from relay.tls import reload_certificates, server_context
+from relay.tls import load_certificates, server_context
 
 log = logging.getLogger("relay.node")
 
@@ -189,9 +189,15 @@ class Node:
             StartupError: a secret or certificate file cannot be read; nothing
                 was changed.
         """
+        # Everything that can fail is checked before anything changes, so a
+        # refused reload leaves the node exactly as it was.
         secret = load_secret(config.admin)
-        for context, server, where in self._tls:
-            reload_certificates(context, server, where)
+        for _, server, where in self._tls:
+            server_context(server, where)
+        for index, peer in enumerate(config.cluster):
+            peer_tls_context(f"cluster[{index}]", peer, config.peering)
+        for context, server, _ in self._tls:
+            load_certificates(context, server)
         notes = []
         if config.servers != self.config.servers:
             notes.append("servers changed: listeners keep their old addresses until a restart")

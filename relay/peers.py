@@ -26,6 +26,7 @@ import orjson
 
 from relay.backoff import Backoff
 from relay.config import PeerConfig, PeeringConfig
+from relay.errors import StartupError
 from relay.outbox import Outbox, Outgoing
 from relay.secret import Secret
 
@@ -67,6 +68,9 @@ class PeerLink:
         With a ``secret``, every POST carries it, as the peer's admin port expects.
         """
         self.name = name
+        self._tls = peer_tls_context(name, peer, settings)
+        if self._tls is not None and not peer.tls_verify:
+            log.warning("peer %s: certificate verification is off (tls_verify: false)", name)
         self._context = {"peer": f"{peer.protocol}://{peer.host}:{peer.port}"}
         self._secret = secret
         self.peer = peer
@@ -110,7 +114,7 @@ class PeerLink:
         """Open the session and start the senders."""
         connector = aiohttp.TCPConnector(
             limit=self._settings.max_in_flight,
-            ssl=self._tls_context() or True,
+            ssl=self._tls or True,
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
         headers = {"Content-Type": "application/json"}
@@ -277,15 +281,6 @@ class PeerLink:
     def _label(self) -> str:
         return f"peer {self.name} ({self.peer.protocol}://{self.peer.host}:{self.peer.port})"
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self.peer.protocol != "https":
-            return None
-        context = ssl.create_default_context(cafile=self.peer.ca_file or self._settings.ca_file)
-        if not self.peer.tls_verify:
-            log.warning("%s: certificate verification is off (tls_verify: false)", self._label())
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
 
 class PeerSet:
@@ -362,6 +357,29 @@ class PeerSet:
     def status(self) -> list[dict[str, Any]]:
         """Every link as ``/status/`` shows it."""
         return [link.status() for link in self.links]
+
+
+def peer_tls_context(
+    name: str, peer: PeerConfig, settings: PeeringConfig
+) -> ssl.SSLContext | None:
+    """The client TLS context for an https peer (None for http).
+
+    Raises:
+        StartupError: the CA file cannot be loaded; names the setting and the file.
+    """
+    if peer.protocol != "https":
+        return None
+    ca_file = peer.ca_file or settings.ca_file
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        setting = f"{name}.ca_file" if peer.ca_file else "peering.ca_file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StartupError(f"{setting}: cannot load the CA file {ca_file}: {reason}") from None
+    if not peer.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _same_secret(a: Secret | None, b: Secret | None) -> bool:

@@ -31,7 +31,9 @@ class SubscriptionIndex(Generic[Conn]):
         """
         mine = self._keys_of.setdefault(conn, set())
         self._instance_of[conn] = instance
-        by_key = self._by_instance.setdefault(instance, {})
+        # Only an instance that gets a key is entered: browsers name instances
+        # freely in their URL, and nothing must grow for names that hold nothing.
+        by_key = self._by_instance.get(instance) or {}
         added = []
         refused = 0
         for key in keys:
@@ -44,6 +46,8 @@ class SubscriptionIndex(Generic[Conn]):
             by_key.setdefault(key, set()).add(conn)
             added.append(key)
         self.total += len(added)
+        if added:
+            self._by_instance[instance] = by_key
         return added, refused
 
     def unsubscribe(self, conn: Conn, keys: Iterable[str]) -> None:

@@ -39,16 +39,13 @@ def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
     return context
 
 
-def reload_certificates(context: ssl.SSLContext, server: ServerConfig, where: str) -> None:
-    """Re-read ``server``'s certificate files into the live ``context`` (renewed certificates).
+def load_certificates(context: ssl.SSLContext, server: ServerConfig) -> None:
+    """Load ``server``'s certificate files into the live ``context`` (renewed certificates).
 
-    New handshakes use the new certificate; established connections keep theirs.
-
-    Raises:
-        StartupError: the files cannot be loaded; the context keeps the old certificate.
+    New handshakes use the new certificate; established connections keep
+    theirs. Check the files first with ``server_context``: a failure here
+    leaves the context as it was, but later contexts of a batch unloaded.
     """
-    fresh = server_context(server, where)  # validates the files before touching ``context``
-    assert fresh is not None
     assert server.ssl_cert is not None
     assert server.ssl_key is not None
     if server.ssl_chain:

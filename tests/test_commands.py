@@ -61,6 +61,8 @@ def test_unusable_frames_are_refused_with_a_reason(frame: str, reason: str) -> N
         ("/notifications/~acme/", "acme"),
         ("/~acme/?x=1", "acme"),
         ("/~ac/me/", "acme"),
+        ("/~acme~x/", "acme"),
+        ("/~~x", "default"),
         ("/ws/", "default"),
     ],
 )

@@ -199,3 +199,22 @@ def test_replay_of_a_huge_history_is_bounded_and_keeps_the_newest_in_order() -> 
     assert 0 < sent < 4096
     assert numbers == list(range(4096 - sent, 4096))  # the newest, oldest first
     assert sum(len(orjson.dumps(m)) for m in browser.received) <= 64 * 1024
+
+
+def test_instances_only_browsers_named_are_forgotten_with_them() -> None:
+    hub, _ = make_hub()
+    browsers = [RecordingBrowser(f"made-up-{n}") for n in range(200)]
+    for browser in browsers:
+        hub.connect(browser)
+        hub.subscribe(browser, [])
+        hub.subscribe(browser, ["K" * 1000])  # refused: too long
+    kept = RecordingBrowser("real")
+    hub.connect(kept)
+    hub.subscribe(kept, ["A"])
+    post(hub, {"subscribers": ["A"]}, "real")
+    for browser in browsers:
+        hub.disconnect(browser)
+    assert set(hub.instances()) == {"real"}
+    assert set(hub._index._by_instance) == {"real"}
+    hub.disconnect(kept)
+    assert hub.status("real")["clients.total"] == 1  # posted to: its counters stay

@@ -28,6 +28,8 @@ from support import (
     notification,
 )
 
+from relay.config import parse_config
+from relay.errors import StartupError
 from relay.node import Node
 from relay.systemd import Notifier
 
@@ -237,3 +239,38 @@ def test_json_log_mode_writes_one_object_per_line(tmp_path: Path) -> None:
     assert frame["instance"] == "acme"
     assert frame["client"] == "127.0.0.1"
     assert frame["level"] == "INFO"
+
+
+async def test_a_reload_that_cannot_be_applied_changes_nothing(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    node = await start_node(local_config(limits={"max_subscriptions": 5}))
+    broken_peer = {
+        "host": "127.0.0.1",
+        "port": 1,
+        "protocol": "https",
+        "ca_file": str(tmp_path / "no.pem"),
+    }
+    new = parse_config(local_config(limits={"max_subscriptions": 2}, cluster=[broken_peer]))
+    with pytest.raises(StartupError, match=r"cluster\[0\]\.ca_file: cannot load the CA file"):
+        await node.apply(new)
+    assert node.config.limits.max_subscriptions == 5
+    assert node.hub._limits.max_subscriptions == 5
+    assert node.admin_state.limits.max_subscriptions == 5
+    assert node.peers.links == []
+
+
+def test_a_bad_peer_ca_file_stops_serve_with_a_clear_message(tmp_path: Path) -> None:
+    config = local_config(peering={"ca_file": str(tmp_path / "missing-ca.pem")})
+    config["cluster"] = [{"host": "127.0.0.1", "port": 1, "protocol": "https"}]
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 1
+    assert "peering.ca_file: cannot load the CA file" in result.stderr
+    assert "Traceback" not in result.stderr
