@@ -65,6 +65,7 @@ class BrowserConnection(asyncio.Protocol):
         "_address",
         "_admitted",
         "_closing",
+        "_complained",
         "_counted",
         "_fragments",
         "_last_heard",
@@ -94,6 +95,7 @@ class BrowserConnection(asyncio.Protocol):
         self._admitted = False
         self._refusal: str | None = None
         self._closing = False
+        self._complained = False
         self._pinged = False
         self._last_heard = time.monotonic()
         self._fragments: bytearray | None = None
@@ -211,11 +213,8 @@ class BrowserConnection(asyncio.Protocol):
         if "websocket" not in upgrade.lower():
             response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         elif self._refusal is not None:
-            self._listener.rejected["connection limit"] += 1
+            self._listener.refused("connection limit", self._address, self._refusal)
             response = ws.reject(503, f"relay cannot take this connection: {self._refusal}\n")
-            log.warning(
-                "refused browser %s: %s", self._address, self._refusal, extra=self._context()
-            )
         else:
             response = ws.accept(request)
         ws.send_response(response)
@@ -226,8 +225,7 @@ class BrowserConnection(asyncio.Protocol):
             self._listener.hub.connect(self)
             log.debug("browser %s connected to instance %s", self._address, self.instance)
         elif response.status_code == 403:
-            self._listener.rejected["origin"] += 1
-            log.info("refused browser %s: %s", self._address, ws.handshake_exc)
+            self._listener.refused("origin", self._address, str(ws.handshake_exc))
 
     def _handshake_expired(self) -> None:
         self._timer = None
@@ -250,7 +248,7 @@ class BrowserConnection(asyncio.Protocol):
                 data, self._fragments = self._fragments, None
                 self._on_text(data)
         elif opcode is Opcode.BINARY:
-            log.info("browser %s sent a binary frame; relay only reads text, ignored", self.peer)
+            self._complain("sent a binary frame; relay only reads text, ignored")
 
     def _on_text(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -261,12 +259,7 @@ class BrowserConnection(asyncio.Protocol):
         try:
             command = parse_command(text)
         except CommandError as exc:
-            log.info(
-                "browser %s sent an unusable frame, ignored: %s",
-                self._address,
-                exc,
-                extra=self._context(),
-            )
+            self._complain(f"sent an unusable frame, ignored: {exc}")
             return
         try:
             self._run(command)
@@ -281,13 +274,10 @@ class BrowserConnection(asyncio.Protocol):
             refused = hub.subscribe(self, command.keys)
             if refused:
                 limits = self._listener.limits
-                log.info(
-                    "browser %s: refused %d keys (longer than %d characters or past %d "
-                    "subscriptions)",
-                    self._address,
-                    refused,
-                    limits.max_key_length,
-                    limits.max_subscriptions,
+                self._complain(
+                    f"subscribed to too much: refused {refused} keys (longer than "
+                    f"{limits.max_key_length} characters or past {limits.max_subscriptions} "
+                    "subscriptions)"
                 )
         elif isinstance(command, Unsubscribe):
             hub.unsubscribe(self, command.keys)
@@ -295,6 +285,23 @@ class BrowserConnection(asyncio.Protocol):
             hub.replay(self, command.age_ms)
         else:
             self.deliver(_PONG)
+
+    def _complain(self, problem: str) -> None:
+        """Log a problem with what this browser sent: the first at INFO, the rest at DEBUG.
+
+        One connection must not be able to fill the disk with log lines.
+        """
+        first = not self._complained
+        self._complained = True
+        if first or log.isEnabledFor(logging.DEBUG):
+            log.log(
+                logging.INFO if first else logging.DEBUG,
+                "browser %s %s%s",
+                self._address,
+                problem,
+                " (more from this browser are logged at DEBUG only)" if first else "",
+                extra=self._context(),
+            )
 
     # Writing and closing.
 

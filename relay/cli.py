@@ -28,6 +28,7 @@ from relay.logs import configure_logging, reopen_log_files
 from relay.loop import run
 from relay.node import Node
 from relay.pidfile import PidFile
+from relay.secret import load_secret
 from relay.status import render_table
 from relay.systemd import Notifier
 
@@ -150,11 +151,12 @@ async def _serve_until_signalled(config: Config, path: str | None, debug: bool) 
         background.add(task)
         task.add_done_callback(background.discard)
 
+    # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, request_reload)
-    # Handlers first: a signal that comes while listeners start is then honoured.
     await node.start()
+    # Reloads only once started: applying a config to a half-started node would race.
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
     if systemd.watchdog_interval is not None:
         watchdog = loop.create_task(_watchdog(systemd, systemd.watchdog_interval))
         background.add(watchdog)
@@ -228,7 +230,10 @@ def _notify(args: argparse.Namespace) -> int:
     }
     query = urllib.parse.urlencode({"instance": args.instance}) if args.instance else ""
     receipt = _admin_request(_config(args), f"/?{query}", message, insecure=args.insecure)
-    print(f"posted {message['uniqueID']} to key {args.key}; node fingerprint {receipt}")
+    print(
+        f"posted {message['uniqueID']} to key {args.key}; "
+        f"node fingerprint {receipt.get('fingerprint')}"
+    )
     return 0
 
 
@@ -238,6 +243,9 @@ def _admin_request(config: Config, path: str, body: Any, *, insecure: bool) -> A
     url = _admin_url(admin) + path.rstrip("?")
     data = orjson.dumps(body) if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    secret = load_secret(config.admin)
+    if secret is not None:
+        request.add_header("Authorization", secret.bearer())
     context = None
     if admin.uses_tls:
         context = ssl.create_default_context()

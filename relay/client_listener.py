@@ -26,6 +26,9 @@ from relay.hub import Hub
 
 log = logging.getLogger("relay.client")
 
+#: Refused connections are summed up in one log line at most this often (seconds).
+REFUSAL_LOG_INTERVAL = 10.0
+
 
 class ClientListener:
     """Accepts browsers for one ``client`` server entry and tracks them until they go."""
@@ -57,6 +60,8 @@ class ClientListener:
         self._connections: set[BrowserConnection] = set()
         #: Connections refused or dropped by a limit, by reason (for metrics).
         self.rejected: Counter[str] = Counter()
+        self._unlogged_refusals = 0
+        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
         self._all_gone: asyncio.Event | None = None
 
     def configure(self, limits: LimitsConfig, browsers: BrowsersConfig) -> None:
@@ -98,6 +103,25 @@ class ClientListener:
         """Open sockets, including those still in their handshake."""
         return len(self._connections)
 
+    def refused(self, reason: str, address: str, detail: str) -> None:
+        """Count a refused browser; log refusals at most once per interval.
+
+        A flood of connections over a cap must not become a flood of log lines.
+        """
+        self.rejected[reason] += 1
+        self._unlogged_refusals += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+            log.warning(
+                "refused %d browser connections since the last report (%s): latest %s, %s",
+                self._unlogged_refusals,
+                reason,
+                address,
+                detail,
+            )
+            self._unlogged_refusals = 0
+            self._refusals_logged_at = now
+
     def track(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is accepted."""
         self._connections.add(connection)
@@ -135,12 +159,17 @@ class ClientListener:
 
     async def _sweep(self) -> None:
         """Check every connection's liveness a few times per ping interval."""
-        period = min(self.limits.ping_interval_seconds, self.limits.ping_timeout_seconds) / 4
         while True:
-            await asyncio.sleep(period)
+            # Read each round, so that a reload's new intervals apply at once.
+            limits = self.limits
+            await asyncio.sleep(min(limits.ping_interval_seconds, limits.ping_timeout_seconds) / 4)
             now = time.monotonic()
             for connection in list(self._connections):
-                connection.check_liveness(now)
+                try:
+                    connection.check_liveness(now)
+                except Exception:
+                    log.exception("checking a browser's liveness failed; dropping it")
+                    connection.abort()
 
 
 def _allowed_origins(browsers: BrowsersConfig) -> Sequence[Origin | None] | None:

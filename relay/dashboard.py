@@ -73,6 +73,8 @@ def render_page(node: Node, host: str) -> bytes:
     client port is on the same node.
     """
     scheme = "wss" if node.config.listeners("client")[0].uses_tls else "ws"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
     port = node.client_addresses[0][1]
     dashboard = node.config.dashboard
     settings = {

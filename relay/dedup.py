@@ -22,6 +22,10 @@ class RecentIds:
         #: Identities forgotten early because ``capacity`` was reached.
         self.evicted = 0
 
+    def set_window(self, window: float) -> None:
+        """Remember identities this long from now on (a config reload)."""
+        self._window = window
+
     def first_sighting(self, identity: Hashable) -> bool:
         """Record ``identity``; True the first time within the window, False for a repeat."""
         now = self._clock()

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -57,9 +57,7 @@ class Node:
         )
         # Remember identities at least as long as history keeps messages, so a
         # late copy never gets delivered next to the original.
-        recent = RecentIds(
-            max(config.history.max_age_seconds, 60.0) * 2, RECENT_IDS_CAPACITY, clock
-        )
+        recent = self._recent = RecentIds(_dedup_window(config), RECENT_IDS_CAPACITY, clock)
         fingerprint = new_fingerprint()
         self._secret = load_secret(config.admin)
         self.peers = PeerSet(
@@ -137,11 +135,13 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._housekeeping = self._announcing = None
-        for runner in self._admin_runners:
-            await runner.cleanup()
+        # Admin and client listeners wind down together (each within the
+        # grace), then peers drain: well inside the 5 s a stop may take.
+        await asyncio.gather(
+            *(runner.cleanup() for runner in self._admin_runners),
+            *(listener.stop(SHUTDOWN_GRACE) for listener in self.client_listeners),
+        )
         self._admin_runners.clear()
-        for listener in self.client_listeners:
-            await listener.stop(SHUTDOWN_GRACE)
         self.client_listeners.clear()
         await self.peers.stop(PEER_DRAIN_GRACE)
         log.info("relay node %s stopped", self.hub.fingerprint)
@@ -206,6 +206,10 @@ class Node:
         limits = config.limits
         self.hub.set_limits(limits)
         self._history.resize(config.history.max_messages, config.history.max_age_seconds)
+        self._recent.set_window(_dedup_window(config))
+        self.admin_state.dashboard = (
+            partial(render_page, self) if config.dashboard.enabled else None
+        )
         self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
         for listener in self.client_listeners:
             listener.configure(limits, config.browsers)
@@ -257,13 +261,32 @@ class Node:
         while True:
             dashboard = self.config.dashboard
             if dashboard.enabled:
-                self.hub.announce(dashboard.instance, self._announcer.message())
+                with _logged("announcing the node status"):
+                    self.hub.announce(dashboard.instance, self._announcer.message())
             await asyncio.sleep(dashboard.interval_seconds)
 
     async def _keep_house(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            self.hub.expire()
+            with _logged("expiring history"):
+                self.hub.expire()
+
+
+def _dedup_window(config: Config) -> float:
+    """How long message identities are remembered: well past the history window."""
+    return max(config.history.max_age_seconds, 60.0) * 2
+
+
+@contextlib.contextmanager
+def _logged(doing: str) -> Iterator[None]:
+    """Log an unexpected error of one round of a background loop, and go on.
+
+    A periodic task that died on one bad round would stop for good, silently.
+    """
+    try:
+        yield
+    except Exception:
+        log.exception("error while %s; will try again", doing)
 
 
 async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> None:

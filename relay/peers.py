@@ -46,6 +46,8 @@ class PeerState(enum.Enum):
     UNKNOWN = "unknown"
     UP = "up"
     DOWN = "down"
+    #: The peer answers but refuses messages (4xx: a secret mismatch, say).
+    REFUSED = "refused"
     #: The entry is this very node (its receipt carried our fingerprint).
     SELF = "self"
 
@@ -218,12 +220,7 @@ class PeerLink:
             self._failed(item, f"HTTP {status}")
             return
         if status != 200:
-            # The peer is alive but refuses this message; retrying will not help.
-            self.failed += 1
-            self.last_error = f"HTTP {status}: {body[:200].decode(errors='replace')}"
-            log.warning(
-                "%s refused a message: %s", self._label(), self.last_error, extra=self._context
-            )
+            self._refused(f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
             return
         self._succeeded(_receipt_fingerprint(body))
 
@@ -250,7 +247,7 @@ class PeerLink:
         if fingerprint is not None:
             self.fingerprint = fingerprint
         if self.state is not PeerState.UP:
-            was_down = self.state is PeerState.DOWN
+            was_down = self.state in (PeerState.DOWN, PeerState.REFUSED)
             self.state = PeerState.UP
             self.last_error = None
             log.info(
@@ -269,6 +266,15 @@ class PeerLink:
                 extra=self._context,
             )
 
+    def _refused(self, reason: str) -> None:
+        """The peer is alive but refuses the message; retrying it will not help."""
+        self.failed += 1
+        self._outbox.dropped += 1
+        self.last_error = reason
+        if self.state is not PeerState.REFUSED:
+            self.state = PeerState.REFUSED
+            log.warning("%s refuses messages: %s", self._label(), reason, extra=self._context)
+
     def _failed(self, item: Outgoing, reason: str) -> None:
         self.failed += 1
         self.last_error = reason
@@ -280,7 +286,6 @@ class PeerLink:
 
     def _label(self) -> str:
         return f"peer {self.name} ({self.peer.protocol}://{self.peer.host}:{self.peer.port})"
-
 
 
 class PeerSet:
@@ -359,9 +364,7 @@ class PeerSet:
         return [link.status() for link in self.links]
 
 
-def peer_tls_context(
-    name: str, peer: PeerConfig, settings: PeeringConfig
-) -> ssl.SSLContext | None:
+def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ssl.SSLContext | None:
     """The client TLS context for an https peer (None for http).
 
     Raises:

@@ -21,7 +21,8 @@ class Secret:
 
     def matches(self, offered: str) -> bool:
         """Compare in constant time, so timing reveals nothing of the secret."""
-        return hmac.compare_digest(self._value, offered.encode())
+        # aiohttp hands non-UTF-8 header bytes over as surrogate escapes.
+        return hmac.compare_digest(self._value, offered.encode("utf-8", "surrogateescape"))
 
     def bearer(self) -> str:
         """The Authorization header value that carries the secret."""

@@ -256,3 +256,21 @@ def test_running_as_root_draws_a_warning(running: Any) -> None:
     node = running(local_config())
     node.signal(signal.SIGTERM)
     assert "running as root" in node.wait()[1]
+
+
+def test_notify_sends_the_configured_secret(tmp_path: Path, running: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("cli-secret-value\n")
+    node = running(local_config(admin={"secret_file": str(secret)}))
+    config = local_config(admin={"secret_file": str(secret)})
+    config["servers"][1]["port"] = node.admin_ports[0]
+    path = write_config(tmp_path, config, "client.json")
+    result = relay_cli("notify", "--config", str(path), "--key", "PHID-S")
+    assert result.returncode == 0, result.stderr
+    assert "node fingerprint" in result.stdout
+    assert "cli-secret-value" not in result.stdout + result.stderr
+    secret.write_text("another-value\n")  # now the CLI's secret is wrong
+    refused = relay_cli("notify", "--config", str(path), "--key", "PHID-S")
+    assert refused.returncode == 1
+    assert "the node answered 403" in refused.stderr
+    assert "another-value" not in refused.stderr

@@ -180,3 +180,16 @@ async def test_disconnected_browsers_are_forgotten(
 
     await eventually(none_active, "the browser is gone")
     assert node.hub._index._keys_of == {}
+
+
+async def test_one_browser_cannot_flood_the_log(
+    open_browser: OpenBrowser, caplog: pytest.LogCaptureFixture
+) -> None:
+    browser = await open_browser()
+    with caplog.at_level(logging.INFO, logger="relay.browser"):
+        for _ in range(100):
+            await browser.ws.send("garbage")
+        await browser.sync()
+    complaints = [r for r in caplog.records if "unusable frame" in r.getMessage()]
+    assert len(complaints) == 1
+    assert "logged at DEBUG only" in complaints[0].getMessage()

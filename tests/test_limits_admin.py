@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -163,3 +164,28 @@ async def test_gzip_bodies_are_read_and_bombs_refused(
     ) as response:
         assert response.status == 413
     assert (await admin.post(notification("A", n=2)))[0] == 200
+
+
+async def test_a_peer_refusing_messages_shows_refused_and_is_logged_once(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    secret_file: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = await start_node(local_config(admin={"secret_file": secret_file}))
+    peer = {"host": "127.0.0.1", "port": receiver.admin_addresses[0][1], "protocol": "http"}
+    sender = await start_node(local_config(cluster=[peer]))  # no secret: the peer says 401
+    admin = Admin(session, sender.admin_addresses[0][1])
+    with caplog.at_level(logging.INFO, logger="relay.peers"):
+        for n in range(3):
+            await admin.post(notification("PHID-R", unique_id=f"refused-{n}"))
+
+        async def all_refused() -> bool:
+            status = sender.peers.links[0].status()
+            return bool(status["dropped"] == 3)
+
+        await eventually(all_refused, "the three messages were refused")
+    status = sender.peers.links[0].status()
+    assert status["state"] == "refused"
+    assert status["last_error"].startswith("HTTP 401")
+    assert caplog.text.count("refuses messages") == 1
