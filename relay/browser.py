@@ -69,9 +69,11 @@ class BrowserConnection(asyncio.Protocol):
         "_counted",
         "_fragments",
         "_last_heard",
+        "_last_write",
         "_listener",
         "_open",
         "_pinged",
+        "_queued",
         "_refusal",
         "_timer",
         "_transport",
@@ -99,6 +101,10 @@ class BrowserConnection(asyncio.Protocol):
         self._pinged = False
         self._last_heard = time.monotonic()
         self._fragments: bytearray | None = None
+        #: Frames waiting for the coalescer's next flush, and when this connection
+        #: was last written to (monotonic seconds).
+        self._queued: list[bytes] | None = None
+        self._last_write = float("-inf")
         self._address = "?"
         self.instance = DEFAULT_INSTANCE
 
@@ -172,10 +178,32 @@ class BrowserConnection(asyncio.Protocol):
     # What the hub and the listener call.
 
     def deliver(self, message: EncodedMessage) -> None:
-        """Write an encoded message to the browser; no-op once the connection is closing."""
-        if self._open:
+        """Write an encoded message, or queue it if this browser was written to very recently.
+
+        No-op once the connection is closing.
+        """
+        if not self._open:
+            return
+        if self._queued is not None:
+            self._queued.append(message.frame)
+            return
+        coalescer = self._listener.coalescer
+        now = coalescer.clock()
+        if now - self._last_write >= coalescer.window:
             assert self._transport is not None
+            self._last_write = now
             self._transport.write(message.frame)
+        else:
+            self._queued = [message.frame]
+            coalescer.mark(self, self._last_write)
+
+    def write_queued(self) -> None:
+        """Write the frames queued since the last write, in one write (the coalescer calls this)."""
+        frames, self._queued = self._queued, None
+        if frames and self._open:
+            assert self._transport is not None
+            self._last_write = self._listener.coalescer.clock()
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def check_liveness(self, now: float) -> None:
         """Ping a browser silent for the ping interval; drop one silent past the timeout."""
@@ -327,6 +355,9 @@ class BrowserConnection(asyncio.Protocol):
         ws = self._ws
         transport = self._transport
         assert transport is not None
+        if self._queued:
+            # Queued messages go before a pong, a ping or a close frame.
+            self.write_queued()
         for data in ws.data_to_send():
             if data:
                 transport.write(data)

@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -21,6 +21,7 @@ from websockets.typing import Origin
 
 from relay.admission import Admission
 from relay.browser import BrowserConnection
+from relay.coalescer import Coalescer
 from relay.config import BrowsersConfig, LimitsConfig, ServerConfig
 from relay.hub import Hub
 
@@ -53,6 +54,8 @@ class ClientListener:
         self.admission = admission
         self.origins = _allowed_origins(browsers)
         self.extensions = _extensions(browsers)
+        #: Where connections queue their frames until the next flush writes them.
+        self.coalescer = Coalescer(clock=time.monotonic, call_later=_call_later)
         self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server
         self._ssl_context = ssl_context
@@ -198,3 +201,7 @@ def _extensions(browsers: BrowsersConfig) -> Sequence[ServerExtensionFactory] | 
             compress_settings={"memLevel": 4},
         )
     ]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_later(delay, callback)
