@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit autobahn clean
+.PHONY: run test unit bench autobahn clean
 
 # Start relay on the example config, in the foreground (Ctrl-C stops it).
 run: $(STAMP)
@@ -24,6 +24,14 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_commands.py \
 		tests/test_notification.py tests/test_subscriptions.py tests/test_history.py \
 		tests/test_dedup.py tests/test_hub.py tests/test_routing_model.py
+
+# The benchmark (bench/README.md): every scenario, 3-4 minutes; results in bench/results/.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
 
 # Optional: Autobahn|Testsuite against the client listener (needs Python 2.7
 # and a C compiler; see autobahn/README.md).

@@ -1,0 +1,101 @@
+"""Reading a process's CPU time, memory and open files, and the machine, from /proc."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+#: Clock ticks per second, the unit of utime and stime in /proc/PID/stat.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time used so far by process ``pid`` (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS in /proc/{pid}/status")
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors process ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds of the whole machine so far, from /proc/stat, by kind.
+
+    ``tasks`` is time charged to processes (user, nice, system), ``interrupts``
+    time in interrupt and softirq context (loopback TCP is partly processed
+    there, charged to no process), ``steal`` time the hypervisor gave to others,
+    and ``total`` everything including idle.
+    """
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return {
+        "tasks": (user + nice + system) / CLOCK_TICKS,
+        "interrupts": (irq + softirq) / CLOCK_TICKS,
+        "steal": steal / CLOCK_TICKS,
+        "idle": (idle + iowait) / CLOCK_TICKS,
+        "total": sum(fields[:8]) / CLOCK_TICKS,  # guest time is already counted in user
+    }
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit; return the new limit.
+
+    Child processes (relay nodes and load generators) inherit it.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def machine_description() -> dict[str, object]:
+    """The facts needed to compare results between machines."""
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "fd_hard_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+    }
+
+
+def wait_until_quiet(limit: float, busy_below: float = 0.15, sample: float = 1.0) -> float:
+    """Wait (at most ``limit`` seconds) until the machine is less than ``busy_below`` busy.
+
+    Busy is measured over ``sample`` seconds. Returns the last measured busy
+    fraction (0 to 1), whether or not it got below the threshold.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        before = machine_cpu()
+        time.sleep(sample)
+        after = machine_cpu()
+        total = after["total"] - before["total"]
+        busy = 1 - (after["idle"] - before["idle"]) / total if total > 0 else 0.0
+        if busy < busy_below or time.monotonic() >= deadline:
+            return busy

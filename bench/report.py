@@ -1,0 +1,221 @@
+"""Turning results into the readable table (Markdown) and the plot (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: (figure, scenario, path to the value, unit, Aphlict, comparison, target)
+TARGETS: list[tuple[str, str, tuple[str, ...], str, str, str, float]] = [
+    (
+        "server CPU per delivery, 1,000 browsers x 100 posts/s",
+        "fanout",
+        ("server_cpu_us_per_delivery",),
+        "µs",
+        "6.5-7.4 µs",
+        "<=",
+        4.0,
+    ),
+    (
+        "delivery latency p99, 1,000 browsers x 20 posts/s",
+        "fanout-latency",
+        ("latency_ms", "p99"),
+        "ms",
+        "~140 ms",
+        "<=",
+        30.0,
+    ),
+    (
+        "RSS per idle connection, 5,000 browsers",
+        "idle-5k",
+        ("rss_per_connection_kib",),
+        "KiB",
+        "10.7 KB",
+        "<=",
+        8.0,
+    ),
+    (
+        "posts/s, 10 browsers, lone node",
+        "throughput",
+        ("posts_per_s",),
+        "posts/s",
+        "8,700",
+        ">=",
+        10_000,
+    ),
+    (
+        "posts/s, 10 browsers, node relaying to 2 peers",
+        "throughput-2-peers",
+        ("posts_per_s",),
+        "posts/s",
+        "~3,000 (1 peer)",
+        ">=",
+        6_000,
+    ),
+    (
+        "20,000 browsers, 1 post/s: latency p99",
+        "fanout-20k",
+        ("latency_ms", "p99"),
+        "ms",
+        "(not measured)",
+        "<=",
+        250.0,
+    ),
+    (
+        "20,000 browsers, 1 post/s: lost deliveries",
+        "fanout-20k",
+        ("lost",),
+        "lost",
+        "(not measured)",
+        "<=",
+        0,
+    ),
+    (
+        "extra latency per peer hop p99, 3-node mesh",
+        "cluster-hop",
+        ("added_by_hop_ms", "p99"),
+        "ms",
+        "",
+        "<=",
+        5.0,
+    ),
+]
+
+
+def _lookup(figures: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = figures
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def check_targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target of the issue with the measured value and whether it is met (None: not run)."""
+    checked = []
+    for figure, scenario, path, unit, aphlict, op, target in TARGETS:
+        result = results.get(scenario)
+        value = None if result is None else _lookup(result.get("figures", {}), path)
+        met = None
+        if value is not None:
+            met = value <= target if op == "<=" else value >= target
+        checked.append(
+            {
+                "figure": figure,
+                "scenario": scenario,
+                "unit": unit,
+                "aphlict": aphlict,
+                "target": f"{'≤' if op == '<=' else '≥'} {target:,g} {unit}".strip(),
+                "measured": value,
+                "met": met,
+            }
+        )
+    return checked
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The whole run as Markdown: machine, targets, then every scenario's figures."""
+    machine = document["machine"]
+    lines = [
+        f"# relay benchmark, {document['date']}",
+        "",
+        f"- machine: {machine['nproc']} CPUs, {machine['cpu_model']}, "
+        f"{machine['memory_gib']} GiB, Linux {machine['kernel']}",
+        f"- Python {machine['python']}, open-files hard limit {machine['fd_hard_limit']}",
+        f"- relay {document['relay']['commit']}"
+        + (" (with uncommitted changes)" if document["relay"]["dirty"] else "")
+        + f", from {document['relay']['path']}",
+        f"- command: `{document['command']}`, {document['seconds']:.0f} s"
+        + (" (quick smoke run: not comparable to the targets)" if document["quick"] else ""),
+        "",
+        "## Targets",
+        "",
+        "| figure | Aphlict | target | relay | met |",
+        "|---|---|---|---|---|",
+    ]
+    for t in document["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        measured = _fmt(t["measured"]) + (f" {t['unit']}" if t["measured"] is not None else "")
+        lines.append(f"| {t['figure']} | {t['aphlict']} | {t['target']} | {measured} | {met} |")
+    for result in document["scenarios"].values():
+        lines += ["", f"## {result['scenario']}", ""]
+        if "error" in result:
+            lines += [f"failed: `{result['error']}`"]
+            continue
+        lines += [result["description"], ""]
+        figures = result["figures"]
+        if "points" in figures:
+            keys = list(figures["points"][0]) if figures["points"] else []
+            lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            for point in figures["points"]:
+                lines.append("| " + " | ".join(_fmt(point[k]) for k in keys) + " |")
+        else:
+            lines += ["| figure | value |", "|---|---|"]
+            for key, value in figures.items():
+                if isinstance(value, dict):
+                    value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+                lines.append(f"| {key} | {_fmt(value)} |")
+        for note in result.get("notes", []):
+            lines += ["", f"note: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(
+    path: Path, latencies: dict[str, np.ndarray], sweep: list[dict[str, Any]] | None, title: str
+) -> None:
+    """Latency tails on the left, throughput against subscribers on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for name, values in latencies.items():
+        if values.size == 0:
+            continue
+        ordered = np.sort(values)
+        # The share of deliveries slower than x: p50 reads at 0.5, p99 at 0.01.
+        slower = 1.0 - np.arange(ordered.size) / ordered.size
+        # Log-spaced points are enough for a smooth curve and keep the tail.
+        picks = np.unique(np.geomspace(1, ordered.size, 2000).astype(int) - 1)
+        picks = np.union1d(picks, np.linspace(0, ordered.size - 1, 500).astype(int))
+        left.plot(ordered[picks], slower[picks], label=f"{name} (n={ordered.size:,})")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_ylim(1e-4, 1.05)
+    left.axhline(0.01, color="grey", linewidth=0.8, linestyle=":")
+    left.set_xlabel("delivery latency, POST to receipt (ms, log scale)")
+    left.set_ylabel("fraction of deliveries slower (log scale; p99 at 0.01)")
+    left.set_title("latency distribution")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    if sweep:
+        counts = [p["subscribers"] for p in sweep]
+        right.plot(counts, [p["deliveries_per_s"] for p in sweep], "o-", label="deliveries/s")
+        right.plot(counts, [p["posts_per_s"] for p in sweep], "s--", label="posts/s")
+        right.set_xscale("log")
+        right.set_yscale("log")
+        right.legend()
+    else:
+        right.text(0.5, 0.5, "sweep not run", ha="center", va="center")
+    right.set_xlabel("subscribers per post (log scale)")
+    right.set_ylabel("per second (log scale)")
+    right.set_title("throughput against subscriber count (posting flat out)")
+    right.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,267 @@
+"""The benchmark's command line: run scenarios, print the table, write JSON, Markdown and PNG.
+
+python -m bench                       # every scenario, results into bench/results/
+python -m bench --scenario fanout     # one (repeat the option for several)
+python -m bench --quick               # small smoke run, results into a temporary directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import procfs, report, scenarios
+from bench.harness import Bench
+from bench.scenarios import Outcome
+from bench.server import relay_root
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+Runner = Callable[[bool, Callable[[], Bench]], list[Outcome]]
+
+
+def _with_bench(run: Callable[[Bench, bool], Outcome | list[Outcome]]) -> Runner:
+    def runner(quick: bool, factory: Callable[[], Bench]) -> list[Outcome]:
+        with factory() as bench:
+            outcome = run(bench, quick)
+        return outcome if isinstance(outcome, list) else [outcome]
+
+    return runner
+
+
+#: Every scenario in run order: name -> (what it measures, how to run it, full or quick).
+SCENARIOS: dict[str, tuple[str, Runner]] = {
+    "idle-5k": (
+        "RSS per idle connection, 5,000 browsers",
+        _with_bench(lambda b, q: scenarios.idle(b, name="idle-5k", browsers=500 if q else 5000)),
+    ),
+    "fanout": (
+        "1,000 browsers, 100 posts/s: server CPU per delivery",
+        _with_bench(
+            lambda b, q: scenarios.fanout(
+                b, name="fanout", browsers=200 if q else 1000, rate=100, duration=2 if q else 10
+            )
+        ),
+    ),
+    "fanout-latency": (
+        "1,000 browsers, 20 posts/s: delivery latency",
+        _with_bench(
+            lambda b, q: scenarios.fanout(
+                b,
+                name="fanout-latency",
+                browsers=200 if q else 1000,
+                rate=20,
+                duration=2 if q else 10,
+            )
+        ),
+    ),
+    "20k": (
+        "20,000 browsers (or as many as fit): idle RSS (idle-20k), then 1 post/s (fanout-20k)",
+        _with_bench(
+            lambda b, q: scenarios.fanout(
+                b,
+                name="fanout-20k",
+                idle_name="idle-20k",
+                browsers=2000 if q else 20_000,
+                rate=1,
+                duration=3 if q else 10,
+                workers=4,
+            )
+        ),
+    ),
+    "throughput": (
+        "10 browsers, posting as fast as possible to a lone node",
+        _with_bench(
+            lambda b, q: scenarios.throughput(
+                b, name="throughput", browsers=10, duration=2 if q else 8, max_posts=200_000
+            )
+        ),
+    ),
+    "throughput-2-peers": (
+        "10 browsers, posting as fast as possible to a node that relays to 2 peers",
+        _with_bench(
+            lambda b, q: scenarios.throughput(
+                b,
+                name="throughput-2-peers",
+                browsers=10,
+                duration=2 if q else 8,
+                max_posts=200_000,
+                peers=2,
+            )
+        ),
+    ),
+    "cluster-hop": (
+        "3-node mesh: latency added by one peer hop",
+        _with_bench(
+            lambda b, q: scenarios.cluster_hop(
+                b,
+                name="cluster-hop",
+                browsers_per_node=20 if q else 200,
+                rate=20,
+                duration=2 if q else 10,
+            )
+        ),
+    ),
+    "sweep": (
+        "throughput against subscriber count",
+        lambda q, factory: [
+            scenarios.sweep(
+                factory,
+                name="sweep",
+                subscribers=[1, 100] if q else [1, 10, 100, 1000, 5000],
+                deliveries=20_000 if q else 300_000,
+                duration=1 if q else 4,
+            )
+        ],
+    ),
+}
+
+
+def _relay_source() -> dict[str, Any]:
+    """Where the relay under test is imported from, and its git commit."""
+    import relay
+
+    root = Path(relay_root())
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "path": str(root),
+        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--", "relay")),
+        "version": relay.__version__,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark relay: fan-out, memory, throughput and cluster scenarios.",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help="run only this scenario (repeatable): " + ", ".join(SCENARIOS),
+    )
+    parser.add_argument("--quick", action="store_true", help="a small, fast smoke run")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write results (default: bench/results/, or a temporary directory "
+        "with --quick)",
+    )
+    parser.add_argument(
+        "--relay-src",
+        type=Path,
+        metavar="DIR",
+        help="benchmark the relay package in DIR (a checkout) instead of the installed one",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the nodes and load generators at this niceness (negative needs root): on "
+        "a machine shared with other work, -5 keeps that work from distorting the latencies",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the nodes under cProfile (CPU time) and write their stats into DIR; "
+        "slows relay down, so the figures of such a run are not comparable",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each scenario, wait up to SECONDS for the machine to be under 15%% busy "
+        "(for shared machines; the busy fraction found is recorded with the scenario)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios; returns 0, or 1 if a scenario failed to run."""
+    args = _parser().parse_args(argv)
+    if args.relay_src:
+        sys.path.insert(0, str(args.relay_src.resolve()))
+    if args.nice:
+        # Nodes and workers inherit it, so relay and its load keep their balance.
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    if args.list:
+        for name, (what, _) in SCENARIOS.items():
+            print(f"{name:20} {what}")
+        return 0
+    out: Path = args.out or (
+        Path(tempfile.mkdtemp(prefix="relay-bench-")) if args.quick else RESULTS
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = args.scenario or list(SCENARIOS)
+    began = time.monotonic()
+    tag = secrets.token_hex(4)
+    results: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, np.ndarray] = {}
+    sweep = None
+    failed = False
+    for name in chosen:
+        what, runner = SCENARIOS[name]
+        print(f"[{time.monotonic() - began:6.1f} s] {name}: {what}", file=sys.stderr, flush=True)
+        busy_before = procfs.wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
+        try:
+            outcomes = runner(args.quick, functools.partial(Bench, tag, args.profile, name))
+        except Exception as exc:
+            failed = True
+            traceback.print_exc()
+            results[name] = {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        for outcome in outcomes:
+            if busy_before is not None:
+                outcome.result["machine_busy_before"] = round(busy_before, 3)
+            results[outcome.result["scenario"]] = outcome.result
+            latencies.update(outcome.latencies)
+            sweep = outcome.sweep or sweep
+            print(json.dumps(outcome.result["figures"]), file=sys.stderr, flush=True)
+    seconds = time.monotonic() - began
+    document = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": args.quick,
+        "seconds": round(seconds, 1),
+        "machine": procfs.machine_description(),
+        "relay": _relay_source(),
+        "targets": report.check_targets(results),
+        "scenarios": results,
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    table = report.markdown(document)
+    (out / "results.md").write_text(table)
+    title = f"relay {document['relay']['commit']}, {document['date'][:10]}"
+    report.plot(out / "results.png", latencies, sweep, title)
+    print(table)
+    print(f"results written to {out}/results.{{json,md,png}} in {seconds:.0f} s", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,159 @@
+"""relay nodes under test: each one ``python -m relay serve`` in its own process."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bench import procfs
+
+#: Longest a node may take to log that its listeners are ready.
+START_TIMEOUT = 15.0
+#: Longest a node may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+_READY = re.compile(r"(client|admin) listener ready on \w+://[\d.]+:(\d+)")
+
+
+def relay_root() -> str:
+    """The directory holding the ``relay`` package this process would import."""
+    spec = importlib.util.find_spec("relay")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("relay is not importable: install it, or pass --relay-src")
+    return str(Path(spec.origin).resolve().parent.parent)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for peers that must know it in advance)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def node_config(admin_port: int = 0, peers: list[int] | None = None) -> dict[str, Any]:
+    """A loopback config: one client listener on an OS-picked port, one admin listener."""
+    config: dict[str, Any] = {
+        "servers": [
+            {"type": "client", "port": 0, "listen": "127.0.0.1"},
+            {"type": "admin", "port": admin_port, "listen": "127.0.0.1"},
+        ]
+    }
+    if peers:
+        config["cluster"] = [
+            {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in peers
+        ]
+    return config
+
+
+class RelayNode:
+    """One ``relay serve`` process; its ports are read from its readiness log lines."""
+
+    def __init__(
+        self, config: dict[str, Any], name: str = "relay", profile: Path | None = None
+    ) -> None:
+        """Prepare a node running ``config``; nothing starts until ``start``.
+
+        With ``profile``, the node runs under cProfile and writes its stats there.
+        """
+        self.name = name
+        self.config = config
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client_port = 0
+        self.admin_port = 0
+        self.log: list[str] = []
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._config_dir = tempfile.TemporaryDirectory(prefix="relay-bench-")
+
+    @property
+    def pid(self) -> int:
+        """The node's process id."""
+        assert self.proc is not None, "the node is not started"
+        return self.proc.pid
+
+    def start(self) -> RelayNode:
+        """Start the node and wait (bounded) until both listeners are ready.
+
+        Raises:
+            RuntimeError: the node exited or did not become ready in time.
+        """
+        path = Path(self._config_dir.name) / "relay.json"
+        path.write_text(json.dumps(self.config))
+        # The node runs the relay this process imports, whatever the working directory.
+        roots = [relay_root(), os.environ.get("PYTHONPATH")]
+        command = ["-m", "relay", "serve", "--config", str(path)]
+        if self.profile is not None:
+            roots.append(str(Path(__file__).resolve().parent.parent))
+            command = ["-m", "bench.profiled", str(self.profile), *command[2:]]
+        pythonpath = os.pathsep.join(filter(None, roots))
+        self.proc = subprocess.Popen(
+            [sys.executable, *command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self._config_dir.name,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath},
+        )
+        # A thread keeps reading the node's log so that a full pipe never blocks it.
+        self._reader = threading.Thread(target=self._read_log, name=f"{self.name}-log", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(START_TIMEOUT) or not (self.client_port and self.admin_port):
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.log))
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace")
+            self.log.append(line)
+            match = _READY.search(line)
+            if match:
+                if match.group(1) == "client":
+                    self.client_port = int(match.group(2))
+                else:
+                    self.admin_port = int(match.group(2))
+                if self.client_port and self.admin_port:
+                    self._ready.set()
+        # The node exited: wake a start() that is still waiting.
+        self._ready.set()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the node has used so far."""
+        return procfs.cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        """The node's resident memory."""
+        return procfs.rss_bytes(self.pid)
+
+    def open_fds(self) -> int:
+        """File descriptors the node has open."""
+        return procfs.open_fds(self.pid)
+
+    def stop(self) -> None:
+        """SIGTERM the node, wait (bounded) for it to exit, kill it if it does not."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT)
+        self._config_dir.cleanup()

@@ -1,0 +1,306 @@
+"""Load-generator processes: browsers that receive, application servers that post.
+
+Each worker is its own process with its own event loop (uvloop), so the load
+generator never shares relay's loop nor a core's worth of Python with it. The
+coordinator talks to a worker over a multiprocessing pipe: the worker sets up
+(connects), reports ``ready``, and then does what each command says.
+
+Commands to a browser worker: ``finish`` (barrier, then tally what arrived)
+and ``close``. Commands to a poster: ``go`` (post, then report) and ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.httpclient import PostConnection
+from bench.wsclient import LeanBrowser, Tally, subscribe_frame, unique_id
+
+#: Browsers a worker connects at once; more would overflow relay's accept backlog.
+CONNECT_CONCURRENCY = 256
+#: Longest a browser worker waits for its connections to be set up.
+CONNECT_TIMEOUT = 120.0
+#: How much posters are favoured over the other processes (needs root, ignored otherwise).
+POSTER_BOOST = 5
+#: A browser worker stops waiting for missing messages after this long without any.
+QUIESCENCE = 3.0
+#: How often a worker checks whether every expected message has arrived.
+COMPLETION_POLL = 0.02
+
+
+def run_worker(conn: Connection, spec: dict[str, Any]) -> None:
+    """Entry point of a worker process: run the role named in ``spec`` on uvloop."""
+    import uvloop
+
+    if spec["role"] == "poster" and spec.get("rate"):
+        # A posting schedule is the offered load: when the machine is saturated,
+        # let browsers fall behind rather than the posts. (Posting flat out is not
+        # favoured: preempting relay at every answer would slow it down.)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - POSTER_BOOST)
+
+    agent = BrowserAgent(conn, spec) if spec["role"] == "browsers" else PosterAgent(conn, spec)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(agent.run())
+    except Exception:
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+class _Agent:
+    """The command loop shared by both roles."""
+
+    def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
+        self.conn = conn
+        self.spec = spec
+        self._commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def run(self) -> None:
+        """Set up, report ready, then serve commands until ``close``."""
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._read_command)
+        # uvloop made the pipe non-blocking; reports can be megabytes, so sending must block.
+        os.set_blocking(self.conn.fileno(), True)
+        try:
+            self.conn.send(await self.setup())
+            while True:
+                command = await self._commands.get()
+                if command["op"] == "close":
+                    break
+                self.conn.send(await self.handle(command))
+        finally:
+            loop.remove_reader(self.conn.fileno())
+            self.teardown()
+
+    def _read_command(self) -> None:
+        try:
+            self._commands.put_nowait(self.conn.recv())
+        except EOFError:
+            # The coordinator went away: stop.
+            self._commands.put_nowait({"op": "close"})
+
+    async def setup(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+
+class BrowserAgent(_Agent):
+    """Browsers in groups (one group per node and key set); each group keeps one tally."""
+
+    def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
+        """Serve ``conn`` for the browser groups in ``spec``."""
+        super().__init__(conn, spec)
+        self.groups: dict[str, list[LeanBrowser]] = {}
+        self.tallies: dict[str, Tally] = {}
+
+    async def setup(self) -> dict[str, Any]:
+        """Connect every browser of every group; subscribed and confirmed by a pong each."""
+        started = time.monotonic()
+        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        tag, seen_size = self.spec["tag"], self.spec["seen_size"]
+
+        async def one(group: dict[str, Any], index: int) -> LeanBrowser:
+            keys = [key.format(index=index) for key in group["keys"]]
+            async with limit:
+                return await LeanBrowser.connect(
+                    group["port"],
+                    group.get("path", "/"),
+                    subscribe_frame(keys),
+                    tag,
+                    seen_size,
+                    self.tallies[group["name"]],
+                )
+
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            for group in self.spec["groups"]:
+                self.tallies[group["name"]] = Tally()
+                first = group.get("first_index", 0)
+                self.groups[group["name"]] = await asyncio.gather(
+                    *(one(group, first + i) for i in range(group["count"]))
+                )
+        count = sum(len(browsers) for browsers in self.groups.values())
+        return {"ready": count, "seconds": time.monotonic() - started}
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        """``finish``: wait until every expected message arrived (bounded), then tally."""
+        deadline = time.monotonic() + command["timeout"]
+        browsers = [b for group in self.groups.values() for b in group]
+        if command.get("barrier"):
+            # relay hands a message to every recipient's connection before it answers
+            # the POST, and each connection writes in order: a pong asked for after
+            # the last answer comes after every message.
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.gather(*(b.ping() for b in browsers if not b.closed))
+            except TimeoutError:
+                pass
+        ranges = [tuple(r) for r in command["expected"]]
+        expected_each = sum(hi - lo for lo, hi in ranges) - len(command.get("excluded", ()))
+        target = expected_each * len(browsers)
+        # Messages relay chose to drop never come: stop once nothing has arrived for a while.
+        received = sum(t.received for t in self.tallies.values())
+        changed = time.monotonic()
+        while received < target:
+            now = time.monotonic()
+            if now >= deadline or now - changed >= QUIESCENCE:
+                break
+            await asyncio.sleep(COMPLETION_POLL)
+            latest = sum(t.received for t in self.tallies.values())
+            if latest != received:
+                received, changed = latest, time.monotonic()
+        return {"groups": {name: self._report(name, ranges, command) for name in self.groups}}
+
+    def _report(
+        self, name: str, ranges: list[tuple[int, ...]], command: dict[str, Any]
+    ) -> dict[str, Any]:
+        tally = self.tallies[name]
+        excluded = command.get("excluded", ())
+        lost = 0
+        closed = 0
+        for browser in self.groups[name]:
+            seen = browser.seen
+            lost += sum(seen[lo:hi].count(0) for lo, hi in ranges)
+            lost -= sum(1 for seq in excluded if not seen[seq])
+            closed += browser.closed
+        report = {
+            "browsers": len(self.groups[name]),
+            "received": tally.received,
+            "lost": lost,
+            "duplicated": tally.dups,
+            "malformed": tally.malformed,
+            "foreign": tally.foreign,
+            "closed": closed,
+            "last": tally.last,
+            "latencies_ns": tally.latencies_ns.tobytes(),
+        }
+        # Each finish reports only what arrived since the previous one.
+        self.tallies[name] = fresh = Tally()
+        for browser in self.groups[name]:
+            browser.tally = fresh
+        return report
+
+    def teardown(self) -> None:
+        """Drop every connection at once (RST): no TIME_WAIT left to slow the next scenario."""
+        for group in self.groups.values():
+            for browser in group:
+                if browser.transport is not None:
+                    browser.transport.abort()
+
+
+class PosterAgent(_Agent):
+    """An application server posting notifications, at a rate or as fast as it can."""
+
+    def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
+        """Serve ``conn``, posting as ``spec`` says."""
+        super().__init__(conn, spec)
+        self.connections: list[PostConnection] = []
+        key = spec["key"]
+        self._prefix = (
+            f'{{"key":"{key}","type":"notification","subscribers":["{key}"],"uniqueID":"'
+        ).encode()
+        # Fixed-width fields make every body exactly ``body_bytes`` long.
+        self._pad = b""
+        self._pad = b"x" * max(0, spec["body_bytes"] - len(self._body(0, 0)))
+
+    def _body(self, seq: int, now_ns: int) -> bytes:
+        uid = unique_id(self.spec["tag"], seq).encode()
+        return b'%s%s","t":"%020d","pad":"%s"}' % (self._prefix, uid, now_ns, self._pad)
+
+    async def setup(self) -> dict[str, Any]:
+        """Open the keep-alive connections."""
+        path = self.spec.get("path", "/")
+        self.connections = [
+            await PostConnection.open(self.spec["port"], path)
+            for _ in range(self.spec["connections"])
+        ]
+        return {"ready": len(self.connections)}
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        """``go``: post until ``max_posts`` are out or ``duration`` is over, then report."""
+        spec = self.spec
+        base, max_posts, rate = spec["seq_base"], spec["max_posts"], spec.get("rate")
+        started = time.monotonic()
+        stop_at = started + spec["duration"]
+        issued = 0
+        failed: list[int] = []
+        statuses: dict[int, int] = {}
+
+        async def send(connection: PostConnection, seq: int) -> None:
+            body = self._body(seq, time.monotonic_ns())
+            try:
+                status = await connection.post(body)
+            except ConnectionError:
+                status = 0
+            statuses[status] = statuses.get(status, 0) + 1
+            if status != 200:
+                failed.append(seq)
+
+        async def as_fast_as_possible(connection: PostConnection) -> None:
+            nonlocal issued
+            while issued < max_posts and time.monotonic() < stop_at:
+                seq = base + issued
+                issued += 1
+                await send(connection, seq)
+
+        async def paced(rate: float) -> None:
+            nonlocal issued
+            idle: asyncio.Queue[PostConnection] = asyncio.Queue()
+            for connection in self.connections:
+                idle.put_nowait(connection)
+            pending: set[asyncio.Task[None]] = set()
+
+            async def send_and_release(connection: PostConnection, seq: int) -> None:
+                await send(connection, seq)
+                idle.put_nowait(connection)
+
+            while issued < max_posts:
+                due = started + issued / rate
+                # Stop at the end of the schedule, or when far behind it.
+                if due >= stop_at or time.monotonic() >= stop_at + spec["duration"]:
+                    break
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                connection = await idle.get()
+                task = asyncio.create_task(send_and_release(connection, base + issued))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                issued += 1
+            if pending:
+                await asyncio.gather(*pending)
+
+        timeout = spec["duration"] + 30.0
+        async with asyncio.timeout(timeout):
+            if rate:
+                await paced(rate)
+            else:
+                await asyncio.gather(*(as_fast_as_possible(c) for c in self.connections))
+        ended = time.monotonic()
+        return {
+            "issued": issued,
+            "ok": statuses.get(200, 0),
+            "statuses": statuses,
+            "failed": failed,
+            "seq_base": base,
+            "started": started,
+            "ended": ended,
+        }
+
+    def teardown(self) -> None:
+        """Close the connections."""
+        for connection in self.connections:
+            connection.close()

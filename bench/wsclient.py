@@ -1,0 +1,257 @@
+"""A lean browser: the client side of relay's WebSocket protocol, as one asyncio Protocol.
+
+The load generator runs thousands of these per process, so each is one small
+object: it sends a fixed handshake, then pre-built masked frames, and splits
+what it receives into frames itself. relay may put several frames in one TCP
+segment, or split one frame over several; the parser handles both and checks
+that every text frame is one whole JSON message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from array import array
+
+import orjson
+
+#: A fixed key is fine: the benchmark does not check the server's accept hash.
+_HANDSHAKE = (
+    "GET {path} HTTP/1.1\r\n"
+    "Host: 127.0.0.1:{port}\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+OP_TEXT = 0x1
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+#: Length of the bench's uniqueIDs, and of the run tag that starts them.
+UNIQUE_ID_LENGTH = 32
+TAG_LENGTH = 8
+
+
+def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+    """A masked client frame; the all-zero mask leaves the payload as is, which is legal."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    return header + b"\0\0\0\0" + payload
+
+
+#: One text frame in this many is fully parsed as JSON, as a check on the lean parsing.
+VERIFY_EVERY = 64
+
+_monotonic_ns = time.monotonic_ns
+
+PING = client_frame(b'{"command":"ping"}')
+
+
+def subscribe_frame(keys: list[str]) -> bytes:
+    """The frame that subscribes to ``keys``."""
+    return client_frame(orjson.dumps({"command": "subscribe", "data": keys}))
+
+
+def unique_id(tag: str, seq: int) -> str:
+    """The bench's 32-character uniqueID for message ``seq`` of the run ``tag``."""
+    return f"{tag}{seq:0{UNIQUE_ID_LENGTH - TAG_LENGTH}d}"
+
+
+class Tally:
+    """What a group of browsers received: latencies and problems, shared to save memory."""
+
+    __slots__ = ("dups", "foreign", "last", "latencies_ns", "malformed", "received")
+
+    def __init__(self) -> None:
+        """An empty tally."""
+        self.latencies_ns = array("q")
+        self.received = 0
+        self.dups = 0
+        self.malformed = 0
+        self.foreign = 0
+        #: When the last counted message arrived (monotonic seconds).
+        self.last = 0.0
+
+
+class LeanBrowser(asyncio.Protocol):
+    """One browser connection: handshake, subscribe, then count what arrives."""
+
+    __slots__ = (
+        "_buffer",
+        "_handshaken",
+        "_subscribe",
+        "closed",
+        "pong_waiter",
+        "ready",
+        "seen",
+        "tag",
+        "tally",
+        "transport",
+    )
+
+    def __init__(self, subscribe: bytes, tag: str, seen_size: int, tally: Tally) -> None:
+        """Subscribe with the ``subscribe`` frame; count messages of run ``tag`` into ``tally``."""
+        self._subscribe = subscribe
+        self.tag = tag.encode()
+        self.tally = tally
+        #: How many times each message seq arrived (saturating at 255).
+        self.seen = bytearray(seen_size)
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._handshaken = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pong_waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    @classmethod
+    async def connect(
+        cls, port: int, path: str, subscribe: bytes, tag: str, seen_size: int, tally: Tally
+    ) -> LeanBrowser:
+        """Open, handshake, subscribe and wait for the pong that confirms the subscription."""
+        loop = asyncio.get_running_loop()
+        _transport, browser = await loop.create_connection(
+            lambda: cls(subscribe, tag, seen_size, tally), "127.0.0.1", port
+        )
+        assert browser.transport is not None
+        browser.transport.write(_HANDSHAKE.format(path=path, port=port).encode())
+        await browser.ready
+        return browser
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Note the loss and wake whoever waits on this browser."""
+        self.closed = True
+        error = ConnectionError(f"connection lost: {exc}")
+        for waiter in (self.ready, self.pong_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+
+    def ping(self) -> asyncio.Future[None]:
+        """Send a ping; the future completes when its pong arrives (everything before it has)."""
+        assert self.transport is not None
+        self.pong_waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(PING)
+        return self.pong_waiter
+
+    def data_received(self, data: bytes) -> None:
+        """Split the bytes into frames; one receipt time serves every frame in them.
+
+        This runs once per delivery on the load generator's side, so it avoids a
+        full JSON parse: each text frame must be one JSON object (checked by its
+        braces, and by a full parse of every ``VERIFY_EVERY``-th frame), and the
+        uniqueID and post time are found by searching for their keys.
+        """
+        now = _monotonic_ns()
+        buffer = self._buffer + data if self._buffer else data
+        if not self._handshaken:
+            buffer = self._handshake(buffer)
+            if not buffer:
+                return
+        tally = self.tally
+        counted = tally.received
+        size = len(buffer)
+        pos = 0
+        while size - pos >= 2:
+            first, length = buffer[pos], buffer[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = (buffer[pos + 2] << 8) | buffer[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, pos + 2)
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            pos = end
+            if first != 0x81:  # relay sends whole (FIN) text frames, pings and a close
+                self._on_control(first & 0x0F, buffer[start:end])
+                continue
+            if buffer[start] != 0x7B or buffer[end - 1] != 0x7D:  # { ... }
+                tally.malformed += 1
+                continue
+            at = buffer.find(b'"uniqueID":"', start, end)
+            if at < 0 or buffer[at + 12 : at + 12 + TAG_LENGTH] != self.tag:
+                if buffer.find(b'"pong"', start, end) >= 0:
+                    self._on_pong()
+                else:
+                    tally.foreign += 1
+                continue
+            seq = int(buffer[at + 12 + TAG_LENGTH : at + 12 + UNIQUE_ID_LENGTH])
+            seen = self.seen
+            count = seen[seq]
+            if count:
+                tally.dups += 1
+                if count < 255:
+                    seen[seq] = count + 1
+                continue
+            seen[seq] = 1
+            sent = buffer.find(b'"t":"', at, end)
+            tally.latencies_ns.append(now - int(buffer[sent + 5 : sent + 25]))
+            tally.received += 1
+            if tally.received % VERIFY_EVERY == 0:
+                self._verify(buffer[start:end])
+        if tally.received != counted:
+            tally.last = now / 1e9
+        self._buffer = buffer[pos:] if pos < size else b""
+
+    def _handshake(self, buffer: bytes) -> bytes:
+        """Consume the handshake response; return what follows it (empty if none yet)."""
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        if not buffer.startswith(b"HTTP/1.1 101"):
+            self._fail(ConnectionError(buffer[: buffer.find(b"\r\n")].decode()))
+            return b""
+        self._handshaken = True
+        self._buffer = b""
+        assert self.transport is not None
+        self.transport.write(self._subscribe + PING)
+        return buffer[end + 4 :]
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        """Answer pings as a browser does (relay drops browsers that do not); close on close."""
+        assert self.transport is not None
+        if opcode == OP_PING:
+            self.transport.write(client_frame(payload, OP_PONG))
+        elif opcode == OP_CLOSE:
+            self.transport.close()
+        else:
+            self.tally.malformed += 1
+
+    def _verify(self, payload: bytes) -> None:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("touched"), list):
+            self.tally.malformed += 1
+
+    def _on_pong(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        elif self.pong_waiter is not None and not self.pong_waiter.done():
+            self.pong_waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+        assert self.transport is not None
+        self.transport.abort()
