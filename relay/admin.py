@@ -194,6 +194,14 @@ async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    if declared is not None and request.content.is_eof():
+        # The whole body came with the headers, as a small POST does: take it
+        # without a deadline or an async iteration (a compressed one may still
+        # have inflated past the limit).
+        body = request.content.read_nowait()
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
     chunks = []
     size = 0
     try:
