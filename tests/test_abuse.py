@@ -99,10 +99,14 @@ async def test_a_browser_that_stops_reading_is_dropped_and_the_others_get_everyt
         achieved = posted["rate"]
         async with asyncio.timeout(WAIT):
             report = orjson.loads(await readers.stdout.readline())
+            await readers.wait()
             await watcher
         rss_after = rss_bytes(relay.pid)
         stalled.close()
     finally:
+        if readers.returncode is None:
+            readers.kill()
+            await readers.wait()
         relay.kill()
     assert [r for r in report if r != {"count": posts, "missing": 0, "repeated": 0}] == []
     bound_passed = [at for at, line in relay.timed_lines if "stopped reading" in line]

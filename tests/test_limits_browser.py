@@ -155,6 +155,9 @@ async def test_slowloris_handshakes_are_cut_and_a_real_browser_still_gets_in(
             lived = orjson.loads(await attack.stdout.readline())
             await attack.wait()
     finally:
+        if attack.returncode is None:
+            attack.kill()
+            await attack.wait()
         relay.kill()
     assert connect_time < 1.0
     assert len(lived) == 1000
