@@ -108,11 +108,6 @@ class BrowserConnection(asyncio.Protocol):
         self._address = "?"
         self.instance = DEFAULT_INSTANCE
 
-    @property
-    def peer(self) -> str:
-        """The browser's address, for log lines."""
-        return self._address
-
     def _context(self) -> dict[str, str]:
         """Fields that JSON log lines carry for this connection."""
         return {"client": self._address, "instance": self.instance}

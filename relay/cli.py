@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -26,7 +26,7 @@ from relay.config import Config, ServerConfig, default_config, load_config
 from relay.errors import ConfigError, RelayError, StartupError
 from relay.logs import configure_logging, reopen_log_files
 from relay.loop import run
-from relay.node import Node
+from relay.node import Node, serve
 from relay.pidfile import PidFile
 from relay.secret import load_secret
 from relay.status import render_table
@@ -138,35 +138,33 @@ async def _serve_until_signalled(config: Config, path: str | None, debug: bool) 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = Notifier()
-    node = Node(config)
     background: set[asyncio.Task[None]] = set()
+
+    def in_background(work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     def request_stop(name: str) -> None:
         log.info("received %s, shutting down", name)
         systemd.stopping()
+        for task in list(background):  # no reload or watchdog ping while stopping
+            task.cancel()
         stop.set()
 
-    def request_reload() -> None:
-        task = loop.create_task(_reload(node, path, debug, systemd))
-        background.add(task)
-        task.add_done_callback(background.discard)
+    def started(node: Node) -> None:
+        # Reloads only once started: applying a config to a half-started node would race.
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd))
+        )
+        if systemd.watchdog_interval is not None:
+            in_background(_watchdog(systemd, systemd.watchdog_interval))
+        systemd.ready(_describe(node))
 
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    await node.start()
-    # Reloads only once started: applying a config to a half-started node would race.
-    loop.add_signal_handler(signal.SIGHUP, request_reload)
-    if systemd.watchdog_interval is not None:
-        watchdog = loop.create_task(_watchdog(systemd, systemd.watchdog_interval))
-        background.add(watchdog)
-    systemd.ready(_describe(node))
-    try:
-        await stop.wait()
-    finally:
-        for task in background:
-            task.cancel()
-        await node.stop()
+    await serve(config, shutdown_trigger=stop.wait, on_ready=started)
 
 
 async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) -> None:

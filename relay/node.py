@@ -1,6 +1,7 @@
 """A relay node's lifecycle: build the hub, start listeners in order, stop them in reverse.
 
-``serve(config, shutdown_trigger=...)`` is the whole server as one awaitable;
+``serve(config, shutdown_trigger=...)`` is the whole server as one awaitable
+(the CLI runs it, adding signals, reloads and systemd notifications);
 the CLI adds signals and the event loop, tests start a ``Node`` directly and
 read back the ports the OS picked.
 """
@@ -303,10 +304,13 @@ async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> 
 async def serve(
     config: Config,
     *,
-    shutdown_trigger: Awaitable[object],
+    shutdown_trigger: Callable[[], Awaitable[object]],
     on_ready: Callable[[Node], None] | None = None,
 ) -> None:
-    """Run a relay node until ``shutdown_trigger`` completes, then stop it gracefully.
+    """Run a relay node until ``shutdown_trigger()`` completes, then stop it gracefully.
+
+    ``on_ready(node)`` is called once every listener is up. The trigger is
+    only called then too, so nothing is left un-awaited when start fails.
 
     Raises:
         StartupError: a listener could not start.
@@ -316,6 +320,6 @@ async def serve(
     try:
         if on_ready is not None:
             on_ready(node)
-        await shutdown_trigger
+        await shutdown_trigger()
     finally:
         await node.stop()
