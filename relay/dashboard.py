@@ -48,7 +48,7 @@ class NodeStatusAnnouncer:
         self._last = (now, messages_in, messages_out)
         data = {
             "fingerprint": node.hub.fingerprint,
-            "uptime_ms": node.hub.status("default")["uptime"],
+            "uptime_ms": node.hub.uptime_ms(),
             "connections": sum(listener.connection_count for listener in node.client_listeners),
             "subscriptions": node.hub.subscription_count(),
             "messages_in": messages_in,

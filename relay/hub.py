@@ -223,19 +223,27 @@ class Hub:
         """Drop history past its age; call periodically so memory is freed when idle."""
         self._history.expire()
 
+    def uptime_ms(self) -> int:
+        """Milliseconds since the hub was built."""
+        return int((self._clock() - self._started) * 1000)
+
+    def history_size(self, instance: str) -> int:
+        """How many messages ``instance`` retains for replay."""
+        return self._history.size(instance)
+
     def status(self, instance: str) -> dict[str, Any]:
         """The status Aphlict reports for ``instance``, key for key."""
         counters = self._counters.get(instance) or InstanceCounters()
         oldest = self._history.oldest_age(instance)
         return {
             "instance": instance,
-            "uptime": int((self._clock() - self._started) * 1000),
+            "uptime": self.uptime_ms(),
             "clients.active": counters.clients_active,
             "clients.total": counters.clients_total,
             "messages.in": counters.messages_in,
             "messages.out": counters.messages_out,
             "version": PROTOCOL_VERSION,
-            "history.size": self._history.size(instance),
+            "history.size": self.history_size(instance),
             "history.age": None if oldest is None else int(oldest * 1000),
         }
 

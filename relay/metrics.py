@@ -97,7 +97,7 @@ class NodeMetrics(Collector):
             connected.add_metric([instance], counters.clients_total)
             messages_in.add_metric([instance], counters.messages_in)
             messages_out.add_metric([instance], counters.messages_out)
-            history.add_metric([instance], hub.status(instance)["history.size"])
+            history.add_metric([instance], hub.history_size(instance))
         yield from (connected, messages_in, messages_out, history)
 
     def _peers(self) -> Iterator[Metric]:

@@ -327,7 +327,7 @@ class PeerSet:
         learned fingerprint; new peers get new links, removed ones are drained
         briefly and closed. New peering settings or a new secret renew every link.
         """
-        renew = settings != self._settings or not _same_secret(secret, self._secret)
+        renew = settings != self._settings or secret != self._secret
         self._settings, self._secret = settings, secret
         kept = {} if renew else {link.peer: link for link in self.links}
         links = []
@@ -383,12 +383,6 @@ def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ss
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def _same_secret(a: Secret | None, b: Secret | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.matches(b.bearer().removeprefix("Bearer "))
 
 
 def _receipt_fingerprint(body: bytes) -> str | None:

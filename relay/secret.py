@@ -28,6 +28,15 @@ class Secret:
         """The Authorization header value that carries the secret."""
         return "Bearer " + self._value.decode()
 
+    def __eq__(self, other: object) -> bool:
+        """Two secrets are equal when their values are (compared in constant time)."""
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value, other._value)
+
+    # Compared by value, never used as a dict key or set member.
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return "Secret('********')"
 
