@@ -4,7 +4,7 @@ Autobahn's fuzzing client needs a server that echoes every message. relay's
 client listener does not echo: browsers send JSON commands. So this harness
 starts a real relay ``Node`` (real config, listeners, admission, liveness
 sweep, hub) whose client listener builds ``EchoConnection``, a subclass of
-``relay.browser.BrowserConnection`` that changes one thing: a complete message
+``relay.listeners.browser.BrowserConnection`` that changes one thing: a complete message
 is sent back. Everything the test suite exercises stays relay's own code over
 websockets' sans-I/O protocol: the handshake, frame parsing and validation,
 reassembly of fragmented text, UTF-8 checking (relay's ``_on_text`` fails the
@@ -36,13 +36,13 @@ from unittest import mock
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-import relay.client_listener
-from relay.browser import BrowserConnection
-from relay.client_listener import ClientListener
+import relay.listeners.client_listener
 from relay.config import Config, load_config, parse_config
 from relay.errors import RelayError
-from relay.loop import run
+from relay.listeners.browser import BrowserConnection
+from relay.listeners.client_listener import ClientListener
 from relay.node import Node
+from relay.ops.loop import run
 
 
 def loopback(port: int) -> dict[str, object]:
@@ -99,7 +99,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     # ClientListener builds its connections from this module-level name; the
     # patch fails loudly (AttributeError) if relay ever renames it.
-    with mock.patch.object(relay.client_listener, "BrowserConnection", EchoConnection):
+    with mock.patch.object(relay.listeners.client_listener, "BrowserConnection", EchoConnection):
         node = Node(config)
         await node.start()
         try:

@@ -23,14 +23,14 @@ import orjson
 
 from relay import __version__
 from relay.config import Config, ServerConfig, default_config, load_config
+from relay.dbwatch.table import render_table
 from relay.errors import ConfigError, RelayError, StartupError
-from relay.logs import configure_logging, reopen_log_files
-from relay.loop import run
 from relay.node import Node, serve
-from relay.pidfile import PidFile
+from relay.ops.logs import configure_logging, reopen_log_files
+from relay.ops.loop import run
+from relay.ops.pidfile import PidFile
+from relay.ops.systemd import Notifier
 from relay.secret import load_secret
-from relay.status import render_table
-from relay.systemd import Notifier
 
 log = logging.getLogger("relay.cli")
 

@@ -17,8 +17,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from relay.dbwatch.config import ClusterStatusConfig
 from relay.errors import ConfigError
-from relay.status.config import ClusterStatusConfig
 
 #: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
 DEFAULT_CLIENT_PORT = 22280

@@ -19,20 +19,20 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.admin import AdminState, create_admin_app
-from relay.admission import Admission
-from relay.client_listener import ClientListener
 from relay.config import Config, ServerConfig
-from relay.dashboard import NodeStatusAnnouncer, render_page
-from relay.dedup import RecentIds
+from relay.core.admission import Admission
+from relay.core.dedup import RecentIds
+from relay.core.fingerprint import new_fingerprint
+from relay.core.history import History
+from relay.core.hub import Hub
+from relay.dbwatch.monitor import ClusterStatusMonitor
 from relay.errors import StartupError
-from relay.fingerprint import new_fingerprint
-from relay.history import History
-from relay.hub import Hub
-from relay.metrics import NodeMetrics
-from relay.peers import PeerSet, peer_tls_context
+from relay.listeners.admin import AdminState, create_admin_app
+from relay.listeners.client_listener import ClientListener
+from relay.ops.dashboard import NodeStatusAnnouncer, render_page
+from relay.ops.metrics import NodeMetrics
+from relay.peering.peers import PeerSet, peer_tls_context
 from relay.secret import load_secret
-from relay.status import ClusterStatusMonitor
 from relay.tls import load_certificates, server_context
 
 log = logging.getLogger("relay.node")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.backoff import Backoff
+from relay.peering.backoff import Backoff
 
 
 @pytest.mark.parametrize("jitter", [0.0, 0.5, 0.999])

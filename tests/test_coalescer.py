@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 from support import FakeClock, notification
 
-from relay.coalescer import Coalescer
+from relay.core.coalescer import Coalescer
+from relay.core.notification import parse_notification
 from relay.node import Node
-from relay.notification import parse_notification
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.commands import (
+from relay.core.commands import (
     DEFAULT_REPLAY_AGE_MS,
     Ping,
     Replay,

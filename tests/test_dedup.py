@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from support import FakeClock
 
-from relay.dedup import RecentIds
+from relay.core.dedup import RecentIds
 
 
 def test_second_sighting_within_the_window_is_a_repeat() -> None:

@@ -7,7 +7,7 @@ import tracemalloc
 import orjson
 from websockets.frames import Frame
 
-from relay.encoded import EncodedMessage
+from relay.core.encoded import EncodedMessage
 
 
 def test_the_frame_is_an_unmasked_text_frame_of_the_payload() -> None:

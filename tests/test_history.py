@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from support import FakeClock
 
-from relay.encoded import EncodedMessage
-from relay.history import History
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
 
 
 def msg(text: str) -> EncodedMessage:

@@ -8,11 +8,11 @@ import orjson
 from support import FakeClock
 
 from relay.config import LimitsConfig
-from relay.dedup import RecentIds
-from relay.encoded import EncodedMessage
-from relay.history import History
-from relay.hub import Hub, Outcome
-from relay.notification import parse_notification
+from relay.core.dedup import RecentIds
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from relay.core.hub import Hub, Outcome
+from relay.core.notification import parse_notification
 
 
 class RecordingBrowser:

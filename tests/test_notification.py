@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from relay.core.notification import instance_from_query, parse_notification
 from relay.errors import NotificationError
-from relay.notification import instance_from_query, parse_notification
 
 
 def test_a_phorge_notification_is_kept_whole() -> None:

@@ -31,7 +31,7 @@ from support import (
 from relay.config import parse_config
 from relay.errors import StartupError
 from relay.node import Node
-from relay.systemd import Notifier
+from relay.ops.systemd import Notifier
 
 StartNode = Callable[..., Awaitable[Node]]
 UNITS = Path(__file__).parent.parent / "systemd"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from support import FakeClock
 
-from relay.outbox import Outbox
+from relay.peering.outbox import Outbox
 
 
 def drain(outbox: Outbox) -> list[bytes]:

@@ -35,11 +35,11 @@ from hypothesis.stateful import (
 )
 from support import FakeClock
 
-from relay.dedup import RecentIds
-from relay.encoded import EncodedMessage
-from relay.history import History
-from relay.hub import Hub, Outcome
-from relay.notification import parse_notification
+from relay.core.dedup import RecentIds
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from relay.core.hub import Hub, Outcome
+from relay.core.notification import parse_notification
 
 SELF = "SELF"
 START = 1000.0

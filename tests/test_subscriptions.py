@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.subscriptions import SubscriptionIndex
+from relay.core.subscriptions import SubscriptionIndex
 
 
 def test_recipients_are_exactly_the_subscribers_of_any_key() -> None:

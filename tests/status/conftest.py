@@ -28,8 +28,8 @@ from status_helpers import (  # noqa: E402
     StartMonitor,
 )
 
-from relay.status.config import ClusterStatusConfig  # noqa: E402
-from relay.status.monitor import ClusterStatusMonitor  # noqa: E402
+from relay.dbwatch.config import ClusterStatusConfig  # noqa: E402
+from relay.dbwatch.monitor import ClusterStatusMonitor  # noqa: E402
 
 _HERE = Path(__file__).parent
 #: Per-test timeouts: pure tests are instant, scenarios start servers.

@@ -9,8 +9,8 @@ from typing import Any
 
 from mariadb_harness import MariaDBServer
 
-from relay.status.config import ClusterStatusConfig
-from relay.status.monitor import ClusterStatusMonitor
+from relay.dbwatch.config import ClusterStatusConfig
+from relay.dbwatch.monitor import ClusterStatusMonitor
 
 #: Upper bound for anything a test waits on.
 WAIT = 20.0

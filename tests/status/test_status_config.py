@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.status.config import ClusterStatusConfig, format_validation_error, load_cluster_status
+from relay.dbwatch.config import ClusterStatusConfig, format_validation_error, load_cluster_status
 
 SECRET = "pw-Config-9c1e-SECRET"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.status.connection import CheckOutcome, connection_verdict, is_reachable
+from relay.dbwatch.connection import CheckOutcome, connection_verdict, is_reachable
 
 
 def failed(code: int | None, message: str = "boom") -> CheckOutcome:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.status.connection import CheckOutcome
-from relay.status.databases import HostState, cluster_mode, judge_check
+from relay.dbwatch.connection import CheckOutcome
+from relay.dbwatch.databases import HostState, cluster_mode, judge_check
 
 
 def host(role: str = "master", **kwargs: Any) -> HostState:

@@ -21,8 +21,8 @@ from status_helpers import (
     wait_until,
 )
 
-from relay.status import driver
-from relay.status.events import DATABASES_TYPE
+from relay.dbwatch import driver
+from relay.dbwatch.events import DATABASES_TYPE
 
 Pair = tuple[MariaDBServer, MariaDBServer]
 

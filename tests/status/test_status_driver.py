@@ -10,9 +10,9 @@ import aiomysql
 import pytest
 from pydantic import SecretStr
 
-from relay.status import driver
-from relay.status.config import ConnectionTarget
-from relay.status.errors import RepositoryReadError
+from relay.dbwatch import driver
+from relay.dbwatch.config import ConnectionTarget
+from relay.dbwatch.errors import RepositoryReadError
 
 TARGET = ConnectionTarget("db.example", 3306, "monitor", SecretStr("pw"))
 

@@ -7,9 +7,9 @@ import json
 import re
 from dataclasses import replace
 
-from relay.status.connection import ConnectionVerdict
-from relay.status.databases import HostState, ModeVerdict
-from relay.status.events import (
+from relay.dbwatch.connection import ConnectionVerdict
+from relay.dbwatch.databases import HostState, ModeVerdict
+from relay.dbwatch.events import (
     DATABASES_TYPE,
     Publisher,
     database_fingerprint,
@@ -19,8 +19,8 @@ from relay.status.events import (
     repository_fingerprint,
     repository_payload,
 )
-from relay.status.replication import ReplicationVerdict
-from relay.status.repositories import (
+from relay.dbwatch.replication import ReplicationVerdict
+from relay.dbwatch.repositories import (
     BindingRow,
     ClusterRows,
     DeviceRow,

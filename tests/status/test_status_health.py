@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.status.health import HEALTH_WINDOW, HealthChange, HealthTracker
+from relay.dbwatch.health import HEALTH_WINDOW, HealthChange, HealthTracker
 
 
 def feed(tracker: HealthTracker, results: list[bool], start: float = 0.0) -> list[HealthChange]:

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from status_helpers import StartMonitor, wait_until
 
-from relay.status import driver
-from relay.status import monitor as monitor_module
-from relay.status.config import ClusterStatusConfig
-from relay.status.connection import CheckOutcome
-from relay.status.errors import RepositoryReadError
-from relay.status.events import DATABASES_TYPE, REPOSITORIES_TYPE
-from relay.status.monitor import ClusterStatusMonitor
+from relay.dbwatch import driver
+from relay.dbwatch import monitor as monitor_module
+from relay.dbwatch.config import ClusterStatusConfig
+from relay.dbwatch.connection import CheckOutcome
+from relay.dbwatch.errors import RepositoryReadError
+from relay.dbwatch.events import DATABASES_TYPE, REPOSITORIES_TYPE
+from relay.dbwatch.monitor import ClusterStatusMonitor
 
 SECRET = "Monitor-unit-SECRET-77"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.status.replication import delay_bucket, replication_verdict
+from relay.dbwatch.replication import delay_bucket, replication_verdict
 
 
 def row(**columns: Any) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import pytest
 from phorge_tables import PhorgeTables
 from status_helpers import MONITOR_PASSWORD, MONITOR_USER, StartMonitor, wait_until
 
-from relay.status import driver
-from relay.status.config import ClusterStatusConfig
-from relay.status.events import REPOSITORIES_TYPE
+from relay.dbwatch import driver
+from relay.dbwatch.config import ClusterStatusConfig
+from relay.dbwatch.events import REPOSITORIES_TYPE
 
 INTERVAL = 0.2
 

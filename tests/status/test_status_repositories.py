@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.status.repositories import (
+from relay.dbwatch.repositories import (
     BindingRow,
     ClusterRows,
     DeviceRow,

@@ -13,9 +13,9 @@ from mariadb_harness import MariaDBServer, pick_free_port
 from phorge_tables import PhorgeTables
 from status_helpers import MONITOR_PASSWORD, MONITOR_USER, StartMonitor, host_of
 
-from relay.status import render_table
-from relay.status.config import ClusterStatusConfig
-from relay.status.events import DATABASES_TYPE, REPOSITORIES_TYPE
+from relay.dbwatch.config import ClusterStatusConfig
+from relay.dbwatch.events import DATABASES_TYPE, REPOSITORIES_TYPE
+from relay.dbwatch.table import render_table
 
 WRONG_PASSWORD = "Wrong-SECRET-pw-b83f"
 FILE_PASSWORD = "File-SECRET-pw-61aa"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.status.table import render_table
+from relay.dbwatch.table import render_table
 
 
 def snapshot(**overrides: Any) -> dict[str, Any]:

@@ -18,11 +18,11 @@ import orjson
 
 from relay import PROTOCOL_VERSION
 from relay.config import LimitsConfig
-from relay.dedup import RecentIds
-from relay.encoded import EncodedMessage
-from relay.history import History
-from relay.notification import DEFAULT_INSTANCE, Notification
-from relay.subscriptions import SubscriptionIndex
+from relay.core.dedup import RecentIds
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from relay.core.notification import DEFAULT_INSTANCE, Notification
+from relay.core.subscriptions import SubscriptionIndex
 
 log = logging.getLogger("relay.hub")
 

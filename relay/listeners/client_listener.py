@@ -19,11 +19,11 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.typing import Origin
 
-from relay.admission import Admission
-from relay.browser import BrowserConnection
-from relay.coalescer import Coalescer
 from relay.config import BrowsersConfig, LimitsConfig, ServerConfig
-from relay.hub import Hub
+from relay.core.admission import Admission
+from relay.core.coalescer import Coalescer
+from relay.core.hub import Hub
+from relay.listeners.browser import BrowserConnection
 
 log = logging.getLogger("relay.client")
 

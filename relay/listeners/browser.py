@@ -24,7 +24,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from relay.commands import (
+from relay.core.commands import (
     PONG,
     Ping,
     Replay,
@@ -33,12 +33,12 @@ from relay.commands import (
     instance_from_path,
     parse_command,
 )
-from relay.encoded import EncodedMessage
+from relay.core.encoded import EncodedMessage
+from relay.core.notification import DEFAULT_INSTANCE
 from relay.errors import CommandError
-from relay.notification import DEFAULT_INSTANCE
 
 if TYPE_CHECKING:
-    from relay.client_listener import ClientListener
+    from relay.listeners.client_listener import ClientListener
 
 log = logging.getLogger("relay.browser")
 # websockets logs every open and close at INFO; relay keeps those at DEBUG.

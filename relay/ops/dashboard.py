@@ -20,7 +20,7 @@ import orjson
 if TYPE_CHECKING:
     from relay.node import Node
 
-_PAGE = resources.files("relay").joinpath("static/dashboard.html")
+_PAGE = resources.files("relay.ops").joinpath("static/dashboard.html")
 
 
 class NodeStatusAnnouncer:

@@ -24,10 +24,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from relay.backoff import Backoff
 from relay.config import PeerConfig, PeeringConfig
 from relay.errors import StartupError
-from relay.outbox import Outbox, Outgoing
+from relay.peering.backoff import Backoff
+from relay.peering.outbox import Outbox, Outgoing
 from relay.secret import Secret
 
 log = logging.getLogger("relay.peers")

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from relay.core.notification import DEFAULT_INSTANCE
 from relay.errors import CommandError
-from relay.notification import DEFAULT_INSTANCE
 
 #: How far back ``replay`` looks when the browser does not say (ms).
 DEFAULT_REPLAY_AGE_MS = 60_000

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Set
 from typing import NamedTuple
 
-from relay.encoded import EncodedMessage
+from relay.core.encoded import EncodedMessage
 
 
 class Entry(NamedTuple):

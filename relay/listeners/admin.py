@@ -24,10 +24,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
+from relay.core.hub import Hub
+from relay.core.notification import instance_from_query, parse_notification
 from relay.errors import NotificationError
-from relay.hub import Hub
-from relay.metrics import NodeMetrics
-from relay.notification import instance_from_query, parse_notification
+from relay.ops.metrics import NodeMetrics
 from relay.secret import Secret
 
 log = logging.getLogger("relay.admin")

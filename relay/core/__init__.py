@@ -1,0 +1,17 @@
+"""The routing core: how a message is parsed, routed and remembered, with no I/O.
+
+- ``notification``: admin POST bodies -> notifications (parse, check, stamp);
+- ``commands``: browser frames -> commands; the instance from the path;
+- ``encoded``: a message encoded and framed once for all its recipients;
+- ``subscriptions``: the (instance, key) -> connections index;
+- ``history``: per-instance history bounded by count and age;
+- ``dedup``: recently seen message identities, bounded;
+- ``hub``: routing to history, local browsers and peers;
+- ``admission``: connection caps per node and per address;
+- ``coalescer``: batches writes to a browser written to moments ago;
+- ``fingerprint``: the node's random identity.
+
+Nothing here imports asyncio, aiohttp or a database driver, nor anything
+above it (listeners, peering, ops, node, cli); tests drive it without an
+event loop.
+"""
