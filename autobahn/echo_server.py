@@ -31,16 +31,13 @@ import asyncio
 import logging
 import signal
 import sys
-from unittest import mock
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-import relay.listeners.client_listener
 from relay.config import Config, load_config, parse_config
 from relay.errors import RelayError
-from relay.listeners.browser import BrowserConnection
-from relay.listeners.client_listener import ClientListener
+from relay.listeners.browser import BrowserConnection, ConnectionContext
 from relay.node import Node
 from relay.ops.loop import run
 
@@ -60,7 +57,7 @@ class EchoConnection(BrowserConnection):
 
     __slots__ = ("_binary",)
 
-    def __init__(self, listener: ClientListener) -> None:
+    def __init__(self, listener: ConnectionContext) -> None:
         super().__init__(listener)
         self._binary: bytearray | None = None
 
@@ -97,17 +94,14 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # ClientListener builds its connections from this module-level name; the
-    # patch fails loudly (AttributeError) if relay ever renames it.
-    with mock.patch.object(relay.listeners.client_listener, "BrowserConnection", EchoConnection):
-        node = Node(config)
-        await node.start()
-        try:
-            host, port = node.client_addresses[0]
-            print(f"ws://{host}:{port}", flush=True)
-            await stop.wait()
-        finally:
-            await node.stop()
+    node = Node(config, connection_factory=EchoConnection)
+    await node.start()
+    try:
+        host, port = node.client_addresses[0]
+        print(f"ws://{host}:{port}", flush=True)
+        await stop.wait()
+    finally:
+        await node.stop()
 
 
 def main() -> int:

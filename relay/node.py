@@ -28,6 +28,7 @@ from relay.core.hub import Hub
 from relay.dbwatch.monitor import ClusterStatusMonitor
 from relay.errors import StartupError
 from relay.listeners.admin import AdminState, create_admin_app
+from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.ops.dashboard import NodeStatusAnnouncer, render_page
 from relay.ops.metrics import NodeMetrics
@@ -50,9 +51,20 @@ RECENT_IDS_CAPACITY = 200_000
 class Node:
     """One relay node: its hub and its client and admin listeners."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
-        """Build the node for ``config``; nothing listens until ``start``."""
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        connection_factory: ConnectionFactory = BrowserConnection,
+    ) -> None:
+        """Build the node for ``config``; nothing listens until ``start``.
+
+        ``connection_factory`` builds each browser connection (a test harness
+        may give a subclass of ``BrowserConnection``).
+        """
         self.config = config
+        self._connection_factory = connection_factory
         history = self._history = History(
             config.history.max_messages, config.history.max_age_seconds, clock
         )
@@ -110,6 +122,7 @@ class Node:
                     browsers=self.config.browsers,
                     admission=self.admission,
                     ssl_context=self._tls_context(server, index),
+                    connection_factory=self._connection_factory,
                 )
                 await _bind(listener.start(), server, index)
                 self.client_listeners.append(listener)

@@ -11,9 +11,13 @@ import pytest
 import websockets
 from support import WAIT, Admin, Browser, eventually, local_config, notification
 
+from relay.core.commands import Ping, Replay, Subscribe, Unsubscribe
+from relay.core.encoded import EncodedMessage
+from relay.listeners.browser import BrowserConnection
 from relay.node import Node
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
+StartNode = Callable[..., Awaitable[Node]]
 
 
 async def test_plain_http_gets_501_use_websockets(node: Node) -> None:
@@ -193,3 +197,25 @@ async def test_one_browser_cannot_flood_the_log(
     complaints = [r for r in caplog.records if "unusable frame" in r.getMessage()]
     assert len(complaints) == 1
     assert "logged at DEBUG only" in complaints[0].getMessage()
+
+
+class _ShoutingConnection(BrowserConnection):
+    """A connection that answers every ping with its own frame before relay's pong."""
+
+    __slots__ = ()
+
+    def _run(self, command: Subscribe | Unsubscribe | Replay | Ping) -> None:
+        if isinstance(command, Ping):
+            self.deliver(EncodedMessage(b'{"type":"shout"}'))
+        super()._run(command)
+
+
+async def test_a_node_builds_browsers_with_the_connection_factory_it_is_given(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(connection_factory=_ShoutingConnection)
+    port = node.client_addresses[0][1]
+    async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send('{"command": "ping"}')
+        replies = [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(2)]
+    assert replies == ['{"type":"shout"}', '{"type":"pong"}']

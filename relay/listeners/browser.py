@@ -17,13 +17,20 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
+from websockets.extensions.base import ServerExtensionFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Origin
 
+from relay.config import LimitsConfig
+from relay.core.admission import Admission
+from relay.core.coalescer import Coalescer
 from relay.core.commands import (
     PONG,
     Ping,
@@ -34,11 +41,9 @@ from relay.core.commands import (
     parse_command,
 )
 from relay.core.encoded import EncodedMessage
+from relay.core.hub import Hub
 from relay.core.notification import DEFAULT_INSTANCE
 from relay.errors import CommandError
-
-if TYPE_CHECKING:
-    from relay.listeners.client_listener import ClientListener
 
 log = logging.getLogger("relay.browser")
 # websockets logs every open and close at INFO; relay keeps those at DEBUG.
@@ -56,6 +61,32 @@ SLOW_CLOSE_TIMEOUT = 1.0
 TOO_SLOW = 1008
 
 _PONG = EncodedMessage(PONG)
+
+
+class ConnectionContext(Protocol):
+    """What a browser connection reads and calls on the listener that accepted it.
+
+    The listener's current settings are read at each use, so a reload applies
+    to open connections at once.
+    """
+
+    hub: Hub
+    limits: LimitsConfig
+    admission: Admission
+    coalescer: Coalescer
+    origins: Sequence[Origin | None] | None
+    extensions: Sequence[ServerExtensionFactory] | None
+    #: Connections refused or dropped by a limit, by reason (for metrics).
+    rejected: Counter[str]
+
+    def refused(self, reason: str, address: str, detail: str) -> None:
+        """Count a refused browser (and log refusals at a bounded rate)."""
+
+    def track(self, connection: BrowserConnection) -> None:
+        """Called by a connection once its socket is accepted."""
+
+    def untrack(self, connection: BrowserConnection) -> None:
+        """Called by a connection once its socket is closed."""
 
 
 class BrowserConnection(asyncio.Protocol):
@@ -81,8 +112,8 @@ class BrowserConnection(asyncio.Protocol):
         "instance",
     )
 
-    def __init__(self, listener: ClientListener) -> None:
-        """Create the protocol for one accepted socket of ``listener``."""
+    def __init__(self, listener: ConnectionContext) -> None:
+        """Create the protocol for one socket accepted by ``listener``."""
         self._listener = listener
         self._ws = ServerProtocol(
             origins=listener.origins,
@@ -377,3 +408,7 @@ class BrowserConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+#: Builds the protocol for one accepted socket: ``BrowserConnection`` or a subclass.
+ConnectionFactory = Callable[[ConnectionContext], BrowserConnection]

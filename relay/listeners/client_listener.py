@@ -23,7 +23,7 @@ from relay.config import BrowsersConfig, LimitsConfig, ServerConfig
 from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
-from relay.listeners.browser import BrowserConnection
+from relay.listeners.browser import BrowserConnection, ConnectionFactory
 
 log = logging.getLogger("relay.client")
 
@@ -43,11 +43,13 @@ class ClientListener:
         browsers: BrowsersConfig,
         admission: Admission,
         ssl_context: ssl.SSLContext | None,
+        connection_factory: ConnectionFactory = BrowserConnection,
     ) -> None:
         """Prepare to listen as ``server`` says; nothing is bound until ``start``.
 
         ``admission`` is shared by every client listener of the node, so the
-        connection caps hold for the node as a whole.
+        connection caps hold for the node as a whole. ``connection_factory``
+        builds the protocol of each accepted socket, given this listener.
         """
         self.hub = hub
         self.limits = limits
@@ -59,6 +61,7 @@ class ClientListener:
         self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server
         self._ssl_context = ssl_context
+        self._connection_factory = connection_factory
         self._server: asyncio.Server | None = None
         self._connections: set[BrowserConnection] = set()
         #: Connections refused or dropped by a limit, by reason (for metrics).
@@ -81,7 +84,7 @@ class ClientListener:
         """
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: BrowserConnection(self),
+            lambda: self._connection_factory(self),
             host=self._server_config.bind_host,
             port=self._server_config.port,
             ssl=self._ssl_context,
