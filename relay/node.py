@@ -13,9 +13,9 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from typing import Any
 
 from aiohttp import web
 
@@ -34,6 +34,7 @@ from relay.ops.dashboard import NodeStatusAnnouncer, render_page
 from relay.ops.metrics import NodeMetrics
 from relay.peering.peers import PeerSet, peer_tls_context
 from relay.secret import load_secret
+from relay.snapshot import NodeSnapshot
 from relay.tls import load_certificates, server_context
 
 log = logging.getLogger("relay.node")
@@ -91,17 +92,20 @@ class Node:
         # (context, server entry, its name): what a reload re-reads certificates into.
         self._tls: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
         self.status_monitor = self._new_monitor(config)
-        # After all it reads: the registry collects once while registering.
-        self.metrics = NodeMetrics(self)
+        # After all that snapshot() reads: the registry collects once while registering.
+        self.metrics = NodeMetrics(self.snapshot)
         self.admin_state = AdminState(
-            hub=self.hub, limits=config.limits, secret=self._secret, metrics=self.metrics
+            hub=self.hub,
+            limits=config.limits,
+            secret=self._secret,
+            snapshot=self.snapshot,
+            render_metrics=self.metrics.render,
+            observe_latency=self.metrics.delivery_latency.observe,
         )
         self.admin_state.configure(config.limits, config.admin, self._secret)
-        self.admin_state.status_sections["cluster"] = self.peers.status
         if config.dashboard.enabled:
-            self.admin_state.dashboard = partial(render_page, self)
-        self._announcer = NodeStatusAnnouncer(self, clock)
-        self.admin_state.cluster_status = self._cluster_status
+            self.admin_state.dashboard = self._dashboard_page
+        self._announcer = NodeStatusAnnouncer(clock)
         self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
@@ -221,9 +225,7 @@ class Node:
         self.hub.set_limits(limits)
         self._history.resize(config.history.max_messages, config.history.max_age_seconds)
         self._recent.set_window(_dedup_window(config))
-        self.admin_state.dashboard = (
-            partial(render_page, self) if config.dashboard.enabled else None
-        )
+        self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
         self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
         for listener in self.client_listeners:
             listener.configure(limits, config.browsers)
@@ -252,7 +254,7 @@ class Node:
             if server.type == kind
         ]
 
-    def status_keys(self) -> dict[str, str]:
+    def _status_keys(self) -> dict[str, str]:
         """The keys the cluster-status module announces on (empty when it is off)."""
         status = self.config.cluster_status
         if status is None:
@@ -267,8 +269,32 @@ class Node:
         # announced to local browsers only, never forwarded to peers.
         return ClusterStatusMonitor(status, partial(self.hub.announce, status.instance))
 
-    def _cluster_status(self) -> dict[str, Any] | None:
-        return None if self.status_monitor is None else self.status_monitor.snapshot()
+    def snapshot(self) -> NodeSnapshot:
+        """What this node knows now, for metrics, the status page and ``/status/``."""
+        hub = self.hub
+        rejected: Counter[str] = Counter()
+        for listener in self.client_listeners:
+            rejected.update(listener.rejected)
+        return NodeSnapshot(
+            fingerprint=hub.fingerprint,
+            uptime_ms=hub.uptime_ms(),
+            connections=sum(listener.connection_count for listener in self.client_listeners),
+            rejected=dict(rejected),
+            subscriptions=hub.subscription_count(),
+            instances=hub.readings(),
+            peers=self.peers.status(),
+            cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
+        )
+
+    def _dashboard_page(self, host: str) -> bytes:
+        """The live status page for ``host``, pointed at the first client listener."""
+        return render_page(
+            host,
+            client_port=self.client_addresses[0][1],
+            tls=self.config.listeners("client")[0].uses_tls,
+            dashboard=self.config.dashboard,
+            status_keys=self._status_keys(),
+        )
 
     async def _announce(self) -> None:
         """Announce this node's status for the live status page, every few seconds."""
@@ -276,7 +302,8 @@ class Node:
             dashboard = self.config.dashboard
             if dashboard.enabled:
                 with _logged("announcing the node status"):
-                    self.hub.announce(dashboard.instance, self._announcer.message())
+                    message = self._announcer.message(self.snapshot(), dashboard.key)
+                    self.hub.announce(dashboard.instance, message)
             await asyncio.sleep(dashboard.interval_seconds)
 
     async def _keep_house(self) -> None:

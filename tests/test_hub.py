@@ -214,7 +214,7 @@ def test_instances_only_browsers_named_are_forgotten_with_them() -> None:
     post(hub, {"subscribers": ["A"]}, "real")
     for browser in browsers:
         hub.disconnect(browser)
-    assert set(hub.instances()) == {"real"}
+    assert set(hub.readings()) == {"real"}
     assert set(hub._index._by_instance) == {"real"}
     hub.disconnect(kept)
     assert hub.status("real")["clients.total"] == 1  # posted to: its counters stay

@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from relay import PROTOCOL_VERSION
 from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.history import History
 from relay.core.notification import DEFAULT_INSTANCE, Notification
 from relay.core.subscriptions import SubscriptionIndex
+from relay.snapshot import InstanceReading
 
 log = logging.getLogger("relay.hub")
 
@@ -139,10 +139,6 @@ class Hub:
         """How many keys ``browser`` listens to; all browsers together when None."""
         return self._index.total if browser is None else self._index.count(browser)
 
-    def instances(self) -> dict[str, InstanceCounters]:
-        """The status counters of every instance seen so far."""
-        return dict(self._counters)
-
     def replay(self, browser: Browser, age_ms: float) -> int:
         """Send ``browser`` the retained messages of the last ``age_ms`` for its keys, in order.
 
@@ -231,21 +227,26 @@ class Hub:
         """How many messages ``instance`` retains for replay."""
         return self._history.size(instance)
 
-    def status(self, instance: str) -> dict[str, Any]:
-        """The status Aphlict reports for ``instance``, key for key."""
+    def reading(self, instance: str) -> InstanceReading:
+        """The counters and history of ``instance`` (zeros for one never seen)."""
         counters = self._counters.get(instance) or InstanceCounters()
         oldest = self._history.oldest_age(instance)
-        return {
-            "instance": instance,
-            "uptime": self.uptime_ms(),
-            "clients.active": counters.clients_active,
-            "clients.total": counters.clients_total,
-            "messages.in": counters.messages_in,
-            "messages.out": counters.messages_out,
-            "version": PROTOCOL_VERSION,
-            "history.size": self.history_size(instance),
-            "history.age": None if oldest is None else int(oldest * 1000),
-        }
+        return InstanceReading(
+            clients_active=counters.clients_active,
+            clients_total=counters.clients_total,
+            messages_in=counters.messages_in,
+            messages_out=counters.messages_out,
+            history_size=self.history_size(instance),
+            history_age_ms=None if oldest is None else int(oldest * 1000),
+        )
+
+    def readings(self) -> dict[str, InstanceReading]:
+        """The reading of every instance seen so far."""
+        return {instance: self.reading(instance) for instance in self._counters}
+
+    def status(self, instance: str) -> dict[str, Any]:
+        """The status Aphlict reports for ``instance``, key for key."""
+        return self.reading(instance).aphlict_status(instance, self.uptime_ms())
 
     def _counters_of(self, instance: str) -> InstanceCounters:
         counters = self._counters.get(instance)

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -27,8 +26,8 @@ from relay.config import AdminConfig, LimitsConfig
 from relay.core.hub import Hub
 from relay.core.notification import instance_from_query, parse_notification
 from relay.errors import NotificationError
-from relay.ops.metrics import NodeMetrics
 from relay.secret import Secret
+from relay.snapshot import NodeSnapshot
 
 log = logging.getLogger("relay.admin")
 
@@ -42,14 +41,15 @@ class AdminState:
     hub: Hub
     limits: LimitsConfig
     secret: Secret | None
+    #: What the node knows now: ``/status/`` and ``/cluster-status/`` read it.
+    snapshot: Callable[[], NodeSnapshot]
     allowed_networks: list[IPNetwork] = field(default_factory=list)
-    metrics: NodeMetrics | None = None
+    #: Prometheus' text exposition of the node's metrics (None: no ``/metrics``).
+    render_metrics: Callable[[], bytes] | None = None
+    #: Records one POST's delivery latency in seconds.
+    observe_latency: Callable[[float], None] | None = None
     #: False until every listener is up, and again once shutdown begins.
     ready: bool = False
-    #: Extra status sections (``cluster`` and so on), each ``name -> () -> JSON-able``.
-    status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    #: The cluster-status module's snapshot (None when the module is off).
-    cluster_status: Callable[[], dict[str, Any] | None] = lambda: None
     #: The live status page for a given host name, or None when it is disabled.
     dashboard: Callable[[str], bytes] | None = None
 
@@ -101,32 +101,29 @@ async def post_notification(request: web.Request) -> web.Response:
         return _json_error(400, str(exc))
     hub = state.hub
     hub.publish(instance_from_query(request.query.get("instance")), notification)
-    if state.metrics is not None:
-        state.metrics.delivery_latency.observe(time.perf_counter() - arrived)
+    if state.observe_latency is not None:
+        state.observe_latency(time.perf_counter() - arrived)
     return web.Response(body=orjson.dumps({"fingerprint": hub.fingerprint}), content_type=_JSON)
 
 
 async def get_status(request: web.Request) -> web.Response:
     """Aphlict's status keys for the instance, plus relay's own sections."""
-    state = request.app[STATE]
-    status = state.hub.status(instance_from_query(request.query.get("instance")))
-    status["fingerprint"] = state.hub.fingerprint
-    for name, section in state.status_sections.items():
-        status[name] = section()
+    snapshot = request.app[STATE].snapshot()
+    status = snapshot.status(instance_from_query(request.query.get("instance")))
     return web.Response(body=orjson.dumps(status), content_type=_JSON)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus' text exposition of the node's metrics."""
-    metrics = request.app[STATE].metrics
-    if metrics is None:
+    render = request.app[STATE].render_metrics
+    if render is None:
         raise web.HTTPNotFound()
-    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def get_cluster_status(request: web.Request) -> web.Response:
     """What the cluster-status module observes now: databases, mode, repositories."""
-    snapshot = request.app[STATE].cluster_status()
+    snapshot = request.app[STATE].snapshot().cluster_status
     if snapshot is None:
         return _json_error(404, "the cluster-status module is not configured on this node")
     return web.Response(body=orjson.dumps(snapshot), content_type=_JSON)

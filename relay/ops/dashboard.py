@@ -11,14 +11,14 @@ repository changes as they happen. No reload, no polling of HTTP endpoints.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from relay.node import Node
+from relay.config import DashboardConfig
+from relay.snapshot import NodeSnapshot
 
 _PAGE = resources.files("relay.ops").joinpath("static/dashboard.html")
 
@@ -26,19 +26,16 @@ _PAGE = resources.files("relay.ops").joinpath("static/dashboard.html")
 class NodeStatusAnnouncer:
     """Builds the node's status message, with message rates from successive calls."""
 
-    def __init__(self, node: Node, clock: Callable[[], float]) -> None:
-        """Report on ``node``; ``clock`` gives monotonic seconds for the rates."""
-        self._node = node
+    def __init__(self, clock: Callable[[], float]) -> None:
+        """``clock`` gives monotonic seconds for the rates."""
         self._clock = clock
         self._last: tuple[float, int, int] | None = None
 
-    def message(self) -> dict[str, Any]:
-        """The status as an ordinary relay message on the dashboard key."""
-        node = self._node
-        key = node.config.dashboard.key
-        counters = node.hub.instances().values()
-        messages_in = sum(c.messages_in for c in counters)
-        messages_out = sum(c.messages_out for c in counters)
+    def message(self, snapshot: NodeSnapshot, key: str) -> dict[str, Any]:
+        """The status in ``snapshot`` as an ordinary relay message on the dashboard ``key``."""
+        readings = snapshot.instances.values()
+        messages_in = sum(r.messages_in for r in readings)
+        messages_out = sum(r.messages_out for r in readings)
         now = self._clock()
         rate_in = rate_out = 0.0
         if self._last is not None and now > self._last[0]:
@@ -47,15 +44,15 @@ class NodeStatusAnnouncer:
             rate_out = (messages_out - self._last[2]) / elapsed
         self._last = (now, messages_in, messages_out)
         data = {
-            "fingerprint": node.hub.fingerprint,
-            "uptime_ms": node.hub.uptime_ms(),
-            "connections": sum(listener.connection_count for listener in node.client_listeners),
-            "subscriptions": node.hub.subscription_count(),
+            "fingerprint": snapshot.fingerprint,
+            "uptime_ms": snapshot.uptime_ms,
+            "connections": snapshot.connections,
+            "subscriptions": snapshot.subscriptions,
             "messages_in": messages_in,
             "messages_out": messages_out,
             "rate_in": round(rate_in, 1),
             "rate_out": round(rate_out, 1),
-            "peers": node.peers.status(),
+            "peers": [dict(peer) for peer in snapshot.peers],
         }
         return {
             "key": key,
@@ -66,21 +63,26 @@ class NodeStatusAnnouncer:
         }
 
 
-def render_page(node: Node, host: str) -> bytes:
+def render_page(
+    host: str,
+    *,
+    client_port: int,
+    tls: bool,
+    dashboard: DashboardConfig,
+    status_keys: Mapping[str, str],
+) -> bytes:
     """The page, told where the node's client port is and which keys to follow.
 
     ``host`` is the host name the operator used to reach the admin port; the
-    client port is on the same node.
+    client port (``client_port``, with TLS when ``tls``) is on the same node.
     """
-    scheme = "wss" if node.config.listeners("client")[0].uses_tls else "ws"
+    scheme = "wss" if tls else "ws"
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
-    port = node.client_addresses[0][1]
-    dashboard = node.config.dashboard
     settings = {
-        "url": f"{scheme}://{host}:{port}/~{dashboard.instance}/",
+        "url": f"{scheme}://{host}:{client_port}/~{dashboard.instance}/",
         "nodeKey": dashboard.key,
-        "statusKeys": node.status_keys(),
+        "statusKeys": dict(status_keys),
     }
     # </script> cannot occur in JSON produced from these values, but escape "<" anyway.
     blob = orjson.dumps(settings).decode().replace("<", "\\u003c")

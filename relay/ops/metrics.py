@@ -7,15 +7,14 @@ observed as messages are routed (once per message, not per recipient).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from relay.node import Node
+from relay.snapshot import NodeSnapshot
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -24,9 +23,12 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class NodeMetrics(Collector):
     """Every metric of one node, in a registry of its own (several nodes may share a process)."""
 
-    def __init__(self, node: Node) -> None:
-        """Collect from ``node`` at scrape time."""
-        self._node = node
+    def __init__(self, read: Callable[[], NodeSnapshot]) -> None:
+        """Collect from ``read()``, the node's snapshot, at scrape time.
+
+        Registering collects once, so ``read`` must already work.
+        """
+        self._read = read
         self.registry = CollectorRegistry(auto_describe=True)
         self.delivery_latency = Histogram(
             "relay_delivery_latency_seconds",
@@ -42,96 +44,89 @@ class NodeMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Read the node's counters (called by the registry on each scrape)."""
-        node = self._node
-        listeners = node.client_listeners
+        snapshot = self._read()
         yield _gauge(
             "relay_browser_connections",
             "Open browser connections (handshakes included).",
-            sum(listener.connection_count for listener in listeners),
+            snapshot.connections,
         )
         rejected = CounterMetricFamily(
             "relay_browser_connections_rejected",
             "Browser connections refused or dropped, by reason.",
             labels=["reason"],
         )
-        reasons: dict[str, int] = {}
-        for listener in listeners:
-            for reason, count in listener.rejected.items():
-                reasons[reason] = reasons.get(reason, 0) + count
-        for reason, count in sorted(reasons.items()):
+        for reason, count in sorted(snapshot.rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
         yield _gauge(
             "relay_subscriptions",
             "Keys subscribed to, over all browsers.",
-            node.hub.subscription_count(),
+            snapshot.subscriptions,
         )
-        yield from self._instances()
-        yield from self._peers()
-        if node.status_monitor is not None:
-            yield from _cluster_status(node.status_monitor.snapshot())
-
-    def _instances(self) -> Iterator[Metric]:
-        hub = self._node.hub
-        connected = CounterMetricFamily(
-            "relay_browser_handshakes",
-            "Browsers that completed a handshake, by instance.",
-            labels=["instance"],
-        )
-        messages_in = CounterMetricFamily(
-            "relay_messages_in",
-            "Notifications received (POSTs), by instance.",
-            labels=["instance"],
-        )
-        messages_out = CounterMetricFamily(
-            "relay_messages_out",
-            "Messages written to browsers, by instance.",
-            labels=["instance"],
-        )
-        history = GaugeMetricFamily(
-            "relay_history_messages",
-            "Messages retained for replay, by instance.",
-            labels=["instance"],
-        )
-        for instance, counters in sorted(hub.instances().items()):
-            connected.add_metric([instance], counters.clients_total)
-            messages_in.add_metric([instance], counters.messages_in)
-            messages_out.add_metric([instance], counters.messages_out)
-            history.add_metric([instance], hub.history_size(instance))
-        yield from (connected, messages_in, messages_out, history)
-
-    def _peers(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "relay_peer_up",
-            "1 when the peer answered its last POST, 0 when it did not.",
-            labels=["peer"],
-        )
-        queue = GaugeMetricFamily(
-            "relay_peer_queue_messages", "Messages waiting for the peer.", labels=["peer"]
-        )
-        sent = CounterMetricFamily(
-            "relay_peer_sent", "Messages the peer accepted.", labels=["peer"]
-        )
-        failed = CounterMetricFamily(
-            "relay_peer_failed", "Failed POSTs to the peer (each retry counts).", labels=["peer"]
-        )
-        dropped = CounterMetricFamily(
-            "relay_peer_dropped", "Messages given up on (queue full or too old).", labels=["peer"]
-        )
-        for link in self._node.peers.links:
-            status = link.status()
-            if status["self"]:
-                continue
-            name = [f"{status['protocol']}://{status['host']}:{status['port']}"]
-            up.add_metric(name, 1 if status["state"] == "up" else 0)
-            queue.add_metric(name, status["queue"])
-            sent.add_metric(name, status["sent"])
-            failed.add_metric(name, status["failed"])
-            dropped.add_metric(name, status["dropped"])
-        yield from (up, queue, sent, failed, dropped)
+        yield from _instances(snapshot)
+        yield from _peers(snapshot)
+        if snapshot.cluster_status is not None:
+            yield from _cluster_status(snapshot.cluster_status)
 
 
-def _cluster_status(snapshot: dict[str, Any]) -> Iterator[Metric]:
+def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    connected = CounterMetricFamily(
+        "relay_browser_handshakes",
+        "Browsers that completed a handshake, by instance.",
+        labels=["instance"],
+    )
+    messages_in = CounterMetricFamily(
+        "relay_messages_in",
+        "Notifications received (POSTs), by instance.",
+        labels=["instance"],
+    )
+    messages_out = CounterMetricFamily(
+        "relay_messages_out",
+        "Messages written to browsers, by instance.",
+        labels=["instance"],
+    )
+    history = GaugeMetricFamily(
+        "relay_history_messages",
+        "Messages retained for replay, by instance.",
+        labels=["instance"],
+    )
+    for instance, reading in sorted(snapshot.instances.items()):
+        connected.add_metric([instance], reading.clients_total)
+        messages_in.add_metric([instance], reading.messages_in)
+        messages_out.add_metric([instance], reading.messages_out)
+        history.add_metric([instance], reading.history_size)
+    yield from (connected, messages_in, messages_out, history)
+
+
+def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "relay_peer_up",
+        "1 when the peer answered its last POST, 0 when it did not.",
+        labels=["peer"],
+    )
+    queue = GaugeMetricFamily(
+        "relay_peer_queue_messages", "Messages waiting for the peer.", labels=["peer"]
+    )
+    sent = CounterMetricFamily("relay_peer_sent", "Messages the peer accepted.", labels=["peer"])
+    failed = CounterMetricFamily(
+        "relay_peer_failed", "Failed POSTs to the peer (each retry counts).", labels=["peer"]
+    )
+    dropped = CounterMetricFamily(
+        "relay_peer_dropped", "Messages given up on (queue full or too old).", labels=["peer"]
+    )
+    for status in snapshot.peers:
+        if status["self"]:
+            continue
+        name = [f"{status['protocol']}://{status['host']}:{status['port']}"]
+        up.add_metric(name, 1 if status["state"] == "up" else 0)
+        queue.add_metric(name, status["queue"])
+        sent.add_metric(name, status["sent"])
+        failed.add_metric(name, status["failed"])
+        dropped.add_metric(name, status["dropped"])
+    yield from (up, queue, sent, failed, dropped)
+
+
+def _cluster_status(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
     """Gauges for the cluster-status module's view of Phorge's databases and repositories."""
     yield _gauge(
         "relay_cluster_read_only",
