@@ -31,5 +31,6 @@ def test_memory_is_bounded_by_capacity() -> None:
     for identity in "abcde":
         recent.first_sighting(identity)
     assert len(recent) == 3
-    assert recent.evicted == 2
+    # The two oldest were forgotten, the three newest are still known.
+    assert [recent.first_sighting(identity) for identity in "edc"] == [False, False, False]
     assert recent.first_sighting("a") is True

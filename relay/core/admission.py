@@ -14,8 +14,6 @@ class Admission:
         self._max_per_address = max_per_address
         self._by_address: Counter[str] = Counter()
         self.total = 0
-        #: Refusals so far, by reason.
-        self.refused: Counter[str] = Counter()
 
     def set_caps(self, max_total: int, max_per_address: int) -> None:
         """Apply new caps (a config reload); connections over them are not closed."""
@@ -32,7 +30,6 @@ class Admission:
             self.total += 1
             self._by_address[address] += 1
             return None
-        self.refused[reason] += 1
         return reason
 
     def release(self, address: str) -> None:

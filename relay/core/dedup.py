@@ -19,8 +19,6 @@ class RecentIds:
         self._capacity = capacity
         self._clock = clock
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
-        #: Identities forgotten early because ``capacity`` was reached.
-        self.evicted = 0
 
     def set_window(self, window: float) -> None:
         """Remember identities this long from now on (a config reload)."""
@@ -35,7 +33,6 @@ class RecentIds:
         self._seen[identity] = now
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
-            self.evicted += 1
         return True
 
     def __len__(self) -> int:

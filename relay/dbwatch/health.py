@@ -41,7 +41,6 @@ class HealthTracker:
         self._results: deque[bool] = deque(maxlen=window)
         self._healthy = True
         self._changed_at: float | None = None
-        self._last_check_at: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -63,18 +62,12 @@ class HealthTracker:
         """When the state last changed (None: never, still the initial state)."""
         return self._changed_at
 
-    @property
-    def last_check_at(self) -> float | None:
-        """When the last result was recorded (None before the first)."""
-        return self._last_check_at
-
     def record(self, success: bool, at: float) -> HealthChange | None:
         """Add one result; return the transition it caused, or None.
 
         Takes whether the check succeeded and when it ran.
         """
         self._results.append(success)
-        self._last_check_at = at
         if len(self._results) < self._window:
             return None
         if all(self._results):

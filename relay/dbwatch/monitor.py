@@ -33,9 +33,8 @@ from .events import (
 from .health import HealthTracker
 from .replication import ReplicationVerdict
 from .repositories import RepositorySyncState, WritingKey, compute_repository_sync, track_writing
-from .table import render_table
 
-__all__ = ["ClusterStatusMonitor", "render_table"]
+__all__ = ["ClusterStatusMonitor"]
 
 logger = logging.getLogger("relay.status")
 

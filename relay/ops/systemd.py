@@ -30,11 +30,6 @@ class Notifier:
         #: Seconds between watchdog pings (half of systemd's timeout), or None.
         self.watchdog_interval = int(usec) / 2_000_000 if watched else None
 
-    @property
-    def enabled(self) -> bool:
-        """Whether systemd asked to be notified."""
-        return bool(self._address)
-
     def notify(self, *assignments: str) -> None:
         """Send ``READY=1``, ``STOPPING=1``, ``STATUS=...`` and the like."""
         if not self._address:
