@@ -328,6 +328,8 @@ def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[str]:
 
 #: Fields whose rejected value must not be echoed in an error.
 _SECRET_FIELDS = frozenset({"pass", "password"})
+#: Sections whose rejected values are never echoed: a password may stand anywhere in them.
+_SECRET_SECTIONS = frozenset({"cluster_status"})
 
 _TYPE_NAMES = {
     "int_type": "a whole number",
@@ -348,7 +350,8 @@ def _describe(error: ErrorDetails) -> str:
     location = _location(error["loc"])
     kind = error["type"]
     given = error.get("input")
-    if any(part in _SECRET_FIELDS for part in error["loc"]):
+    loc = error["loc"]
+    if any(part in _SECRET_FIELDS for part in loc) or (loc and loc[0] in _SECRET_SECTIONS):
         given = "(hidden)"
     if kind == "missing":
         return f"{location}: is required but missing"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hmac
 import os
-from pathlib import Path
 
 from relay.config import AdminConfig
 from relay.errors import StartupError
+from relay.secretfile import read_secret_file
 
 
 class Secret:
@@ -49,12 +49,18 @@ def load_secret(admin: AdminConfig) -> Secret | None:
     Raises:
         StartupError: the file or variable is missing or empty (it is not echoed).
     """
+    # Surrounding white space is dropped too: HTTP drops it from the header
+    # that carries the secret, so a secret could never match with it.
     if admin.secret_file:
         try:
-            value = Path(admin.secret_file).read_text().strip()
+            value = read_secret_file(admin.secret_file).strip()
         except OSError as exc:
             raise StartupError(
                 f"admin.secret_file: cannot read {admin.secret_file}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise StartupError(
+                f"admin.secret_file: cannot read {admin.secret_file}: not UTF-8 text"
             ) from None
         where = f"admin.secret_file: {admin.secret_file}"
     elif admin.secret_env:

@@ -38,6 +38,7 @@ FOUNDATION = frozenset(
         "relay.config",
         "relay.snapshot",
         "relay.secret",
+        "relay.secretfile",
         "relay.tls",
         # The cluster-status config section and its errors: relay.config embeds it.
         "relay.dbwatch.config",

@@ -3,7 +3,7 @@
 The database hosts use the shape of Phorge's ``cluster.databases`` so an
 operator can paste that list in. Passwords may come from the entry itself
 (``pass``), a file (``pass_file``) or an environment variable (``pass_env``);
-whichever is used, the secret is held as a :class:`~pydantic.SecretStr` and
+whichever is used, the secret is held as a ``pydantic.SecretStr`` and
 never shows in ``repr``, ``str``, ``model_dump`` or validation errors.
 """
 
@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -22,10 +22,11 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from relay.secretfile import read_secret_file
 
 __all__ = [
     "ClusterStatusConfig",
@@ -34,7 +35,6 @@ __all__ = [
     "HostDefaults",
     "RepositorySource",
     "StatusKeys",
-    "format_validation_error",
 ]
 
 #: Phorge's own default for ``mysql.port``.
@@ -46,14 +46,14 @@ DEFAULT_USER = "root"
 # be a plain identifier; Phorge's ``storage.default-namespace`` is one too.
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 
-_MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+_MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
 
 
 @dataclass(frozen=True)
 class ConnectionTarget:
     """Everything needed to open one MySQL connection, resolved from config.
 
-    ``password`` is a :class:`SecretStr`; call ``get_secret_value()`` only at
+    ``password`` is a ``SecretStr``; call ``get_secret_value()`` only at
     the moment of connecting. ``label`` is the ``host:port`` that status
     output, logs and events use to name the host.
     """
@@ -75,7 +75,8 @@ class _PasswordSource(BaseModel):
     model_config = _MODEL_CONFIG
 
     password: SecretStr | None = Field(default=None, alias="pass")
-    pass_file: Path | None = None
+    # A path arrives as a string from JSON and from Python callers alike.
+    pass_file: Path | None = Field(default=None, strict=False)
     pass_env: str | None = None
 
     # The secret read from whichever source was given; None when none was.
@@ -114,20 +115,12 @@ class _PasswordSource(BaseModel):
 
 
 def _read_password_file(path: Path) -> str:
-    """Read a password file, dropping one trailing newline (editors add it)."""
+    """Read a password file, naming the path and the reason (never the content) on failure."""
     try:
-        # newline="": a password is taken byte for byte, no newline translation.
-        with path.open(encoding="utf-8", newline="") as handle:
-            text = handle.read()
+        return read_secret_file(path)
     except (OSError, UnicodeDecodeError) as exc:
-        # Name the path and the reason, never the content.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
         raise ValueError(f"pass_file {str(path)!r} cannot be read: {reason}") from None
-    if text.endswith("\r\n"):
-        return text[:-2]
-    if text.endswith("\n"):
-        return text[:-1]
-    return text
 
 
 class HostDefaults(_PasswordSource):
@@ -298,27 +291,3 @@ def _first_secret(*candidates: SecretStr | None) -> SecretStr:
         if candidate is not None:
             return candidate
     return SecretStr("")
-
-
-def format_validation_error(error: ValidationError, prefix: str = "cluster_status") -> list[str]:
-    """Turn a pydantic error into plain lines like ``cluster_status.databases[0].role: ...``.
-
-    Only the location and the message are used, never the rejected input, so
-    a password can not end up in the text. The core prepends the file name.
-    """
-    lines = []
-    for item in error.errors(include_url=False, include_input=False, include_context=False):
-        where = prefix
-        for part in item["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else f".{part}"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return lines
-
-
-def load_cluster_status(section: Any) -> ClusterStatusConfig:
-    """Validate a ``cluster_status`` mapping (already parsed from JSON).
-
-    Raises :class:`pydantic.ValidationError`; see :func:`format_validation_error`.
-    """
-    return ClusterStatusConfig.model_validate(section)

@@ -1,6 +1,6 @@
 """The outcome of one database check, and the connection status it yields.
 
-Pure: the driver fills in a :class:`CheckOutcome`; this module decides which
+Pure: the driver fills in a ``CheckOutcome``; this module decides which
 of Phorge's connection statuses it means (``okay``, ``fail``, ``auth``,
 ``replication-client``) using the same MySQL error codes Phorge maps.
 """

@@ -1,7 +1,7 @@
 """The state of each database host, and the cluster mode derived from it.
 
-Pure. A :class:`HostState` gathers what is known about one configured host
-(its last check, its health); :func:`cluster_mode` says whether Phorge would
+Pure. A ``HostState`` gathers what is known about one configured host
+(its last check, its health); ``cluster_mode`` says whether Phorge would
 run read-write or degrade to read-only given those states.
 """
 

@@ -1,8 +1,8 @@
 """The I/O edge: talk to MySQL/MariaDB with aiomysql, hand back plain data.
 
-Two small classes, each bound to one server: :class:`DatabaseChecker` runs
+Two small classes, each bound to one server: ``DatabaseChecker`` runs
 one health/replication check (connect, ``SHOW REPLICA STATUS``) and
-:class:`RepositoryReader` reads Phorge's repository and Almanac rows. Every
+``RepositoryReader`` reads Phorge's repository and Almanac rows. Every
 network step is bounded by a timeout, and every connection is closed
 before the call returns, even when it is cancelled.
 """
@@ -141,7 +141,7 @@ class RepositoryReader:
     async def read(self) -> ClusterRows:
         """Read every row the sync computation needs.
 
-        Raises :class:`RepositoryReadError` with a plain-words reason.
+        Raises ``RepositoryReadError`` with a plain-words reason.
         """
         conn: Any = None
         try:

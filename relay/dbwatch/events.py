@@ -4,7 +4,7 @@ Pure. Each kind of status (databases, repositories) becomes one JSON-able
 ``data`` payload and a *fingerprint*: the part of the state an operator
 cares about (statuses, delay class, health, mode, sync verdicts, versions),
 leaving out what moves on every poll (latency, exact delay, lag, times).
-A :class:`Publisher` turns a payload into a relay message only when its
+A ``Publisher`` turns a payload into a relay message only when its
 fingerprint differs from the last one, so an unchanged poll sends nothing.
 """
 

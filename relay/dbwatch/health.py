@@ -20,7 +20,7 @@ HEALTH_WINDOW = 5
 
 @dataclass(frozen=True)
 class HealthChange:
-    """A transition, reported by :meth:`HealthTracker.record` when it happens."""
+    """A transition, reported by ``HealthTracker.record`` when it happens."""
 
     healthy: bool
     at: float

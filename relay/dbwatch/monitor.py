@@ -71,7 +71,7 @@ class ClusterStatusMonitor:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """Prepare the monitor; nothing is contacted before :meth:`start`."""
+        """Prepare the monitor; nothing is contacted before ``start``."""
         self._config = config
         self._emit = emit
         self._clock = clock

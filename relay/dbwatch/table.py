@@ -1,6 +1,6 @@
 """Render a status snapshot as plain-text tables, for ``relay cluster-status``.
 
-Pure: takes the JSON-able dict :meth:`ClusterStatusMonitor.snapshot` returns
+Pure: takes the JSON-able dict ``ClusterStatusMonitor.snapshot`` returns
 (or the same dict fetched from the admin port) and returns text.
 """
 

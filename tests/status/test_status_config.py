@@ -9,19 +9,28 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.dbwatch.config import ClusterStatusConfig, format_validation_error, load_cluster_status
+from relay.config import parse_config
+from relay.dbwatch.config import ClusterStatusConfig
+from relay.errors import ConfigError
 
 SECRET = "pw-Config-9c1e-SECRET"
+SOURCE = "aphlict.json"
+SERVERS = [{"type": "client", "port": 0}, {"type": "admin", "port": 0}]
 
 
 def load(section: dict[str, Any]) -> ClusterStatusConfig:
-    return load_cluster_status(section)
+    """The section as relay loads it from a config file."""
+    config = parse_config({"servers": SERVERS, "cluster_status": section}, SOURCE)
+    assert config.cluster_status is not None
+    return config.cluster_status
 
 
 def problems(section: Any) -> list[str]:
-    with pytest.raises(ValidationError) as info:
-        load_cluster_status(section)
-    return format_validation_error(info.value)
+    """The problems relay reports for the section, without the file name."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"servers": SERVERS, "cluster_status": section}, SOURCE)
+    assert all(problem.startswith(f"{SOURCE}: ") for problem in info.value.problems)
+    return [problem.removeprefix(f"{SOURCE}: ") for problem in info.value.problems]
 
 
 def test_defaults() -> None:
@@ -193,16 +202,29 @@ def test_secrets_lists_every_password_once() -> None:
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        ({"databases": [{"role": "master"}]}, "cluster_status.databases[0].host: Field required"),
+        (
+            {"databases": [{"role": "master"}]},
+            "cluster_status.databases[0].host: is required but missing",
+        ),
         (
             {"databases": [{"host": "h", "role": "primary"}]},
-            "cluster_status.databases[0].role: Input should be 'master' or 'replica'",
+            "cluster_status.databases[0].role: must be 'master' or 'replica', "
+            "not the value given (not shown)",
         ),
         (
             {"databases": [{"host": "h", "role": "master", "port": 0}]},
-            "cluster_status.databases[0].port: Input should be greater than or equal to 1",
+            "cluster_status.databases[0].port: must be greater than or equal to 1",
         ),
-        ({"bogus": 1}, "cluster_status.bogus: Extra inputs are not permitted"),
+        ({"bogus": 1}, "cluster_status.bogus: is not a known setting"),
+        # Strict, like the rest of the file: no numbers or booleans in strings.
+        (
+            {"databases": [{"host": "h", "role": "master", "port": "3306"}]},
+            "cluster_status.databases[0].port: must be a whole number, not a value (not shown)",
+        ),
+        (
+            {"databases": [{"host": "h", "role": "master", "disabled": "true"}]},
+            "cluster_status.databases[0].disabled: must be true or false, not a value (not shown)",
+        ),
         (
             {"databases": [{"host": "h", "role": "master", "pass": "a", "pass_env": "X"}]},
             "cluster_status.databases[0]: give the password one way only, not pass and pass_env",
@@ -214,11 +236,11 @@ def test_secrets_lists_every_password_once() -> None:
         ),
         (
             {"database_interval_seconds": 0},
-            "cluster_status.database_interval_seconds: Input should be greater than 0",
+            "cluster_status.database_interval_seconds: must be greater than 0",
         ),
         (
             {"query_timeout_seconds": 600},
-            "cluster_status.query_timeout_seconds: Input should be less than or equal to 60",
+            "cluster_status.query_timeout_seconds: must be less than or equal to 60",
         ),
         (
             {"keys": {"databases": "k", "repositories": "k"}},
@@ -262,10 +284,10 @@ def test_validation_errors_never_echo_a_password() -> None:
         {"databases": SECRET},
     ]
     for section in bad_sections:
-        with pytest.raises(ValidationError) as info:
-            load_cluster_status(section)
+        with pytest.raises(ConfigError) as info:
+            parse_config({"servers": SERVERS, "cluster_status": section}, SOURCE)
         assert SECRET not in str(info.value)
-        assert SECRET not in "\n".join(format_validation_error(info.value))
+        assert SECRET not in "\n".join(info.value.problems)
 
 
 def test_models_are_frozen() -> None:

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from relay.dbwatch import driver
 from relay.dbwatch.config import ConnectionTarget
 from relay.dbwatch.errors import RepositoryReadError
+from relay.errors import RelayError
 
 TARGET = ConnectionTarget("db.example", 3306, "monitor", SecretStr("pw"))
 
@@ -183,3 +184,8 @@ def test_text_conversion() -> None:
     assert driver._text(7) == "7"
     assert driver._optional_text(None) is None
     assert driver._optional_text(bytearray(b"x")) == "x"
+
+
+def test_its_errors_are_relay_errors() -> None:
+    """The CLI and callers catch RelayError for anything relay raises on purpose."""
+    assert issubclass(RepositoryReadError, RelayError)
