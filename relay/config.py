@@ -1,7 +1,7 @@
 """Configuration: Aphlict's JSON file format, loaded once into frozen models.
 
 An unmodified Aphlict file loads unchanged. relay's own settings live in
-sections Aphlict does not know (``history``, ``limits``); each has defaults, so
+sections Aphlict does not know (``history``, ``limits``, ``broker``); each has defaults, so
 a plain Aphlict file needs none of them. Every problem found is reported with
 the file, the entry index and the field, in plain words.
 """
@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from relay.broker.config import BrokerConfig
 from relay.dbwatch.config import ClusterStatusConfig
 from relay.errors import ConfigError
 
@@ -225,6 +226,8 @@ class Config(_Section):
     dashboard: DashboardConfig = DashboardConfig()
     #: The side module watching Phorge's databases and repositories; off when absent.
     cluster_status: ClusterStatusConfig | None = None
+    #: Broker mode: the Redis the nodes publish to and receive from; off when absent.
+    broker: BrokerConfig | None = None
     #: "text" for people, "json" (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
 
