@@ -19,14 +19,16 @@ from functools import partial
 
 from aiohttp import web
 
+from relay.broker.link import Broker, Received
 from relay.config import Config, ServerConfig
 from relay.core.admission import Admission
 from relay.core.dedup import RecentIds
 from relay.core.fingerprint import new_fingerprint
 from relay.core.history import History
 from relay.core.hub import Hub
+from relay.core.notification import parse_notification
 from relay.dbwatch.monitor import ClusterStatusMonitor
-from relay.errors import StartupError
+from relay.errors import NotificationError, StartupError
 from relay.listeners.admin import AdminState, create_admin_app
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
@@ -77,13 +79,15 @@ class Node:
         self.peers = PeerSet(
             config.cluster, config.peering, fingerprint, secret=self._secret, clock=clock
         )
+        self._clock = clock
+        self.broker = self._new_broker(config, fingerprint, clock)
         self.hub = Hub(
             fingerprint=fingerprint,
             history=history,
             recent=recent,
             clock=clock,
             limits=config.limits,
-            forward=self.peers.forward,
+            forward=self.peers.forward if self.broker is None else self._forward,
         )
         self.admission = Admission(
             config.limits.max_connections, config.limits.max_connections_per_ip
@@ -118,6 +122,19 @@ class Node:
         """
         log.info("starting relay node %s", self.hub.fingerprint)
         try:
+            broker = self.config.broker
+            if self.broker is not None and broker is not None:
+                if self.config.cluster:
+                    log.info(
+                        "broker mode with %d cluster peers: messages posted here also go "
+                        "to them (a migration from an Aphlict mesh)",
+                        len(self.config.cluster),
+                    )
+                # Before any browser connects: the cluster's history is reloaded
+                # first, unless Redis is away (then it is at most this late).
+                await self.broker.start(
+                    wait=broker.connect_timeout_seconds + broker.timeout_seconds
+                )
             for index, server in self._servers("client"):
                 listener = ClientListener(
                     self.hub,
@@ -161,7 +178,10 @@ class Node:
         )
         self._admin_runners.clear()
         self.client_listeners.clear()
-        await self.peers.stop(PEER_DRAIN_GRACE)
+        await asyncio.gather(
+            self.peers.stop(PEER_DRAIN_GRACE),
+            *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
+        )
         log.info("relay node %s stopped", self.hub.fingerprint)
 
     @property
@@ -221,9 +241,13 @@ class Node:
             notes.append("servers changed: listeners keep their old addresses until a restart")
         if config.pidfile != self.config.pidfile:
             notes.append("pidfile changed: it takes effect at the next start")
+        if config.broker != self.config.broker:
+            notes.append("broker changed: it takes effect at the next start")
         limits = config.limits
         self.hub.set_limits(limits)
         self._history.resize(config.history.max_messages, config.history.max_age_seconds)
+        if self.broker is not None:
+            self.broker.set_history(config.history.max_messages, config.history.max_age_seconds)
         self._recent.set_window(_dedup_window(config))
         self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
         self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
@@ -294,6 +318,43 @@ class Node:
             tls=self.config.listeners("client")[0].uses_tls,
             dashboard=self.config.dashboard,
             status_keys=self._status_keys(),
+        )
+
+    def _new_broker(
+        self, config: Config, fingerprint: str, clock: Callable[[], float]
+    ) -> Broker | None:
+        if config.broker is None:
+            return None
+        return Broker(
+            config.broker,
+            fingerprint,
+            on_receive=self._from_broker,
+            max_messages=config.history.max_messages,
+            max_age=config.history.max_age_seconds,
+            clock=clock,
+        )
+
+    def _forward(self, instance: str, payload: memoryview, touched: frozenset[str]) -> None:
+        """Broker mode: a message posted here goes to Redis once, and to any cluster peers."""
+        assert self.broker is not None
+        self.broker.publish(instance, payload)
+        self.peers.forward(instance, payload, touched)
+
+    def _from_broker(self, received: Received) -> None:
+        """Hand a message another node published to the hub."""
+        limits = self.config.limits
+        try:
+            notification = parse_notification(
+                received.payload,
+                max_subscribers=limits.max_subscribers,
+                max_touched=limits.max_touched,
+            )
+        except NotificationError as exc:
+            log.warning("ignored a message from the broker: %s", exc)
+            return
+        at = None if received.age is None else self._clock() - received.age
+        self.hub.receive(
+            received.instance, notification, received.payload, at=at, live=received.live
         )
 
     async def _announce(self) -> None:

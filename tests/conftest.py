@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import uvloop
 from chromium import Chromium
+from redis_harness import RedisServer
 from support import Admin, Browser, local_config
 
 from relay.config import parse_config
@@ -57,6 +58,14 @@ async def start_node() -> AsyncIterator[StartNode]:
 async def node(start_node: StartNode) -> Node:
     """One running node with the default test config."""
     return await start_node()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on its own port and in its own directory."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

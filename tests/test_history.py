@@ -89,3 +89,16 @@ def test_zero_messages_disables_history() -> None:
     history = History(0, 60, FakeClock())
     history.add("default", frozenset({"A"}), msg("1"))
     assert history.size("default") == 0
+
+
+def test_a_message_from_the_past_takes_its_place_in_time() -> None:
+    clock = FakeClock()
+    history = History(3, 60.0, clock)
+    for name, at in (("b", clock.now - 5), ("d", None), ("a", clock.now - 10)):
+        history.add("default", frozenset({"K"}), EncodedMessage(name.encode()), at)
+    history.add("default", frozenset({"K"}), EncodedMessage(b"too-old"), clock.now - 61)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [b"a", b"b", b"d"]
+    # Full: one older than everything kept has no place; a newer one pushes the oldest out.
+    history.add("default", frozenset({"K"}), EncodedMessage(b"oldest"), clock.now - 20)
+    history.add("default", frozenset({"K"}), EncodedMessage(b"c"), clock.now - 1)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [b"b", b"c", b"d"]

@@ -218,3 +218,40 @@ def test_instances_only_browsers_named_are_forgotten_with_them() -> None:
     assert set(hub._index._by_instance) == {"real"}
     hub.disconnect(kept)
     assert hub.status("real")["clients.total"] == 1  # posted to: its counters stay
+
+
+def from_broker(
+    hub: Hub, body: dict[str, Any], *, at: float | None = None, live: bool = True
+) -> Outcome:
+    payload = orjson.dumps(body)
+    return hub.receive("default", parse_notification(payload), payload, at=at, live=live)
+
+
+def test_a_broker_message_is_delivered_as_encoded_kept_and_never_passed_on() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    body = {"subscribers": ["K"], "uniqueID": "b1", "touched": ["OTHER"]}
+    assert from_broker(hub, body) is Outcome.DELIVERED
+    assert browser.received == [body]  # not re-stamped: the origin's bytes as they are
+    assert forwarded == []
+    # Its own message coming back, and a second copy along another path, are dropped.
+    assert from_broker(hub, {**body, "touched": ["OTHER", "SELF"]}) is Outcome.LOOPED
+    assert post(hub, {"subscribers": ["K"], "uniqueID": "b1"}) is Outcome.DUPLICATE
+    assert from_broker(hub, body) is Outcome.DUPLICATE
+    assert len(browser.received) == 1
+    assert hub.status("default")["history.size"] == 1
+
+
+def test_a_reloaded_broker_message_is_history_not_news() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    body = {"subscribers": ["K"], "uniqueID": "old", "touched": ["OTHER"]}
+    assert from_broker(hub, body, at=clock.now - 30, live=False) is Outcome.DELIVERED
+    assert browser.received == []
+    assert hub.replay(browser, 20_000) == 0  # it entered the cluster 30 s ago
+    assert hub.replay(browser, 40_000) == 1

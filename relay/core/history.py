@@ -6,6 +6,7 @@ another's browser (Aphlict keeps one list for all). Time is injected.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable, Set
 from typing import NamedTuple
@@ -41,14 +42,41 @@ class History:
             else:
                 self._by_instance[instance] = deque(entries, maxlen=max_messages)
 
-    def add(self, instance: str, subscribers: frozenset[str], message: EncodedMessage) -> None:
-        """Retain ``message`` for ``instance``, dropping the oldest past the bounds."""
+    def add(
+        self,
+        instance: str,
+        subscribers: frozenset[str],
+        message: EncodedMessage,
+        at: float | None = None,
+    ) -> None:
+        """Retain ``message`` for ``instance``, dropping the oldest past the bounds.
+
+        ``at`` is when it arrived (the clock's reading; now when None). An
+        earlier ``at`` than the newest entry's, as a message reloaded from the
+        broker has, is placed in time order; one already past the age bound is
+        not kept.
+        """
         if self._max_messages == 0:
+            return
+        now = self._clock()
+        if at is None:
+            at = now
+        elif at < now - self._max_age:
             return
         entries = self._by_instance.get(instance)
         if entries is None:
             entries = self._by_instance[instance] = deque(maxlen=self._max_messages)
-        entries.append(Entry(self._clock(), subscribers, message))
+        entry = Entry(at, subscribers, message)
+        if not entries or entries[-1].at <= at:
+            entries.append(entry)
+            return
+        position = bisect.bisect_right(entries, at, key=lambda entry: entry.at)
+        if len(entries) == entries.maxlen:
+            if position == 0:
+                return  # older than everything kept, and no room: it would go first
+            entries.popleft()
+            position -= 1
+        entries.insert(position, entry)
 
     def replay(self, instance: str, keys: Set[str], age: float) -> list[EncodedMessage]:
         """Messages of the last ``age`` seconds for any of ``keys``, oldest first."""

@@ -184,6 +184,37 @@ class Hub:
             self.forward(instance, message.payload, touched)
         return Outcome.DELIVERED
 
+    def receive(
+        self,
+        instance: str,
+        notification: Notification,
+        payload: bytes,
+        *,
+        at: float | None = None,
+        live: bool = True,
+    ) -> Outcome:
+        """Route a message another node published through the broker.
+
+        It is kept and delivered exactly as its origin node encoded it
+        (``payload``), and never passed on: every node receives it from the
+        broker itself. Its identity is remembered as a posted one's is, so a
+        copy arriving along another path (a peer's POST during a migration,
+        a publish retried after a Redis failure) is dropped. ``at`` is when it
+        entered the cluster, for a message reloaded from the broker's history;
+        ``live=False`` only keeps it for replay.
+        """
+        if self.fingerprint in notification.touched:
+            return Outcome.LOOPED  # posted here: delivered when it was posted
+        counters = self._counters_of(instance)
+        counters.messages_in += 1
+        if not self._recent.first_sighting((instance, notification.identity())):
+            return Outcome.DUPLICATE
+        message = EncodedMessage(payload)
+        self._history.add(instance, notification.subscribers, message, at)
+        if live:
+            counters.messages_out += self._deliver(instance, notification.subscribers, message)
+        return Outcome.DELIVERED
+
     def announce(self, instance: str, body: dict[str, Any]) -> None:
         """Deliver a message this node originates, such as its view of the Phorge cluster.
 

@@ -1,0 +1,129 @@
+"""Throwaway Redis servers for tests: start, kill -9, restart on the same port.
+
+Each :class:`RedisServer` runs its own ``redis-server`` in its own temporary
+directory on a loopback port the OS picked, with persistence off (a restart
+comes back empty, as a Redis without persistence does). Readiness is awaited
+by polling ``PING`` with a bounded deadline, never by sleeping a fixed time.
+If ``redis-server`` is missing the harness fails loudly, naming the Debian
+package to install.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["DEBIAN_PACKAGE", "RedisServer", "require_redis_server"]
+
+DEBIAN_PACKAGE = "redis-server"
+#: How long a server may take to answer PING before the harness gives up.
+START_DEADLINE = 10.0
+#: How many fresh ports to try when the one picked was taken meanwhile.
+PORT_ATTEMPTS = 5
+
+
+def require_redis_server() -> str:
+    """The path of ``redis-server``; fail loudly, naming the package, when it is missing."""
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if path is None:
+        raise RuntimeError(
+            f"redis-server not found: install the Debian package {DEBIAN_PACKAGE!r} "
+            f"(apt-get install {DEBIAN_PACKAGE}), or run scripts/ensure-services as root"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process of a test, in ``directory``."""
+
+    def __init__(self, directory: Path, *extra_args: str) -> None:
+        """Prepare (not start) a server keeping its files in ``directory``."""
+        self.binary = require_redis_server()
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.extra_args = extra_args
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start on a fresh free port (or the same port again after ``kill``) and wait for PING."""
+        attempts = 1 if self.port else PORT_ATTEMPTS
+        for _ in range(attempts):
+            port = self.port or _free_port()
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    str(self.directory / "redis.log"),
+                    *self.extra_args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready(port):
+                self.port = port
+                return self
+            self.kill()
+        raise RuntimeError(
+            "redis-server did not start:\n" + (self.directory / "redis.log").read_text()[-2000:]
+        )
+
+    def _wait_ready(self, port: int) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False  # exited: most likely the port was taken
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.01)  # a bounded poll of the port, not a synchronisation sleep
+        return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one inline command and return the raw reply (for test set-up only)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as sock:
+            sock.sendall((" ".join(args) + "\r\n").encode())
+            return sock.recv(65536)
+
+    def kill(self) -> None:
+        """``kill -9`` the server and reap it (the port stays recorded for ``start``)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop for good."""
+        self.kill()
