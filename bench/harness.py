@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench import procfs
-from bench.server import RelayNode
+from bench.server import RedisProcess, RelayNode
 from bench.workers import run_worker
 
 #: Longest a worker may take to become ready (connecting 20,000 browsers included).
@@ -204,6 +204,7 @@ class Bench:
         self.scenario = scenario
         self.fd_limit = procfs.raise_fd_limit()
         self.nodes: list[RelayNode] = []
+        self.redis_servers: list[RedisProcess] = []
         self.workers: list[Worker] = []
         #: How long the last ``browsers`` call took to connect and subscribe everyone.
         self.connect_seconds = 0.0
@@ -220,6 +221,8 @@ class Bench:
             worker.close()
         for node in self.nodes:
             node.stop()
+        for redis in self.redis_servers:
+            redis.stop()
         _progress(f"stopped {len(self.nodes)} nodes, {len(self.workers)} workers", began)
 
     def node(self, config: dict[str, Any], name: str = "relay") -> RelayNode:
@@ -232,6 +235,12 @@ class Bench:
         node = RelayNode(config, name, profile)
         self.nodes.append(node)
         return node.start()
+
+    def redis(self) -> RedisProcess:
+        """Start a redis-server for broker-mode nodes; it is stopped after them."""
+        server = RedisProcess()
+        self.redis_servers.append(server)
+        return server.start()
 
     def browser_capacity(self, node: RelayNode) -> int:
         """How many browsers ``node`` can hold under the open-files limit."""

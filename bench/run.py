@@ -116,6 +116,34 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             )
         ),
     ),
+    "mesh-3-2000": (
+        "3-node full mesh, 2,000 posts/s to node 1: deliveries/s, loss, cross-node latency",
+        _with_bench(
+            lambda b, q: scenarios.cluster_rate(
+                b,
+                name="mesh-3-2000",
+                mode="mesh",
+                size=3,
+                browsers_per_node=20,
+                rate=500 if q else 2000,
+                duration=2 if q else 5,
+            )
+        ),
+    ),
+    "broker-5-2000": (
+        "5 nodes on one Redis, 2,000 posts/s to node 1: deliveries/s, loss, cross-node latency",
+        _with_bench(
+            lambda b, q: scenarios.cluster_rate(
+                b,
+                name="broker-5-2000",
+                mode="broker",
+                size=5,
+                browsers_per_node=20,
+                rate=500 if q else 2000,
+                duration=2 if q else 5,
+            )
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [

@@ -396,3 +396,94 @@ def sweep(
         latencies={},
         sweep=points,
     )
+
+
+def cluster_rate(
+    bench: Bench,
+    *,
+    name: str,
+    mode: str,
+    size: int,
+    browsers_per_node: int,
+    rate: float,
+    duration: float,
+) -> Outcome:
+    """``size`` nodes, a full mesh or on one Redis; ``rate`` posts/s to node 1.
+
+    Every node has ``browsers_per_node`` browsers on the posted key, so the
+    figures say what crosses nodes at that rate: deliveries/s, what was lost
+    on the way (the mesh's bounded peer queues, the broker's publish queue),
+    and the cross-node latency (browsers of nodes 2.. against node 1's).
+    """
+    redis = bench.redis() if mode == "broker" else None
+    ports = [free_port() for _ in range(size)]
+    nodes = [
+        bench.node(
+            node_config(
+                admin_port=port,
+                peers=[p for p in ports if p != port] if mode == "mesh" else None,
+                broker=redis.url if redis is not None else None,
+            ),
+            name=f"node{i + 1}",
+        )
+        for i, port in enumerate(ports)
+    ]
+    groups = [
+        {
+            "name": "direct" if i == 0 else f"cross-node{i + 1}",
+            "port": node.client_port,
+            "count": browsers_per_node,
+            "keys": BROWSER_KEYS,
+        }
+        for i, node in enumerate(nodes)
+    ]
+    posts = round(rate * duration)
+    browser_workers = bench.browsers(groups, workers=2, seen_size=posts)
+    poster = bench.poster(
+        port=nodes[0].admin_port,
+        key=SHARED_KEY,
+        seq_base=0,
+        max_posts=posts,
+        duration=duration,
+        rate=rate,
+        connections=16,
+    )
+    redis_cpu_before = redis.cpu_seconds() if redis is not None else 0.0
+    m = bench.drive(browser_workers, [poster], barrier=False, settle=15.0)
+    figures = _delivery_figures(m, cpu_node="node1")
+    direct = m.groups["direct"].latencies
+    cross = np.concatenate([g.latencies for n, g in m.groups.items() if n != "direct"])
+    figures["latency_direct_ms"] = percentiles(direct)
+    figures["latency_cross_node_ms"] = percentiles(cross)
+    figures["lost_by_group"] = {n: g.lost for n, g in m.groups.items()}
+    cross_expected = m.posts_ok * (size - 1) * browsers_per_node
+    cross_lost = sum(g.lost for n, g in m.groups.items() if n != "direct")
+    figures["cross_node_loss_fraction"] = (
+        round(cross_lost / cross_expected, 4) if cross_expected else None
+    )
+    figures["node_cpu_s"] = {n: round(c, 3) for n, c in m.node_cpu.items()}
+    if redis is not None:
+        figures["redis_cpu_s"] = round(redis.cpu_seconds() - redis_cpu_before, 3)
+    notes = []
+    if cross.size == 0:
+        notes.append("no message crossed to another node")
+    how = "full mesh" if mode == "mesh" else "nodes on one Redis (broker mode)"
+    return Outcome(
+        result={
+            "scenario": name,
+            "description": (
+                f"{size} {how}, {browsers_per_node} browsers per node, {rate:g} posts/s to "
+                f"node 1 for {duration:g} s"
+            ),
+            "parameters": {
+                "mode": mode,
+                "nodes": size,
+                "browsers_per_node": browsers_per_node,
+                "rate": rate,
+                "duration_s": duration,
+            },
+            "figures": figures,
+            "notes": notes,
+        },
+        latencies={f"{name} cross-node": cross},
+    )

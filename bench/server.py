@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,13 @@ def free_port() -> int:
         return port
 
 
-def node_config(admin_port: int = 0, peers: list[int] | None = None) -> dict[str, Any]:
-    """A loopback config: one client listener on an OS-picked port, one admin listener."""
+def node_config(
+    admin_port: int = 0, peers: list[int] | None = None, broker: str | None = None
+) -> dict[str, Any]:
+    """A loopback config: one client listener on an OS-picked port, one admin listener.
+
+    With ``broker`` (a Redis URL), the node runs in broker mode.
+    """
     config: dict[str, Any] = {
         "servers": [
             {"type": "client", "port": 0, "listen": "127.0.0.1"},
@@ -53,6 +59,8 @@ def node_config(admin_port: int = 0, peers: list[int] | None = None) -> dict[str
         config["cluster"] = [
             {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in peers
         ]
+    if broker:
+        config["broker"] = {"url": broker}
     return config
 
 
@@ -157,3 +165,66 @@ class RelayNode:
         if self._reader is not None:
             self._reader.join(STOP_TIMEOUT)
         self._config_dir.cleanup()
+
+
+class RedisProcess:
+    """A ``redis-server`` of the benchmark's own: loopback, a free port, no persistence."""
+
+    def __init__(self) -> None:
+        """Prepare a server in a temporary directory; nothing starts until ``start``."""
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="relay-bench-redis-")
+
+    @property
+    def url(self) -> str:
+        """The URL nodes' ``broker`` section names."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        """Start and wait (bounded) until it answers PING.
+
+        Raises:
+            RuntimeError: redis-server is missing, exited, or did not answer in time.
+        """
+        self.port = free_port()
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir.name),
+                    *("--save", "", "--appendonly", "no"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            raise RuntimeError("redis-server not found: apt-get install redis-server") from None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)  # a bounded poll of the port
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far."""
+        assert self.proc is not None
+        return procfs.cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then kill if it lingers) and remove its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self._dir.cleanup()
