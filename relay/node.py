@@ -126,8 +126,8 @@ class Node:
             if self.broker is not None and broker is not None:
                 if self.config.cluster:
                     log.info(
-                        "broker mode with %d cluster peers: messages posted here also go "
-                        "to them (a migration from an Aphlict mesh)",
+                        "broker mode with %d cluster peers: what application servers post "
+                        "here also goes to them (a migration from an Aphlict mesh)",
                         len(self.config.cluster),
                     )
                 # Before any browser connects: the cluster's history is reloaded
@@ -335,10 +335,20 @@ class Node:
         )
 
     def _forward(self, instance: str, payload: memoryview, touched: frozenset[str]) -> None:
-        """Broker mode: a message posted here goes to Redis once, and to any cluster peers."""
+        """Broker mode: a message that arrived here by POST goes to Redis once.
+
+        During a migration from an Aphlict mesh (a ``cluster`` list next to the
+        broker), what an application server posted here (nobody touched it
+        before this node) is also POSTed to the listed peers. A message that
+        came from a peer is not: the Aphlict nodes pass it among themselves,
+        and the broker-mode nodes get it from Redis, so forwarding it again
+        would only make copies. Copies that do reach a relay node are dropped
+        by identity there.
+        """
         assert self.broker is not None
         self.broker.publish(instance, payload)
-        self.peers.forward(instance, payload, touched)
+        if len(touched) == 1:
+            self.peers.forward(instance, payload, touched)
 
     def _from_broker(self, received: Received) -> None:
         """Hand a message another node published to the hub."""

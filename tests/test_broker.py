@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from redis_harness import RedisServer
-from support import Admin, Browser, eventually, local_config, notification
+from support import Admin, Browser, eventually, free_ports, local_config, notification
 
 from relay.node import Node
 
@@ -184,3 +184,52 @@ async def test_status_and_metrics_never_show_the_password(
         assert "s3cret-pw" not in repr(status) + metrics + repr(node.config)
     finally:
         redis.stop()
+
+
+async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    # "mesh" stands for an Aphlict node: it lists both broker-mode nodes as
+    # peers; they list it (the Aphlict nodes still running) in theirs.
+    mesh_port, b1_port, b2_port = free_ports(3)
+
+    def config(admin_port: int, peers: list[int], broker: bool) -> dict[str, Any]:
+        data = local_config(
+            cluster=[{"host": "127.0.0.1", "port": p, "protocol": "http"} for p in peers]
+        )
+        data["servers"][1]["port"] = admin_port
+        if broker:
+            data["broker"] = {"url": redis_server.url}
+        return data
+
+    mesh = await start_node(config(mesh_port, [b1_port, b2_port], broker=False))
+    b1 = await start_node(config(b1_port, [mesh_port], broker=True))
+    b2 = await start_node(config(b2_port, [mesh_port], broker=True))
+    nodes = {"mesh": mesh, "b1": b1, "b2": b2}
+    browsers = {name: await open_browser(node, "PHID-MIG") for name, node in nodes.items()}
+    for name, node in nodes.items():
+        status, _ = await Admin(session, node.admin_addresses[0][1]).post(
+            notification("PHID-MIG", unique_id=f"mig-{name}")
+        )
+        assert status == 200
+    expected = sorted(f"mig-{name}" for name in nodes)
+    seen: dict[str, list[dict[str, Any]]] = {name: [] for name in nodes}
+    for name, browser in browsers.items():
+        await collect(browser, seen[name], 3, f"{name} delivered all three")
+
+    async def forwarding_done() -> bool:
+        # The mesh node floods as Aphlict does: its own post to both, each
+        # broker node's post to the other one. A broker-mode node POSTs to the
+        # mesh node only what was posted to it directly.
+        sent = [link.sent for node in nodes.values() for link in node.peers.links]
+        brokers = [node.broker for node in (b1, b2) if node.broker is not None]
+        published = sum(broker.published for broker in brokers)
+        received = [broker.received for broker in brokers]
+        return sent == [2, 2, 1, 1] and received == [published, published]
+
+    await eventually(forwarding_done, "every POST between the nodes and every publish went round")
+    for name, browser in browsers.items():
+        seen[name] += await browser.drain()
+        assert sorted(m["uniqueID"] for m in seen[name]) == expected, name
+    for browser in browsers.values():
+        await browser.close()
