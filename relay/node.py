@@ -34,6 +34,7 @@ from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.ops.dashboard import NodeStatusAnnouncer, render_page
 from relay.ops.metrics import NodeMetrics
+from relay.peering.backoff import Backoff
 from relay.peering.peers import PeerSet, peer_tls_context
 from relay.secret import load_secret
 from relay.snapshot import NodeSnapshot
@@ -308,6 +309,7 @@ class Node:
             instances=hub.readings(),
             peers=self.peers.status(),
             cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
+            broker=None if self.broker is None else self.broker.reading(),
         )
 
     def _dashboard_page(self, host: str) -> bytes:
@@ -329,6 +331,9 @@ class Node:
             config.broker,
             fingerprint,
             on_receive=self._from_broker,
+            backoff=Backoff(
+                config.broker.backoff_initial_seconds, config.broker.backoff_max_seconds
+            ),
             max_messages=config.history.max_messages,
             max_age=config.history.max_age_seconds,
             clock=clock,

@@ -42,6 +42,47 @@ class InstanceReading:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerReading:
+    """Broker mode: the link to Redis and what went through it."""
+
+    #: The Redis URL (it never carries a password).
+    url: str
+    #: "connecting", "up" or "down".
+    state: str
+    #: Seconds in that state.
+    since_seconds: float
+    #: Why Redis was last found away; kept after it recovers.
+    last_error: str | None
+    #: Posts published to Redis.
+    published: int
+    #: Messages received from Redis (this node's own included, and skipped).
+    received: int
+    #: Posts waiting for Redis.
+    queue: int
+    #: Posts never published: the queue was full, or they waited too long.
+    dropped: int
+    #: Outages recovered from.
+    reconnects: int
+    #: Subscriptions re-established because nothing came through them.
+    stale_subscriptions: int
+
+    def status(self) -> dict[str, Any]:
+        """The ``broker`` entry of ``/status/``."""
+        return {
+            "url": self.url,
+            "state": self.state,
+            "since_seconds": self.since_seconds,
+            "last_error": self.last_error,
+            "published": self.published,
+            "received": self.received,
+            "queue": self.queue,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
+            "stale_subscriptions": self.stale_subscriptions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSnapshot:
     """One node's state for its readers (metrics, status page, ``/status/``)."""
 
@@ -59,11 +100,15 @@ class NodeSnapshot:
     peers: Sequence[Mapping[str, Any]]
     #: The cluster-status module's view of Phorge; None when the module is off.
     cluster_status: Mapping[str, Any] | None
+    #: The link to Redis; None unless the node runs in broker mode.
+    broker: BrokerReading | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
-        """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint and the peers."""
+        """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
         reading = self.instances.get(instance) or InstanceReading()
         status = reading.aphlict_status(instance, self.uptime_ms)
         status["fingerprint"] = self.fingerprint
         status["cluster"] = [dict(peer) for peer in self.peers]
+        if self.broker is not None:
+            status["broker"] = self.broker.status()
         return status

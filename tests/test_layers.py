@@ -43,6 +43,8 @@ FOUNDATION = frozenset(
         # The cluster-status config section and its errors: relay.config embeds it.
         "relay.dbwatch.config",
         "relay.dbwatch.errors",
+        # The broker config section (its password loading included): relay.config embeds it.
+        "relay.broker.config",
     }
 )
 #: Packages that do I/O at the edge of the core, side by side.
@@ -59,6 +61,8 @@ PURE_EDGE_MODULES = frozenset(
         "relay.dbwatch.repositories",
         "relay.dbwatch.events",
         "relay.dbwatch.table",
+        "relay.broker.wire",
+        "relay.broker.queue",
     }
 )
 #: What a pure module must not import (a name or any module below it).

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -33,9 +33,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from relay.broker.config import BrokerConfig
+from relay.broker.queue import PublishQueue
 from relay.broker.wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
-from relay.peering.backoff import Backoff
-from relay.peering.outbox import Outbox, Outgoing
+from relay.snapshot import BrokerReading
 
 log = logging.getLogger("relay.broker")
 
@@ -69,6 +69,16 @@ class Received:
 OnReceive = Callable[[Received], None]
 
 
+class RetryDelays(Protocol):
+    """How long to wait before each reconnection (``relay.peering.backoff.Backoff`` is one)."""
+
+    def next_delay(self) -> float:
+        """Record one more failure and return the delay before the next try."""
+
+    def reset(self) -> None:
+        """Forget past failures after a success."""
+
+
 class StaleSubscriptionError(Exception):
     """The subscription stayed silent, not even the node's own ping came back."""
 
@@ -82,6 +92,7 @@ class Broker:
         fingerprint: str,
         *,
         on_receive: OnReceive,
+        backoff: RetryDelays,
         max_messages: int,
         max_age: float,
         clock: Callable[[], float] = time.monotonic,
@@ -89,7 +100,7 @@ class Broker:
         """Link to ``config.url``; nothing is connected until ``start``.
 
         ``max_messages`` and ``max_age`` (seconds) bound each instance's stream,
-        as they bound the local history.
+        as they bound the local history; ``backoff`` spaces the reconnections.
         """
         self.config = config
         self._fingerprint = fingerprint
@@ -97,8 +108,8 @@ class Broker:
         self._keys = Keys(config.prefix)
         self._ping_channel = self._keys.ping_channel(fingerprint)
         self._clock = clock
-        self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
-        self._backoff = Backoff(config.backoff_initial_seconds, config.backoff_max_seconds)
+        self._outbox = PublishQueue(config.queue_size, config.queue_max_age_seconds, clock)
+        self._backoff = backoff
         self.set_history(max_messages, max_age)
         self.state = BrokerState.CONNECTING
         self._state_since = clock()
@@ -168,20 +179,20 @@ class Broker:
         """Posts given up on: the queue was full, or they waited too long."""
         return self._outbox.dropped
 
-    def status(self) -> dict[str, Any]:
-        """The link as ``/status/`` shows it (no password: the URL never has one)."""
-        return {
-            "url": self.config.display_url,
-            "state": self.state.value,
-            "since_seconds": round(self._clock() - self._state_since, 3),
-            "last_error": self.last_error,
-            "published": self.published,
-            "received": self.received,
-            "queue": len(self._outbox),
-            "dropped": self._outbox.dropped,
-            "reconnects": self.reconnects,
-            "stale_subscriptions": self.stale,
-        }
+    def reading(self) -> BrokerReading:
+        """The link as ``/status/`` and ``/metrics`` show it (the URL never has a password)."""
+        return BrokerReading(
+            url=self.config.display_url,
+            state=self.state.value,
+            since_seconds=round(self._clock() - self._state_since, 3),
+            last_error=self.last_error,
+            published=self.published,
+            received=self.received,
+            queue=len(self._outbox),
+            dropped=self._outbox.dropped,
+            reconnects=self.reconnects,
+            stale_subscriptions=self.stale,
+        )
 
     # The session loop.
 
@@ -311,7 +322,7 @@ class Broker:
     async def _publish_forever(self, client: aioredis.Redis, script_sha: str) -> None:
         keys = self._keys
         while True:
-            batch = self._take_batch()
+            batch = self._outbox.take(BATCH_SIZE)
             if not batch:
                 self._idle.set()
                 self._wakeup.clear()
@@ -337,21 +348,11 @@ class Broker:
                 # Unknown which of them Redis took: all are sent again. A copy
                 # that did get through is dropped by every receiver, which
                 # remembers message identities.
-                for item in reversed(batch):
-                    self._outbox.put_back(item)
+                self._outbox.put_back(batch)
                 raise
             self.published += len(batch)
             for item, raw_id in zip(batch, ids, strict=True):
                 self._seen(item.instance, StreamId.parse(raw_id))
-
-    def _take_batch(self) -> list[Outgoing]:
-        batch: list[Outgoing] = []
-        while len(batch) < BATCH_SIZE:
-            item = self._outbox.take()
-            if item is None:
-                break
-            batch.append(item)
-        return batch
 
     async def _receive_forever(self, client: aioredis.Redis, pubsub: PubSub) -> None:
         config = self.config

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.snapshot import NodeSnapshot
+from relay.snapshot import BrokerReading, NodeSnapshot
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -65,6 +65,8 @@ class NodeMetrics(Collector):
         )
         yield from _instances(snapshot)
         yield from _peers(snapshot)
+        if snapshot.broker is not None:
+            yield from _broker(snapshot.broker)
         if snapshot.cluster_status is not None:
             yield from _cluster_status(snapshot.cluster_status)
 
@@ -124,6 +126,27 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
         failed.add_metric(name, status["failed"])
         dropped.add_metric(name, status["dropped"])
     yield from (up, queue, sent, failed, dropped)
+
+
+def _broker(broker: BrokerReading) -> Iterator[Metric]:
+    yield _gauge("relay_broker_up", "1 when the link to Redis is up, else 0.", broker.state == "up")
+    yield _gauge(
+        "relay_broker_queue_messages",
+        "Posts waiting to be published while Redis is away.",
+        broker.queue,
+    )
+    for name, documentation, value in (
+        ("relay_broker_published", "Posts published to Redis.", broker.published),
+        ("relay_broker_received", "Messages received from Redis.", broker.received),
+        ("relay_broker_dropped", "Posts never published (queue full or too old).", broker.dropped),
+        ("relay_broker_reconnects", "Outages of Redis recovered from.", broker.reconnects),
+        (
+            "relay_broker_stale_subscriptions",
+            "Subscriptions re-established because they received nothing.",
+            broker.stale_subscriptions,
+        ),
+    ):
+        yield CounterMetricFamily(name, documentation, value=value)
 
 
 def _cluster_status(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
