@@ -21,9 +21,8 @@ test: $(STAMP)
 
 # Quick loop while developing: the pure core only.
 unit: $(STAMP)
-	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_commands.py \
-		tests/test_notification.py tests/test_subscriptions.py tests/test_history.py \
-		tests/test_dedup.py tests/test_hub.py tests/test_routing_model.py
+	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_layers.py tests/core \
+		--ignore=tests/core/test_coalescer.py
 
 # The benchmark (bench/README.md): every scenario, 3-4 minutes; results in bench/results/.
 bench: $(VENV)/.bench-installed

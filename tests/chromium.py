@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import websockets
-from support import WAIT
+
+from tests.support import WAIT
 
 # The flags Debian's Chromium needs on a machine without a screen or an
 # outside network: no sandbox as root, no GPU, no background fetches.

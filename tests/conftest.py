@@ -11,12 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 import uvloop
-from chromium import Chromium
-from redis_harness import RedisServer
-from support import Admin, Browser, local_config
 
 from relay.config import parse_config
 from relay.node import Node
+from tests.chromium import Chromium
+from tests.redis_harness import RedisServer
+from tests.support import Admin, Browser, local_config
 
 # Fan-out tests open a thousand sockets each side; allow what the system allows.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

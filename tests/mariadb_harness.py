@@ -11,7 +11,7 @@ Readiness is always awaited by polling the server with a bounded deadline,
 never by sleeping a fixed time. If the MariaDB binaries are missing the
 harness fails loudly, naming the Debian package to install.
 
-Typical use (see ``tests/status/conftest.py`` for the fixtures)::
+Typical use (see ``tests/dbwatch/conftest.py`` for the fixtures)::
 
     factory = MariaDBFactory(tmp_path, make_template(tmp_path / "template"))
     master = factory.start("master", server_id=1)

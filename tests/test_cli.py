@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 import websockets
-from support import WAIT, Browser, RelayProcess, local_config, post_raw, rss_bytes
+
+from tests.support import WAIT, Browser, RelayProcess, local_config, post_raw, rss_bytes
 
 
 def write_config(tmp_path: Path, data: dict[str, Any], name: str = "relay.json") -> Path:

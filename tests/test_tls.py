@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 import trustme
 import websockets
-from support import Browser, notification
 
 from relay.config import parse_config
 from relay.errors import StartupError
 from relay.node import Node
+from tests.support import Browser, notification
 
 StartNode = Callable[..., Awaitable[Node]]
 

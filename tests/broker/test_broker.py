@@ -1,0 +1,235 @@
+"""Broker mode with in-process nodes on a real redis-server: delivery, history, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from relay.node import Node
+from tests.redis_harness import RedisServer
+from tests.support import Admin, Browser, eventually, free_ports, local_config, notification
+
+StartNode = Callable[..., Awaitable[Node]]
+
+#: Quick fault detection, so the fault tests take a second or two, not ten.
+FAST = {
+    "timeout_seconds": 0.5,
+    "connect_timeout_seconds": 0.5,
+    "ping_interval_seconds": 0.2,
+    "stale_seconds": 1.0,
+    "backoff_initial_seconds": 0.05,
+    "backoff_max_seconds": 0.5,
+}
+
+
+def broker_config(redis: RedisServer, **broker: Any) -> dict[str, Any]:
+    return local_config(broker={"url": redis.url, **broker})
+
+
+async def start_nodes(
+    start_node: StartNode, redis: RedisServer, count: int, **broker: Any
+) -> list[Node]:
+    return [await start_node(broker_config(redis, **broker)) for _ in range(count)]
+
+
+async def open_browser(node: Node, *keys: str, instance: str | None = None) -> Browser:
+    path = f"/~{instance}/" if instance else "/"
+    browser = await Browser.open(node.client_addresses[0][1], path)
+    await browser.subscribe(*keys)
+    return browser
+
+
+async def collect(browser: Browser, into: list[dict[str, Any]], count: int, what: str) -> None:
+    async def enough() -> bool:
+        into.extend(await browser.drain())
+        return len(into) >= count
+
+    await eventually(enough, what)
+
+
+async def test_each_node_delivers_each_message_once(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    nodes = await start_nodes(start_node, redis_server, 3)
+    browsers = [await open_browser(node, "PHID-B") for node in nodes]
+    other = await open_browser(nodes[1], "PHID-B", instance="elsewhere")
+    posts = 9
+    for n in range(posts):
+        node = nodes[n % 3]
+        status, receipt = await Admin(session, node.admin_addresses[0][1]).post(
+            notification("PHID-B", unique_id=f"b-{n}")
+        )
+        assert status == 200
+        assert receipt["fingerprint"] == node.hub.fingerprint
+    for index, browser in enumerate(browsers):
+        seen: list[dict[str, Any]] = []
+        await collect(browser, seen, posts, f"node {index} delivered every message")
+        seen += await browser.drain()
+        assert sorted(m["uniqueID"] for m in seen) == [f"b-{n}" for n in range(posts)]
+    assert await other.drain() == []
+    for n, node in enumerate(nodes):
+        broker = (await Admin(session, node.admin_addresses[0][1]).status())["broker"]
+        assert broker["state"] == "up"
+        assert broker["published"] == posts // 3
+        # Every message once over the subscription, its own included (and skipped).
+        assert broker["received"] == posts, (n, broker)
+    for browser in [*browsers, other]:
+        await browser.close()
+
+
+async def test_a_node_started_later_replays_the_whole_cluster_in_order(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    first, second = await start_nodes(start_node, redis_server, 2)
+    watcher = await open_browser(second, "PHID-R")
+    seen: list[dict[str, Any]] = []
+    for n in range(10):
+        node = (first, second)[n % 2]
+        await Admin(session, node.admin_addresses[0][1]).post(
+            notification("PHID-R", unique_id=f"r-{n}")
+        )
+        # Posted one after the other's delivery: the cluster's order is this order.
+        await collect(watcher, seen, n + 1, f"message {n} went round")
+    late = await start_node(broker_config(redis_server))
+    browser = await open_browser(late, "PHID-R")
+    await browser.send("replay", {"age": 60000})
+    replayed = await browser.drain()
+    assert [m["uniqueID"] for m in replayed] == [f"r-{n}" for n in range(10)]
+    # What the late node reloaded is history, not news: nothing arrived unasked.
+    fresh = await open_browser(late, "PHID-R")
+    assert await fresh.drain() == []
+    for b in (watcher, browser, fresh):
+        await b.close()
+
+
+async def test_redis_down_costs_nothing_local_and_the_queue_catches_up(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    here, there = await start_nodes(start_node, redis_server, 2, **FAST)
+    admin = Admin(session, here.admin_addresses[0][1])
+    local = await open_browser(here, "PHID-D")
+    remote = await open_browser(there, "PHID-D")
+    redis_server.kill()
+    for n in range(5):
+        started = time.monotonic()
+        status, _ = await admin.post(notification("PHID-D", unique_id=f"d-{n}"))
+        assert status == 200
+        assert (await local.recv())["uniqueID"] == f"d-{n}"
+        assert time.monotonic() - started < 0.1
+
+    async def down() -> bool:
+        broker = (await admin.status())["broker"]
+        return broker["state"] == "down" and broker["queue"] == 5
+
+    await eventually(down, "the broker is reported down with 5 posts queued")
+    await asyncio.to_thread(redis_server.start)
+    seen: list[dict[str, Any]] = []
+    await collect(remote, seen, 5, "the queued posts reached the other node")
+    assert [m["uniqueID"] for m in seen] == [f"d-{n}" for n in range(5)]
+    broker = (await admin.status())["broker"]
+    assert broker["state"] == "up"
+    assert broker["queue"] == 0
+    assert broker["reconnects"] == 1
+    assert broker["last_error"]
+    assert await local.drain() == []  # nothing twice
+    for b in (local, remote):
+        await b.close()
+
+
+async def test_a_hung_redis_is_detected_and_left_behind(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    here, there = await start_nodes(start_node, redis_server, 2, **FAST)
+    admin = Admin(session, here.admin_addresses[0][1])
+    remote = await open_browser(there, "PHID-H")
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)  # connected, but nothing answers
+    try:
+
+        async def down() -> bool:
+            return (await admin.status())["broker"]["state"] == "down"
+
+        await eventually(down, "the hung Redis is reported down")
+        await admin.post(notification("PHID-H", unique_id="h-1"))
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    seen: list[dict[str, Any]] = []
+    await collect(remote, seen, 1, "the post reached the other node once Redis answered")
+    assert [m["uniqueID"] for m in seen] == ["h-1"]
+    await remote.close()
+
+
+async def test_status_and_metrics_never_show_the_password(
+    start_node: StartNode,
+    tmp_path: Any,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    redis = RedisServer(tmp_path / "redis", "--requirepass", "s3cret-pw").start()
+    try:
+        monkeypatch.setenv("RELAY_TEST_REDIS_PW", "s3cret-pw")
+        node = await start_node(broker_config(redis, password_env="RELAY_TEST_REDIS_PW"))
+        admin = Admin(session, node.admin_addresses[0][1])
+        status = await admin.status()
+        assert status["broker"]["state"] == "up"
+        async with session.get(admin.base + "/metrics") as response:
+            metrics = await response.text()
+        assert "relay_broker_up 1.0" in metrics
+        assert "s3cret-pw" not in repr(status) + metrics + repr(node.config)
+    finally:
+        redis.stop()
+
+
+async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    # "mesh" stands for an Aphlict node: it lists both broker-mode nodes as
+    # peers; they list it (the Aphlict nodes still running) in theirs.
+    mesh_port, b1_port, b2_port = free_ports(3)
+
+    def config(admin_port: int, peers: list[int], broker: bool) -> dict[str, Any]:
+        data = local_config(
+            cluster=[{"host": "127.0.0.1", "port": p, "protocol": "http"} for p in peers]
+        )
+        data["servers"][1]["port"] = admin_port
+        if broker:
+            data["broker"] = {"url": redis_server.url}
+        return data
+
+    mesh = await start_node(config(mesh_port, [b1_port, b2_port], broker=False))
+    b1 = await start_node(config(b1_port, [mesh_port], broker=True))
+    b2 = await start_node(config(b2_port, [mesh_port], broker=True))
+    nodes = {"mesh": mesh, "b1": b1, "b2": b2}
+    browsers = {name: await open_browser(node, "PHID-MIG") for name, node in nodes.items()}
+    for name, node in nodes.items():
+        status, _ = await Admin(session, node.admin_addresses[0][1]).post(
+            notification("PHID-MIG", unique_id=f"mig-{name}")
+        )
+        assert status == 200
+    expected = sorted(f"mig-{name}" for name in nodes)
+    seen: dict[str, list[dict[str, Any]]] = {name: [] for name in nodes}
+    for name, browser in browsers.items():
+        await collect(browser, seen[name], 3, f"{name} delivered all three")
+
+    async def forwarding_done() -> bool:
+        # The mesh node floods as Aphlict does: its own post to both, each
+        # broker node's post to the other one. A broker-mode node POSTs to the
+        # mesh node only what was posted to it directly.
+        sent = [link.sent for node in nodes.values() for link in node.peers.links]
+        brokers = [node.broker for node in (b1, b2) if node.broker is not None]
+        published = sum(broker.published for broker in brokers)
+        received = [broker.received for broker in brokers]
+        return sent == [2, 2, 1, 1] and received == [published, published]
+
+    await eventually(forwarding_done, "every POST between the nodes and every publish went round")
+    for name, browser in browsers.items():
+        seen[name] += await browser.drain()
+        assert sorted(m["uniqueID"] for m in seen[name]) == expected, name
+    for browser in browsers.values():
+        await browser.close()

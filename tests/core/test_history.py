@@ -1,0 +1,103 @@
+"""Per-instance history bounded by count and age, on a fake clock."""
+
+from __future__ import annotations
+
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from tests.support import FakeClock
+
+
+def msg(text: str) -> EncodedMessage:
+    return EncodedMessage(text.encode())
+
+
+def payloads(messages: list[EncodedMessage]) -> list[bytes]:
+    return [m.payload for m in messages]
+
+
+def test_replay_returns_matching_messages_in_order() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("1"))
+    history.add("default", frozenset({"B"}), msg("2"))
+    history.add("default", frozenset({"A", "C"}), msg("3"))
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"1", b"3"]
+    assert payloads(history.replay("default", {"B", "C"}, 60)) == [b"2", b"3"]
+    assert history.replay("default", set(), 60) == []
+
+
+def test_replay_never_crosses_instances() -> None:
+    history = History(10, 60, FakeClock())
+    history.add("acme", frozenset({"A"}), msg("acme"))
+    history.add("other", frozenset({"A"}), msg("other"))
+    assert payloads(history.replay("acme", {"A"}, 60)) == [b"acme"]
+    assert payloads(history.replay("other", {"A"}, 60)) == [b"other"]
+    assert history.replay("third", {"A"}, 60) == []
+
+
+def test_replay_age_limits_how_far_back() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("old"))
+    clock.advance(30)
+    history.add("default", frozenset({"A"}), msg("new"))
+    clock.advance(5)
+    assert payloads(history.replay("default", {"A"}, 10)) == [b"new"]
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"old", b"new"]
+
+
+def test_count_bound_drops_the_oldest() -> None:
+    history = History(3, 60, FakeClock())
+    for n in range(5):
+        history.add("default", frozenset({"A"}), msg(str(n)))
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"2", b"3", b"4"]
+    assert history.size("default") == 3
+
+
+def test_age_bound_expires_by_time_alone() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    history.add("default", frozenset({"A"}), msg("1"))
+    clock.advance(20)
+    history.add("default", frozenset({"A"}), msg("2"))
+    assert history.oldest_age("default") == 20
+    clock.advance(45)
+    assert history.size("default") == 1
+    assert history.oldest_age("default") == 45
+    clock.advance(16)
+    history.expire()
+    assert history.size("default") == 0
+    assert history.oldest_age("default") is None
+    assert history._by_instance == {}
+
+
+def test_resize_keeps_the_newest_that_fit() -> None:
+    clock = FakeClock()
+    history = History(10, 60, clock)
+    for n in range(6):
+        history.add("default", frozenset({"A"}), msg(str(n)))
+    history.resize(3, 60)
+    assert payloads(history.replay("default", {"A"}, 60)) == [b"3", b"4", b"5"]
+    history.add("default", frozenset({"A"}), msg("6"))
+    assert history.size("default") == 3
+    history.resize(0, 60)
+    assert history.size("default") == 0
+
+
+def test_zero_messages_disables_history() -> None:
+    history = History(0, 60, FakeClock())
+    history.add("default", frozenset({"A"}), msg("1"))
+    assert history.size("default") == 0
+
+
+def test_a_message_from_the_past_takes_its_place_in_time() -> None:
+    clock = FakeClock()
+    history = History(3, 60.0, clock)
+    for name, at in (("b", clock.now - 5), ("d", None), ("a", clock.now - 10)):
+        history.add("default", frozenset({"K"}), EncodedMessage(name.encode()), at)
+    history.add("default", frozenset({"K"}), EncodedMessage(b"too-old"), clock.now - 61)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [b"a", b"b", b"d"]
+    # Full: one older than everything kept has no place; a newer one pushes the oldest out.
+    history.add("default", frozenset({"K"}), EncodedMessage(b"oldest"), clock.now - 20)
+    history.add("default", frozenset({"K"}), EncodedMessage(b"c"), clock.now - 1)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [b"b", b"c", b"d"]

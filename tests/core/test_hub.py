@@ -1,0 +1,257 @@
+"""The hub's routing, with recording browsers instead of sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from relay.config import LimitsConfig
+from relay.core.dedup import RecentIds
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from relay.core.hub import Hub, Outcome
+from relay.core.notification import parse_notification
+from tests.support import FakeClock
+
+
+class RecordingBrowser:
+    def __init__(self, instance: str = "default") -> None:
+        self.instance = instance
+        self.received: list[dict[str, Any]] = []
+
+    def deliver(self, message: EncodedMessage) -> None:
+        self.received.append(orjson.loads(message.payload))
+
+
+def make_hub(clock: FakeClock | None = None) -> tuple[Hub, list[tuple[str, bytes, frozenset[str]]]]:
+    clock = clock or FakeClock()
+    forwarded: list[tuple[str, bytes, frozenset[str]]] = []
+    hub = Hub(
+        fingerprint="SELF",
+        history=History(100, 60, clock),
+        recent=RecentIds(120, 1000, clock),
+        clock=clock,
+        forward=lambda *args: forwarded.append(args),
+    )
+    return hub, forwarded
+
+
+def post(hub: Hub, body: dict[str, Any], instance: str = "default") -> Outcome:
+    return hub.publish(instance, parse_notification(orjson.dumps(body)))
+
+
+def test_publish_reaches_subscribers_once_and_is_stamped() -> None:
+    hub, forwarded = make_hub()
+    both, one, none = RecordingBrowser(), RecordingBrowser(), RecordingBrowser()
+    for browser in (both, one, none):
+        hub.connect(browser)
+    hub.subscribe(both, ["A", "B"])
+    hub.subscribe(one, ["B"])
+    assert post(hub, {"subscribers": ["A", "B"], "uniqueID": "u1"}) is Outcome.DELIVERED
+    assert [m["uniqueID"] for m in both.received] == ["u1"]
+    assert [m["touched"] for m in one.received] == [["SELF"]]
+    assert none.received == []
+    assert forwarded[0][0] == "default"
+    assert forwarded[0][2] == {"SELF"}
+    assert orjson.loads(forwarded[0][1])["touched"] == ["SELF"]
+
+
+def test_a_message_already_touched_by_this_node_is_dropped() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert post(hub, {"subscribers": ["A"], "touched": ["OTHER", "SELF"]}) is Outcome.LOOPED
+    assert browser.received == []
+    assert forwarded == []
+
+
+def test_a_repeat_by_another_path_is_delivered_once() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert post(hub, {"subscribers": ["A"], "uniqueID": "u", "touched": ["N1"]}).name == "DELIVERED"
+    assert post(hub, {"subscribers": ["A"], "uniqueID": "u", "touched": ["N2"]}).name == "DUPLICATE"
+    assert len(browser.received) == 1
+    assert len(forwarded) == 1
+    assert hub.status("default")["history.size"] == 1
+    assert hub.status("default")["messages.in"] == 2
+
+
+def test_same_unique_id_in_two_instances_is_two_messages() -> None:
+    hub, _ = make_hub()
+    acme, other = RecordingBrowser("acme"), RecordingBrowser("other")
+    for browser in (acme, other):
+        hub.connect(browser)
+        hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"], "uniqueID": "u"}, "acme")
+    post(hub, {"subscribers": ["A"], "uniqueID": "u"}, "other")
+    assert len(acme.received) == len(other.received) == 1
+
+
+def test_replay_sends_only_this_instance_and_these_keys() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    post(hub, {"subscribers": ["A"], "n": 1}, "acme")
+    post(hub, {"subscribers": ["B"], "n": 2}, "acme")
+    post(hub, {"subscribers": ["A"], "n": 3}, "other")
+    clock.advance(1)
+    browser = RecordingBrowser("acme")
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert hub.replay(browser, 60_000) == 1
+    assert [m["n"] for m in browser.received] == [1]
+
+
+def test_one_failing_browser_does_not_cost_the_others() -> None:
+    hub, _ = make_hub()
+
+    class Broken(RecordingBrowser):
+        def deliver(self, message: EncodedMessage) -> None:
+            raise RuntimeError("boom")
+
+    broken, fine = Broken(), RecordingBrowser()
+    for browser in (broken, fine):
+        hub.connect(browser)
+        hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"]})
+    assert len(fine.received) == 1
+
+
+def test_announcements_stay_local_and_reach_late_subscribers() -> None:
+    hub, forwarded = make_hub()
+    early = RecordingBrowser()
+    hub.connect(early)
+    hub.subscribe(early, ["status"])
+    hub.announce("default", {"subscribers": ["status"], "state": 1})
+    hub.announce("default", {"subscribers": ["status"], "state": 2})
+    late = RecordingBrowser()
+    hub.connect(late)
+    hub.subscribe(late, ["status"])
+    hub.subscribe(late, ["status"])
+    assert [m["state"] for m in early.received] == [1, 2]
+    assert [m["state"] for m in late.received] == [2]
+    assert forwarded == []
+    assert hub.status("default")["history.size"] == 0
+
+
+def test_status_counts_clients_and_messages_per_instance() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    browser = RecordingBrowser("acme")
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    post(hub, {"subscribers": ["A"]}, "acme")
+    clock.advance(2.5)
+    hub.disconnect(browser)
+    status = hub.status("acme")
+    assert status == {
+        "instance": "acme",
+        "uptime": 2500,
+        "clients.active": 0,
+        "clients.total": 1,
+        "messages.in": 1,
+        "messages.out": 1,
+        "version": 7,
+        "history.size": 1,
+        "history.age": 2500,
+    }
+    assert hub.status("unknown")["clients.total"] == 0
+
+
+def test_a_message_that_fails_to_deliver_does_not_stop_the_replay() -> None:
+    hub, _ = make_hub()
+    for n in range(5):
+        post(hub, {"subscribers": ["A"], "n": n})
+
+    class Picky(RecordingBrowser):
+        def deliver(self, message: EncodedMessage) -> None:
+            body = orjson.loads(message.payload)
+            if body["n"] == 2:
+                raise ValueError("cannot take this one")
+            super().deliver(message)
+
+    browser = Picky()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    assert hub.replay(browser, 60_000) == 4
+    assert [m["n"] for m in browser.received] == [0, 1, 3, 4]
+
+
+def test_replay_of_a_huge_history_is_bounded_and_keeps_the_newest_in_order() -> None:
+    clock = FakeClock()
+    hub = Hub(
+        fingerprint="SELF",
+        history=History(4096, 60, clock),
+        recent=RecentIds(120, 10_000, clock),
+        clock=clock,
+        limits=LimitsConfig(replay_bytes=64 * 1024),
+    )
+    for n in range(4096):
+        post(hub, {"subscribers": ["A"], "n": n, "pad": "x" * 1000})
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    sent = hub.replay(browser, 60_000)
+    numbers = [m["n"] for m in browser.received]
+    assert 0 < sent < 4096
+    assert numbers == list(range(4096 - sent, 4096))  # the newest, oldest first
+    assert sum(len(orjson.dumps(m)) for m in browser.received) <= 64 * 1024
+
+
+def test_instances_only_browsers_named_are_forgotten_with_them() -> None:
+    hub, _ = make_hub()
+    browsers = [RecordingBrowser(f"made-up-{n}") for n in range(200)]
+    for browser in browsers:
+        hub.connect(browser)
+        hub.subscribe(browser, [])
+        hub.subscribe(browser, ["K" * 1000])  # refused: too long
+    kept = RecordingBrowser("real")
+    hub.connect(kept)
+    hub.subscribe(kept, ["A"])
+    post(hub, {"subscribers": ["A"]}, "real")
+    for browser in browsers:
+        hub.disconnect(browser)
+    assert set(hub.readings()) == {"real"}
+    assert set(hub._index._by_instance) == {"real"}
+    hub.disconnect(kept)
+    assert hub.status("real")["clients.total"] == 1  # posted to: its counters stay
+
+
+def from_broker(
+    hub: Hub, body: dict[str, Any], *, at: float | None = None, live: bool = True
+) -> Outcome:
+    payload = orjson.dumps(body)
+    return hub.receive("default", parse_notification(payload), payload, at=at, live=live)
+
+
+def test_a_broker_message_is_delivered_as_encoded_kept_and_never_passed_on() -> None:
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    body = {"subscribers": ["K"], "uniqueID": "b1", "touched": ["OTHER"]}
+    assert from_broker(hub, body) is Outcome.DELIVERED
+    assert browser.received == [body]  # not re-stamped: the origin's bytes as they are
+    assert forwarded == []
+    # Its own message coming back, and a second copy along another path, are dropped.
+    assert from_broker(hub, {**body, "touched": ["OTHER", "SELF"]}) is Outcome.LOOPED
+    assert post(hub, {"subscribers": ["K"], "uniqueID": "b1"}) is Outcome.DUPLICATE
+    assert from_broker(hub, body) is Outcome.DUPLICATE
+    assert len(browser.received) == 1
+    assert hub.status("default")["history.size"] == 1
+
+
+def test_a_reloaded_broker_message_is_history_not_news() -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    body = {"subscribers": ["K"], "uniqueID": "old", "touched": ["OTHER"]}
+    assert from_broker(hub, body, at=clock.now - 30, live=False) is Outcome.DELIVERED
+    assert browser.received == []
+    assert hub.replay(browser, 20_000) == 0  # it entered the cluster 30 s ago
+    assert hub.replay(browser, 40_000) == 1

@@ -1,0 +1,137 @@
+"""The admin port against a real node: POST, status, and every error status."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import orjson
+import pytest
+
+from relay.node import Node
+from tests.support import Admin, Browser, eventually, local_config, notification
+
+OpenBrowser = Callable[..., Awaitable[Browser]]
+
+APHLICT_STATUS_KEYS = {
+    "instance",
+    "uptime",
+    "clients.active",
+    "clients.total",
+    "messages.in",
+    "messages.out",
+    "version",
+    "history.size",
+    "history.age",
+}
+
+
+async def test_post_answers_with_the_node_fingerprint(node: Node, admin: Admin) -> None:
+    async with admin.session.post(admin.base + "/", data=orjson.dumps(notification("A"))) as r:
+        assert r.status == 200
+        assert r.content_type == "application/json"
+        assert await r.json() == {"fingerprint": node.hub.fingerprint}
+    assert len(node.hub.fingerprint) == 16
+
+
+async def test_post_reaches_subscribed_browsers_of_that_instance_only(
+    node: Node, admin: Admin, open_browser: OpenBrowser
+) -> None:
+    acme = await open_browser("/~acme/")
+    default = await open_browser("/")
+    for browser in (acme, default):
+        await browser.subscribe("PHID-1")
+    body = notification("PHID-1", unique_id="x" * 32)
+    assert (await admin.post(body, instance="acme"))[0] == 200
+    assert await acme.recv() == {**body, "touched": [node.hub.fingerprint]}
+    assert await default.drain() == []
+    assert (await admin.post(body, instance=""))[0] == 200
+    assert [m["uniqueID"] for m in await default.drain()] == ["x" * 32]
+    assert await acme.drain() == []
+
+
+async def test_status_has_exactly_aphlicts_keys(admin: Admin, open_browser: OpenBrowser) -> None:
+    browser = await open_browser("/~acme/")
+    await browser.subscribe("A")
+    await admin.post(notification("A"), instance="acme")
+    status = await admin.status("acme")
+    assert set(status) == APHLICT_STATUS_KEYS | {"fingerprint", "cluster"}
+    assert status["instance"] == "acme"
+    assert status["version"] == 7
+    assert status["clients.active"] == status["clients.total"] == 1
+    assert status["messages.in"] == status["messages.out"] == 1
+    assert status["history.size"] == 1
+    assert isinstance(status["history.age"], int)
+    assert isinstance(status["uptime"], int)
+    empty = await admin.status()
+    assert (empty["instance"], empty["history.size"], empty["history.age"]) == ("default", 0, None)
+
+
+async def test_clients_total_counts_every_browser_ever(
+    admin: Admin, open_browser: OpenBrowser
+) -> None:
+    first = await open_browser()
+    await first.sync()
+    await first.close()
+    second = await open_browser()
+    await second.sync()
+
+    # The first browser's TCP close reaches the server a moment after close() returns.
+    async def one_active() -> bool:
+        return (await admin.status())["clients.active"] == 1
+
+    await eventually(one_active, "the first browser is gone")
+    status = await admin.status()
+    assert status["clients.total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1,2,3]", "must be a JSON object"),
+        (b'{"key":"A"}', '"subscribers" must be a list of strings'),
+        (b'{"subscribers":"A"}', '"subscribers" must be a list of strings'),
+        (b'{"subscribers":[1]}', '"subscribers" must be a list of strings'),
+    ],
+)
+async def test_bad_bodies_get_a_clear_400(
+    admin: Admin, open_browser: OpenBrowser, raw: bytes, reason: str
+) -> None:
+    # A listener is connected: Aphlict answers 500 in that case, relay 400.
+    browser = await open_browser()
+    await browser.subscribe("A")
+    status, body = await admin.post(None, raw=raw)
+    assert status == 400
+    assert reason in body["error"]
+    assert await browser.drain() == []
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("PUT", "/"), ("DELETE", "/")])
+async def test_other_methods_on_root_get_405(admin: Admin, method: str, path: str) -> None:
+    async with admin.session.request(method, admin.base + path) as r:
+        assert r.status == 405
+
+
+@pytest.mark.parametrize("path", ["/nope", "/status/extra", "/status", "/favicon.ico"])
+async def test_other_paths_get_404(admin: Admin, path: str) -> None:
+    async with admin.session.get(admin.base + path) as r:
+        assert r.status == 404
+
+
+async def test_body_over_the_limit_gets_413_and_the_node_keeps_serving(
+    start_node: Callable[..., Awaitable[Node]], session: aiohttp.ClientSession
+) -> None:
+    node = await start_node(local_config(limits={"admin_body_bytes": 4096}))
+    admin = Admin(session, node.admin_addresses[0][1])
+    padding = "x" * 5000
+    status, _ = await admin.post(notification("A", pad=padding))
+    assert status == 413
+
+    async def chunked():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b" " * 1000
+
+    async with session.post(admin.base + "/", data=chunked()) as r:
+        assert r.status == 413
+    assert (await admin.post(notification("A", pad="small")))[0] == 200

@@ -1,0 +1,221 @@
+"""The client port against a real node: handshake, commands, replay, bad frames, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+import websockets
+
+from relay.core.commands import Ping, Replay, Subscribe, Unsubscribe
+from relay.core.encoded import EncodedMessage
+from relay.listeners.browser import BrowserConnection
+from relay.node import Node
+from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
+
+OpenBrowser = Callable[..., Awaitable[Browser]]
+StartNode = Callable[..., Awaitable[Node]]
+
+
+async def test_plain_http_gets_501_use_websockets(node: Node) -> None:
+    port = node.client_addresses[0][1]
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as r:
+        assert r.status == 501
+        assert await r.text() == "HTTP/501 Use Websockets\n"
+
+
+@pytest.mark.parametrize("path", ["/", "/ws/", "/~acme/", "/some/prefix/~acme", "/x?y=1"])
+async def test_any_path_upgrades(open_browser: OpenBrowser, path: str) -> None:
+    browser = await open_browser(path)
+    assert await browser.drain() == []
+
+
+async def test_ping_gets_pong(open_browser: OpenBrowser) -> None:
+    browser = await open_browser()
+    await browser.send("ping")
+    assert await browser.recv() == {"type": "pong"}
+
+
+async def test_subscribe_and_unsubscribe(admin: Admin, open_browser: OpenBrowser) -> None:
+    browser = await open_browser()
+    await browser.subscribe("A", "B")
+    await admin.post(notification("A", n=1))
+    await admin.post(notification("B", n=2))
+    await admin.post(notification("C", n=3))
+    assert [m["n"] for m in await browser.drain()] == [1, 2]
+    await browser.unsubscribe("A")
+    await admin.post(notification("A", n=4))
+    await admin.post(notification("A", "B", n=5))
+    assert [m["n"] for m in await browser.drain()] == [5]
+
+
+async def test_a_message_for_two_of_my_keys_arrives_once(
+    admin: Admin, open_browser: OpenBrowser
+) -> None:
+    browser = await open_browser()
+    await browser.subscribe("A", "B")
+    await admin.post(notification("A", "B", n=1))
+    assert [m["n"] for m in await browser.drain()] == [1]
+
+
+async def test_replay_sends_what_was_missed_in_order(
+    admin: Admin, open_browser: OpenBrowser
+) -> None:
+    for n in range(3):
+        await admin.post(notification("A", n=n), instance="acme")
+    await admin.post(notification("B", n=99), instance="acme")
+    await admin.post(notification("A", n=100), instance="other")
+    browser = await open_browser("/~acme/")
+    await browser.subscribe("A")
+    await browser.send("replay", {"age": 60000})
+    assert [m["n"] for m in await browser.drain()] == [0, 1, 2]
+    await browser.send("replay", {})
+    assert [m["n"] for m in await browser.drain()] == [0, 1, 2]
+    await browser.send("replay", {"age": 0})
+    assert await browser.drain() == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "logged"),
+    [
+        ("this is not json", "not valid JSON"),
+        ('{"command":"dance","data":[]}', 'unknown command "dance"'),
+        ('{"command":"subscribe","data":"A"}', "list of strings"),
+        ('{"command":"subscribe","data":{"A":true}}', "list of strings"),
+        ('{"command":"replay","data":"soon"}', "an object"),
+        ('{"command":"unsubscribe","data":7}', "list of strings"),
+        ("[]", "must be a JSON object"),
+    ],
+)
+async def test_unusable_frames_are_logged_and_the_connection_keeps_working(
+    admin: Admin,
+    open_browser: OpenBrowser,
+    caplog: pytest.LogCaptureFixture,
+    frame: str,
+    logged: str,
+) -> None:
+    browser = await open_browser()
+    await browser.subscribe("A")
+    with caplog.at_level(logging.INFO, logger="relay.browser"):
+        await browser.ws.send(frame)
+        await browser.sync()
+    assert any(logged in record.getMessage() for record in caplog.records)
+    await admin.post(notification("A", n=1))
+    assert [m["n"] for m in await browser.drain()] == [1]
+
+
+async def test_binary_frames_are_ignored(admin: Admin, open_browser: OpenBrowser) -> None:
+    browser = await open_browser()
+    await browser.subscribe("A")
+    await browser.ws.send(b'{"command":"unsubscribe","data":["A"]}')
+    await admin.post(notification("A", n=1))
+    assert [m["n"] for m in await browser.drain()] == [1]
+
+
+async def test_fragmented_commands_are_reassembled(admin: Admin, open_browser: OpenBrowser) -> None:
+    browser = await open_browser()
+    await browser.ws.send(iter(['{"command":"subscribe",', '"data":["A"]}']))
+    await browser.sync()
+    await admin.post(notification("A", n=1))
+    assert [m["n"] for m in await browser.drain()] == [1]
+
+
+async def test_invalid_utf8_closes_with_1007(open_browser: OpenBrowser) -> None:
+    browser = await open_browser()
+    # A text frame carrying bytes that are not UTF-8, as a broken client would send.
+    await browser.ws.send(b"\xff\xfe", text=True)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(browser.ws.recv(), WAIT)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1007
+
+
+async def test_oversized_frame_closes_with_1009(
+    start_node: Callable[..., Awaitable[Node]],
+) -> None:
+    node = await start_node(local_config(limits={"browser_message_bytes": 2048}))
+    browser = await Browser.open(node.client_addresses[0][1])
+    await browser.send("subscribe", ["K" * 4000])
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(browser.ws.recv(), WAIT)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+
+
+async def test_unfinished_handshakes_are_cut_off(
+    start_node: Callable[..., Awaitable[Node]],
+) -> None:
+    node = await start_node(local_config(limits={"handshake_seconds": 0.2}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.client_addresses[0][1])
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    async with asyncio.timeout(WAIT):
+        assert await reader.read() == b""
+    writer.close()
+    assert node.client_listeners[0].connection_count == 0
+
+
+async def test_shutdown_closes_browsers_with_1001(
+    start_node: Callable[..., Awaitable[Node]],
+) -> None:
+    node = await start_node()
+    browsers = [await Browser.open(node.client_addresses[0][1]) for _ in range(3)]
+    for browser in browsers:
+        await browser.sync()
+    await node.stop()
+    for browser in browsers:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(browser.ws.recv(), WAIT)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+
+
+async def test_disconnected_browsers_are_forgotten(
+    node: Node, admin: Admin, open_browser: OpenBrowser
+) -> None:
+    browser = await open_browser()
+    await browser.subscribe("A")
+    await browser.close()
+
+    async def none_active() -> bool:
+        return (await admin.status())["clients.active"] == 0
+
+    await eventually(none_active, "the browser is gone")
+    assert node.hub._index._keys_of == {}
+
+
+async def test_one_browser_cannot_flood_the_log(
+    open_browser: OpenBrowser, caplog: pytest.LogCaptureFixture
+) -> None:
+    browser = await open_browser()
+    with caplog.at_level(logging.INFO, logger="relay.browser"):
+        for _ in range(100):
+            await browser.ws.send("garbage")
+        await browser.sync()
+    complaints = [r for r in caplog.records if "unusable frame" in r.getMessage()]
+    assert len(complaints) == 1
+    assert "logged at DEBUG only" in complaints[0].getMessage()
+
+
+class _ShoutingConnection(BrowserConnection):
+    """A connection that answers every ping with its own frame before relay's pong."""
+
+    __slots__ = ()
+
+    def _run(self, command: Subscribe | Unsubscribe | Replay | Ping) -> None:
+        if isinstance(command, Ping):
+            self.deliver(EncodedMessage(b'{"type":"shout"}'))
+        super()._run(command)
+
+
+async def test_a_node_builds_browsers_with_the_connection_factory_it_is_given(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(connection_factory=_ShoutingConnection)
+    port = node.client_addresses[0][1]
+    async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send('{"command": "ping"}')
+        replies = [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(2)]
+    assert replies == ['{"type":"shout"}', '{"type":"pong"}']

@@ -1,0 +1,333 @@
+"""Clusters of real relay processes: exactly-once delivery, dead and silent peers, TLS peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import trustme
+import websockets
+
+from tests.support import WAIT, Admin, Browser, Cluster, eventually, free_ports, notification
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def clusters(tmp_path: Path) -> Iterator[list[Cluster]]:
+    made: list[Cluster] = []
+    yield made
+    for cluster in made:
+        cluster.stop_all()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def start_cluster(clusters: list[Cluster], tmp_path: Path, size: int, **sections: Any) -> Cluster:
+    cluster = Cluster(tmp_path, size, **sections)
+    clusters.append(cluster)
+    return cluster.start_all()
+
+
+async def peer_states(admin: Admin) -> list[str]:
+    return [peer["state"] for peer in (await admin.status())["cluster"]]
+
+
+@pytest.mark.parametrize("size", [3, 5])
+async def test_full_mesh_delivers_every_message_exactly_once_everywhere(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession, size: int
+) -> None:
+    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, size)
+    admins = [Admin(session, port) for port in cluster.admin_ports]
+    browsers = [await Browser.open(port) for port in cluster.client_ports]
+    for browser in browsers:
+        await browser.subscribe("PHID-MESH")
+    posts = 4 * size
+    for n in range(posts):
+        status, receipt = await admins[n % size].post(
+            notification("PHID-MESH", unique_id=f"mesh-{n:04d}", n=n)
+        )
+        assert status == 200
+        assert receipt["fingerprint"]
+
+    async def everyone_has_everything() -> bool:
+        for browser in browsers:
+            browser.seen = getattr(browser, "seen", []) + await browser.drain()
+        return all(len(browser.seen) >= posts for browser in browsers)
+
+    await eventually(everyone_has_everything, "every browser received every message")
+    for browser in browsers:
+        browser.seen += await browser.drain()
+        ids = [message["uniqueID"] for message in browser.seen]
+        assert sorted(ids) == [f"mesh-{n:04d}" for n in range(posts)], "lost or duplicated"
+    for admin in admins:
+        status = await admin.status()
+        assert status["history.size"] == posts
+        assert [peer["self"] for peer in status["cluster"]].count(True) <= 1
+    # A late browser replaying history gets each message once, on every node.
+    for port in cluster.client_ports:
+        late = await Browser.open(port)
+        await late.subscribe("PHID-MESH")
+        await late.send("replay", {"age": 60000})
+        assert len(await late.drain()) == posts
+        await late.close()
+    for browser in browsers:
+        await browser.close()
+
+
+async def test_every_node_recognises_itself_in_its_own_list(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
+    admins = [Admin(session, port) for port in cluster.admin_ports]
+    for n, admin in enumerate(admins):
+        await admin.post(notification("PHID-X", unique_id=f"self-{n}"))
+
+    async def settled() -> bool:
+        states = [sorted(await peer_states(admin)) for admin in admins]
+        return all(state == ["self", "up", "up"] for state in states)
+
+    await eventually(settled, "each node found itself and its two peers")
+    for index, admin in enumerate(admins):
+        status = await admin.status()
+        me = [peer for peer in status["cluster"] if peer["self"]]
+        assert me[0]["port"] == cluster.admin_ports[index]
+        assert me[0]["fingerprint"] == status["fingerprint"]
+        # Each node POSTed to itself once at most: the receipt that told it who it is.
+        assert me[0]["sent"] == 1
+
+
+async def test_a_node_reached_only_through_another_still_gets_everything(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    clusters.append(cluster)
+    wrong_port = free_ports(1)[0]
+    broken = cluster.config(0)
+    broken["cluster"] = [*cluster.peers[:2], {**cluster.peers[2], "port": wrong_port}]
+    await asyncio.to_thread(cluster.start, 0, broken)
+    await asyncio.to_thread(cluster.start, 1)
+    await asyncio.to_thread(cluster.start, 2)
+    far = await Browser.open(cluster.client_ports[2])
+    await far.subscribe("PHID-FAR")
+    admin = Admin(session, cluster.admin_ports[0])
+    for n in range(5):
+        await admin.post(notification("PHID-FAR", unique_id=f"far-{n}"))
+    received: list[dict[str, Any]] = []
+
+    async def all_arrived() -> bool:
+        received.extend(await far.drain())
+        return len(received) >= 5
+
+    await eventually(all_arrived, "node 2 received every message through node 1")
+    assert sorted(m["uniqueID"] for m in received) == [f"far-{n}" for n in range(5)]
+    assert all(len(m["touched"]) == 3 for m in received)
+    states = await peer_states(admin)
+    assert states[2] == "down"
+    await far.close()
+
+
+async def test_kill_9_one_node_of_three_while_messages_flow(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
+    admins = [Admin(session, port) for port in cluster.admin_ports]
+    survivors = [0, 1]
+    browsers = {i: await Browser.open(cluster.client_ports[i]) for i in range(3)}
+    for browser in browsers.values():
+        await browser.subscribe("PHID-FLOW")
+
+    arrivals: dict[int, dict[str, float]] = {i: {} for i in range(3)}
+
+    async def read(i: int) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):  # node 2's ends at the kill
+            while True:
+                message = orjson.loads(await browsers[i].ws.recv())
+                arrivals[i].setdefault(message["uniqueID"], time.monotonic())
+
+    readers = [asyncio.create_task(read(i)) for i in range(3)]
+    posted: dict[str, tuple[int, float]] = {}
+    for n in range(60):
+        if n == 20:
+            cluster.nodes[2].kill()  # type: ignore[union-attr]
+        origin = survivors[n % 2]
+        unique_id = f"flow-{n:03d}"
+        posted[unique_id] = (origin, time.monotonic())
+        assert (await admins[origin].post(notification("PHID-FLOW", unique_id=unique_id)))[0] == 200
+
+    async def survivors_have_all() -> bool:
+        return all(len(arrivals[i]) == len(posted) for i in survivors)
+
+    await eventually(survivors_have_all, "survivors received every message posted to them")
+    # Local delivery latency: from the POST to a browser on the node posted to.
+    before, after = [], []
+    for n, (unique_id, (origin, at)) in enumerate(posted.items()):
+        (before if n < 20 else after).append(arrivals[origin][unique_id] - at)
+    # Half the peer request timeout: a node that waited on its dead peer would blow it.
+    bound = 1.0
+    assert max(before) < bound
+    assert max(after) < bound, (max(before), max(after))
+
+    async def node2_down() -> bool:
+        states = [(await peer_states(admins[i]))[2] for i in survivors]
+        return states == ["down", "down"]
+
+    await eventually(node2_down, "survivors report node 2 down")
+
+    # Restart node 2 on the same ports: it comes back up and its browsers get news.
+    await asyncio.to_thread(cluster.start, 2)
+    reborn = await Browser.open(cluster.client_ports[2])
+    await reborn.subscribe("PHID-FLOW")
+    got: list[str] = []
+
+    async def node2_back() -> bool:
+        await admins[0].post(notification("PHID-FLOW", unique_id=f"back-{len(got)}"))
+        got.extend(m["uniqueID"] for m in await reborn.drain())
+        states = [(await peer_states(admins[i]))[2] for i in survivors]
+        return any(i.startswith("back-") for i in got) and states == ["up", "up"]
+
+    await eventually(node2_back, "node 2 is up again and receives new messages")
+    # Readers run until now so that no browser has unread messages when it closes.
+    for reader in readers:
+        reader.cancel()
+    for browser in [*browsers.values(), reborn]:
+        await browser.close()
+    # Going down and coming back is logged once each, not once per message.
+    survivor = cluster.nodes[0]
+    assert survivor is not None
+    survivor.signal(signal.SIGTERM)
+    _, log = await asyncio.to_thread(survivor.wait)
+    assert log.count("peer cluster[2] (http://127.0.0.1") == 3, log
+    assert log.count("is down") == 1
+    assert log.count("is up again") == 1
+
+
+async def test_a_peer_that_never_answers_costs_nothing(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)  # accepts TCP (the kernel does), never reads or answers
+        cluster = Cluster(tmp_path, 1, peering={"queue_size": 5, "timeout_seconds": 0.5})
+        clusters.append(cluster)
+        config = cluster.config(0)
+        config["cluster"] = [
+            {"host": "127.0.0.1", "port": blackhole.getsockname()[1], "protocol": "http"}
+        ]
+        await asyncio.to_thread(cluster.start, 0, config)
+        admin = Admin(session, cluster.admin_ports[0])
+        browser = await Browser.open(cluster.client_ports[0])
+        await browser.subscribe("PHID-BH")
+        for n in range(30):
+            started = time.monotonic()
+            await admin.post(notification("PHID-BH", unique_id=f"bh-{n}"))
+            message = await browser.recv()
+            assert message["uniqueID"] == f"bh-{n}"
+            # Far below the peer's 0.5 s timeout: delivery never waits on the peer.
+            assert time.monotonic() - started < 0.25
+        peer = (await admin.status())["cluster"][0]
+        assert peer["queue"] <= 5
+        assert peer["dropped"] >= 30 - 5 - 4  # all but the queue and the in-flight posts
+
+        async def reported_down() -> bool:
+            peer = (await admin.status())["cluster"][0]
+            return peer["state"] == "down" and peer["last_error"] == "timed out"
+
+        await eventually(reported_down, "the silent peer is reported down")
+        await browser.close()
+
+
+async def test_unicode_arrives_byte_identical_on_every_node(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
+    text = 'Crème brûlée — 東京の天気 — 🎉🚀 — Ελληνικά — \u2028 \\ " end'
+    browsers = [await Browser.open(port) for port in cluster.client_ports]
+    for browser in browsers:
+        await browser.subscribe("PHID-UNI")
+    body = notification("PHID-UNI", unique_id="unicode-1", text=text)
+    await Admin(session, cluster.admin_ports[1]).post(body)
+    for browser in browsers:
+        async with asyncio.timeout(WAIT):
+            frame = await browser.ws.recv(decode=False)
+        assert orjson.dumps(text) in frame
+        assert orjson.loads(frame)["text"] == text
+        await browser.close()
+
+
+def tls_peer_files(ca: trustme.CA, directory: Path) -> dict[str, str]:
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    key, cert = directory / "peer-key.pem", directory / "peer-cert.pem"
+    leaf.private_key_pem.write_to_path(str(key))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    return {"ssl.key": str(key), "ssl.cert": str(cert)}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "verify"),
+    [(True, True), (False, True), (False, False)],
+    ids=["trusted-ca", "untrusted-ca", "untrusted-ca-verification-off"],
+)
+async def test_https_peers_are_verified(
+    clusters: list[Cluster],
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    trusted: bool,
+    verify: bool,
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    (ca if trusted else trustme.CA()).cert_pem.write_to_path(str(ca_file))
+    tls = tls_peer_files(ca, tmp_path)
+    cluster = Cluster(tmp_path, 2, peering={"ca_file": str(ca_file)})
+    clusters.append(cluster)
+    cluster.peers = [{**peer, "protocol": "https", "tls_verify": verify} for peer in cluster.peers]
+    # Only an explicit tls_verify: false lets an unverifiable peer through.
+    trusted = trusted or not verify
+    for index in range(2):
+        config = cluster.config(index)
+        config["servers"][1].update(tls)
+        await asyncio.to_thread(cluster.start, index, config)
+    receiver = await Browser.open(cluster.client_ports[1])
+    await receiver.subscribe("PHID-TLS")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with session.post(
+        f"https://127.0.0.1:{cluster.admin_ports[0]}/",
+        data=orjson.dumps(notification("PHID-TLS", unique_id="tls-1")),
+        ssl=context,
+    ) as response:
+        assert response.status == 200
+
+    async def link_settled() -> bool:
+        async with session.get(
+            f"https://127.0.0.1:{cluster.admin_ports[0]}/status/", ssl=context
+        ) as r:
+            peer = (await r.json())["cluster"][1]
+        return peer["state"] == ("up" if trusted else "down")
+
+    await eventually(link_settled, "the https peer link settled")
+    if trusted:
+        assert [m["uniqueID"] for m in await receiver.drain()] == ["tls-1"]
+    else:
+        async with session.get(
+            f"https://127.0.0.1:{cluster.admin_ports[0]}/status/", ssl=context
+        ) as r:
+            peer = (await r.json())["cluster"][1]
+        assert "certificate" in peer["last_error"]
+        assert await receiver.drain() == []
+    await receiver.close()
