@@ -58,6 +58,7 @@ class EchoConnection(BrowserConnection):
     __slots__ = ("_binary",)
 
     def __init__(self, listener: ConnectionContext) -> None:
+        """A connection like relay's, with a buffer for binary fragments."""
         super().__init__(listener)
         self._binary: bytearray | None = None
 

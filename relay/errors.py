@@ -29,6 +29,7 @@ class ConfigError(RelayError, ValueError):
     """
 
     def __init__(self, problems: list[str]) -> None:
+        """Report ``problems``, one line each."""
         super().__init__("\n".join(problems))
         self.problems = problems
 

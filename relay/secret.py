@@ -38,6 +38,7 @@ class Secret:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        """A placeholder: the value never shows."""
         return "Secret('********')"
 
     __str__ = __repr__

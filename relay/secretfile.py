@@ -10,9 +10,9 @@ from pathlib import Path
 
 
 def read_secret_file(path: str | Path) -> str:
-    """The secret in ``path``, byte for byte but for one trailing newline (editors add it).
+    r"""The secret in ``path``, byte for byte but for one trailing newline (editors add it).
 
-    No newline translation: ``"pw\\r\\n"`` gives ``"pw"``, ``"pw\\r"`` stays as it is.
+    No newline translation: ``"pw\r\n"`` gives ``"pw"``, ``"pw\r"`` stays as it is.
 
     Raises:
         OSError: the file cannot be read.

@@ -107,7 +107,7 @@ class Browser:
         self.pending = await self.messages_until_pong()
 
     async def messages_until_pong(self) -> list[dict[str, Any]]:
-        received = []
+        received: list[dict[str, Any]] = []
         async with asyncio.timeout(WAIT):
             while True:
                 message = orjson.loads(await self.ws.recv())

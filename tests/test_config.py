@@ -85,7 +85,7 @@ def test_without_a_file_only_loopback_listens() -> None:
 def test_models_are_frozen() -> None:
     config = default_config()
     with pytest.raises(ValueError, match="frozen"):
-        config.servers[0].port = 1  # type: ignore[misc]
+        config.servers[0].port = 1
 
 
 def test_rule_two_servers_on_the_same_port() -> None:

@@ -36,6 +36,7 @@ class RecentIds:
         return True
 
     def __len__(self) -> int:
+        """How many identities are remembered now."""
         return len(self._seen)
 
     def _expire(self, now: float) -> None:

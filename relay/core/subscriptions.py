@@ -16,6 +16,7 @@ class SubscriptionIndex(Generic[Conn]):
     """Maps (instance, key) to connections, and each connection to its keys."""
 
     def __init__(self) -> None:
+        """Start empty."""
         self._by_instance: dict[str, dict[str, set[Conn]]] = {}
         self._keys_of: dict[Conn, set[str]] = {}
         self._instance_of: dict[Conn, str] = {}

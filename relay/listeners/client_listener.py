@@ -179,7 +179,7 @@ class ClientListener:
 
 
 def _allowed_origins(browsers: BrowsersConfig) -> Sequence[Origin | None] | None:
-    """websockets' ``origins`` argument: None accepts any Origin."""
+    """The ``origins`` argument of websockets: None accepts any Origin."""
     if not browsers.origins:
         return None
     allowed: list[Origin | None] = [Origin(origin) for origin in browsers.origins]

@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory when uvloop imports, else None (asyncio's default loop)."""
+    """The loop factory of uvloop when it imports, else None (asyncio's default loop)."""
     try:
         import uvloop
     except ImportError:

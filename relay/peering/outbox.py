@@ -62,4 +62,5 @@ class Outbox:
         self._items.clear()
 
     def __len__(self) -> int:
+        """How many messages wait to be sent."""
         return len(self._items)

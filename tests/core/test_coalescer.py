@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -74,7 +75,7 @@ async def test_a_burst_is_coalesced_and_arrives_whole_in_order_once(
     await browser.subscribe("PHID-BURST")
     (connection,) = node.client_listeners[0]._connections
     counting = CountingTransport(connection._transport)
-    connection._transport = counting
+    connection._transport = cast(asyncio.Transport, counting)
     for n in range(50):  # faster than one write per message: all in one loop turn
         node.hub.publish(
             "default", parse_notification(orjson.dumps(notification("PHID-BURST", n=n)))

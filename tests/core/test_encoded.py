@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import orjson
 from websockets.frames import Frame
 
 from relay.core.encoded import EncodedMessage
+
+T = TypeVar("T")
 
 
 def test_the_frame_is_an_unmasked_text_frame_of_the_payload() -> None:
@@ -34,11 +38,11 @@ def test_a_retained_message_costs_about_its_size() -> None:
     assert (after - before) / 1000 < 400  # ~220 bytes of frame plus the object
 
 
-def _reader(data: bytes):  # type: ignore[no-untyped-def]
-    """websockets' frame parser reads through a generator-based read_exact."""
+def _reader(data: bytes) -> Callable[[int], Generator[None, None, bytes]]:
+    """The frame parser of websockets reads through a generator-based read_exact."""
     position = 0
 
-    def read_exact(n: int):  # type: ignore[no-untyped-def]
+    def read_exact(n: int) -> Generator[None, None, bytes]:
         nonlocal position
         chunk = data[position : position + n]
         position += n
@@ -48,9 +52,10 @@ def _reader(data: bytes):  # type: ignore[no-untyped-def]
     return read_exact
 
 
-def _run(generator):  # type: ignore[no-untyped-def]
+def _run(generator: Generator[None, None, T]) -> T:
     try:
         while True:
             next(generator)
     except StopIteration as done:
-        return done.value
+        value: T = done.value
+        return value

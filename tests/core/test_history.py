@@ -12,7 +12,7 @@ def msg(text: str) -> EncodedMessage:
 
 
 def payloads(messages: list[EncodedMessage]) -> list[bytes]:
-    return [m.payload for m in messages]
+    return [bytes(m.payload) for m in messages]
 
 
 def test_replay_returns_matching_messages_in_order() -> None:

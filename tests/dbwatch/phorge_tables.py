@@ -333,8 +333,11 @@ class PhorgeTables:
         )
 
     def synchronized_service(self, name: str, repository: str) -> tuple[str, list[str]]:
-        """A service with two bound devices and one repository both have, last pushed an
-        hour ago; returns the repository's PHID and the two devices' PHIDs."""
+        """A service with two bound devices and one repository both have.
+
+        The repository was last pushed an hour ago; returns its PHID and the
+        two devices' PHIDs.
+        """
         service = self.add_service(name)
         devices = [self.add_device(f"{name}-{n}.example.com") for n in (1, 2)]
         for device in devices:

@@ -293,4 +293,4 @@ def test_validation_errors_never_echo_a_password() -> None:
 def test_models_are_frozen() -> None:
     config = load({})
     with pytest.raises(ValidationError):
-        config.namespace = "other"  # type: ignore[misc]
+        config.namespace = "other"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -78,7 +78,7 @@ async def test_clients_total_counts_every_browser_ever(
 
     # The first browser's TCP close reaches the server a moment after close() returns.
     async def one_active() -> bool:
-        return (await admin.status())["clients.active"] == 1
+        return bool((await admin.status())["clients.active"] == 1)
 
     await eventually(one_active, "the first browser is gone")
     status = await admin.status()
@@ -128,7 +128,7 @@ async def test_body_over_the_limit_gets_413_and_the_node_keeps_serving(
     status, _ = await admin.post(notification("A", pad=padding))
     assert status == 413
 
-    async def chunked():  # type: ignore[no-untyped-def]
+    async def chunked() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b" " * 1000
 

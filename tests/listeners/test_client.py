@@ -180,7 +180,7 @@ async def test_disconnected_browsers_are_forgotten(
     await browser.close()
 
     async def none_active() -> bool:
-        return (await admin.status())["clients.active"] == 0
+        return bool((await admin.status())["clients.active"] == 0)
 
     await eventually(none_active, "the browser is gone")
     assert node.hub._index._keys_of == {}

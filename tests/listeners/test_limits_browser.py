@@ -234,7 +234,7 @@ async def test_silent_browsers_are_pinged_then_dropped_and_answering_ones_stay(
 
     async def silent_one_dropped() -> bool:
         await answering.sync()
-        return node.hub.status("default")["clients.active"] == 1
+        return bool(node.hub.status("default")["clients.active"] == 1)
 
     await eventually(silent_one_dropped, "the silent browser is dropped")
     async with asyncio.timeout(WAIT):  # dropped: only the rest of the ping, then EOF

@@ -64,20 +64,22 @@ async def test_full_mesh_delivers_every_message_exactly_once_everywhere(
         assert status == 200
         assert receipt["fingerprint"]
 
+    seen: list[list[dict[str, Any]]] = [[] for _ in browsers]
+
     async def everyone_has_everything() -> bool:
-        for browser in browsers:
-            browser.seen = getattr(browser, "seen", []) + await browser.drain()
-        return all(len(browser.seen) >= posts for browser in browsers)
+        for browser, got in zip(browsers, seen, strict=True):
+            got += await browser.drain()
+        return all(len(got) >= posts for got in seen)
 
     await eventually(everyone_has_everything, "every browser received every message")
-    for browser in browsers:
-        browser.seen += await browser.drain()
-        ids = [message["uniqueID"] for message in browser.seen]
+    for browser, got in zip(browsers, seen, strict=True):
+        got += await browser.drain()
+        ids = [message["uniqueID"] for message in got]
         assert sorted(ids) == [f"mesh-{n:04d}" for n in range(posts)], "lost or duplicated"
     for admin in admins:
-        status = await admin.status()
-        assert status["history.size"] == posts
-        assert [peer["self"] for peer in status["cluster"]].count(True) <= 1
+        node_status = await admin.status()
+        assert node_status["history.size"] == posts
+        assert [peer["self"] for peer in node_status["cluster"]].count(True) <= 1
     # A late browser replaying history gets each message once, on every node.
     for port in cluster.client_ports:
         late = await Browser.open(port)
@@ -174,7 +176,8 @@ async def test_kill_9_one_node_of_three_while_messages_flow(
 
     await eventually(survivors_have_all, "survivors received every message posted to them")
     # Local delivery latency: from the POST to a browser on the node posted to.
-    before, after = [], []
+    before: list[float] = []
+    after: list[float] = []
     for n, (unique_id, (origin, at)) in enumerate(posted.items()):
         (before if n < 20 else after).append(arrivals[origin][unique_id] - at)
     # Half the peer request timeout: a node that waited on its dead peer would blow it.
@@ -245,7 +248,7 @@ async def test_a_peer_that_never_answers_costs_nothing(
 
         async def reported_down() -> bool:
             peer = (await admin.status())["cluster"][0]
-            return peer["state"] == "down" and peer["last_error"] == "timed out"
+            return bool(peer["state"] == "down" and peer["last_error"] == "timed out")
 
         await eventually(reported_down, "the silent peer is reported down")
         await browser.close()
@@ -318,7 +321,7 @@ async def test_https_peers_are_verified(
             f"https://127.0.0.1:{cluster.admin_ports[0]}/status/", ssl=context
         ) as r:
             peer = (await r.json())["cluster"][1]
-        return peer["state"] == ("up" if trusted else "down")
+        return bool(peer["state"] == ("up" if trusted else "down"))
 
     await eventually(link_settled, "the https peer link settled")
     if trusted:

@@ -9,7 +9,7 @@ from tests.support import FakeClock
 def drain(outbox: Outbox) -> list[bytes]:
     taken = []
     while (item := outbox.take()) is not None:
-        taken.append(item.payload)
+        taken.append(bytes(item.payload))
     return taken
 
 

@@ -112,8 +112,9 @@ def main() -> None:
     pending = set(readers)
     while pending and time.monotonic() < give_up:
         for selected, _ in selector.select(timeout=0.5):
-            sock = selected.fileobj
-            assert isinstance(sock, socket.socket)
+            ready = selected.fileobj
+            assert isinstance(ready, socket.socket)
+            sock = ready
             data = sock.recv(1 << 20)
             if not data:
                 selector.unregister(sock)

@@ -37,8 +37,9 @@ def main() -> None:
     give_up = time.monotonic() + limit
     while opened and time.monotonic() < give_up:
         for key, _ in selector.select(timeout=max(0.0, next_line - time.monotonic())):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            sock = ready
             try:
                 data = sock.recv(1)
             except ConnectionResetError:
