@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import ssl
 import sys
@@ -23,6 +22,7 @@ import orjson
 
 from relay import __version__
 from relay.config import Config, ServerConfig, default_config, load_config
+from relay.core.envelope import new_message
 from relay.dbwatch.table import render_table
 from relay.errors import ConfigError, RelayError, StartupError
 from relay.node import Node, serve
@@ -220,12 +220,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
 
 
 def _notify(args: argparse.Namespace) -> int:
-    message = {
-        "key": args.key,
-        "type": "test",
-        "subscribers": [args.key],
-        "uniqueID": secrets.token_hex(16),
-    }
+    message = new_message(args.key, "test")
     query = urllib.parse.urlencode({"instance": args.instance}) if args.instance else ""
     receipt = _admin_request(_config(args), f"/?{query}", message, insecure=args.insecure)
     print(

@@ -10,10 +10,10 @@ fingerprint differs from the last one, so an unchanged poll sends nothing.
 
 from __future__ import annotations
 
-import secrets
-import string
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
+
+from relay.core.envelope import new_message, new_unique_id
 
 from .databases import HostState, ModeVerdict
 from .health import HEALTH_WINDOW
@@ -26,8 +26,6 @@ __all__ = [
     "Publisher",
     "database_fingerprint",
     "database_payload",
-    "new_message",
-    "random_unique_id",
     "repository_fingerprint",
     "repository_payload",
 ]
@@ -37,54 +35,30 @@ DATABASES_TYPE = "relay.cluster.databases"
 #: The ``type`` of repository status messages.
 REPOSITORIES_TYPE = "relay.cluster.repositories"
 
-_UNIQUE_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-def random_unique_id() -> str:
-    """32 random letters and digits, like the ``uniqueID`` Phorge puts on messages."""
-    return "".join(secrets.choice(_UNIQUE_ID_ALPHABET) for _ in range(32))
-
-
-def new_message(key: str, type_: str, data: dict[str, Any], unique_id: str) -> dict[str, Any]:
-    """An ordinary relay message addressed to subscribers of ``key``."""
-    return {
-        "key": key,
-        "type": type_,
-        "subscribers": [key],
-        "uniqueID": unique_id,
-        "data": data,
-    }
-
 
 class Publisher:
-    """Holds the latest message of one status key and decides when to send anew.
+    """Decides when one status key has news, and wraps it as a message.
 
     ``offer`` returns a new message the first time and whenever the
-    fingerprint changed, None otherwise.
+    fingerprint changed, None otherwise. The latest message itself is kept
+    by the hub, which hands it to each browser that subscribes.
     """
 
-    def __init__(
-        self, key: str, type_: str, unique_id: Callable[[], str] = random_unique_id
-    ) -> None:
+    def __init__(self, key: str, type_: str, unique_id: Callable[[], str] = new_unique_id) -> None:
         """Publish on ``key`` with message type ``type_``."""
         self.key = key
         self.type = type_
         self._unique_id = unique_id
+        self._offered = False
         self._fingerprint: Hashable | None = None
-        self._current: dict[str, Any] | None = None
-
-    @property
-    def current(self) -> dict[str, Any] | None:
-        """The last message produced, or None before the first."""
-        return self._current
 
     def offer(self, data: dict[str, Any], fingerprint: Hashable) -> dict[str, Any] | None:
         """Return a message for ``data`` if its fingerprint is new, else None."""
-        if self._current is not None and fingerprint == self._fingerprint:
+        if self._offered and fingerprint == self._fingerprint:
             return None
+        self._offered = True
         self._fingerprint = fingerprint
-        self._current = new_message(self.key, self.type, data, self._unique_id())
-        return self._current
+        return new_message(self.key, self.type, data, unique_id=self._unique_id())
 
 
 # -- databases ----------------------------------------------------------------

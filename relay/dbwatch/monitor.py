@@ -190,14 +190,6 @@ class ClusterStatusMonitor:
             "repositories": repositories,
         }
 
-    def current_messages(self) -> list[dict[str, Any]]:
-        """The latest message of each status key, for a browser that just subscribed."""
-        return [
-            message
-            for message in (self._db_publisher.current, self._repo_publisher.current)
-            if message is not None
-        ]
-
     # -- databases ----------------------------------------------------------
 
     def _deadline(self) -> float:

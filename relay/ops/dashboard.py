@@ -10,7 +10,6 @@ repository changes as they happen. No reload, no polling of HTTP endpoints.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 
 from relay.config import DashboardConfig
+from relay.core.envelope import new_message
 from relay.snapshot import NodeSnapshot
 
 _PAGE = resources.files("relay.ops").joinpath("static/dashboard.html")
@@ -54,13 +54,7 @@ class NodeStatusAnnouncer:
             "rate_out": round(rate_out, 1),
             "peers": [dict(peer) for peer in snapshot.peers],
         }
-        return {
-            "key": key,
-            "type": "relay.node",
-            "subscribers": [key],
-            "uniqueID": secrets.token_hex(16),
-            "data": data,
-        }
+        return new_message(key, "relay.node", data)
 
 
 def render_page(

@@ -159,7 +159,7 @@ async def test_repository_status_off_means_no_repository_messages(
     monitor, sink = await start_monitor(config())
     await sink.wait_for(lambda m: True)
     assert monitor.snapshot()["repositories"] is None
-    assert {m["type"] for m in monitor.current_messages()} == {DATABASES_TYPE}
+    assert {m["type"] for m in sink.messages} == {DATABASES_TYPE}
 
 
 async def test_checks_that_overrun_every_timeout_are_cut_off(
