@@ -22,14 +22,9 @@ def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
     """
     if not server.uses_tls:
         return None
-    assert server.ssl_cert is not None
-    assert server.ssl_key is not None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        if server.ssl_chain:
-            _load_with_chain(context, server.ssl_cert, server.ssl_chain, server.ssl_key)
-        else:
-            context.load_cert_chain(server.ssl_cert, server.ssl_key)
+        load_certificates(context, server)
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(
             f"{where}: cannot load TLS files (ssl.cert {server.ssl_cert}, ssl.key "

@@ -40,6 +40,7 @@ FOUNDATION = frozenset(
         "relay.secret",
         "relay.secretfile",
         "relay.tls",
+        "relay.urls",
         # The cluster-status config section and its errors: relay.config embeds it.
         "relay.dbwatch.config",
         "relay.dbwatch.errors",
@@ -91,7 +92,7 @@ def layer_of(module: str) -> Layer:
         return Layer(2, parts[1])
     if module == "relay.node":
         return Layer(3, "node")
-    if module in ("relay.cli", "relay.__main__"):
+    if module in ("relay.cli", "relay.runtime", "relay.__main__"):
         return Layer(4, "cli")
     raise AssertionError(f"{module} stands on no layer: place it in {__file__}")
 

@@ -19,6 +19,7 @@ import orjson
 from relay.config import DashboardConfig
 from relay.core.envelope import new_message
 from relay.snapshot import NodeSnapshot
+from relay.urls import url_host
 
 _PAGE = resources.files("relay.ops").joinpath("static/dashboard.html")
 
@@ -71,10 +72,8 @@ def render_page(
     client port (``client_port``, with TLS when ``tls``) is on the same node.
     """
     scheme = "wss" if tls else "ws"
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
     settings = {
-        "url": f"{scheme}://{host}:{client_port}/~{dashboard.instance}/",
+        "url": f"{scheme}://{url_host(host)}:{client_port}/~{dashboard.instance}/",
         "nodeKey": dashboard.key,
         "statusKeys": dict(status_keys),
     }

@@ -1,0 +1,92 @@
+"""The process around a serving node: stop signals, reloads on SIGHUP, systemd.
+
+``relay serve`` runs ``serve_until_signalled`` on the event loop; this is
+the only place that handles signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from relay.config import Config, load_config
+from relay.errors import ConfigError, StartupError
+from relay.node import Node, serve
+from relay.ops.logs import configure_logging, reopen_log_files
+from relay.ops.systemd import Notifier
+
+# The CLI's logger: operators' log filters know these lines under that name.
+log = logging.getLogger("relay.cli")
+
+
+async def serve_until_signalled(config: Config, path: str | None, debug: bool) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    systemd = Notifier()
+    background: set[asyncio.Task[None]] = set()
+
+    def in_background(work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    def request_stop(name: str) -> None:
+        log.info("received %s, shutting down", name)
+        systemd.stopping()
+        for task in list(background):  # no reload or watchdog ping while stopping
+            task.cancel()
+        stop.set()
+
+    def started(node: Node) -> None:
+        # Reloads only once started: applying a config to a half-started node would race.
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd))
+        )
+        if systemd.watchdog_interval is not None:
+            in_background(_watchdog(systemd, systemd.watchdog_interval))
+        systemd.ready(_describe(node))
+
+    # Stop signals first: one that comes while listeners start is honoured.
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    await serve(config, shutdown_trigger=stop.wait, on_ready=started)
+
+
+async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) -> None:
+    """Reload the config file; a broken one is refused and the running one stays."""
+    log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
+    if path is None:
+        reopen_log_files()
+        return
+    systemd.reloading()
+    try:
+        config = load_config(path)
+        notes = await node.apply(config)
+        configure_logging(config.logs, debug=debug, log_format=config.log_format)
+    except (ConfigError, StartupError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+    except Exception:
+        log.exception("reload failed; the node keeps serving")
+    else:
+        for note in notes:
+            log.warning("reload: %s", note)
+        log.info("configuration reloaded from %s", path)
+    finally:
+        systemd.ready(_describe(node))
+
+
+async def _watchdog(systemd: Notifier, interval: float) -> None:
+    while True:
+        systemd.watchdog()
+        await asyncio.sleep(interval)
+
+
+def _describe(node: Node) -> str:
+    clients = ", ".join(f"{host}:{port}" for host, port in node.client_addresses)
+    admins = ", ".join(f"{host}:{port}" for host, port in node.admin_addresses)
+    return f"serving browsers on {clients}, admin on {admins}"

@@ -1,0 +1,8 @@
+"""Host names and addresses as they stand in a URL."""
+
+from __future__ import annotations
+
+
+def url_host(host: str) -> str:
+    """``host`` for the authority part of a URL: an IPv6 address goes in brackets."""
+    return f"[{host}]" if ":" in host else host
