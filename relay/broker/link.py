@@ -33,8 +33,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from relay.broker.config import BrokerConfig
-from relay.broker.queue import PublishQueue
 from relay.broker.wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
+from relay.core.outbox import Outbox
 from relay.snapshot import BrokerReading
 
 log = logging.getLogger("relay.broker")
@@ -108,7 +108,7 @@ class Broker:
         self._keys = Keys(config.prefix)
         self._ping_channel = self._keys.ping_channel(fingerprint)
         self._clock = clock
-        self._outbox = PublishQueue(config.queue_size, config.queue_max_age_seconds, clock)
+        self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
         self._backoff = backoff
         self.set_history(max_messages, max_age)
         self.state = BrokerState.CONNECTING
@@ -322,7 +322,7 @@ class Broker:
     async def _publish_forever(self, client: aioredis.Redis, script_sha: str) -> None:
         keys = self._keys
         while True:
-            batch = self._outbox.take(BATCH_SIZE)
+            batch = self._outbox.take_batch(BATCH_SIZE)
             if not batch:
                 self._idle.set()
                 self._wakeup.clear()
@@ -348,7 +348,7 @@ class Broker:
                 # Unknown which of them Redis took: all are sent again. A copy
                 # that did get through is dropped by every receiver, which
                 # remembers message identities.
-                self._outbox.put_back(batch)
+                self._outbox.put_back_batch(batch)
                 raise
             self.published += len(batch)
             for item, raw_id in zip(batch, ids, strict=True):

@@ -56,6 +56,7 @@ class StreamId(NamedTuple):
         return cls(int(ms), int(seq or 0))
 
     def __str__(self) -> str:
+        """The ID as Redis writes it."""
         return f"{self.ms}-{self.seq}"
 
 

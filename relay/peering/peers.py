@@ -25,9 +25,9 @@ import aiohttp
 import orjson
 
 from relay.config import PeerConfig, PeeringConfig
+from relay.core.outbox import Outbox, Outgoing
 from relay.errors import StartupError
 from relay.peering.backoff import Backoff
-from relay.peering.outbox import Outbox, Outgoing
 from relay.secret import Secret
 
 log = logging.getLogger("relay.peers")

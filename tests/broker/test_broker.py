@@ -125,7 +125,7 @@ async def test_redis_down_costs_nothing_local_and_the_queue_catches_up(
 
     async def down() -> bool:
         broker = (await admin.status())["broker"]
-        return broker["state"] == "down" and broker["queue"] == 5
+        return bool(broker["state"] == "down" and broker["queue"] == 5)
 
     await eventually(down, "the broker is reported down with 5 posts queued")
     await asyncio.to_thread(redis_server.start)
@@ -153,7 +153,7 @@ async def test_a_hung_redis_is_detected_and_left_behind(
     try:
 
         async def down() -> bool:
-            return (await admin.status())["broker"]["state"] == "down"
+            return bool((await admin.status())["broker"]["state"] == "down")
 
         await eventually(down, "the hung Redis is reported down")
         await admin.post(notification("PHID-H", unique_id="h-1"))

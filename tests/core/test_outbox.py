@@ -1,8 +1,8 @@
-"""A peer's outbox: bounded, oldest dropped first, expiring with age."""
+"""The outbox of peer and broker links: bounded, oldest dropped first, expiring with age."""
 
 from __future__ import annotations
 
-from relay.peering.outbox import Outbox
+from relay.core.outbox import Outbox, Outgoing
 from tests.support import FakeClock
 
 
@@ -71,3 +71,42 @@ def test_clear_forgets_everything() -> None:
     outbox.clear()
     assert outbox.take() is None
     assert outbox.dropped == 0
+
+
+# Batches, as the broker link takes them.
+
+
+def names(batch: list[Outgoing]) -> list[bytes]:
+    return [bytes(item.payload) for item in batch]
+
+
+def test_batches_come_oldest_first_and_a_full_queue_drops_the_oldest() -> None:
+    queue = Outbox(3, 60.0, FakeClock())
+    for name in (b"a", b"b", b"c", b"d"):
+        queue.put("default", name)
+    assert queue.dropped == 1
+    assert names(queue.take_batch(2)) == [b"b", b"c"]
+    assert names(queue.take_batch(5)) == [b"d"]
+    assert queue.take_batch(5) == []
+
+
+def test_posts_past_their_age_are_dropped_and_counted() -> None:
+    clock = FakeClock()
+    queue = Outbox(10, 60.0, clock)
+    queue.put("default", b"old")
+    clock.advance(61)
+    queue.put("default", b"new")
+    assert names(queue.take_batch(10)) == [b"new"]
+    assert queue.dropped == 1
+
+
+def test_a_failed_batch_goes_back_in_front_in_its_order() -> None:
+    queue = Outbox(4, 60.0, FakeClock())
+    for name in (b"a", b"b", b"c"):
+        queue.put("default", name)
+    batch = queue.take_batch(2)
+    queue.put("default", b"d")
+    queue.put("default", b"e")
+    queue.put_back_batch(batch)  # room for one: the newer of the two is kept
+    assert queue.dropped == 1
+    assert names(queue.take_batch(10)) == [b"b", b"c", b"d", b"e"]
