@@ -1,7 +1,8 @@
 """Reading a secret from a file: the one way relay does it, for every password it reads.
 
-Used for the admin port's shared secret (``admin.secret_file``) and the
-cluster-status module's database passwords (``pass_file``).
+Used for the admin port's shared secret (``admin.secret_file``), the
+cluster-status module's database passwords (``pass_file``) and the broker's
+Redis password (``broker.password_file``).
 """
 
 from __future__ import annotations

@@ -4,14 +4,13 @@
 password never sits in the URL (it would end up in logs and status): it comes
 from ``password_file`` or ``password_env``, is read while the config is
 validated (so a missing file is reported with the config file and the field),
-and is held as a :class:`~pydantic.SecretStr` that prints as stars.
+and is held as a ``pydantic.SecretStr`` that prints as stars.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from relay.secretfile import read_secret_file
 
 __all__ = ["BrokerConfig"]
 
@@ -153,11 +154,13 @@ def _read_password(path: str | None, variable: str | None) -> SecretStr | None:
         raise ValueError('give "password_file" or "password_env", not both')
     if path is not None:
         try:
-            value = Path(path).read_text().strip()
+            value = read_secret_file(path).strip()
         except OSError as exc:
             raise ValueError(
                 f'"password_file" {path!r} cannot be read: {exc.strerror or exc}'
             ) from None
+        except UnicodeDecodeError:
+            raise ValueError(f'"password_file" {path!r} cannot be read: not UTF-8 text') from None
         where = f'"password_file" {path!r}'
     elif variable is not None:
         value = os.environ.get(variable, "").strip()

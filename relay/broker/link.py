@@ -1,6 +1,6 @@
 """A node's link to Redis: publish what was posted here, receive what was posted anywhere.
 
-:class:`Broker` is the whole interface a node needs: ``start``/``stop``,
+``Broker`` is the whole interface a node needs: ``start``/``stop``,
 ``publish(instance, payload)`` (never blocks, never fails: posts queue while
 Redis is away) and an ``on_receive`` callback for every message another node
 published. Inside, one supervisor task holds a *session*: a connection, the
