@@ -9,15 +9,15 @@ the file, the entry index and the field, in plain words.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
 
 from relay.broker.config import BrokerConfig
+from relay.config_errors import describe_error
 from relay.dbwatch.config import ClusterStatusConfig
 from relay.errors import ConfigError
 
@@ -283,7 +283,9 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         # may fill nested models, exactly as they arrive from the file.
         config = Config.model_validate_json(orjson.dumps(data))
     except ValidationError as exc:
-        raise ConfigError([f"{source}: {_describe(error)}" for error in exc.errors()]) from None
+        raise ConfigError(
+            [f"{source}: {describe_error(error)}" for error in exc.errors()]
+        ) from None
     problems = _cross_entry_problems(config)
     if problems:
         raise ConfigError([f"{source}: {problem}" for problem in problems])
@@ -327,79 +329,3 @@ def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[str]:
         else:
             first_seen[value] = index
     return problems
-
-
-#: Fields whose rejected value must not be echoed in an error.
-_SECRET_FIELDS = frozenset({"pass", "password"})
-#: Sections whose rejected values are never echoed: a password may stand anywhere in them.
-_SECRET_SECTIONS = frozenset({"cluster_status"})
-
-_TYPE_NAMES = {
-    "int_type": "a whole number",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "an object",
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-}
-
-
-def _describe(error: ErrorDetails) -> str:
-    """Turn one pydantic error into ``location: plain-words problem``."""
-    location = _location(error["loc"])
-    kind = error["type"]
-    given = error.get("input")
-    loc = error["loc"]
-    if any(part in _SECRET_FIELDS for part in loc) or (loc and loc[0] in _SECRET_SECTIONS):
-        given = "(hidden)"
-    if kind == "missing":
-        return f"{location}: is required but missing"
-    if kind == "extra_forbidden":
-        return f"{location}: is not a known setting"
-    if kind in _TYPE_NAMES:
-        return f"{location}: must be {_TYPE_NAMES[kind]}, not {_json_type(given)}"
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        return f"{location}: must be {expected}, not {_json_repr(given)}"
-    message = error["msg"]
-    message = message.removeprefix("Value error, ").replace("Input should be", "must be")
-    return f"{location}: {message}"
-
-
-def _location(loc: Sequence[int | str]) -> str:
-    """``('servers', 1, 'ssl.key')`` as ``servers[1].ssl.key``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif not part.startswith("function-"):
-            text += f".{part}" if text else part
-    return text or "(top level)"
-
-
-def _json_type(value: object) -> str:
-    """Name a decoded JSON value's type the way the file's author sees it."""
-    if value is None:
-        return "null"
-    if value == "(hidden)":
-        return "a value (not shown)"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f'the string "{value}"'
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-def _json_repr(value: object) -> str:
-    """A short JSON rendering of a rejected value."""
-    if value == "(hidden)":
-        return "the value given (not shown)"
-    return orjson.dumps(value).decode()[:80] if value is not None else "null"

@@ -36,6 +36,7 @@ FOUNDATION = frozenset(
         "relay",
         "relay.errors",
         "relay.config",
+        "relay.config_errors",
         "relay.snapshot",
         "relay.secret",
         "relay.secretfile",

@@ -1,0 +1,88 @@
+"""Pydantic's validation errors in the words of the config file's author.
+
+``servers[1].port: must be a whole number, not the string "x"``: the field
+named as it stands in the file, the problem in plain words, and the rejected
+value only where it cannot be a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from pydantic_core import ErrorDetails
+
+#: Fields whose rejected value must not be echoed in an error.
+_SECRET_FIELDS = frozenset({"pass", "password"})
+#: Sections whose rejected values are never echoed: a password may stand anywhere in them.
+_SECRET_SECTIONS = frozenset({"cluster_status"})
+
+_TYPE_NAMES = {
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def describe_error(error: ErrorDetails) -> str:
+    """Turn one pydantic error into ``location: plain-words problem``."""
+    location = _location(error["loc"])
+    kind = error["type"]
+    given = error.get("input")
+    loc = error["loc"]
+    if any(part in _SECRET_FIELDS for part in loc) or (loc and loc[0] in _SECRET_SECTIONS):
+        given = "(hidden)"
+    if kind == "missing":
+        return f"{location}: is required but missing"
+    if kind == "extra_forbidden":
+        return f"{location}: is not a known setting"
+    if kind in _TYPE_NAMES:
+        return f"{location}: must be {_TYPE_NAMES[kind]}, not {_json_type(given)}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{location}: must be {expected}, not {_json_repr(given)}"
+    message = error["msg"]
+    message = message.removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{location}: {message}"
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    """``('servers', 1, 'ssl.key')`` as ``servers[1].ssl.key``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part.startswith("function-"):
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+def _json_type(value: object) -> str:
+    """Name a decoded JSON value's type the way the file's author sees it."""
+    if value is None:
+        return "null"
+    if value == "(hidden)":
+        return "a value (not shown)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _json_repr(value: object) -> str:
+    """A short JSON rendering of a rejected value."""
+    if value == "(hidden)":
+        return "the value given (not shown)"
+    return orjson.dumps(value).decode()[:80] if value is not None else "null"
