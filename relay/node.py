@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,7 +37,7 @@ from relay.peering.backoff import Backoff
 from relay.peering.peers import PeerSet, peer_tls_context
 from relay.secret import load_secret
 from relay.snapshot import NodeSnapshot
-from relay.tls import load_certificates, server_context
+from relay.tls import ListenerContexts
 
 log = logging.getLogger("relay.node")
 
@@ -94,8 +93,8 @@ class Node:
             config.limits.max_connections, config.limits.max_connections_per_ip
         )
         self.client_listeners: list[ClientListener] = []
-        # (context, server entry, its name): what a reload re-reads certificates into.
-        self._tls: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
+        # The listeners' TLS contexts, which a reload renews.
+        self._tls = ListenerContexts()
         self.status_monitor = self._new_monitor(config)
         # After all that snapshot() reads: the registry collects once while registering.
         self.metrics = NodeMetrics(self.snapshot)
@@ -143,7 +142,7 @@ class Node:
                     limits=self.config.limits,
                     browsers=self.config.browsers,
                     admission=self.admission,
-                    ssl_context=self._tls_context(server, index),
+                    ssl_context=self._tls.context_for(server, index),
                     connection_factory=self._connection_factory,
                 )
                 await _bind(listener.start(), server, index)
@@ -208,7 +207,7 @@ class Node:
         )
         await runner.setup()
         self._admin_runners.append(runner)
-        context = self._tls_context(server, index)
+        context = self._tls.context_for(server, index)
         site = web.TCPSite(
             runner, server.bind_host, server.port, ssl_context=context, reuse_address=True
         )
@@ -231,12 +230,10 @@ class Node:
         # Everything that can fail is checked before anything changes, so a
         # refused reload leaves the node exactly as it was.
         secret = load_secret(config.admin)
-        for _, server, where in self._tls:
-            server_context(server, where)
+        self._tls.check()
         for index, peer in enumerate(config.cluster):
             peer_tls_context(f"cluster[{index}]", peer, config.peering)
-        for context, server, _ in self._tls:
-            load_certificates(context, server)
+        self._tls.renew()
         notes = []
         if config.servers != self.config.servers:
             notes.append("servers changed: listeners keep their old addresses until a restart")
@@ -265,12 +262,6 @@ class Node:
         self._secret = secret
         self.config = config
         return notes
-
-    def _tls_context(self, server: ServerConfig, where: str) -> ssl.SSLContext | None:
-        context = server_context(server, where)
-        if context is not None:
-            self._tls.append((context, server, where))
-        return context
 
     def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
         return [

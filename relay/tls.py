@@ -57,3 +57,36 @@ def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -
         combined = Path(directory) / "fullchain.pem"
         combined.write_bytes(pem)
         context.load_cert_chain(combined, key)
+
+
+class ListenerContexts:
+    """The TLS contexts of a node's listeners, kept so that a reload renews their certificates."""
+
+    def __init__(self) -> None:
+        """Start with no listener."""
+        self._live: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
+
+    def context_for(self, server: ServerConfig, where: str) -> ssl.SSLContext | None:
+        """A new listener's context (None for plain text), remembered for reloads.
+
+        Raises:
+            StartupError: as ``server_context``.
+        """
+        context = server_context(server, where)
+        if context is not None:
+            self._live.append((context, server, where))
+        return context
+
+    def check(self) -> None:
+        """Read every listener's files again, into throwaway contexts, changing nothing.
+
+        Raises:
+            StartupError: a file is missing or unreadable, or key and certificate do not match.
+        """
+        for _, server, where in self._live:
+            server_context(server, where)
+
+    def renew(self) -> None:
+        """Load every listener's certificate files into its live context (after ``check``)."""
+        for context, server, _ in self._live:
+            load_certificates(context, server)
