@@ -162,111 +162,130 @@ class RepositoryReader:
                 await _close(conn)
 
     async def _read_all(self, conn: Any) -> ClusterRows:
-        repo, almanac = self._repo_db, self._almanac_db
+        """Read every table the console reads, in one consistent snapshot."""
+        queries = _cluster_queries(self._repo_db, self._almanac_db)
         await _execute(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        repositories = await _fetch_all(
-            conn,
+        rows = {name: await _fetch_all(conn, sql, args) for name, (sql, args) in queries.items()}
+        await _execute(conn, "COMMIT")
+        return _cluster_rows(rows)
+
+
+#: One query: its SQL and its parameters (None: none).
+Query = tuple[str, tuple[Any, ...] | None]
+
+
+def _cluster_queries(repo: str, almanac: str) -> dict[str, Query]:
+    """The queries of one read, by the ``ClusterRows`` field they fill, in the order they run."""
+    cluster_service = (CLUSTER_SERVICE_TYPE,)
+    return {
+        "repositories": (
             f"SELECT id, phid, name, callsign, versionControlSystem, almanacServicePHID "
             f"FROM {repo}.repository "
             f"WHERE versionControlSystem = 'git' AND almanacServicePHID IS NOT NULL",
-        )
-        versions = await _fetch_all(
-            conn,
+            None,
+        ),
+        "versions": (
             f"SELECT repositoryPHID, devicePHID, repositoryVersion, isWriting, "
             f"writeProperties, lockOwner FROM {repo}.repository_workingcopyversion",
-        )
+            None,
+        ),
         # Only the push events that some device's version points at.
-        push_events = await _fetch_all(
-            conn,
+        "push_events": (
             f"SELECT DISTINCT e.id, e.repositoryPHID, e.epoch "
             f"FROM {repo}.repository_pushevent e "
             f"JOIN {repo}.repository_workingcopyversion v "
             f"ON v.repositoryVersion = e.id AND v.repositoryPHID = e.repositoryPHID",
-        )
-        services = await _fetch_all(
-            conn,
+            None,
+        ),
+        "services": (
             f"SELECT phid, name, serviceType FROM {almanac}.almanac_service WHERE serviceType = %s",
-            (CLUSTER_SERVICE_TYPE,),
-        )
-        bindings = await _fetch_all(
-            conn,
+            cluster_service,
+        ),
+        "bindings": (
             f"SELECT b.servicePHID, b.devicePHID, b.isDisabled "
             f"FROM {almanac}.almanac_binding b "
             f"JOIN {almanac}.almanac_service s ON s.phid = b.servicePHID "
             f"WHERE s.serviceType = %s",
-            (CLUSTER_SERVICE_TYPE,),
-        )
-        devices = await _fetch_all(
-            conn,
+            cluster_service,
+        ),
+        "devices": (
             f"SELECT DISTINCT d.phid, d.name FROM {almanac}.almanac_device d "
             f"JOIN {almanac}.almanac_binding b ON b.devicePHID = d.phid",
-        )
-        properties = await _fetch_all(
-            conn,
+            None,
+        ),
+        "properties": (
             f"SELECT p.objectPHID, p.fieldName, p.fieldValue "
             f"FROM {almanac}.almanac_property p "
             f"JOIN {almanac}.almanac_service s ON s.phid = p.objectPHID "
             f"WHERE s.serviceType = %s AND p.fieldName = 'closed'",
-            (CLUSTER_SERVICE_TYPE,),
-        )
-        await _execute(conn, "COMMIT")
-        return ClusterRows(
-            repositories=tuple(
-                RepositoryRow(
-                    id=int(r["id"]),
-                    phid=_text(r["phid"]),
-                    name=_text(r["name"]),
-                    callsign=_optional_text(r["callsign"]),
-                    vcs=_text(r["versionControlSystem"]),
-                    service_phid=_optional_text(r["almanacServicePHID"]),
-                )
-                for r in repositories
-            ),
-            versions=tuple(
-                VersionRow(
-                    repository_phid=_text(r["repositoryPHID"]),
-                    device_phid=_text(r["devicePHID"]),
-                    version=int(r["repositoryVersion"]),
-                    is_writing=bool(r["isWriting"]),
-                    write_properties=_optional_text(r["writeProperties"]),
-                    lock_owner=_optional_text(r["lockOwner"]),
-                )
-                for r in versions
-            ),
-            push_events=tuple(
-                PushEventRow(
-                    id=int(r["id"]),
-                    repository_phid=_text(r["repositoryPHID"]),
-                    epoch=int(r["epoch"]),
-                )
-                for r in push_events
-            ),
-            services=tuple(
-                ServiceRow(
-                    phid=_text(r["phid"]),
-                    name=_text(r["name"]),
-                    service_type=_text(r["serviceType"]),
-                )
-                for r in services
-            ),
-            bindings=tuple(
-                BindingRow(
-                    service_phid=_text(r["servicePHID"]),
-                    device_phid=_text(r["devicePHID"]),
-                    disabled=bool(r["isDisabled"]),
-                )
-                for r in bindings
-            ),
-            devices=tuple(DeviceRow(phid=_text(r["phid"]), name=_text(r["name"])) for r in devices),
-            properties=tuple(
-                PropertyRow(
-                    object_phid=_text(r["objectPHID"]),
-                    name=_text(r["fieldName"]),
-                    value=_optional_text(r["fieldValue"]),
-                )
-                for r in properties
-            ),
-        )
+            cluster_service,
+        ),
+    }
+
+
+def _cluster_rows(rows: Mapping[str, list[Mapping[str, Any]]]) -> ClusterRows:
+    """The typed rows of one read, from the dict rows of each query."""
+    return ClusterRows(
+        repositories=tuple(map(_repository_row, rows["repositories"])),
+        versions=tuple(map(_version_row, rows["versions"])),
+        push_events=tuple(map(_push_event_row, rows["push_events"])),
+        services=tuple(map(_service_row, rows["services"])),
+        bindings=tuple(map(_binding_row, rows["bindings"])),
+        devices=tuple(
+            DeviceRow(phid=_text(r["phid"]), name=_text(r["name"])) for r in rows["devices"]
+        ),
+        properties=tuple(map(_property_row, rows["properties"])),
+    )
+
+
+def _repository_row(r: Mapping[str, Any]) -> RepositoryRow:
+    return RepositoryRow(
+        id=int(r["id"]),
+        phid=_text(r["phid"]),
+        name=_text(r["name"]),
+        callsign=_optional_text(r["callsign"]),
+        vcs=_text(r["versionControlSystem"]),
+        service_phid=_optional_text(r["almanacServicePHID"]),
+    )
+
+
+def _version_row(r: Mapping[str, Any]) -> VersionRow:
+    return VersionRow(
+        repository_phid=_text(r["repositoryPHID"]),
+        device_phid=_text(r["devicePHID"]),
+        version=int(r["repositoryVersion"]),
+        is_writing=bool(r["isWriting"]),
+        write_properties=_optional_text(r["writeProperties"]),
+        lock_owner=_optional_text(r["lockOwner"]),
+    )
+
+
+def _push_event_row(r: Mapping[str, Any]) -> PushEventRow:
+    return PushEventRow(
+        id=int(r["id"]), repository_phid=_text(r["repositoryPHID"]), epoch=int(r["epoch"])
+    )
+
+
+def _service_row(r: Mapping[str, Any]) -> ServiceRow:
+    return ServiceRow(
+        phid=_text(r["phid"]), name=_text(r["name"]), service_type=_text(r["serviceType"])
+    )
+
+
+def _binding_row(r: Mapping[str, Any]) -> BindingRow:
+    return BindingRow(
+        service_phid=_text(r["servicePHID"]),
+        device_phid=_text(r["devicePHID"]),
+        disabled=bool(r["isDisabled"]),
+    )
+
+
+def _property_row(r: Mapping[str, Any]) -> PropertyRow:
+    return PropertyRow(
+        object_phid=_text(r["objectPHID"]),
+        name=_text(r["fieldName"]),
+        value=_optional_text(r["fieldValue"]),
+    )
 
 
 async def _connect(target: ConnectionTarget, connect_timeout: float) -> Any:
