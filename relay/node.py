@@ -28,7 +28,7 @@ from relay.core.hub import Hub
 from relay.core.notification import parse_notification
 from relay.dbwatch.monitor import ClusterStatusMonitor
 from relay.errors import NotificationError, StartupError
-from relay.listeners.admin import AdminState, create_admin_app
+from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.ops.dashboard import NodeStatusAnnouncer, render_page
@@ -199,6 +199,7 @@ class Node:
         runner = web.AppRunner(
             app,
             access_log=None,
+            logger=HTTP_LOG,
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_GRACE,
             # aiohttp closes a connection that has not sent a complete request

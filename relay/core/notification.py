@@ -2,12 +2,15 @@
 
 A notification is a JSON object with at least ``subscribers`` (a list of
 keys). relay keeps every field it does not use, so browsers get exactly what
-Phorge posted, plus the ``touched`` list of the nodes it passed through.
+Phorge posted, plus the ``touched`` list of the nodes it passed through (and a
+``uniqueID`` when an application posted none, see ``Notification.identified``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -16,6 +19,11 @@ import orjson
 from relay.errors import NotificationError
 
 DEFAULT_INSTANCE = "default"
+
+#: Deepest nesting of arrays and objects a body may have, the body itself being level 1.
+#: orjson parses 1,024 levels but encodes only 254, and relay encodes every body
+#: again (stamped for browsers and peers); no real notification comes near either.
+MAX_DEPTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,22 @@ class Notification:
         digest = hashlib.blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=16)
         return "digest:" + digest.hexdigest()
 
+    def identified(self, new_id: Callable[[], str] | None = None) -> Notification:
+        """This notification, given a ``uniqueID`` of ``new_id()`` if an application posted none.
+
+        Without one, two identical posts would look like two copies of one
+        message and the second would be dropped as a duplicate, where Aphlict
+        delivers every post. The node that takes the post from the
+        application names it, so that the copies it forwards (through relay
+        and Aphlict peers alike, which pass the field on) still de-duplicate.
+        A copy from a peer (``touched`` not empty) is never renamed, and a
+        ``uniqueID`` the application did give is kept as it is.
+        """
+        if self.touched or self.body.get("uniqueID") not in (None, ""):
+            return self
+        unique_id = (new_id or new_unique_id)()
+        return Notification({**self.body, "uniqueID": unique_id}, self.subscribers, self.touched)
+
     def stamped(self, fingerprint: str) -> bytes:
         """The body with ``fingerprint`` appended to ``touched``, encoded once for everyone."""
         body = dict(self.body)
@@ -60,7 +84,11 @@ def parse_notification(
         raise NotificationError(f"the body is not valid JSON: {exc.msg}") from None
     if not isinstance(body, dict):
         raise NotificationError("the body must be a JSON object")
-    subscribers = body.get("subscribers")
+    if _too_deep(raw, body):
+        raise NotificationError(f"the body nests arrays and objects more than {MAX_DEPTH} deep")
+    if "subscribers" not in body:
+        raise NotificationError('"subscribers" is missing: list the keys to notify')
+    subscribers = body["subscribers"]
     if not _is_string_list(subscribers):
         raise NotificationError('"subscribers" must be a list of strings')
     if len(subscribers) > max_subscribers:
@@ -75,9 +103,30 @@ def parse_notification(
     return Notification(body, frozenset(subscribers), tuple(touched))
 
 
+def new_unique_id() -> str:
+    """A fresh random ``uniqueID``: 32 characters, as long as the ones Phorge makes."""
+    return secrets.token_hex(16)
+
+
 def instance_from_query(value: str | None) -> str:
     """The instance an admin request names with ``?instance=``; empty means default."""
     return value or DEFAULT_INSTANCE
+
+
+def _too_deep(raw: bytes, body: dict[str, Any]) -> bool:
+    """Whether ``body`` (decoded from ``raw``) nests deeper than ``MAX_DEPTH``."""
+    # Counting brackets in C is cheap, and a body with fewer opening brackets
+    # than the limit cannot nest that deep: only suspicious bodies are walked.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    level: list[tuple[Any, int]] = [(body, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _is_string_list(value: object) -> TypeGuard[list[str]]:

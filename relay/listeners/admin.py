@@ -6,7 +6,8 @@
 balancers and orchestrators. Everything else is 404 (unknown path) or 405
 (wrong method). Optional guards: an allow-list of client networks (403 for
 others) and a shared secret that POSTs must carry (401 without it, 403 with a
-wrong one).
+wrong one). Every refusal is JSON, ``{"error": "..."}``, whatever refused it,
+and no client's mistake ends in a 500 or a traceback in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
@@ -30,6 +32,33 @@ from relay.secret import Secret
 from relay.snapshot import NodeSnapshot
 
 log = logging.getLogger("relay.admin")
+
+
+class _MalformedRequests(logging.Filter):
+    """Turn aiohttp's traceback for a request it could not parse into one WARNING line.
+
+    aiohttp answers a request that is not well-formed HTTP (a garbage request
+    line, a broken chunk size, an unsupported Content-Encoding) with 400 by
+    itself, before relay sees it, and logs the parser's exception at ERROR
+    with a traceback; it is the client's mistake, not the node's.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote the record if it is about a malformed request; keep every record."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a malformed request from %s: %s"
+            # aiohttp's message spans lines (the bytes, a caret under the fault).
+            record.args = (remote, " ".join(str(error.message).split()))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+#: The logger aiohttp's HTTP server reports on for the admin listeners (``logger=``).
+HTTP_LOG = logging.getLogger("relay.admin.http")
+HTTP_LOG.addFilter(_MalformedRequests())
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,7 +101,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_admin_app(state: AdminState) -> web.Application:
     """The aiohttp application serving the admin protocol from ``state``."""
     app = web.Application(
-        client_max_size=state.limits.admin_body_bytes, middlewares=[_network_guard]
+        client_max_size=state.limits.admin_body_bytes,
+        # Outermost first: the guard's refusals are turned into JSON too.
+        middlewares=[_json_errors, _network_guard],
     )
     app[STATE] = state
     app.router.add_post("/", post_notification)
@@ -82,6 +113,11 @@ def create_admin_app(state: AdminState) -> web.Application:
     app.router.add_get("/health/ready", get_ready)
     app.router.add_get("/dashboard/", get_dashboard)
     app.router.add_get("/cluster-status/", get_cluster_status)
+    # relay's own pages, typed without the slash: send the browser on. (Not
+    # /status, whose 404 Aphlict's clients know; Phorge's POSTs refuse
+    # redirects anyway.)
+    app.router.add_get("/dashboard", _add_slash)
+    app.router.add_get("/cluster-status", _add_slash)
     return app
 
 
@@ -99,6 +135,9 @@ async def post_notification(request: web.Request) -> web.Response:
         )
     except NotificationError as exc:
         return _json_error(400, str(exc))
+    # A post straight from an application gets a uniqueID if it has none, so
+    # identical posts stay distinct messages all through the cluster.
+    notification = notification.identified()
     hub = state.hub
     hub.publish(instance_from_query(request.query.get("instance")), notification)
     if state.observe_latency is not None:
@@ -117,7 +156,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus' text exposition of the node's metrics."""
     render = request.app[STATE].render_metrics
     if render is None:
-        raise web.HTTPNotFound()
+        raise _refusal(web.HTTPNotFound, "metrics are not collected on this node")
     return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -133,7 +172,7 @@ async def get_dashboard(request: web.Request) -> web.Response:
     """The live status page, pointed at this node's client port."""
     page = request.app[STATE].dashboard
     if page is None:
-        raise web.HTTPNotFound()
+        raise _refusal(web.HTTPNotFound, "the status page is disabled on this node")
     host = request.url.host or "127.0.0.1"
     return web.Response(
         body=page(host),
@@ -169,13 +208,14 @@ def _check_secret(request: web.Request, secret: Secret | None) -> None:
         return
     offered = request.headers.get("Authorization", "")
     if not offered.startswith("Bearer "):
-        raise web.HTTPUnauthorized(
-            text="this relay requires 'Authorization: Bearer <secret>'\n",
+        raise _refusal(
+            web.HTTPUnauthorized,
+            "this relay requires 'Authorization: Bearer <secret>'",
             headers={"WWW-Authenticate": 'Bearer realm="relay"'},
         )
     if not secret.matches(offered.removeprefix("Bearer ")):
         log.warning("refused a POST from %s: wrong shared secret", request.remote)
-        raise web.HTTPForbidden(text="wrong shared secret\n")
+        raise _refusal(web.HTTPForbidden, "wrong shared secret")
 
 
 async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
@@ -185,23 +225,28 @@ async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
     byte; a chunked or compressed body is read piecewise (aiohttp inflates in
     bounded steps) and refused as soon as the pieces add up past the limit, so
     memory never holds more than the limit. A body that trickles in slower
-    than the deadline gets 408.
+    than the deadline gets 408; one that cannot be decoded (say, a
+    ``Content-Encoding: gzip`` body that is not gzip) gets 400.
+
+    Raises:
+        web.HTTPException: the refusal to answer with (also when the client
+            has disconnected before sending the whole body).
     """
     limit = limits.admin_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    if declared is not None and request.content.is_eof():
-        # The whole body came with the headers, as a small POST does: take it
-        # without a deadline or an async iteration (a compressed one may still
-        # have inflated past the limit).
-        body = request.content.read_nowait()
-        if len(body) > limit:
-            raise _too_large(limit)
-        return body
-    chunks = []
-    size = 0
     try:
+        if declared is not None and request.content.is_eof():
+            # The whole body came with the headers, as a small POST does: take it
+            # without a deadline or an async iteration (a compressed one may still
+            # have inflated past the limit).
+            body = request.content.read_nowait()
+            if len(body) > limit:
+                raise _too_large(limit)
+            return body
+        chunks = []
+        size = 0
         async with asyncio.timeout(limits.admin_body_seconds):
             async for chunk in request.content.iter_any():
                 size += len(chunk)
@@ -210,8 +255,30 @@ async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         log.warning("a POST body from %s was too slow; cut off", request.remote)
-        raise web.HTTPRequestTimeout(text="request body too slow\n") from None
+        raise _refusal(web.HTTPRequestTimeout, "request body too slow") from None
+    except web.RequestPayloadError as exc:
+        raise _undecodable(request, exc) from None
+    except ConnectionResetError:
+        # The client's own doing (a timeout on its side, a restart): nothing
+        # for an operator to act on.
+        log.debug("a client at %s went away in the middle of a POST body", request.remote)
+        # The answer goes nowhere (aiohttp notes that at DEBUG), but it is an answer.
+        raise _refusal(web.HTTPBadRequest, "the connection closed before the whole body") from None
     return b"".join(chunks)
+
+
+def _undecodable(request: web.Request, exc: web.RequestPayloadError) -> web.HTTPException:
+    """The 400 for a body aiohttp could not decode, closing the connection after it."""
+    # aiohttp's own words are the cause's (e.g. "Can not decode content-encoding: gzip").
+    reason = getattr(exc.__cause__, "message", None) or str(exc)
+    log.warning("refused a POST body from %s: %s", request.remote, reason)
+    # Nothing more of this request can be read. Without marking its end, aiohttp
+    # would try to drain the rest after answering, meet the same error again and
+    # log it as unhandled.
+    request.content.feed_eof()
+    refusal = _refusal(web.HTTPBadRequest, f"the body cannot be read: {reason}")
+    refusal.force_close()
+    return refusal
 
 
 def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
@@ -219,12 +286,65 @@ def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
     return web.HTTPRequestEntityTooLarge(
         max_size=limit,
         actual_size=-1,
-        text=f"request body exceeds the {limit}-byte limit\n",
+        text=_error_text(f"request body exceeds the {limit}-byte limit"),
+        content_type=_JSON,
     )
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type=_JSON)
+def _refusal(
+    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
+) -> web.HTTPException:
+    """An HTTP error of class ``kind`` whose body is ``{"error": message}``."""
+    return kind(text=_error_text(message), content_type=_JSON, headers=headers)
+
+
+def _error_text(message: str) -> str:
+    return orjson.dumps({"error": message}).decode()
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, text=_error_text(message), content_type=_JSON, headers=headers
+    )
+
+
+async def _add_slash(request: web.Request) -> web.Response:
+    """Redirect ``/page`` to ``/page/``, keeping the query."""
+    query = request.query_string
+    raise web.HTTPPermanentRedirect(location=request.path + "/" + (f"?{query}" if query else ""))
+
+
+#: Headers of aiohttp's own refusals worth keeping on the JSON ones (405's Allow, 401's...).
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate")
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error in JSON: aiohttp's own 404s and 405s, and failures nobody foresaw.
+
+    The latter is relay's bug, not the client's: it is logged once with its
+    traceback, and the client gets a plain 500 without details.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == _JSON:
+            raise
+        headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return _json_error(exc.status, _describe(request, exc), headers)
+    except Exception:
+        log.exception("error while answering %s %s", request.method, request.path)
+        return _json_error(500, "internal error; the node's log has the details")
+
+
+def _describe(request: web.Request, exc: web.HTTPException) -> str:
+    """Plain words for one of aiohttp's own refusals."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"{request.method} is not allowed on {request.path}; use {allowed}"
+    if isinstance(exc, web.HTTPNotFound):
+        return f"nothing here: {request.path}"
+    return exc.reason
 
 
 @web.middleware
@@ -240,5 +360,5 @@ async def _network_guard(request: web.Request, handler: Handler) -> web.StreamRe
             address = None
         if address is None or not any(address in network for network in allowed):
             log.warning("refused an admin request from %s: not in allowed_networks", request.remote)
-            raise web.HTTPForbidden(text="this address may not use the admin port\n")
+            raise _refusal(web.HTTPForbidden, "this address may not use the admin port")
     return await handler(request)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from relay.core.notification import instance_from_query, parse_notification
+from relay.core.notification import (
+    MAX_DEPTH,
+    instance_from_query,
+    new_unique_id,
+    parse_notification,
+)
 from relay.errors import NotificationError
 
 
@@ -40,7 +45,8 @@ def test_unicode_survives_stamping_byte_for_byte() -> None:
         (b"{nope", "not valid JSON"),
         (b"[1]", "must be a JSON object"),
         (b'"text"', "must be a JSON object"),
-        (b"{}", '"subscribers" must be a list of strings'),
+        (b"{}", '"subscribers" is missing'),
+        (b'{"subscribers":{}}', '"subscribers" must be a list of strings'),
         (b'{"subscribers":"PHID-A"}', '"subscribers" must be a list of strings'),
         (b'{"subscribers":["A",2]}', '"subscribers" must be a list of strings'),
         (b'{"subscribers":["A"],"touched":"F"}', '"touched" must be a list of strings'),
@@ -63,6 +69,54 @@ def test_identity_digest_ignores_touched_and_key_order() -> None:
     c = parse_notification(b'{"type":"u","subscribers":["A"]}')
     assert a.identity() == b.identity()
     assert a.identity() != c.identity()
+
+
+def test_nesting_is_bounded_below_what_can_be_encoded_again() -> None:
+    deep = {"subscribers": ["A"], "data": []}
+    inner = deep["data"]
+    for _ in range(MAX_DEPTH - 2):  # the body and "data" are two levels already
+        inner.append([])
+        inner = inner[0]
+    note = parse_notification(orjson.dumps(deep))
+    assert orjson.loads(note.stamped("F"))["data"] == deep["data"]
+    inner.append({})
+    with pytest.raises(NotificationError, match=f"more than {MAX_DEPTH} deep"):
+        parse_notification(orjson.dumps(deep))
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    body = {"subscribers": ["A"], "text": "[{" * 1000}
+    assert parse_notification(orjson.dumps(body)).body == body
+
+
+def test_an_application_post_without_unique_id_gets_one() -> None:
+    ids = iter(["first", "second"])
+    posted = b'{"type":"workboards","subscribers":["A"]}'
+    one = parse_notification(posted).identified(lambda: next(ids))
+    two = parse_notification(posted).identified(lambda: next(ids))
+    assert one.body == {"type": "workboards", "subscribers": ["A"], "uniqueID": "first"}
+    assert (one.identity(), two.identity()) == ("id:first", "id:second")
+    assert orjson.loads(one.stamped("F"))["uniqueID"] == "first"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"subscribers":["A"],"uniqueID":"phorge-made"}',
+        b'{"subscribers":["A"],"uniqueID":7}',
+        # A copy from a peer: the node it came from (relay or Aphlict) named it, or not.
+        b'{"subscribers":["A"],"touched":["F1"]}',
+    ],
+)
+def test_an_id_given_and_a_peers_copy_are_left_as_they_are(raw: bytes) -> None:
+    note = parse_notification(raw)
+    assert note.identified(lambda: "new") is note
+
+
+def test_fresh_unique_ids_look_like_phorges_and_differ() -> None:
+    ids = {new_unique_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(unique_id) == 32 for unique_id in ids)
 
 
 def test_instance_query_defaults() -> None:

@@ -90,7 +90,8 @@ async def test_clients_total_counts_every_browser_ever(
     [
         (b"{not json", "not valid JSON"),
         (b"[1,2,3]", "must be a JSON object"),
-        (b'{"key":"A"}', '"subscribers" must be a list of strings'),
+        (b'{"key":"A"}', '"subscribers" is missing'),
+        (b'{"subscribers":null}', '"subscribers" must be a list of strings'),
         (b'{"subscribers":"A"}', '"subscribers" must be a list of strings'),
         (b'{"subscribers":[1]}', '"subscribers" must be a list of strings'),
     ],
@@ -111,12 +112,43 @@ async def test_bad_bodies_get_a_clear_400(
 async def test_other_methods_on_root_get_405(admin: Admin, method: str, path: str) -> None:
     async with admin.session.request(method, admin.base + path) as r:
         assert r.status == 405
+        assert r.headers["Allow"] == "POST"
+        assert await r.json() == {"error": f"{method} is not allowed on /; use POST"}
 
 
 @pytest.mark.parametrize("path", ["/nope", "/status/extra", "/status", "/favicon.ico"])
 async def test_other_paths_get_404(admin: Admin, path: str) -> None:
     async with admin.session.get(admin.base + path) as r:
         assert r.status == 404
+        assert await r.json() == {"error": f"nothing here: {path}"}
+
+
+@pytest.mark.parametrize("page", ["dashboard", "cluster-status"])
+async def test_relays_own_pages_without_the_slash_redirect(
+    admin: Admin, node: Node, page: str
+) -> None:
+    async with admin.session.get(f"{admin.base}/{page}?x=1", allow_redirects=False) as r:
+        assert r.status == 308
+        assert r.headers["Location"] == f"/{page}/?x=1"
+    async with admin.session.get(f"{admin.base}/dashboard") as r:
+        assert r.status == 200
+        assert r.url.path == "/dashboard/"
+        assert "<html" in await r.text()
+
+
+async def test_a_failure_nobody_foresaw_is_a_json_500_logged_once(
+    node: Node, admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, int]:
+        raise RuntimeError("a bug in a status section")
+
+    node.admin_state.status_sections["broken"] = broken
+    async with admin.session.get(admin.base + "/status/") as r:
+        assert r.status == 500
+        assert await r.json() == {"error": "internal error; the node's log has the details"}
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert [record.getMessage() for record in errors] == ["error while answering GET /status/"]
+    assert "a bug in a status section" not in await r.text()
 
 
 async def test_body_over_the_limit_gets_413_and_the_node_keeps_serving(
@@ -125,8 +157,9 @@ async def test_body_over_the_limit_gets_413_and_the_node_keeps_serving(
     node = await start_node(local_config(limits={"admin_body_bytes": 4096}))
     admin = Admin(session, node.admin_addresses[0][1])
     padding = "x" * 5000
-    status, _ = await admin.post(notification("A", pad=padding))
+    status, answer = await admin.post(notification("A", pad=padding))
     assert status == 413
+    assert answer == {"error": "request body exceeds the 4096-byte limit"}
 
     async def chunked() -> AsyncIterator[bytes]:
         for _ in range(10):

@@ -101,7 +101,7 @@ async def test_admin_network_allow_list(
     refused = await start_node(local_config(admin={"allowed_networks": ["10.0.0.0/8", "::1/128"]}))
     status, body = await Admin(session, refused.admin_addresses[0][1]).post(notification("A"))
     assert status == 403
-    assert "may not use the admin port" in body
+    assert "may not use the admin port" in body["error"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,137 @@
+"""Garbage on the admin port, as a real node and its log see it: JSON refusals, no tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from support import WAIT, Browser, RelayProcess, local_config, notification
+
+pytestmark = pytest.mark.slow
+
+#: Log lines above WARNING, or any sign of a traceback.
+TROUBLE = re.compile(r" (ERROR|CRITICAL) |Traceback")
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw request; return the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            piece = sock.recv(65536)
+            assert piece, f"the node closed without answering: {answer!r}"
+            answer += piece
+        head, body = answer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        length = int(headers.get("Content-Length", "0"))
+        while len(body) < length:
+            piece = sock.recv(65536)
+            assert piece, "the node closed in the middle of its answer"
+            body += piece
+    return int(lines[0].split()[1]), headers, body
+
+
+def post(body: bytes, *headers: str) -> bytes:
+    extra = "".join(f"{header}\r\n" for header in headers)
+    return (
+        f"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
+
+
+def nested(depth: int) -> bytes:
+    """A notification whose ``data`` nests arrays ``depth`` levels deep."""
+    return b'{"subscribers":["PHID-A"],"data":' + b"[" * depth + b"]" * depth + b"}"
+
+
+#: What an application, a script or a scanner may send, and what relay must answer.
+REFUSED = [
+    ("nesting 254 levels", post(nested(254)), 400, "more than 128 deep"),
+    ("nesting 1,023 levels", post(nested(1023)), 400, "more than 128 deep"),
+    ("nesting past orjson's parser", post(nested(1100)), 400, "not valid JSON"),
+    (
+        "gzip that is not gzip",
+        post(b'{"subscribers":["PHID-A"]}', "Content-Encoding: gzip"),
+        400,
+        "cannot be read",
+    ),
+    (
+        "deflate that is not deflate",
+        post(b"not deflate at all", "Content-Encoding: deflate"),
+        400,
+        "cannot be read",
+    ),
+    ("no subscribers", post(b'{"type":"workboards"}'), 400, '"subscribers" is missing'),
+    ("wrong method", b"PUT / HTTP/1.1\r\nHost: relay\r\nContent-Length: 0\r\n\r\n", 405, "PUT"),
+    ("unknown path", b"GET /nope HTTP/1.1\r\nHost: relay\r\n\r\n", 404, "/nope"),
+    (
+        "a body over the limit",
+        b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: 99999999\r\n\r\n",
+        413,
+        "limit",
+    ),
+]
+
+
+def test_garbage_bodies_get_json_errors_and_leave_no_trace_above_warning(tmp_path: Path) -> None:
+    config = tmp_path / "relay.json"
+    config.write_bytes(orjson.dumps(local_config()))
+    node = RelayProcess(config, ["--debug"]).start()
+    lines = node.follow_log()
+    try:
+        port = node.admin_ports[0]
+        for what, request, status, reason in REFUSED:
+            got, headers, body = exchange(port, request)
+            assert got == status, (what, body)
+            assert headers["Content-Type"].startswith("application/json"), (what, headers)
+            assert reason in orjson.loads(body)["error"], (what, body)
+
+        # Not well-formed HTTP at all: aiohttp refuses it before relay sees it.
+        got, _, _ = exchange(port, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        assert got == 400
+
+        # Clients that give up in the middle of a body, announced or chunked.
+        for head in (b"Content-Length: 1000", b"Transfer-Encoding: chunked"):
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: relay\r\n" + head + b"\r\n\r\n")
+                sock.sendall(b'1a\r\n{"subscribers":["PHID-A"]' if b"chunked" in head else b"{")
+        gone = "went away in the middle of a POST body"
+
+        def both_noticed() -> bool:
+            return sum(gone in line for _, line in list(lines)) == 2
+
+        deadline = time.monotonic() + WAIT
+        while not both_noticed():
+            assert time.monotonic() < deadline, "the node never noticed the clients leaving"
+            time.sleep(0.01)
+
+        # And the node still serves: a proper post reaches a browser.
+        assert asyncio.run(deliver_one(node)) == ["PHID-A"]
+    finally:
+        node.signal(signal.SIGTERM)
+        status, output = node.wait()
+    assert status == 0
+    trouble = [line for line in output.splitlines() if TROUBLE.search(line)]
+    assert trouble == [], "\n".join(trouble)
+    assert all(" DEBUG " in line for line in output.splitlines() if gone in line)
+
+
+async def deliver_one(node: RelayProcess) -> list[Any]:
+    browser = await Browser.open(node.client_ports[0])
+    await browser.subscribe("PHID-A")
+    request = post(gzip.compress(orjson.dumps(notification("PHID-A"))), "Content-Encoding: gzip")
+    status, _, _ = await asyncio.to_thread(exchange, node.admin_ports[0], request)
+    assert status == 200
+    received = await browser.drain()
+    await browser.close()
+    return [message["subscribers"][0] for message in received]
