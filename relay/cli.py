@@ -26,6 +26,7 @@ from relay.ops.admin_client import admin_request
 from relay.ops.logs import configure_logging
 from relay.ops.loop import run
 from relay.ops.pidfile import PidFile
+from relay.preflight import check_config
 from relay.runtime import serve_until_signalled
 
 log = logging.getLogger("relay.cli")
@@ -79,7 +80,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = add("serve", _serve, "run a relay node in the foreground")
     serve_cmd.add_argument("--debug", action="store_true", help="log per-connection detail")
-    add("check-config", _check_config, "validate a config file", config_required=True)
+    add(
+        "check-config",
+        _check_config,
+        "validate a config file and what it points at (addresses, TLS, secret, log files)",
+        config_required=True,
+    )
     status_cmd = add("status", _status, "print the status of a running node", calls_admin=True)
     status_cmd.add_argument("--instance", default="", help="the instance to report on")
     table_cmd = add(
@@ -102,7 +108,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = check_config(args.config)
     clients, admins = len(config.listeners("client")), len(config.listeners("admin"))
     print(
         f"{args.config}: OK ({clients} client and {admins} admin listeners, "

@@ -9,12 +9,20 @@ the file, the entry index and the field, in plain words.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from relay.broker.config import BrokerConfig
 from relay.config_errors import describe_error
@@ -48,6 +56,13 @@ class ServerConfig(_Section):
     ssl_key: str | None = Field(default=None, alias="ssl.key")
     ssl_cert: str | None = Field(default=None, alias="ssl.cert")
     ssl_chain: str | None = Field(default=None, alias="ssl.chain")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_an_address(cls, listen: str | None) -> str | None:
+        if listen and not is_host(listen):
+            raise ValueError(f'"{listen[:80]}" is neither an IP address nor a host name')
+        return listen
 
     @model_validator(mode="after")
     def _ssl_files_come_together(self) -> ServerConfig:
@@ -236,6 +251,25 @@ class Config(_Section):
         return [server for server in self.servers if server.type == kind]
 
 
+#: One label of a host name (RFC 1123): letters, digits and inner hyphens.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host(text: str) -> bool:
+    """Whether ``text`` is an IP address or a well-formed host name (it may not resolve)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = text.removesuffix(".").split(".")
+    # All digits and dots, yet no IP address (say, 300.1.2.3): a mistyped address.
+    if all(label.isdigit() for label in labels):
+        return False
+    return len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
 def default_config() -> Config:
     """Aphlict's default listeners, but bound to loopback only.
 
@@ -256,6 +290,15 @@ def load_config(path: str | Path) -> Config:
     Raises:
         ConfigError: listing every problem found, each naming the file.
     """
+    return parse_config(read_config_data(path), str(path))
+
+
+def read_config_data(path: str | Path) -> object:
+    """The decoded JSON of the config file at ``path``, not yet validated.
+
+    Raises:
+        ConfigError: the file cannot be read or is not JSON; names the file.
+    """
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -267,59 +310,102 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             [f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]
         ) from None
-    return parse_config(data, source)
+    return data
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:
     """Validate already-decoded JSON ``data``; ``source`` names it in errors.
 
     Raises:
-        ConfigError: listing every problem found.
+        ConfigError: listing every problem found, in the order of the file.
     """
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the file must hold a JSON object at the top level"])
+    # Rules spanning entries are checked on the file's data, so that they are
+    # reported along with the problems of single entries, not after those are fixed.
+    found = _cross_entry_problems(data)
+    config = None
     try:
         # JSON mode: strict about types, yet lists may fill tuples and objects
         # may fill nested models, exactly as they arrive from the file.
         config = Config.model_validate_json(orjson.dumps(data))
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{source}: {describe_error(error)}" for error in exc.errors()]
-        ) from None
-    problems = _cross_entry_problems(config)
-    if problems:
-        raise ConfigError([f"{source}: {problem}" for problem in problems])
+        found += [(error["loc"], describe_error(error)) for error in exc.errors()]
+    if found:
+        order = {key: index for index, key in enumerate(data)}
+        found.sort(key=lambda problem: _file_position(problem[0], order))
+        raise ConfigError([f"{source}: {problem}" for _, problem in found])
+    assert config is not None
     return config
 
 
-def _cross_entry_problems(config: Config) -> list[str]:
-    """Rules that span entries, which no single model can check."""
-    problems: list[str] = []
-    if not config.servers:
-        problems.append("servers: no servers are configured; relay needs a client and an admin")
-    else:
-        kinds = {server.type for server in config.servers}
+Located = tuple[tuple[int | str, ...], str]
+
+
+def _file_position(loc: Sequence[int | str], order: dict[str, int]) -> tuple[int, int]:
+    """Where a problem sits in the file: its top-level key, then its entry's index."""
+    key = order.get(str(loc[0]), len(order)) if loc else -1
+    entry = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else -1
+    return key, entry
+
+
+def _cross_entry_problems(data: dict[str, Any]) -> list[Located]:
+    """Rules that span entries, which no single model can check.
+
+    They read the file's data as it is, leniently: an entry too broken to
+    judge is skipped here (its own problem is reported by the models).
+    """
+    problems: list[Located] = []
+    servers = _entries(data.get("servers"))
+    if isinstance(data.get("servers"), list) and not data["servers"]:
+        problems.append(
+            (("servers",), "servers: no servers are configured; relay needs a client and an admin")
+        )
+    elif servers and all(entry.get("type") in ("client", "admin") for _, entry in servers):
+        kinds = {entry["type"] for _, entry in servers}
         for kind, users in (("client", "browsers"), ("admin", "application servers")):
             if kind not in kinds:
                 problems.append(
-                    f'servers: no "{kind}" server is configured; {users} need one to connect'
+                    (
+                        ("servers",),
+                        f'servers: no "{kind}" server is configured; {users} need one to connect',
+                    )
                 )
+    ports = [(index, entry.get("port")) for index, entry in servers]
     problems += _duplicates(
-        ((index, server.port) for index, server in enumerate(config.servers) if server.port),
+        ((index, port) for index, port in ports if _is_int(port) and port),
         lambda index, first, port: (
-            f"servers[{index}].port: port {port} is already used by servers[{first}]"
+            ("servers", index, "port"),
+            f"servers[{index}].port: port {port} is already used by servers[{first}]",
         ),
     )
+    peers = [
+        (index, f"{entry['host']}:{entry['port']}")
+        for index, entry in _entries(data.get("cluster"))
+        if isinstance(entry.get("host"), str) and _is_int(entry.get("port"))
+    ]
     problems += _duplicates(
-        enumerate(peer.address for peer in config.cluster),
+        peers,
         lambda index, first, address: (
-            f"cluster[{index}]: peer {address} is listed twice (also at cluster[{first}])"
+            ("cluster", index),
+            f"cluster[{index}]: peer {address} is listed twice (also at cluster[{first}])",
         ),
     )
     return problems
 
 
-def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[str]:
+def _entries(section: object) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a list section, with their indexes; nothing if it is not a list."""
+    if not isinstance(section, list):
+        return []
+    return [(index, entry) for index, entry in enumerate(section) if isinstance(entry, dict)]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[Any]:
     """One problem per item whose value an earlier item already had."""
     first_seen: dict[Any, int] = {}
     problems = []

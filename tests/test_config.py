@@ -198,7 +198,47 @@ def test_every_problem_is_reported_at_once() -> None:
             pidfile=3,
         )
     )
-    assert len(found) == 3
+    # In the order of the file, rules spanning entries among the others.
+    assert found == [
+        'test.json: servers: no "admin" server is configured; application servers need one '
+        "to connect",
+        "test.json: servers[0].extra: is not a known setting",
+        "test.json: cluster[0].protocol: must be 'http' or 'https', not \"ftp\"",
+        "test.json: pidfile: must be a string, not the number 3",
+    ]
+
+
+def test_a_duplicate_port_is_reported_along_with_a_broken_entry() -> None:
+    found = problems(
+        with_servers(
+            CLIENT,
+            {**ADMIN, "port": 22280},
+            cluster=[{"host": "h", "port": 1, "protocol": "ftp"}],
+        )
+    )
+    assert found == [
+        "test.json: servers[1].port: port 22280 is already used by servers[0]",
+        "test.json: cluster[0].protocol: must be 'http' or 'https', not \"ftp\"",
+    ]
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "relay-1.example.com", "phorge.", ""],
+)
+def test_listen_takes_addresses_and_host_names(listen: str) -> None:
+    config = parse_config(with_servers({**CLIENT, "listen": listen}, ADMIN))
+    assert config.servers[0].listen == listen
+
+
+@pytest.mark.parametrize(
+    "listen", ["not an address", "300.1.2.3", "1.2.3", "http://relay", "-relay", "a..b", "x" * 64]
+)
+def test_listen_refuses_what_is_neither_address_nor_host_name(listen: str) -> None:
+    found = problems(with_servers({**CLIENT, "listen": listen}, ADMIN))
+    assert found == [
+        f'test.json: servers[0].listen: "{listen}" is neither an IP address nor a host name'
+    ]
 
 
 def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
