@@ -38,6 +38,9 @@ __all__ = ["ClusterStatusMonitor"]
 
 logger = logging.getLogger("relay.status")
 
+#: Service verdicts that need nobody's attention.
+_HEALTHY_VERDICTS = frozenset({"Synchronized", "No Repositories"})
+
 # Extra time the per-check safety net allows beyond the configured timeouts
 # (closing the connection, scheduling).
 _SAFETY_MARGIN = 2.0
@@ -242,7 +245,9 @@ class ClusterStatusMonitor:
         now = self._wall_clock()
         change = host.health.record(is_reachable(connection.status), now)
         if change is not None:
-            logger.info(
+            # Losing a database needs an operator; its recovery is news.
+            logger.log(
+                logging.INFO if change.healthy else logging.WARNING,
                 "cluster status: database %s is now %s",
                 host.target.label,
                 "healthy" if change.healthy else "unhealthy",
@@ -275,8 +280,11 @@ class ClusterStatusMonitor:
             return
         states = [h.state for h in self._hosts]
         mode = cluster_mode(states)
-        if self._mode is not None and mode.mode != self._mode.mode:
-            logger.info(
+        # A change is logged, and so is a cluster found read-only at the start.
+        before = self._mode.mode if self._mode is not None else "read-write"
+        if mode.mode != before:
+            logger.log(
+                logging.WARNING if mode.mode == "read-only" else logging.INFO,
                 "cluster status: mode is now %s%s",
                 mode.mode,
                 f" ({mode.reason})" if mode.reason else "",
@@ -349,13 +357,20 @@ class ClusterStatusMonitor:
     ) -> None:
         if new is None:
             if error != self._repo_error:
-                logger.info("cluster status: repository tables unavailable: %s", error)
+                logger.warning("cluster status: repository tables unavailable: %s", error)
             return
+        if self._repo_error is not None:
+            logger.info("cluster status: repository tables readable again")
         before = {s.phid: s.verdict for s in old.services} if old else {}
         for service in new.services:
             if before.get(service.phid) != service.verdict:
-                logger.info(
-                    "cluster status: repository service %s is %s", service.name, service.verdict
+                # Out of sync (or worse) needs an operator; back in sync is news.
+                healthy = service.verdict in _HEALTHY_VERDICTS
+                logger.log(
+                    logging.INFO if healthy else logging.WARNING,
+                    "cluster status: repository service %s is %s",
+                    service.name,
+                    service.verdict,
                 )
 
     def _repository_data(self, now: float) -> dict[str, Any]:

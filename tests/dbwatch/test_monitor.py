@@ -136,7 +136,7 @@ async def test_time_comes_from_the_injected_clocks(
     assert monitor.snapshot()["databases"][0]["health"]["checkedAt"] == 1234.5
 
 
-async def test_health_transitions_are_logged_at_info(
+async def test_losses_are_logged_at_warning_and_recoveries_at_info(
     script: list[Any], start_monitor: StartMonitor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay.status")
@@ -146,11 +146,25 @@ async def test_health_transitions_are_logged_at_info(
     await sink.wait_for(
         lambda m: m["data"]["mode"] == "read-write", after=sink.messages.index(down) + 1
     )
-    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert "cluster status: database db1:3306 is now unhealthy" in messages
-    assert "cluster status: mode is now read-only (master db1:3306 is unhealthy)" in messages
-    assert "cluster status: database db1:3306 is now healthy" in messages
-    assert "cluster status: mode is now read-write" in messages
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert logged[1:] == [
+        ("WARNING", "cluster status: database db1:3306 is now unhealthy"),
+        ("WARNING", "cluster status: mode is now read-only (master db1:3306 is unhealthy)"),
+        ("INFO", "cluster status: database db1:3306 is now healthy"),
+        ("INFO", "cluster status: mode is now read-write"),
+    ]
+    assert logged[0][1].startswith("cluster status: watching 1 database host(s)")
+
+
+async def test_a_cluster_read_only_from_the_start_is_a_warning(
+    script: list[Any], start_monitor: StartMonitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.status")
+    disabled = [{"host": "db1", "role": "master", "pass": SECRET, "disabled": True}]
+    _, sink = await start_monitor(config(databases=disabled))
+    await sink.wait_for(lambda m: m["data"]["mode"] == "read-only")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["cluster status: mode is now read-only (the master is disabled)"]
 
 
 async def test_repository_status_off_means_no_repository_messages(
