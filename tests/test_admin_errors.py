@@ -17,6 +17,9 @@ from support import WAIT, Browser, RelayProcess, local_config, notification
 
 pytestmark = pytest.mark.slow
 
+#: Something a client may put in a header that must never reach the log.
+SECRET = b"not-for-the-log-"
+
 #: Log lines above WARNING, or any sign of a traceback.
 TROUBLE = re.compile(r" (ERROR|CRITICAL) |Traceback")
 
@@ -96,9 +99,14 @@ def test_garbage_bodies_get_json_errors_and_leave_no_trace_above_warning(tmp_pat
             assert headers["Content-Type"].startswith("application/json"), (what, headers)
             assert reason in orjson.loads(body)["error"], (what, body)
 
-        # Not well-formed HTTP at all: aiohttp refuses it before relay sees it.
-        got, _, _ = exchange(port, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-        assert got == 400
+        # Not well-formed HTTP at all: aiohttp refuses it before relay sees it,
+        # and the log names the fault without quoting what the client sent.
+        for request in (
+            b"POST / HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n",
+        ):
+            assert exchange(port, request)[0] == 400
 
         # Clients that give up in the middle of a body, announced or chunked.
         for head in (b"Content-Length: 1000", b"Transfer-Encoding: chunked"):
@@ -124,6 +132,10 @@ def test_garbage_bodies_get_json_errors_and_leave_no_trace_above_warning(tmp_pat
     trouble = [line for line in output.splitlines() if TROUBLE.search(line)]
     assert trouble == [], "\n".join(trouble)
     assert all(" DEBUG " in line for line in output.splitlines() if gone in line)
+    assert SECRET.decode() not in output
+    malformed = [line for line in output.splitlines() if "refused a malformed request" in line]
+    assert len(malformed) == 3
+    assert all(" WARNING " in line for line in malformed)
 
 
 async def deliver_one(node: RelayProcess) -> list[Any]:

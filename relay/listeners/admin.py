@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,8 +50,11 @@ class _MalformedRequests(logging.Filter):
         if isinstance(error, HttpProcessingError):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg = "refused a malformed request from %s: %s"
-            # aiohttp's message spans lines (the bytes, a caret under the fault).
-            record.args = (remote, " ".join(str(error.message).split()))
+            # aiohttp's message goes on to quote the client's bytes (a header
+            # line, say, which could carry a secret) and put a caret under the
+            # fault: only its words are kept.
+            words = re.split(r"\sb['\"]", str(error.message), maxsplit=1)[0]
+            record.args = (remote, " ".join(words.split()).rstrip(":"))
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True
