@@ -89,7 +89,8 @@ def layer_of(module: str) -> Layer:
         return Layer(1, "core")
     if parts[1] in EDGES:
         return Layer(2, parts[1])
-    if module == "relay.node":
+    # preflight checks what starting a node needs, with the node's own loaders.
+    if module in ("relay.node", "relay.preflight"):
         return Layer(3, "node")
     if module in ("relay.cli", "relay.runtime", "relay.__main__"):
         return Layer(4, "cli")
