@@ -17,7 +17,8 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from support import Admin, Browser, Cluster, eventually, free_ports
+from redis_harness import RedisServer
+from support import Admin, Browser, Cluster, eventually, free_ports, local_config
 
 from relay.core.fingerprint import new_fingerprint
 from relay.node import Node
@@ -85,6 +86,30 @@ async def test_identical_posts_reach_every_node_of_a_mesh_once_per_post(
             await browser.close()
     finally:
         await asyncio.to_thread(cluster.stop_all)
+
+
+async def test_identical_posts_reach_every_broker_mode_node_once_per_post(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    nodes = [await start_node(local_config(broker={"url": redis_server.url})) for _ in range(3)]
+    browsers = [await Browser.open(node.client_addresses[0][1]) for node in nodes]
+    for browser in browsers:
+        await browser.subscribe("PHID-PROJ-board")
+    admin = Admin(session, nodes[0].admin_addresses[0][1])
+    for _ in range(3):
+        assert (await admin.post(WORKBOARD))[0] == 200
+    received = await receive(browsers, 3)
+
+    async def all_through_redis() -> bool:
+        statuses = [await Admin(session, n.admin_addresses[0][1]).status() for n in nodes]
+        return all(status["broker"]["received"] == 3 for status in statuses)
+
+    await eventually(all_through_redis, "every node received the three messages from Redis")
+    for seen, browser in zip(received, browsers, strict=True):
+        seen.extend(await browser.drain())
+        assert len({message["uniqueID"] for message in seen}) == len(seen) == 3
+    for browser in browsers:
+        await browser.close()
 
 
 class AphlictStandIn:
