@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from support import WAIT
+
+from tests.support import WAIT
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -7,16 +7,21 @@ are wrapped here, so they look like Phorge's to a browser.
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
 from typing import Any
 
-_UNIQUE_ID_ALPHABET = string.ascii_letters + string.digits
+_UNIQUE_ID_ALPHABET = (string.ascii_letters + string.digits).encode()
+#: Each random byte mapped to a letter or digit. 256 is not a multiple of 62,
+#: so eight characters come up 5/256 of the time and the rest 4/256: about
+#: 190 random bits per ID all the same, and one C call instead of 32 draws,
+#: which matters since a node names every post that comes without an ID.
+_TO_ALPHABET = bytes(_UNIQUE_ID_ALPHABET[byte % 62] for byte in range(256))
 
 
 def new_unique_id() -> str:
     """32 random letters and digits, like the ``uniqueID`` Phorge puts on messages."""
-    return "".join(secrets.choice(_UNIQUE_ID_ALPHABET) for _ in range(32))
+    return os.urandom(32).translate(_TO_ALPHABET).decode()
 
 
 def new_message(

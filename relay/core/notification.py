@@ -9,13 +9,13 @@ Phorge posted, plus the ``touched`` list of the nodes it passed through (and a
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
 
+from relay.core.envelope import new_unique_id
 from relay.errors import NotificationError
 
 DEFAULT_INSTANCE = "default"
@@ -101,11 +101,6 @@ def parse_notification(
     if len(touched) > max_touched:
         raise NotificationError(f'"touched" lists {len(touched)} nodes; the limit is {max_touched}')
     return Notification(body, frozenset(subscribers), tuple(touched))
-
-
-def new_unique_id() -> str:
-    """A fresh random ``uniqueID``: 32 characters, as long as the ones Phorge makes."""
-    return secrets.token_hex(16)
 
 
 def instance_from_query(value: str | None) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from support import WAIT, Browser, RelayProcess, local_config, notification
+
+from tests.support import WAIT, Browser, RelayProcess, local_config, notification
 
 pytestmark = pytest.mark.slow
 

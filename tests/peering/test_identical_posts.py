@@ -17,11 +17,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from redis_harness import RedisServer
-from support import Admin, Browser, Cluster, eventually, free_ports, local_config
 
 from relay.core.fingerprint import new_fingerprint
 from relay.node import Node
+from tests.redis_harness import RedisServer
+from tests.support import Admin, Browser, Cluster, eventually, free_ports, local_config
 
 StartNode = Callable[..., Awaitable[Node]]
 

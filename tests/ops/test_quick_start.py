@@ -10,12 +10,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from chromium import Chromium
-from support import Admin, RelayProcess, eventually, notification
+
+from tests.chromium import Chromium
+from tests.support import Admin, RelayProcess, eventually, notification
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).parent.parent / "aphlict.example.json"
+EXAMPLE = Path(__file__).parents[2] / "aphlict.example.json"
 
 #: The one warning this environment earns: the tests may run as root.
 AS_ROOT = "relay is running as root"
