@@ -269,12 +269,10 @@ def compute_repository_sync(
         bindings = [b for b in rows.bindings if b.service_phid == service.phid]
         # A device is active when any of its bindings (one per interface)
         # is enabled.
-        all_devices = {b.device_phid for b in bindings}
-        active = {b.device_phid for b in bindings if not b.disabled}
         context = _Context(
             now=now,
             threshold=write_interruption_seconds,
-            active=active,
+            active={b.device_phid for b in bindings if not b.disabled},
             device_names=device_names,
             push_epochs=push_epochs,
             first_seen=first_seen,
@@ -283,21 +281,32 @@ def compute_repository_sync(
             _repository_state(repo, versions_by_repo.get(repo.phid, []), context)
             for repo in sorted(repos_by_service.get(service.phid, []), key=lambda r: r.name)
         )
-        verdict, lag = _service_verdict(repositories)
-        services.append(
-            ServiceState(
-                phid=service.phid,
-                name=service.name,
-                closed=_is_closed(service.phid, rows.properties),
-                active_devices=_names(active, device_names),
-                devices=_names(all_devices, device_names),
-                verdict=verdict,
-                lag=lag,
-                repositories=repositories,
-                messages=tuple(r.message for r in repositories if r.message),
-            )
-        )
+        all_devices = {b.device_phid for b in bindings}
+        closed = _is_closed(service.phid, rows.properties)
+        services.append(_service_state(service, closed, all_devices, repositories, context))
     return RepositorySyncState(tuple(services))
+
+
+def _service_state(
+    service: ServiceRow,
+    closed: bool,
+    all_devices: set[str],
+    repositories: tuple[RepositoryState, ...],
+    ctx: _Context,
+) -> ServiceState:
+    """One service as the console shows it: its devices, verdict and repositories."""
+    verdict, lag = _service_verdict(repositories)
+    return ServiceState(
+        phid=service.phid,
+        name=service.name,
+        closed=closed,
+        active_devices=_names(ctx.active, ctx.device_names),
+        devices=_names(all_devices, ctx.device_names),
+        verdict=verdict,
+        lag=lag,
+        repositories=repositories,
+        messages=tuple(r.message for r in repositories if r.message),
+    )
 
 
 @dataclass(frozen=True)
@@ -325,34 +334,10 @@ def _repository_state(
     followers = tuple(d for d in devices if d.active and not d.leader)
     write_lock = _write_lock(versions, ctx)
 
-    failures: list[FailureMode] = []
-    if leader is None:
-        failures.append("ambiguous-leader")
-    highest_anywhere = max((v.version for v in versions), default=None)
-    if highest_anywhere is not None and (leader is None or highest_anywhere > leader):
-        failures.append("loss-of-leaders")
-    if write_lock is not None and write_lock.interrupted:
-        failures.append("write-interruption")
-
+    failures = _failures(leader, versions, write_lock)
     epoch = ctx.push_epochs.get((leader, repo.phid)) if leader is not None else None
     last_write = float(epoch) if epoch is not None else None
-    sync: RepositorySync
-    lag: float | None = None
-    message: str | None = None
-    if leader is None:
-        sync = "ambiguous"
-        message = f"{monogram} has an ambiguous leader: no active device has a version"
-    elif len(leaders) == len(ctx.active):
-        sync = "synchronized"
-    else:
-        lag = ctx.now - last_write if last_write is not None else None
-        recent = lag is not None and lag < RECENT_WRITE_SECONDS
-        if len(leaders) >= 2 or recent:
-            sync = "partial"
-        else:
-            sync = "unsynchronized"
-            age = f" for {format_duration(lag)}" if lag is not None else ""
-            message = f"{monogram} has changes only on {', '.join(leaders)}{age}: data at risk"
+    sync, lag, message = _sync(monogram, leader, leaders, last_write, ctx)
     if "loss-of-leaders" in failures:
         message = _join(
             message,
@@ -379,6 +364,49 @@ def _repository_state(
         failures=tuple(failures),
         write_lock=write_lock,
         message=message,
+    )
+
+
+def _failures(
+    leader: int | None, versions: list[VersionRow], write_lock: WriteLock | None
+) -> list[FailureMode]:
+    """The failure modes of Phorge's console that one repository is in."""
+    failures: list[FailureMode] = []
+    if leader is None:
+        failures.append("ambiguous-leader")
+    highest_anywhere = max((v.version for v in versions), default=None)
+    if highest_anywhere is not None and (leader is None or highest_anywhere > leader):
+        failures.append("loss-of-leaders")
+    if write_lock is not None and write_lock.interrupted:
+        failures.append("write-interruption")
+    return failures
+
+
+def _sync(
+    monogram: str,
+    leader: int | None,
+    leaders: tuple[str, ...],
+    last_write: float | None,
+    ctx: _Context,
+) -> tuple[RepositorySync, float | None, str | None]:
+    """How far the active devices agree: the sync state, the lag and what to tell."""
+    if leader is None:
+        return (
+            "ambiguous",
+            None,
+            (f"{monogram} has an ambiguous leader: no active device has a version"),
+        )
+    if len(leaders) == len(ctx.active):
+        return "synchronized", None, None
+    lag = ctx.now - last_write if last_write is not None else None
+    recent = lag is not None and lag < RECENT_WRITE_SECONDS
+    if len(leaders) >= 2 or recent:
+        return "partial", lag, None
+    age = f" for {format_duration(lag)}" if lag is not None else ""
+    return (
+        "unsynchronized",
+        lag,
+        (f"{monogram} has changes only on {', '.join(leaders)}{age}: data at risk"),
     )
 
 
