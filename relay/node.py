@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from relay.ops.dashboard import NodeStatusAnnouncer, render_page
 from relay.ops.metrics import NodeMetrics
 from relay.peering.backoff import Backoff
 from relay.peering.peers import PeerSet, peer_tls_context
+from relay.periodic import every
 from relay.secret import load_secret
 from relay.snapshot import NodeSnapshot
 from relay.tls import ListenerContexts
@@ -155,8 +156,22 @@ class Node:
         except BaseException:
             await self.stop()
             raise
-        self._housekeeping = asyncio.create_task(self._keep_house(), name="relay-housekeeping")
-        self._announcing = asyncio.create_task(self._announce(), name="relay-node-status")
+        self._housekeeping = asyncio.create_task(
+            every(
+                lambda: HOUSEKEEPING_INTERVAL, self.hub.expire, doing="expiring history", log=log
+            ),
+            name="relay-housekeeping",
+        )
+        self._announcing = asyncio.create_task(
+            every(
+                lambda: self.config.dashboard.interval_seconds,
+                self._announce,
+                doing="announcing the node status",
+                log=log,
+                first_now=True,
+            ),
+            name="relay-node-status",
+        )
         self.admin_state.ready = True
 
     async def stop(self) -> None:
@@ -364,38 +379,17 @@ class Node:
             received.instance, notification, received.payload, at=at, live=received.live
         )
 
-    async def _announce(self) -> None:
-        """Announce this node's status for the live status page, every few seconds."""
-        while True:
-            dashboard = self.config.dashboard
-            if dashboard.enabled:
-                with _logged("announcing the node status"):
-                    message = self._announcer.message(self.snapshot(), dashboard.key)
-                    self.hub.announce(dashboard.instance, message)
-            await asyncio.sleep(dashboard.interval_seconds)
-
-    async def _keep_house(self) -> None:
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            with _logged("expiring history"):
-                self.hub.expire()
+    def _announce(self) -> None:
+        """Announce this node's status for the live status page (one round)."""
+        dashboard = self.config.dashboard
+        if dashboard.enabled:
+            message = self._announcer.message(self.snapshot(), dashboard.key)
+            self.hub.announce(dashboard.instance, message)
 
 
 def _dedup_window(config: Config) -> float:
     """How long message identities are remembered: well past the history window."""
     return max(config.history.max_age_seconds, 60.0) * 2
-
-
-@contextlib.contextmanager
-def _logged(doing: str) -> Iterator[None]:
-    """Log an unexpected error of one round of a background loop, and go on.
-
-    A periodic task that died on one bad round would stop for good, silently.
-    """
-    try:
-        yield
-    except Exception:
-        log.exception("error while %s; will try again", doing)
 
 
 async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> None:

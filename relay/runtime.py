@@ -17,6 +17,7 @@ from relay.errors import ConfigError, StartupError
 from relay.node import Node, serve
 from relay.ops.logs import configure_logging, reopen_log_files
 from relay.ops.systemd import Notifier
+from relay.periodic import every
 
 # The CLI's logger: operators' log filters know these lines under that name.
 log = logging.getLogger("relay.cli")
@@ -47,7 +48,16 @@ async def serve_until_signalled(config: Config, path: str | None, debug: bool) -
             signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd))
         )
         if systemd.watchdog_interval is not None:
-            in_background(_watchdog(systemd, systemd.watchdog_interval))
+            interval = systemd.watchdog_interval
+            in_background(
+                every(
+                    lambda: interval,
+                    systemd.watchdog,
+                    doing="telling systemd's watchdog",
+                    log=log,
+                    first_now=True,
+                )
+            )
         systemd.ready(_describe(node))
 
     # Stop signals first: one that comes while listeners start is honoured.
@@ -78,12 +88,6 @@ async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) 
         log.info("configuration reloaded from %s", path)
     finally:
         systemd.ready(_describe(node))
-
-
-async def _watchdog(systemd: Notifier, interval: float) -> None:
-    while True:
-        systemd.watchdog()
-        await asyncio.sleep(interval)
 
 
 def _describe(node: Node) -> str:

@@ -3,8 +3,9 @@
 The rules (README, "Development"):
 
 - Layers, bottom up: the foundation (config, errors, the snapshot type,
-  secret and TLS loading), ``core/``, the edge packages (``listeners/``,
-  ``peering/``, ``ops/``, ``dbwatch/`` and the broker's), ``node``, ``cli``.
+  secret and TLS loading), ``core/``, the asyncio support (``periodic``), the
+  edge packages (``listeners/``, ``peering/``, ``ops/``, ``dbwatch/``,
+  ``broker/``), ``node``, ``cli``.
   A module imports only from its own layer or below; an edge package imports
   no other edge package.
 - The pure modules (the foundation, ``core/``, and the edges' pure parts)
@@ -49,6 +50,8 @@ FOUNDATION = frozenset(
         "relay.broker.config",
     }
 )
+#: asyncio helpers every layer above the core may use.
+SUPPORT = frozenset({"relay.periodic"})
 #: Packages that do I/O at the edge of the core, side by side.
 EDGES = ("listeners", "peering", "ops", "dbwatch", "broker")
 #: Edge modules with no I/O of their own, held to the core's rule.
@@ -72,6 +75,10 @@ IO_LIBRARIES_EXACT = ("websockets",)
 IO_LIBRARIES_ALSO = ("websockets.legacy", "websockets.sync")
 
 
+#: The rank of the edge packages, which may not import one another.
+EDGE_RANK = 3
+
+
 @dataclass(frozen=True)
 class Layer:
     """Where a module stands: its rank (0 is the bottom) and its group."""
@@ -87,13 +94,15 @@ def layer_of(module: str) -> Layer:
     parts = module.split(".")
     if parts[1] == "core":
         return Layer(1, "core")
+    if module in SUPPORT:
+        return Layer(2, "support")
     if parts[1] in EDGES:
-        return Layer(2, parts[1])
+        return Layer(EDGE_RANK, parts[1])
     # preflight checks what starting a node needs, with the node's own loaders.
     if module in ("relay.node", "relay.preflight"):
-        return Layer(3, "node")
+        return Layer(4, "node")
     if module in ("relay.cli", "relay.runtime", "relay.__main__"):
-        return Layer(4, "cli")
+        return Layer(5, "cli")
     raise AssertionError(f"{module} stands on no layer: place it in {__file__}")
 
 
@@ -171,7 +180,7 @@ def layer_violations(root: Path) -> list[str]:
             theirs = layer_of(target)
             if theirs.rank > mine.rank:
                 problems.append(f"{where}, up from {mine.group} to {theirs.group}")
-            elif theirs.rank == mine.rank == 2 and theirs.group != mine.group:
+            elif theirs.rank == mine.rank == EDGE_RANK and theirs.group != mine.group:
                 problems.append(f"{where}, across edges ({mine.group} -> {theirs.group})")
     return sorted(problems)
 

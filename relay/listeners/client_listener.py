@@ -24,6 +24,7 @@ from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
+from relay.periodic import every
 
 log = logging.getLogger("relay.client")
 
@@ -92,7 +93,10 @@ class ClientListener:
             reuse_address=True,
             backlog=1024,
         )
-        self._sweeper = asyncio.create_task(self._sweep(), name="relay-liveness")
+        self._sweeper = asyncio.create_task(
+            every(self._sweep_interval, self._sweep, doing="checking browsers' liveness", log=log),
+            name="relay-liveness",
+        )
         host, port = self.address
         scheme = "wss" if self._ssl_context else "ws"
         log.info("client listener ready on %s://%s:%d", scheme, host, port)
@@ -163,19 +167,20 @@ class ClientListener:
                     connection.abort()
         self._server = None
 
-    async def _sweep(self) -> None:
-        """Check every connection's liveness a few times per ping interval."""
-        while True:
-            # Read each round, so that a reload's new intervals apply at once.
-            limits = self.limits
-            await asyncio.sleep(min(limits.ping_interval_seconds, limits.ping_timeout_seconds) / 4)
-            now = time.monotonic()
-            for connection in list(self._connections):
-                try:
-                    connection.check_liveness(now)
-                except Exception:
-                    log.exception("checking a browser's liveness failed; dropping it")
-                    connection.abort()
+    def _sweep_interval(self) -> float:
+        """A few sweeps per ping interval; read each round, so a reload applies at once."""
+        limits = self.limits
+        return min(limits.ping_interval_seconds, limits.ping_timeout_seconds) / 4
+
+    def _sweep(self) -> None:
+        """Check every connection's liveness (one round)."""
+        now = time.monotonic()
+        for connection in list(self._connections):
+            try:
+                connection.check_liveness(now)
+            except Exception:
+                log.exception("checking a browser's liveness failed; dropping it")
+                connection.abort()
 
 
 def _allowed_origins(browsers: BrowsersConfig) -> Sequence[Origin | None] | None:
