@@ -98,9 +98,8 @@ def _resolves(where: str, host: str | None) -> list[str]:
         return []
     try:
         socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else exc
-        return [f'{where}: cannot resolve "{host}" to an address to listen on: {reason}']
+    except socket.gaierror as exc:
+        return [f'{where}: cannot resolve "{host}" to an address to listen on: {exc.strerror}']
     return []
 
 

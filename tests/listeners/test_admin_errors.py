@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import re
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
-from tests.support import WAIT, Browser, RelayProcess, local_config, notification
-
-pytestmark = pytest.mark.slow
+from relay.node import Node
+from tests.support import (
+    WAIT,
+    Browser,
+    RelayProcess,
+    eventually,
+    local_config,
+    notification,
+)
 
 #: Something a client may put in a header that must never reach the log.
 SECRET = b"not-for-the-log-"
@@ -87,6 +96,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow
 def test_garbage_bodies_get_json_errors_and_leave_no_trace_above_warning(tmp_path: Path) -> None:
     config = tmp_path / "relay.json"
     config.write_bytes(orjson.dumps(local_config()))
@@ -148,3 +158,48 @@ async def deliver_one(node: RelayProcess) -> list[Any]:
     received = await browser.drain()
     await browser.close()
     return [message["subscribers"][0] for message in received]
+
+
+# The same paths in-process, where the log is read through caplog.
+
+
+async def test_a_client_leaving_mid_body_is_a_debug_line_only(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="relay")
+    _, writer = await asyncio.open_connection("127.0.0.1", node.admin_addresses[0][1])
+    writer.write(b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: 100\r\n\r\n{")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    async def noticed() -> bool:
+        return "went away in the middle of a POST body" in caplog.text
+
+    await eventually(noticed, "the node noticed the client leaving")
+    assert [r.levelname for r in caplog.records if "went away" in r.getMessage()] == ["DEBUG"]
+    assert not [r for r in caplog.records if r.levelno > logging.WARNING or r.exc_info]
+
+
+async def test_malformed_http_is_one_warning_without_the_clients_bytes(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n"
+    status, _, _ = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    assert status == 400
+    [record] = [r for r in caplog.records if r.name == "relay.admin.http"]
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "refused a malformed request from 127.0.0.1: Got more than 8190 bytes when reading"
+    )
+
+
+async def test_a_disabled_status_page_is_a_json_404(
+    start_node: Callable[..., Awaitable[Node]], session: aiohttp.ClientSession
+) -> None:
+    node = await start_node(local_config(dashboard={"enabled": False}))
+    url = f"http://127.0.0.1:{node.admin_addresses[0][1]}/dashboard/"
+    async with session.get(url) as response:
+        assert response.status == 404
+        assert await response.json() == {"error": "the status page is disabled on this node"}
