@@ -144,6 +144,16 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             )
         ),
     ),
+    "mesh": (
+        "3-node mesh, browsers on node 2, 500-4,000 posts/s to node 1: loss and cross-node p99",
+        lambda q, factory: scenarios.mesh_rate(
+            factory,
+            name="mesh",
+            rates=[500, 2000] if q else [500, 1000, 2000, 4000],
+            browsers=10 if q else 50,
+            duration=2 if q else 5,
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
