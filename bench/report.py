@@ -162,6 +162,40 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _mesh_comparison(scenarios: dict[str, dict[str, Any]]) -> list[str]:
+    """The mesh scenario's rates side by side: relay, and Aphlict when it ran too."""
+    rates = sorted(
+        int(name.split("-")[-1])
+        for name, result in scenarios.items()
+        if name.startswith("mesh-") and "figures" in result
+    )
+    if not rates:
+        return []
+    lines = [
+        "",
+        "## 3-node mesh: what node 1 accepts, and what reaches node 2's browsers",
+        "",
+        "| asked posts/s | relay accepted/s | lost | duplicated | cross-node p99 ms "
+        "| Aphlict accepted/s | lost | duplicated | cross-node p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate in rates:
+        cells = [f"{rate:,}"]
+        for prefix in ("mesh", "aphlict-mesh"):
+            figures = scenarios.get(f"{prefix}-{rate}", {}).get("figures")
+            if figures is None:
+                cells += ["-"] * 4
+                continue
+            cells += [
+                _fmt(figures["posts_per_s"]),
+                _fmt(figures["lost"]),
+                _fmt(figures["duplicated"]),
+                _fmt(figures["latency_ms"]["p99"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The whole run as Markdown: machine, targets, then every scenario's figures."""
     machine = document["machine"]
@@ -186,6 +220,7 @@ def markdown(document: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         measured = _fmt(t["measured"]) + (f" {t['unit']}" if t["measured"] is not None else "")
         lines.append(f"| {t['figure']} | {t['aphlict']} | {t['target']} | {measured} | {met} |")
+    lines += _mesh_comparison(document["scenarios"])
     for result in document["scenarios"].values():
         lines += ["", f"## {result['scenario']}", ""]
         if "error" in result:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -524,6 +525,10 @@ def _warm_up_mesh(admin_ports: list[int], relay_peers: bool, timeout: float = 15
         time.sleep(0.05)
 
 
+#: An extraction of Aphlict's server (``--aphlict DIR``): the mesh scenario then runs it too.
+APHLICT_DIR: Path | None = None
+
+
 def mesh_rate(
     bench_factory: Callable[[], Bench],
     *,
@@ -531,21 +536,29 @@ def mesh_rate(
     rates: list[int],
     browsers: int,
     duration: float,
+    aphlict: Path | None = None,
 ) -> list[Outcome]:
     """A 3-node full mesh; ``browsers`` on node 2, posts to node 1 at each rate (fresh mesh each).
 
     What the poster's node accepts (200) must reach node 2's browsers once
-    each; latency is cross-node (post sent to frame read on node 2).
+    each; latency is cross-node (post sent to frame read on node 2). With
+    ``aphlict``, the same runs on three Aphlict nodes from that extraction.
     """
     outcomes = []
     for rate in rates:
         with bench_factory() as bench:
             ports = [free_port() for _ in range(3)]
-            nodes = [
-                bench.node(node_config(admin_port=port, peers=ports), name=f"node{i + 1}")
-                for i, port in enumerate(ports)
-            ]
-            _warm_up_mesh(ports, relay_peers=True)
+            if aphlict is None:
+                nodes = [
+                    bench.node(node_config(admin_port=port, peers=ports), name=f"node{i + 1}")
+                    for i, port in enumerate(ports)
+                ]
+            else:
+                nodes = [
+                    bench.aphlict_node(aphlict, free_port(), port, ports, name=f"node{i + 1}")
+                    for i, port in enumerate(ports)
+                ]
+            _warm_up_mesh(ports, relay_peers=aphlict is None)
             posts = round(rate * duration)
             groups = [
                 {
@@ -566,7 +579,7 @@ def mesh_rate(
                 connections=64,
             )
             m = bench.drive(browser_workers, [poster], barrier=False, settle=15.0)
-            peers = _peer_totals(ports)
+            peers = _peer_totals(ports) if aphlict is None else {}
         figures = _delivery_figures(m, cpu_node="node1")
         figures["asked_posts_per_s"] = rate
         figures["refused_503"] = sum(p["statuses"].get(503, 0) for p in m.posts)
@@ -582,7 +595,8 @@ def mesh_rate(
                 result={
                     "scenario": f"{name}-{rate}",
                     "description": (
-                        f"3-node relay mesh, {browsers} browsers on node 2, {rate} posts/s "
+                        f"3-node {'relay' if aphlict is None else 'Aphlict'} mesh, "
+                        f"{browsers} browsers on node 2, {rate} posts/s "
                         f"to node 1 for {duration:g} s; latency is cross-node"
                     ),
                     "parameters": {"rate": rate, "browsers": browsers, "duration_s": duration},
