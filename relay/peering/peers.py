@@ -49,6 +49,9 @@ log = logging.getLogger("relay.peers")
 
 #: Receipts are tiny JSON objects; anything longer is not a receipt.
 MAX_RECEIPT_BYTES = 4096
+#: A link in batch mode sends a second batch while one is in flight only when
+#: this many messages wait (about a full batch of typical notifications).
+BUSY_QUEUE = 256
 #: Idle keep-alive connections are closed before the peer would close them
 #: (Node, hence Aphlict, closes idle connections after 5 s), so a send never
 #: races the peer's close.
@@ -221,19 +224,25 @@ class PeerLink:
                 self._in_flight_messages -= len(items)
                 if not self._in_flight and not self._outbox:
                     self._idle.set()
+                # A sender held back while this request was out may go now.
+                self._wakeup.set()
 
     async def _next(self) -> list[Outgoing]:
         """The next message(s) to send, once any backoff has run out.
 
         A link in batch mode takes what is queued, up to a batch's size; a
-        large message always travels alone.
+        large message always travels alone. It keeps one batch in flight, and
+        more only while a full batch's worth waits: what queues up during a
+        round trip goes out together in the next batch, which costs both nodes
+        far less than a request per message, and a link whose round trip is
+        long still gets the requests in flight it needs.
         """
         while True:
             wait = self._retry_at - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            item = self._outbox.take()
+            item = self._outbox.take() if self._may_send() else None
             if item is not None:
                 if not self.batching or len(item.payload) > SOLO_BYTES:
                     return [item]
@@ -242,6 +251,11 @@ class PeerLink:
                 self._idle.set()
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _may_send(self) -> bool:
+        if not self.batching or not self._in_flight:
+            return True
+        return len(self._outbox) >= BUSY_QUEUE
 
     def _fill_batch(self, first: Outgoing) -> list[Outgoing]:
         items = [first]
