@@ -105,6 +105,7 @@ class PeerLink:
         self.fingerprint: str | None = None
         #: True once the peer's receipts say it takes batches (it is a relay node).
         self.batching = False
+        self._batches_refused = False
         #: Messages the peer accepted, and the POSTs that carried them.
         self.sent = 0
         self.requests = 0
@@ -274,7 +275,9 @@ class PeerLink:
     async def _send(self, items: list[Outgoing]) -> None:
         if self.state is PeerState.SELF:
             return
-        batch = self.batching and len(items[0].payload) <= SOLO_BYTES
+        # Several items were taken as a batch and go as one, even if the link
+        # has since learned that the peer takes none: it will answer 404.
+        batch = len(items) > 1 or (self.batching and len(items[0].payload) <= SOLO_BYTES)
         started = self._clock()
         try:
             try:
@@ -291,8 +294,10 @@ class PeerLink:
             self._failed(items, f"HTTP {status}")
             return
         if batch and status in (404, 405, 413):
-            # Not (or no longer) a relay node that takes batches: resend one by one.
+            # Not (or no longer) a relay node that takes batches: resend one by one,
+            # and do not believe its receipts' header again until it restarts.
             self.batching = False
+            self._batches_refused = True
             self._outbox.put_back_batch(items)
             log.info(
                 "%s does not take batches (HTTP %d); posting one message at a time",
@@ -335,6 +340,10 @@ class PeerLink:
                 "%s is this node; it will not be sent messages", self._label(), extra=self._context
             )
             return
+        restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
+        if restarted:
+            self._batches_refused = False
+        capable = capable and not self._batches_refused
         if capable != self.batching:
             self.batching = capable
             if self.state is PeerState.UP:
@@ -345,7 +354,6 @@ class PeerLink:
                     "takes batches" if capable else "does not take batches: one message per POST",
                     extra=self._context,
                 )
-        restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
         if fingerprint is not None:
             self.fingerprint = fingerprint
         if self.state is not PeerState.UP:

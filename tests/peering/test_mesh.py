@@ -50,6 +50,8 @@ class AphlictDouble:
     port: int = 0
     #: Cleared, it holds every answer back: a peer that is up but cannot keep up.
     open: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Claim, wrongly, to take relay's batches (its /peer/batch is still 404).
+    advertise: bool = False
 
     async def start(self) -> web.AppRunner:
         self.open.set()
@@ -58,7 +60,8 @@ class AphlictDouble:
             body = orjson.loads(await request.read())
             await self.open.wait()
             self.posts.append((request.path, request.query.get("instance", ""), body))
-            return web.json_response({"fingerprint": APHLICT_FINGERPRINT})
+            headers = {"X-Relay-Peer": "batch/1"} if self.advertise else None
+            return web.json_response({"fingerprint": APHLICT_FINGERPRINT}, headers=headers)
 
         app = web.Application()
         app.router.add_post("/", receive)
@@ -313,4 +316,32 @@ async def test_a_congested_peer_makes_the_node_answer_503_counted_and_logged_onc
         assert log.count("peer queues drained: taking posts again (14 refused") == 1, log
     finally:
         slow.open.set()
+        await runner.cleanup()
+
+
+async def test_a_peer_that_claims_batches_but_refuses_them_gets_single_posts(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    liar = AphlictDouble(advertise=True)
+    runner = await liar.start()
+    try:
+        cluster = Cluster(tmp_path, 1)
+        clusters.append(cluster)
+        config = cluster.config(0)
+        config["cluster"] = [{"host": "127.0.0.1", "port": liar.port, "protocol": "http"}]
+        node = await asyncio.to_thread(cluster.start, 0, config)
+        admin = Admin(session, cluster.admin_ports[0])
+        ids = [f"liar-{n:02d}" for n in range(20)]
+        for unique_id in ids:
+            assert (await admin.post(notification("PHID-L", unique_id=unique_id)))[0] == 200
+        await quiet([admin])
+        # Every message arrived, once, as Aphlict's single POST; none was lost on the way.
+        assert sorted(body["uniqueID"] for _, _, body in liar.posts) == ids
+        assert {path for path, _, _ in liar.posts} == {"/"}
+        link = (await admin.status())["cluster"][0]
+        assert (link["batching"], link["dropped"], link["sent"]) == (False, 0, 20)
+        node.signal(signal.SIGTERM)
+        _, log = await asyncio.to_thread(node.wait)
+        assert log.count("does not take batches (HTTP 404)") == 1, log
+    finally:
         await runner.cleanup()
