@@ -16,6 +16,7 @@ import asyncio
 import ctypes
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,7 @@ class Namespaces:
                 f"the network tests need {' and '.join(missing)} (Debian package iproute2; "
                 "scripts/ensure-services installs it as root)"
             )
+        _remove_leftovers()
         run = f"relay{os.getpid()}-{next(_runs)}"
         self.switch = f"{run}-sw"
         self.names = [f"{run}-n{index}" for index in range(size)]
@@ -202,6 +204,16 @@ class Namespaces:
         browser = Browser(ws)
         await browser.subscribe(*keys)
         return browser
+
+
+def _remove_leftovers() -> None:
+    """Remove namespaces a killed test run left behind (its pid is gone); never another's."""
+    listed = _ip("netns", "list", check=False).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        match = re.fullmatch(r"relay(\d+)-\d+-(sw|n\d+)", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            _ip("netns", "del", name, check=False)
 
 
 def tc_supports_tbf(namespaces: Namespaces) -> None:
