@@ -226,14 +226,15 @@ async def test_a_slow_link_delivers_every_accepted_message_once_everywhere(
 ) -> None:
     tc_supports_tbf(namespaces)
     await mesh.start_all()
-    # Node 0 may send 1 Mbit/s: its two peers need ~1.2 Mbit/s for what follows.
-    namespaces.slow(0, "1mbit")
-    ids = [f"slow-{n:04d}" for n in range(400)]
+    # Node 0 may send 384 kbit/s: ~170 KB for its two peers take it 3.5 s or more,
+    # while the posts take about a second: the link, not the poster, sets the pace.
+    namespaces.slow(0, "384kbit")
+    ids = [f"slow-{n:04d}" for n in range(160)]
     statuses = await mesh.post_many(ids, [0], pad=400)
     accepted = [i for i in ids if statuses[i] == 200]
     refused = [i for i in ids if statuses[i] != 200]
     assert set(statuses.values()) <= {200, 503}
-    assert len(accepted) >= 200, f"node 0 accepted only {len(accepted)} of {len(ids)}"
+    assert len(accepted) >= 100, f"node 0 accepted only {len(accepted)} of {len(ids)}"
     await mesh.all_arrive(accepted, [0, 1, 2], "every accepted message reached every node")
     for index in range(3):
         assert not set(refused) & set(mesh.seen(index)), "a refused post was delivered"
@@ -271,19 +272,19 @@ async def test_a_partitioned_node_misses_messages_then_gets_new_ones_after_heali
         await mesh.all_arrive(before, [0, 1, 2], "every node has the first messages")
 
         namespaces.cut(2)
-        # While cut off: nodes 0 and 1 keep taking posts (6 KB each); their queues for
-        # node 2 are bounded, so their memory must level off.
+        # While cut off: nodes 0 and 1 keep taking posts (8 KB each); their queues for
+        # node 2 and their histories are bounded, so their memory must level off.
         pids = [mesh.nodes[i].pid for i in (0, 1)]  # type: ignore[union-attr]
-        during = [f"during-{n:04d}" for n in range(1500)]
-        statuses = await mesh.post_many(during[:500], [0, 1], pad=6000)
+        during = [f"during-{n:04d}" for n in range(1000)]
+        statuses = await mesh.post_many(during[:300], [0, 1], pad=8000)
         rss_early = [rss_kib(pid) for pid in pids]
-        statuses |= await mesh.post_many(during[500:], [0, 1], pad=6000)
+        statuses |= await mesh.post_many(during[300:], [0, 1], pad=8000)
         rss_late = [rss_kib(pid) for pid in pids]
         assert set(statuses.values()) == {200}, "a peer that is down must not refuse posts"
         await mesh.all_arrive(during, [0, 1], "nodes 0 and 1 have every message")
         assert mesh.count(2, "during-") == 0, "node 2 was cut off"
         for pid, early, late in zip(pids, rss_early, rss_late, strict=True):
-            # 1,000 more 6 KB messages: unbounded queues would hold ~12 MB more.
+            # 700 more 8 KB messages: unbounded queues would hold over 11 MB more.
             assert late - early < 4096, f"node {pid} grew {late - early} KiB while cut off"
         for index in (0, 1):
             link = (await mesh.status(index))["cluster"][2]
