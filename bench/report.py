@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +166,9 @@ def _fmt(value: Any) -> str:
 def _mesh_comparison(scenarios: dict[str, dict[str, Any]]) -> list[str]:
     """The mesh scenario's rates side by side: relay, and Aphlict when it ran too."""
     rates = sorted(
-        int(name.split("-")[-1])
+        int(name.removeprefix("mesh-"))
         for name, result in scenarios.items()
-        if name.startswith("mesh-") and "figures" in result
+        if re.fullmatch(r"mesh-\d+", name) and "figures" in result
     )
     if not rates:
         return []
