@@ -49,6 +49,8 @@ log = logging.getLogger("relay.peers")
 
 #: Receipts are tiny JSON objects; anything longer is not a receipt.
 MAX_RECEIPT_BYTES = 4096
+#: The smallest a batch shrinks to on a slow link (a few typical notifications).
+MIN_BATCH_BYTES = 2048
 #: A link in batch mode sends a second batch while one is in flight only when
 #: this many messages wait (about a full batch of typical notifications).
 BUSY_QUEUE = 256
@@ -106,6 +108,9 @@ class PeerLink:
         #: True once the peer's receipts say it takes batches (it is a relay node).
         self.batching = False
         self._batches_refused = False
+        #: How many bytes a batch may hold now: it shrinks when a batch times out
+        #: (a link too slow to carry a full one within the request deadline).
+        self._batch_bytes = BATCH_BYTES
         #: Messages the peer accepted, and the POSTs that carried them.
         self.sent = 0
         self.requests = 0
@@ -261,7 +266,7 @@ class PeerLink:
     def _fill_batch(self, first: Outgoing) -> list[Outgoing]:
         items = [first]
         size = len(first.payload)
-        while len(items) < MAX_BATCH_MESSAGES and size < BATCH_BYTES:
+        while len(items) < MAX_BATCH_MESSAGES and size < self._batch_bytes:
             item = self._outbox.take()
             if item is None:
                 break
@@ -286,8 +291,14 @@ class PeerLink:
                 # A reused keep-alive connection the peer had just closed: try a fresh one.
                 status, body, capable = await self._post(items, batch)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            if isinstance(exc, TimeoutError) and len(items) > 1:
+                # Resent whole, the batch would time out again on a slow link: smaller
+                # batches get through (and grow back once they do).
+                self._batch_bytes = max(MIN_BATCH_BYTES, self._batch_bytes // 4)
             self._failed(items, _describe(exc))
             return
+        if batch and status == 200:
+            self._batch_bytes = min(BATCH_BYTES, self._batch_bytes * 2)
         self.requests += 1
         self.last_latency = self._clock() - started
         if status >= 500:
