@@ -612,15 +612,20 @@ def mesh_rate(
 def _peer_totals(admin_ports: list[int]) -> dict[str, Any]:
     """Peer transfers, requests and drops over the whole mesh, read from every node's status."""
     sent = requests = dropped = refused = 0
+    arrived = []
     for port in admin_ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status/", timeout=5) as response:
             status = json.loads(response.read())
+        arrived.append(status["messages.in"])
         for link in status["cluster"]:
             sent += link["sent"]
             requests += link["requests"]
             dropped += link["dropped"]
         refused += status.get("overload", {}).get("refused", 0)
     return {
+        # Messages each node took in (posts and peer transfers, warm-up included): in an
+        # N-1 mesh node 2's figure is what node 1 accepted plus the warm-up posts.
+        "node_messages_in": {f"node{i + 1}": n for i, n in enumerate(arrived)},
         "peer_transfers": sent,
         "peer_requests": requests,
         "peer_dropped": dropped,
