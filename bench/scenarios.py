@@ -568,7 +568,9 @@ def mesh_rate(
                     "keys": BROWSER_KEYS,
                 }
             ]
-            browser_workers = bench.browsers(groups, workers=1, seen_size=posts)
+            # Over 2,000 posts/s, 50 browsers read 100,000 frames/s: two reader processes.
+            workers = 2 if rate >= 2000 else 1
+            browser_workers = bench.browsers(groups, workers=workers, seen_size=posts)
             poster = bench.poster(
                 port=nodes[0].admin_port,
                 key=SHARED_KEY,
