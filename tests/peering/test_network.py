@@ -1,9 +1,11 @@
-"""Three relay nodes in their own network namespaces: slow, delayed and lossy links,
-a partition and its healing, a restart mid-traffic. Every accepted message arrives
-once on every node that is reachable; none arrives twice anywhere.
+"""Three relay nodes in their own network namespaces, over slow, lossy and cut links.
 
-Needs root (namespaces, veth pairs, tc); where they cannot be made, each test fails
-saying why. See tests/namespaces.py for the topology.
+Slow, delayed and lossy links, a partition and its healing, a restart
+mid-traffic: every accepted message arrives once on every node that is
+reachable; none arrives twice anywhere.
+
+Needs root (namespaces, veth pairs, tc); where they cannot be made, each test
+fails saying why. See tests/peering/namespaces.py for the topology.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 import orjson
 import pytest
 import websockets
-from namespaces import Namespaces, node_address, rss_kib, tc_supports_tbf
-from support import WAIT, Browser, RelayProcess, eventually, notification
+
+from tests.peering.namespaces import Namespaces, node_address, rss_kib, tc_supports_tbf
+from tests.support import WAIT, Browser, RelayProcess, eventually, notification
 
 pytestmark = pytest.mark.slow
 

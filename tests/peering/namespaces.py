@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import pytest
 import websockets
-from support import WAIT, Browser
+
+from tests.support import WAIT, Browser
 
 CLONE_NEWNET = 0x40000000
 #: The nodes' subnet, inside their own namespaces (so runs never collide).
