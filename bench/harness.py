@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench import procfs
-from bench.server import RedisProcess, RelayNode
+from bench.server import AphlictNode, RedisProcess, RelayNode, aphlict_config
 from bench.workers import run_worker
 
 #: Longest a worker may take to become ready (connecting 20,000 browsers included).
@@ -241,6 +241,15 @@ class Bench:
         server = RedisProcess()
         self.redis_servers.append(server)
         return server.start()
+
+    def aphlict_node(
+        self, directory: Path, client_port: int, admin_port: int, peers: list[int], name: str
+    ) -> RelayNode:
+        """Start an Aphlict node from the extraction in ``directory``."""
+        config = aphlict_config(client_port, admin_port, peers)
+        node = AphlictNode(directory, config, name, client_port, admin_port)
+        self.nodes.append(node)
+        return node.start()
 
     def browser_capacity(self, node: RelayNode) -> int:
         """How many browsers ``node`` can hold under the open-files limit."""

@@ -63,6 +63,12 @@ class PostConnection(asyncio.Protocol):
             if marker >= 0:
                 line_end = head.find(b"\r\n", marker)
                 length = int(head[marker + 15 : line_end if line_end >= 0 else None])
+            elif b"transfer-encoding: chunked" in head:
+                # Node (Aphlict) answers in chunks; a receipt never holds the last-chunk marker.
+                last = buffer.find(b"\r\n0\r\n\r\n", end + 2)
+                if last < 0:
+                    break
+                length = last + 7 - (end + 4)
             if len(buffer) < end + 4 + length:
                 break
             status = int(buffer[9:12])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,42 @@ TARGETS: list[tuple[str, str, tuple[str, ...], str, str, str, float]] = [
         0,
     ),
     (
+        "3-node mesh, 1,000 posts/s: cross-node latency p99",
+        "mesh-1000",
+        ("latency_ms", "p99"),
+        "ms",
+        "5-10 s",
+        "<=",
+        50.0,
+    ),
+    (
+        "3-node mesh, 2,000 posts/s: cross-node latency p99",
+        "mesh-2000",
+        ("latency_ms", "p99"),
+        "ms",
+        "5-10 s",
+        "<=",
+        100.0,
+    ),
+    (
+        "3-node mesh, 4,000 posts/s asked: accepted posts lost on node 2",
+        "mesh-4000",
+        ("lost",),
+        "lost",
+        "little",
+        "<=",
+        0,
+    ),
+    (
+        "3-node mesh, 4,000 posts/s asked: duplicates on node 2",
+        "mesh-4000",
+        ("duplicated",),
+        "duplicated",
+        "~50 per message",
+        "<=",
+        0,
+    ),
+    (
         "extra latency per peer hop p99, 3-node mesh",
         "cluster-hop",
         ("added_by_hop_ms", "p99"),
@@ -126,6 +163,47 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _mesh_comparison(scenarios: dict[str, dict[str, Any]]) -> list[str]:
+    """The mesh scenario's rates side by side: relay, and Aphlict when it ran too."""
+    rates = sorted(
+        int(name.removeprefix("mesh-"))
+        for name, result in scenarios.items()
+        if re.fullmatch(r"mesh-\d+", name) and "figures" in result
+    )
+    if not rates:
+        return []
+    lines = [
+        "",
+        "## 3-node mesh: what node 1 accepts, and what reaches node 2's browsers",
+        "",
+        "Lost and duplicated count deliveries (browser x message). A browser that reads",
+        "slower than it is sent to is closed by the node once its buffer is full",
+        "(`browsers.outbound_buffer_bytes`); what it then misses counts as lost.",
+        "`node_messages_in` in each rate's table says what reached node 2 itself.",
+        "",
+        "| asked posts/s | relay accepted/s | lost | duplicated | browsers closed "
+        "| cross-node p99 ms | Aphlict accepted/s | lost | duplicated | browsers closed "
+        "| cross-node p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate in rates:
+        cells = [f"{rate:,}"]
+        for prefix in ("mesh", "aphlict-mesh"):
+            figures = scenarios.get(f"{prefix}-{rate}", {}).get("figures")
+            if figures is None:
+                cells += ["-"] * 5
+                continue
+            cells += [
+                _fmt(figures["posts_per_s"]),
+                _fmt(figures["lost"]),
+                _fmt(figures["duplicated"]),
+                _fmt(figures["browsers_closed"]),
+                _fmt(figures["latency_ms"]["p99"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The whole run as Markdown: machine, targets, then every scenario's figures."""
     machine = document["machine"]
@@ -150,6 +228,7 @@ def markdown(document: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         measured = _fmt(t["measured"]) + (f" {t['unit']}" if t["measured"] is not None else "")
         lines.append(f"| {t['figure']} | {t['aphlict']} | {t['target']} | {measured} | {met} |")
+    lines += _mesh_comparison(document["scenarios"])
     for result in document["scenarios"].values():
         lines += ["", f"## {result['scenario']}", ""]
         if "error" in result:

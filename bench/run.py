@@ -144,6 +144,22 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             )
         ),
     ),
+    "mesh": (
+        "3-node mesh, browsers on node 2, 500-4,000 posts/s to node 1: loss and cross-node p99",
+        lambda q, factory: [
+            outcome
+            for directory, name in [(None, "mesh"), (scenarios.APHLICT_DIR, "aphlict-mesh")]
+            if name == "mesh" or directory is not None
+            for outcome in scenarios.mesh_rate(
+                factory,
+                name=name,
+                rates=[500, 2000] if q else [500, 1000, 2000, 4000],
+                browsers=10 if q else 50,
+                duration=2 if q else 5,
+                aphlict=directory,
+            )
+        ],
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
@@ -229,6 +245,13 @@ def _parser() -> argparse.ArgumentParser:
         help="before each scenario, wait up to SECONDS for the machine to be under 15%% busy "
         "(for shared machines; the busy fraction found is recorded with the scenario)",
     )
+    parser.add_argument(
+        "--aphlict",
+        type=Path,
+        metavar="DIR",
+        help="an extraction of Aphlict's support/aphlict/server (with node_modules/ws): the "
+        "mesh scenario then runs three Aphlict nodes too, for figures beside relay's",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
 
@@ -241,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         # Nodes and workers inherit it, so relay and its load keep their balance.
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    if args.aphlict:
+        if not (args.aphlict / "aphlict_server.js").is_file():
+            parser_error = f"--aphlict {args.aphlict}: no aphlict_server.js there"
+            print(parser_error, file=sys.stderr)
+            return 2
+        scenarios.APHLICT_DIR = args.aphlict.resolve()
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")

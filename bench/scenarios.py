@@ -7,8 +7,12 @@ and a duration; every wait by a timeout.
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -487,3 +491,145 @@ def cluster_rate(
         },
         latencies={f"{name} cross-node": cross},
     )
+
+
+def _warm_up_mesh(admin_ports: list[int], relay_peers: bool, timeout: float = 15.0) -> None:
+    """Post once to each node, then wait until each has found itself and its peers are up.
+
+    Before that, a node sends its first messages to every entry of its list
+    (itself included) one at a time; the measured window should not include
+    that discovery. A key no browser listens to keeps these posts out of the tallies.
+    """
+    for port in admin_ports:
+        body = b'{"key":"PHID-WARM","type":"warm-up","subscribers":["PHID-WARM-UP"]}'
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+    if not relay_peers:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        settled = True
+        for port in admin_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status/", timeout=5) as r:
+                links = json.loads(r.read())["cluster"]
+            others = [link for link in links if not link["self"]]
+            if len(others) == len(links) or any(
+                link["state"] != "up" or not link["batching"] for link in others
+            ):
+                settled = False
+        if settled:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the mesh did not settle (every node up, batching) in time")
+        time.sleep(0.05)
+
+
+#: An extraction of Aphlict's server (``--aphlict DIR``): the mesh scenario then runs it too.
+APHLICT_DIR: Path | None = None
+
+
+def mesh_rate(
+    bench_factory: Callable[[], Bench],
+    *,
+    name: str,
+    rates: list[int],
+    browsers: int,
+    duration: float,
+    aphlict: Path | None = None,
+) -> list[Outcome]:
+    """A 3-node full mesh; ``browsers`` on node 2, posts to node 1 at each rate (fresh mesh each).
+
+    What the poster's node accepts (200) must reach node 2's browsers once
+    each; latency is cross-node (post sent to frame read on node 2). With
+    ``aphlict``, the same runs on three Aphlict nodes from that extraction.
+    """
+    outcomes = []
+    for rate in rates:
+        with bench_factory() as bench:
+            ports = [free_port() for _ in range(3)]
+            if aphlict is None:
+                nodes = [
+                    bench.node(node_config(admin_port=port, peers=ports), name=f"node{i + 1}")
+                    for i, port in enumerate(ports)
+                ]
+            else:
+                nodes = [
+                    bench.aphlict_node(aphlict, free_port(), port, ports, name=f"node{i + 1}")
+                    for i, port in enumerate(ports)
+                ]
+            _warm_up_mesh(ports, relay_peers=aphlict is None)
+            posts = round(rate * duration)
+            groups = [
+                {
+                    "name": "node2",
+                    "port": nodes[1].client_port,
+                    "count": browsers,
+                    "keys": BROWSER_KEYS,
+                }
+            ]
+            # Over 2,000 posts/s, 50 browsers read 100,000 frames/s: two reader processes.
+            workers = 2 if rate >= 2000 else 1
+            browser_workers = bench.browsers(groups, workers=workers, seen_size=posts)
+            poster = bench.poster(
+                port=nodes[0].admin_port,
+                key=SHARED_KEY,
+                seq_base=0,
+                max_posts=posts,
+                duration=duration,
+                rate=rate,
+                connections=64,
+            )
+            m = bench.drive(browser_workers, [poster], barrier=False, settle=15.0)
+            peers = _peer_totals(ports) if aphlict is None else {}
+        figures = _delivery_figures(m, cpu_node="node1")
+        figures["asked_posts_per_s"] = rate
+        figures["refused_503"] = sum(p["statuses"].get(503, 0) for p in m.posts)
+        figures["node_cpu_s"] = {n: round(c, 3) for n, c in m.node_cpu.items()}
+        figures.update(peers)
+        notes = []
+        if figures["posts_per_s"] < rate * 0.95:
+            notes.append(
+                f"node 1 accepted {figures['posts_per_s']:g} posts/s of the {rate} asked for"
+            )
+        outcomes.append(
+            Outcome(
+                result={
+                    "scenario": f"{name}-{rate}",
+                    "description": (
+                        f"3-node {'relay' if aphlict is None else 'Aphlict'} mesh, "
+                        f"{browsers} browsers on node 2, {rate} posts/s "
+                        f"to node 1 for {duration:g} s; latency is cross-node"
+                    ),
+                    "parameters": {"rate": rate, "browsers": browsers, "duration_s": duration},
+                    "figures": figures,
+                    "notes": notes,
+                },
+                latencies={f"{name}-{rate}": m.groups["node2"].latencies},
+            )
+        )
+    return outcomes
+
+
+def _peer_totals(admin_ports: list[int]) -> dict[str, Any]:
+    """Peer transfers, requests and drops over the whole mesh, read from every node's status."""
+    sent = requests = dropped = refused = 0
+    arrived = []
+    for port in admin_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status/", timeout=5) as response:
+            status = json.loads(response.read())
+        arrived.append(status["messages.in"])
+        for link in status["cluster"]:
+            sent += link["sent"]
+            requests += link["requests"]
+            dropped += link["dropped"]
+        refused += status.get("overload", {}).get("refused", 0)
+    return {
+        # Messages each node took in (posts and peer transfers, warm-up included): in an
+        # N-1 mesh node 2's figure is what node 1 accepted plus the warm-up posts.
+        "node_messages_in": {f"node{i + 1}": n for i, n in enumerate(arrived)},
+        "peer_transfers": sent,
+        "peer_requests": requests,
+        "peer_dropped": dropped,
+        "overload_refused": refused,
+    }

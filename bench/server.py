@@ -228,3 +228,62 @@ class RedisProcess:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
         self._dir.cleanup()
+
+
+class AphlictNode(RelayNode):
+    """Aphlict (Phorge's Node.js server) from an extraction, for figures beside relay's.
+
+    ``directory`` holds ``aphlict_server.js`` with ``node_modules/ws`` installed
+    (see bench/README.md). Aphlict cannot listen on port 0 and report the port,
+    so the ports are picked beforehand; it is ready once its admin port accepts.
+    """
+
+    def __init__(
+        self, directory: Path, config: dict[str, Any], name: str, client_port: int, admin_port: int
+    ) -> None:
+        """Prepare a node running Aphlict's ``config``; nothing starts until ``start``."""
+        super().__init__(config, name)
+        self.directory = directory
+        self.client_port = client_port
+        self.admin_port = admin_port
+
+    def start(self) -> AphlictNode:
+        """Start Aphlict under ``node`` and wait (bounded) until its admin port accepts."""
+        path = Path(self._config_dir.name) / "aphlict.json"
+        path.write_text(json.dumps(self.config))
+        self.proc = subprocess.Popen(
+            ["node", str(self.directory / "aphlict_server.js"), f"--config={path}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self._config_dir.name,
+        )
+        self._reader = threading.Thread(target=self._read_log, name=f"{self.name}-log", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.admin_port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} (Aphlict) did not start:\n" + "".join(self.log))
+
+    def _read_log(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.log.append(raw.decode(errors="replace"))
+
+
+def aphlict_config(client_port: int, admin_port: int, peers: list[int]) -> dict[str, Any]:
+    """Aphlict's own config format: a client and an admin server, and the cluster."""
+    return {
+        "servers": [
+            {"type": "client", "port": client_port, "listen": "127.0.0.1"},
+            {"type": "admin", "port": admin_port, "listen": "127.0.0.1"},
+        ],
+        "logs": [],
+        "cluster": [{"host": "127.0.0.1", "port": port, "protocol": "http"} for port in peers],
+    }

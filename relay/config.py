@@ -135,6 +135,11 @@ class PeeringConfig(_Section):
     backoff_max_seconds: float = Field(default=15.0, gt=0, allow_inf_nan=False)
     #: CA bundle for https peers; the system's trust store when null.
     ca_file: str | None = None
+    #: When a peer that is up has a full queue (its link cannot keep up): "refuse"
+    #: answers new posts from application servers 503 (Phorge then tries its next
+    #: admin server) until the queue drains; "drop" accepts them and drops the
+    #: peer's oldest queued messages. Either way it is counted and logged.
+    when_full: Literal["refuse", "drop"] = "refuse"
 
 
 class LimitsConfig(_Section):

@@ -26,6 +26,7 @@ from relay.core.fingerprint import new_fingerprint
 from relay.core.history import History
 from relay.core.hub import Hub
 from relay.core.notification import parse_notification
+from relay.core.overload import OverloadGuard
 from relay.dbwatch.monitor import ClusterStatusMonitor
 from relay.errors import NotificationError, StartupError
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
@@ -97,6 +98,7 @@ class Node:
         # The listeners' TLS contexts, which a reload renews.
         self._tls = ListenerContexts()
         self.status_monitor = self._new_monitor(config)
+        self.overload = OverloadGuard(config.peering.when_full)
         # After all that snapshot() reads: the registry collects once while registering.
         self.metrics = NodeMetrics(self.snapshot)
         self.admin_state = AdminState(
@@ -108,6 +110,8 @@ class Node:
             observe_latency=self.metrics.delivery_latency.observe,
         )
         self.admin_state.configure(config.limits, config.admin, self._secret)
+        self.admin_state.overload = self.overload
+        self.admin_state.congested = self.peers.congested
         if config.dashboard.enabled:
             self.admin_state.dashboard = self._dashboard_page
         self._announcer = NodeStatusAnnouncer(clock)
@@ -269,6 +273,7 @@ class Node:
             listener.configure(limits, config.browsers)
         self.admin_state.configure(limits, config.admin, secret)
         await self.peers.reconfigure(config.cluster, config.peering, secret)
+        self.overload.policy = config.peering.when_full
         if config.cluster_status != self.config.cluster_status:
             if self.status_monitor is not None:
                 await self.status_monitor.stop()
@@ -317,6 +322,7 @@ class Node:
             peers=self.peers.status(),
             cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
             broker=None if self.broker is None else self.broker.reading(),
+            overload=self.overload.status(),
         )
 
     def _dashboard_page(self, host: str) -> bytes:

@@ -102,6 +102,9 @@ class NodeSnapshot:
     cluster_status: Mapping[str, Any] | None
     #: The link to Redis; None unless the node runs in broker mode.
     broker: BrokerReading | None = None
+    #: The overload policy and its counters (``relay.core.overload``); None in tests
+    #: that build a snapshot by hand.
+    overload: Mapping[str, Any] | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
@@ -111,4 +114,6 @@ class NodeSnapshot:
         status["cluster"] = [dict(peer) for peer in self.peers]
         if self.broker is not None:
             status["broker"] = self.broker.status()
+        if self.overload is not None:
+            status["overload"] = dict(self.overload)
         return status

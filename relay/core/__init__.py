@@ -9,7 +9,9 @@
 - ``hub``: routing to history, local browsers and peers;
 - ``admission``: connection caps per node and per address;
 - ``coalescer``: batches writes to a browser written to moments ago;
-- ``fingerprint``: the node's random identity.
+- ``fingerprint``: the node's random identity;
+- ``peer_batch``: the batch format between relay nodes (many messages per POST);
+- ``overload``: what to do with posts while a peer link cannot keep up.
 
 Nothing here imports asyncio, aiohttp or a database driver, nor anything
 above it (listeners, peering, ops, node, cli); tests drive it without an

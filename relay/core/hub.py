@@ -26,7 +26,8 @@ from relay.snapshot import InstanceReading
 
 log = logging.getLogger("relay.hub")
 
-#: ``forward(instance, payload, touched)``: hand a stamped message to the peer links.
+#: ``forward(instance, payload, skip)``: hand a stamped message to the peer links, except
+#: those of the nodes in ``skip`` (that have it, or that the sending peer reaches itself).
 Forward = Callable[[str, memoryview, frozenset[str]], None]
 
 
@@ -161,12 +162,15 @@ class Hub:
 
     # Notifications.
 
-    def publish(self, instance: str, notification: Notification) -> Outcome:
+    def publish(
+        self, instance: str, notification: Notification, covered: frozenset[str] = frozenset()
+    ) -> Outcome:
         """Route a notification posted by an application server or a peer.
 
         A message that already carries this node's fingerprint, or that this
         node has seen recently under the same identity, is dropped: each node
-        delivers a message once however many paths bring it.
+        delivers a message once however many paths bring it. ``covered`` names
+        nodes the sending peer reaches itself; they are not forwarded to.
         """
         counters = self._counters_of(instance)
         counters.messages_in += 1
@@ -180,8 +184,8 @@ class Hub:
         self._history.add(instance, notification.subscribers, message)
         counters.messages_out += self._deliver(instance, notification.subscribers, message)
         if self.forward is not None:
-            touched = frozenset(notification.touched) | {self.fingerprint}
-            self.forward(instance, message.payload, touched)
+            skip = frozenset(notification.touched) | covered | {self.fingerprint}
+            self.forward(instance, message.payload, skip)
         return Outcome.DELIVERED
 
     def receive(

@@ -82,6 +82,26 @@ def parse_notification(
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise NotificationError(f"the body is not valid JSON: {exc.msg}") from None
+    return check_notification(
+        body, raw=raw, max_subscribers=max_subscribers, max_touched=max_touched
+    )
+
+
+def check_notification(
+    body: object,
+    *,
+    raw: bytes | None = None,
+    max_subscribers: int = 10_000,
+    max_touched: int = 64,
+) -> Notification:
+    """Check one decoded notification (a POST body, or one message of a peer's batch).
+
+    ``raw`` is the text it was decoded from, when it came alone: it lets a
+    body too shallow to matter skip the depth walk.
+
+    Raises:
+        NotificationError: with a message fit for the HTTP 400 response.
+    """
     if not isinstance(body, dict):
         raise NotificationError("the body must be a JSON object")
     if _too_deep(raw, body):
@@ -108,11 +128,11 @@ def instance_from_query(value: str | None) -> str:
     return value or DEFAULT_INSTANCE
 
 
-def _too_deep(raw: bytes, body: dict[str, Any]) -> bool:
-    """Whether ``body`` (decoded from ``raw``) nests deeper than ``MAX_DEPTH``."""
+def _too_deep(raw: bytes | None, body: dict[str, Any]) -> bool:
+    """Whether ``body`` (decoded from ``raw``, when known) nests deeper than ``MAX_DEPTH``."""
     # Counting brackets in C is cheap, and a body with fewer opening brackets
     # than the limit cannot nest that deep: only suspicious bodies are walked.
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return False
     level: list[tuple[Any, int]] = [(body, 1)]
     while level:

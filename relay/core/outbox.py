@@ -17,11 +17,16 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class Outgoing:
-    """One message to send: the instance it belongs to, its bytes, when it was queued."""
+    """One message to send: the instance it belongs to, its bytes, when it was queued.
+
+    ``record`` is the same message as a batch record for relay peers (see
+    ``relay.core.peer_batch``), when one was encoded.
+    """
 
     instance: str
     payload: memoryview | bytes
     queued_at: float
+    record: bytes | None = None
 
 
 class Outbox:
@@ -36,12 +41,17 @@ class Outbox:
         #: Messages never sent: the queue was full, or they waited too long.
         self.dropped = 0
 
-    def put(self, instance: str, payload: memoryview | bytes) -> None:
+    def put(self, instance: str, payload: memoryview | bytes, record: bytes | None = None) -> None:
         """Queue a message, dropping the oldest one when full."""
         if len(self._items) >= self._capacity:
             self._items.popleft()
             self.dropped += 1
-        self._items.append(Outgoing(instance, payload, self._clock()))
+        self._items.append(Outgoing(instance, payload, self._clock(), record))
+
+    @property
+    def full(self) -> bool:
+        """True when one more message would push the oldest out."""
+        return len(self._items) >= self._capacity
 
     def take(self) -> Outgoing | None:
         """The oldest message still fresh enough to send, or None."""

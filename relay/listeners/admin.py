@@ -1,6 +1,7 @@
 """The admin listener: where application servers and peers POST notifications, and status is read.
 
 ``POST /`` takes a notification and answers with this node's fingerprint;
+``POST /peer/batch`` takes several from a relay peer (``relay.core.peer_batch``);
 ``GET /status/`` answers with Aphlict's status keys plus relay's own sections;
 ``GET /metrics`` serves Prometheus, ``/health/live`` and ``/health/ready`` load
 balancers and orchestrators. Everything else is 404 (unknown path) or 405
@@ -28,6 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from relay.config import AdminConfig, LimitsConfig
 from relay.core.hub import Hub
 from relay.core.notification import instance_from_query, parse_notification
+from relay.core.overload import OverloadGuard
+from relay.core.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 from relay.errors import NotificationError
 from relay.secret import Secret
 from relay.snapshot import NodeSnapshot
@@ -85,6 +88,9 @@ class AdminState:
     ready: bool = False
     #: The live status page for a given host name, or None when it is disabled.
     dashboard: Callable[[str], bytes] | None = None
+    #: The overload policy, and the peer links that cannot keep up right now.
+    overload: OverloadGuard | None = None
+    congested: Callable[[], list[str]] = list
 
     def configure(self, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> None:
         """Apply (new) settings; requests already running finish under the old ones."""
@@ -98,6 +104,8 @@ class AdminState:
 STATE = web.AppKey("state", AdminState)
 
 _JSON = "application/json"
+#: On every receipt: tells relay peers that this node takes batches (Aphlict ignores it).
+_RECEIPT_HEADERS = {CAPABILITY_HEADER: BATCH_CAPABILITY}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -111,6 +119,7 @@ def create_admin_app(state: AdminState) -> web.Application:
     )
     app[STATE] = state
     app.router.add_post("/", post_notification)
+    app.router.add_post(BATCH_PATH, post_batch)
     app.router.add_get("/status/", get_status)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health/live", get_live)
@@ -139,6 +148,16 @@ async def post_notification(request: web.Request) -> web.Response:
         )
     except NotificationError as exc:
         return _json_error(400, str(exc))
+    # Only posts from application servers (nothing in ``touched``) may be
+    # refused: a peer's message was accepted by another node already.
+    overload = state.overload
+    if not notification.touched and overload is not None and not overload.admit(state.congested()):
+        return web.Response(
+            status=503,
+            body=b'{"error":"peer links are not keeping up; try another admin server"}',
+            content_type=_JSON,
+            headers={"Retry-After": "1"},
+        )
     # A post straight from an application gets a uniqueID if it has none, so
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
@@ -146,7 +165,38 @@ async def post_notification(request: web.Request) -> web.Response:
     hub.publish(instance_from_query(request.query.get("instance")), notification)
     if state.observe_latency is not None:
         state.observe_latency(time.perf_counter() - arrived)
-    return web.Response(body=orjson.dumps({"fingerprint": hub.fingerprint}), content_type=_JSON)
+    return web.Response(
+        body=orjson.dumps({"fingerprint": hub.fingerprint}),
+        content_type=_JSON,
+        headers=_RECEIPT_HEADERS,
+    )
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Route a relay peer's batch; answer with this node's fingerprint and the count taken."""
+    arrived = time.perf_counter()
+    state = request.app[STATE]
+    _check_secret(request, state.secret)
+    raw = await _read_body(request, state.limits)
+    try:
+        items = decode_batch(
+            raw,
+            max_subscribers=state.limits.max_subscribers,
+            max_touched=state.limits.max_touched,
+        )
+    except NotificationError as exc:
+        log.warning("refused a batch from %s: %s", request.remote, exc)
+        return _json_error(400, str(exc))
+    hub = state.hub
+    for item in items:
+        hub.publish(item.instance, item.notification, item.covered)
+    if state.observe_latency is not None and items:
+        state.observe_latency(time.perf_counter() - arrived)
+    return web.Response(
+        body=orjson.dumps({"fingerprint": hub.fingerprint, "accepted": len(items)}),
+        content_type=_JSON,
+        headers=_RECEIPT_HEADERS,
+    )
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -116,6 +116,11 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
     dropped = CounterMetricFamily(
         "relay_peer_dropped", "Messages given up on (queue full or too old).", labels=["peer"]
     )
+    requests = CounterMetricFamily(
+        "relay_peer_requests",
+        "POSTs the peer answered (a batch carries many messages).",
+        labels=["peer"],
+    )
     for status in snapshot.peers:
         if status["self"]:
             continue
@@ -125,7 +130,29 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
         sent.add_metric(name, status["sent"])
         failed.add_metric(name, status["failed"])
         dropped.add_metric(name, status["dropped"])
-    yield from (up, queue, sent, failed, dropped)
+        requests.add_metric(name, status["requests"])
+    yield from (up, queue, sent, failed, dropped, requests)
+    if snapshot.overload is not None:
+        yield from _overload(snapshot.overload)
+
+
+def _overload(overload: Mapping[str, Any]) -> Iterator[Metric]:
+    """The overload policy's counters (see ``peering.when_full``)."""
+    yield CounterMetricFamily(
+        "relay_overload_refused",
+        "Posts answered 503 because a peer link that is up had a full queue.",
+        value=overload["refused"],
+    )
+    yield CounterMetricFamily(
+        "relay_overload_episodes",
+        "Times a peer link that is up filled its queue (see peering.when_full).",
+        value=overload["episodes"],
+    )
+    yield _gauge(
+        "relay_overload_active",
+        "1 while a peer link that is up has a full queue, else 0.",
+        1 if overload["active"] else 0,
+    )
 
 
 def _broker(broker: BrokerReading) -> Iterator[Metric]:

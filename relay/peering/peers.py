@@ -8,6 +8,10 @@ and the other peers never wait for it.
 Fingerprints are learned from receipts, as Aphlict does: a peer whose
 fingerprint is in a message's ``touched`` list already has the message, and a
 peer whose receipt carries this node's own fingerprint is this node.
+
+A receipt that says the peer is a relay node (``relay.core.peer_batch``) switches
+its link to batches: each POST then carries whatever is queued, up to a size,
+with the ``covered`` set that keeps forwarding at N-1 transfers per post.
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ import orjson
 
 from relay.config import PeerConfig, PeeringConfig
 from relay.core.outbox import Outbox, Outgoing
+from relay.core.peer_batch import (
+    BATCH_BYTES,
+    BATCH_CAPABILITY,
+    BATCH_PATH,
+    CAPABILITY_HEADER,
+    MAX_BATCH_MESSAGES,
+    SOLO_BYTES,
+    encode_batch,
+    encode_covered,
+    encode_record,
+)
 from relay.errors import StartupError
 from relay.peering.backoff import Backoff
 from relay.secret import Secret
@@ -34,6 +49,11 @@ log = logging.getLogger("relay.peers")
 
 #: Receipts are tiny JSON objects; anything longer is not a receipt.
 MAX_RECEIPT_BYTES = 4096
+#: The smallest a batch shrinks to on a slow link (a few typical notifications).
+MIN_BATCH_BYTES = 2048
+#: A link in batch mode sends a second batch while one is in flight only when
+#: this many messages wait (about a full batch of typical notifications).
+BUSY_QUEUE = 256
 #: Idle keep-alive connections are closed before the peer would close them
 #: (Node, hence Aphlict, closes idle connections after 5 s), so a send never
 #: races the peer's close.
@@ -82,14 +102,24 @@ class PeerLink:
         self._outbox = Outbox(settings.queue_size, settings.queue_max_age_seconds, clock)
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._url = f"{peer.protocol}://{peer.host}:{peer.port}/"
+        self._batch_url = f"{peer.protocol}://{peer.host}:{peer.port}{BATCH_PATH}"
         self.state = PeerState.UNKNOWN
         self.fingerprint: str | None = None
+        #: True once the peer's receipts say it takes batches (it is a relay node).
+        self.batching = False
+        self._batches_refused = False
+        #: How many bytes a batch may hold now: it shrinks when a batch times out
+        #: (a link too slow to carry a full one within the request deadline).
+        self._batch_bytes = BATCH_BYTES
+        #: Messages the peer accepted, and the POSTs that carried them.
         self.sent = 0
+        self.requests = 0
         self.failed = 0
         self.last_error: str | None = None
         self.last_latency: float | None = None
         self._retry_at = 0.0
         self._in_flight = 0
+        self._in_flight_messages = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -100,15 +130,24 @@ class PeerLink:
 
     # What the hub calls.
 
-    def offer(self, instance: str, payload: memoryview | bytes, touched: frozenset[str]) -> None:
-        """Queue ``payload`` unless this peer is this node or already touched it."""
+    def wants(self, skip: frozenset[str]) -> bool:
+        """Whether a message the ``skip`` nodes have (or are being sent) should go here."""
         if self.state is PeerState.SELF:
-            return
-        if self.fingerprint is not None and self.fingerprint in touched:
-            return
-        self._outbox.put(instance, payload)
+            return False
+        return self.fingerprint is None or self.fingerprint not in skip
+
+    def offer(
+        self, instance: str, payload: memoryview | bytes, record: bytes | None = None
+    ) -> None:
+        """Queue ``payload`` (and its batch ``record``, when one was encoded)."""
+        self._outbox.put(instance, payload, record)
         self._idle.clear()
         self._wakeup.set()
+
+    @property
+    def congested(self) -> bool:
+        """True when the peer is up but its queue is full: the link is not keeping up."""
+        return self.state is PeerState.UP and self._outbox.full
 
     # Lifecycle.
 
@@ -158,10 +197,13 @@ class PeerLink:
             "fingerprint": self.fingerprint,
             "self": self.state is PeerState.SELF,
             "state": self.state.value,
+            "batching": self.batching,
             "sent": self.sent,
+            "requests": self.requests,
             "failed": self.failed,
             "dropped": self._outbox.dropped,
             "queue": len(self._outbox),
+            "in_flight": self._in_flight_messages,
             "last_error": self.last_error,
             "last_latency_ms": None if self.last_latency is None else self.last_latency * 1000,
         }
@@ -170,69 +212,135 @@ class PeerLink:
 
     async def _send_forever(self) -> None:
         while True:
-            item = await self._next()
+            items = await self._next()
             self._in_flight += 1
+            self._in_flight_messages += len(items)
             try:
                 if self.state is PeerState.UP:
-                    await self._send(item)
+                    await self._send(items)
                 else:
                     async with self._probe:
                         if self._clock() < self._retry_at:
                             # Another probe failed while this one waited: back off too.
-                            self._outbox.put_back(item)
+                            self._outbox.put_back_batch(items)
                             continue
-                        await self._send(item)
+                        await self._send(items)
             finally:
                 self._in_flight -= 1
+                self._in_flight_messages -= len(items)
                 if not self._in_flight and not self._outbox:
                     self._idle.set()
+                # A sender held back while this request was out may go now.
+                self._wakeup.set()
 
-    async def _next(self) -> Outgoing:
-        """The next message to send, once any backoff has run out."""
+    async def _next(self) -> list[Outgoing]:
+        """The next message(s) to send, once any backoff has run out.
+
+        A link in batch mode takes what is queued, up to a batch's size; a
+        large message always travels alone. It keeps one batch in flight, and
+        more only while a full batch's worth waits: what queues up during a
+        round trip goes out together in the next batch, which costs both nodes
+        far less than a request per message, and a link whose round trip is
+        long still gets the requests in flight it needs.
+        """
         while True:
             wait = self._retry_at - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            item = self._outbox.take()
+            item = self._outbox.take() if self._may_send() else None
             if item is not None:
-                return item
+                if not self.batching or len(item.payload) > SOLO_BYTES:
+                    return [item]
+                return self._fill_batch(item)
             if not self._in_flight:
                 self._idle.set()
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def _send(self, item: Outgoing) -> None:
+    def _may_send(self) -> bool:
+        if not self.batching or not self._in_flight:
+            return True
+        return len(self._outbox) >= BUSY_QUEUE
+
+    def _fill_batch(self, first: Outgoing) -> list[Outgoing]:
+        items = [first]
+        size = len(first.payload)
+        while len(items) < MAX_BATCH_MESSAGES and size < self._batch_bytes:
+            item = self._outbox.take()
+            if item is None:
+                break
+            if len(item.payload) > SOLO_BYTES:
+                self._outbox.put_back(item)
+                break
+            items.append(item)
+            size += len(item.payload)
+        return items
+
+    async def _send(self, items: list[Outgoing]) -> None:
         if self.state is PeerState.SELF:
             return
+        # Several items were taken as a batch and go as one, even if the link
+        # has since learned that the peer takes none: it will answer 404.
+        batch = len(items) > 1 or (self.batching and len(items[0].payload) <= SOLO_BYTES)
         started = self._clock()
         try:
             try:
-                status, body = await self._post(item)
+                status, body, capable = await self._post(items, batch)
             except aiohttp.ServerDisconnectedError:
                 # A reused keep-alive connection the peer had just closed: try a fresh one.
-                status, body = await self._post(item)
+                status, body, capable = await self._post(items, batch)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-            self._failed(item, _describe(exc))
+            if isinstance(exc, TimeoutError) and len(items) > 1:
+                # Resent whole, the batch would time out again on a slow link: smaller
+                # batches get through (and grow back once they do).
+                self._batch_bytes = max(MIN_BATCH_BYTES, self._batch_bytes // 4)
+            self._failed(items, _describe(exc))
             return
+        if batch and status == 200:
+            self._batch_bytes = min(BATCH_BYTES, self._batch_bytes * 2)
+        self.requests += 1
         self.last_latency = self._clock() - started
         if status >= 500:
-            self._failed(item, f"HTTP {status}")
+            self._failed(items, f"HTTP {status}")
+            return
+        if batch and status in (404, 405, 413):
+            # Not (or no longer) a relay node that takes batches: resend one by one,
+            # and do not believe its receipts' header again until it restarts.
+            self.batching = False
+            self._batches_refused = True
+            self._outbox.put_back_batch(items)
+            log.info(
+                "%s does not take batches (HTTP %d); posting one message at a time",
+                self._label(),
+                status,
+                extra=self._context,
+            )
             return
         if status != 200:
-            self._refused(f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
+            self._refused(len(items), f"HTTP {status}: {_excerpt(body)}")
             return
-        self._succeeded(_receipt_fingerprint(body))
+        self._succeeded(_receipt_fingerprint(body), len(items), capable)
 
-    async def _post(self, item: Outgoing) -> tuple[int, bytes]:
+    async def _post(self, items: list[Outgoing], batch: bool) -> tuple[int, bytes, bool]:
+        """POST ``items``; return the status, the receipt, and whether the peer takes batches."""
         assert self._session is not None
-        async with self._session.post(
-            self._url, params={"instance": item.instance}, data=item.payload
-        ) as response:
-            return response.status, await response.content.read(MAX_RECEIPT_BYTES)
+        if batch:
+            records = [
+                item.record or encode_record(item.instance, b"[]", item.payload) for item in items
+            ]
+            request = self._session.post(self._batch_url, data=encode_batch(records))
+        else:
+            (item,) = items
+            request = self._session.post(
+                self._url, params={"instance": item.instance}, data=item.payload
+            )
+        async with request as response:
+            capable = BATCH_CAPABILITY in response.headers.get(CAPABILITY_HEADER, "").split()
+            return response.status, await response.content.read(MAX_RECEIPT_BYTES), capable
 
-    def _succeeded(self, fingerprint: str | None) -> None:
-        self.sent += 1
+    def _succeeded(self, fingerprint: str | None, count: int, capable: bool) -> None:
+        self.sent += count
         self._backoff.reset()
         self._retry_at = 0.0
         if fingerprint == self._own_fingerprint:
@@ -244,6 +352,19 @@ class PeerLink:
             )
             return
         restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
+        if restarted:
+            self._batches_refused = False
+        capable = capable and not self._batches_refused
+        if capable != self.batching:
+            self.batching = capable
+            if self.state is PeerState.UP:
+                # Up all along, yet a different program now: say what changed.
+                log.info(
+                    "%s %s",
+                    self._label(),
+                    "takes batches" if capable else "does not take batches: one message per POST",
+                    extra=self._context,
+                )
         if fingerprint is not None:
             self.fingerprint = fingerprint
         if self.state is not PeerState.UP:
@@ -251,11 +372,12 @@ class PeerLink:
             self.state = PeerState.UP
             self.last_error = None
             log.info(
-                "%s is %s (fingerprint %s%s)",
+                "%s is %s (fingerprint %s%s%s)",
                 self._label(),
                 "up again" if was_down else "up",
                 self.fingerprint,
                 ", restarted" if restarted else "",
+                ", takes batches" if self.batching else "",
                 extra=self._context,
             )
         elif restarted:
@@ -266,19 +388,19 @@ class PeerLink:
                 extra=self._context,
             )
 
-    def _refused(self, reason: str) -> None:
-        """The peer is alive but refuses the message; retrying it will not help."""
+    def _refused(self, count: int, reason: str) -> None:
+        """The peer is alive but refuses the message(s); retrying will not help."""
         self.failed += 1
-        self._outbox.dropped += 1
+        self._outbox.dropped += count
         self.last_error = reason
         if self.state is not PeerState.REFUSED:
             self.state = PeerState.REFUSED
             log.warning("%s refuses messages: %s", self._label(), reason, extra=self._context)
 
-    def _failed(self, item: Outgoing, reason: str) -> None:
+    def _failed(self, items: list[Outgoing], reason: str) -> None:
         self.failed += 1
         self.last_error = reason
-        self._outbox.put_back(item)
+        self._outbox.put_back_batch(items)
         self._retry_at = self._clock() + self._backoff.next_delay()
         if self.state is not PeerState.DOWN:
             self.state = PeerState.DOWN
@@ -344,10 +466,31 @@ class PeerSet:
         self.links = links
         await asyncio.gather(*(link.stop(1.0) for link in removed))
 
-    def forward(self, instance: str, payload: memoryview | bytes, touched: frozenset[str]) -> None:
-        """Offer a message to every peer; never blocks."""
-        for link in self.links:
-            link.offer(instance, payload, touched)
+    def forward(self, instance: str, payload: memoryview | bytes, skip: frozenset[str]) -> None:
+        """Offer a message to every peer outside ``skip``; never blocks.
+
+        ``skip`` holds the nodes that have the message (its ``touched``) and
+        those the node it came from is sending it to itself. Peers that take
+        batches also learn which nodes this node sends it to, so that they
+        leave those out in turn.
+        """
+        targets = [link for link in self.links if link.wants(skip)]
+        if not targets:
+            return
+        record = None
+        if any(link.batching for link in targets):
+            sending = {
+                link.fingerprint
+                for link in targets
+                if link.state is PeerState.UP and link.fingerprint is not None
+            }
+            record = encode_record(instance, encode_covered(skip | sending), payload)
+        for link in targets:
+            link.offer(instance, payload, record)
+
+    def congested(self) -> list[str]:
+        """The links that are up but whose queues are full (see the overload policy)."""
+        return [link.name for link in self.links if link.congested]
 
     async def start(self) -> None:
         """Start every link."""
@@ -392,6 +535,10 @@ def _receipt_fingerprint(body: bytes) -> str | None:
         return None
     fingerprint = receipt.get("fingerprint") if isinstance(receipt, dict) else None
     return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _excerpt(body: bytes) -> str:
+    return body[:200].decode(errors="replace").strip()
 
 
 def _describe(exc: BaseException) -> str:

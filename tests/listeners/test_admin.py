@@ -56,7 +56,7 @@ async def test_status_has_exactly_aphlicts_keys(admin: Admin, open_browser: Open
     await browser.subscribe("A")
     await admin.post(notification("A"), instance="acme")
     status = await admin.status("acme")
-    assert set(status) == APHLICT_STATUS_KEYS | {"fingerprint", "cluster"}
+    assert set(status) == APHLICT_STATUS_KEYS | {"fingerprint", "cluster", "overload"}
     assert status["instance"] == "acme"
     assert status["version"] == 7
     assert status["clients.active"] == status["clients.total"] == 1
