@@ -160,6 +160,20 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             )
         ],
     ),
+    "broker-5-max": (
+        "5 nodes on one Redis, posting to node 1 as fast as it answers",
+        _with_bench(
+            lambda b, q: scenarios.cluster_rate(
+                b,
+                name="broker-5-max",
+                mode="broker",
+                size=5,
+                browsers_per_node=20,
+                rate=None,
+                duration=2 if q else 6,
+            )
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [

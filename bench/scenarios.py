@@ -409,10 +409,14 @@ def cluster_rate(
     mode: str,
     size: int,
     browsers_per_node: int,
-    rate: float,
+    rate: float | None,
     duration: float,
+    max_posts: int = 200_000,
 ) -> Outcome:
     """``size`` nodes, a full mesh or on one Redis; ``rate`` posts/s to node 1.
+
+    With ``rate`` None, node 1 is posted to as fast as it answers (at most
+    ``max_posts``): what one node can publish.
 
     Every node has ``browsers_per_node`` browsers on the posted key, so the
     figures say what crosses nodes at that rate: deliveries/s, what was lost
@@ -441,7 +445,7 @@ def cluster_rate(
         }
         for i, node in enumerate(nodes)
     ]
-    posts = round(rate * duration)
+    posts = max_posts if rate is None else round(rate * duration)
     browser_workers = bench.browsers(groups, workers=2, seen_size=posts)
     poster = bench.poster(
         port=nodes[0].admin_port,
@@ -467,7 +471,11 @@ def cluster_rate(
     )
     figures["node_cpu_s"] = {n: round(c, 3) for n, c in m.node_cpu.items()}
     if redis is not None:
-        figures["redis_cpu_s"] = round(redis.cpu_seconds() - redis_cpu_before, 3)
+        redis_cpu = redis.cpu_seconds() - redis_cpu_before
+        figures["redis_cpu_s"] = round(redis_cpu, 3)
+        figures["redis_cpu_us_per_post"] = (
+            round(redis_cpu / m.posts_ok * 1e6, 1) if m.posts_ok else None
+        )
     notes = []
     if cross.size == 0:
         notes.append("no message crossed to another node")
@@ -476,8 +484,9 @@ def cluster_rate(
         result={
             "scenario": name,
             "description": (
-                f"{size} {how}, {browsers_per_node} browsers per node, {rate:g} posts/s to "
-                f"node 1 for {duration:g} s"
+                f"{size} {how}, {browsers_per_node} browsers per node, "
+                + ("posting as fast as node 1 answers" if rate is None else f"{rate:g} posts/s")
+                + f" to node 1 for {duration:g} s"
             ),
             "parameters": {
                 "mode": mode,

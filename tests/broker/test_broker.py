@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -233,3 +234,82 @@ async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
         assert sorted(m["uniqueID"] for m in seen[name]) == expected, name
     for browser in browsers.values():
         await browser.close()
+
+
+class FreezableProxy:
+    """A TCP proxy to Redis whose connections can stop passing Redis' replies on: a
+    half-dead path that keeps the socket open, as a broken middlebox does."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._streams: list[asyncio.StreamWriter] = []
+        self._subscriptions: list[asyncio.Event] = []
+
+    async def start(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def freeze_subscriptions(self) -> None:
+        """From now on, connections that subscribed get nothing more from Redis."""
+        for frozen in self._subscriptions:
+            frozen.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._streams += [writer, up_writer]
+        frozen = asyncio.Event()
+
+        async def client_to_redis() -> None:
+            while data := await reader.read(65536):
+                if b"SUBSCRIBE" in data.upper():
+                    self._subscriptions.append(frozen)
+                up_writer.write(data)
+
+        async def redis_to_client() -> None:
+            while data := await up_reader.read(65536):
+                if not frozen.is_set():
+                    writer.write(data)
+
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await asyncio.gather(client_to_redis(), redis_to_client())
+
+    async def stop(self) -> None:
+        for stream in self._streams:
+            stream.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_subscription_that_stops_receiving_is_renewed_and_catches_up(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    proxy = await FreezableProxy(redis_server.port).start()
+    try:
+        here = await start_node(local_config(broker={"url": redis_server.url}))
+        there = await start_node(
+            local_config(broker={**FAST, "url": f"redis://127.0.0.1:{proxy.port}/0"})
+        )
+        remote = await open_browser(there, "PHID-S")
+        proxy.freeze_subscriptions()
+        # Posted while the far node's subscription is silently dead.
+        await Admin(session, here.admin_addresses[0][1]).post(
+            notification("PHID-S", unique_id="s-1")
+        )
+        seen: list[dict[str, Any]] = []
+        await collect(remote, seen, 1, "the message arrived once the subscription was renewed")
+        assert [m["uniqueID"] for m in seen] == ["s-1"]
+        reading = there.snapshot().broker
+        assert reading is not None
+        assert reading.stale_subscriptions == 1
+        assert reading.state == "up"
+        assert reading.last_error is not None
+        assert "received nothing" in reading.last_error
+        assert await remote.drain() == []
+        await remote.close()
+    finally:
+        await proxy.stop()
