@@ -70,6 +70,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [
                     self.binary,
+                    *self.extra_args,
                     "--port",
                     str(port),
                     "--bind",
@@ -82,7 +83,6 @@ class RedisServer:
                     "no",
                     "--logfile",
                     str(self.directory / "redis.log"),
-                    *self.extra_args,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -110,6 +110,17 @@ class RedisServer:
                 pass
             time.sleep(0.01)  # a bounded poll of the port, not a synchronisation sleep
         return False
+
+    @classmethod
+    def sentinel(cls, directory: Path, master: str, master_port: int) -> RedisServer:
+        """A Sentinel (started) watching the master ``master`` on ``master_port``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        conf = directory / "sentinel.conf"  # Sentinel rewrites it: it must be its own
+        conf.write_text(
+            f"sentinel monitor {master} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {master} 1000\n"
+        )
+        return cls(directory, str(conf), "--sentinel").start()
 
     def command(self, *args: str) -> bytes:
         """Send one inline command and return the raw reply (for test set-up only)."""

@@ -26,12 +26,21 @@ from pydantic import (
 
 from relay.secretfile import read_secret_file
 
-__all__ = ["BrokerConfig"]
+__all__ = ["BrokerConfig", "SentinelAddress"]
 
 _SCHEMES = ("redis", "rediss", "unix")
 # Key and channel names are built from the prefix; keep it free of glob characters,
 # since the subscription is a pattern.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SentinelAddress(BaseModel):
+    """One Redis Sentinel the nodes ask where the master is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=26379, ge=1, le=65535)
 
 
 class BrokerConfig(BaseModel):
@@ -47,6 +56,9 @@ class BrokerConfig(BaseModel):
     password_file: str | None = None
     #: ...or from an environment variable; never written in the config file.
     password_env: str | None = None
+    #: Redis Sentinels to ask for the master; then the URL's host is the master's
+    #: name as Sentinel knows it (``redis://mymaster/0``) and the URL has no port.
+    sentinels: tuple[SentinelAddress, ...] = ()
     #: CA bundle that signs the Redis server's certificate (``rediss://`` only);
     #: the system's trust store when null.
     ca_file: str | None = None
@@ -95,6 +107,13 @@ class BrokerConfig(BaseModel):
                 '"ca_file" and "tls_verify" apply to "rediss://" URLs only; '
                 f"this one is {scheme}://"
             )
+        if self.sentinels:
+            parts = urlsplit(self.url)
+            if scheme == "unix" or parts.port is not None:
+                raise ValueError(
+                    'with "sentinels", "url" names the master as Sentinel knows it, '
+                    "with no port: redis://mymaster/0 (or rediss://)"
+                )
         if self.stale_seconds <= self.ping_interval_seconds:
             raise ValueError(
                 '"stale_seconds" must be longer than "ping_interval_seconds", '
@@ -111,7 +130,15 @@ class BrokerConfig(BaseModel):
     @property
     def display_url(self) -> str:
         """The URL as logs and status show it (it never carries a password)."""
-        return self.url
+        if not self.sentinels:
+            return self.url
+        sentinels = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+        return f"{self.url} (master from sentinels {sentinels})"
+
+    @property
+    def master_name(self) -> str:
+        """With ``sentinels``: the master's name, as written in the URL (case kept)."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
 
     @property
     def uses_tls(self) -> bool:

@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -215,7 +217,7 @@ class Broker:
 
     async def _session(self) -> None:
         """One connection's life: connect, subscribe, reload, then publish and receive."""
-        client = self._client()
+        client, sentinel = self._client()
         pubsub: PubSub | None = None
         try:
             timeout = self.config.timeout_seconds
@@ -249,8 +251,12 @@ class Broker:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await client.aclose()
+            if sentinel is not None:
+                with contextlib.suppress(Exception):
+                    await sentinel.aclose()
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> tuple[aioredis.Redis, Sentinel | None]:
+        """A client for this session (and, with Sentinel, the Sentinel client to close)."""
         config = self.config
         options: dict[str, Any] = {
             "socket_timeout": config.timeout_seconds,
@@ -267,7 +273,24 @@ class Broker:
             options["ssl_ca_certs"] = config.ca_file
             options["ssl_cert_reqs"] = "required" if config.tls_verify else "none"
             options["ssl_check_hostname"] = config.tls_verify
-        return aioredis.Redis.from_url(config.url, **options)
+        if not config.sentinels:
+            return aioredis.Redis.from_url(config.url, **options), None
+        parts = urlsplit(config.url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [(address.host, address.port) for address in config.sentinels],
+            sentinel_kwargs={
+                "socket_timeout": config.timeout_seconds,
+                "socket_connect_timeout": config.connect_timeout_seconds,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        if parts.username:
+            options["username"] = unquote(parts.username)
+        if config.uses_tls:
+            options["ssl"] = True
+        options["db"] = int(parts.path.lstrip("/") or 0)
+        # A new session asks the Sentinels again: after a fail-over, the new master.
+        return sentinel.master_for(config.master_name, **options), sentinel
 
     async def _confirm_subscriptions(self, pubsub: PubSub, count: int) -> None:
         """Wait for Redis to confirm each subscription: from then on, nothing is missed."""

@@ -313,3 +313,26 @@ async def test_a_subscription_that_stops_receiving_is_renewed_and_catches_up(
         await remote.close()
     finally:
         await proxy.stop()
+
+
+async def test_the_master_is_found_through_sentinel(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    sentinel = RedisServer.sentinel(tmp_path / "sentinel", "relayMaster", redis_server.port)
+    try:
+        broker = {
+            "url": "redis://relayMaster/0",
+            "sentinels": [{"host": "127.0.0.1", "port": sentinel.port}],
+        }
+        here, there = [await start_node(local_config(broker=broker)) for _ in range(2)]
+        remote = await open_browser(there, "PHID-SEN")
+        await Admin(session, here.admin_addresses[0][1]).post(
+            notification("PHID-SEN", unique_id="sen-1")
+        )
+        assert (await remote.recv())["uniqueID"] == "sen-1"
+        status = (await Admin(session, here.admin_addresses[0][1]).status())["broker"]
+        assert status["state"] == "up"
+        assert f"sentinels 127.0.0.1:{sentinel.port}" in status["url"]
+        await remote.close()
+    finally:
+        sentinel.stop()

@@ -43,6 +43,11 @@ def test_usable_urls_load(url: str) -> None:
         ({"url": "redis://h", "queue_size": 0}, "broker.queue_size: must be greater than"),
         ({"url": "redis://h", "sentinel": 1}, "broker.sentinel: is not a known setting"),
         (
+            {"url": "redis://master:6379/0", "sentinels": [{"host": "s1"}]},
+            'with "sentinels", "url" names the master as Sentinel knows it, with no port',
+        ),
+        ({"url": "redis://m", "sentinels": [{"host": "s1", "port": 0}]}, "sentinels[0].port"),
+        (
             {"url": "redis://h", "ping_interval_seconds": 5, "stale_seconds": 5},
             '"stale_seconds" must be longer than "ping_interval_seconds"',
         ),
@@ -85,3 +90,14 @@ def test_a_missing_password_source_names_the_file_and_field(
     monkeypatch.delenv("RELAY_NO_SUCH_VAR", raising=False)
     [problem] = problems(broker(url="redis://h", password_env="RELAY_NO_SUCH_VAR"))
     assert "'RELAY_NO_SUCH_VAR', which is empty or unset" in problem
+
+
+def test_sentinels_name_the_master_in_the_url() -> None:
+    config = parse_config(
+        broker(url="redis://myMaster/2", sentinels=[{"host": "s1"}, {"host": "s2", "port": 5000}])
+    )
+    assert config.broker is not None
+    assert config.broker.master_name == "myMaster"
+    assert config.broker.display_url == (
+        "redis://myMaster/2 (master from sentinels s1:26379,s2:5000)"
+    )
