@@ -129,7 +129,8 @@ class Broker:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._first_session = asyncio.Event()
+        # Set once the first session is up or has failed: what start() waits for.
+        self._first_attempt = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
 
     def set_history(self, max_messages: int, max_age: float) -> None:
@@ -149,15 +150,16 @@ class Broker:
         """Start linking to Redis in the background.
 
         Waits up to ``wait`` seconds for the first session to be up (its
-        history reloaded), so a node that starts next to a working Redis
-        replays the cluster's history from its first browser on; a Redis that
-        is away costs at most that wait.
+        history reloaded) or to have failed, so a node that starts next to a
+        working Redis replays the cluster's history from its first browser
+        on; a Redis that refuses costs nothing, one that does not answer at
+        most that wait.
         """
         self._supervisor = asyncio.create_task(self._supervise(), name="relay-broker")
         if wait > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
-                    await self._first_session.wait()
+                    await self._first_attempt.wait()
 
     async def stop(self, grace: float) -> None:
         """Give queued posts up to ``grace`` seconds to be published, then disconnect."""
@@ -213,6 +215,7 @@ class Broker:
                 # A bug, not Redis: say so loudly, and still keep trying.
                 log.exception("broker session failed unexpectedly")
                 self._down(_describe(exc))
+            self._first_attempt.set()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _session(self) -> None:
@@ -432,7 +435,7 @@ class Broker:
         down_for = self._clock() - self._state_since
         self._state_since = self._clock()
         self._backoff.reset()
-        self._first_session.set()
+        self._first_attempt.set()
         if was is BrokerState.DOWN:
             self.reconnects += 1
             log.info(

@@ -336,3 +336,21 @@ async def test_the_master_is_found_through_sentinel(
         await remote.close()
     finally:
         sentinel.stop()
+
+
+async def test_a_node_starts_at_once_and_serves_while_redis_is_away(
+    start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    [port] = free_ports(1)  # nothing listens there
+    started = time.monotonic()
+    node = await start_node(local_config(broker={"url": f"redis://127.0.0.1:{port}/0", **FAST}))
+    assert time.monotonic() - started < 1.0  # refused at once: no waiting for Redis
+    browser = await open_browser(node, "PHID-AWAY")
+    admin = Admin(session, node.admin_addresses[0][1])
+    await admin.post(notification("PHID-AWAY", unique_id="away-1"))
+    assert (await browser.recv())["uniqueID"] == "away-1"
+    broker = (await admin.status())["broker"]
+    assert broker["state"] == "down"
+    assert "Error 111 connecting" in broker["last_error"]
+    assert broker["queue"] == 1
+    await browser.close()
