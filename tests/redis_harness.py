@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -48,9 +49,15 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process of a test, in ``directory``."""
 
-    def __init__(self, directory: Path, *extra_args: str) -> None:
-        """Prepare (not start) a server keeping its files in ``directory``."""
+    def __init__(
+        self, directory: Path, *extra_args: str, tls: tuple[Path, Path, Path] | None = None
+    ) -> None:
+        """Prepare (not start) a server keeping its files in ``directory``.
+
+        With ``tls`` (certificate, key, CA files), it serves TLS only.
+        """
         self.binary = require_redis_server()
+        self.tls = tls
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
@@ -59,8 +66,18 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0`` (``rediss://`` with TLS)."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self, port: int) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(port)]
+        cert, key, ca = self.tls
+        return [
+            *("--port", "0", "--tls-port", str(port)),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"),
+        ]
 
     def start(self) -> RedisServer:
         """Start on a fresh free port (or the same port again after ``kill``) and wait for PING."""
@@ -71,8 +88,7 @@ class RedisServer:
                 [
                     self.binary,
                     *self.extra_args,
-                    "--port",
-                    str(port),
+                    *self._listen_args(port),
                     "--bind",
                     "127.0.0.1",
                     "--dir",
@@ -102,7 +118,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 return False  # exited: most likely the port was taken
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                with self._connect(port) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return True
@@ -122,9 +138,16 @@ class RedisServer:
         )
         return cls(directory, str(conf), "--sentinel").start()
 
+    def _connect(self, port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls[2]))
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
     def command(self, *args: str) -> bytes:
         """Send one inline command and return the raw reply (for test set-up only)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as sock:
+        with self._connect(self.port) as sock:
             sock.sendall((" ".join(args) + "\r\n").encode())
             return sock.recv(65536)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from relay.node import Node
 from tests.redis_harness import RedisServer
@@ -354,3 +355,35 @@ async def test_a_node_starts_at_once_and_serves_while_redis_is_away(
     assert "Error 111 connecting" in broker["last_error"]
     assert broker["queue"] == 1
     await browser.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-ca", "unknown-ca"])
+async def test_rediss_verifies_the_server_against_the_ca_file(
+    start_node: StartNode, session: aiohttp.ClientSession, tmp_path: Any, trusted: bool
+) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    redis = RedisServer(tmp_path / "redis", tls=(cert, key, ca_file)).start()
+    try:
+        node_ca = ca_file if trusted else tmp_path / "other-ca.pem"
+        if not trusted:
+            trustme.CA().cert_pem.write_to_path(str(node_ca))
+        broker = {"url": redis.url, "ca_file": str(node_ca), **FAST}
+        here, there = [await start_node(local_config(broker=broker)) for _ in range(2)]
+        admin = Admin(session, here.admin_addresses[0][1])
+        if trusted:
+            remote = await open_browser(there, "PHID-TLS")
+            await admin.post(notification("PHID-TLS", unique_id="tls-1"))
+            assert (await remote.recv())["uniqueID"] == "tls-1"
+            assert (await admin.status())["broker"]["state"] == "up"
+            await remote.close()
+        else:
+            broker_status = (await admin.status())["broker"]
+            assert broker_status["state"] == "down"
+            assert "certificate verify failed" in broker_status["last_error"]
+    finally:
+        redis.stop()
