@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import trustme
 
+from relay.config import parse_config
 from relay.node import Node
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, eventually, free_ports, local_config, notification
@@ -387,3 +388,21 @@ async def test_rediss_verifies_the_server_against_the_ca_file(
             assert "certificate verify failed" in broker_status["last_error"]
     finally:
         redis.stop()
+
+
+async def test_a_reload_keeps_the_running_link_and_says_a_new_broker_needs_a_restart(
+    redis_server: RedisServer, start_node: StartNode
+) -> None:
+    config = broker_config(redis_server)
+    node = await start_node(config)
+    moved = {
+        **config,
+        "broker": {"url": "redis://127.0.0.1:1/0"},
+        "history": {"max_age_seconds": 30},
+    }
+    notes = await node.apply(parse_config(moved))
+    assert notes == ["broker changed: it takes effect at the next start"]
+    reading = node.snapshot().broker
+    assert reading is not None
+    assert reading.url == redis_server.url
+    assert reading.state == "up"
