@@ -109,6 +109,7 @@ class Broker:
         self._on_receive = on_receive
         self._keys = Keys(config.prefix)
         self._ping_channel = self._keys.ping_channel(fingerprint)
+        self._origin = fingerprint.encode()
         self._clock = clock
         self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
         self._backoff = backoff
@@ -334,7 +335,7 @@ class Broker:
             for raw_id, fields in entries:
                 stream_id = StreamId.parse(raw_id)
                 payload = fields.get(b"p")
-                if payload is None:
+                if payload is None or fields.get(b"o") == self._origin:
                     continue
                 if last is not None:
                     missed = stream_id > last
@@ -366,6 +367,7 @@ class Broker:
                     self._max_messages,
                     self._max_age_ms,
                     item.instance,
+                    self._origin,
                 )
             try:
                 async with asyncio.timeout(self.config.timeout_seconds):
@@ -407,11 +409,15 @@ class Broker:
         if instance is None:
             return
         try:
-            stream_id, payload = unframe(data)
+            stream_id, origin, payload = unframe(data)
         except ValueError:
             log.warning("ignored a malformed message on %s", channel.decode(errors="replace"))
             return
         self._seen(instance, stream_id)
+        if origin == self._origin:
+            # Delivered when it was posted here: not even parsed again.
+            self.received += 1
+            return
         self._hand_over(Received(instance, payload, None, True))
 
     def _hand_over(self, received: Received) -> None:

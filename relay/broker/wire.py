@@ -4,11 +4,11 @@ Pure functions and constants; no I/O. Per instance, under the configured
 prefix:
 
 - ``<prefix>:history:<instance>``: a stream of the instance's messages, capped
-  by count and age like a node's own history (field ``p``: the message as its
-  origin node encoded it);
+  by count and age like a node's own history (fields ``p``: the message as its
+  origin node encoded it, ``o``: that node's fingerprint);
 - ``<prefix>:messages:<instance>``: the channel each message is published on,
-  framed as ``<stream id> <message>``; nodes subscribe to the pattern
-  ``<prefix>:messages:*``;
+  framed as ``<stream id> <origin fingerprint> <message>``; nodes subscribe to
+  the pattern ``<prefix>:messages:*``, and skip their own messages unread;
 - ``<prefix>:instances``: a sorted set of the instances that published lately
   (score: the time of their last message), so a node can reload every
   instance's stream without scanning keys.
@@ -26,14 +26,14 @@ from typing import NamedTuple
 #: stream expire, indexes the instance, and publishes the framed message, all
 #: in one atomic step: the order on the channel is the order in the stream.
 PUBLISH_SCRIPT = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'p', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'p', ARGV[1], 'o', ARGV[6])
 local ms = tonumber(string.match(id, '^%d+'))
 local age = tonumber(ARGV[4])
 redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', math.max(0, ms - age)))
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', 2 * age))
 redis.call('ZADD', KEYS[2], ms, ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', ms - 2 * age))
-redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[1])
+redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[6] .. ' ' .. ARGV[1])
 return id
 """
 
@@ -90,18 +90,19 @@ class Keys:
         return channel[len(self._channel_head_bytes) :].decode("utf-8", "surrogateescape")
 
 
-def frame(stream_id: bytes, payload: bytes) -> bytes:
+def frame(stream_id: bytes, origin: bytes, payload: bytes) -> bytes:
     """A message as the publish script sends it on the channel."""
-    return stream_id + b" " + payload
+    return b" ".join((stream_id, origin, payload))
 
 
-def unframe(data: bytes) -> tuple[StreamId, bytes]:
-    """Split a channel message into its stream id and the message.
+def unframe(data: bytes) -> tuple[StreamId, bytes, bytes]:
+    """Split a channel message into its stream id, its origin's fingerprint and the message.
 
     Raises:
         ValueError: ``data`` is not a framed message.
     """
-    head, space, payload = data.partition(b" ")
-    if not space:
-        raise ValueError("a broker message without a stream id")
-    return StreamId.parse(head), payload
+    parts = data.split(b" ", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise ValueError("a broker message without a stream id and an origin")
+    head, origin, payload = parts
+    return StreamId.parse(head), origin, payload
