@@ -479,7 +479,7 @@ def cluster_rate(
     notes = []
     if cross.size == 0:
         notes.append("no message crossed to another node")
-    how = "full mesh" if mode == "mesh" else "nodes on one Redis (broker mode)"
+    how = "nodes in a full mesh" if mode == "mesh" else "nodes on one Redis (broker mode)"
     return Outcome(
         result={
             "scenario": name,
