@@ -79,29 +79,53 @@ class RedisServer:
             *("--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"),
         ]
 
+    def _command_line(self, port: int) -> list[str]:
+        return [
+            self.binary,
+            *self.extra_args,
+            *self._listen_args(port),
+            *("--bind", "127.0.0.1", "--dir", str(self.directory)),
+            *("--save", "", "--appendonly", "no"),
+            *("--logfile", str(self.directory / "redis.log")),
+        ]
+
+    def standby(self) -> None:
+        """After ``kill``: spawn the restart now, held back until ``resume``.
+
+        Forking the (large) test process stalls its event loop for a moment;
+        a test that times its own requests across a restart forks beforehand.
+        """
+        assert self.port, "standby follows kill"
+        assert self.proc is None, "standby follows kill"
+        self.proc = subprocess.Popen(
+            [
+                "/bin/sh",
+                "-c",
+                'read _ && exec "$@"',
+                "redis-standby",
+                *self._command_line(self.port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def resume(self) -> None:
+        """Let the server held back by ``standby`` start, and wait for PING."""
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+        if not self._wait_ready(self.port):
+            raise RuntimeError("redis-server did not come back")
+
     def start(self) -> RedisServer:
         """Start on a fresh free port (or the same port again after ``kill``) and wait for PING."""
         attempts = 1 if self.port else PORT_ATTEMPTS
         for _ in range(attempts):
             port = self.port or _free_port()
             self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    *self.extra_args,
-                    *self._listen_args(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self.directory),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--logfile",
-                    str(self.directory / "redis.log"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                self._command_line(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             if self._wait_ready(port):
                 self.port = port
