@@ -239,8 +239,10 @@ async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
 
 
 class FreezableProxy:
-    """A TCP proxy to Redis whose connections can stop passing Redis' replies on: a
-    half-dead path that keeps the socket open, as a broken middlebox does."""
+    """A TCP proxy to Redis whose connections can stop passing Redis' replies on.
+
+    A half-dead path that keeps the socket open, as a broken middlebox does.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
