@@ -32,8 +32,9 @@ from relay.errors import NotificationError, StartupError
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
-from relay.ops.dashboard import NodeStatusAnnouncer, render_page
+from relay.ops.dashboard import render_page
 from relay.ops.metrics import NodeMetrics
+from relay.ops.node_status import NodeStatusAnnouncer
 from relay.peering.backoff import Backoff
 from relay.peering.peers import PeerSet, peer_tls_context
 from relay.periodic import every

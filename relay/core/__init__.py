@@ -1,7 +1,8 @@
 """The routing core: how a message is parsed, routed and remembered, with no I/O.
 
 - ``notification``: admin POST bodies -> notifications (parse, check, stamp);
-- ``commands``: browser frames -> commands; the instance from the path;
+- ``commands``: browser frames -> commands;
+- ``instances``: the instance a browser's path or an admin query names;
 - ``encoded``: a message encoded and framed once for all its recipients;
 - ``subscriptions``: the (instance, key) -> connections index;
 - ``history``: per-instance history bounded by count and age;

@@ -1,8 +1,4 @@
-"""What browsers send: ``{"command": C, "data": D}`` text frames, parsed into commands.
-
-Also where a browser's instance comes from: the part of its WebSocket path
-after ``~``, as Aphlict reads it.
-"""
+"""What browsers send: ``{"command": C, "data": D}`` text frames, parsed into commands."""
 
 from __future__ import annotations
 
@@ -11,7 +7,6 @@ from typing import Any
 
 import orjson
 
-from relay.core.notification import DEFAULT_INSTANCE
 from relay.errors import CommandError
 
 #: How far back ``replay`` looks when the browser does not say (ms).
@@ -73,20 +68,6 @@ def parse_command(text: bytes | str) -> Command:
     if command == "ping":
         return Ping()
     raise CommandError(f"unknown command {_short(command)}")
-
-
-def instance_from_path(path: str) -> str:
-    """The instance a browser names in its path: ``/~acme/`` is ``acme``.
-
-    As Aphlict reads it: the part between the first ``~`` and the next one (or
-    the end), slashes removed. Reverse proxies may put a prefix before the
-    ``~``; the query string is not part of the name. No ``~``, or nothing after
-    it, means the default instance.
-    """
-    path = path.split("?", 1)[0]
-    _, tilde, rest = path.partition("~")
-    name = rest.split("~", 1)[0].replace("/", "") if tilde else ""
-    return name or DEFAULT_INSTANCE
 
 
 def _keys(command: str, data: Any) -> tuple[str, ...]:

@@ -20,7 +20,8 @@ from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.history import History
-from relay.core.notification import DEFAULT_INSTANCE, Notification
+from relay.core.instances import DEFAULT_INSTANCE
+from relay.core.notification import Notification
 from relay.core.subscriptions import SubscriptionIndex
 from relay.snapshot import InstanceReading
 

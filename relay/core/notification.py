@@ -18,8 +18,6 @@ import orjson
 from relay.core.envelope import new_unique_id
 from relay.errors import NotificationError
 
-DEFAULT_INSTANCE = "default"
-
 #: Deepest nesting of arrays and objects a body may have, the body itself being level 1.
 #: orjson parses 1,024 levels but encodes only 254, and relay encodes every body
 #: again (stamped for browsers and peers); no real notification comes near either.
@@ -121,11 +119,6 @@ def check_notification(
     if len(touched) > max_touched:
         raise NotificationError(f'"touched" lists {len(touched)} nodes; the limit is {max_touched}')
     return Notification(body, frozenset(subscribers), tuple(touched))
-
-
-def instance_from_query(value: str | None) -> str:
-    """The instance an admin request names with ``?instance=``; empty means default."""
-    return value or DEFAULT_INSTANCE
 
 
 def _too_deep(raw: bytes | None, body: dict[str, Any]) -> bool:

@@ -28,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
 from relay.core.hub import Hub
-from relay.core.notification import instance_from_query, parse_notification
+from relay.core.instances import instance_from_query
+from relay.core.notification import parse_notification
 from relay.core.overload import OverloadGuard
 from relay.core.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 from relay.errors import NotificationError

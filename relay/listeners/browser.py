@@ -37,12 +37,11 @@ from relay.core.commands import (
     Replay,
     Subscribe,
     Unsubscribe,
-    instance_from_path,
     parse_command,
 )
 from relay.core.encoded import EncodedMessage
 from relay.core.hub import Hub
-from relay.core.notification import DEFAULT_INSTANCE
+from relay.core.instances import DEFAULT_INSTANCE, instance_from_path
 from relay.errors import CommandError
 
 log = logging.getLogger("relay.browser")

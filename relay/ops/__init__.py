@@ -2,6 +2,7 @@
 
 - ``metrics``: the Prometheus collector over relay's own counters;
 - ``dashboard`` and ``static/dashboard.html``: the live status page;
+- ``node_status``: the node-status message that feeds it;
 - ``logs``: log files, levels and reopening on SIGHUP/SIGUSR1;
 - ``systemd``: sd_notify (READY, RELOADING, WATCHDOG, STOPPING);
 - ``pidfile``: the pidfile, held while the node runs;

@@ -10,9 +10,9 @@ from relay.core.commands import (
     Replay,
     Subscribe,
     Unsubscribe,
-    instance_from_path,
     parse_command,
 )
+from relay.core.instances import instance_from_path
 from relay.errors import CommandError
 
 

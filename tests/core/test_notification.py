@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from relay.core.instances import instance_from_query
 from relay.core.notification import (
     MAX_DEPTH,
-    instance_from_query,
     parse_notification,
 )
 from relay.errors import NotificationError

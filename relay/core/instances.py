@@ -1,0 +1,29 @@
+"""Instances: how a browser and an application server name the one they mean.
+
+One relay serves several Phorge installs apart (Aphlict's "instances"): a
+browser names its instance in its WebSocket path (``/~acme/``), an
+application server with ``?instance=acme``; neither, the default instance.
+"""
+
+from __future__ import annotations
+
+DEFAULT_INSTANCE = "default"
+
+
+def instance_from_path(path: str) -> str:
+    """The instance a browser names in its path: ``/~acme/`` is ``acme``.
+
+    As Aphlict reads it: the part between the first ``~`` and the next one (or
+    the end), slashes removed. Reverse proxies may put a prefix before the
+    ``~``; the query string is not part of the name. No ``~``, or nothing after
+    it, means the default instance.
+    """
+    path = path.split("?", 1)[0]
+    _, tilde, rest = path.partition("~")
+    name = rest.split("~", 1)[0].replace("/", "") if tilde else ""
+    return name or DEFAULT_INSTANCE
+
+
+def instance_from_query(value: str | None) -> str:
+    """The instance an admin request names with ``?instance=``; empty means default."""
+    return value or DEFAULT_INSTANCE
