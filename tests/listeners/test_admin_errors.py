@@ -203,3 +203,15 @@ async def test_a_disabled_status_page_is_a_json_404(
     async with session.get(url) as response:
         assert response.status == 404
         assert await response.json() == {"error": "the status page is disabled on this node"}
+
+
+async def test_a_small_gzip_body_that_inflates_past_the_limit_gets_a_json_413(
+    start_node: Callable[..., Awaitable[Node]],
+) -> None:
+    node = await start_node(local_config(limits={"admin_body_bytes": 64 * 1024}))
+    bomb = gzip.compress(b'{"subscribers":["A"],"pad":"' + b"0" * 200_000 + b'"}')
+    assert len(bomb) < 1024  # arrives whole, with its headers
+    request = post(bomb, "Content-Encoding: gzip")
+    status, _, body = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    assert status == 413
+    assert orjson.loads(body) == {"error": "request body exceeds the 65536-byte limit"}
