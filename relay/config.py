@@ -170,7 +170,7 @@ class LimitsConfig(_Section):
     max_subscriptions: int = Field(default=1000, ge=1)
     #: Longest key a browser may subscribe to; longer ones are refused.
     max_key_length: int = Field(default=255, ge=1)
-    #: Bytes queued for a browser that is not reading; past this it is disconnected (1008).
+    #: Bytes queued for a browser that is not reading; past this it is reset (TCP RST).
     outbound_buffer_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     #: Kernel send buffer per browser socket (the OS doubles it); 0 leaves the OS's
     #: autotuning, which lets a browser that stops reading pin up to 4 MiB of kernel memory.

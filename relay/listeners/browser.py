@@ -7,15 +7,20 @@ every recipient straight to the transport, never awaiting.
 
 Limits enforced here: the handshake deadline, admission (503 over the
 connection caps), the outbound buffer bound (a browser that stops reading is
-closed with 1008 instead of growing memory), and liveness (a silent browser is
-pinged, then dropped; the listener's sweep calls ``check_liveness``).
+reset instead of growing memory), and liveness (a silent browser is pinged,
+then dropped; the listener's sweep calls ``check_liveness``). A browser
+dropped with data it has not read (too slow, silent, or not finishing its
+close) gets a TCP reset, so that the kernel frees what it still holds for it
+at once instead of keeping it queued in FIN-WAIT-1 for minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -54,10 +59,8 @@ PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
 
 #: How long a closing connection may take to finish its closing handshake.
 CLOSE_TIMEOUT = 5.0
-#: How long a browser that stopped reading gets to read our close frame.
-SLOW_CLOSE_TIMEOUT = 1.0
-#: Close code for a browser whose outbound buffer overflowed (policy violation).
-TOO_SLOW = 1008
+#: SO_LINGER on with a zero timeout: close() sends a reset and discards the send queue.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 _PONG = EncodedMessage(PONG)
 
@@ -239,7 +242,7 @@ class BrowserConnection(asyncio.Protocol):
         if silent >= limits.ping_interval_seconds + limits.ping_timeout_seconds:
             self._listener.rejected["ping timeout"] += 1
             log.info("browser %s did not answer a ping in time; dropped", self._address)
-            self.abort()
+            self.reset()
         elif silent >= limits.ping_interval_seconds and not self._pinged:
             self._pinged = True
             self._ws.send_ping(b"relay")
@@ -257,6 +260,23 @@ class BrowserConnection(asyncio.Protocol):
         """Drop the connection at once, without a closing handshake."""
         if self._transport is not None:
             self._transport.abort()
+
+    def reset(self) -> None:
+        """Drop a connection that may have unread data queued, with a TCP reset.
+
+        A plain close would leave whatever the browser has not read in the
+        kernel's send queue (FIN-WAIT-1) until it reads it or TCP gives up,
+        minutes later; the reset frees it now, and the browser learns at once.
+        """
+        transport = self._transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Gone already (the peer reset first): nothing is queued to free.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        transport.abort()
 
     # Handshake.
 
@@ -359,21 +379,21 @@ class BrowserConnection(asyncio.Protocol):
     # Writing and closing.
 
     def _close_too_slow(self) -> None:
+        """Reset a browser whose outbound buffer passed its bound.
+
+        A close frame would only queue behind the megabyte it is not reading,
+        so there is no closing handshake to wait for: the reset frees relay's
+        buffer and the kernel's at once.
+        """
         self._listener.rejected["too slow"] += 1
         log.warning(
-            "browser %s stopped reading; over %d bytes queued, disconnected",
+            "browser %s stopped reading; over %d bytes queued, connection reset",
             self._address,
             self._listener.limits.outbound_buffer_bytes,
             extra=self._context(),
         )
-        if self._ws.state is State.OPEN:
-            self._ws.send_close(TOO_SLOW, "too slow: outbound buffer full")
-            self._flush()
         self._cancel_timer()
-        if self._transport is not None:
-            self._timer = asyncio.get_running_loop().call_later(
-                SLOW_CLOSE_TIMEOUT, self._transport.abort
-            )
+        self.reset()
 
     def _flush(self) -> None:
         """Write what the protocol produced; start the close deadline when closing."""
@@ -401,7 +421,7 @@ class BrowserConnection(asyncio.Protocol):
             self._closing = True
             self._open = False
             self._cancel_timer()
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.reset)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -161,10 +161,10 @@ class ClientListener:
                     await self._all_gone.wait()
             except TimeoutError:
                 log.warning(
-                    "%d browsers did not close in time; dropping them", len(self._connections)
+                    "%d browsers did not close in time; resetting them", len(self._connections)
                 )
                 for connection in list(self._connections):
-                    connection.abort()
+                    connection.reset()
         self._server = None
 
     def _sweep_interval(self) -> float:

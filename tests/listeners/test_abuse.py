@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
 import sys
 import time
 import zlib
@@ -243,3 +244,83 @@ async def test_a_frozen_browser_is_reaped_within_ping_interval_plus_timeout(
     # timeout after the freeze, plus one sweep (a quarter of the shorter
     # period) and some scheduling slack for a loaded machine.
     assert reaped_after < interval + timeout + min(interval, timeout) / 4 + 0.5
+
+
+def relay_side_sockets(client_port: int, browser_port: int) -> list[tuple[str, int, str]]:
+    """What ``ss -tmn`` reports for relay's end of one browser connection.
+
+    Each entry is (state, Send-Q bytes, skmem details); an empty list means
+    the kernel holds nothing for it any more.
+    """
+    output = subprocess.run(
+        [
+            "ss",
+            "-tmnH",
+            "state",
+            "all",
+            f"( sport = :{client_port} and dport = :{browser_port} )",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=WAIT,
+    ).stdout
+    sockets = []
+    for line in output.splitlines():
+        fields = line.split()
+        if fields and not line[0].isspace():
+            # State, Recv-Q, Send-Q, local, peer; the skmem(...) line follows.
+            sockets.append((fields[0], int(fields[2]), ""))
+        elif fields and sockets and fields[0].startswith("skmem:"):
+            state, queued, _ = sockets[-1]
+            sockets[-1] = (state, queued, fields[0])
+    return sockets
+
+
+def read_until_closed(sock: socket.socket) -> None:
+    """Read (blocking, bounded) until the connection ends."""
+    sock.setblocking(True)
+    sock.settimeout(WAIT)
+    while sock.recv(1 << 20):
+        pass
+
+
+async def test_a_dropped_slow_browser_is_reset_and_its_queued_data_freed_at_once(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    relay = await asyncio.to_thread(start_relay, tmp_path)
+    port = relay.client_ports[0]
+    admin = Admin(session, relay.admin_ports[0])
+    # A browser that subscribes, then never reads again: a tiny receive window,
+    # so what relay sends piles up on relay's side.
+    stalled = await asyncio.to_thread(handshake, port, "PHID-STALL", 4096)
+    browser_port = stalled.getsockname()[1]
+    try:
+        pad = "x" * 32_000
+        posted = 0
+        # Kernel buffers (~256 KiB) plus the 1 MiB bound are ~40 posts of 32 KB.
+        while not any("stopped reading" in line for _, line in relay.timed_lines):
+            assert posted < 200, "relay never dropped the browser that stopped reading"
+            status, _ = await admin.post({"subscribers": ["PHID-STALL"], "n": posted, "pad": pad})
+            assert status == 200
+            posted += 1
+            await asyncio.sleep(0)  # let the log follower thread catch up
+        dropped_at = time.monotonic()
+
+        async def nothing_left() -> bool:
+            return not any(queued for _, queued, _ in relay_side_sockets(port, browser_port))
+
+        await eventually(nothing_left, "relay's socket of the dropped browser holds no data")
+        freed_after = time.monotonic() - dropped_at
+        left = relay_side_sockets(port, browser_port)
+        # The browser learns at once, without reading what was queued for it.
+        with pytest.raises(ConnectionResetError):
+            read_until_closed(stalled)
+        still_serving = (await admin.status())["clients.active"]
+    finally:
+        stalled.close()
+        relay.kill()
+    print(f"{posted} posts to fill; freed {freed_after:.2f} s after the drop; ss: {left}")
+    assert left == [], left  # reset: not even an empty FIN-WAIT or TIME-WAIT socket remains
+    assert freed_after < 2.0
+    assert still_serving == 0
