@@ -228,6 +228,20 @@ class DashboardConfig(_Section):
     interval_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
 
 
+class ShutdownConfig(_Section):
+    """How a stopping node lets its browsers go (SIGTERM, SIGINT).
+
+    Readiness turns 503 and new browsers are refused (503) at once; the
+    connected ones are closed with 1001 spread over the drain window, so that
+    they do not all reconnect elsewhere in the same second.
+    """
+
+    #: Longest time the browsers' closes are spread over.
+    drain_seconds: float = Field(default=5.0, ge=0, le=300, allow_inf_nan=False)
+    #: Fewest closes per second: a node with few browsers finishes sooner.
+    drain_min_rate: float = Field(default=100.0, gt=0, allow_inf_nan=False)
+
+
 class Config(_Section):
     """A whole relay configuration."""
 
@@ -244,6 +258,7 @@ class Config(_Section):
     browsers: BrowsersConfig = BrowsersConfig()
     admin: AdminConfig = AdminConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     #: The side module watching Phorge's databases and repositories; off when absent.
     cluster_status: ClusterStatusConfig | None = None
     #: Broker mode: the Redis the nodes publish to and receive from; off when absent.

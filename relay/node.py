@@ -32,6 +32,7 @@ from relay.errors import NotificationError, StartupError
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
+from relay.listeners.drain import DrainPlan, drain
 from relay.ops.dashboard import render_page
 from relay.ops.metrics import NodeMetrics
 from relay.ops.node_status import NodeStatusAnnouncer
@@ -119,6 +120,8 @@ class Node:
         self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
+        #: Set by ``hurry``: the drain closes every remaining browser at once.
+        self._hurry = asyncio.Event()
 
     async def start(self) -> None:
         """Start the client listeners, then the admin listeners.
@@ -180,8 +183,15 @@ class Node:
         self.admin_state.ready = True
 
     async def stop(self) -> None:
-        """Stop accepting posts, close browsers with 1001, and release everything."""
+        """Drain the browsers, then stop accepting posts and release everything.
+
+        Readiness turns 503 and new browsers get 503 at once; the connected
+        ones are closed with 1001 spread over ``shutdown.drain_seconds``
+        while messages still reach those not closed yet; then the listeners
+        and peers stop as before.
+        """
         self.admin_state.ready = False
+        await self._drain()
         if self.status_monitor is not None:
             await self.status_monitor.stop()
         for task in (self._housekeeping, self._announcing):
@@ -191,7 +201,7 @@ class Node:
                     await task
         self._housekeeping = self._announcing = None
         # Admin and client listeners wind down together (each within the
-        # grace), then peers drain: well inside the 5 s a stop may take.
+        # grace), then peers drain: at most 3 s after the drain.
         await asyncio.gather(
             *(runner.cleanup() for runner in self._admin_runners),
             *(listener.stop(SHUTDOWN_GRACE) for listener in self.client_listeners),
@@ -203,6 +213,22 @@ class Node:
             *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
         )
         log.info("relay node %s stopped", self.hub.fingerprint)
+
+    def hurry(self) -> None:
+        """Cut a drain under way short: close every remaining browser now."""
+        self._hurry.set()
+
+    async def _drain(self) -> None:
+        """Refuse new browsers, then close the connected ones spread over the window."""
+        for listener in self.client_listeners:
+            listener.draining = True
+        connections = [c for listener in self.client_listeners for c in listener.connections()]
+        if not connections:
+            return
+        policy = self.config.shutdown
+        plan = DrainPlan.spread(len(connections), policy.drain_seconds, policy.drain_min_rate)
+        log.info("draining: closing %d browser connections over %.1f s", plan.count, plan.duration)
+        await drain(connections, plan, hurry=self._hurry)
 
     @property
     def client_addresses(self) -> list[tuple[str, int]]:

@@ -35,7 +35,15 @@ async def serve_until_signalled(config: Config, path: str | None, debug: bool) -
         background.add(task)
         task.add_done_callback(background.discard)
 
+    running: list[Node] = []
+
     def request_stop(name: str) -> None:
+        if stop.is_set():
+            # A second signal: the operator does not want to wait for the drain.
+            log.info("received %s again, closing the remaining browsers at once", name)
+            for node in running:
+                node.hurry()
+            return
         log.info("received %s, shutting down", name)
         systemd.stopping()
         for task in list(background):  # no reload or watchdog ping while stopping
@@ -43,6 +51,7 @@ async def serve_until_signalled(config: Config, path: str | None, debug: bool) -
         stop.set()
 
     def started(node: Node) -> None:
+        running.append(node)
         # Reloads only once started: applying a config to a half-started node would race.
         loop.add_signal_handler(
             signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd))

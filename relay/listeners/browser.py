@@ -80,6 +80,8 @@ class ConnectionContext(Protocol):
     extensions: Sequence[ServerExtensionFactory] | None
     #: Connections refused or dropped by a limit, by reason (for metrics).
     rejected: Counter[str]
+    #: True once the node drains for shutdown: new handshakes get 503.
+    draining: bool
 
     def refused(self, reason: str, address: str, detail: str) -> None:
         """Count a refused browser (and log refusals at a bounded rate)."""
@@ -249,7 +251,12 @@ class BrowserConnection(asyncio.Protocol):
             self._flush()
 
     def going_away(self) -> None:
-        """Close with 1001 so the browser reconnects, to this node later or another one now."""
+        """Close with 1001 so the browser reconnects, to this node later or another one now.
+
+        No-op for a connection that is already closing.
+        """
+        if self._transport is None or self._transport.is_closing() or self._closing:
+            return
         if self._ws.state is State.OPEN:
             self._ws.send_close(1001, "server shutting down")
             self._flush()
@@ -285,6 +292,10 @@ class BrowserConnection(asyncio.Protocol):
         upgrade = request.headers.get("Upgrade", "")
         if "websocket" not in upgrade.lower():
             response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
+        elif self._listener.draining:
+            # Not logged: during a drain every reconnecting browser would be a line.
+            self._listener.rejected["shutting down"] += 1
+            response = ws.reject(503, "relay is shutting down; connect to another node\n")
         elif self._refusal is not None:
             self._listener.refused("connection limit", self._address, self._refusal)
             response = ws.reject(503, f"relay cannot take this connection: {self._refusal}\n")

@@ -70,6 +70,8 @@ class ClientListener:
         self._unlogged_refusals = 0
         self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
         self._all_gone: asyncio.Event | None = None
+        #: Set when the node starts draining: new handshakes get 503 from then on.
+        self.draining = False
 
     def configure(self, limits: LimitsConfig, browsers: BrowsersConfig) -> None:
         """Apply new limits and browser policies; new connections get them at once."""
@@ -112,6 +114,10 @@ class ClientListener:
     def connection_count(self) -> int:
         """Open sockets, including those still in their handshake."""
         return len(self._connections)
+
+    def connections(self) -> list[BrowserConnection]:
+        """The connections open now (a copy: closing them changes the set)."""
+        return list(self._connections)
 
     def refused(self, reason: str, address: str, detail: str) -> None:
         """Count a refused browser; log refusals at most once per interval.
