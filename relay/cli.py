@@ -13,19 +13,21 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from relay import __version__
-from relay.config import Config, default_config, load_config
+from relay.config import DEFAULT_ADMIN_PORT, Config, default_config, load_config
 from relay.core.envelope import new_message
 from relay.dbwatch.table import render_table
 from relay.errors import ConfigError, RelayError, StartupError
-from relay.ops.admin_client import admin_request
+from relay.ops.admin_client import AdminTarget, find_target
 from relay.ops.logs import configure_logging
 from relay.ops.loop import run
 from relay.ops.pidfile import PidFile
+from relay.ops.status_table import render_status
 from relay.preflight import check_config
 from relay.runtime import serve_until_signalled
 
@@ -53,29 +55,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    def add(
-        name: str,
-        handler: Any,
-        help_text: str,
-        *,
-        config_required: bool = False,
-        calls_admin: bool = False,
-    ) -> Any:
+    def add(name: str, handler: Any, help_text: str, *, config_required: bool = False) -> Any:
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument(
+            "-c",
             "--config",
             required=config_required,
             metavar="FILE",
             help="an Aphlict/relay JSON config file"
             + ("" if config_required else " (default: Aphlict's ports on loopback)"),
         )
-        if calls_admin:
-            command.add_argument(
-                "--insecure",
-                action="store_true",
-                help="do not verify the admin port's TLS certificate",
-            )
         command.set_defaults(handler=handler)
+        return command
+
+    def add_client(name: str, handler: Any, help_text: str) -> Any:
+        """A command that talks to a running node's admin port."""
+        command = add(name, handler, help_text)
+        where = command.add_argument_group(
+            "which node",
+            "by URL, by host and port, or the first admin listener of --config "
+            f"(default: http://127.0.0.1:{DEFAULT_ADMIN_PORT})",
+        )
+        where.add_argument(
+            "-u", "--url", metavar="URL", help="the admin port, e.g. http://relay1:22281"
+        )
+        where.add_argument("-H", "--host", metavar="HOST", help="the admin port's host")
+        where.add_argument("-p", "--port", type=int, metavar="PORT", help="the admin port")
+        where.add_argument(
+            "--secret-file",
+            metavar="FILE",
+            help="a file holding the admin shared secret (default: the config's)",
+        )
+        where.add_argument(
+            "--insecure", action="store_true", help="do not verify the admin port's TLS certificate"
+        )
+        command.add_argument("-j", "--json", action="store_true", help="print JSON, not a table")
         return command
 
     serve_cmd = add("serve", _serve, "run a relay node in the foreground")
@@ -86,20 +100,30 @@ def _parser() -> argparse.ArgumentParser:
         "validate a config file and what it points at (addresses, TLS, secret, log files)",
         config_required=True,
     )
-    status_cmd = add("status", _status, "print the status of a running node", calls_admin=True)
-    status_cmd.add_argument("--instance", default="", help="the instance to report on")
-    table_cmd = add(
-        "cluster-status",
-        _cluster_status,
-        "print a running node's view of the Phorge cluster",
-        calls_admin=True,
+    status_cmd = add_client("status", _status, "print the status of a running node")
+    status_cmd.add_argument("-i", "--instance", default="", help="the instance to report on")
+    add_client(
+        "cluster-status", _cluster_status, "print a running node's view of the Phorge cluster"
     )
-    table_cmd.add_argument("--json", action="store_true", help="print the JSON instead")
-    notify_cmd = add(
-        "notify", _notify, "post a test notification to a running node", calls_admin=True
+    notify_cmd = add_client("notify", _notify, "post a notification to a running node")
+    notify_cmd.add_argument(
+        "-k",
+        "--key",
+        required=True,
+        action="append",
+        help="a key (PHID) browsers subscribe to; repeat to notify several",
     )
-    notify_cmd.add_argument("--key", required=True, help="the key (PHID) browsers subscribe to")
-    notify_cmd.add_argument("--instance", default="", help="the instance to post to")
+    notify_cmd.add_argument("-i", "--instance", default="", help="the instance to post to")
+    notify_cmd.add_argument(
+        "-t", "--type", default="test", help="the message's type (default: test)"
+    )
+    notify_cmd.add_argument(
+        "-d",
+        "--data",
+        metavar="JSON",
+        help="fields to add to the message, as Phorge's own messages carry theirs "
+        "(a JSON object: text, @FILE to read it from a file, or - for stdin)",
+    )
     return parser
 
 
@@ -141,28 +165,81 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace) -> AdminTarget:
+    """The node a client command talks to, from its options."""
+    return find_target(
+        load_config(args.config) if args.config else None,
+        url=args.url,
+        host=args.host,
+        port=args.port,
+        secret_file=args.secret_file,
+        insecure=args.insecure,
+    )
+
+
+def _instance_query(instance: str) -> str:
+    return "?" + urllib.parse.urlencode({"instance": instance}) if instance else ""
+
+
+def _print_json(value: Any) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
 def _status(args: argparse.Namespace) -> int:
-    query = urllib.parse.urlencode({"instance": args.instance}) if args.instance else ""
-    status = admin_request(_config(args), f"/status/?{query}", None, insecure=args.insecure)
-    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    status = _target(args).request("/status/" + _instance_query(args.instance))
+    if args.json:
+        _print_json(status)
+    else:
+        print(render_status(status), end="")
     return 0
 
 
 def _cluster_status(args: argparse.Namespace) -> int:
-    snapshot = admin_request(_config(args), "/cluster-status/", None, insecure=args.insecure)
+    snapshot = _target(args).request("/cluster-status/")
     if args.json:
-        print(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode())
+        _print_json(snapshot)
     else:
         print(render_table(snapshot))
     return 0
 
 
 def _notify(args: argparse.Namespace) -> int:
-    message = new_message(args.key, "test")
-    query = urllib.parse.urlencode({"instance": args.instance}) if args.instance else ""
-    receipt = admin_request(_config(args), f"/?{query}", message, insecure=args.insecure)
-    print(
-        f"posted {message['uniqueID']} to key {args.key}; "
-        f"node fingerprint {receipt.get('fingerprint')}"
-    )
+    keys: list[str] = args.key
+    message = new_message(keys[0], args.type)
+    message["subscribers"] = keys
+    if args.data is not None:
+        fields = _read_data(args.data)
+        if not isinstance(fields, dict):
+            raise RelayError("--data: must be a JSON object (its fields are added to the message)")
+        if "subscribers" in fields:
+            raise RelayError("--data: give the subscribers with -k/--key, not in the data")
+        message.update(fields)
+    target = _target(args)
+    receipt = target.request("/" + _instance_query(args.instance), message)
+    if args.json:
+        _print_json({"uniqueID": message["uniqueID"], **receipt})
+    else:
+        print(
+            f"posted {message['uniqueID']} ({args.type}) to {', '.join(keys)}; "
+            f"node fingerprint {receipt.get('fingerprint')}"
+        )
     return 0
+
+
+def _read_data(argument: str) -> Any:
+    """``--data``: JSON text, ``@FILE`` or ``-`` (stdin), decoded."""
+    if argument == "-":
+        text, where = sys.stdin.read(), "--data (stdin)"
+    elif argument.startswith("@"):
+        try:
+            text, where = Path(argument[1:]).read_text(), f"--data {argument}"
+        except OSError as exc:
+            raise RelayError(f"--data: cannot read {argument[1:]}: {exc.strerror}") from None
+    else:
+        text, where = argument, "--data"
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise RelayError(
+            f"{where}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None

@@ -25,9 +25,13 @@ def write_config(tmp_path: Path, data: dict[str, Any], name: str = "relay.json")
     return path
 
 
-def relay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def relay_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=WAIT
+        [sys.executable, "-m", "relay", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        input=stdin,
     )
 
 
@@ -196,7 +200,7 @@ def test_status_and_notify_commands_talk_to_a_running_node(tmp_path: Path, runni
 
     received = asyncio.run(scenario())
     assert [m["subscribers"] for m in received] == [["PHID-CLI"]]
-    status = relay_cli("status", "--config", str(path), "--instance", "acme")
+    status = relay_cli("status", "--config", str(path), "--instance", "acme", "--json")
     assert status.returncode == 0, status.stderr
     report = orjson.loads(status.stdout)
     assert report["instance"] == "acme"
@@ -275,3 +279,123 @@ def test_notify_sends_the_configured_secret(tmp_path: Path, running: Any) -> Non
     assert refused.returncode == 1
     assert "the node answered 403" in refused.stderr
     assert "another-value" not in refused.stderr
+
+
+def test_notify_and_status_reach_a_node_by_url_without_a_config(
+    tmp_path: Path, running: Any
+) -> None:
+    # A peer that is down, so that the status table has a peer row to show.
+    node = running(local_config(cluster=[{"host": "127.0.0.1", "port": 9, "protocol": "http"}]))
+    url = f"http://127.0.0.1:{node.admin_ports[0]}"
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"column": "PHID-PCOL-done"}')
+
+    async def scenario() -> list[dict[str, Any]]:
+        browser = await Browser.open(node.client_ports[0], "/~acme/")
+        await browser.subscribe("PHID-PROJ-board")
+        for data in ('{"moved": ["T1", "T2"], "key": "42"}', f"@{payload}"):
+            sent = await asyncio.to_thread(
+                relay_cli, "notify", "-u", url, "-i", "acme", "-k", "PHID-PROJ-board",
+                "-t", "workboards", "-d", data,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+            assert "(workboards) to PHID-PROJ-board" in sent.stdout
+        # Short flags, the payload on stdin, and the receipt as JSON.
+        sent = await asyncio.to_thread(
+            relay_cli, "notify", "--url", url, "--instance", "acme", "-k", "PHID-PROJ-board",
+            "-k", "PHID-USER-other", "-d", "-", "-j", stdin='{"threadPHID": "PHID-CONP-1"}',
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert set(orjson.loads(sent.stdout)) == {"uniqueID", "fingerprint"}
+        received = await browser.drain()
+        await browser.close()
+        return received
+
+    received = asyncio.run(scenario())
+    for message in received:
+        assert len(message.pop("uniqueID")) == 32
+        assert len(message.pop("touched")) == 1
+    assert received == [
+        {
+            "key": "42",
+            "type": "workboards",
+            "subscribers": ["PHID-PROJ-board"],
+            "moved": ["T1", "T2"],
+        },
+        {
+            "key": "PHID-PROJ-board",
+            "type": "workboards",
+            "subscribers": ["PHID-PROJ-board"],
+            "column": "PHID-PCOL-done",
+        },
+        {
+            "key": "PHID-PROJ-board",
+            "type": "test",
+            "subscribers": ["PHID-PROJ-board", "PHID-USER-other"],
+            "threadPHID": "PHID-CONP-1",
+        },
+    ]
+
+    table = relay_cli("status", "-u", url, "-i", "acme")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("relay node ")
+    assert lines[0].endswith("instance acme")
+    assert "  browsers  0 connected, 1 since start" in lines
+    assert "  messages  3 in, 3 out" in lines
+    peer_header, peer_row = lines[lines.index("Cluster peers") + 1 :][:2]
+    assert peer_header.split() == [
+        "PEER", "STATE", "SENT", "FAILED", "DROPPED", "QUEUE", "LATENCY", "LAST", "ERROR",
+    ]  # fmt: skip
+    assert peer_row.split()[:2] == ["http://127.0.0.1:9", "down"]
+
+    # The same node by host and port, as JSON.
+    as_json = relay_cli("status", "-H", "127.0.0.1", "-p", str(node.admin_ports[0]), "-j")
+    assert as_json.returncode == 0, as_json.stderr
+    report = orjson.loads(as_json.stdout)
+    assert report["instance"] == "default"
+    assert report["cluster"][0]["port"] == 9
+
+
+def test_a_secret_file_option_carries_the_secret(tmp_path: Path, running: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("url-secret-value\n")
+    node = running(local_config(admin={"secret_file": str(secret)}))
+    url = f"http://127.0.0.1:{node.admin_ports[0]}/"
+    without = relay_cli("notify", "-u", url, "-k", "PHID-S")
+    assert without.returncode == 1
+    assert "the node answered 401" in without.stderr
+    with_secret = relay_cli("notify", "-u", url, "-k", "PHID-S", "--secret-file", str(secret))
+    assert with_secret.returncode == 0, with_secret.stderr
+    assert "url-secret-value" not in with_secret.stdout + with_secret.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status", "-u", "ftp://127.0.0.1:1"], "--url: 'ftp://127.0.0.1:1' must start with"),
+        (["status", "-u", "http://127.0.0.1:1/status/"], "without a path"),
+        (["status", "-u", "http://127.0.0.1:99999"], "has an invalid port"),
+        (["status", "-u", "http://127.0.0.1:1", "-p", "2"], "give --url or --host/--port"),
+        (["status", "-p", "0"], "--port: 0 is not a port"),
+        (["status", "--secret-file", "/nonexistent/secret"], "--secret-file: cannot read"),
+        (["notify", "-k", "K", "-d", '{"a": '], "--data: not valid JSON"),
+        (["notify", "-k", "K", "-d", "@/nonexistent/data.json"], "--data: cannot read"),
+        (["notify", "-k", "K", "-d", "[1, 2]"], "--data: must be a JSON object"),
+        (["notify", "-k", "K", "-d", '{"subscribers": ["X"]}'], "give the subscribers with -k"),
+    ],
+)
+def test_client_options_that_cannot_work_get_a_clear_error(args: list[str], expected: str) -> None:
+    result = relay_cli(*args)
+    assert result.returncode == 1
+    assert result.stderr.startswith("relay: ")
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cluster_status_takes_the_url_too(running: Any) -> None:
+    node = running(local_config())
+    result = relay_cli("cluster-status", "-u", f"127.0.0.1:{node.admin_ports[0]}", "-j")
+    assert result.returncode == 1
+    assert "the node answered 404" in result.stderr
+    assert "cluster-status module is not configured" in result.stderr
