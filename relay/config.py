@@ -226,6 +226,9 @@ class DashboardConfig(_Section):
     key: str = "relay.node"
     instance: str = "default"
     interval_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    #: How far back the page's charts reach; the node keeps one sample per interval
+    #: for this long (at most 6,000 samples, ~1 MiB).
+    chart_seconds: float = Field(default=600.0, gt=0, le=86_400, allow_inf_nan=False)
 
 
 class ShutdownConfig(_Section):

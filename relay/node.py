@@ -35,7 +35,8 @@ from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
 from relay.ops.dashboard import render_page
 from relay.ops.metrics import NodeMetrics
-from relay.ops.node_status import NodeStatusAnnouncer
+from relay.ops.node_status import status_message
+from relay.ops.timeseries import TimeSeries, capacity_for
 from relay.peering.backoff import Backoff
 from relay.peering.peers import PeerSet, peer_tls_context
 from relay.periodic import every
@@ -109,14 +110,15 @@ class Node:
             secret=self._secret,
             snapshot=self.snapshot,
             render_metrics=self.metrics.render,
-            observe_latency=self.metrics.delivery_latency.observe,
+            observe_latency=self._observe_latency,
         )
         self.admin_state.configure(config.limits, config.admin, self._secret)
         self.admin_state.overload = self.overload
         self.admin_state.congested = self.peers.congested
         if config.dashboard.enabled:
             self.admin_state.dashboard = self._dashboard_page
-        self._announcer = NodeStatusAnnouncer(clock)
+        #: The last minutes, for the status page's charts.
+        self.series = TimeSeries(clock, _chart_capacity(config))
         self._announcing: asyncio.Task[None] | None = None
         self._admin_runners: list[web.AppRunner] = []
         self._housekeeping: asyncio.Task[None] | None = None
@@ -295,6 +297,7 @@ class Node:
             self.broker.set_history(config.history.max_messages, config.history.max_age_seconds)
         self._recent.set_window(_dedup_window(config))
         self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
+        self.series.resize(_chart_capacity(config))
         self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
         for listener in self.client_listeners:
             listener.configure(limits, config.browsers)
@@ -360,6 +363,7 @@ class Node:
             tls=self.config.listeners("client")[0].uses_tls,
             dashboard=self.config.dashboard,
             status_keys=self._status_keys(),
+            series=self.series.columns(),
         )
 
     def _new_broker(
@@ -412,12 +416,23 @@ class Node:
             received.instance, notification, received.payload, at=at, live=received.live
         )
 
+    def _observe_latency(self, seconds: float) -> None:
+        """One POST's delivery latency: for Prometheus and for the page's charts."""
+        self.metrics.delivery_latency.observe(seconds)
+        self.series.observe_latency(seconds)
+
     def _announce(self) -> None:
-        """Announce this node's status for the live status page (one round)."""
+        """Sample the node for the charts and announce its status to the page (one round)."""
         dashboard = self.config.dashboard
         if dashboard.enabled:
-            message = self._announcer.message(self.snapshot(), dashboard.key)
-            self.hub.announce(dashboard.instance, message)
+            snapshot = self.snapshot()
+            sample = self.series.sample(snapshot)
+            self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
+
+
+def _chart_capacity(config: Config) -> int:
+    """Samples for the status page's charts: one per announcement, over the chart window."""
+    return capacity_for(config.dashboard.chart_seconds, config.dashboard.interval_seconds)
 
 
 def _dedup_window(config: Config) -> float:

@@ -112,9 +112,15 @@ class Chromium:
         """What the page shows, as text."""
         return str(await self.evaluate(session, "document.body ? document.body.innerText : ''"))
 
-    async def screenshot(self, session: str) -> bytes:
-        """The page as a PNG."""
-        shot = await self.call("Page.captureScreenshot", {"format": "png"}, session)
+    async def screenshot(self, session: str, *, full_page: bool = False) -> bytes:
+        """The page as a PNG: the window, or with ``full_page`` the whole page."""
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            size = (await self.call("Page.getLayoutMetrics", {}, session))["cssContentSize"]
+            params["captureBeyondViewport"] = True
+            params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
+            params["clip"]["scale"] = 1
+        shot = await self.call("Page.captureScreenshot", params, session)
         return base64.b64decode(shot["data"])
 
     async def close(self) -> None:

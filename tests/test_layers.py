@@ -66,6 +66,8 @@ PURE_EDGE_MODULES = frozenset(
         "relay.dbwatch.events",
         "relay.dbwatch.table",
         "relay.broker.wire",
+        "relay.ops.timeseries",
+        "relay.ops.status_table",
     }
 )
 #: What a pure module must not import (a name or any module below it).

@@ -46,5 +46,14 @@ async def test_page_shows_the_node_and_a_peer_going_down_live(
         return await shows(f"http://127.0.0.1:{dead_port}", "down", "cannot connect")
 
     await eventually(peer_down, "the page shows the peer down")
+
+    # The message waits for the dead peer: the peer-queue chart shows it.
+    async def queue_charted() -> bool:
+        last = await chromium.evaluate(
+            tab, "document.getElementById('chart-peer_queue').dataset.last"
+        )
+        return bool(last) and float(last) >= 1
+
+    await eventually(queue_charted, "the peer-queue chart shows the queued message")
     navigations = await chromium.evaluate(tab, "performance.getEntriesByType('navigation').length")
     assert navigations == 1  # never reloaded
