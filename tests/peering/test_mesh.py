@@ -23,6 +23,7 @@ from tests.support import Admin, Browser, Cluster, eventually, free_ports, notif
 pytestmark = pytest.mark.slow
 
 APHLICT_FINGERPRINT = "aphlictDouble234"
+RELAY_HEADER = {"X-Relay-Peer": "batch/1"}
 
 
 @pytest.fixture
@@ -343,5 +344,61 @@ async def test_a_peer_that_claims_batches_but_refuses_them_gets_single_posts(
         node.signal(signal.SIGTERM)
         _, log = await asyncio.to_thread(node.wait)
         assert log.count("does not take batches (HTTP 404)") == 1, log
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_link_too_slow_for_a_full_batch_sends_smaller_ones_and_loses_nothing(
+    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # A relay-like peer that cannot take more than 8 KiB within the request deadline.
+    got: list[str] = []
+    sizes: list[int] = []
+    # Held until every post is in, so that a batch's worth queues behind the first.
+    posted = asyncio.Event()
+
+    async def single(request: web.Request) -> web.Response:
+        got.append(orjson.loads(await request.read())["uniqueID"])
+        return web.json_response({"fingerprint": "slowRelayPeer234"}, headers=RELAY_HEADER)
+
+    async def batch(request: web.Request) -> web.Response:
+        body = await request.read()
+        await posted.wait()
+        sizes.append(len(body))
+        if len(body) > 8192:
+            await asyncio.sleep(2.0)  # four times the deadline: the sender gives up on it
+        got.extend(record["message"]["uniqueID"] for record in orjson.loads(body))
+        return web.json_response({"fingerprint": "slowRelayPeer234"}, headers=RELAY_HEADER)
+
+    app = web.Application()
+    app.router.add_post("/", single)
+    app.router.add_post("/peer/batch", batch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        peering = {"timeout_seconds": 0.5, "backoff_initial_seconds": 0.05}
+        cluster = Cluster(tmp_path, 1, peering=peering)
+        clusters.append(cluster)
+        config = cluster.config(0)
+        port = runner.addresses[0][1]
+        config["cluster"] = [{"host": "127.0.0.1", "port": port, "protocol": "http"}]
+        await asyncio.to_thread(cluster.start, 0, config)
+        admin = Admin(session, cluster.admin_ports[0])
+        ids = [f"big-{n:02d}" for n in range(40)]
+        for unique_id in ids:
+            body = notification("PHID-S", unique_id=unique_id, pad="x" * 1000)
+            assert (await admin.post(body))[0] == 200
+        posted.set()
+
+        async def all_taken() -> bool:
+            return set(got) >= set(ids)
+
+        await eventually(all_taken, "the peer took every message")
+        link = (await admin.status())["cluster"][0]
+        assert link["failed"] >= 1, "no batch was too big: the test proved nothing"
+        assert link["dropped"] == 0
+        # After the timeouts, batches small enough for the link went through.
+        assert any(size <= 8192 for size in sizes[1:])
     finally:
         await runner.cleanup()
