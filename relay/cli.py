@@ -19,7 +19,14 @@ from typing import Any
 import orjson
 
 from relay import __version__
-from relay.config import DEFAULT_ADMIN_PORT, Config, default_config, load_config
+from relay.config import (
+    DEFAULT_ADMIN_PORT,
+    MAX_WORKERS,
+    Config,
+    default_config,
+    load_config,
+    workers_without_broker,
+)
 from relay.core.envelope import new_message
 from relay.dbwatch.table import render_table
 from relay.errors import ConfigError, RelayError, StartupError
@@ -29,7 +36,8 @@ from relay.ops.loop import run
 from relay.ops.pidfile import PidFile
 from relay.ops.status_table import render_status
 from relay.preflight import check_config
-from relay.runtime import serve_until_signalled
+from relay.runtime import serve_until_signalled, supervise
+from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.cli")
 
@@ -94,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = add("serve", _serve, "run a relay node in the foreground")
     serve_cmd.add_argument("--debug", action="store_true", help="log per-connection detail")
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve with N processes sharing the ports; they meet through the config's "
+        "broker (default: the config's workers setting, else 1)",
+    )
+    # Set by the supervisor of a multi-process node on the workers it spawns.
+    serve_cmd.add_argument("--worker-dir", help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
     add(
         "check-config",
         _check_config,
@@ -134,28 +153,38 @@ def _config(args: argparse.Namespace) -> Config:
 def _check_config(args: argparse.Namespace) -> int:
     config = check_config(args.config)
     clients, admins = len(config.listeners("client")), len(config.listeners("admin"))
+    workers = f", {config.workers} workers" if config.workers > 1 else ""
     print(
         f"{args.config}: OK ({clients} client and {admins} admin listeners, "
-        f"{len(config.cluster)} cluster peers)"
+        f"{len(config.cluster)} cluster peers{workers})"
     )
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    configure_logging(config.logs, debug=args.debug, log_format=config.log_format)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        log.warning(
-            "relay is running as root; it needs no privileges (ports above 1024, files it "
-            "owns), so run it as an unprivileged user"
-        )
-    if config.memory_hint is not None:
-        log.info("memory.hint is an Aphlict (Node.js) setting; relay ignores it")
-    pidfile = PidFile(config.pidfile) if config.pidfile else None
+    role = None
+    if args.worker_dir:
+        role = WorkerRole.load(args.worker_dir, args.worker_index, args.worker_restarts)
+        config = role.apply(config)
+    count = 1 if role is not None else _worker_count(args, config)
+    configure_logging(
+        config.logs,
+        debug=args.debug,
+        log_format=config.log_format,
+        worker=None if role is None else role.index,
+    )
+    if role is None:
+        _startup_notes(config)
+    # The supervisor holds the pidfile for the whole node; its workers do not.
+    pidfile = PidFile(config.pidfile) if config.pidfile and role is None else None
     if pidfile is not None:
         pidfile.acquire()
     try:
-        run(serve_until_signalled(config, args.config, args.debug))
+        if count > 1:
+            run(supervise(config, args.config, count, args.debug))
+        else:
+            run(serve_until_signalled(config, args.config, args.debug, role))
     except StartupError as exc:
         log.error("%s", exc)
         return 1
@@ -163,6 +192,38 @@ def _serve(args: argparse.Namespace) -> int:
         if pidfile is not None:
             pidfile.release()
     return 0
+
+
+def _startup_notes(config: Config) -> None:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.warning(
+            "relay is running as root; it needs no privileges (ports above 1024, files it "
+            "owns), so run it as an unprivileged user"
+        )
+    if config.memory_hint is not None:
+        log.info("memory.hint is an Aphlict (Node.js) setting; relay ignores it")
+
+
+def _worker_count(args: argparse.Namespace, config: Config) -> int:
+    """How many worker processes to run: ``--workers``, else the config's ``workers``.
+
+    Raises:
+        RelayError: the count is not usable (more than one needs a broker).
+    """
+    if args.workers is None:
+        return config.workers  # the config file's own rule already holds
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise RelayError(f"--workers {args.workers}: give a number from 1 to {MAX_WORKERS}")
+    if args.workers > 1:
+        if args.config is None:
+            raise RelayError(
+                f"--workers {args.workers}: workers meet through a broker; give a --config "
+                'file with a "broker" section'
+            )
+        problem = workers_without_broker(config, args.workers)
+        if problem is not None:
+            raise RelayError(f"{args.config}: --workers {args.workers}: {problem}")
+    return int(args.workers)
 
 
 def _target(args: argparse.Namespace) -> AdminTarget:

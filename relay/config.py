@@ -32,6 +32,8 @@ from relay.errors import ConfigError
 #: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
 DEFAULT_CLIENT_PORT = 22280
 DEFAULT_ADMIN_PORT = 22281
+#: More worker processes than this is a typo, not a machine.
+MAX_WORKERS = 256
 
 
 class _Section(BaseModel):
@@ -268,6 +270,9 @@ class Config(_Section):
     broker: BrokerConfig | None = None
     #: "text" for people, "json" (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
+    #: Processes serving this node's ports together (``relay serve --workers N``
+    #: overrides it); more than one needs a ``broker`` to meet through.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
 
     def listeners(self, kind: Literal["client", "admin"]) -> list[ServerConfig]:
         """The servers of one kind, in file order."""
@@ -394,6 +399,14 @@ def _cross_entry_problems(data: dict[str, Any]) -> list[Located]:
                         f'servers: no "{kind}" server is configured; {users} need one to connect',
                     )
                 )
+    workers = data.get("workers")
+    if (
+        isinstance(workers, int)
+        and not isinstance(workers, bool)
+        and workers > 1
+        and (data.get("broker") is None)
+    ):
+        problems.append((("workers",), f"workers: {_needs_a_broker(workers)}"))
     ports = [(index, entry.get("port")) for index, entry in servers]
     problems += _duplicates(
         ((index, port) for index, port in ports if _is_int(port) and port),
@@ -426,6 +439,22 @@ def _entries(section: object) -> list[tuple[int, dict[str, Any]]]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def workers_without_broker(config: Config, count: int) -> str | None:
+    """Why ``count`` workers cannot serve ``config``, or None when they can."""
+    if count <= 1 or config.broker is not None:
+        return None
+    return _needs_a_broker(count)
+
+
+def _needs_a_broker(count: int) -> str:
+    # Workers meet through the broker: without one, a post reaching one
+    # worker would never reach the browsers of the others.
+    return (
+        f'{count} workers need a "broker" section: workers meet through the broker, '
+        "without one a post would reach only the browsers of the worker it arrived at"
+    )
 
 
 def _duplicates(items: Iterable[tuple[int, Any]], describe: Any) -> list[Any]:

@@ -43,6 +43,8 @@ from relay.periodic import every
 from relay.secret import load_secret
 from relay.snapshot import NodeSnapshot
 from relay.tls import ListenerContexts
+from relay.workers.plan import WorkerRole
+from relay.workers.siblings import Siblings
 
 log = logging.getLogger("relay.node")
 
@@ -65,13 +67,17 @@ class Node:
         *,
         clock: Callable[[], float] = time.monotonic,
         connection_factory: ConnectionFactory = BrowserConnection,
+        role: WorkerRole | None = None,
     ) -> None:
         """Build the node for ``config``; nothing listens until ``start``.
 
         ``connection_factory`` builds each browser connection (a test harness
-        may give a subclass of ``BrowserConnection``).
+        may give a subclass of ``BrowserConnection``). With a ``role`` this
+        process is one worker of a node: it shares the node's ports with its
+        siblings and answers ``/status/`` and ``/metrics`` for all of them.
         """
         self.config = config
+        self.role = role
         self._connection_factory = connection_factory
         history = self._history = History(
             config.history.max_messages, config.history.max_age_seconds, clock
@@ -124,6 +130,18 @@ class Node:
         self._housekeeping: asyncio.Task[None] | None = None
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
+        self.siblings: Siblings | None = None
+        if role is not None:
+            self.siblings = Siblings(
+                role,
+                local_status=lambda instance: self.snapshot().status(instance),
+                local_metrics=self.metrics.render,
+                connections=lambda: sum(lis.connection_count for lis in self.client_listeners),
+                fingerprint=fingerprint,
+                clock=clock,
+            )
+            self.admin_state.node_status = self.siblings.status
+            self.admin_state.node_metrics = self.siblings.metrics
 
     async def start(self) -> None:
         """Start the client listeners, then the admin listeners.
@@ -133,6 +151,8 @@ class Node:
         """
         log.info("starting relay node %s", self.hub.fingerprint)
         try:
+            if self.siblings is not None:
+                await self.siblings.start()
             broker = self.config.broker
             if self.broker is not None and broker is not None:
                 if self.config.cluster:
@@ -155,6 +175,7 @@ class Node:
                     admission=self.admission,
                     ssl_context=self._tls.context_for(server, index),
                     connection_factory=self._connection_factory,
+                    reuse_port=self.role is not None,
                 )
                 await _bind(listener.start(), server, index)
                 self.client_listeners.append(listener)
@@ -214,6 +235,8 @@ class Node:
             self.peers.stop(PEER_DRAIN_GRACE),
             *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
         )
+        if self.siblings is not None:
+            await self.siblings.stop()
         log.info("relay node %s stopped", self.hub.fingerprint)
 
     def hurry(self) -> None:
@@ -258,7 +281,12 @@ class Node:
         self._admin_runners.append(runner)
         context = self._tls.context_for(server, index)
         site = web.TCPSite(
-            runner, server.bind_host, server.port, ssl_context=context, reuse_address=True
+            runner,
+            server.bind_host,
+            server.port,
+            ssl_context=context,
+            reuse_address=True,
+            reuse_port=self.role is not None or None,
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
@@ -456,6 +484,7 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]],
     on_ready: Callable[[Node], None] | None = None,
+    role: WorkerRole | None = None,
 ) -> None:
     """Run a relay node until ``shutdown_trigger()`` completes, then stop it gracefully.
 
@@ -465,7 +494,7 @@ async def serve(
     Raises:
         StartupError: a listener could not start.
     """
-    node = Node(config)
+    node = Node(config, role=role)
     await node.start()
     try:
         if on_ready is not None:

@@ -1,7 +1,8 @@
 """The process around a serving node: stop signals, reloads on SIGHUP, systemd.
 
-``relay serve`` runs ``serve_until_signalled`` on the event loop; this is
-the only place that handles signals.
+``relay serve`` runs ``serve_until_signalled`` on the event loop, or
+``supervise`` for a node of several worker processes; this is the only
+place that handles signals.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from relay.errors import ConfigError, StartupError
 from relay.node import Node, serve
 from relay.ops.logs import configure_logging, reopen_log_files
 from relay.ops.systemd import Notifier
+from relay.peering.backoff import Backoff
 from relay.periodic import every
+from relay.workers.plan import WorkerRole
+from relay.workers.supervisor import Supervisor
 
 # The CLI's logger: operators' log filters know these lines under that name.
 log = logging.getLogger("relay.cli")
 
 
-async def serve_until_signalled(config: Config, path: str | None, debug: bool) -> None:
-    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed."""
+async def serve_until_signalled(
+    config: Config, path: str | None, debug: bool, role: WorkerRole | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed.
+
+    As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = Notifier()
@@ -54,7 +63,7 @@ async def serve_until_signalled(config: Config, path: str | None, debug: bool) -
         running.append(node)
         # Reloads only once started: applying a config to a half-started node would race.
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd))
+            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd, role))
         )
         if systemd.watchdog_interval is not None:
             interval = systemd.watchdog_interval
@@ -72,10 +81,45 @@ async def serve_until_signalled(config: Config, path: str | None, debug: bool) -
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    await serve(config, shutdown_trigger=stop.wait, on_ready=started)
+    await serve(config, shutdown_trigger=stop.wait, on_ready=started, role=role)
 
 
-async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) -> None:
+async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
+    """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them all."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    systemd = Notifier()
+    supervisor = Supervisor(
+        config, path, count=count, systemd=systemd, backoff=Backoff, debug=debug
+    )
+
+    def request_stop(name: str) -> None:
+        log.info("received %s, stopping the workers", name)
+        systemd.stopping()
+        stop.set()
+
+    def reload() -> None:
+        log.info("received SIGHUP, reloading %s in every worker", path)
+        try:
+            new = load_config(path)
+            configure_logging(new.logs, debug=debug, log_format=new.log_format)
+        except (ConfigError, StartupError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+            return
+        if new.workers != config.workers:
+            log.warning("reload: workers changed: the number of workers changes with a restart")
+        supervisor.reload()
+
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await supervisor.run(stop)
+
+
+async def _reload(
+    node: Node, path: str | None, debug: bool, systemd: Notifier, role: WorkerRole | None
+) -> None:
     """Reload the config file; a broken one is refused and the running one stays."""
     log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
     if path is None:
@@ -84,8 +128,15 @@ async def _reload(node: Node, path: str | None, debug: bool, systemd: Notifier) 
     systemd.reloading()
     try:
         config = load_config(path)
+        if role is not None:
+            config = role.apply(config)
         notes = await node.apply(config)
-        configure_logging(config.logs, debug=debug, log_format=config.log_format)
+        configure_logging(
+            config.logs,
+            debug=debug,
+            log_format=config.log_format,
+            worker=None if role is None else role.index,
+        )
     except (ConfigError, StartupError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         log.error("reload refused, the running configuration stays: %s", "; ".join(problems))

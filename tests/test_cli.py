@@ -105,6 +105,10 @@ BROKEN_CONFIGS = [
         {"servers": [{"type": "client", "port": 1, "colour": "red"}, {"type": "admin", "port": 2}]},
         "servers[0].colour: is not a known setting",
     ),
+    (
+        {**local_config(), "workers": 0},
+        "workers: must be greater than or equal to 1",
+    ),
 ]
 
 

@@ -53,7 +53,7 @@ FOUNDATION = frozenset(
 #: asyncio helpers every layer above the core may use.
 SUPPORT = frozenset({"relay.periodic"})
 #: Packages that do I/O at the edge of the core, side by side.
-EDGES = ("listeners", "peering", "ops", "dbwatch", "broker")
+EDGES = ("listeners", "peering", "ops", "dbwatch", "broker", "workers")
 #: Edge modules with no I/O of their own, held to the core's rule.
 PURE_EDGE_MODULES = frozenset(
     {
@@ -68,6 +68,9 @@ PURE_EDGE_MODULES = frozenset(
         "relay.broker.wire",
         "relay.ops.timeseries",
         "relay.ops.status_table",
+        "relay.workers.plan",
+        "relay.workers.ports",
+        "relay.workers.totals",
     }
 )
 #: What a pure module must not import (a name or any module below it).

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -92,6 +93,10 @@ class AdminState:
     #: The overload policy, and the peer links that cannot keep up right now.
     overload: OverloadGuard | None = None
     congested: Callable[[], list[str]] = list
+    #: For a worker of a multi-process node: the whole node's ``/status/`` and
+    #: ``/metrics`` (None: this process is the whole node).
+    node_status: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    node_metrics: Callable[[], Awaitable[bytes]] | None = None
 
     def configure(self, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> None:
         """Apply (new) settings; requests already running finish under the old ones."""
@@ -202,17 +207,25 @@ async def post_batch(request: web.Request) -> web.Response:
 
 async def get_status(request: web.Request) -> web.Response:
     """Aphlict's status keys for the instance, plus relay's own sections."""
-    snapshot = request.app[STATE].snapshot()
-    status = snapshot.status(instance_from_query(request.query.get("instance")))
+    state = request.app[STATE]
+    instance = instance_from_query(request.query.get("instance"))
+    if state.node_status is not None:
+        status = await state.node_status(instance)
+    else:
+        status = state.snapshot().status(instance)
     return web.Response(body=orjson.dumps(status), content_type=_JSON)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus' text exposition of the node's metrics."""
-    render = request.app[STATE].render_metrics
-    if render is None:
+    state = request.app[STATE]
+    if state.node_metrics is not None:
+        body = await state.node_metrics()
+    elif state.render_metrics is not None:
+        body = state.render_metrics()
+    else:
         raise _refusal(web.HTTPNotFound, "metrics are not collected on this node")
-    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def get_cluster_status(request: web.Request) -> web.Response:

@@ -45,12 +45,15 @@ class ClientListener:
         admission: Admission,
         ssl_context: ssl.SSLContext | None,
         connection_factory: ConnectionFactory = BrowserConnection,
+        reuse_port: bool = False,
     ) -> None:
         """Prepare to listen as ``server`` says; nothing is bound until ``start``.
 
         ``admission`` is shared by every client listener of the node, so the
         connection caps hold for the node as a whole. ``connection_factory``
         builds the protocol of each accepted socket, given this listener.
+        ``reuse_port`` shares the port with the node's other worker processes
+        (``SO_REUSEPORT``).
         """
         self.hub = hub
         self.limits = limits
@@ -63,6 +66,7 @@ class ClientListener:
         self._server_config = server
         self._ssl_context = ssl_context
         self._connection_factory = connection_factory
+        self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
         self._connections: set[BrowserConnection] = set()
         #: Connections refused or dropped by a limit, by reason (for metrics).
@@ -93,6 +97,7 @@ class ClientListener:
             ssl=self._ssl_context,
             ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
             backlog=1024,
         )
         self._sweeper = asyncio.create_task(

@@ -61,13 +61,22 @@ def configure_logging(
     *,
     debug: bool = False,
     log_format: Literal["text", "json"] = "text",
+    worker: int | None = None,
 ) -> None:
     """Send log records to stderr and to each configured file, replacing earlier handlers.
+
+    A ``worker`` of a multi-process node says which one it is on every line
+    (``[worker 1]`` in text, a ``worker`` field in JSON).
 
     Raises:
         StartupError: a log file or its directory cannot be created.
     """
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+    elif worker is not None:
+        formatter = logging.Formatter(FORMAT.replace("%(name)s", f"%(name)s [worker {worker}]"))
+    else:
+        formatter = logging.Formatter(FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     for index, entry in enumerate(logs):
         path = Path(entry.path)
@@ -84,10 +93,24 @@ def configure_logging(
         old.close()
     for handler in handlers:
         handler.setFormatter(formatter)
+        if worker is not None and log_format == "json":
+            handler.addFilter(_WorkerField(worker))
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+class _WorkerField(logging.Filter):
+    """Adds the worker's index to each record, as a field of JSON lines."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self._worker
+        return True
 
 
 def reopen_log_files() -> None:

@@ -1,0 +1,1 @@
+"""Tests of relay.workers: one node served by several processes."""
