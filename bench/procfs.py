@@ -21,6 +21,21 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a supervisor's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of process ``pid`` (VmRSS), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -118,6 +118,24 @@ TARGETS: list[tuple[str, str, tuple[str, ...], str, str, str, float]] = [
         "<=",
         5.0,
     ),
+    (
+        "fan-out deliveries/s at saturation, --workers 2 over --workers 1",
+        "workers",
+        ("speedup",),
+        "x",
+        "(one process)",
+        ">=",
+        1.6,
+    ),
+    (
+        "fan-out at saturation, --workers 1 and 2: lost deliveries",
+        "workers",
+        ("lost",),
+        "lost",
+        "",
+        "<=",
+        0,
+    ),
 ]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import procfs, report, scenarios
+from bench import procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -172,6 +172,17 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
                 rate=None,
                 duration=2 if q else 6,
             )
+        ),
+    ),
+    "workers": (
+        "fan-out at saturation, broker mode: --workers 1 vs --workers 2",
+        lambda q, factory: scale.workers_fanout(
+            factory,
+            name="workers",
+            browsers=200 if q else 1000,
+            duration=2 if q else 8,
+            max_posts=2_000 if q else 20_000,
+            rounds=1 if q else 2,
         ),
     ),
     "sweep": (

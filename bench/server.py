@@ -24,6 +24,11 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
 _READY = re.compile(r"(client|admin) listener ready on \w+://[\d.]+:(\d+)")
+#: A multi-process node is ready once its supervisor says every worker serves.
+_NODE_READY = re.compile(
+    r"relay node ready: \d+ workers serving browsers on \w+://[\d.]+:(\d+); "
+    r"admin on \w+://[\d.]+:(\d+)"
+)
 
 
 def relay_root() -> str:
@@ -68,13 +73,20 @@ class RelayNode:
     """One ``relay serve`` process; its ports are read from its readiness log lines."""
 
     def __init__(
-        self, config: dict[str, Any], name: str = "relay", profile: Path | None = None
+        self,
+        config: dict[str, Any],
+        name: str = "relay",
+        profile: Path | None = None,
+        workers: int = 1,
     ) -> None:
         """Prepare a node running ``config``; nothing starts until ``start``.
 
-        With ``profile``, the node runs under cProfile and writes its stats there.
+        With ``profile``, the node runs under cProfile and writes its stats
+        there. With ``workers`` > 1 it is a supervisor and its worker processes
+        (``relay serve --workers N``); its CPU time is theirs added up.
         """
         self.name = name
+        self.workers = workers
         self.config = config
         self.profile = profile
         self.proc: subprocess.Popen[bytes] | None = None
@@ -102,6 +114,8 @@ class RelayNode:
         # The node runs the relay this process imports, whatever the working directory.
         roots = [relay_root(), os.environ.get("PYTHONPATH")]
         command = ["-m", "relay", "serve", "--config", str(path)]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         if self.profile is not None:
             roots.append(str(Path(__file__).resolve().parent.parent))
             command = ["-m", "bench.profiled", str(self.profile), *command[2:]]
@@ -128,6 +142,14 @@ class RelayNode:
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace")
             self.log.append(line)
+            if self.workers > 1:
+                # Each worker logs its listeners as it starts; only the
+                # supervisor's line says that all of them serve.
+                ready = _NODE_READY.search(line)
+                if ready:
+                    self.client_port, self.admin_port = int(ready.group(1)), int(ready.group(2))
+                    self._ready.set()
+                continue
             match = _READY.search(line)
             if match:
                 if match.group(1) == "client":
@@ -140,8 +162,14 @@ class RelayNode:
         self._ready.set()
 
     def cpu_seconds(self) -> float:
-        """CPU time the node has used so far."""
-        return procfs.cpu_seconds(self.pid)
+        """CPU time the node has used so far (its workers' too)."""
+        return sum(procfs.cpu_seconds(pid) for pid in self.pids())
+
+    def pids(self) -> list[int]:
+        """The node's processes: the supervisor and its workers, or the lone process."""
+        if self.workers <= 1:
+            return [self.pid]
+        return [self.pid, *procfs.children(self.pid)]
 
     def rss_bytes(self) -> int:
         """The node's resident memory."""
