@@ -177,8 +177,6 @@ class Supervisor:
                 self._announce_ready()
                 self._background(self._watch(), "relay-workers-watchdog")
                 await stop.wait()
-            if self._failure is not None:
-                raise self._failure
         finally:
             await self._shutdown()
 

@@ -36,6 +36,7 @@ class SupervisedNode:
         config: dict[str, Any],
         workers: int | None = 2,
         env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         self.env = env or {}
@@ -44,6 +45,7 @@ class SupervisedNode:
         self.args = [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)]
         if workers is not None:
             self.args += ["--workers", str(workers)]
+        self.args += extra_args
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(directory / "notify.sock"))
         self.notify.settimeout(WAIT)
@@ -79,7 +81,8 @@ class SupervisedNode:
     def next_notice(self, wanted: Any, timeout: float = WAIT) -> str:
         """The next sd_notify datagram for which ``wanted(text)`` holds (others are skipped)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
+            self.notify.settimeout(left)
             try:
                 text = self.notify.recv(4096).decode()
             except TimeoutError:

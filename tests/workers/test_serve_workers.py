@@ -69,7 +69,7 @@ async def test_workers_share_tls_ports_and_every_answer_describes_the_whole_node
     tmp_path: Path, redis_server: RedisServer, started: list[SupervisedNode]
 ) -> None:
     config, context = tls_servers(tmp_path, redis_server.url)
-    node = SupervisedNode(tmp_path, config, workers=2)
+    node = SupervisedNode(tmp_path, config, workers=2, extra_args=("--debug",))
     started.append(node)
     node.start()
     browsers = [
@@ -133,6 +133,18 @@ def test_supervisor_holds_the_pidfile_forwards_reloads_and_stops_its_workers(
     # READY comes only once both workers have reloaded.
     node.wait_for_log(r"\[worker \d\]: configuration reloaded", count=2)
     assert children_of(node.pid) == workers  # reloaded in place, not restarted
+
+    # A new worker count takes a restart; a broken file is refused, and nothing stops.
+    node.config_path.write_bytes(orjson.dumps({**config, "workers": 3}))
+    node.signal(signal.SIGHUP)
+    node.next_notice(lambda text: text.startswith("READY=1"))
+    assert "reload: workers changed: the number of workers changes with a restart" in node.log
+    node.config_path.write_text("{not json")
+    node.signal(signal.SIGHUP)
+    node.wait_for_log(
+        r"relay.cli: reload refused, the running configuration stays: .*not valid JSON"
+    )
+    assert children_of(node.pid) == workers
 
     node.signal(signal.SIGTERM)
     node.next_notice(lambda text: text == "STOPPING=1")
