@@ -209,70 +209,75 @@ async def test_redis_killed_and_restarted_during_traffic(
                 arrivals[index][unique_id] = time.monotonic()
 
     readers = [asyncio.create_task(read_checked(i)) for i in range(size)]
-    posted: dict[str, tuple[int, float]] = {}
-    answer_times: list[float] = []
-    states: list[str] = []
-    killed_at = restarted_at = 0.0
-    # 150 posts at about 50 a second: Redis dies after 30, comes back 1.5 s later.
-    # The timings are the nodes': this (large) test process's own garbage
-    # collector would add pauses of its own, so it waits until the loop ends.
-    gc.disable()
     try:
-        for n in range(150):
-            if n == 30:
-                redis.kill()
-                killed_at = time.monotonic()
-                redis.standby()  # the restart's fork, out of the way of the timings
-            if killed_at and not restarted_at and time.monotonic() - killed_at > 1.5:
-                states.append((await admins[0].status())["broker"]["state"])
-                await asyncio.to_thread(redis.resume)
-                restarted_at = time.monotonic()
-            origin = n % size
-            unique_id = f"kill-{n:03d}"
-            started = time.monotonic()
-            status, _ = await admins[origin].post(notification("PHID-KILL", unique_id=unique_id))
-            answer_times.append(time.monotonic() - started)
-            assert status == 200
-            posted[unique_id] = (origin, started)
-            await asyncio.sleep(0.02)  # pacing the traffic, not synchronising
+        posted: dict[str, tuple[int, float]] = {}
+        answer_times: list[float] = []
+        states: list[str] = []
+        killed_at = restarted_at = 0.0
+        # 150 posts at about 50 a second: Redis dies after 30, comes back 1.5 s later.
+        # The timings are the nodes': this (large) test process's own garbage
+        # collector would add pauses of its own, so it waits until the loop ends.
+        gc.disable()
+        try:
+            for n in range(150):
+                if n == 30:
+                    redis.kill()
+                    killed_at = time.monotonic()
+                    redis.standby()  # the restart's fork, out of the way of the timings
+                if killed_at and not restarted_at and time.monotonic() - killed_at > 1.5:
+                    states.append((await admins[0].status())["broker"]["state"])
+                    await asyncio.to_thread(redis.resume)
+                    restarted_at = time.monotonic()
+                origin = n % size
+                unique_id = f"kill-{n:03d}"
+                started = time.monotonic()
+                status, _ = await admins[origin].post(
+                    notification("PHID-KILL", unique_id=unique_id)
+                )
+                answer_times.append(time.monotonic() - started)
+                assert status == 200
+                posted[unique_id] = (origin, started)
+                await asyncio.sleep(0.02)  # pacing the traffic, not synchronising
+        finally:
+            gc.enable()
+        assert restarted_at, "the loop ended before Redis was restarted"
+        assert states == ["down"]
+        slow = [(n, round(t, 3)) for n, t in enumerate(answer_times) if t >= 0.1]
+        # (post number, seconds to answer, seconds after Redis came back) of any slow answer
+        posted_at = [at for _, at in posted.values()]
+        assert not slow, [(n, t, round(posted_at[n] - restarted_at, 3)) for n, t in slow]
+
+        async def everyone_has_everything() -> bool:
+            return all(len(arrivals[i]) == len(posted) for i in range(size))
+
+        await eventually(everyone_has_everything, "every message reached every node")
+        assert duplicates == []
+        # Local delivery never waited for Redis: a post reached its own node's browser at once.
+        local = [arrivals[origin][uid] - at for uid, (origin, at) in posted.items()]
+        assert max(local) < 0.1, sorted(local)[-5:]
+        # Cluster delivery resumed within 5 s of Redis returning: what was posted
+        # during the outage, and after it, reached the other nodes within that.
+        resumed = [
+            arrivals[other][uid] - restarted_at
+            for uid, (origin, at) in posted.items()
+            if at > killed_at
+            for other in range(size)
+            if other != origin
+        ]
+        assert resumed
+        assert max(resumed) < 5.0, max(resumed)
+        for admin in admins:
+            broker = (await admin.status())["broker"]
+            assert broker["state"] == "up"
+            assert broker["reconnects"] == 1
+            assert broker["queue"] == 0
+            assert broker["last_error"]
     finally:
-        gc.enable()
-    assert restarted_at, "the loop ended before Redis was restarted"
-    assert states == ["down"]
-    slow = [(n, round(t, 3)) for n, t in enumerate(answer_times) if t >= 0.1]
-    # (post number, seconds to answer, seconds after Redis came back) of any slow answer
-    posted_at = [at for _, at in posted.values()]
-    assert not slow, [(n, t, round(posted_at[n] - restarted_at, 3)) for n, t in slow]
-
-    async def everyone_has_everything() -> bool:
-        return all(len(arrivals[i]) == len(posted) for i in range(size))
-
-    await eventually(everyone_has_everything, "every message reached every node")
-    assert duplicates == []
-    # Local delivery never waited for Redis: a post reached its own node's browser at once.
-    local = [arrivals[origin][uid] - at for uid, (origin, at) in posted.items()]
-    assert max(local) < 0.1, sorted(local)[-5:]
-    # Cluster delivery resumed within 5 s of Redis returning: what was posted
-    # during the outage, and after it, reached the other nodes within that.
-    resumed = [
-        arrivals[other][uid] - restarted_at
-        for uid, (origin, at) in posted.items()
-        if at > killed_at
-        for other in range(size)
-        if other != origin
-    ]
-    assert resumed
-    assert max(resumed) < 5.0, max(resumed)
-    for admin in admins:
-        broker = (await admin.status())["broker"]
-        assert broker["state"] == "up"
-        assert broker["reconnects"] == 1
-        assert broker["queue"] == 0
-        assert broker["last_error"]
-    for reader in readers:
-        reader.cancel()
-    for browser in browsers:
-        await browser.close()
+        # Also when an assertion failed: nothing is left open for a later test to find.
+        for reader in readers:
+            reader.cancel()
+        for browser in browsers:
+            await browser.close()
     for node in cluster.nodes:
         assert node is not None
         assert node.proc is not None
