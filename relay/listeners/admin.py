@@ -28,7 +28,7 @@ from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
-from relay.core.hub import Hub
+from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
 from relay.core.notification import parse_notification
 from relay.core.overload import OverloadGuard
@@ -143,15 +143,9 @@ def create_admin_app(state: AdminState) -> web.Application:
 async def post_notification(request: web.Request) -> web.Response:
     """Route one notification; answer with this node's fingerprint."""
     arrived = time.perf_counter()
-    state = request.app[STATE]
-    _check_secret(request, state.secret)
-    raw = await _read_body(request, state.limits)
+    state, raw = await _authorised_body(request)
     try:
-        notification = parse_notification(
-            raw,
-            max_subscribers=state.limits.max_subscribers,
-            max_touched=state.limits.max_touched,
-        )
+        notification = parse_notification(raw, **_body_bounds(state.limits))
     except NotificationError as exc:
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
@@ -168,7 +162,11 @@ async def post_notification(request: web.Request) -> web.Response:
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
     hub = state.hub
-    hub.publish(instance_from_query(request.query.get("instance")), notification)
+    outcome = hub.publish(instance_from_query(request.query.get("instance")), notification)
+    if outcome is not Outcome.DELIVERED and log.isEnabledFor(logging.DEBUG):
+        # Still a 200: the sender's copy is in the cluster already (a retry
+        # to a second admin server, or a message that came back around).
+        log.debug("a POST from %s was not delivered again: %s", request.remote, outcome.value)
     if state.observe_latency is not None:
         state.observe_latency(time.perf_counter() - arrived)
     return web.Response(
@@ -181,15 +179,9 @@ async def post_notification(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     """Route a relay peer's batch; answer with this node's fingerprint and the count taken."""
     arrived = time.perf_counter()
-    state = request.app[STATE]
-    _check_secret(request, state.secret)
-    raw = await _read_body(request, state.limits)
+    state, raw = await _authorised_body(request)
     try:
-        items = decode_batch(
-            raw,
-            max_subscribers=state.limits.max_subscribers,
-            max_touched=state.limits.max_touched,
-        )
+        items = decode_batch(raw, **_body_bounds(state.limits))
     except NotificationError as exc:
         log.warning("refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
@@ -268,6 +260,23 @@ async def get_ready(request: web.Request) -> web.Response:
         body=orjson.dumps({"ready": ready}),
         content_type=_JSON,
     )
+
+
+async def _authorised_body(request: web.Request) -> tuple[AdminState, bytes]:
+    """The node's admin state and the body of a POST that passed the secret check.
+
+    Raises:
+        web.HTTPException: the refusal to answer with (no or a wrong secret, a
+            body too large, too slow or undecodable).
+    """
+    state = request.app[STATE]
+    _check_secret(request, state.secret)
+    return state, await _read_body(request, state.limits)
+
+
+def _body_bounds(limits: LimitsConfig) -> dict[str, int]:
+    """The limits a posted message is parsed under, as keyword arguments."""
+    return {"max_subscribers": limits.max_subscribers, "max_touched": limits.max_touched}
 
 
 def _check_secret(request: web.Request, secret: Secret | None) -> None:

@@ -137,6 +137,23 @@ async def test_relays_own_pages_without_the_slash_redirect(
         assert "<html" in await r.text()
 
 
+async def test_a_repeated_post_is_answered_delivered_once_and_noted_at_debug(
+    admin: Admin, open_browser: OpenBrowser, caplog: pytest.LogCaptureFixture
+) -> None:
+    browser = await open_browser("/")
+    await browser.subscribe("PHID-RETRY")
+    body = notification("PHID-RETRY", unique_id="r" * 32)
+    caplog.set_level("DEBUG", logger="relay.admin")
+    # An application server retrying the same message gets 200 both times.
+    assert (await admin.post(body))[0] == 200
+    assert (await admin.post(body))[0] == 200
+    assert (await admin.post(notification("PHID-RETRY", unique_id="s" * 32)))[0] == 200
+    assert [m["uniqueID"] for m in await browser.drain()] == ["r" * 32, "s" * 32]
+    notes = [r.getMessage() for r in caplog.records if "not delivered again" in r.getMessage()]
+    assert len(notes) == 1
+    assert notes[0].endswith(": duplicate")
+
+
 async def test_a_failure_nobody_foresaw_is_a_json_500_logged_once(
     node: Node, admin: Admin, caplog: pytest.LogCaptureFixture
 ) -> None:
