@@ -43,6 +43,7 @@ FOUNDATION = frozenset(
         "relay.secretfile",
         "relay.tls",
         "relay.urls",
+        "relay.textcolumns",
         # The cluster-status config section and its errors: relay.config embeds it.
         "relay.dbwatch.config",
         "relay.dbwatch.errors",

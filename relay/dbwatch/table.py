@@ -6,8 +6,10 @@ Pure: takes the JSON-able dict ``ClusterStatusMonitor.snapshot`` returns
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from relay.textcolumns import columns
 
 from .repositories import format_duration
 
@@ -25,7 +27,7 @@ def render_table(snapshot: Mapping[str, Any]) -> str:
     ]
     databases = snapshot.get("databases") or []
     if databases:
-        lines += _table(
+        lines += columns(
             ["HOST", "ROLE", "CONNECTION", "LATENCY", "REPLICATION", "DELAY", "HEALTH", "MESSAGE"],
             [_database_row(db) for db in databases],
         )
@@ -76,7 +78,7 @@ def _repository_lines(repos: Mapping[str, Any] | None) -> list[str]:
     services = repos.get("services") or []
     if not services:
         return [*lines, "  (no repository cluster services)"]
-    lines += _table(
+    lines += columns(
         ["SERVICE", "STATUS", "DEVICES", "REPOS", "SYNC", "LAG"],
         [
             [
@@ -96,14 +98,3 @@ def _repository_lines(repos: Mapping[str, Any] | None) -> list[str]:
     if problems:
         lines += ["", "Needs attention", *problems]
     return lines
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart, indented by two."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    return [
-        "  " + "  ".join(cell.ljust(w) for w, cell in zip(widths, row, strict=True)).rstrip()
-        for row in [list(headers), *rows]
-    ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from relay.textcolumns import columns
+
 #: The keys the first block shows; everything else is listed after it.
 _SHOWN = frozenset(
     {
@@ -67,7 +69,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     lines += ["", "Cluster peers"]
     peers = status.get("cluster") or []
     if peers:
-        lines += _columns(
+        lines += columns(
             ["PEER", "STATE", "SENT", "FAILED", "DROPPED", "QUEUE", "LATENCY", "LAST ERROR"],
             [_peer_row(peer) for peer in peers],
         )
@@ -96,17 +98,6 @@ def _peer_row(peer: Mapping[str, Any]) -> list[str]:
 def _pairs(pairs: Sequence[tuple[str, str]]) -> list[str]:
     width = max(len(name) for name, _ in pairs)
     return [f"  {name.ljust(width)}  {value}" for name, value in pairs]
-
-
-def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart, indented by two."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    return [
-        "  " + "  ".join(cell.ljust(w) for w, cell in zip(widths, row, strict=True)).rstrip()
-        for row in [list(headers), *rows]
-    ]
 
 
 def _duration(ms: object) -> str:
