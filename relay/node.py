@@ -136,7 +136,7 @@ class Node:
                 role,
                 local_status=lambda instance: self.snapshot().status(instance),
                 local_metrics=self.metrics.render,
-                connections=lambda: sum(lis.connection_count for lis in self.client_listeners),
+                connections=self._connection_count,
                 fingerprint=fingerprint,
                 clock=clock,
             )
@@ -373,7 +373,7 @@ class Node:
         return NodeSnapshot(
             fingerprint=hub.fingerprint,
             uptime_ms=hub.uptime_ms(),
-            connections=sum(listener.connection_count for listener in self.client_listeners),
+            connections=self._connection_count(),
             rejected=dict(rejected),
             subscriptions=hub.subscription_count(),
             instances=hub.readings(),
@@ -382,6 +382,10 @@ class Node:
             broker=None if self.broker is None else self.broker.reading(),
             overload=self.overload.status(),
         )
+
+    def _connection_count(self) -> int:
+        """Browsers connected to this node (this worker) now, over every client listener."""
+        return sum(listener.connection_count for listener in self.client_listeners)
 
     def _dashboard_page(self, host: str) -> bytes:
         """The live status page for ``host``, pointed at the first client listener."""
