@@ -4,8 +4,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly what uv.lock names (hash-checked); it is itself pinned,
+# with hashes, in scripts/uv-requirements.txt and kept out of the project's venv.
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+# The newest release of every dependency, lock ignored: `make test-latest`.
+LATEST := .venv-latest
 
-.PHONY: run test unit bench autobahn clean
+.PHONY: run test checks unit bench autobahn lock test-latest clean
 
 # Start relay on the example config, in the foreground (Ctrl-C stops it).
 run: $(STAMP)
@@ -13,6 +21,10 @@ run: $(STAMP)
 
 # Everything CI runs: lint, type checks, then the whole test suite.
 test: $(STAMP)
+	$(MAKE) --no-print-directory checks BIN=$(BIN)
+
+# What `test` and `test-latest` run, with the tools of the venv named by BIN.
+checks:
 	bash scripts/ensure-services
 	$(BIN)/ruff check relay tests bench autobahn
 	$(BIN)/ruff format --check relay tests bench autobahn
@@ -29,7 +41,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(UV) sync --quiet --locked --python $(PYTHON) --extra test --extra bench
 	touch $@
 
 # Optional: Autobahn|Testsuite against the client listener (needs Python 2.7
@@ -37,11 +49,29 @@ $(VENV)/.bench-installed: $(STAMP)
 autobahn: $(STAMP)
 	scripts/autobahn
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# --locked: a pyproject.toml whose ranges the lock no longer satisfies stops
+# here, with uv naming the difference, instead of installing something else.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --quiet --locked --python $(PYTHON) --extra test
+	rm -f $(VENV)/.bench-installed
 	touch $@
 
+$(UV): scripts/uv-requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --require-hashes --upgrade \
+		--target $(UV_HOME) -r scripts/uv-requirements.txt
+	touch $@
+
+# Refresh the lock on purpose: every dependency to its newest release within
+# pyproject.toml's ranges. Review `git diff uv.lock`, run `make test`, commit.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# The suite against today's newest releases, lock ignored, in a venv of its
+# own: shows an upstream break before a lock refresh brings it to main.
+test-latest: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST)
+	$(UV) pip install --quiet --upgrade --python $(LATEST)/bin/python -e '.[test]'
+	$(MAKE) --no-print-directory checks BIN=$(LATEST)/bin
+
 clean:
-	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) $(UV_HOME) .coverage .pytest_cache .mypy_cache .ruff_cache *.egg-info

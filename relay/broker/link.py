@@ -252,7 +252,7 @@ class Broker:
         finally:
             with contextlib.suppress(Exception):
                 if pubsub is not None:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             with contextlib.suppress(Exception):
                 await client.aclose()
             if sentinel is not None:
@@ -280,7 +280,7 @@ class Broker:
         if not config.sentinels:
             return aioredis.Redis.from_url(config.url, **options), None
         parts = urlsplit(config.url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             [(address.host, address.port) for address in config.sentinels],
             sentinel_kwargs={
                 "socket_timeout": config.timeout_seconds,
