@@ -33,8 +33,8 @@ checks:
 
 # Quick loop while developing: the pure core only.
 unit: $(STAMP)
-	$(BIN)/python -m pytest --no-cov tests/test_config.py tests/test_layers.py tests/core \
-		--ignore=tests/core/test_coalescer.py
+	$(BIN)/python -m pytest --no-cov tests/config/test_config.py tests/test_layers.py \
+		tests/core tests/links --ignore=tests/core/test_coalescer.py
 
 # The benchmark (bench/README.md): every scenario, 3-4 minutes; results in bench/results/.
 bench: $(VENV)/.bench-installed

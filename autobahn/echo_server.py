@@ -38,8 +38,8 @@ from websockets.protocol import State
 from relay.config import Config, load_config, parse_config
 from relay.errors import RelayError
 from relay.listeners.browser import BrowserConnection, ConnectionContext
-from relay.node import Node
-from relay.ops.loop import run
+from relay.node.node import Node
+from relay.process.loop import run
 
 
 def loopback(port: int) -> dict[str, object]:

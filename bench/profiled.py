@@ -13,7 +13,7 @@ import cProfile
 import sys
 import time
 
-from relay.cli import main
+from relay.cli.main import main
 
 
 def run(stats_path: str, args: list[str]) -> int:

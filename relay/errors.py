@@ -5,7 +5,7 @@
     RelayError
     ├── ConfigError (also ValueError)    the config file is unreadable or invalid
     ├── StartupError                     a listener could not start (port in use, bad TLS files)
-    ├── ClusterStatusError               the cluster-status module (relay.dbwatch.errors)
+    ├── ClusterStatusError               the cluster-status module (relay.cluster_status.errors)
     └── InputError (also ValueError)     a client sent something relay cannot use
         ├── NotificationError            an admin POST body is not a usable notification
         └── CommandError                 a browser frame is not a usable command

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 
 from relay.config import parse_config
-from relay.node import Node
+from relay.node.node import Node
 from tests.chromium import Chromium
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, local_config

@@ -1,15 +1,16 @@
-"""relay's layers, checked on its source: what each module may import.
+"""relay's layers, checked on its source: the folders say what each module may import.
 
-The rules (README, "Development"):
+The rules (README, "Development"), stated about folders only:
 
-- Layers, bottom up: the foundation (config, errors, the snapshot type,
-  secret and TLS loading), ``core/``, the asyncio support (``periodic``), the
-  edge packages (``listeners/``, ``peering/``, ``ops/``, ``dbwatch/``,
-  ``broker/``), ``node``, ``cli``.
-  A module imports only from its own layer or below; an edge package imports
-  no other edge package.
-- The pure modules (the foundation, ``core/``, and the edges' pure parts)
-  import no asyncio, aiohttp, aiomysql, uvloop, nor websockets' asyncio layer.
+- Layers, bottom up: the foundation (``relay/errors.py`` and ``config/``),
+  ``core/`` (routing), ``links/`` (node-to-node decisions), ``process/`` (the
+  process around a node), the edge packages (``listeners/``, ``peering/``,
+  ``broker/``, ``cluster_status/``, ``observe/``, ``workers/``), ``node/``,
+  ``cli/``. A module imports only from its own layer or below; an edge
+  package imports no other edge package.
+- The pure folders (``config/``, ``core/``, ``links/`` and an edge's
+  ``verdicts/``) import no asyncio, aiohttp, aiomysql, uvloop, nor
+  websockets' asyncio layer.
 - No import cycle between relay's modules.
 
 Every import counts: at the top, inside functions, and under
@@ -31,49 +32,21 @@ import pytest
 
 RELAY = Path(__file__).resolve().parent.parent / "relay"
 
-#: The foundation: plain data and loaders every layer may use.
-FOUNDATION = frozenset(
-    {
-        "relay",
-        "relay.errors",
-        "relay.config",
-        "relay.config_errors",
-        "relay.snapshot",
-        "relay.secret",
-        "relay.secretfile",
-        "relay.tls",
-        "relay.urls",
-        "relay.textcolumns",
-        # The cluster-status config section and its errors: relay.config embeds it.
-        "relay.dbwatch.config",
-        "relay.dbwatch.errors",
-        # The broker config section (its password loading included): relay.config embeds it.
-        "relay.broker.config",
-    }
+#: relay's folders (and top-level modules) bottom up: a folder's rank is its index.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"__init__", "errors", "config"}),
+    frozenset({"core"}),
+    frozenset({"links"}),
+    frozenset({"process"}),
+    frozenset({"listeners", "peering", "broker", "cluster_status", "observe", "workers"}),
+    frozenset({"node"}),
+    frozenset({"cli", "__main__"}),
 )
-#: asyncio helpers every layer above the core may use.
-SUPPORT = frozenset({"relay.periodic"})
-#: Packages that do I/O at the edge of the core, side by side.
-EDGES = ("listeners", "peering", "ops", "dbwatch", "broker", "workers")
-#: Edge modules with no I/O of their own, held to the core's rule.
-PURE_EDGE_MODULES = frozenset(
-    {
-        "relay.peering.backoff",
-        "relay.dbwatch.connection",
-        "relay.dbwatch.replication",
-        "relay.dbwatch.health",
-        "relay.dbwatch.databases",
-        "relay.dbwatch.repositories",
-        "relay.dbwatch.events",
-        "relay.dbwatch.table",
-        "relay.broker.wire",
-        "relay.ops.timeseries",
-        "relay.ops.status_table",
-        "relay.workers.plan",
-        "relay.workers.ports",
-        "relay.workers.totals",
-    }
-)
+#: The rank of the edge packages, which may not import one another.
+EDGE_RANK = 4
+#: Folders with no I/O: the bottom three layers, and an edge package's ``verdicts/``.
+PURE_FOLDERS = frozenset({"config", "core", "links"})
+PURE_SUBFOLDER = "verdicts"
 #: What a pure module must not import (a name or any module below it).
 IO_LIBRARIES = ("asyncio", "aiohttp", "aiomysql", "uvloop", "websockets.asyncio")
 #: websockets' other event-loop layers; its bare top level hands out the asyncio API lazily.
@@ -81,40 +54,32 @@ IO_LIBRARIES_EXACT = ("websockets",)
 IO_LIBRARIES_ALSO = ("websockets.legacy", "websockets.sync")
 
 
-#: The rank of the edge packages, which may not import one another.
-EDGE_RANK = 3
-
-
 @dataclass(frozen=True)
 class Layer:
-    """Where a module stands: its rank (0 is the bottom) and its group."""
+    """Where a module stands: its rank (0 is the bottom) and its folder."""
 
     rank: int
     group: str
 
 
 def layer_of(module: str) -> Layer:
-    """The layer of one of relay's modules; a module not placed on one is an error."""
-    if module in FOUNDATION:
-        return Layer(0, "foundation")
+    """The layer of one of relay's modules, from its folder; one off every layer is an error."""
     parts = module.split(".")
-    if parts[1] == "core":
-        return Layer(1, "core")
-    if module in SUPPORT:
-        return Layer(2, "support")
-    if parts[1] in EDGES:
-        return Layer(EDGE_RANK, parts[1])
-    # preflight checks what starting a node needs, with the node's own loaders.
-    if module in ("relay.node", "relay.preflight"):
-        return Layer(4, "node")
-    if module in ("relay.cli", "relay.runtime", "relay.__main__"):
-        return Layer(5, "cli")
-    raise AssertionError(f"{module} stands on no layer: place it in {__file__}")
+    folder = parts[1] if len(parts) > 1 else "__init__"
+    for rank, folders in enumerate(LAYERS):
+        if folder in folders:
+            return Layer(rank, folder)
+    raise AssertionError(f"{module} stands on no layer: place its folder in {__file__}")
 
 
 def is_pure(module: str) -> bool:
     """Whether ``module`` must do without the event loop and network libraries."""
-    return layer_of(module).rank <= 1 or module in PURE_EDGE_MODULES
+    parts = module.split(".")
+    return (
+        (len(parts) > 1 and parts[1] in PURE_FOLDERS)
+        or PURE_SUBFOLDER in parts[2:-1]
+        or (len(parts) > 2 and parts[-1] == PURE_SUBFOLDER)
+    )
 
 
 @dataclass(frozen=True)
@@ -262,8 +227,10 @@ def test_every_module_stands_on_a_layer() -> None:
     modules = modules_under(RELAY)
     for module in modules:
         layer_of(module)
-    assert FOUNDATION - set(modules) == set(), "listed but gone"
-    assert PURE_EDGE_MODULES - set(modules) == set(), "listed but gone"
+    # Each folder the rules name exists: a renamed folder must be renamed here too.
+    folders = {module.split(".")[1] for module in modules if "." in module}
+    assert set().union(*LAYERS) - {"__init__"} <= folders | {"errors", "__main__"}
+    assert any(PURE_SUBFOLDER in module.split(".") for module in modules)
 
 
 def test_no_module_imports_up_or_across_the_layers() -> None:
@@ -333,9 +300,9 @@ def test_the_checks_find_imports_up_the_layers_even_under_type_checking(tmp_path
         tmp_path,
         {
             "__init__.py": "",
-            "node.py": "from relay.ops import metrics\n",
-            "ops/__init__.py": "",
-            "ops/metrics.py": """\
+            "node.py": "from relay.observe import metrics\n",
+            "observe/__init__.py": "",
+            "observe/metrics.py": """\
                 from typing import TYPE_CHECKING
                 if TYPE_CHECKING:
                     from relay.node import Node
@@ -353,9 +320,10 @@ def test_the_checks_find_imports_up_the_layers_even_under_type_checking(tmp_path
         "up from core to listeners",
         "relay/listeners/browser.py:1: relay.listeners.browser imports relay.peering.peers, "
         "across edges (listeners -> peering)",
-        "relay/ops/metrics.py:3: relay.ops.metrics imports relay.node, up from ops to node",
+        "relay/observe/metrics.py:3: relay.observe.metrics imports relay.node, "
+        "up from observe to node",
     ]
-    assert import_cycles(relay) == [["relay.node", "relay.ops.metrics"]]
+    assert import_cycles(relay) == [["relay.node", "relay.observe.metrics"]]
 
 
 def test_the_checks_find_io_in_a_pure_module(tmp_path: Path) -> None:
@@ -372,11 +340,17 @@ def test_the_checks_find_io_in_a_pure_module(tmp_path: Path) -> None:
                     from websockets.asyncio.server import serve
             """,
             "core/dedup.py": "from websockets import connect\nimport aiomysql\n",
-            "dbwatch/__init__.py": "",
-            "dbwatch/driver.py": "import aiomysql\n",
+            "cluster_status/__init__.py": "",
+            "cluster_status/driver.py": "import aiomysql\n",
+            "cluster_status/verdicts/__init__.py": "",
+            "cluster_status/verdicts/health.py": "import asyncio\n",
+            "links/__init__.py": "",
+            "links/outbox.py": "from relay.core import hub\n",
         },
     )
     assert layer_violations(relay) == [
+        "relay/cluster_status/verdicts/health.py:1: relay.cluster_status.verdicts.health "
+        "imports asyncio, an I/O library, in a pure module",
         "relay/config.py:1: relay.config imports aiohttp.web, an I/O library, in a pure module",
         "relay/core/dedup.py:1: relay.core.dedup imports websockets, an I/O library, "
         "in a pure module",
@@ -389,6 +363,6 @@ def test_the_checks_find_io_in_a_pure_module(tmp_path: Path) -> None:
 
 
 def test_a_module_off_every_layer_is_an_error(tmp_path: Path) -> None:
-    relay = _package(tmp_path, {"__init__.py": "", "misc.py": ""})
+    relay = _package(tmp_path, {"__init__.py": "", "misc/__init__.py": "", "misc/x.py": ""})
     with pytest.raises(AssertionError, match=r"relay\.misc stands on no layer"):
         layer_violations(relay)

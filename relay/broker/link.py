@@ -34,10 +34,10 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from relay.broker.config import BrokerConfig
-from relay.broker.wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
-from relay.core.outbox import Outbox
-from relay.snapshot import BrokerReading
+from relay.config.broker import BrokerConfig
+from relay.core.snapshot import BrokerReading
+from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
+from relay.links.outbox import Outbox
 
 log = logging.getLogger("relay.broker")
 
@@ -72,7 +72,7 @@ OnReceive = Callable[[Received], None]
 
 
 class RetryDelays(Protocol):
-    """How long to wait before each reconnection (``relay.peering.backoff.Backoff`` is one)."""
+    """How long to wait before each reconnection (``relay.links.backoff.Backoff`` is one)."""
 
     def next_delay(self) -> float:
         """Record one more failure and return the delay before the next try."""

@@ -11,10 +11,9 @@
 - ``admission``: connection caps per node and per address;
 - ``coalescer``: batches writes to a browser written to moments ago;
 - ``fingerprint``: the node's random identity;
-- ``peer_batch``: the batch format between relay nodes (many messages per POST);
-- ``overload``: what to do with posts while a peer link cannot keep up.
+- ``snapshot``: what a node knows at one moment, as one typed value.
 
 Nothing here imports asyncio, aiohttp or a database driver, nor anything
-above it (listeners, peering, ops, node, cli); tests drive it without an
+above it (links, listeners, peering, broker, observe, node, cli); tests drive it without an
 event loop.
 """

@@ -22,8 +22,8 @@ from relay.core.encoded import EncodedMessage
 from relay.core.history import History
 from relay.core.instances import DEFAULT_INSTANCE
 from relay.core.notification import Notification
+from relay.core.snapshot import InstanceReading
 from relay.core.subscriptions import SubscriptionIndex
-from relay.snapshot import InstanceReading
 
 log = logging.getLogger("relay.hub")
 

@@ -1,7 +1,7 @@
 """The admin listener: where application servers and peers POST notifications, and status is read.
 
 ``POST /`` takes a notification and answers with this node's fingerprint;
-``POST /peer/batch`` takes several from a relay peer (``relay.core.peer_batch``);
+``POST /peer/batch`` takes several from a relay peer (``relay.links.peer_batch``);
 ``GET /status/`` answers with Aphlict's status keys plus relay's own sections;
 ``GET /metrics`` serves Prometheus, ``/health/live`` and ``/health/ready`` load
 balancers and orchestrators. Everything else is 404 (unknown path) or 405
@@ -28,14 +28,14 @@ from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
+from relay.config.secret import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
 from relay.core.notification import parse_notification
-from relay.core.overload import OverloadGuard
-from relay.core.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
+from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
-from relay.secret import Secret
-from relay.snapshot import NodeSnapshot
+from relay.links.overload import OverloadGuard
+from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 
 log = logging.getLogger("relay.admin")
 

@@ -24,7 +24,7 @@ from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
-from relay.periodic import every
+from relay.process.periodic import every
 
 log = logging.getLogger("relay.client")
 

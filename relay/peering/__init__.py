@@ -1,6 +1,6 @@
-"""Links to the other nodes of a relay cluster (config ``cluster``).
+"""Links to the other nodes of a relay cluster (config ``cluster``), over aiohttp.
 
-- ``peers``: outbound peer links: aiohttp sessions, senders, their status;
-- ``outbox``: a peer's bounded queue of messages to send (no I/O);
-- ``backoff``: retry delays (no I/O).
+- ``peers``: outbound peer links: aiohttp sessions, senders, their status.
+
+What a link decides without I/O (its queue, batches, backoff) is in ``relay.links``.
 """

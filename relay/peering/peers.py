@@ -9,7 +9,7 @@ Fingerprints are learned from receipts, as Aphlict does: a peer whose
 fingerprint is in a message's ``touched`` list already has the message, and a
 peer whose receipt carries this node's own fingerprint is this node.
 
-A receipt that says the peer is a relay node (``relay.core.peer_batch``) switches
+A receipt that says the peer is a relay node (``relay.links.peer_batch``) switches
 its link to batches: each POST then carries whatever is queued, up to a size,
 with the ``covered`` set that keeps forwarding at N-1 transfers per post.
 """
@@ -29,8 +29,11 @@ import aiohttp
 import orjson
 
 from relay.config import PeerConfig, PeeringConfig
-from relay.core.outbox import Outbox, Outgoing
-from relay.core.peer_batch import (
+from relay.config.secret import Secret
+from relay.errors import StartupError
+from relay.links.backoff import Backoff
+from relay.links.outbox import Outbox, Outgoing
+from relay.links.peer_batch import (
     BATCH_BYTES,
     BATCH_CAPABILITY,
     BATCH_PATH,
@@ -41,9 +44,6 @@ from relay.core.peer_batch import (
     encode_covered,
     encode_record,
 )
-from relay.errors import StartupError
-from relay.peering.backoff import Backoff
-from relay.secret import Secret
 
 log = logging.getLogger("relay.peers")
 

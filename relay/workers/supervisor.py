@@ -55,7 +55,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class RetryDelays(Protocol):
-    """Restart delays of one worker slot (``relay.peering.backoff.Backoff`` is one)."""
+    """Restart delays of one worker slot (``relay.links.backoff.Backoff`` is one)."""
 
     def next_delay(self) -> float:
         """Record one more death and return how long to wait before the restart."""
@@ -65,7 +65,7 @@ class RetryDelays(Protocol):
 
 
 class ServiceManager(Protocol):
-    """Who the supervisor reports the node's state to (``relay.ops.systemd.Notifier``)."""
+    """Who the supervisor reports the node's state to (``relay.process.systemd.Notifier``)."""
 
     #: Seconds between watchdog pings it expects, or None.
     watchdog_interval: float | None

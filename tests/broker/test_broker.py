@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from relay.config import parse_config
-from relay.node import Node
+from relay.node.node import Node
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, eventually, free_ports, local_config, notification
 

@@ -10,7 +10,7 @@ import orjson
 
 from relay.core.coalescer import Coalescer
 from relay.core.notification import parse_notification
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import FakeClock, notification
 
 

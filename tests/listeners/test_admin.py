@@ -8,8 +8,8 @@ import aiohttp
 import orjson
 import pytest
 
-from relay.node import Node
-from relay.snapshot import NodeSnapshot
+from relay.core.snapshot import NodeSnapshot
+from relay.node.node import Node
 from tests.support import Admin, Browser, eventually, local_config, notification
 
 OpenBrowser = Callable[..., Awaitable[Browser]]

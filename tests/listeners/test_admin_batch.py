@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from relay.core.peer_batch import encode_batch, encode_covered, encode_record
-from relay.node import Node
+from relay.links.peer_batch import encode_batch, encode_covered, encode_record
+from relay.node.node import Node
 from tests.support import Admin, Browser, notification
 
 OpenBrowser = Callable[..., Awaitable[Browser]]

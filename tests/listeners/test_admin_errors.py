@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import (
     WAIT,
     Browser,

@@ -13,7 +13,7 @@ import websockets
 from relay.core.commands import Ping, Replay, Subscribe, Unsubscribe
 from relay.core.encoded import EncodedMessage
 from relay.listeners.browser import BrowserConnection
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 OpenBrowser = Callable[..., Awaitable[Browser]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import Admin, Browser, notification
 
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from relay.errors import StartupError
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 StartNode = Callable[..., Awaitable[Node]]

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import websockets
 
-from relay.node import Node
+from relay.node.node import Node
 from tests.support import (
     WAIT,
     Admin,

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from relay.core.fingerprint import new_fingerprint
-from relay.node import Node
+from relay.node.node import Node
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, Cluster, eventually, free_ports, local_config
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from relay.config import load_config
-from relay.ops.systemd import Notifier
-from relay.peering.backoff import Backoff
+from relay.links.backoff import Backoff
+from relay.process.systemd import Notifier
 from relay.workers.supervisor import Supervisor
 from tests.redis_harness import RedisServer
 from tests.support import WAIT, eventually, local_config

@@ -1,0 +1,144 @@
+"""The command line's side of the admin port: which node to reach, and one request to it.
+
+``relay status``, ``notify`` and ``cluster-status`` reach a node by URL
+(``--url http://host:port``), by ``--host``/``--port``, or through a config
+file's first admin listener; with none of these, Aphlict's default admin
+port on this machine.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from relay.config import DEFAULT_ADMIN_PORT, Config, default_config
+from relay.config.hosts import url_host
+from relay.config.secret import Secret, load_secret
+from relay.errors import RelayError
+
+#: Time allowed for one request to get its whole answer.
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    """A node's admin port as the command line reaches it."""
+
+    #: ``scheme://host:port``, without a path.
+    base: str
+    secret: Secret | None = None
+    #: Check the node's TLS certificate (https only); off with ``--insecure``.
+    verify_tls: bool = True
+
+    def request(self, path: str, body: Any = None) -> Any:
+        """GET ``path`` (or POST ``body`` as JSON to it) and return the decoded JSON answer.
+
+        Raises:
+            RelayError: the node is unreachable or answered with an error; the
+                message names the URL and what the node said.
+        """
+        url = self.base + path
+        data = orjson.dumps(body) if body is not None else None
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.secret is not None:
+            request.add_header("Authorization", self.secret.bearer())
+        context = None
+        if self.base.startswith("https:"):
+            context = ssl.create_default_context()
+            if not self.verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=context) as reply:
+                return orjson.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            said = exc.read().decode(errors="replace").strip()
+            raise RelayError(f"{url}: the node answered {exc.code}: {said}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RelayError(f"{url}: cannot reach the node's admin port: {reason}") from None
+        except orjson.JSONDecodeError:
+            raise RelayError(
+                f"{url}: the answer is not JSON; is this a relay admin port?"
+            ) from None
+
+
+def find_target(
+    config: Config | None,
+    *,
+    url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    secret_file: str | None = None,
+    insecure: bool = False,
+) -> AdminTarget:
+    """Where the command line's options say the node's admin port is.
+
+    ``url`` wins; otherwise ``host`` and ``port`` replace those of the
+    config's first admin listener (or of Aphlict's default). The secret comes
+    from ``secret_file``, else from the config.
+
+    Raises:
+        RelayError: the options contradict each other or a value is unusable.
+    """
+    if url is not None and (host is not None or port is not None):
+        raise RelayError("give --url or --host/--port, not both")
+    secret = _read_secret_file(secret_file) if secret_file else None
+    if secret is None and config is not None:
+        secret = load_secret(config.admin)
+    if url is not None:
+        return AdminTarget(_base_from_url(url), secret, not insecure)
+    admin = (config or default_config()).listeners("admin")[0]
+    scheme = "https" if admin.uses_tls else "http"
+    chosen_host = host if host is not None else _reachable(admin.bind_host)
+    if port is not None and not 1 <= port <= 65535:
+        raise RelayError(f"--port: {port} is not a port (1 to 65535)")
+    chosen_port = port if port is not None else admin.port
+    if chosen_port == 0:
+        raise RelayError(
+            "the config's admin listener has port 0 (the OS picks one at start): "
+            "give --port or --url"
+        )
+    return AdminTarget(f"{scheme}://{url_host(chosen_host)}:{chosen_port}", secret, not insecure)
+
+
+def _base_from_url(url: str) -> str:
+    """``scheme://host:port`` from what the operator typed, or a RelayError saying what is wrong."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https"):
+        raise RelayError(f"--url: {url!r} must start with http:// or https://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise RelayError(f"--url: {url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise RelayError(f"--url: {url!r} names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise RelayError(f"--url: {url!r} must be the admin port's address only, without a path")
+    if parts.username or parts.password:
+        raise RelayError("--url: put no credentials in the URL; use --secret-file")
+    return f"{parts.scheme}://{url_host(parts.hostname)}:{port or DEFAULT_ADMIN_PORT}"
+
+
+def _read_secret_file(path: str) -> Secret:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise RelayError(f"--secret-file: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise RelayError(f"--secret-file: {path} is empty; the secret cannot be empty")
+    return Secret(value)
+
+
+def _reachable(bind_host: str) -> str:
+    """The address to call for a listener bound to ``bind_host`` (a wildcard means loopback)."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host

@@ -1,0 +1,199 @@
+"""The ``broker`` section of relay's config file: which Redis the nodes meet in, and how.
+
+``{"broker": {"url": "redis://host:6379/0"}}`` turns broker mode on. The
+password never sits in the URL (it would end up in logs and status): it comes
+from ``password_file`` or ``password_env``, is read while the config is
+validated (so a missing file is reported with the config file and the field),
+and is held as a ``pydantic.SecretStr`` that prints as stars.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from relay.config.secretfile import read_secret_file
+
+__all__ = ["BrokerConfig", "SentinelAddress"]
+
+_SCHEMES = ("redis", "rediss", "unix")
+# Key and channel names are built from the prefix; keep it free of glob characters,
+# since the subscription is a pattern.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SentinelAddress(BaseModel):
+    """One Redis Sentinel the nodes ask where the master is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=26379, ge=1, le=65535)
+
+
+class BrokerConfig(BaseModel):
+    """How a node reaches Redis, and how it rides out Redis being away."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, populate_by_name=True, hide_input_in_errors=True
+    )
+
+    #: ``redis://[user@]host:port/db``, ``rediss://`` for TLS, or ``unix:///path?db=N``.
+    url: str = Field(min_length=1)
+    #: The Redis password (``requirepass`` or an ACL user's), read from a file...
+    password_file: str | None = None
+    #: ...or from an environment variable; never written in the config file.
+    password_env: str | None = None
+    #: Redis Sentinels to ask for the master; then the URL's host is the master's
+    #: name as Sentinel knows it (``redis://mymaster/0``) and the URL has no port.
+    sentinels: tuple[SentinelAddress, ...] = ()
+    #: CA bundle that signs the Redis server's certificate (``rediss://`` only);
+    #: the system's trust store when null.
+    ca_file: str | None = None
+    #: Verify the server's certificate and host name (``rediss://`` only).
+    tls_verify: bool = True
+    #: Namespace of every key and channel, so several relay clusters can share one Redis.
+    prefix: str = "relay"
+    #: Posts waiting to be published while Redis is away; the oldest are dropped past this.
+    queue_size: int = Field(default=10_000, ge=1)
+    #: Queued posts older than this are dropped: a replay would not return them any more.
+    queue_max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    #: Time to open a connection to Redis.
+    connect_timeout_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    #: Time one command (or one pipelined batch) may take before Redis counts as down.
+    timeout_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    #: The subscription is pinged this often when no message arrives...
+    ping_interval_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    #: ...and re-established when nothing at all (not even the pong) arrived for this long.
+    stale_seconds: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    #: First reconnection delay; it doubles per failure (with jitter) up to the max.
+    backoff_initial_seconds: float = Field(default=0.1, gt=0, allow_inf_nan=False)
+    backoff_max_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+
+    _password: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        _check_url(url)
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _plain_prefix(cls, prefix: str) -> str:
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(
+                'must be 1-64 letters, digits, "_", "." or "-" (it names Redis keys and channels)'
+            )
+        return prefix
+
+    @model_validator(mode="after")
+    def _check(self) -> BrokerConfig:
+        scheme = urlsplit(self.url).scheme
+        if scheme != "rediss" and (self.ca_file is not None or not self.tls_verify):
+            raise ValueError(
+                '"ca_file" and "tls_verify" apply to "rediss://" URLs only; '
+                f"this one is {scheme}://"
+            )
+        if self.sentinels:
+            parts = urlsplit(self.url)
+            if scheme == "unix" or parts.port is not None:
+                raise ValueError(
+                    'with "sentinels", "url" names the master as Sentinel knows it, '
+                    "with no port: redis://mymaster/0 (or rediss://)"
+                )
+        if self.stale_seconds <= self.ping_interval_seconds:
+            raise ValueError(
+                '"stale_seconds" must be longer than "ping_interval_seconds", '
+                "or every quiet subscription would count as stale"
+            )
+        self._password = _read_password(self.password_file, self.password_env)
+        return self
+
+    @property
+    def password(self) -> SecretStr | None:
+        """The password, or None when Redis asks for none."""
+        return self._password
+
+    @property
+    def display_url(self) -> str:
+        """The URL as logs and status show it (it never carries a password)."""
+        if not self.sentinels:
+            return self.url
+        sentinels = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+        return f"{self.url} (master from sentinels {sentinels})"
+
+    @property
+    def master_name(self) -> str:
+        """With ``sentinels``: the master's name, as written in the URL (case kept)."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is TLS (``rediss://``)."""
+        return self.url.startswith("rediss://")
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py could not use, or one that carries a password."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(
+            f"must start with redis://, rediss:// or unix://, not {parts.scheme or '?'}://"
+        )
+    query: dict[str, Any] = parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        raise ValueError(
+            "must not carry a password (logs and status show the URL); "
+            'use "password_file" or "password_env"'
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path, as unix:///run/redis.sock")
+        return
+    if not parts.hostname:
+        raise ValueError(f"names no host; expected {parts.scheme}://host:6379/0")
+    if port == 0:
+        raise ValueError("port 0 is not a port Redis can listen on")
+    database = parts.path.lstrip("/")
+    if database and not database.isdigit():
+        raise ValueError(f"the database must be a number, as /0, not /{database}")
+
+
+def _read_password(path: str | None, variable: str | None) -> SecretStr | None:
+    if path is not None and variable is not None:
+        raise ValueError('give "password_file" or "password_env", not both')
+    if path is not None:
+        try:
+            value = read_secret_file(path).strip()
+        except OSError as exc:
+            raise ValueError(
+                f'"password_file" {path!r} cannot be read: {exc.strerror or exc}'
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(f'"password_file" {path!r} cannot be read: not UTF-8 text') from None
+        where = f'"password_file" {path!r}'
+    elif variable is not None:
+        value = os.environ.get(variable, "").strip()
+        where = f'"password_env" names the environment variable {variable!r}, which'
+    else:
+        return None
+    if not value:
+        raise ValueError(f"{where} is empty or unset; the password cannot be empty")
+    return SecretStr(value)

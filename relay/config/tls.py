@@ -1,0 +1,92 @@
+"""TLS for the listeners, from Aphlict's ``ssl.key``, ``ssl.cert`` and ``ssl.chain``."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from pathlib import Path
+
+from relay.config.models import ServerConfig
+from relay.errors import StartupError
+
+
+def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
+    """A server-side TLS context for ``server``, or None when it serves plain text.
+
+    The chain file, when given, is appended to the certificate so that
+    browsers receive the full chain, as Aphlict serves it. ``where`` names the
+    server entry in errors.
+
+    Raises:
+        StartupError: a file is missing or unreadable, or key and certificate do not match.
+    """
+    if not server.uses_tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        load_certificates(context, server)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"{where}: cannot load TLS files (ssl.cert {server.ssl_cert}, ssl.key "
+            f"{server.ssl_key}{', ssl.chain ' + server.ssl_chain if server.ssl_chain else ''}): "
+            f"{exc.strerror or exc}"
+        ) from None
+    return context
+
+
+def load_certificates(context: ssl.SSLContext, server: ServerConfig) -> None:
+    """Load ``server``'s certificate files into the live ``context`` (renewed certificates).
+
+    New handshakes use the new certificate; established connections keep
+    theirs. Check the files first with ``server_context``: a failure here
+    leaves the context as it was, but later contexts of a batch unloaded.
+    """
+    assert server.ssl_cert is not None
+    assert server.ssl_key is not None
+    if server.ssl_chain:
+        _load_with_chain(context, server.ssl_cert, server.ssl_chain, server.ssl_key)
+    else:
+        context.load_cert_chain(server.ssl_cert, server.ssl_key)
+
+
+def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -> None:
+    # ssl only loads a chain from one file, certificate first; build that file
+    # in a private directory that is removed as soon as it has been read.
+    pem = Path(cert).read_bytes().rstrip(b"\n") + b"\n" + Path(chain).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="relay-tls-") as directory:
+        combined = Path(directory) / "fullchain.pem"
+        combined.write_bytes(pem)
+        context.load_cert_chain(combined, key)
+
+
+class ListenerContexts:
+    """The TLS contexts of a node's listeners, kept so that a reload renews their certificates."""
+
+    def __init__(self) -> None:
+        """Start with no listener."""
+        self._live: list[tuple[ssl.SSLContext, ServerConfig, str]] = []
+
+    def context_for(self, server: ServerConfig, where: str) -> ssl.SSLContext | None:
+        """A new listener's context (None for plain text), remembered for reloads.
+
+        Raises:
+            StartupError: as ``server_context``.
+        """
+        context = server_context(server, where)
+        if context is not None:
+            self._live.append((context, server, where))
+        return context
+
+    def check(self) -> None:
+        """Read every listener's files again, into throwaway contexts, changing nothing.
+
+        Raises:
+            StartupError: a file is missing or unreadable, or key and certificate do not match.
+        """
+        for _, server, where in self._live:
+            server_context(server, where)
+
+    def renew(self) -> None:
+        """Load every listener's certificate files into its live context (after ``check``)."""
+        for context, server, _ in self._live:
+            load_certificates(context, server)

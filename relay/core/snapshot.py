@@ -1,0 +1,119 @@
+"""What a node knows about itself at one moment, as one typed value.
+
+The node builds a ``NodeSnapshot`` when asked; the Prometheus metrics, the
+live status page and ``GET /status/`` read only that, never the node's parts,
+so none of them imports the node and each figure is computed in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay import PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceReading:
+    """Aphlict's per-instance counters, and the instance's retained history."""
+
+    clients_active: int = 0
+    clients_total: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    history_size: int = 0
+    #: Age of the oldest retained message in milliseconds; None when none is retained.
+    history_age_ms: int | None = None
+
+    def aphlict_status(self, instance: str, uptime_ms: int) -> dict[str, Any]:
+        """The status Aphlict reports for ``instance``, key for key."""
+        return {
+            "instance": instance,
+            "uptime": uptime_ms,
+            "clients.active": self.clients_active,
+            "clients.total": self.clients_total,
+            "messages.in": self.messages_in,
+            "messages.out": self.messages_out,
+            "version": PROTOCOL_VERSION,
+            "history.size": self.history_size,
+            "history.age": self.history_age_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerReading:
+    """Broker mode: the link to Redis and what went through it."""
+
+    #: The Redis URL (it never carries a password).
+    url: str
+    #: "connecting", "up" or "down".
+    state: str
+    #: Seconds in that state.
+    since_seconds: float
+    #: Why Redis was last found away; kept after it recovers.
+    last_error: str | None
+    #: Posts published to Redis.
+    published: int
+    #: Messages received from Redis (this node's own included, and skipped).
+    received: int
+    #: Posts waiting for Redis.
+    queue: int
+    #: Posts never published: the queue was full, or they waited too long.
+    dropped: int
+    #: Outages recovered from.
+    reconnects: int
+    #: Subscriptions re-established because nothing came through them.
+    stale_subscriptions: int
+
+    def status(self) -> dict[str, Any]:
+        """The ``broker`` entry of ``/status/``."""
+        return {
+            "url": self.url,
+            "state": self.state,
+            "since_seconds": self.since_seconds,
+            "last_error": self.last_error,
+            "published": self.published,
+            "received": self.received,
+            "queue": self.queue,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
+            "stale_subscriptions": self.stale_subscriptions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """One node's state for its readers (metrics, status page, ``/status/``)."""
+
+    fingerprint: str
+    uptime_ms: int
+    #: Open browser sockets over every client listener, handshakes included.
+    connections: int
+    #: Browser connections refused or dropped by a limit, by reason.
+    rejected: Mapping[str, int]
+    #: Keys subscribed to, over all browsers.
+    subscriptions: int
+    #: Every instance seen so far (posted to, or with browsers connected).
+    instances: Mapping[str, InstanceReading]
+    #: Each peer link as ``/status/`` shows it, this node's own entry included.
+    peers: Sequence[Mapping[str, Any]]
+    #: The cluster-status module's view of Phorge; None when the module is off.
+    cluster_status: Mapping[str, Any] | None
+    #: The link to Redis; None unless the node runs in broker mode.
+    broker: BrokerReading | None = None
+    #: The overload policy and its counters (``relay.links.overload``); None in tests
+    #: that build a snapshot by hand.
+    overload: Mapping[str, Any] | None = None
+
+    def status(self, instance: str) -> dict[str, Any]:
+        """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
+        reading = self.instances.get(instance) or InstanceReading()
+        status = reading.aphlict_status(instance, self.uptime_ms)
+        status["fingerprint"] = self.fingerprint
+        status["cluster"] = [dict(peer) for peer in self.peers]
+        if self.broker is not None:
+            status["broker"] = self.broker.status()
+        if self.overload is not None:
+            status["overload"] = dict(self.overload)
+        return status

@@ -1,0 +1,156 @@
+"""The process around a serving node: stop signals, reloads on SIGHUP, systemd.
+
+``relay serve`` runs ``serve_until_signalled`` on the event loop, or
+``supervise`` for a node of several worker processes; this is the only
+place that handles signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from relay.config import Config, load_config
+from relay.errors import ConfigError, StartupError
+from relay.links.backoff import Backoff
+from relay.node.node import Node, serve
+from relay.process.logs import configure_logging, reopen_log_files
+from relay.process.periodic import every
+from relay.process.systemd import Notifier
+from relay.workers.plan import WorkerRole
+from relay.workers.supervisor import Supervisor
+
+# The CLI's logger: operators' log filters know these lines under that name.
+log = logging.getLogger("relay.cli")
+
+
+async def serve_until_signalled(
+    config: Config, path: str | None, debug: bool, role: WorkerRole | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed.
+
+    As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    systemd = Notifier()
+    background: set[asyncio.Task[None]] = set()
+
+    def in_background(work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    running: list[Node] = []
+
+    def request_stop(name: str) -> None:
+        if stop.is_set():
+            # A second signal: the operator does not want to wait for the drain.
+            log.info("received %s again, closing the remaining browsers at once", name)
+            for node in running:
+                node.hurry()
+            return
+        log.info("received %s, shutting down", name)
+        systemd.stopping()
+        for task in list(background):  # no reload or watchdog ping while stopping
+            task.cancel()
+        stop.set()
+
+    def started(node: Node) -> None:
+        running.append(node)
+        # Reloads only once started: applying a config to a half-started node would race.
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd, role))
+        )
+        if systemd.watchdog_interval is not None:
+            interval = systemd.watchdog_interval
+            in_background(
+                every(
+                    lambda: interval,
+                    systemd.watchdog,
+                    doing="telling systemd's watchdog",
+                    log=log,
+                    first_now=True,
+                )
+            )
+        systemd.ready(_describe(node))
+
+    # Stop signals first: one that comes while listeners start is honoured.
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    await serve(config, shutdown_trigger=stop.wait, on_ready=started, role=role)
+
+
+async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
+    """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them all."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    systemd = Notifier()
+    supervisor = Supervisor(
+        config, path, count=count, systemd=systemd, backoff=Backoff, debug=debug
+    )
+
+    def request_stop(name: str) -> None:
+        log.info("received %s, stopping the workers", name)
+        systemd.stopping()
+        stop.set()
+
+    def reload() -> None:
+        log.info("received SIGHUP, reloading %s in every worker", path)
+        try:
+            new = load_config(path)
+            configure_logging(new.logs, debug=debug, log_format=new.log_format)
+        except (ConfigError, StartupError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+            return
+        if new.workers != config.workers:
+            log.warning("reload: workers changed: the number of workers changes with a restart")
+        supervisor.reload()
+
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await supervisor.run(stop)
+
+
+async def _reload(
+    node: Node, path: str | None, debug: bool, systemd: Notifier, role: WorkerRole | None
+) -> None:
+    """Reload the config file; a broken one is refused and the running one stays."""
+    log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
+    if path is None:
+        reopen_log_files()
+        return
+    systemd.reloading()
+    try:
+        config = load_config(path)
+        if role is not None:
+            config = role.apply(config)
+        notes = await node.apply(config)
+        configure_logging(
+            config.logs,
+            debug=debug,
+            log_format=config.log_format,
+            worker=None if role is None else role.index,
+        )
+    except (ConfigError, StartupError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+    except Exception:
+        log.exception("reload failed; the node keeps serving")
+    else:
+        for note in notes:
+            log.warning("reload: %s", note)
+        log.info("configuration reloaded from %s", path)
+    finally:
+        systemd.ready(_describe(node))
+
+
+def _describe(node: Node) -> str:
+    clients = ", ".join(f"{host}:{port}" for host, port in node.client_addresses)
+    admins = ", ".join(f"{host}:{port}" for host, port in node.admin_addresses)
+    return f"serving browsers on {clients}, admin on {admins}"

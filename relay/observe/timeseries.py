@@ -1,0 +1,155 @@
+"""The last minutes of a node, for the status page's charts: a bounded ring of samples.
+
+The node takes a sample each time it announces its status (every
+``dashboard.interval_seconds``): rates from the difference with the previous
+sample, gauges as they are, and the delivery latencies observed since. Only
+the newest ``capacity`` samples are kept, so memory stays bounded (a few
+hundred bytes a sample). Pure: it reads ``NodeSnapshot`` values and a clock it
+is given, and does no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from relay.core.snapshot import NodeSnapshot
+
+#: Most samples kept, whatever the settings ask (10 minutes every 0.1 s).
+MAX_CAPACITY = 6000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The node at one moment, with rates and latencies over the interval before it."""
+
+    #: When, in the clock's seconds (monotonic: only differences mean anything).
+    t: float
+    #: Notifications received a second (POSTs and copies from peers).
+    rate_in: float
+    #: Messages written to browsers a second.
+    rate_out: float
+    #: Open browser connections.
+    connections: int
+    #: Mean and highest delivery latency of the POSTs of the interval (ms); None without any.
+    latency_mean_ms: float | None
+    latency_max_ms: float | None
+    #: Messages waiting for peers, over every peer, and how many peers are not up.
+    peer_queue: int
+    peers_down: int
+    #: Healthy and monitored (not disabled) databases, and whether Phorge is read-only;
+    #: None when the cluster-status module is off.
+    databases_healthy: int | None
+    databases_total: int | None
+    read_only: bool | None
+
+
+#: The field names, in order: the columns of ``TimeSeries.columns``.
+SERIES = tuple(field.name for field in fields(Sample))
+
+
+class TimeSeries:
+    """The newest samples of a node, oldest first."""
+
+    def __init__(self, clock: Callable[[], float], capacity: int) -> None:
+        """Keep up to ``capacity`` samples (at most ``MAX_CAPACITY``), timed by ``clock``."""
+        self._clock = clock
+        self._samples: deque[Sample] = deque(maxlen=_bounded(capacity))
+        self._last_counts: tuple[float, int, int] | None = None
+        self._latency_count = 0
+        self._latency_sum = 0.0
+        self._latency_max = 0.0
+
+    def resize(self, capacity: int) -> None:
+        """Keep up to ``capacity`` samples from now on, dropping the oldest if over."""
+        self._samples = deque(self._samples, maxlen=_bounded(capacity))
+
+    @property
+    def capacity(self) -> int:
+        """How many samples are kept at most."""
+        return self._samples.maxlen or 0
+
+    def observe_latency(self, seconds: float) -> None:
+        """Count one POST's delivery latency towards the next sample."""
+        self._latency_count += 1
+        self._latency_sum += seconds
+        if seconds > self._latency_max:
+            self._latency_max = seconds
+
+    def sample(self, snapshot: NodeSnapshot) -> Sample:
+        """Take a sample from ``snapshot`` now, keep it, and return it.
+
+        The first sample's rates are 0: there is nothing to measure them against.
+        """
+        now = self._clock()
+        readings = snapshot.instances.values()
+        messages_in = sum(r.messages_in for r in readings)
+        messages_out = sum(r.messages_out for r in readings)
+        rate_in = rate_out = 0.0
+        if self._last_counts is not None and now > self._last_counts[0]:
+            elapsed = now - self._last_counts[0]
+            rate_in = max(messages_in - self._last_counts[1], 0) / elapsed
+            rate_out = max(messages_out - self._last_counts[2], 0) / elapsed
+        self._last_counts = (now, messages_in, messages_out)
+        mean = max_ms = None
+        if self._latency_count:
+            mean = round(self._latency_sum / self._latency_count * 1000, 3)
+            max_ms = round(self._latency_max * 1000, 3)
+        self._latency_count, self._latency_sum, self._latency_max = 0, 0.0, 0.0
+        others = [peer for peer in snapshot.peers if not peer.get("self")]
+        healthy, total, read_only = _databases(snapshot.cluster_status)
+        sample = Sample(
+            t=round(now, 3),
+            rate_in=round(rate_in, 2),
+            rate_out=round(rate_out, 2),
+            connections=snapshot.connections,
+            latency_mean_ms=mean,
+            latency_max_ms=max_ms,
+            peer_queue=sum(int(peer.get("queue") or 0) for peer in others),
+            peers_down=sum(1 for peer in others if peer.get("state") not in ("up", "unknown")),
+            databases_healthy=healthy,
+            databases_total=total,
+            read_only=read_only,
+        )
+        self._samples.append(sample)
+        return sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        """The samples kept, oldest first."""
+        return iter(self._samples)
+
+    def __len__(self) -> int:
+        """How many samples are kept."""
+        return len(self._samples)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """Every sample kept, as one list per field (compact JSON for the page)."""
+        return {name: [getattr(s, name) for s in self._samples] for name in SERIES}
+
+
+def capacity_for(window_seconds: float, interval_seconds: float) -> int:
+    """How many samples cover ``window_seconds`` at one every ``interval_seconds``."""
+    return math.ceil(window_seconds / interval_seconds) + 1
+
+
+def sample_fields(sample: Sample) -> dict[str, Any]:
+    """One sample as a JSON-able dict (what each node-status message carries)."""
+    return asdict(sample)
+
+
+def _databases(
+    cluster_status: Mapping[str, Any] | None,
+) -> tuple[int | None, int | None, bool | None]:
+    """(healthy, monitored, read-only) from the cluster-status module's view."""
+    if cluster_status is None:
+        return None, None, None
+    monitored = [db for db in cluster_status.get("databases") or [] if not db.get("disabled")]
+    healthy = sum(1 for db in monitored if (db.get("health") or {}).get("healthy"))
+    return healthy, len(monitored), cluster_status.get("mode") == "read-only"
+
+
+def _bounded(capacity: int) -> int:
+    return max(2, min(capacity, MAX_CAPACITY))

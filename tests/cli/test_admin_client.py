@@ -1,0 +1,96 @@
+"""The CLI's admin-port client: finding the node from options, and one request to it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from relay.cli.admin_client import AdminTarget, find_target
+from relay.config import parse_config
+from relay.errors import RelayError
+from tests.support import local_config
+
+
+def config(**admin: Any) -> Any:
+    data = local_config()
+    data["servers"][1].update(admin)
+    return parse_config(data)
+
+
+@pytest.mark.parametrize(
+    ("options", "base"),
+    [
+        ({"url": "relay1.example.com"}, "http://relay1.example.com:22281"),
+        ({"url": "https://relay1:9443/"}, "https://relay1:9443"),
+        ({"url": "http://[::1]:7000"}, "http://[::1]:7000"),
+        ({}, "http://127.0.0.1:22281"),
+        ({"host": "::1", "port": 7001}, "http://[::1]:7001"),
+    ],
+)
+def test_where_the_options_point(options: dict[str, Any], base: str) -> None:
+    assert find_target(None, **options).base == base
+
+
+def test_a_config_gives_its_first_admin_listener_and_host_or_port_replace_its_own() -> None:
+    wildcard = config(port=4000, listen="0.0.0.0")
+    assert find_target(wildcard).base == "http://127.0.0.1:4000"  # a wildcard means this host
+    assert find_target(wildcard, host="10.0.0.5").base == "http://10.0.0.5:4000"
+    assert find_target(wildcard, port=4001).base == "http://127.0.0.1:4001"
+    with pytest.raises(RelayError, match="port 0"):
+        find_target(config(port=0))
+
+
+def test_the_secret_comes_from_the_option_or_the_config(tmp_path: Path) -> None:
+    option, configured = tmp_path / "option", tmp_path / "configured"
+    option.write_text("from-the-option\n")
+    configured.write_text("from-the-config\n")
+    data = local_config(admin={"secret_file": str(configured)})
+    data["servers"][1]["port"] = 4000
+    with_secret = parse_config(data)
+    assert find_target(with_secret).secret.bearer() == "Bearer from-the-config"  # type: ignore[union-attr]
+    chosen = find_target(with_secret, secret_file=str(option))
+    assert chosen.secret.bearer() == "Bearer from-the-option"  # type: ignore[union-attr]
+    assert "from-the" not in repr(chosen)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(RelayError, match="is empty"):
+        find_target(None, secret_file=str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "names no host"),
+        ("http://user:pw@relay1", "no credentials in the URL"),
+        ("http://relay1/?instance=x", "without a path"),
+    ],
+)
+def test_unusable_urls_are_refused_saying_why(url: str, problem: str) -> None:
+    with pytest.raises(RelayError, match=problem):
+        find_target(None, url=url)
+
+
+async def test_https_is_verified_unless_told_otherwise(start_node: Any, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    leaf.private_key_pem.write_to_path(str(key))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    data = local_config()
+    data["servers"][1].update({"ssl.key": str(key), "ssl.cert": str(cert)})
+    node = await start_node(data)
+    base = f"https://127.0.0.1:{node.admin_addresses[0][1]}"
+    with pytest.raises(RelayError, match=r"cannot reach the node's admin port: .*CERTIFICATE"):
+        await asyncio.to_thread(AdminTarget(base).request, "/status/")
+    status = await asyncio.to_thread(AdminTarget(base, verify_tls=False).request, "/status/")
+    assert status["fingerprint"] == node.hub.fingerprint
+
+
+async def test_an_answer_that_is_not_json_is_reported(start_node: Any) -> None:
+    node = await start_node()
+    target = AdminTarget(f"http://127.0.0.1:{node.admin_addresses[0][1]}")
+    with pytest.raises(RelayError, match="not JSON; is this a relay admin port"):
+        await asyncio.to_thread(target.request, "/metrics")

@@ -1,0 +1,101 @@
+"""``relay check-config`` as operators run it: every problem in one run, as serve sees them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.support import WAIT
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def relay(*args: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "relay", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=cwd,
+    )
+
+
+def readme_example() -> tuple[dict[str, Any], list[str]]:
+    """The broken file the README shows, and the lines it says check-config prints."""
+    text = README.read_text()
+    config = re.search(r"With this `broken.json`:\n\n```json\n(.*?)```", text, re.DOTALL)
+    run = re.search(r"\$ relay check-config --config broken.json\n(.*?)```", text, re.DOTALL)
+    assert config, "the README no longer shows the broken.json of its check-config example"
+    assert run, "the README no longer shows what check-config prints for broken.json"
+    return orjson.loads(config.group(1)), run.group(1).splitlines()
+
+
+def test_the_readmes_example_prints_both_problems_in_one_run(tmp_path: Path) -> None:
+    broken, printed = readme_example()
+    (tmp_path / "broken.json").write_bytes(orjson.dumps(broken))
+    result = relay("check-config", "--config", "broken.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == printed
+    assert len(printed) == 2
+
+
+def test_what_serve_would_refuse_is_reported_with_the_files_problems(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    config = {
+        "servers": [
+            {"type": "client", "port": 22280, "listen": "127.0.0.1"},
+            {"type": "admin", "port": 22280, "listen": "not an address"},
+            {
+                "type": "client",
+                "port": 22282,
+                "ssl.key": str(tmp_path / "missing.key"),
+                "ssl.cert": str(tmp_path / "missing.crt"),
+            },
+        ],
+        "logs": [{"path": str(a_file / "relay.log")}],
+        "admin": {"secret_file": str(tmp_path / "no-secret")},
+        "cluster": [
+            {"host": "10.0.0.2", "port": 22281, "protocol": "https", "ca_file": "/nonexistent"}
+        ],
+    }
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    result = relay("check-config", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [line.removeprefix(f"relay: {path}: ") for line in result.stderr.splitlines()]
+    assert lines == [
+        "servers[1].port: port 22280 is already used by servers[0]",
+        'servers[1].listen: "not an address" is neither an IP address nor a host name',
+        f"servers[2]: cannot load TLS files (ssl.cert {tmp_path}/missing.crt, ssl.key "
+        f"{tmp_path}/missing.key): No such file or directory",
+        f"logs[0].path: cannot open the log file {a_file}/relay.log: "
+        f"{a_file} is not a writable directory",
+        f"admin.secret_file: cannot read {tmp_path}/no-secret: No such file or directory",
+        "cluster[0].ca_file: cannot load the CA file /nonexistent: No such file or directory",
+    ]
+
+
+def test_a_listen_name_that_does_not_resolve_is_refused_by_both(tmp_path: Path) -> None:
+    config = {
+        "servers": [
+            {"type": "client", "port": 0, "listen": "not-an-address"},
+            {"type": "admin", "port": 0, "listen": "127.0.0.1"},
+        ]
+    }
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    # A network namespace of its own, with no way out: resolving the name
+    # must fail here without a query leaving for the real DNS.
+    isolated = ("unshare", "--user", "--map-root-user", "--net")
+    check = relay("check-config", "--config", str(path), cwd=tmp_path, prefix=isolated)
+    assert check.returncode == 1, check.stderr
+    assert f'relay: {path}: servers[0].listen: cannot resolve "not-an-address"' in check.stderr
+    serve = relay("serve", "--config", str(path), cwd=tmp_path, prefix=isolated)
+    assert serve.returncode == 1
+    assert "servers[0]: cannot listen for client connections on not-an-address" in serve.stderr

@@ -1,0 +1,61 @@
+"""What serve would refuse, checked in-process on files a test writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from relay.cli.preflight import check_config, preflight
+from relay.errors import ConfigError
+from tests.support import local_config
+
+
+def test_a_sound_file_passes_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "relay.json"
+    config = local_config(
+        logs=[{"path": str(tmp_path / "new" / "dir" / "relay.log")}],
+        pidfile=str(tmp_path / "run" / "relay.pid"),
+    )
+    config["servers"][0]["listen"] = "localhost"  # a name, resolved from /etc/hosts
+    path.write_bytes(orjson.dumps(config))
+    assert check_config(path).servers[0].listen == "localhost"
+    assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def test_a_file_that_is_not_an_object_is_one_problem(tmp_path: Path) -> None:
+    path = tmp_path / "relay.json"
+    path.write_bytes(b"[1, 2]")
+    with pytest.raises(ConfigError) as caught:
+        check_config(path)
+    assert caught.value.problems == [f"{path}: the file must hold a JSON object at the top level"]
+
+
+def test_each_entry_is_judged_on_its_own(tmp_path: Path) -> None:
+    problems = preflight(
+        {
+            "servers": [
+                {"type": "client", "port": "not a number", "ssl.key": "/k", "ssl.cert": "/c"},
+                {"type": "admin", "port": 1, "ssl.key": "/nope.key", "ssl.cert": "/nope.crt"},
+            ],
+            "pidfile": "",
+            "admin": {"secret_env": "RELAY_TEST_UNSET_SECRET"},
+            "peering": "not an object",
+        }
+    )
+    # The first server is the models' to report; an empty pidfile means none.
+    assert problems == [
+        "servers[1]: cannot load TLS files (ssl.cert /nope.crt, ssl.key /nope.key): "
+        "No such file or directory",
+        "admin.secret_env: the environment variable RELAY_TEST_UNSET_SECRET is empty or unset; "
+        "the secret cannot be empty",
+    ]
+
+
+def test_an_existing_log_file_must_be_a_writable_file(tmp_path: Path) -> None:
+    (tmp_path / "a-directory.log").mkdir()
+    problems = preflight({"logs": [{"path": str(tmp_path / "a-directory.log")}]})
+    assert problems == [
+        f"logs[0].path: cannot open the log file {tmp_path}/a-directory.log: not a writable file"
+    ]

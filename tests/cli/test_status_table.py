@@ -1,0 +1,75 @@
+"""``relay status``'s table, from the JSON ``GET /status/`` answers."""
+
+from __future__ import annotations
+
+from relay.cli.status_table import render_status
+
+STATUS = {
+    "instance": "acme",
+    "uptime": 3_723_000,
+    "clients.active": 12,
+    "clients.total": 40,
+    "messages.in": 5,
+    "messages.out": 60,
+    "version": 7,
+    "history.size": 5,
+    "history.age": 12_500,
+    "fingerprint": "AbCdEfGhIjKlMnOp",
+    "cluster": [
+        {"host": "10.0.0.1", "port": 22281, "protocol": "http", "self": True, "state": "self"},
+        {
+            "host": "10.0.0.2",
+            "port": 22281,
+            "protocol": "https",
+            "self": False,
+            "state": "down",
+            "sent": 10,
+            "failed": 3,
+            "dropped": 0,
+            "queue": 7,
+            "last_error": "cannot connect",
+            "last_latency_ms": None,
+        },
+    ],
+    "broker": {"url": "redis://127.0.0.1:6379/0", "state": "up", "published": 4},
+}
+
+
+def test_the_table_shows_the_figures_and_one_row_per_peer() -> None:
+    lines = render_status(STATUS).splitlines()
+    assert lines[:7] == [
+        "relay node AbCdEfGhIjKlMnOp, instance acme",
+        "  uptime    1h 2m",
+        "  browsers  12 connected, 40 since start",
+        "  messages  5 in, 60 out",
+        "  history   5 kept, the oldest from 12.5 s ago",
+        "  protocol  version 7",
+        "",
+    ]
+    peers = lines[lines.index("Cluster peers") + 1 :][:3]
+    assert peers[1].split() == ["http://10.0.0.1:22281", "this", "node"]
+    assert peers[2].split() == [
+        "https://10.0.0.2:22281", "down", "10", "3", "0", "7", "-", "cannot", "connect",
+    ]  # fmt: skip
+
+
+def test_sections_it_does_not_know_are_shown_as_blocks() -> None:
+    text = render_status(STATUS)
+    assert "\nBroker\n  url        redis://127.0.0.1:6379/0\n  state      up\n" in text
+    assert "  published  4" in text
+
+
+def test_a_node_without_peers_says_so() -> None:
+    text = render_status({**STATUS, "cluster": [], "history.age": None})
+    assert "  (no peers configured)" in text
+    assert "  history   5 kept\n" in text
+
+
+def test_long_uptimes_and_odd_values_read_plainly() -> None:
+    days = render_status({**STATUS, "uptime": 3 * 86_400_000 + 4 * 3_600_000, "broker": {}})
+    assert "  uptime    3d 4h" in days
+    minutes = render_status({**STATUS, "uptime": 95_000, "note": None, "shards": [1, 2]})
+    assert "  uptime    1m 35s" in minutes
+    assert "  note    -" in minutes
+    assert "  shards  (2 entries; see --json)" in minutes
+    assert "uptime    ?" in render_status({**STATUS, "uptime": None})

@@ -1,0 +1,103 @@
+"""The ``broker`` config section: URLs, TLS settings, the password's sources, and its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import parse_config
+from tests.config.test_config import ADMIN, CLIENT, problems, with_servers
+
+
+def broker(**settings: Any) -> dict[str, Any]:
+    return with_servers(CLIENT, ADMIN, broker=settings)
+
+
+def test_broker_mode_is_off_without_the_section() -> None:
+    assert parse_config(with_servers(CLIENT, ADMIN)).broker is None
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://redis.example:6380", "unix:///run/r.sock?db=2"]
+)
+def test_usable_urls_load(url: str) -> None:
+    config = parse_config(broker(url=url))
+    assert config.broker is not None
+    assert config.broker.url == url
+    assert config.broker.password is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"url": "http://h:6379"}, "broker.url: must start with redis://, rediss:// or unix://"),
+        ({"url": "redis://:pw@h:6379/0"}, "broker.url: must not carry a password"),
+        ({"url": "unix:///s.sock?password=pw"}, "broker.url: must not carry a password"),
+        ({"url": "redis://h/zero"}, "broker.url: the database must be a number"),
+        ({"url": "redis://h:70000"}, "broker.url: is not a valid URL"),
+        ({"url": "redis:///0"}, "broker.url: names no host"),
+        ({"url": "redis://h", "ca_file": "/ca.pem"}, 'broker: "ca_file" and "tls_verify" apply'),
+        ({"url": "redis://h", "prefix": "a*"}, "broker.prefix: must be 1-64 letters"),
+        ({"url": "redis://h", "queue_size": 0}, "broker.queue_size: must be greater than"),
+        ({"url": "redis://h", "sentinel": 1}, "broker.sentinel: is not a known setting"),
+        (
+            {"url": "redis://master:6379/0", "sentinels": [{"host": "s1"}]},
+            'with "sentinels", "url" names the master as Sentinel knows it, with no port',
+        ),
+        ({"url": "redis://m", "sentinels": [{"host": "s1", "port": 0}]}, "sentinels[0].port"),
+        (
+            {"url": "redis://h", "ping_interval_seconds": 5, "stale_seconds": 5},
+            '"stale_seconds" must be longer than "ping_interval_seconds"',
+        ),
+        (
+            {"url": "redis://h", "password_file": "/p", "password_env": "P"},
+            'give "password_file" or "password_env", not both',
+        ),
+    ],
+)
+def test_each_mistake_names_the_field(settings: dict[str, Any], expected: str) -> None:
+    assert any(expected in problem for problem in problems(broker(**settings))), problems(
+        broker(**settings)
+    )
+
+
+def test_the_password_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("hunter2-redis\n")
+    config = parse_config(broker(url="rediss://h", password_file=str(secret)))
+    assert config.broker is not None
+    assert config.broker.password is not None
+    assert config.broker.password.get_secret_value() == "hunter2-redis"
+    assert "hunter2" not in repr(config) + str(config.broker) + str(config.model_dump())
+
+
+def test_the_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_REDIS_PASSWORD", "from-env")
+    config = parse_config(broker(url="redis://h", password_env="RELAY_REDIS_PASSWORD"))
+    assert config.broker is not None
+    assert config.broker.password is not None
+    assert config.broker.password.get_secret_value() == "from-env"
+
+
+def test_a_missing_password_source_names_the_file_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nope"
+    [problem] = problems(broker(url="redis://h", password_file=str(missing)))
+    assert f"\"password_file\" '{missing}' cannot be read: No such file" in problem
+    monkeypatch.delenv("RELAY_NO_SUCH_VAR", raising=False)
+    [problem] = problems(broker(url="redis://h", password_env="RELAY_NO_SUCH_VAR"))
+    assert "'RELAY_NO_SUCH_VAR', which is empty or unset" in problem
+
+
+def test_sentinels_name_the_master_in_the_url() -> None:
+    config = parse_config(
+        broker(url="redis://myMaster/2", sentinels=[{"host": "s1"}, {"host": "s2", "port": 5000}])
+    )
+    assert config.broker is not None
+    assert config.broker.master_name == "myMaster"
+    assert config.broker.display_url == (
+        "redis://myMaster/2 (master from sentinels s1:26379,s2:5000)"
+    )

@@ -1,0 +1,112 @@
+"""The outbox of peer and broker links: bounded, oldest dropped first, expiring with age."""
+
+from __future__ import annotations
+
+from relay.links.outbox import Outbox, Outgoing
+from tests.support import FakeClock
+
+
+def drain(outbox: Outbox) -> list[bytes]:
+    taken = []
+    while (item := outbox.take()) is not None:
+        taken.append(bytes(item.payload))
+    return taken
+
+
+def test_first_in_first_out_with_the_instance() -> None:
+    outbox = Outbox(10, 60, FakeClock())
+    outbox.put("acme", b"1")
+    outbox.put("other", b"2")
+    first = outbox.take()
+    assert first is not None
+    assert (first.instance, first.payload) == ("acme", b"1")
+    assert drain(outbox) == [b"2"]
+
+
+def test_full_outbox_drops_the_oldest_and_counts_it() -> None:
+    outbox = Outbox(3, 60, FakeClock())
+    for n in range(5):
+        outbox.put("default", str(n).encode())
+    assert len(outbox) == 3
+    assert outbox.dropped == 2
+    assert drain(outbox) == [b"2", b"3", b"4"]
+
+
+def test_a_failed_message_goes_back_to_the_front() -> None:
+    outbox = Outbox(3, 60, FakeClock())
+    outbox.put("default", b"1")
+    outbox.put("default", b"2")
+    item = outbox.take()
+    assert item is not None
+    outbox.put_back(item)
+    assert drain(outbox) == [b"1", b"2"]
+
+
+def test_put_back_into_a_full_outbox_drops_the_returned_oldest() -> None:
+    outbox = Outbox(2, 60, FakeClock())
+    outbox.put("default", b"old")
+    item = outbox.take()
+    assert item is not None
+    outbox.put("default", b"a")
+    outbox.put("default", b"b")
+    outbox.put_back(item)
+    assert outbox.dropped == 1
+    assert drain(outbox) == [b"a", b"b"]
+
+
+def test_messages_past_their_age_are_dropped_not_sent() -> None:
+    clock = FakeClock()
+    outbox = Outbox(10, 60, clock)
+    outbox.put("default", b"stale")
+    clock.advance(30)
+    outbox.put("default", b"fresh")
+    clock.advance(31)
+    assert drain(outbox) == [b"fresh"]
+    assert outbox.dropped == 1
+
+
+def test_clear_forgets_everything() -> None:
+    outbox = Outbox(10, 60, FakeClock())
+    outbox.put("default", b"1")
+    outbox.clear()
+    assert outbox.take() is None
+    assert outbox.dropped == 0
+
+
+# Batches, as the broker link takes them.
+
+
+def names(batch: list[Outgoing]) -> list[bytes]:
+    return [bytes(item.payload) for item in batch]
+
+
+def test_batches_come_oldest_first_and_a_full_queue_drops_the_oldest() -> None:
+    queue = Outbox(3, 60.0, FakeClock())
+    for name in (b"a", b"b", b"c", b"d"):
+        queue.put("default", name)
+    assert queue.dropped == 1
+    assert names(queue.take_batch(2)) == [b"b", b"c"]
+    assert names(queue.take_batch(5)) == [b"d"]
+    assert queue.take_batch(5) == []
+
+
+def test_posts_past_their_age_are_dropped_and_counted() -> None:
+    clock = FakeClock()
+    queue = Outbox(10, 60.0, clock)
+    queue.put("default", b"old")
+    clock.advance(61)
+    queue.put("default", b"new")
+    assert names(queue.take_batch(10)) == [b"new"]
+    assert queue.dropped == 1
+
+
+def test_a_failed_batch_goes_back_in_front_in_its_order() -> None:
+    queue = Outbox(4, 60.0, FakeClock())
+    for name in (b"a", b"b", b"c"):
+        queue.put("default", name)
+    batch = queue.take_batch(2)
+    queue.put("default", b"d")
+    queue.put("default", b"e")
+    queue.put_back_batch(batch)  # room for one: the newer of the two is kept
+    assert queue.dropped == 1
+    assert names(queue.take_batch(10)) == [b"b", b"c", b"d", b"e"]

@@ -1,0 +1,104 @@
+"""The status page's time series: rates, gauges and latencies per sample, in a bounded ring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.core.snapshot import InstanceReading, NodeSnapshot
+from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
+from tests.support import FakeClock
+
+
+def snapshot(
+    messages_in: int = 0,
+    messages_out: int = 0,
+    *,
+    connections: int = 0,
+    peers: list[dict[str, Any]] | None = None,
+    cluster_status: dict[str, Any] | None = None,
+) -> NodeSnapshot:
+    return NodeSnapshot(
+        fingerprint="F" * 16,
+        uptime_ms=0,
+        connections=connections,
+        rejected={},
+        subscriptions=0,
+        instances={
+            # Two instances: the rates are the node's, over all of them.
+            "default": InstanceReading(messages_in=messages_in, messages_out=messages_out),
+            "acme": InstanceReading(messages_in=1, messages_out=2),
+        },
+        peers=peers or [],
+        cluster_status=cluster_status,
+    )
+
+
+def test_rates_come_from_the_difference_with_the_previous_sample() -> None:
+    clock = FakeClock()
+    series = TimeSeries(clock, 10)
+    first = series.sample(snapshot(100, 1000))
+    assert (first.rate_in, first.rate_out) == (0.0, 0.0)  # nothing to compare with yet
+    clock.advance(2.0)
+    second = series.sample(snapshot(150, 1400, connections=7))
+    assert (second.rate_in, second.rate_out) == (25.0, 200.0)
+    assert second.connections == 7
+    assert second.t - first.t == 2.0
+
+
+def test_latency_is_the_mean_and_max_of_the_interval_then_starts_over() -> None:
+    clock = FakeClock()
+    series = TimeSeries(clock, 10)
+    for seconds in (0.001, 0.002, 0.006):
+        series.observe_latency(seconds)
+    sample = series.sample(snapshot())
+    assert (sample.latency_mean_ms, sample.latency_max_ms) == (3.0, 6.0)
+    clock.advance(1.0)
+    quiet = series.sample(snapshot())
+    assert (quiet.latency_mean_ms, quiet.latency_max_ms) == (None, None)
+
+
+def test_peers_and_databases_are_summed_up_per_sample() -> None:
+    series = TimeSeries(FakeClock(), 10)
+    peers = [
+        {"self": True, "state": "self", "queue": 0},
+        {"self": False, "state": "up", "queue": 3},
+        {"self": False, "state": "down", "queue": 40},
+        {"self": False, "state": "refused", "queue": 0},
+        {"self": False, "state": "unknown", "queue": 0},
+    ]
+    cluster = {
+        "mode": "read-only",
+        "databases": [
+            {"disabled": False, "health": {"healthy": False}},
+            {"disabled": False, "health": {"healthy": True}},
+            {"disabled": True, "health": {"healthy": False}},
+        ],
+    }
+    sample = series.sample(snapshot(peers=peers, cluster_status=cluster))
+    assert (sample.peer_queue, sample.peers_down) == (43, 2)
+    assert (sample.databases_healthy, sample.databases_total, sample.read_only) == (1, 2, True)
+    off = series.sample(snapshot())
+    assert (off.databases_healthy, off.databases_total, off.read_only) == (None, None, None)
+
+
+def test_the_ring_keeps_the_newest_samples_only() -> None:
+    clock = FakeClock()
+    series = TimeSeries(clock, 5)
+    for n in range(12):
+        series.sample(snapshot(n))
+        clock.advance(1.0)
+    assert len(series) == 5
+    columns = series.columns()
+    assert list(columns) == list(SERIES)
+    assert columns["t"] == [1007.0, 1008.0, 1009.0, 1010.0, 1011.0]
+    assert columns["rate_in"] == [1.0] * 5
+    series.resize(3)
+    assert series.columns()["t"] == [1009.0, 1010.0, 1011.0]
+    series.resize(10)
+    assert len(series) == 3
+    assert series.capacity == 10
+
+
+def test_the_capacity_covers_the_window_and_stays_bounded() -> None:
+    assert capacity_for(600, 2) == 301  # ten minutes at one sample every 2 s
+    assert TimeSeries(FakeClock(), capacity_for(86_400, 0.01)).capacity == MAX_CAPACITY
