@@ -13,14 +13,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from relay.config import DEFAULT_ADMIN_PORT, Config, default_config
 from relay.config.hosts import url_host
-from relay.config.secret import Secret, load_secret
+from relay.config.secrets import Secret, SecretSourceError, load_secret, secret_from_file
 from relay.errors import RelayError
 
 #: Time allowed for one request to get its whole answer.
@@ -130,13 +129,11 @@ def _base_from_url(url: str) -> str:
 
 
 def _read_secret_file(path: str) -> Secret:
+    """The secret ``--secret-file`` names, read as the config's secrets are."""
     try:
-        value = Path(path).read_text().strip()
-    except OSError as exc:
-        raise RelayError(f"--secret-file: cannot read {path}: {exc.strerror}") from None
-    if not value:
-        raise RelayError(f"--secret-file: {path} is empty; the secret cannot be empty")
-    return Secret(value)
+        return Secret(secret_from_file(path, "--secret-file").get_secret_value())
+    except SecretSourceError as exc:
+        raise RelayError(str(exc)) from None
 
 
 def _reachable(bind_host: str) -> str:

@@ -29,7 +29,7 @@ from relay.config import (
     parse_config,
     read_config_data,
 )
-from relay.config.secret import load_secret
+from relay.config.secrets import load_secret
 from relay.config.tls import server_context
 from relay.errors import ConfigError, StartupError
 from relay.peering.peers import peer_tls_context

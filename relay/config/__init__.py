@@ -5,7 +5,8 @@
 - ``problems``: pydantic's validation errors in plain words;
 - ``broker``, ``cluster_status``: the sections of broker mode and of the
   cluster-status module;
-- ``secret``, ``secretfile``: the admin shared secret, secret files;
+- ``secrets``: every secret read from a file or a variable, one way; the
+  admin shared secret;
 - ``tls``: server certificates into SSL contexts;
 - ``hosts``: hosts as they appear in URLs.
 

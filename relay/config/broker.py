@@ -2,14 +2,14 @@
 
 ``{"broker": {"url": "redis://host:6379/0"}}`` turns broker mode on. The
 password never sits in the URL (it would end up in logs and status): it comes
-from ``password_file`` or ``password_env``, is read while the config is
-validated (so a missing file is reported with the config file and the field),
-and is held as a ``pydantic.SecretStr`` that prints as stars.
+from ``password_file`` or ``password_env``, read by the rules of
+``relay.config.secrets`` while the config is validated (so a missing file is
+reported with the config file and the field), and is held as a
+``pydantic.SecretStr`` that prints as stars.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from relay.config.secretfile import read_secret_file
+from relay.config.secrets import SecretSourceError, read_secret, validation_error
 
 __all__ = ["BrokerConfig", "SentinelAddress"]
 
@@ -119,7 +119,21 @@ class BrokerConfig(BaseModel):
                 '"stale_seconds" must be longer than "ping_interval_seconds", '
                 "or every quiet subscription would count as stale"
             )
-        self._password = _read_password(self.password_file, self.password_env)
+        return self
+
+    @model_validator(mode="after")
+    def _load_password(self) -> BrokerConfig:
+        # Read while the config is validated, so that a missing file is
+        # reported along with the config file's other problems.
+        try:
+            self._password = read_secret(
+                file=self.password_file,
+                env=self.password_env,
+                file_field="password_file",
+                env_field="password_env",
+            )
+        except SecretSourceError as exc:
+            raise validation_error(exc) from None
         return self
 
     @property
@@ -174,26 +188,3 @@ def _check_url(url: str) -> None:
     database = parts.path.lstrip("/")
     if database and not database.isdigit():
         raise ValueError(f"the database must be a number, as /0, not /{database}")
-
-
-def _read_password(path: str | None, variable: str | None) -> SecretStr | None:
-    if path is not None and variable is not None:
-        raise ValueError('give "password_file" or "password_env", not both')
-    if path is not None:
-        try:
-            value = read_secret_file(path).strip()
-        except OSError as exc:
-            raise ValueError(
-                f'"password_file" {path!r} cannot be read: {exc.strerror or exc}'
-            ) from None
-        except UnicodeDecodeError:
-            raise ValueError(f'"password_file" {path!r} cannot be read: not UTF-8 text') from None
-        where = f'"password_file" {path!r}'
-    elif variable is not None:
-        value = os.environ.get(variable, "").strip()
-        where = f'"password_env" names the environment variable {variable!r}, which'
-    else:
-        return None
-    if not value:
-        raise ValueError(f"{where} is empty or unset; the password cannot be empty")
-    return SecretStr(value)

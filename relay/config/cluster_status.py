@@ -2,14 +2,14 @@
 
 The database hosts use the shape of Phorge's ``cluster.databases`` so an
 operator can paste that list in. Passwords may come from the entry itself
-(``pass``), a file (``pass_file``) or an environment variable (``pass_env``);
-whichever is used, the secret is held as a ``pydantic.SecretStr`` and
-never shows in ``repr``, ``str``, ``model_dump`` or validation errors.
+(``pass``), a file (``pass_file``) or an environment variable (``pass_env``),
+the last two read by the rules of ``relay.config.secrets``; whichever is
+used, the secret is held as a ``pydantic.SecretStr`` and never shows in
+``repr``, ``str``, ``model_dump`` or validation errors.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from relay.config.secretfile import read_secret_file
+from relay.config.secrets import SecretSourceError, read_secret, validation_error
 
 __all__ = [
     "ClusterStatusConfig",
@@ -95,32 +95,19 @@ class _PasswordSource(BaseModel):
         ]
         if len(given) > 1:
             raise ValueError(f"give the password one way only, not {' and '.join(given)}")
-        if self.pass_file is not None:
-            self._secret = SecretStr(_read_password_file(self.pass_file))
-        elif self.pass_env is not None:
-            value = os.environ.get(self.pass_env)
-            if value is None:
-                raise ValueError(
-                    f"pass_env names the environment variable {self.pass_env!r}, which is not set"
-                )
-            self._secret = SecretStr(value)
-        else:
-            self._secret = self.password
+        try:
+            read = read_secret(
+                file=self.pass_file, env=self.pass_env, file_field="pass_file", env_field="pass_env"
+            )
+        except SecretSourceError as exc:
+            raise validation_error(exc) from None
+        self._secret = read if read is not None else self.password
         return self
 
     @property
     def secret(self) -> SecretStr | None:
         """The password from whichever source was configured, or None."""
         return self._secret
-
-
-def _read_password_file(path: Path) -> str:
-    """Read a password file, naming the path and the reason (never the content) on failure."""
-    try:
-        return read_secret_file(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-        raise ValueError(f"pass_file {str(path)!r} cannot be read: {reason}") from None
 
 
 class HostDefaults(_PasswordSource):

@@ -198,7 +198,7 @@ class AdminConfig(_Section):
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> AdminConfig:
-        if self.secret_file and self.secret_env:
+        if self.secret_file is not None and self.secret_env is not None:
             raise ValueError('give "secret_file" or "secret_env", not both')
         for network in self.allowed_networks:
             try:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import orjson
 from pydantic_core import ErrorDetails
 
+from relay.config.secrets import SECRET_SOURCE_ERROR
+
 #: Fields whose rejected value must not be echoed in an error.
 _SECRET_FIELDS = frozenset({"pass", "password"})
 #: Sections whose rejected values are never echoed: a password may stand anywhere in them.
@@ -43,6 +45,11 @@ def describe_error(error: ErrorDetails) -> str:
         return f"{location}: is required but missing"
     if kind == "extra_forbidden":
         return f"{location}: is not a known setting"
+    if kind == SECRET_SOURCE_ERROR:
+        # The secret's reader names the field; the location is its model's.
+        field = error.get("ctx", {}).get("field")
+        where = _location([*loc, field]) if field else location
+        return f"{where}: {error['msg']}"
     if kind in _TYPE_NAMES:
         return f"{location}: must be {_TYPE_NAMES[kind]}, not {_json_type(given)}"
     if kind == "literal_error":

@@ -28,7 +28,7 @@ from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
-from relay.config.secret import Secret
+from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
 from relay.core.notification import parse_notification

@@ -21,7 +21,7 @@ from aiohttp import web
 from relay.broker.link import Broker, Received
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
-from relay.config.secret import load_secret
+from relay.config.secrets import load_secret
 from relay.config.tls import ListenerContexts
 from relay.core.admission import Admission
 from relay.core.dedup import RecentIds

@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 
 from relay.config import PeerConfig, PeeringConfig
-from relay.config.secret import Secret
+from relay.config.secrets import Secret
 from relay.errors import StartupError
 from relay.links.backoff import Backoff
 from relay.links.outbox import Outbox, Outgoing

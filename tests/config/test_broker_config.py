@@ -86,10 +86,14 @@ def test_a_missing_password_source_names_the_file_and_field(
 ) -> None:
     missing = tmp_path / "nope"
     [problem] = problems(broker(url="redis://h", password_file=str(missing)))
-    assert f"\"password_file\" '{missing}' cannot be read: No such file" in problem
+    assert problem == (
+        f"test.json: broker.password_file: cannot read {missing}: No such file or directory"
+    )
     monkeypatch.delenv("RELAY_NO_SUCH_VAR", raising=False)
     [problem] = problems(broker(url="redis://h", password_env="RELAY_NO_SUCH_VAR"))
-    assert "'RELAY_NO_SUCH_VAR', which is empty or unset" in problem
+    assert problem == (
+        "test.json: broker.password_env: the environment variable RELAY_NO_SUCH_VAR is not set"
+    )
 
 
 def test_sentinels_name_the_master_in_the_url() -> None:

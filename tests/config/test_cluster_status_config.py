@@ -144,9 +144,7 @@ def test_password_file_that_is_not_text(tmp_path: Path) -> None:
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xff\xfe\x00")
     (problem,) = problems({"defaults": {"pass_file": str(binary)}})
-    assert (
-        problem == f"cluster_status.defaults: pass_file {str(binary)!r} cannot be read: unreadable"
-    )
+    assert problem == f"cluster_status.defaults.pass_file: cannot read {binary}: not UTF-8 text"
 
 
 def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,13 +263,12 @@ def test_missing_password_file_and_environment_variable(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     (problem,) = problems({"defaults": {"pass_file": str(missing)}})
     assert problem == (
-        f"cluster_status.defaults: pass_file {str(missing)!r} cannot be read: "
-        "No such file or directory"
+        f"cluster_status.defaults.pass_file: cannot read {missing}: No such file or directory"
     )
     (problem,) = problems({"defaults": {"pass_env": "RELAY_TEST_SURELY_UNSET"}})
     assert problem == (
-        "cluster_status.defaults: pass_env names the environment variable "
-        "'RELAY_TEST_SURELY_UNSET', which is not set"
+        "cluster_status.defaults.pass_env: "
+        "the environment variable RELAY_TEST_SURELY_UNSET is not set"
     )
 
 
