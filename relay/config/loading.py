@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from pydantic import ValidationError
@@ -91,51 +91,67 @@ def _cross_entry_problems(data: dict[str, Any]) -> list[Located]:
     They read the file's data as it is, leniently: an entry too broken to
     judge is skipped here (its own problem is reported by the models).
     """
-    problems: list[Located] = []
-    servers = _entries(data.get("servers"))
+    return [
+        *_missing_servers(data),
+        *_workers_without_broker(data),
+        *_ports_used_twice(data),
+        *_peers_listed_twice(data),
+    ]
+
+
+def _missing_servers(data: dict[str, Any]) -> list[Located]:
+    """No servers at all, or no client or no admin server among them."""
     if isinstance(data.get("servers"), list) and not data["servers"]:
-        problems.append(
+        return [
             (("servers",), "servers: no servers are configured; relay needs a client and an admin")
-        )
-    elif servers and all(entry.get("type") in ("client", "admin") for _, entry in servers):
-        kinds = {entry["type"] for _, entry in servers}
-        for kind, users in (("client", "browsers"), ("admin", "application servers")):
-            if kind not in kinds:
-                problems.append(
-                    (
-                        ("servers",),
-                        f'servers: no "{kind}" server is configured; {users} need one to connect',
-                    )
-                )
+        ]
+    servers = _entries(data.get("servers"))
+    # An entry with a wrong type is the models' to report; judging the kinds
+    # then would report the same slip twice ("no admin server" for "admni").
+    if not servers or not all(entry.get("type") in ("client", "admin") for _, entry in servers):
+        return []
+    kinds = {entry["type"] for _, entry in servers}
+    return [
+        (("servers",), f'servers: no "{kind}" server is configured; {users} need one to connect')
+        for kind, users in (("client", "browsers"), ("admin", "application servers"))
+        if kind not in kinds
+    ]
+
+
+def _workers_without_broker(data: dict[str, Any]) -> list[Located]:
+    """More than one worker with no broker to meet through."""
     workers = data.get("workers")
-    if (
-        isinstance(workers, int)
-        and not isinstance(workers, bool)
-        and workers > 1
-        and (data.get("broker") is None)
-    ):
-        problems.append((("workers",), f"workers: {_needs_a_broker(workers)}"))
-    ports = [(index, entry.get("port")) for index, entry in servers]
-    problems += _duplicates(
+    if _is_int(workers) and workers > 1 and data.get("broker") is None:
+        return [(("workers",), f"workers: {_needs_a_broker(workers)}")]
+    return []
+
+
+def _ports_used_twice(data: dict[str, Any]) -> list[Located]:
+    """Two servers on one port (port 0, the OS's pick, may repeat)."""
+    ports = [(index, entry.get("port")) for index, entry in _entries(data.get("servers"))]
+    return _duplicates(
         ((index, port) for index, port in ports if _is_int(port) and port),
         lambda index, first, port: (
             ("servers", index, "port"),
             f"servers[{index}].port: port {port} is already used by servers[{first}]",
         ),
     )
+
+
+def _peers_listed_twice(data: dict[str, Any]) -> list[Located]:
+    """One peer address twice in ``cluster``, whatever the protocol."""
     peers = [
         (index, f"{entry['host']}:{entry['port']}")
         for index, entry in _entries(data.get("cluster"))
         if isinstance(entry.get("host"), str) and _is_int(entry.get("port"))
     ]
-    problems += _duplicates(
+    return _duplicates(
         peers,
         lambda index, first, address: (
             ("cluster", index),
             f"cluster[{index}]: peer {address} is listed twice (also at cluster[{first}])",
         ),
     )
-    return problems
 
 
 def _entries(section: object) -> list[tuple[int, dict[str, Any]]]:
@@ -145,7 +161,7 @@ def _entries(section: object) -> list[tuple[int, dict[str, Any]]]:
     return [(index, entry) for index, entry in enumerate(section) if isinstance(entry, dict)]
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
