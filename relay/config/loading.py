@@ -66,7 +66,7 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         # may fill nested models, exactly as they arrive from the file.
         config = Config.model_validate_json(orjson.dumps(data))
     except ValidationError as exc:
-        found += [(error["loc"], describe_error(error)) for error in exc.errors()]
+        found += [(error["loc"], describe_error(error, Config)) for error in exc.errors()]
     if found:
         order = {key: index for index, key in enumerate(data)}
         found.sort(key=lambda problem: _file_position(problem[0], order))

@@ -2,14 +2,20 @@
 
 ``servers[1].port: must be a whole number, not the string "x"``: the field
 named as it stands in the file, the problem in plain words, and the rejected
-value only where it cannot be a password.
+value only where it cannot be a password. An unknown key gets the known one
+it most resembles (``histroy: is not a known setting; did you mean
+"history"?``), found among the fields of the model at its place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import types
+from collections.abc import Iterable, Sequence
+from typing import Union, get_args, get_origin
 
 import orjson
+from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from relay.config.secrets import SECRET_SOURCE_ERROR
@@ -33,8 +39,12 @@ _TYPE_NAMES = {
 }
 
 
-def describe_error(error: ErrorDetails) -> str:
-    """Turn one pydantic error into ``location: plain-words problem``."""
+def describe_error(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
+    """Turn one pydantic error into ``location: plain-words problem``.
+
+    ``model`` is the model that was validated; given, an unknown key is
+    answered with the known key of its place that it most resembles.
+    """
     location = _location(error["loc"])
     kind = error["type"]
     given = error.get("input")
@@ -44,7 +54,7 @@ def describe_error(error: ErrorDetails) -> str:
     if kind == "missing":
         return f"{location}: is required but missing"
     if kind == "extra_forbidden":
-        return f"{location}: is not a known setting"
+        return f"{location}: is not a known setting{_suggestion(model, loc)}"
     if kind == SECRET_SOURCE_ERROR:
         # The secret's reader names the field; the location is its model's.
         field = error.get("ctx", {}).get("field")
@@ -69,6 +79,39 @@ def _location(loc: Sequence[int | str]) -> str:
         elif not part.startswith("function-"):
             text += f".{part}" if text else part
     return text or "(top level)"
+
+
+def _suggestion(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
+    """``; did you mean "history"?`` for the unknown key at ``loc``, or nothing."""
+    if model is None or not loc or not isinstance(loc[-1], str):
+        return ""
+    models = {model}
+    for part in loc[:-1]:
+        if isinstance(part, int) or part.startswith("function-"):
+            continue  # an entry's index, or a validator's: the model stays the same
+        models = {
+            found
+            for current in models
+            for name, field in current.model_fields.items()
+            if part in (name, field.alias)
+            for found in _models_in(field.annotation)
+        }
+    known = {
+        field.alias or name for current in models for name, field in current.model_fields.items()
+    }
+    # 0.75 still catches one slip in a four-letter word ("tpye", "hots"), and
+    # keeps off guesses that merely share letters ("colour", "cluster").
+    close = difflib.get_close_matches(loc[-1], sorted(known), n=1, cutoff=0.75)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _models_in(annotation: object) -> Iterable[type[BaseModel]]:
+    """The models a field holds: itself, or inside ``X | None``, tuples and lists."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    elif get_origin(annotation) in (Union, types.UnionType, tuple, list):
+        for argument in get_args(annotation):
+            yield from _models_in(argument)
 
 
 def _json_type(value: object) -> str:

@@ -182,6 +182,59 @@ def test_rule_unknown_keys_are_refused(data: dict[str, Any], expected: str) -> N
     assert problems(data) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            with_servers(CLIENT, ADMIN, histroy={}),
+            'test.json: histroy: is not a known setting; did you mean "history"?',
+        ),
+        (
+            with_servers(CLIENT, ADMIN, clusterstatus={}),
+            'test.json: clusterstatus: is not a known setting; did you mean "cluster_status"?',
+        ),
+        (
+            with_servers(CLIENT, {**ADMIN, "lisen": "::"}),
+            'test.json: servers[1].lisen: is not a known setting; did you mean "listen"?',
+        ),
+        # The file's own spelling of a field, not the model's.
+        (
+            with_servers({**CLIENT, "sslkey": "/k"}, ADMIN),
+            'test.json: servers[0].sslkey: is not a known setting; did you mean "ssl.key"?',
+        ),
+        (
+            with_servers(CLIENT, ADMIN, cluster=[{"hots": "h", "port": 1, "protocol": "http"}]),
+            'test.json: cluster[0].hots: is not a known setting; did you mean "host"?',
+        ),
+        (
+            with_servers(CLIENT, ADMIN, history={"max_mesages": 5}),
+            'test.json: history.max_mesages: is not a known setting; did you mean "max_messages"?',
+        ),
+        (
+            with_servers(CLIENT, ADMIN, broker={"url": "redis://h", "pasword_env": "X"}),
+            'test.json: broker.pasword_env: is not a known setting; did you mean "password_env"?',
+        ),
+        (
+            with_servers(CLIENT, ADMIN, cluster_status={"defaults": {"pas": "x"}}),
+            'test.json: cluster_status.defaults.pas: is not a known setting; did you mean "pass"?',
+        ),
+        (
+            with_servers(
+                CLIENT,
+                ADMIN,
+                cluster_status={"databases": [{"host": "h", "role": "master", "usr": "u"}]},
+            ),
+            "test.json: cluster_status.databases[0].usr: is not a known setting; "
+            'did you mean "user"?',
+        ),
+    ],
+)
+def test_an_unknown_key_gets_the_known_one_it_resembles(
+    data: dict[str, Any], expected: str
+) -> None:
+    assert expected in problems(data)
+
+
 def test_wrong_types_name_the_field_and_what_was_given() -> None:
     found = problems(with_servers({**CLIENT, "port": "22280"}, {**ADMIN, "listen": 7}))
     assert found == [
