@@ -10,6 +10,7 @@ reported with the config file and the field), and is held as a
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,8 @@ from relay.config.secrets import SecretSourceError, read_secret, validation_erro
 __all__ = ["BrokerConfig", "SentinelAddress"]
 
 _SCHEMES = ("redis", "rediss", "unix")
+# What stands where the scheme should: a word and the separators after it.
+_SCHEME_LIKE_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)(:?/+)")
 # Key and channel names are built from the prefix; keep it free of glob characters,
 # since the subscription is a pattern.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -168,9 +171,7 @@ def _check_url(url: str) -> None:
     except ValueError as exc:
         raise ValueError(f"is not a valid URL: {exc}") from None
     if parts.scheme not in _SCHEMES:
-        raise ValueError(
-            f"must start with redis://, rediss:// or unix://, not {parts.scheme or '?'}://"
-        )
+        raise ValueError(_scheme_problem(url, parts.scheme))
     query: dict[str, Any] = parse_qs(parts.query)
     if parts.password is not None or "password" in query:
         raise ValueError(
@@ -188,3 +189,27 @@ def _check_url(url: str) -> None:
     database = parts.path.lstrip("/")
     if database and not database.isdigit():
         raise ValueError(f"the database must be a number, as /0, not /{database}")
+
+
+def _scheme_problem(url: str, scheme: str) -> str:
+    """Why ``url`` (whose scheme parsed as ``scheme``) does not start as it must.
+
+    It says what was found and, when that looks like a slip, what was meant.
+    Only the scheme and its separators are quoted, never the rest of the URL,
+    which may carry a password.
+    """
+    wanted = "must start with redis://, rediss:// or unix://"
+    if scheme and "://" in url:
+        found, guess = f"{scheme}://", scheme
+    else:
+        # "redis//host" or "redis/host": the parser sees no scheme at all.
+        # A bare "host:port" does not match, nor would a scheme help it.
+        match = _SCHEME_LIKE_RE.match(url)
+        if match is None:
+            return (
+                f"{wanted}, and has no scheme; write redis://host:port/0 for a Redis at host:port"
+            )
+        found, guess = match.group(0), match.group(1).lower()
+    close = difflib.get_close_matches(guess, _SCHEMES, n=1, cutoff=0.75)
+    meant = f'; did you mean "{close[0]}://"?' if close else ""
+    return f'{wanted}, not "{found}"{meant}'

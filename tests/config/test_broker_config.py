@@ -63,6 +63,47 @@ def test_each_mistake_names_the_field(settings: dict[str, Any], expected: str) -
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis//127.0.0.1:6399",
+            'must start with redis://, rediss:// or unix://, not "redis//"; '
+            'did you mean "redis://"?',
+        ),
+        (
+            "rediss/h:6380",
+            'must start with redis://, rediss:// or unix://, not "rediss/"; '
+            'did you mean "rediss://"?',
+        ),
+        (
+            "reddis://h",
+            'must start with redis://, rediss:// or unix://, not "reddis://"; '
+            'did you mean "redis://"?',
+        ),
+        ("http://h:6379", 'must start with redis://, rediss:// or unix://, not "http://"'),
+        (
+            "127.0.0.1:6379",
+            "must start with redis://, rediss:// or unix://, and has no scheme; "
+            "write redis://host:port/0 for a Redis at host:port",
+        ),
+        (
+            "localhost:6379",
+            "must start with redis://, rediss:// or unix://, and has no scheme; "
+            "write redis://host:port/0 for a Redis at host:port",
+        ),
+    ],
+)
+def test_a_url_that_starts_wrong_says_what_was_found_and_meant(url: str, expected: str) -> None:
+    assert problems(broker(url=url)) == [f"test.json: broker.url: {expected}"]
+
+
+def test_a_url_that_starts_wrong_quotes_only_its_start() -> None:
+    (problem,) = problems(broker(url="redis//:hunter2@h:6379/0"))
+    assert "hunter2" not in problem
+    assert problem.endswith('not "redis//"; did you mean "redis://"?')
+
+
 def test_the_password_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
     secret = tmp_path / "redis-password"
     secret.write_text("hunter2-redis\n")
