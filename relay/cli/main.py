@@ -151,7 +151,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = check_config(args.config)
+    checked = check_config(args.config)
+    for warning in checked.warnings:
+        print(f"relay: warning: {warning}", file=sys.stderr)
+    config = checked.config
     clients, admins = len(config.listeners("client")), len(config.listeners("admin"))
     workers = f", {config.workers} workers" if config.workers > 1 else ""
     print(
@@ -162,31 +165,41 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _config(args)
     role = None
+    warnings: list[str] = []
     if args.worker_dir:
+        # The supervisor checked the file and holds the ports its workers share.
         role = WorkerRole.load(args.worker_dir, args.worker_index, args.worker_restarts)
-        config = role.apply(config)
+        config = role.apply(_config(args))
+    elif args.config:
+        # What check-config reports, serve refuses, in the same words.
+        checked = check_config(args.config)
+        config, warnings = checked.config, checked.warnings
+    else:
+        config = default_config()
     count = 1 if role is not None else _worker_count(args, config)
-    configure_logging(
-        config.logs,
-        debug=args.debug,
-        log_format=config.log_format,
-        worker=None if role is None else role.index,
-    )
-    if role is None:
-        _startup_notes(config)
     # The supervisor holds the pidfile for the whole node; its workers do not.
     pidfile = PidFile(config.pidfile) if config.pidfile and role is None else None
-    if pidfile is not None:
-        pidfile.acquire()
     try:
+        configure_logging(
+            config.logs,
+            debug=args.debug,
+            log_format=config.log_format,
+            worker=None if role is None else role.index,
+        )
+        if role is None:
+            _startup_notes(config)
+        for warning in warnings:
+            log.warning("%s", warning)
+        if pidfile is not None:
+            pidfile.acquire()
         if count > 1:
             run(supervise(config, args.config, count, args.debug))
         else:
             run(serve_until_signalled(config, args.config, args.debug, role))
     except StartupError as exc:
-        log.error("%s", exc)
+        # Named as check-config names a problem: the file, then the field.
+        log.error("%s%s", f"{args.config}: " if args.config else "", exc)
         return 1
     finally:
         if pidfile is not None:

@@ -1,23 +1,27 @@
 """What ``relay serve`` would refuse about a config file, checked without starting anything.
 
 The config models judge the file alone. Starting also needs what the file
-points at: listen addresses that resolve, TLS and CA files that load, the
-shared secret, log files and the pidfile that can be written. ``check_config``
-reports all of it in one run, so an operator fixes every problem in one pass
-and ``check-config`` passing means ``serve`` will not refuse the file.
+points at: listen addresses the machine has (resolved and bound, then let go
+at once), TLS and CA files that load, the shared secret, log files and the
+pidfile that can be written (tried, and undone). ``check_config`` reports all
+of it in one run, so an operator fixes every problem in one pass. ``relay
+serve`` runs the same ``check_config`` before it starts, so check-config
+passing means serve will not refuse the file, and both say it in the same
+words. A port another process holds is only a warning here: check-config
+usually runs beside the live node, which holds its own ports.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from redis.asyncio import ConnectionPool
 
 from relay.config import (
     AdminConfig,
@@ -29,15 +33,34 @@ from relay.config import (
     parse_config,
     read_config_data,
 )
+from relay.config.broker import BrokerConfig
 from relay.config.secrets import load_secret
 from relay.config.tls import server_context
 from relay.errors import ConfigError, StartupError
+from relay.listeners.binding import IN_USE, listen_problem, probe_bind
 from relay.peering.peers import peer_tls_context
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def check_config(path: str | Path) -> Config:
+@dataclass(frozen=True)
+class Checked:
+    """A config file that serve would start on, and what is worth a look all the same."""
+
+    config: Config
+    #: Lines naming the file and the field, e.g. a port another process holds now.
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Findings:
+    """What the checks of the things a config file points at found."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_config(path: str | Path) -> Checked:
     """Load the file at ``path`` and check everything ``serve`` needs of it.
 
     Raises:
@@ -52,25 +75,33 @@ def check_config(path: str | Path) -> Config:
         config = parse_config(data, source)
     except ConfigError as exc:
         problems += exc.problems
+    found = Findings()
     if isinstance(data, dict):
-        problems += [f"{source}: {problem}" for problem in preflight(data)]
+        found = inspect(data)
+        problems += [f"{source}: {problem}" for problem in found.problems]
     if problems:
         raise ConfigError(problems)
     assert config is not None
-    return config
+    return Checked(config, [f"{source}: {warning}" for warning in found.warnings])
 
 
 def preflight(data: dict[str, Any]) -> list[str]:
-    """What starting a node on the decoded config ``data`` would fail on.
+    """What starting a node on the decoded config ``data`` would fail on (warnings aside)."""
+    return inspect(data).problems
+
+
+def inspect(data: dict[str, Any]) -> Findings:
+    """What starting a node on the decoded config ``data`` would fail on, and warnings.
 
     Each entry is judged on its own, so one broken entry does not hide the
     problems of the others; an entry the models refuse is skipped here (its
     problem is reported by ``parse_config``).
     """
-    problems: list[str] = []
+    found = Findings()
+    problems = found.problems
     for index, server in _each(ServerConfig, data.get("servers")):
         where = f"servers[{index}]"
-        problems += _resolves(f"{where}.listen", server.listen)
+        _probe_listener(found, where, server)
         problems += _startup(server_context, server, where)
     for index, log in _each(LogConfig, data.get("logs")):
         problems += _writable(f"logs[{index}].path", "cannot open the log file", Path(log.path))
@@ -83,28 +114,42 @@ def preflight(data: dict[str, Any]) -> list[str]:
     peering = _valid(PeeringConfig, data.get("peering", {})) or PeeringConfig()
     for index, peer in _each(PeerConfig, data.get("cluster")):
         problems += _startup(peer_tls_context, f"cluster[{index}]", peer, peering)
-    return problems
+    broker = _valid(BrokerConfig, data.get("broker")) if data.get("broker") is not None else None
+    if broker is not None:
+        problems += _redis_url(broker)
+    return found
 
 
-def _resolves(where: str, host: str | None) -> list[str]:
-    """A listen host name must resolve, as the listener resolves it when it binds."""
-    if not host:
-        return []
+def _redis_url(broker: BrokerConfig) -> list[str]:
+    """The broker URL as redis-py will read it when the node connects (its query options too)."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return []
-    try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return [f'{where}: cannot resolve "{host}" to an address to listen on: {exc.strerror}']
+        ConnectionPool.from_url(broker.url)
+    except ValueError as exc:
+        return [f"broker.url: redis-py cannot use it: {exc}"]
     return []
 
 
+def _probe_listener(found: Findings, where: str, server: ServerConfig) -> None:
+    """Resolve and bind what the listener would, as serve does; a port in use is a warning."""
+    try:
+        probe_bind(server)
+    except OSError as exc:
+        line = listen_problem(where, server, exc)
+        if exc.errno == IN_USE:
+            found.warnings.append(f"{line}; serve cannot start until it is free")
+        else:
+            found.problems.append(line)
+
+
 def _writable(where: str, doing: str, path: Path) -> list[str]:
-    """Whether ``path`` can be written, its missing directories created, without doing either."""
+    """Whether ``path`` can be written, its missing directories created, as serve will.
+
+    Judged first on what the file system says (a directory where a file
+    should be, a file where a directory should be, modes), then tried: the
+    missing directories made and the file opened for appending, and all of
+    it undone, since modes do not tell everything (root, read-only mounts,
+    /proc and the like).
+    """
     target = path if path.exists() else path.parent
     while not target.exists():
         target = target.parent
@@ -114,7 +159,34 @@ def _writable(where: str, doing: str, path: Path) -> list[str]:
     else:
         ok = target.is_dir() and os.access(target, os.W_OK | os.X_OK)
         reason = f"{target} is not a writable directory"
+    if ok:
+        failure = _try_writing(path)
+        ok, reason = failure is None, failure or ""
     return [] if ok else [f"{where}: {doing} {path}: {reason}"]
+
+
+def _try_writing(path: Path) -> str | None:
+    """Create ``path`` (and its missing directories) or open it to append, then undo that.
+
+    Returns the OS's reason when that fails, None when it works. An existing
+    file is opened for appending only: nothing of it changes.
+    """
+    made: list[Path] = []
+    try:
+        for directory in reversed(path.parents):
+            if not directory.exists():
+                directory.mkdir()
+                made.append(directory)
+        existed = path.exists()
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for directory in reversed(made):
+            directory.rmdir()
+    return None
 
 
 def _startup(check: Callable[..., object], *args: Any) -> list[str]:

@@ -34,6 +34,7 @@ from relay.errors import NotificationError, StartupError
 from relay.links.backoff import Backoff
 from relay.links.overload import OverloadGuard
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
+from relay.listeners.binding import listen_problem
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
@@ -477,10 +478,7 @@ async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> 
     try:
         await starting
     except OSError as exc:
-        raise StartupError(
-            f"{index}: cannot listen for {server.type} connections on "
-            f"{server.bind_host}:{server.port}: {exc.strerror or exc}"
-        ) from None
+        raise StartupError(listen_problem(index, server, exc)) from None
 
 
 async def serve(

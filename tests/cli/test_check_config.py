@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from tests.support import WAIT
+from tests.support import WAIT, local_config
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -98,4 +100,74 @@ def test_a_listen_name_that_does_not_resolve_is_refused_by_both(tmp_path: Path) 
     assert f'relay: {path}: servers[0].listen: cannot resolve "not-an-address"' in check.stderr
     serve = relay("serve", "--config", str(path), cwd=tmp_path, prefix=isolated)
     assert serve.returncode == 1
-    assert "servers[0]: cannot listen for client connections on not-an-address" in serve.stderr
+    assert f'relay: {path}: servers[0].listen: cannot resolve "not-an-address"' in serve.stderr
+
+
+def _problem_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("relay: ")]
+
+
+# What check-config refuses, serve refuses with the very same lines, naming the file.
+SERVE_REFUSES: dict[str, tuple[dict[str, Any], str]] = {
+    "an address this machine does not have": (
+        {"servers": [{"type": "client", "port": 0, "listen": "192.0.2.1"}]},
+        "servers[0].listen: cannot listen for client connections on 192.0.2.1:0: "
+        "Cannot assign requested address (this machine has no such address)",
+    ),
+    "a pidfile that cannot be written": (
+        {"pidfile": "/proc/relay-check/relay.pid"},
+        "pidfile: cannot write /proc/relay-check/relay.pid: No such file or directory",
+    ),
+    "a log file that cannot be written": (
+        {"logs": [{"path": "/proc/relay-check.log"}]},
+        "logs[0].path: cannot open the log file /proc/relay-check.log: No such file or directory",
+    ),
+    "a broker URL redis-py cannot read": (
+        {"broker": {"url": "redis://127.0.0.1:1/0?socket_timeout=soon"}},
+        "broker.url: redis-py cannot use it: Invalid value for 'socket_timeout' in connection URL.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SERVE_REFUSES, ids=list(SERVE_REFUSES))
+def test_check_config_and_serve_refuse_alike(tmp_path: Path, case: str) -> None:
+    change, problem = SERVE_REFUSES[case]
+    config = local_config()
+    for section, value in change.items():
+        if section == "servers":
+            config["servers"][0].update(value[0])
+        else:
+            config[section] = value
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    check = relay("check-config", "--config", str(path), cwd=tmp_path)
+    serve = relay("serve", "--config", str(path), cwd=tmp_path)
+    assert (check.returncode, serve.returncode) == (1, 1), serve.stderr
+    assert _problem_lines(check) == [f"relay: {path}: {problem}"]
+    assert _problem_lines(serve) == [f"relay: {path}: {problem}"]
+
+
+def test_a_port_another_process_holds_is_a_warning_for_check_config_an_error_for_serve(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = local_config()
+        config["servers"][1]["port"] = port
+        path = tmp_path / "relay.json"
+        path.write_bytes(orjson.dumps(config))
+        check = relay("check-config", "--config", str(path), cwd=tmp_path)
+        serve = relay("serve", "--config", str(path), cwd=tmp_path)
+    held = (
+        f"{path}: servers[1].port: cannot listen for admin connections on 127.0.0.1:{port}: "
+        "Address already in use (another process holds the port)"
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stderr.splitlines() == [
+        f"relay: warning: {held}; serve cannot start until it is free"
+    ]
+    assert check.stdout.startswith(f"{path}: OK")
+    assert serve.returncode == 1
+    assert f"ERROR relay.cli: {held}" in serve.stderr

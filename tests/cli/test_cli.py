@@ -178,9 +178,13 @@ def test_a_port_in_use_exits_nonzero_with_a_clear_message(tmp_path: Path) -> Non
         port = taken.getsockname()[1]
         config = local_config()
         config["servers"][1]["port"] = port
-        result = relay_cli("serve", "--config", str(write_config(tmp_path, config)))
+        path = write_config(tmp_path, config)
+        result = relay_cli("serve", "--config", str(path))
     assert result.returncode == 1
-    assert f"servers[1]: cannot listen for admin connections on 127.0.0.1:{port}" in result.stderr
+    assert (
+        f"{path}: servers[1].port: cannot listen for admin connections on 127.0.0.1:{port}: "
+        "Address already in use (another process holds the port)"
+    ) in result.stderr
 
 
 def test_status_and_notify_commands_talk_to_a_running_node(tmp_path: Path, running: Any) -> None:

@@ -20,7 +20,7 @@ def test_a_sound_file_passes_and_loads(tmp_path: Path) -> None:
     )
     config["servers"][0]["listen"] = "localhost"  # a name, resolved from /etc/hosts
     path.write_bytes(orjson.dumps(config))
-    assert check_config(path).servers[0].listen == "localhost"
+    assert check_config(path).config.servers[0].listen == "localhost"
     assert not (tmp_path / "new").exists()  # checked, not created
 
 

@@ -1,0 +1,68 @@
+"""Why a listener cannot take its address and port, in the words serve and check-config share.
+
+A listener binds ``servers[i].listen`` (resolved, every address it names) and
+``servers[i].port``. When that fails, the problem is one of the two fields:
+an address the machine does not have or a name that does not resolve is the
+``listen`` field's; a port in use or one that needs privileges is the
+``port`` field's. ``relay serve`` reports a failed bind with these words, and
+``relay check-config`` probes the same binds beforehand and reports the same
+lines, so the two never disagree about a listener.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from relay.config import ServerConfig
+
+#: A port held by another process: check-config warns (the live node itself holds it).
+IN_USE = errno.EADDRINUSE
+
+
+def listen_problem(where: str, server: ServerConfig, exc: OSError) -> str:
+    """The problem ``exc`` (from resolving or binding) makes of the listener at ``where``.
+
+    ``where`` names the entry (``servers[1]``); the line names its field.
+    """
+    host, port = server.bind_host, server.port
+    if isinstance(exc, socket.gaierror):
+        reason = exc.strerror or str(exc)
+        return f'{where}.listen: cannot resolve "{host}" to an address to listen on: {reason}'
+    # asyncio rewords a failed bind ("error while attempting to bind on address ..."):
+    # the errno's own words read the same from every listener and from the probe.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    doing = f"cannot listen for {server.type} connections on {address}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}.listen: {doing}: {reason} (this machine has no such address)"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}.port: {doing}: {reason} (another process holds the port)"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return f"{where}.port: {doing}: {reason} (ports below 1024 need privileges)"
+    return f"{where}: {doing}: {reason}"
+
+
+def probe_bind(server: ServerConfig) -> None:
+    """Bind every address ``server`` would listen on, then let them go at once.
+
+    Resolves and binds as asyncio's ``create_server`` does (every address the
+    host resolves to, IPv6 sockets IPv6-only), with ``SO_REUSEADDR`` so that a
+    listener's own recent connections in TIME_WAIT do not count.
+
+    Raises:
+        OSError: the first failure (``socket.gaierror`` when the host does not resolve).
+    """
+    infos = socket.getaddrinfo(
+        server.bind_host,
+        server.port,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
