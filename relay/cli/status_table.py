@@ -8,10 +8,11 @@ they are, a section as a block of its own, so the table hides nothing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from relay.cli.columns import columns
+from relay.cli.columns import columns, pairs
+from relay.cli.wording import format_duration
 
 #: The keys the first block shows; everything else is listed after it.
 _SHOWN = frozenset(
@@ -37,9 +38,9 @@ def render_status(status: Mapping[str, Any]) -> str:
     lines = [
         f"relay node {status.get('fingerprint') or '?'}, instance "
         f"{status.get('instance') or 'default'}",
-        *_pairs(
+        *pairs(
             [
-                ("uptime", _duration(status.get("uptime"))),
+                ("uptime", _milliseconds(status.get("uptime"))),
                 (
                     "browsers",
                     f"{status.get('clients.active', '?')} connected, "
@@ -52,7 +53,7 @@ def render_status(status: Mapping[str, Any]) -> str:
                 (
                     "history",
                     f"{status.get('history.size', '?')} kept"
-                    + ("" if age is None else f", the oldest from {_duration(age)} ago"),
+                    + ("" if age is None else f", the oldest from {_milliseconds(age)} ago"),
                 ),
                 ("protocol", f"version {status.get('version', '?')}"),
             ]
@@ -60,12 +61,12 @@ def render_status(status: Mapping[str, Any]) -> str:
     ]
     extra = [(k, v) for k, v in status.items() if k not in _SHOWN and not isinstance(v, dict)]
     if extra:
-        lines += _pairs([(key, _plain(value)) for key, value in extra])
+        lines += pairs([(key, _plain(value)) for key, value in extra])
     for name, section in status.items():
         if name not in _SHOWN and isinstance(section, dict) and section:
             # A section of its own (the broker link, say): one line per field.
             lines += ["", name.replace("_", " ").capitalize()]
-            lines += _pairs([(key, _plain(value)) for key, value in section.items()])
+            lines += pairs([(key, _plain(value)) for key, value in section.items()])
     lines += ["", "Cluster peers"]
     peers = status.get("cluster") or []
     if peers:
@@ -95,25 +96,11 @@ def _peer_row(peer: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _pairs(pairs: Sequence[tuple[str, str]]) -> list[str]:
-    width = max(len(name) for name, _ in pairs)
-    return [f"  {name.ljust(width)}  {value}" for name, value in pairs]
-
-
-def _duration(ms: object) -> str:
-    """Milliseconds as ``3d 4h``, ``2h 5m``, ``1m 30s`` or ``12.5 s``."""
-    if not isinstance(ms, int | float):
+def _milliseconds(ms: object) -> str:
+    """A duration given in milliseconds, as the CLI writes durations; ``?`` if not a number."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
         return "?"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    days, hours, minutes = whole // 86400, whole // 3600 % 24, whole // 60 % 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {whole % 60}s"
+    return format_duration(ms / 1000)
 
 
 def _plain(value: object) -> str:

@@ -1,0 +1,28 @@
+"""How the CLI words durations: one formatter for both tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.cli.wording import format_duration
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"),
+        (-3, "0 s"),  # two machines' clocks apart
+        (0.44, "0.4 s"),
+        (12.5, "12.5 s"),
+        (45, "45 s"),
+        (59.96, "1m"),  # rounds to a minute, not to "60 s"
+        (95, "1m 35s"),
+        (900, "15m"),
+        (3723, "1h 2m"),
+        (7200, "2h"),
+        (3 * 86_400 + 4 * 3600 + 59, "3d 4h"),
+        (200_000, "2d 7h"),
+    ],
+)
+def test_durations_read_in_their_two_largest_units(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
