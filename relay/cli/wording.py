@@ -1,13 +1,13 @@
-"""How the CLI words lengths of time.
+"""How the CLI words lengths of time and counts of things.
 
 Pure. One duration formatter for both tables, so an uptime, a history age,
 a replication delay and a repository lag read alike (``12.5 s``, ``1m 35s``,
-``2h 5m``, ``3d 4h``).
+``2h 5m``, ``3d 4h``); and counts that read right for one and for many.
 """
 
 from __future__ import annotations
 
-__all__ = ["format_duration"]
+__all__ = ["counted", "format_duration"]
 
 _MINUTE = 60
 _HOUR = 60 * _MINUTE
@@ -36,3 +36,10 @@ def _two_units(whole: int, big: int, big_unit: str, small: int, small_unit: str)
     rest = whole % big // small
     return f"{whole // big}{big_unit}" + (f" {rest}{small_unit}" if rest else "")
 
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 peer``, ``0 peers``, ``2 peers``: ``count`` and ``noun``, plural unless one.
+
+    ``plural`` is for nouns that take more than an ``s``.
+    """
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

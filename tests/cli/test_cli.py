@@ -352,6 +352,13 @@ def test_notify_and_status_reach_a_node_by_url_without_a_config(
         "PEER", "STATE", "SENT", "FAILED", "DROPPED", "QUEUE", "LATENCY", "LAST", "ERROR",
     ]  # fmt: skip
     assert peer_row.split()[:2] == ["http://127.0.0.1:9", "down"]
+    # relay's own sections read as words, as the figures above them do.
+    assert lines[lines.index("Overload") + 1 :][:4] == [
+        "  policy  refuse: new posts are answered 503 while a peer's queue is full",
+        "  now     every peer keeps up",
+        "  so far  0 episodes, 0 posts refused",
+        "",
+    ]
 
     # The same node by host and port, as JSON.
     as_json = relay_cli("status", "-H", "127.0.0.1", "-p", str(node.admin_ports[0]), "-j")

@@ -1,10 +1,10 @@
-"""How the CLI words durations: one formatter for both tables."""
+"""How the CLI words durations (one formatter for both tables) and counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.cli.wording import format_duration
+from relay.cli.wording import counted, format_duration
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,11 @@ from relay.cli.wording import format_duration
 )
 def test_durations_read_in_their_two_largest_units(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_counts_read_right_for_one_and_for_many() -> None:
+    assert counted(1, "listener") == "1 listener"
+    assert counted(0, "listener") == "0 listeners"
+    assert counted(2, "peer") == "2 peers"
+    assert counted(1, "entry", "entries") == "1 entry"
+    assert counted(3, "entry", "entries") == "3 entries"
