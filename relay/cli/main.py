@@ -291,8 +291,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What to do when a node answers 404 to ``/cluster-status/``: it runs without the module.
+_CLUSTER_STATUS_OFF = (
+    'to turn it on, add a "cluster_status" section to the node\'s config file (README, '
+    '"Cluster status") and reload the node (SIGHUP)'
+)
+
+
 def _cluster_status(args: argparse.Namespace) -> int:
-    snapshot = _target(args).request("/cluster-status/")
+    snapshot = _target(args).request("/cluster-status/", hints={404: _CLUSTER_STATUS_OFF})
     if args.json:
         _print_json(snapshot)
     else:

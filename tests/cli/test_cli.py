@@ -410,3 +410,24 @@ def test_cluster_status_takes_the_url_too(running: Any) -> None:
     assert result.returncode == 1
     assert "the node answered 404" in result.stderr
     assert "cluster-status module is not configured" in result.stderr
+    # The node's words, not its JSON, and how to turn the module on.
+    assert result.stderr.splitlines() == [
+        f"relay: http://127.0.0.1:{node.admin_ports[0]}/cluster-status/: the node answered "
+        "404: the cluster-status module is not configured on this node; to turn it on, add a "
+        '"cluster_status" section to the node\'s config file (README, "Cluster status") and '
+        "reload the node (SIGHUP)"
+    ]
+
+
+def test_the_client_port_given_for_the_admin_port_is_named(running: Any) -> None:
+    node = running(local_config())
+    url = f"http://127.0.0.1:{node.client_ports[0]}"
+    for command in ("status", "cluster-status"):
+        result = relay_cli(command, "-u", url)
+        assert result.returncode == 1
+        path = "/status/" if command == "status" else "/cluster-status/"
+        assert result.stderr.splitlines() == [
+            f"relay: {url}{path}: the node answered 501 (HTTP/501 Use Websockets): that is a "
+            "client port, where browsers connect; give its admin port instead (the config's "
+            '"admin" server, 22281 by default)'
+        ]
