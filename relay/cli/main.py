@@ -23,6 +23,7 @@ from relay.cli.admin_client import AdminTarget, find_target
 from relay.cli.cluster_table import render_table
 from relay.cli.preflight import check_config
 from relay.cli.status_table import render_status
+from relay.cli.wording import counted
 from relay.config import (
     DEFAULT_ADMIN_PORT,
     MAX_WORKERS,
@@ -188,12 +189,14 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = check_config(args.config)
-    clients, admins = len(config.listeners("client")), len(config.listeners("admin"))
-    workers = f", {config.workers} workers" if config.workers > 1 else ""
-    print(
-        f"{args.config}: OK ({clients} client and {admins} admin listeners, "
-        f"{len(config.cluster)} cluster peers{workers})"
-    )
+    parts = [
+        counted(len(config.listeners("client")), "client listener"),
+        counted(len(config.listeners("admin")), "admin listener"),
+        counted(len(config.cluster), "cluster peer"),
+    ]
+    if config.workers > 1:
+        parts.append(counted(config.workers, "worker"))
+    print(f"{args.config}: OK ({', '.join(parts)})")
     return 0
 
 

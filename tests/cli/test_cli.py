@@ -53,6 +53,9 @@ def test_check_config_accepts_the_example() -> None:
     result = relay_cli("check-config", "--config", "aphlict.example.json")
     assert result.returncode == 0, result.stderr
     assert "aphlict.example.json: OK" in result.stdout
+    assert result.stdout.splitlines() == [
+        "aphlict.example.json: OK (1 client listener, 1 admin listener, 0 cluster peers)"
+    ]
 
 
 BROKEN_CONFIGS = [
