@@ -444,11 +444,13 @@ class Broker:
         self._first_attempt.set()
         if was is BrokerState.DOWN:
             self.reconnects += 1
+            queued = len(self._outbox)
             log.info(
-                "broker %s is up again after %.1f s down (%d posts queued)",
+                "broker %s is up again after %.1f s down (%d %s queued)",
                 self.config.display_url,
                 down_for,
-                len(self._outbox),
+                queued,
+                "post" if queued == 1 else "posts",
             )
         else:
             log.info("broker %s is up", self.config.display_url)

@@ -12,6 +12,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,12 @@ from relay.config import DEFAULT_ADMIN_PORT, Config, default_config
 from relay.config.hosts import url_host
 from relay.config.secrets import Secret, SecretSourceError, load_secret, secret_from_file
 from relay.errors import RelayError
+from relay.listeners.browser import PLAIN_HTTP_BODY, PLAIN_HTTP_STATUS
 
 #: Time allowed for one request to get its whole answer.
 REQUEST_TIMEOUT = 5.0
+#: How much of an answer that is not relay's JSON error an error message quotes.
+_QUOTED_CHARACTERS = 200
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,17 @@ class AdminTarget:
     #: Check the node's TLS certificate (https only); off with ``--insecure``.
     verify_tls: bool = True
 
-    def request(self, path: str, body: Any = None) -> Any:
+    def request(
+        self, path: str, body: Any = None, *, hints: Mapping[int, str] | None = None
+    ) -> Any:
         """GET ``path`` (or POST ``body`` as JSON to it) and return the decoded JSON answer.
+
+        ``hints`` maps an HTTP status to what the operator can do about it,
+        added to the error when the node answers that status.
 
         Raises:
             RelayError: the node is unreachable or answered with an error; the
-                message names the URL and what the node said.
+                message names the URL and what the node said, in its words.
         """
         url = self.base + path
         data = orjson.dumps(body) if body is not None else None
@@ -60,8 +69,7 @@ class AdminTarget:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=context) as reply:
                 return orjson.loads(reply.read())
         except urllib.error.HTTPError as exc:
-            said = exc.read().decode(errors="replace").strip()
-            raise RelayError(f"{url}: the node answered {exc.code}: {said}") from None
+            raise RelayError(_refusal(url, exc.code, exc.read(), hints or {})) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RelayError(f"{url}: cannot reach the node's admin port: {reason}") from None
@@ -69,6 +77,37 @@ class AdminTarget:
             raise RelayError(
                 f"{url}: the answer is not JSON; is this a relay admin port?"
             ) from None
+
+
+def _refusal(url: str, status: int, body: bytes, hints: Mapping[int, str]) -> str:
+    """What to tell the operator when the node answered ``status``: what it said, what to do."""
+    text = " ".join(body.decode(errors="replace").split())
+    if status == PLAIN_HTTP_STATUS and text == PLAIN_HTTP_BODY.strip():
+        # Aphlict's and relay's client port answer plain HTTP so: the operator
+        # gave the port browsers connect to.
+        return (
+            f"{url}: the node answered {status} ({text}): that is a client port, where "
+            'browsers connect; give its admin port instead (the config\'s "admin" server, '
+            f"{DEFAULT_ADMIN_PORT} by default)"
+        )
+    said = _error_text(text)
+    hint = hints.get(status)
+    return f"{url}: the node answered {status}: {said}" + (f"; {hint}" if hint else "")
+
+
+def _error_text(text: str) -> str:
+    """The ``error`` of relay's JSON refusals, else the start of what was answered."""
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return str(answer["error"])
+    if not text:
+        return "(an empty answer)"
+    if len(text) > _QUOTED_CHARACTERS:
+        return text[:_QUOTED_CHARACTERS] + "..."
+    return text
 
 
 def find_target(

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from relay.cli.columns import columns
-from relay.cluster_status.verdicts.repositories import format_duration
+from relay.cli.wording import format_duration
+from relay.cluster_status.verdicts.replication import SHOW_DELAY_AFTER_SECONDS
 
 __all__ = ["render_table"]
 
@@ -60,7 +61,9 @@ def _database_row(db: Mapping[str, Any]) -> list[str]:
         conn_status,
         "-" if latency is None else f"{latency:.1f} ms",
         replication.get("status") or "-",
-        "-" if delay is None or delay <= 1 else f"{delay} s",
+        "-"
+        if delay is None or delay <= SHOW_DELAY_AFTER_SECONDS
+        else format_duration(float(delay)),
         healthy + counts,
         message,
     ]

@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -23,6 +23,7 @@ from relay.cli.admin_client import AdminTarget, find_target
 from relay.cli.cluster_table import render_table
 from relay.cli.preflight import check_config
 from relay.cli.status_table import render_status
+from relay.cli.wording import counted
 from relay.config import (
     DEFAULT_ADMIN_PORT,
     MAX_WORKERS,
@@ -57,50 +58,92 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The ``relay`` command's arguments: one subcommand per thing an operator does."""
     parser = argparse.ArgumentParser(
         prog="relay", description="Aphlict-compatible notification relay for Phorge."
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_command(
+        commands,
+        "check-config",
+        _check_config,
+        "validate a config file and what it points at (addresses, TLS, secret, log files)",
+        config_required=True,
+    )
+    status_cmd = _add_client_command(
+        commands, "status", _status, "print the status of a running node"
+    )
+    status_cmd.add_argument("-i", "--instance", default="", help="the instance to report on")
+    _add_client_command(
+        commands,
+        "cluster-status",
+        _cluster_status,
+        "print a running node's view of the Phorge cluster",
+    )
+    _add_notify(commands)
+    return parser
 
-    def add(name: str, handler: Any, help_text: str, *, config_required: bool = False) -> Any:
-        command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument(
-            "-c",
-            "--config",
-            required=config_required,
-            metavar="FILE",
-            help="an Aphlict/relay JSON config file"
-            + ("" if config_required else " (default: Aphlict's ports on loopback)"),
-        )
-        command.set_defaults(handler=handler)
-        return command
 
-    def add_client(name: str, handler: Any, help_text: str) -> Any:
-        """A command that talks to a running node's admin port."""
-        command = add(name, handler, help_text)
-        where = command.add_argument_group(
-            "which node",
-            "by URL, by host and port, or the first admin listener of --config "
-            f"(default: http://127.0.0.1:{DEFAULT_ADMIN_PORT})",
-        )
-        where.add_argument(
-            "-u", "--url", metavar="URL", help="the admin port, e.g. http://relay1:22281"
-        )
-        where.add_argument("-H", "--host", metavar="HOST", help="the admin port's host")
-        where.add_argument("-p", "--port", type=int, metavar="PORT", help="the admin port")
-        where.add_argument(
-            "--secret-file",
-            metavar="FILE",
-            help="a file holding the admin shared secret (default: the config's)",
-        )
-        where.add_argument(
-            "--insecure", action="store_true", help="do not verify the admin port's TLS certificate"
-        )
-        command.add_argument("-j", "--json", action="store_true", help="print JSON, not a table")
-        return command
+#: What ``ArgumentParser.add_subparsers`` returns (a class argparse does not export).
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-    serve_cmd = add("serve", _serve, "run a relay node in the foreground")
+
+def _add_command(
+    commands: _Commands,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help_text: str,
+    *,
+    config_required: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``handler``, with the ``--config`` every command takes."""
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text
+    )
+    command.add_argument(
+        "-c",
+        "--config",
+        required=config_required,
+        metavar="FILE",
+        help="an Aphlict/relay JSON config file"
+        + ("" if config_required else " (default: Aphlict's ports on loopback)"),
+    )
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _add_client_command(
+    commands: _Commands, name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to a running node's admin port: which node, and ``--json``."""
+    command = _add_command(commands, name, handler, help_text)
+    where = command.add_argument_group(
+        "which node",
+        "by URL, by host and port, or the first admin listener of --config "
+        f"(default: http://127.0.0.1:{DEFAULT_ADMIN_PORT})",
+    )
+    where.add_argument(
+        "-u", "--url", metavar="URL", help="the admin port, e.g. http://relay1:22281"
+    )
+    where.add_argument("-H", "--host", metavar="HOST", help="the admin port's host")
+    where.add_argument("-p", "--port", type=int, metavar="PORT", help="the admin port")
+    where.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="a file holding the admin shared secret (default: the config's)",
+    )
+    where.add_argument(
+        "--insecure", action="store_true", help="do not verify the admin port's TLS certificate"
+    )
+    command.add_argument("-j", "--json", action="store_true", help="print JSON, not a table")
+    return command
+
+
+def _add_serve(commands: _Commands) -> None:
+    """``relay serve`` and the options the supervisor gives the workers it spawns."""
+    serve_cmd = _add_command(commands, "serve", _serve, "run a relay node in the foreground")
     serve_cmd.add_argument("--debug", action="store_true", help="log per-connection detail")
     serve_cmd.add_argument(
         "--workers",
@@ -113,18 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--worker-dir", help=argparse.SUPPRESS)
     serve_cmd.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
-    add(
-        "check-config",
-        _check_config,
-        "validate a config file and what it points at (addresses, TLS, secret, log files)",
-        config_required=True,
+
+
+def _add_notify(commands: _Commands) -> None:
+    """``relay notify``: the keys, instance, type and fields of the message to post."""
+    notify_cmd = _add_client_command(
+        commands, "notify", _notify, "post a notification to a running node"
     )
-    status_cmd = add_client("status", _status, "print the status of a running node")
-    status_cmd.add_argument("-i", "--instance", default="", help="the instance to report on")
-    add_client(
-        "cluster-status", _cluster_status, "print a running node's view of the Phorge cluster"
-    )
-    notify_cmd = add_client("notify", _notify, "post a notification to a running node")
     notify_cmd.add_argument(
         "-k",
         "--key",
@@ -143,7 +181,6 @@ def _parser() -> argparse.ArgumentParser:
         help="fields to add to the message, as Phorge's own messages carry theirs "
         "(a JSON object: text, @FILE to read it from a file, or - for stdin)",
     )
-    return parser
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -155,12 +192,14 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in checked.warnings:
         print(f"relay: warning: {warning}", file=sys.stderr)
     config = checked.config
-    clients, admins = len(config.listeners("client")), len(config.listeners("admin"))
-    workers = f", {config.workers} workers" if config.workers > 1 else ""
-    print(
-        f"{args.config}: OK ({clients} client and {admins} admin listeners, "
-        f"{len(config.cluster)} cluster peers{workers})"
-    )
+    parts = [
+        counted(len(config.listeners("client")), "client listener"),
+        counted(len(config.listeners("admin")), "admin listener"),
+        counted(len(config.cluster), "cluster peer"),
+    ]
+    if config.workers > 1:
+        parts.append(counted(config.workers, "worker"))
+    print(f"{args.config}: OK ({', '.join(parts)})")
     return 0
 
 
@@ -268,8 +307,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What to do when a node answers 404 to ``/cluster-status/``: it runs without the module.
+_CLUSTER_STATUS_OFF = (
+    'to turn it on, add a "cluster_status" section to the node\'s config file (README, '
+    '"Cluster status") and reload the node (SIGHUP)'
+)
+
+
 def _cluster_status(args: argparse.Namespace) -> int:
-    snapshot = _target(args).request("/cluster-status/")
+    snapshot = _target(args).request("/cluster-status/", hints={404: _CLUSTER_STATUS_OFF})
     if args.json:
         _print_json(snapshot)
     else:

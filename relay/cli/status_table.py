@@ -1,17 +1,19 @@
 """Render a node's ``GET /status/`` answer as plain text, for ``relay status``.
 
-Pure: takes the decoded JSON and returns text. Keys this module does not
-know (sections other parts of relay add, such as ``broker``) are listed as
-they are, a section as a block of its own, so the table hides nothing
-``--json`` would show.
+Pure: takes the decoded JSON and returns text. The sections relay adds
+(``broker``, ``overload``) read as sentences, as the summary above them does;
+keys this module does not know are listed too, their names in words and
+their values plain (``yes``/``no``, ``-`` for none), a section as a block of
+its own, so the table hides nothing ``--json`` would show.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from relay.cli.columns import columns
+from relay.cli.columns import columns, pairs
+from relay.cli.wording import counted, format_duration
 
 #: The keys the first block shows; everything else is listed after it.
 _SHOWN = frozenset(
@@ -32,40 +34,21 @@ _SHOWN = frozenset(
 
 
 def render_status(status: Mapping[str, Any]) -> str:
-    """Format ``/status/`` as a summary block and a table of the cluster peers."""
-    age = status.get("history.age")
+    """Format ``/status/`` as a summary block, a block per section and a table of the peers."""
     lines = [
         f"relay node {status.get('fingerprint') or '?'}, instance "
         f"{status.get('instance') or 'default'}",
-        *_pairs(
-            [
-                ("uptime", _duration(status.get("uptime"))),
-                (
-                    "browsers",
-                    f"{status.get('clients.active', '?')} connected, "
-                    f"{status.get('clients.total', '?')} since start",
-                ),
-                (
-                    "messages",
-                    f"{status.get('messages.in', '?')} in, {status.get('messages.out', '?')} out",
-                ),
-                (
-                    "history",
-                    f"{status.get('history.size', '?')} kept"
-                    + ("" if age is None else f", the oldest from {_duration(age)} ago"),
-                ),
-                ("protocol", f"version {status.get('version', '?')}"),
-            ]
-        ),
+        *pairs(_summary(status)),
     ]
     extra = [(k, v) for k, v in status.items() if k not in _SHOWN and not isinstance(v, dict)]
     if extra:
-        lines += _pairs([(key, _plain(value)) for key, value in extra])
+        lines += pairs([(_words(key), _plain(value)) for key, value in extra])
     for name, section in status.items():
         if name not in _SHOWN and isinstance(section, dict) and section:
-            # A section of its own (the broker link, say): one line per field.
-            lines += ["", name.replace("_", " ").capitalize()]
-            lines += _pairs([(key, _plain(value)) for key, value in section.items()])
+            title, named = _SECTIONS.get(name, (_words(name).capitalize(), _no_known_keys))
+            rows, known = named(section)
+            rows += [(_words(k), _plain(v)) for k, v in section.items() if k not in known]
+            lines += ["", title, *pairs(rows)]
     lines += ["", "Cluster peers"]
     peers = status.get("cluster") or []
     if peers:
@@ -76,6 +59,87 @@ def render_status(status: Mapping[str, Any]) -> str:
     else:
         lines.append("  (no peers configured)")
     return "\n".join(lines) + "\n"
+
+
+def _summary(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Aphlict's own figures, in words."""
+    age = status.get("history.age")
+    return [
+        ("uptime", _milliseconds(status.get("uptime"))),
+        (
+            "browsers",
+            f"{status.get('clients.active', '?')} connected, "
+            f"{status.get('clients.total', '?')} since start",
+        ),
+        ("messages", f"{status.get('messages.in', '?')} in, {status.get('messages.out', '?')} out"),
+        (
+            "history",
+            f"{status.get('history.size', '?')} kept"
+            + ("" if age is None else f", the oldest from {_milliseconds(age)} ago"),
+        ),
+        ("protocol", f"version {status.get('version', '?')}"),
+    ]
+
+
+#: What a section's renderer returns: its rows, and the keys they cover.
+_Named = tuple[list[tuple[str, str]], frozenset[str]]
+
+
+def _broker(section: Mapping[str, Any]) -> _Named:
+    """The ``broker`` section (``relay.core.snapshot.BrokerReading``) in words."""
+    since = section.get("since_seconds")
+    state = str(section.get("state", "?"))
+    if isinstance(since, int | float):
+        state += f" for {format_duration(since)}"
+    rows = [
+        ("redis", _plain(section.get("url"))),
+        ("state", state),
+        ("last error", _plain(section.get("last_error"))),
+        (
+            "posts",
+            f"{_number(section, 'published')} published, {_number(section, 'queue')} queued, "
+            f"{_number(section, 'dropped')} dropped",
+        ),
+        ("received", _count(section, "received", "message") + ", this node's own included"),
+        ("reconnects", _number(section, "reconnects")),
+        (
+            "resubscribed",
+            _count(section, "stale_subscriptions", "time") + ", the subscription gone silent",
+        ),
+    ]
+    keys = {"url", "state", "since_seconds", "last_error", "published", "queue", "dropped"}
+    return rows, frozenset(keys | {"received", "reconnects", "stale_subscriptions"})
+
+
+def _overload(section: Mapping[str, Any]) -> _Named:
+    """The ``overload`` section (``relay.links.overload``) in words."""
+    policy = section.get("policy")
+    if policy in _POLICIES:
+        policy = f"{policy}: {_POLICIES[policy]}"
+    rows = [
+        ("policy", _plain(policy)),
+        ("now", "a peer's queue is full" if section.get("active") else "every peer keeps up"),
+        (
+            "so far",
+            f"{_count(section, 'episodes', 'episode')}, {_count(section, 'refused', 'post')} "
+            "refused",
+        ),
+    ]
+    return rows, frozenset({"policy", "active", "episodes", "refused"})
+
+
+def _no_known_keys(section: Mapping[str, Any]) -> _Named:
+    return [], frozenset()
+
+
+#: ``peering.when_full``'s values, as the operator needs them explained.
+_POLICIES = {
+    "refuse": "new posts are answered 503 while a peer's queue is full",
+    "drop": "a full peer queue drops its oldest messages",
+}
+
+#: Sections relay adds to ``/status/``, by key: their title and their renderer.
+_SECTIONS = {"broker": ("Broker", _broker), "overload": ("Overload", _overload)}
 
 
 def _peer_row(peer: Mapping[str, Any]) -> list[str]:
@@ -95,28 +159,35 @@ def _peer_row(peer: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _pairs(pairs: Sequence[tuple[str, str]]) -> list[str]:
-    width = max(len(name) for name, _ in pairs)
-    return [f"  {name.ljust(width)}  {value}" for name, value in pairs]
-
-
-def _duration(ms: object) -> str:
-    """Milliseconds as ``3d 4h``, ``2h 5m``, ``1m 30s`` or ``12.5 s``."""
-    if not isinstance(ms, int | float):
+def _milliseconds(ms: object) -> str:
+    """A duration given in milliseconds, as the CLI writes durations; ``?`` if not a number."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
         return "?"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    days, hours, minutes = whole // 86400, whole // 3600 % 24, whole // 60 % 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {whole % 60}s"
+    return format_duration(ms / 1000)
+
+
+def _count(section: Mapping[str, Any], key: str, noun: str) -> str:
+    """``section[key]`` things: ``1 post``, ``3 posts``, ``? posts`` when not a count."""
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"? {noun}s"
+    return counted(value, noun)
+
+
+def _number(section: Mapping[str, Any], key: str) -> str:
+    value = section.get(key)
+    return "?" if value is None else _plain(value)
+
+
+def _words(key: str) -> str:
+    """A JSON key as words: ``last_error`` and ``last.error`` read ``last error``."""
+    return key.replace("_", " ").replace(".", " ")
 
 
 def _plain(value: object) -> str:
+    """A JSON value as an operator reads it: yes/no, ``-`` for none, no Python spelling."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, dict | list):
-        return f"({len(value)} entries; see --json)"
+        return f"({counted(len(value), 'entry', 'entries')}; see --json)"
     return "-" if value is None else str(value)

@@ -19,7 +19,7 @@ import aiomysql  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
 from relay.cluster_status.errors import RepositoryReadError
 from relay.cluster_status.verdicts.connection import CheckOutcome
-from relay.cluster_status.verdicts.repositories import (
+from relay.cluster_status.verdicts.repository_rows import (
     CLUSTER_SERVICE_TYPE,
     BindingRow,
     ClusterRows,

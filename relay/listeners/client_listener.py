@@ -134,8 +134,9 @@ class ClientListener:
         now = time.monotonic()
         if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
             log.warning(
-                "refused %d browser connections since the last report (%s): latest %s, %s",
+                "refused %d browser %s since the last report (%s): latest %s, %s",
                 self._unlogged_refusals,
+                "connection" if self._unlogged_refusals == 1 else "connections",
                 reason,
                 address,
                 detail,
@@ -164,15 +165,20 @@ class ClientListener:
         self._server.close()
         self._all_gone = asyncio.Event()
         if self._connections:
-            log.info("closing %d browser connections", len(self._connections))
+            count = len(self._connections)
+            log.info("closing %d browser %s", count, "connection" if count == 1 else "connections")
             for connection in list(self._connections):
                 connection.going_away()
             try:
                 async with asyncio.timeout(grace):
                     await self._all_gone.wait()
             except TimeoutError:
+                left = len(self._connections)
                 log.warning(
-                    "%d browsers did not close in time; resetting them", len(self._connections)
+                    "%d %s not close in time; resetting %s",
+                    left,
+                    "browser did" if left == 1 else "browsers did",
+                    "it" if left == 1 else "them",
                 )
                 for connection in list(self._connections):
                     connection.reset()

@@ -157,10 +157,13 @@ class Node:
             broker = self.config.broker
             if self.broker is not None and broker is not None:
                 if self.config.cluster:
+                    peers = len(self.config.cluster)
                     log.info(
-                        "broker mode with %d cluster peers: what application servers post "
-                        "here also goes to them (a migration from an Aphlict mesh)",
-                        len(self.config.cluster),
+                        "broker mode with %d cluster %s: what application servers post "
+                        "here also goes to %s (a migration from an Aphlict mesh)",
+                        peers,
+                        "peer" if peers == 1 else "peers",
+                        "it" if peers == 1 else "them",
                     )
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
@@ -253,7 +256,12 @@ class Node:
             return
         policy = self.config.shutdown
         plan = DrainPlan.spread(len(connections), policy.drain_seconds, policy.drain_min_rate)
-        log.info("draining: closing %d browser connections over %.1f s", plan.count, plan.duration)
+        log.info(
+            "draining: closing %d browser %s over %.1f s",
+            plan.count,
+            "connection" if plan.count == 1 else "connections",
+            plan.duration,
+        )
         await drain(connections, plan, hurry=self._hurry)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -112,8 +113,12 @@ async def test_a_node_started_later_replays_the_whole_cluster_in_order(
 
 
 async def test_redis_down_costs_nothing_local_and_the_queue_catches_up(
-    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+    redis_server: RedisServer,
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="relay")
     here, there = await start_nodes(start_node, redis_server, 2, **FAST)
     admin = Admin(session, here.admin_addresses[0][1])
     local = await open_browser(here, "PHID-D")
@@ -140,6 +145,8 @@ async def test_redis_down_costs_nothing_local_and_the_queue_catches_up(
     assert broker["queue"] == 0
     assert broker["reconnects"] == 1
     assert broker["last_error"]
+    back = [m for m in caplog.messages if " is up again after " in m]
+    assert any(m.endswith(" s down (5 posts queued)") for m in back), back
     assert await local.drain() == []  # nothing twice
     for b in (local, remote):
         await b.close()
@@ -190,8 +197,12 @@ async def test_status_and_metrics_never_show_the_password(
 
 
 async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
-    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+    redis_server: RedisServer,
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="relay")
     # "mesh" stands for an Aphlict node: it lists both broker-mode nodes as
     # peers; they list it (the Aphlict nodes still running) in theirs.
     mesh_port, b1_port, b2_port = free_ports(3)
@@ -209,6 +220,8 @@ async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
     b1 = await start_node(config(b1_port, [mesh_port], broker=True))
     b2 = await start_node(config(b2_port, [mesh_port], broker=True))
     nodes = {"mesh": mesh, "b1": b1, "b2": b2}
+    said = "broker mode with 1 cluster peer: what application servers post here also goes to it"
+    assert sum(m.startswith(said) for m in caplog.messages) == 2, caplog.messages
     browsers = {name: await open_browser(node, "PHID-MIG") for name, node in nodes.items()}
     for name, node in nodes.items():
         status, _ = await Admin(session, node.admin_addresses[0][1]).post(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 
 from relay.cli.admin_client import AdminTarget, find_target
 from relay.config import parse_config
@@ -94,3 +95,60 @@ async def test_an_answer_that_is_not_json_is_reported(start_node: Any) -> None:
     target = AdminTarget(f"http://127.0.0.1:{node.admin_addresses[0][1]}")
     with pytest.raises(RelayError, match="not JSON; is this a relay admin port"):
         await asyncio.to_thread(target.request, "/metrics")
+
+
+async def test_a_client_port_given_by_mistake_is_named_as_such(start_node: Any) -> None:
+    node = await start_node()
+    url = f"http://127.0.0.1:{node.client_addresses[0][1]}/status/"
+    target = AdminTarget(url.removesuffix("/status/"))
+    with pytest.raises(RelayError) as refused:
+        await asyncio.to_thread(target.request, "/status/")
+    assert str(refused.value) == (
+        f"{url}: the node answered 501 (HTTP/501 Use Websockets): that is a client port, "
+        'where browsers connect; give its admin port instead (the config\'s "admin" server, '
+        "22281 by default)"
+    )
+
+
+async def test_a_refusal_quotes_the_nodes_error_and_adds_the_callers_hint(
+    start_node: Any,
+) -> None:
+    node = await start_node()
+    base = f"http://127.0.0.1:{node.admin_addresses[0][1]}"
+    hints = {404: "look elsewhere", 405: "not this one"}
+    with pytest.raises(RelayError) as refused:
+        await asyncio.to_thread(AdminTarget(base).request, "/nowhere/", hints=hints)
+    assert str(refused.value) == (
+        f"{base}/nowhere/: the node answered 404: nothing here: /nowhere/; look elsewhere"
+    )
+    with pytest.raises(RelayError) as unhinted:
+        await asyncio.to_thread(AdminTarget(base).request, "/nowhere/")
+    assert str(unhinted.value) == f"{base}/nowhere/: the node answered 404: nothing here: /nowhere/"
+
+
+async def test_an_answer_from_something_else_is_quoted_briefly() -> None:
+    async def gateway(request: web.Request) -> web.Response:
+        page = "<html>\n<body>" + "Bad Gateway " * 40 + "</body>\n</html>\n"
+        return web.Response(status=502, text=page)
+
+    async def silent(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/status/", gateway)
+    app.router.add_get("/cluster-status/", silent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        target = AdminTarget(f"http://127.0.0.1:{port}")
+        with pytest.raises(RelayError) as refused:
+            await asyncio.to_thread(target.request, "/status/")
+        said = str(refused.value).split(": the node answered 502: ", 1)[1]
+        assert said == ("<html> <body>" + "Bad Gateway " * 40)[:200] + "..."
+        with pytest.raises(RelayError, match=r"answered 503: \(an empty answer\)$"):
+            await asyncio.to_thread(target.request, "/cluster-status/")
+    finally:
+        await runner.cleanup()

@@ -46,6 +46,21 @@ def test_the_readmes_example_prints_both_problems_in_one_run(tmp_path: Path) -> 
     assert len(printed) == 2
 
 
+def test_an_ok_counts_in_words_for_one_and_for_many(tmp_path: Path) -> None:
+    config = local_config(
+        cluster=[{"host": "127.0.0.1", "port": 22281, "protocol": "http"}],
+        broker={"url": "redis://127.0.0.1:6379/0"},
+        workers=2,
+    )
+    config["servers"].append({"type": "client", "port": 0, "listen": "127.0.0.1"})
+    (tmp_path / "relay.json").write_bytes(orjson.dumps(config))
+    result = relay("check-config", "--config", "relay.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "relay.json: OK (2 client listeners, 1 admin listener, 1 cluster peer, 2 workers)"
+    ]
+
+
 def test_what_serve_would_refuse_is_reported_with_the_files_problems(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory\n")

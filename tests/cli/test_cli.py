@@ -53,6 +53,9 @@ def test_check_config_accepts_the_example() -> None:
     result = relay_cli("check-config", "--config", "aphlict.example.json")
     assert result.returncode == 0, result.stderr
     assert "aphlict.example.json: OK" in result.stdout
+    assert result.stdout.splitlines() == [
+        "aphlict.example.json: OK (1 client listener, 1 admin listener, 0 cluster peers)"
+    ]
 
 
 BROKEN_CONFIGS = [
@@ -356,6 +359,13 @@ def test_notify_and_status_reach_a_node_by_url_without_a_config(
         "PEER", "STATE", "SENT", "FAILED", "DROPPED", "QUEUE", "LATENCY", "LAST", "ERROR",
     ]  # fmt: skip
     assert peer_row.split()[:2] == ["http://127.0.0.1:9", "down"]
+    # relay's own sections read as words, as the figures above them do.
+    assert lines[lines.index("Overload") + 1 :][:4] == [
+        "  policy  refuse: new posts are answered 503 while a peer's queue is full",
+        "  now     every peer keeps up",
+        "  so far  0 episodes, 0 posts refused",
+        "",
+    ]
 
     # The same node by host and port, as JSON.
     as_json = relay_cli("status", "-H", "127.0.0.1", "-p", str(node.admin_ports[0]), "-j")
@@ -407,3 +417,24 @@ def test_cluster_status_takes_the_url_too(running: Any) -> None:
     assert result.returncode == 1
     assert "the node answered 404" in result.stderr
     assert "cluster-status module is not configured" in result.stderr
+    # The node's words, not its JSON, and how to turn the module on.
+    assert result.stderr.splitlines() == [
+        f"relay: http://127.0.0.1:{node.admin_ports[0]}/cluster-status/: the node answered "
+        "404: the cluster-status module is not configured on this node; to turn it on, add a "
+        '"cluster_status" section to the node\'s config file (README, "Cluster status") and '
+        "reload the node (SIGHUP)"
+    ]
+
+
+def test_the_client_port_given_for_the_admin_port_is_named(running: Any) -> None:
+    node = running(local_config())
+    url = f"http://127.0.0.1:{node.client_ports[0]}"
+    for command in ("status", "cluster-status"):
+        result = relay_cli(command, "-u", url)
+        assert result.returncode == 1
+        path = "/status/" if command == "status" else "/cluster-status/"
+        assert result.stderr.splitlines() == [
+            f"relay: {url}{path}: the node answered 501 (HTTP/501 Use Websockets): that is a "
+            "client port, where browsers connect; give its admin port instead (the config's "
+            '"admin" server, 22281 by default)'
+        ]

@@ -116,8 +116,7 @@ def test_full_table() -> None:
         "active",
         "2",
         "Unsynchronized",
-        "15",
-        "min",
+        "15m",
     ]
     assert "  repos001: rAPP has changes only on a for 15 min: data at risk" in lines
     assert text.endswith("\n")
@@ -150,3 +149,17 @@ def test_empty_and_unavailable_states() -> None:
     assert "Needs attention" not in calm
     bare = render_table({})
     assert bare.startswith("Cluster status seen from ? (instance default)\nMode: unknown")
+
+
+def test_delays_and_lags_read_as_every_duration_of_the_cli() -> None:
+    base = snapshot()
+    slow = {**base["databases"][1], "replication": {"status": "replica-slow", "delay": 125}}
+    current = {**base["databases"][1], "ref": "db5:3306", "replication": {"delay": 1}}
+    service = {**base["repositories"]["services"][0], "lag": 7380.0}
+    text = render_table(
+        snapshot(databases=[slow, current], repositories={"available": True, "services": [service]})
+    )
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  ")}
+    assert rows["db2:3306"][5:8] == ["replica-slow", "2m", "5s"]
+    assert rows["db5:3306"][5:7] == ["-", "-"]  # a second behind is not worth showing
+    assert rows["repos001"][-2:] == ["2h", "3m"]

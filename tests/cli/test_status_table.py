@@ -31,7 +31,19 @@ STATUS = {
             "last_latency_ms": None,
         },
     ],
-    "broker": {"url": "redis://127.0.0.1:6379/0", "state": "up", "published": 4},
+    "broker": {
+        "url": "redis://127.0.0.1:6379/0",
+        "state": "up",
+        "since_seconds": 5.2,
+        "last_error": None,
+        "published": 4,
+        "received": 1,
+        "queue": 0,
+        "dropped": 2,
+        "reconnects": 1,
+        "stale_subscriptions": 0,
+    },
+    "overload": {"policy": "refuse", "active": False, "refused": 1, "episodes": 2},
 }
 
 
@@ -53,10 +65,80 @@ def test_the_table_shows_the_figures_and_one_row_per_peer() -> None:
     ]  # fmt: skip
 
 
-def test_sections_it_does_not_know_are_shown_as_blocks() -> None:
+def section(text: str, title: str) -> list[str]:
+    """The lines of the block titled ``title``, up to the blank line after it."""
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    return lines[start : lines.index("", start)]
+
+
+def test_the_broker_and_overload_sections_read_as_words() -> None:
     text = render_status(STATUS)
-    assert "\nBroker\n  url        redis://127.0.0.1:6379/0\n  state      up\n" in text
-    assert "  published  4" in text
+    assert section(text, "Broker") == [
+        "  redis         redis://127.0.0.1:6379/0",
+        "  state         up for 5.2 s",
+        "  last error    -",
+        "  posts         4 published, 0 queued, 2 dropped",
+        "  received      1 message, this node's own included",
+        "  reconnects    1",
+        "  resubscribed  0 times, the subscription gone silent",
+    ]
+    assert section(text, "Overload") == [
+        "  policy  refuse: new posts are answered 503 while a peer's queue is full",
+        "  now     every peer keeps up",
+        "  so far  2 episodes, 1 post refused",
+    ]
+    for raw in ("since_seconds", "stale_subscriptions", "False", "True", "None"):
+        assert raw not in text
+
+
+def test_an_overload_under_way_and_a_broker_down_say_so() -> None:
+    text = render_status(
+        {
+            **STATUS,
+            "broker": {
+                **STATUS["broker"],  # type: ignore[dict-item]
+                "state": "down",
+                "since_seconds": 95,
+                "last_error": "ConnectionError: refused",
+            },
+            "overload": {"policy": "drop", "active": True, "refused": 0, "episodes": 1},
+        }
+    )
+    assert section(text, "Broker")[1:3] == [
+        "  state         down for 1m 35s",
+        "  last error    ConnectionError: refused",
+    ]
+    assert section(text, "Overload") == [
+        "  policy  drop: a full peer queue drops its oldest messages",
+        "  now     a peer's queue is full",
+        "  so far  1 episode, 0 posts refused",
+    ]
+
+
+def test_sections_it_does_not_know_are_shown_as_blocks_in_words() -> None:
+    text = render_status(
+        {
+            **STATUS,
+            "broker": {"url": "redis://127.0.0.1:6379/0", "shard_count": 3},
+            "shadow_copy": {"enabled": True, "last_seen": None, "peers": ["a"]},
+        }
+    )
+    assert section(text, "Broker") == [
+        "  redis         redis://127.0.0.1:6379/0",
+        "  state         ?",
+        "  last error    -",
+        "  posts         ? published, ? queued, ? dropped",
+        "  received      ? messages, this node's own included",
+        "  reconnects    ?",
+        "  resubscribed  ? times, the subscription gone silent",
+        "  shard count   3",
+    ]
+    assert section(text, "Shadow copy") == [
+        "  enabled    yes",
+        "  last seen  -",
+        "  peers      (1 entry; see --json)",
+    ]
 
 
 def test_a_node_without_peers_says_so() -> None:
@@ -67,6 +149,7 @@ def test_a_node_without_peers_says_so() -> None:
 
 def test_long_uptimes_and_odd_values_read_plainly() -> None:
     days = render_status({**STATUS, "uptime": 3 * 86_400_000 + 4 * 3_600_000, "broker": {}})
+    assert "Broker" not in days
     assert "  uptime    3d 4h" in days
     minutes = render_status({**STATUS, "uptime": 95_000, "note": None, "shards": [1, 2]})
     assert "  uptime    1m 35s" in minutes

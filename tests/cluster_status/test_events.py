@@ -17,7 +17,8 @@ from relay.cluster_status.verdicts.events import (
     repository_payload,
 )
 from relay.cluster_status.verdicts.replication import ReplicationVerdict
-from relay.cluster_status.verdicts.repositories import (
+from relay.cluster_status.verdicts.repositories import compute_repository_sync
+from relay.cluster_status.verdicts.repository_rows import (
     BindingRow,
     ClusterRows,
     DeviceRow,
@@ -25,7 +26,6 @@ from relay.cluster_status.verdicts.repositories import (
     RepositoryRow,
     ServiceRow,
     VersionRow,
-    compute_repository_sync,
 )
 
 NOW = 1_700_000_000.0

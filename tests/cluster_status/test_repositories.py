@@ -9,19 +9,20 @@ from typing import Any
 import pytest
 
 from relay.cluster_status.verdicts.repositories import (
+    RepositoryState,
+    ServiceState,
+    compute_repository_sync,
+    track_writing,
+)
+from relay.cluster_status.verdicts.repository_rows import (
     BindingRow,
     ClusterRows,
     DeviceRow,
     PropertyRow,
     PushEventRow,
     RepositoryRow,
-    RepositoryState,
     ServiceRow,
-    ServiceState,
     VersionRow,
-    compute_repository_sync,
-    format_duration,
-    track_writing,
 )
 
 NOW = 1_700_000_000.0
@@ -400,8 +401,13 @@ def test_unknown_device_names_fall_back_to_phids() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(5, "5 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"), (7200, "2 h"), (200000, "2 d")],
+    ("age", "text"),
+    [(300, "5 min"), (7199, "119 min"), (7200, "2 h"), (172_799, "47 h"), (200_000, "2 d")],
 )
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
+def test_the_data_at_risk_message_says_for_how_long(age: float, text: str) -> None:
+    cluster, _, a, b, repo = two_device_cluster()
+    cluster.push(repo, 4, age=age)
+    cluster.version(repo, a, 4)
+    cluster.version(repo, b, 3)
+    (state,) = cluster.compute()
+    assert state.messages == (f"rAPP has changes only on repo001 for {text}: data at risk",)

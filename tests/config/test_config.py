@@ -69,6 +69,11 @@ def test_example_config_in_the_repository_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "aphlict.example.json")
     assert config.listeners("client")
     assert config.listeners("admin")
+    # `make run` starts it: like relay without a file, it exposes nothing beyond the machine.
+    assert [(s.type, s.port, s.bind_host) for s in config.servers] == [
+        ("client", 22280, "127.0.0.1"),
+        ("admin", 22281, "127.0.0.1"),
+    ]
 
 
 def test_listen_may_be_null_or_missing_and_then_binds_everywhere() -> None:

@@ -172,6 +172,35 @@ async def test_shutdown_closes_browsers_with_1001(
         assert closed.value.rcvd.code == 1001
 
 
+@pytest.mark.parametrize(
+    ("count", "connections", "browsers"),
+    [(1, "1 browser connection", "1 browser did"), (2, "2 browser connections", "2 browsers did")],
+)
+async def test_the_shutdown_log_lines_count_browsers_in_words(
+    start_node: StartNode,
+    caplog: pytest.LogCaptureFixture,
+    count: int,
+    connections: str,
+    browsers: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay")
+    drained, stopped = await start_node(), await start_node()
+    for node in (drained, stopped):
+        for browser in [await Browser.open(node.client_addresses[0][1]) for _ in range(count)]:
+            await browser.sync()
+    await drained.stop()
+    assert any(m.startswith(f"draining: closing {connections} over ") for m in caplog.messages), (
+        caplog.messages
+    )
+    # A listener stopped without a drain, and a grace too short for any close.
+    caplog.clear()
+    await stopped.client_listeners[0].stop(0)
+    assert caplog.messages[:2] == [
+        f"closing {connections}",
+        f"{browsers} not close in time; resetting {'it' if count == 1 else 'them'}",
+    ]
+
+
 async def test_disconnected_browsers_are_forgotten(
     node: Node, admin: Admin, open_browser: OpenBrowser
 ) -> None:

@@ -91,12 +91,19 @@ async def test_an_oversized_frame_closes_with_1009(start_node: StartNode) -> Non
     assert await close_code(browser) == 1009
 
 
-async def test_connections_over_the_node_cap_get_503(start_node: StartNode) -> None:
+async def test_connections_over_the_node_cap_get_503(
+    start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
     _, port = await start(start_node, max_connections=3)
     browsers = [await Browser.open(port) for _ in range(3)]
     with pytest.raises(websockets.InvalidStatus) as refused:
         await Browser.open(port)
     assert refused.value.response.status_code == 503
+    # The first refusal is reported at once, counted as one.
+    assert any(
+        m.startswith("refused 1 browser connection since the last report (connection limit)")
+        for m in caplog.messages
+    ), caplog.messages
     for browser in browsers:  # the others are untouched
         await browser.sync()
     await browsers[0].close()

@@ -23,10 +23,11 @@ AS_ROOT = "relay is running as root"
 
 
 def example_in(directory: Path) -> Path:
-    """The example as is, but on OS-picked loopback ports, its files in ``directory``."""
+    """The example as ``make run`` starts it, but on OS-picked ports, its files in ``directory``."""
     config = orjson.loads(EXAMPLE.read_bytes())
     for server in config["servers"]:
-        server.update(port=0, listen="127.0.0.1")
+        assert server["listen"] == "127.0.0.1", "the example must expose nothing beyond the machine"
+        server["port"] = 0
     config["logs"] = [{"path": str(directory / "log" / "aphlict.log")}]
     config["pidfile"] = str(directory / "pid" / "aphlict.pid")
     path = directory / "aphlict.json"

@@ -2,6 +2,8 @@
 
 - ``connection``, ``replication``, ``health``, ``databases``: one database
   check's verdict, the 5-in-a-row health record, the cluster's mode;
-- ``repositories``: repository sync from Phorge's table rows;
+- ``repositories``: repository sync from Phorge's table rows
+  (``repository_rows``), reading the JSON Phorge stores as PHP does
+  (``php_values``);
 - ``events``: payloads, change detection, message wrapping.
 """

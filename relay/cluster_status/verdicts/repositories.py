@@ -1,46 +1,51 @@
 """Repository sync across a Phorge cluster, from the rows of Phorge's tables.
 
-Pure. The driver reads the repository and Almanac rows; this module turns
-them into, per repository service, the sync verdict Phorge's "Repository
-Servers" console shows (first match wins: Ambiguous Leader, Unsynchronized,
-Partial, Synchronized, No Repositories) with its lag, and per repository
-the leader version, leaders, followers, write lock and failure modes.
+Pure. The driver reads the repository and Almanac rows (``repository_rows``);
+this module turns them into, per repository service, the sync verdict
+Phorge's "Repository Servers" console shows (first match wins: Ambiguous
+Leader, Unsynchronized, Partial, Synchronized, No Repositories) with its
+lag, and per repository the leader version, leaders, followers, write lock
+and failure modes.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from relay.cluster_status.verdicts.php_values import (
+    decode_json,
+    json_number,
+    json_object,
+    nonempty_text,
+    php_truthy,
+)
+from relay.cluster_status.verdicts.repository_rows import (
+    CLUSTER_SERVICE_TYPE,
+    ClusterRows,
+    PropertyRow,
+    RepositoryRow,
+    ServiceRow,
+    VersionRow,
+)
 
 __all__ = [
-    "CLUSTER_SERVICE_TYPE",
     "RECENT_WRITE_SECONDS",
-    "BindingRow",
-    "ClusterRows",
-    "DeviceRow",
     "DeviceVersion",
     "FailureMode",
-    "PropertyRow",
-    "PushEventRow",
-    "RepositoryRow",
     "RepositoryState",
     "RepositorySync",
     "RepositorySyncState",
     "ServiceState",
     "SyncVerdict",
-    "VersionRow",
     "WriteLock",
     "WritingKey",
     "compute_repository_sync",
-    "format_duration",
     "track_writing",
 ]
 
-#: Almanac's service type for repository clusters.
-CLUSTER_SERVICE_TYPE = "cluster.repository"
 #: A write younger than this is "not expected to have propagated yet".
 RECENT_WRITE_SECONDS = 5 * 60
 
@@ -49,93 +54,6 @@ SyncVerdict = Literal[
 ]
 RepositorySync = Literal["ambiguous", "unsynchronized", "partial", "synchronized"]
 FailureMode = Literal["ambiguous-leader", "loss-of-leaders", "write-interruption"]
-
-
-# -- input: one dataclass per table, holding only the columns used ---------
-
-
-@dataclass(frozen=True)
-class RepositoryRow:
-    """``<ns>_repository.repository``."""
-
-    id: int
-    phid: str
-    name: str
-    callsign: str | None
-    vcs: str
-    service_phid: str | None
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    """``<ns>_repository.repository_workingcopyversion``."""
-
-    repository_phid: str
-    device_phid: str
-    version: int
-    is_writing: bool
-    write_properties: str | None = None
-    lock_owner: str | None = None
-
-
-@dataclass(frozen=True)
-class PushEventRow:
-    """``<ns>_repository.repository_pushevent``."""
-
-    id: int
-    repository_phid: str
-    epoch: int
-
-
-@dataclass(frozen=True)
-class ServiceRow:
-    """``<ns>_almanac.almanac_service``."""
-
-    phid: str
-    name: str
-    service_type: str
-
-
-@dataclass(frozen=True)
-class BindingRow:
-    """``<ns>_almanac.almanac_binding``."""
-
-    service_phid: str
-    device_phid: str
-    disabled: bool
-
-
-@dataclass(frozen=True)
-class DeviceRow:
-    """``<ns>_almanac.almanac_device``."""
-
-    phid: str
-    name: str
-
-
-@dataclass(frozen=True)
-class PropertyRow:
-    """``<ns>_almanac.almanac_property``; ``value`` is JSON text."""
-
-    object_phid: str
-    name: str
-    value: str | None
-
-
-@dataclass(frozen=True)
-class ClusterRows:
-    """All the rows one poll read."""
-
-    repositories: tuple[RepositoryRow, ...] = ()
-    versions: tuple[VersionRow, ...] = ()
-    push_events: tuple[PushEventRow, ...] = ()
-    services: tuple[ServiceRow, ...] = ()
-    bindings: tuple[BindingRow, ...] = ()
-    devices: tuple[DeviceRow, ...] = ()
-    properties: tuple[PropertyRow, ...] = ()
-
-
-# -- output -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -402,7 +320,7 @@ def _sync(
     recent = lag is not None and lag < RECENT_WRITE_SECONDS
     if len(leaders) >= 2 or recent:
         return "partial", lag, None
-    age = f" for {format_duration(lag)}" if lag is not None else ""
+    age = f" for {_at_least_minutes(lag)}" if lag is not None else ""
     return (
         "unsynchronized",
         lag,
@@ -418,7 +336,7 @@ def _device_versions(
     for device_phid in ctx.active | set(by_device):
         row = by_device.get(device_phid)
         active = device_phid in ctx.active
-        props = _write_properties(row.write_properties) if row else {}
+        props = json_object(row.write_properties) if row else {}
         result.append(
             DeviceVersion(
                 device_phid=device_phid,
@@ -428,8 +346,8 @@ def _device_versions(
                 leader=active and row is not None and row.version == leader,
                 writing=bool(row and row.is_writing),
                 lock_owner=row.lock_owner if row else None,
-                last_writer=_text(props.get("userPHID")),
-                last_write_at=_number(props.get("epoch")),
+                last_writer=nonempty_text(props.get("userPHID")),
+                last_write_at=json_number(props.get("epoch")),
             )
         )
     return tuple(sorted(result, key=lambda d: (not d.active, d.device)))
@@ -441,8 +359,8 @@ def _write_lock(versions: list[VersionRow], ctx: _Context) -> WriteLock | None:
     if not writing:
         return None
     row = min(writing, key=lambda v: ctx.device_names.get(v.device_phid, v.device_phid))
-    props = _write_properties(row.write_properties)
-    since = _number(props.get("epoch"))
+    props = json_object(row.write_properties)
+    since = json_number(props.get("epoch"))
     if since is None:
         since = ctx.first_seen.get((row.repository_phid, row.device_phid))
     held_for = ctx.now - since if since is not None else None
@@ -450,7 +368,7 @@ def _write_lock(versions: list[VersionRow], ctx: _Context) -> WriteLock | None:
         device_phid=row.device_phid,
         device=ctx.device_names.get(row.device_phid, row.device_phid),
         lock_owner=row.lock_owner,
-        writer=_text(props.get("userPHID")),
+        writer=nonempty_text(props.get("userPHID")),
         since=since,
         held_for=held_for,
         interrupted=held_for is not None and held_for > ctx.threshold,
@@ -477,39 +395,8 @@ def _is_closed(service_phid: str, properties: Iterable[PropertyRow]) -> bool:
     """Whether the service's ``closed`` property holds a true value."""
     for prop in properties:
         if prop.object_phid == service_phid and prop.name == "closed":
-            return _php_truthy(_json(prop.value))
+            return php_truthy(decode_json(prop.value))
     return False
-
-
-def _php_truthy(value: Any) -> bool:
-    """Truthiness as Phorge (PHP) sees a decoded JSON value: "0" is false."""
-    if isinstance(value, str):
-        return value not in ("", "0")
-    return bool(value)
-
-
-def _json(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def _write_properties(text: str | None) -> dict[str, Any]:
-    value = _json(text)
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _names(phids: Iterable[str], names: Mapping[str, str]) -> tuple[str, ...]:
@@ -520,13 +407,16 @@ def _join(first: str | None, second: str) -> str:
     return second if first is None else f"{first}; {second}"
 
 
-def format_duration(seconds: float) -> str:
-    """A short human duration for messages and tables: 45 s, 12 min, 3 h, 2 d."""
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 2 * 3600:
-        return f"{s // 60} min"
-    if s < 2 * 86400:
-        return f"{s // 3600} h"
-    return f"{s // 86400} d"
+def _at_least_minutes(seconds: float) -> str:
+    """How long changes have waited, for a message: ``12 min``, ``3 h``, ``2 d``.
+
+    Only an unsynchronized repository's message says it, and its lag is at
+    least ``RECENT_WRITE_SECONDS``, so minutes are the smallest unit needed.
+    (The CLI's tables write durations their own way, ``relay.cli.wording``.)
+    """
+    minutes = int(seconds) // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
