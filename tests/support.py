@@ -286,48 +286,6 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class Cluster:
-    """Several relay processes, each listing every node (itself included) as a peer."""
-
-    def __init__(self, directory: Path, size: int, **sections: Any) -> None:
-        ports = free_ports(2 * size)
-        self.client_ports = ports[:size]
-        self.admin_ports = ports[size:]
-        self.directory = directory
-        self.sections = sections
-        self.peers = [
-            {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in self.admin_ports
-        ]
-        self.nodes: list[RelayProcess | None] = [None] * size
-
-    def config(self, index: int) -> dict[str, Any]:
-        return {
-            "servers": [
-                {"type": "client", "port": self.client_ports[index], "listen": "127.0.0.1"},
-                {"type": "admin", "port": self.admin_ports[index], "listen": "127.0.0.1"},
-            ],
-            "cluster": self.peers,
-            **self.sections,
-        }
-
-    def start(self, index: int, config: dict[str, Any] | None = None) -> RelayProcess:
-        path = self.directory / f"node{index}.json"
-        path.write_bytes(orjson.dumps(config or self.config(index)))
-        node = RelayProcess(path).start()
-        self.nodes[index] = node
-        return node
-
-    def start_all(self) -> Cluster:
-        for index in range(len(self.nodes)):
-            self.start(index)
-        return self
-
-    def stop_all(self) -> None:
-        for node in self.nodes:
-            if node is not None:
-                node.kill()
-
-
 def post_raw(port: int, headers: bytes, chunks: Any) -> bytes:
     """Send a request whose body comes from ``chunks``; return the response head."""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
