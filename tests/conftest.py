@@ -1,10 +1,10 @@
-"""Fixtures shared by every test: in-process nodes on port 0 and real clients."""
+"""Fixtures shared by every test: in-process nodes and relay processes on port 0, real clients."""
 
 from __future__ import annotations
 
 import asyncio
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import uvloop
 from relay.config import parse_config
 from relay.node.node import Node
 from tests.chromium import Chromium
+from tests.harness import Relays
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, local_config
 
@@ -66,6 +67,26 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[Relays]:
+    """Clusters of relay processes (tests/harness); every node is stopped at the end."""
+    harness = Relays(tmp_path / "relays")
+    yield harness
+    harness.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran relay nodes shows the end of their logs in its report."""
+    report: pytest.TestReport = yield
+    harness = getattr(item, "funcargs", {}).get("relays")
+    if report.failed and isinstance(harness, Relays) and harness.nodes:
+        report.sections.append(("relay logs", harness.report()))
+    return report
 
 
 @pytest.fixture

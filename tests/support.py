@@ -20,6 +20,8 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from relay.config.hosts import url_host
+
 #: Upper bound for anything a test waits on; a hang fails fast instead of stalling CI.
 WAIT = 10.0
 
@@ -82,8 +84,12 @@ class Browser:
         self.ws = ws
 
     @classmethod
-    async def open(cls, port: int, path: str = "/", **kwargs: Any) -> Browser:
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", **kwargs)
+    async def open(
+        cls, port: int, path: str = "/", *, host: str = "127.0.0.1", **kwargs: Any
+    ) -> Browser:
+        """Connect to ``host`` (an IPv6 address too) on ``port``; ``kwargs`` go to websockets."""
+        scheme = "wss" if kwargs.get("ssl") else "ws"
+        ws = await websockets.connect(f"{scheme}://{url_host(host)}:{port}{path}", **kwargs)
         return cls(ws)
 
     async def send(self, command: str, data: Any = None) -> None:
@@ -131,9 +137,15 @@ class Browser:
 class Admin:
     """An application server posting to a node's admin port."""
 
-    def __init__(self, session: aiohttp.ClientSession, port: int, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        port: int,
+        scheme: str = "http",
+        host: str = "127.0.0.1",
+    ) -> None:
         self.session = session
-        self.base = f"{scheme}://127.0.0.1:{port}"
+        self.base = f"{scheme}://{url_host(host)}:{port}"
 
     async def post(
         self, body: Any, instance: str | None = None, *, raw: bytes | None = None, **kwargs: Any
@@ -272,48 +284,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-class Cluster:
-    """Several relay processes, each listing every node (itself included) as a peer."""
-
-    def __init__(self, directory: Path, size: int, **sections: Any) -> None:
-        ports = free_ports(2 * size)
-        self.client_ports = ports[:size]
-        self.admin_ports = ports[size:]
-        self.directory = directory
-        self.sections = sections
-        self.peers = [
-            {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in self.admin_ports
-        ]
-        self.nodes: list[RelayProcess | None] = [None] * size
-
-    def config(self, index: int) -> dict[str, Any]:
-        return {
-            "servers": [
-                {"type": "client", "port": self.client_ports[index], "listen": "127.0.0.1"},
-                {"type": "admin", "port": self.admin_ports[index], "listen": "127.0.0.1"},
-            ],
-            "cluster": self.peers,
-            **self.sections,
-        }
-
-    def start(self, index: int, config: dict[str, Any] | None = None) -> RelayProcess:
-        path = self.directory / f"node{index}.json"
-        path.write_bytes(orjson.dumps(config or self.config(index)))
-        node = RelayProcess(path).start()
-        self.nodes[index] = node
-        return node
-
-    def start_all(self) -> Cluster:
-        for index in range(len(self.nodes)):
-            self.start(index)
-        return self
-
-    def stop_all(self) -> None:
-        for node in self.nodes:
-            if node is not None:
-                node.kill()
 
 
 def post_raw(port: int, headers: bytes, chunks: Any) -> bytes:

@@ -6,17 +6,15 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 import websockets
 
+from tests.harness import Cluster, Relays
 from tests.redis_harness import RedisServer
-from tests.support import Admin, Browser, RelayProcess, eventually, free_ports, notification
+from tests.support import eventually, notification
 
 pytestmark = pytest.mark.slow
 
@@ -31,91 +29,17 @@ BROKER_TIMING = {
 }
 
 
-class BrokerCluster:
-    """Relay processes meeting in one Redis; each node's ports are fixed so it can restart."""
-
-    def __init__(self, directory: Path, redis: RedisServer, size: int) -> None:
-        ports = free_ports(2 * size)
-        self.client_ports, self.admin_ports = ports[:size], ports[size:]
-        self.directory = directory
-        self.redis = redis
-        self.nodes: list[RelayProcess | None] = [None] * size
-
-    def config(self, index: int) -> dict[str, Any]:
-        return {
-            "servers": [
-                {"type": "client", "port": self.client_ports[index], "listen": "127.0.0.1"},
-                {"type": "admin", "port": self.admin_ports[index], "listen": "127.0.0.1"},
-            ],
-            "broker": {"url": self.redis.url, **BROKER_TIMING},
-        }
-
-    def start(self, index: int) -> RelayProcess:
-        path = self.directory / f"node{index}.json"
-        path.write_bytes(orjson.dumps(self.config(index)))
-        node = RelayProcess(path).start()
-        node.follow_log()  # keep the pipe drained; the lines are checked at the end
-        self.nodes[index] = node
-        return node
-
-    def start_all(self) -> BrokerCluster:
-        for index in range(len(self.nodes)):
-            self.start(index)
-        return self
-
-    def stop_all(self) -> None:
-        for node in self.nodes:
-            if node is not None:
-                node.kill()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[BrokerCluster]]:
-    made: list[BrokerCluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop_all()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def start_cluster(
-    clusters: list[BrokerCluster], tmp_path: Path, redis: RedisServer, size: int
-) -> BrokerCluster:
-    cluster = BrokerCluster(tmp_path, redis, size)
-    clusters.append(cluster)
-    return await asyncio.to_thread(cluster.start_all)
-
-
-async def open_browser(port: int, key: str, instance: str | None = None) -> Browser:
-    browser = await Browser.open(port, f"/~{instance}/" if instance else "/")
-    await browser.subscribe(key)
-    return browser
+async def start_cluster(relays: Relays, redis: RedisServer, size: int) -> Cluster:
+    return await relays.broker(size, {"url": redis.url, **BROKER_TIMING}).start()
 
 
 async def test_five_nodes_deliver_each_message_once_on_every_node(
-    clusters: list[BrokerCluster],
-    tmp_path: Path,
-    redis: RedisServer,
-    session: aiohttp.ClientSession,
+    relays: Relays, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
-    cluster = await start_cluster(clusters, tmp_path, redis, 5)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    browsers = [await open_browser(port, "PHID-FIVE") for port in cluster.client_ports]
-    strangers = [
-        await open_browser(port, "PHID-FIVE", instance="other") for port in cluster.client_ports
-    ]
+    cluster = await start_cluster(relays, redis_server, 5)
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-FIVE")
+    strangers = await cluster.browsers("PHID-FIVE", path="/~other/")
     posts = 25
     for n in range(posts):
         status, _ = await admins[n % 5].post(notification("PHID-FIVE", unique_id=f"five-{n:02d}"))
@@ -144,15 +68,12 @@ async def test_five_nodes_deliver_each_message_once_on_every_node(
 
 
 async def test_a_browser_moving_to_a_restarted_node_replays_the_whole_cluster(
-    clusters: list[BrokerCluster],
-    tmp_path: Path,
-    redis: RedisServer,
-    session: aiohttp.ClientSession,
+    relays: Relays, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
-    cluster = await start_cluster(clusters, tmp_path, redis, 3)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    leaving = await open_browser(cluster.client_ports[0], "PHID-MOVE")
-    watcher = await open_browser(cluster.client_ports[2], "PHID-MOVE")
+    cluster = await start_cluster(relays, redis_server, 3)
+    admins = cluster.admins(session)
+    leaving = await cluster[0].browser("PHID-MOVE")
+    watcher = await cluster[2].browser("PHID-MOVE")
     watched: list[str] = []
     posted: list[str] = []
 
@@ -174,11 +95,9 @@ async def test_a_browser_moving_to_a_restarted_node_replays_the_whole_cluster(
     for n in range(6, 12):
         await post(n)
     # Node 1 restarts: whatever it kept itself is gone; Redis has the cluster's window.
-    node1 = cluster.nodes[1]
-    assert node1 is not None
-    node1.kill()
-    await asyncio.to_thread(cluster.start, 1)
-    back = await open_browser(cluster.client_ports[1], "PHID-MOVE")
+    cluster[1].kill()
+    await cluster.start(1)
+    back = await cluster[1].browser("PHID-MOVE")
     await back.send("replay", {"age": 60000})
     replayed = [m["uniqueID"] for m in await back.drain()]
     assert replayed == posted
@@ -187,15 +106,12 @@ async def test_a_browser_moving_to_a_restarted_node_replays_the_whole_cluster(
 
 
 async def test_redis_killed_and_restarted_during_traffic(
-    clusters: list[BrokerCluster],
-    tmp_path: Path,
-    redis: RedisServer,
-    session: aiohttp.ClientSession,
+    relays: Relays, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     size = 3
-    cluster = await start_cluster(clusters, tmp_path, redis, size)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    browsers = [await open_browser(port, "PHID-KILL") for port in cluster.client_ports]
+    cluster = await start_cluster(relays, redis_server, size)
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-KILL")
     arrivals: list[dict[str, float]] = [{} for _ in range(size)]
 
     duplicates: list[tuple[int, str]] = []
@@ -221,12 +137,12 @@ async def test_redis_killed_and_restarted_during_traffic(
         try:
             for n in range(150):
                 if n == 30:
-                    redis.kill()
+                    redis_server.kill()
                     killed_at = time.monotonic()
-                    redis.standby()  # the restart's fork, out of the way of the timings
+                    redis_server.standby()  # the restart's fork, out of the way of the timings
                 if killed_at and not restarted_at and time.monotonic() - killed_at > 1.5:
                     states.append((await admins[0].status())["broker"]["state"])
-                    await asyncio.to_thread(redis.resume)
+                    await asyncio.to_thread(redis_server.resume)
                     restarted_at = time.monotonic()
                 origin = n % size
                 unique_id = f"kill-{n:03d}"
@@ -278,10 +194,8 @@ async def test_redis_killed_and_restarted_during_traffic(
             reader.cancel()
         for browser in browsers:
             await browser.close()
-    for node in cluster.nodes:
-        assert node is not None
-        assert node.proc is not None
-        assert node.proc.poll() is None, "a node died"
-        log = "".join(node.output)
+    for node in cluster:
+        assert node.running, "a node died"
+        log = node.log
         assert log.count("is down") == 1, log
         assert log.count("is up again") == 1, log

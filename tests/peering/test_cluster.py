@@ -8,7 +8,6 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,10 @@ import pytest
 import trustme
 import websockets
 
-from tests.support import WAIT, Admin, Browser, Cluster, eventually, free_ports, notification
+from tests.harness import Relays, peer_entry
+from tests.support import WAIT, Admin, Browser, eventually, notification
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def clusters(tmp_path: Path) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop_all()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def start_cluster(clusters: list[Cluster], tmp_path: Path, size: int, **sections: Any) -> Cluster:
-    cluster = Cluster(tmp_path, size, **sections)
-    clusters.append(cluster)
-    return cluster.start_all()
 
 
 async def peer_states(admin: Admin) -> list[str]:
@@ -49,13 +29,11 @@ async def peer_states(admin: Admin) -> list[str]:
 
 @pytest.mark.parametrize("size", [3, 5])
 async def test_full_mesh_delivers_every_message_exactly_once_everywhere(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession, size: int
+    relays: Relays, session: aiohttp.ClientSession, size: int
 ) -> None:
-    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, size)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    browsers = [await Browser.open(port) for port in cluster.client_ports]
-    for browser in browsers:
-        await browser.subscribe("PHID-MESH")
+    cluster = await relays.mesh(size).start()
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-MESH")
     posts = 4 * size
     for n in range(posts):
         status, receipt = await admins[n % size].post(
@@ -92,10 +70,10 @@ async def test_full_mesh_delivers_every_message_exactly_once_everywhere(
 
 
 async def test_every_node_recognises_itself_in_its_own_list(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
+    cluster = await relays.mesh(3).start()
+    admins = cluster.admins(session)
     for n, admin in enumerate(admins):
         await admin.post(notification("PHID-X", unique_id=f"self-{n}"))
 
@@ -114,19 +92,13 @@ async def test_every_node_recognises_itself_in_its_own_list(
 
 
 async def test_a_node_reached_only_through_another_still_gets_everything(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    clusters.append(cluster)
-    wrong_port = free_ports(1)[0]
-    broken = cluster.config(0)
-    broken["cluster"] = [*cluster.peers[:2], {**cluster.peers[2], "port": wrong_port}]
-    await asyncio.to_thread(cluster.start, 0, broken)
-    await asyncio.to_thread(cluster.start, 1)
-    await asyncio.to_thread(cluster.start, 2)
-    far = await Browser.open(cluster.client_ports[2])
-    await far.subscribe("PHID-FAR")
-    admin = Admin(session, cluster.admin_ports[0])
+    cluster = relays.mesh(3)
+    cluster[0].config["cluster"][2]["port"] = relays.unused_port()  # node 0 cannot reach node 2
+    await cluster.start()
+    far = await cluster[2].browser("PHID-FAR")
+    admin = cluster[0].admin(session)
     for n in range(5):
         await admin.post(notification("PHID-FAR", unique_id=f"far-{n}"))
     received: list[dict[str, Any]] = []
@@ -144,10 +116,10 @@ async def test_a_node_reached_only_through_another_still_gets_everything(
 
 
 async def test_kill_9_one_node_of_three_while_messages_flow(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
+    cluster = await relays.mesh(3).start()
+    admins = cluster.admins(session)
     survivors = [0, 1]
     browsers = {i: await Browser.open(cluster.client_ports[i]) for i in range(3)}
     for browser in browsers.values():
@@ -165,7 +137,7 @@ async def test_kill_9_one_node_of_three_while_messages_flow(
     posted: dict[str, tuple[int, float]] = {}
     for n in range(60):
         if n == 20:
-            cluster.nodes[2].kill()  # type: ignore[union-attr]
+            cluster[2].kill()
         origin = survivors[n % 2]
         unique_id = f"flow-{n:03d}"
         posted[unique_id] = (origin, time.monotonic())
@@ -192,9 +164,8 @@ async def test_kill_9_one_node_of_three_while_messages_flow(
     await eventually(node2_down, "survivors report node 2 down")
 
     # Restart node 2 on the same ports: it comes back up and its browsers get news.
-    await asyncio.to_thread(cluster.start, 2)
-    reborn = await Browser.open(cluster.client_ports[2])
-    await reborn.subscribe("PHID-FLOW")
+    await cluster.start(2)
+    reborn = await cluster[2].browser("PHID-FLOW")
     got: list[str] = []
 
     async def node2_back() -> bool:
@@ -210,31 +181,26 @@ async def test_kill_9_one_node_of_three_while_messages_flow(
     for browser in [*browsers.values(), reborn]:
         await browser.close()
     # Going down and coming back is logged once each, not once per message.
-    survivor = cluster.nodes[0]
-    assert survivor is not None
+    survivor = cluster[0]
     survivor.signal(signal.SIGTERM)
-    _, log = await asyncio.to_thread(survivor.wait)
+    await asyncio.to_thread(survivor.wait)
+    log = survivor.log
     assert log.count("peer cluster[2] (http://127.0.0.1") == 3, log
     assert log.count("is down") == 1
     assert log.count("is up again") == 1
 
 
 async def test_a_peer_that_never_answers_costs_nothing(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
     with socket.socket() as blackhole:
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(64)  # accepts TCP (the kernel does), never reads or answers
-        cluster = Cluster(tmp_path, 1, peering={"queue_size": 5, "timeout_seconds": 0.5})
-        clusters.append(cluster)
-        config = cluster.config(0)
-        config["cluster"] = [
-            {"host": "127.0.0.1", "port": blackhole.getsockname()[1], "protocol": "http"}
-        ]
-        await asyncio.to_thread(cluster.start, 0, config)
-        admin = Admin(session, cluster.admin_ports[0])
-        browser = await Browser.open(cluster.client_ports[0])
-        await browser.subscribe("PHID-BH")
+        cluster = relays.mesh(1, peering={"queue_size": 5, "timeout_seconds": 0.5})
+        cluster[0].config["cluster"] = [peer_entry(blackhole.getsockname()[1])]
+        [node] = await cluster.start()
+        admin = node.admin(session)
+        browser = await node.browser("PHID-BH")
         for n in range(30):
             started = time.monotonic()
             await admin.post(notification("PHID-BH", unique_id=f"bh-{n}"))
@@ -255,15 +221,13 @@ async def test_a_peer_that_never_answers_costs_nothing(
 
 
 async def test_unicode_arrives_byte_identical_on_every_node(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = await asyncio.to_thread(start_cluster, clusters, tmp_path, 3)
+    cluster = await relays.mesh(3).start()
     text = 'Crème brûlée — 東京の天気 — 🎉🚀 — Ελληνικά — \u2028 \\ " end'
-    browsers = [await Browser.open(port) for port in cluster.client_ports]
-    for browser in browsers:
-        await browser.subscribe("PHID-UNI")
+    browsers = await cluster.browsers("PHID-UNI")
     body = notification("PHID-UNI", unique_id="unicode-1", text=text)
-    await Admin(session, cluster.admin_ports[1]).post(body)
+    await cluster[1].admin(session).post(body)
     for browser in browsers:
         async with asyncio.timeout(WAIT):
             frame = await browser.ws.recv(decode=False)
@@ -286,7 +250,7 @@ def tls_peer_files(ca: trustme.CA, directory: Path) -> dict[str, str]:
     ids=["trusted-ca", "untrusted-ca", "untrusted-ca-verification-off"],
 )
 async def test_https_peers_are_verified(
-    clusters: list[Cluster],
+    relays: Relays,
     tmp_path: Path,
     session: aiohttp.ClientSession,
     trusted: bool,
@@ -296,17 +260,16 @@ async def test_https_peers_are_verified(
     ca_file = tmp_path / "ca.pem"
     (ca if trusted else trustme.CA()).cert_pem.write_to_path(str(ca_file))
     tls = tls_peer_files(ca, tmp_path)
-    cluster = Cluster(tmp_path, 2, peering={"ca_file": str(ca_file)})
-    clusters.append(cluster)
-    cluster.peers = [{**peer, "protocol": "https", "tls_verify": verify} for peer in cluster.peers]
+    cluster = relays.mesh(2, peering={"ca_file": str(ca_file)})
+    for node in cluster:
+        node.config["cluster"] = [
+            {**peer, "protocol": "https", "tls_verify": verify} for peer in node.config["cluster"]
+        ]
+        node.config["servers"][1].update(tls)
     # Only an explicit tls_verify: false lets an unverifiable peer through.
     trusted = trusted or not verify
-    for index in range(2):
-        config = cluster.config(index)
-        config["servers"][1].update(tls)
-        await asyncio.to_thread(cluster.start, index, config)
-    receiver = await Browser.open(cluster.client_ports[1])
-    await receiver.subscribe("PHID-TLS")
+    await cluster.start()
+    receiver = await cluster[1].browser("PHID-TLS")
     context = ssl.create_default_context()
     ca.configure_trust(context)
     async with session.post(

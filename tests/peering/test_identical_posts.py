@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,8 +19,9 @@ from aiohttp import web
 
 from relay.core.fingerprint import new_fingerprint
 from relay.node.node import Node
+from tests.harness import Relays
 from tests.redis_harness import RedisServer
-from tests.support import Admin, Browser, Cluster, eventually, free_ports, local_config
+from tests.support import Admin, Browser, eventually, free_ports, local_config
 
 StartNode = Callable[..., Awaitable[Node]]
 
@@ -63,29 +63,23 @@ async def test_three_identical_posts_reach_a_browser_three_times_on_a_lone_node(
 
 @pytest.mark.slow
 async def test_identical_posts_reach_every_node_of_a_mesh_once_per_post(
-    tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    try:
-        await asyncio.to_thread(cluster.start_all)
-        browsers = [await Browser.open(port) for port in cluster.client_ports]
-        for browser in browsers:
-            await browser.subscribe("PHID-PROJ-board")
-        admins = [Admin(session, port) for port in cluster.admin_ports]
-        # Three to one node, then one to each: six posts of one identical body.
-        for admin in [admins[0]] * 3 + admins:
-            assert (await admin.post(WORKBOARD))[0] == 200
-        received = await receive(browsers, 6)
-        for seen in received:
-            ids = [message["uniqueID"] for message in seen]
-            assert len(ids) == len(set(ids)) == 6, "lost or duplicated"
-        assert len({tuple(sorted(m["uniqueID"] for m in seen)) for seen in received}) == 1
-        for admin in admins:
-            assert (await admin.status())["history.size"] == 6
-        for browser in browsers:
-            await browser.close()
-    finally:
-        await asyncio.to_thread(cluster.stop_all)
+    cluster = await relays.mesh(3).start()
+    browsers = await cluster.browsers("PHID-PROJ-board")
+    admins = cluster.admins(session)
+    # Three to one node, then one to each: six posts of one identical body.
+    for admin in [admins[0]] * 3 + admins:
+        assert (await admin.post(WORKBOARD))[0] == 200
+    received = await receive(browsers, 6)
+    for seen in received:
+        ids = [message["uniqueID"] for message in seen]
+        assert len(ids) == len(set(ids)) == 6, "lost or duplicated"
+    assert len({tuple(sorted(m["uniqueID"] for m in seen)) for seen in received}) == 1
+    for admin in admins:
+        assert (await admin.status())["history.size"] == 6
+    for browser in browsers:
+        await browser.close()
 
 
 async def test_identical_posts_reach_every_broker_mode_node_once_per_post(

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,26 +17,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.support import Admin, Browser, Cluster, eventually, free_ports, notification
+from tests.harness import Relays, peer_entry
+from tests.support import Admin, Browser, eventually, notification
 
 pytestmark = pytest.mark.slow
 
 APHLICT_FINGERPRINT = "aphlictDouble234"
 RELAY_HEADER = {"X-Relay-Peer": "batch/1"}
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop_all()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @dataclass
@@ -72,6 +58,25 @@ class AphlictDouble:
         await site.start()
         self.port = runner.addresses[0][1]
         return runner
+
+
+StartDouble = Callable[..., Awaitable[AphlictDouble]]
+
+
+@pytest.fixture
+async def aphlict_double() -> AsyncIterator[StartDouble]:
+    """Start Aphlict doubles (with ``AphlictDouble``'s options); all are stopped at the end."""
+    started: list[tuple[AphlictDouble, web.AppRunner]] = []
+
+    async def start(**options: Any) -> AphlictDouble:
+        double = AphlictDouble(**options)
+        started.append((double, await double.start()))
+        return double
+
+    yield start
+    for double, runner in started:
+        double.open.set()  # a held answer would keep the runner's cleanup waiting
+        await runner.cleanup()
 
 
 async def statuses(admins: list[Admin]) -> list[dict[str, Any]]:
@@ -148,15 +153,11 @@ async def receive_all(browsers: list[Browser], ids: list[str]) -> None:
 
 @pytest.mark.parametrize("size", [3, 5])
 async def test_a_post_costs_n_minus_1_transfers_in_a_relay_mesh(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession, size: int
+    relays: Relays, session: aiohttp.ClientSession, size: int
 ) -> None:
-    cluster = Cluster(tmp_path, size)
-    clusters.append(cluster)
-    await asyncio.to_thread(cluster.start_all)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    browsers = [await Browser.open(port) for port in cluster.client_ports]
-    for browser in browsers:
-        await browser.subscribe("PHID-COST")
+    cluster = await relays.mesh(size).start()
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-COST")
     await warm_up(admins, size - 1)
     sent_before, received_before = totals(await quiet(admins))
 
@@ -180,19 +181,13 @@ async def test_a_post_costs_n_minus_1_transfers_in_a_relay_mesh(
 
 
 async def test_a_node_behind_a_broken_link_gets_every_message_once(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    clusters.append(cluster)
-    broken = cluster.config(0)
-    broken["cluster"] = [*cluster.peers[:2], {**cluster.peers[2], "port": free_ports(1)[0]}]
-    await asyncio.to_thread(cluster.start, 0, broken)
-    await asyncio.to_thread(cluster.start, 1)
-    await asyncio.to_thread(cluster.start, 2)
-    admins = [Admin(session, port) for port in cluster.admin_ports]
-    browsers = [await Browser.open(port) for port in cluster.client_ports]
-    for browser in browsers:
-        await browser.subscribe("PHID-FAR")
+    cluster = relays.mesh(3)
+    cluster[0].config["cluster"][2]["port"] = relays.unused_port()  # node 0 cannot reach node 2
+    await cluster.start()
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-FAR")
     ids = [f"far-{n:03d}" for n in range(40)]
     for unique_id in ids:
         assert (await admins[0].post(notification("PHID-FAR", unique_id=unique_id)))[0] == 200
@@ -206,150 +201,128 @@ async def test_a_node_behind_a_broken_link_gets_every_message_once(
 
 
 async def test_an_aphlict_peer_gets_one_aphlict_post_per_message(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession, aphlict_double: StartDouble
 ) -> None:
-    aphlict = AphlictDouble()
-    runner = await aphlict.start()
-    try:
-        cluster = Cluster(tmp_path, 3)
-        cluster.peers.append({"host": "127.0.0.1", "port": aphlict.port, "protocol": "http"})
-        clusters.append(cluster)
-        await asyncio.to_thread(cluster.start_all)
-        admins = [Admin(session, port) for port in cluster.admin_ports]
-        browsers = [await Browser.open(port) for port in cluster.client_ports]
-        for browser in browsers:
-            await browser.subscribe("PHID-MIX")
-        await warm_up(admins, 3)
-        for status in await statuses(admins):
-            double = [p for p in status["cluster"] if p["fingerprint"] == APHLICT_FINGERPRINT]
-            assert [p["batching"] for p in double] == [False]
-        aphlict.posts.clear()
+    aphlict = await aphlict_double()
+    cluster = await relays.mesh(3, peers=[peer_entry(aphlict.port)]).start()
+    admins = cluster.admins(session)
+    browsers = await cluster.browsers("PHID-MIX")
+    await warm_up(admins, 3)
+    for status in await statuses(admins):
+        double = [p for p in status["cluster"] if p["fingerprint"] == APHLICT_FINGERPRINT]
+        assert [p["batching"] for p in double] == [False]
+    aphlict.posts.clear()
 
-        ids = [f"mix-{n:03d}" for n in range(12)]
-        for n, unique_id in enumerate(ids):
-            await admins[n % 3].post(notification("PHID-MIX", unique_id=unique_id), "acme")
-        for browser in browsers:
-            await browser.close()
-        await quiet(admins)
-        # One Aphlict-format POST per message: to "/", with the message's instance,
-        # the posted body as is plus a touched list naming the relay node that forwarded it.
-        fingerprints = {status["fingerprint"] for status in await statuses(admins)}
-        assert sorted(body["uniqueID"] for _, _, body in aphlict.posts) == sorted(ids)
-        for path, instance, body in aphlict.posts:
-            assert (path, instance) == ("/", "acme")
-            assert body["subscribers"] == ["PHID-MIX"]
-            assert len(body["touched"]) == 1
-            assert body["touched"][0] in fingerprints
+    ids = [f"mix-{n:03d}" for n in range(12)]
+    for n, unique_id in enumerate(ids):
+        await admins[n % 3].post(notification("PHID-MIX", unique_id=unique_id), "acme")
+    for browser in browsers:
+        await browser.close()
+    await quiet(admins)
+    # One Aphlict-format POST per message: to "/", with the message's instance,
+    # the posted body as is plus a touched list naming the relay node that forwarded it.
+    fingerprints = {status["fingerprint"] for status in await statuses(admins)}
+    assert sorted(body["uniqueID"] for _, _, body in aphlict.posts) == sorted(ids)
+    for path, instance, body in aphlict.posts:
+        assert (path, instance) == ("/", "acme")
+        assert body["subscribers"] == ["PHID-MIX"]
+        assert len(body["touched"]) == 1
+        assert body["touched"][0] in fingerprints
 
-        # What the Aphlict node forwards in turn (touched: it) reaches every relay browser
-        # once, and no relay node sends it back.
-        browsers = [await Browser.open(port, "/~acme/") for port in cluster.client_ports]
-        for browser in browsers:
-            await browser.subscribe("PHID-MIX")
-        aphlict.posts.clear()
-        echoed = notification("PHID-MIX", unique_id="from-aphlict", touched=[APHLICT_FINGERPRINT])
-        for admin in admins:  # Aphlict posts to every peer not in touched: all three
-            assert (await admin.post(echoed, "acme"))[0] == 200
-        await receive_all(browsers, ["from-aphlict"])
-        await quiet(admins)
-        assert aphlict.posts == []
-        for browser in browsers:
-            await browser.close()
-    finally:
-        await runner.cleanup()
+    # What the Aphlict node forwards in turn (touched: it) reaches every relay browser
+    # once, and no relay node sends it back.
+    browsers = await cluster.browsers("PHID-MIX", path="/~acme/")
+    aphlict.posts.clear()
+    echoed = notification("PHID-MIX", unique_id="from-aphlict", touched=[APHLICT_FINGERPRINT])
+    for admin in admins:  # Aphlict posts to every peer not in touched: all three
+        assert (await admin.post(echoed, "acme"))[0] == 200
+    await receive_all(browsers, ["from-aphlict"])
+    await quiet(admins)
+    assert aphlict.posts == []
+    for browser in browsers:
+        await browser.close()
 
 
 async def test_a_congested_peer_makes_the_node_answer_503_counted_and_logged_once(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession, aphlict_double: StartDouble
 ) -> None:
-    slow = AphlictDouble()
-    runner = await slow.start()
-    try:
-        cluster = Cluster(tmp_path, 1, peering={"queue_size": 5, "max_in_flight": 1})
-        clusters.append(cluster)
-        config = cluster.config(0)
-        config["cluster"] = [{"host": "127.0.0.1", "port": slow.port, "protocol": "http"}]
-        node = await asyncio.to_thread(cluster.start, 0, config)
-        admin = Admin(session, cluster.admin_ports[0])
-        assert (await admin.post(notification("PHID-O", unique_id="o-first")))[0] == 200
+    slow = await aphlict_double()
+    cluster = relays.mesh(1, peering={"queue_size": 5, "max_in_flight": 1})
+    cluster[0].config["cluster"] = [peer_entry(slow.port)]
+    [node] = await cluster.start()
+    admin = node.admin(session)
+    assert (await admin.post(notification("PHID-O", unique_id="o-first")))[0] == 200
 
-        async def peer_up() -> bool:
-            return bool((await admin.status())["cluster"][0]["state"] == "up")
+    async def peer_up() -> bool:
+        return bool((await admin.status())["cluster"][0]["state"] == "up")
 
-        await eventually(peer_up, "the peer is up")
-        slow.open.clear()
-        answers = []
-        for n in range(20):
-            code, body = await admin.post(notification("PHID-O", unique_id=f"o-{n:02d}"))
-            answers.append(code)
-            if code == 503:
-                assert "another admin server" in body["error"]
-        # One message in flight and five queued are taken; then the node says no.
-        assert answers == [200] * 6 + [503] * 14
-        status = await admin.status()
-        assert status["overload"] == {
-            "policy": "refuse",
-            "active": True,
-            "refused": 14,
-            "episodes": 1,
-        }
-        assert status["cluster"][0]["dropped"] == 0
-        async with session.get(admin.base + "/metrics") as response:
-            metrics = await response.text()
-        assert "relay_overload_refused_total 14.0" in metrics
-        assert "relay_overload_active 1.0" in metrics
+    await eventually(peer_up, "the peer is up")
+    slow.open.clear()
+    answers = []
+    for n in range(20):
+        code, body = await admin.post(notification("PHID-O", unique_id=f"o-{n:02d}"))
+        answers.append(code)
+        if code == 503:
+            assert "another admin server" in body["error"]
+    # One message in flight and five queued are taken; then the node says no.
+    assert answers == [200] * 6 + [503] * 14
+    status = await admin.status()
+    assert status["overload"] == {
+        "policy": "refuse",
+        "active": True,
+        "refused": 14,
+        "episodes": 1,
+    }
+    assert status["cluster"][0]["dropped"] == 0
+    async with session.get(admin.base + "/metrics") as response:
+        metrics = await response.text()
+    assert "relay_overload_refused_total 14.0" in metrics
+    assert "relay_overload_active 1.0" in metrics
 
-        slow.open.set()
+    slow.open.set()
 
-        async def drained() -> bool:
-            return bool((await admin.status())["cluster"][0]["queue"] == 0)
+    async def drained() -> bool:
+        return bool((await admin.status())["cluster"][0]["queue"] == 0)
 
-        await eventually(drained, "the peer caught up")
-        assert (await admin.post(notification("PHID-O", unique_id="o-after")))[0] == 200
-        assert (await admin.status())["overload"]["active"] is False
-        await quiet([admin])
-        # Nothing the node accepted was lost on the way to the peer.
-        accepted = ["o-first", *(f"o-{n:02d}" for n in range(6)), "o-after"]
-        assert [body["uniqueID"] for _, _, body in slow.posts] == accepted
-        node.signal(signal.SIGTERM)
-        _, log = await asyncio.to_thread(node.wait)
-        assert log.count("peer queues full (cluster[0])") == 1, log
-        assert log.count("peer queues drained: taking posts again (14 refused") == 1, log
-    finally:
-        slow.open.set()
-        await runner.cleanup()
+    await eventually(drained, "the peer caught up")
+    assert (await admin.post(notification("PHID-O", unique_id="o-after")))[0] == 200
+    assert (await admin.status())["overload"]["active"] is False
+    await quiet([admin])
+    # Nothing the node accepted was lost on the way to the peer.
+    accepted = ["o-first", *(f"o-{n:02d}" for n in range(6)), "o-after"]
+    assert [body["uniqueID"] for _, _, body in slow.posts] == accepted
+    node.signal(signal.SIGTERM)
+    await asyncio.to_thread(node.wait)
+    log = node.log
+    assert log.count("peer queues full (cluster[0])") == 1, log
+    assert log.count("peer queues drained: taking posts again (14 refused") == 1, log
 
 
 async def test_a_peer_that_claims_batches_but_refuses_them_gets_single_posts(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession, aphlict_double: StartDouble
 ) -> None:
-    liar = AphlictDouble(advertise=True)
-    runner = await liar.start()
-    try:
-        cluster = Cluster(tmp_path, 1)
-        clusters.append(cluster)
-        config = cluster.config(0)
-        config["cluster"] = [{"host": "127.0.0.1", "port": liar.port, "protocol": "http"}]
-        node = await asyncio.to_thread(cluster.start, 0, config)
-        admin = Admin(session, cluster.admin_ports[0])
-        ids = [f"liar-{n:02d}" for n in range(20)]
-        for unique_id in ids:
-            assert (await admin.post(notification("PHID-L", unique_id=unique_id)))[0] == 200
-        await quiet([admin])
-        # Every message arrived, once, as Aphlict's single POST; none was lost on the way.
-        assert sorted(body["uniqueID"] for _, _, body in liar.posts) == ids
-        assert {path for path, _, _ in liar.posts} == {"/"}
-        link = (await admin.status())["cluster"][0]
-        assert (link["batching"], link["dropped"], link["sent"]) == (False, 0, 20)
-        node.signal(signal.SIGTERM)
-        _, log = await asyncio.to_thread(node.wait)
-        assert log.count("does not take batches (HTTP 404)") == 1, log
-    finally:
-        await runner.cleanup()
+    liar = await aphlict_double(advertise=True)
+    cluster = relays.mesh(1)
+    cluster[0].config["cluster"] = [peer_entry(liar.port)]
+    [node] = await cluster.start()
+    admin = node.admin(session)
+    ids = [f"liar-{n:02d}" for n in range(20)]
+    for unique_id in ids:
+        assert (await admin.post(notification("PHID-L", unique_id=unique_id)))[0] == 200
+    await quiet([admin])
+    # Every message arrived, once, as Aphlict's single POST; none was lost on the way.
+    assert sorted(body["uniqueID"] for _, _, body in liar.posts) == ids
+    assert {path for path, _, _ in liar.posts} == {"/"}
+    link = (await admin.status())["cluster"][0]
+    assert (link["batching"], link["dropped"], link["sent"]) == (False, 0, 20)
+    node.signal(signal.SIGTERM)
+    await asyncio.to_thread(node.wait)
+    log = node.log
+    assert log.count("does not take batches (HTTP 404)") == 1, log
 
 
 async def test_a_link_too_slow_for_a_full_batch_sends_smaller_ones_and_loses_nothing(
-    clusters: list[Cluster], tmp_path: Path, session: aiohttp.ClientSession
+    relays: Relays, session: aiohttp.ClientSession
 ) -> None:
     # A relay-like peer that cannot take more than 8 KiB within the request deadline.
     got: list[str] = []
@@ -378,13 +351,10 @@ async def test_a_link_too_slow_for_a_full_batch_sends_smaller_ones_and_loses_not
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         peering = {"timeout_seconds": 0.5, "backoff_initial_seconds": 0.05}
-        cluster = Cluster(tmp_path, 1, peering=peering)
-        clusters.append(cluster)
-        config = cluster.config(0)
-        port = runner.addresses[0][1]
-        config["cluster"] = [{"host": "127.0.0.1", "port": port, "protocol": "http"}]
-        await asyncio.to_thread(cluster.start, 0, config)
-        admin = Admin(session, cluster.admin_ports[0])
+        cluster = relays.mesh(1, peering=peering)
+        cluster[0].config["cluster"] = [peer_entry(runner.addresses[0][1])]
+        [node] = await cluster.start()
+        admin = node.admin(session)
         ids = [f"big-{n:02d}" for n in range(40)]
         for unique_id in ids:
             body = notification("PHID-S", unique_id=unique_id, pad="x" * 1000)

@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +20,9 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from tests.harness import Relays, run_serve
 from tests.redis_harness import RedisServer
 from tests.support import WAIT, Browser, eventually, local_config, notification
-from tests.workers.harness import SupervisedNode
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +31,6 @@ BROWSERS = 16
 #: Upper bounds on the posting loop around the kill: posts, and seconds.
 MAX_POSTS = 3000
 POSTING_SECONDS = 3 * WAIT
-
-
-@pytest.fixture
-def started() -> Iterator[list[SupervisedNode]]:
-    nodes: list[SupervisedNode] = []
-    yield nodes
-    for node in nodes:
-        node.stop()
 
 
 class Poster:
@@ -100,11 +89,9 @@ async def received_ids(browser: Browser, wanted: set[str]) -> Counter[str]:
 
 
 async def test_two_workers_deliver_each_post_once_and_survive_a_killed_worker(
-    tmp_path: Path, redis_server: RedisServer, started: list[SupervisedNode]
+    relays: Relays, redis_server: RedisServer
 ) -> None:
-    node = SupervisedNode(tmp_path, local_config(broker={"url": redis_server.url}), workers=2)
-    started.append(node)
-    node.start()
+    [node] = await relays.broker(1, redis_server.url, workers=2).start()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         browsers = [await Browser.open(node.client_port) for _ in range(BROWSERS)]
@@ -193,25 +180,13 @@ async def test_two_workers_deliver_each_post_once_and_survive_a_killed_worker(
 def test_workers_without_a_broker_are_refused_naming_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "relay.json"
     path.write_bytes(orjson.dumps(local_config(workers=2)))
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=3 * WAIT,
-        check=False,
-    )
+    result = run_serve("--config", str(path))
     assert result.returncode == 1
     assert f'{path}: workers: 2 workers need a "broker" section' in result.stderr
     assert "Traceback" not in result.stderr
 
     path.write_bytes(orjson.dumps(local_config()))
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=3 * WAIT,
-        check=False,
-    )
+    result = run_serve("--config", str(path), "--workers", "2")
     assert result.returncode == 1
     assert f'{path}: --workers 2: 2 workers need a "broker" section' in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,9 +7,6 @@ import os
 import re
 import signal
 import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +17,23 @@ import trustme
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import Relays, children_of, run_serve
 from tests.redis_harness import RedisServer
-from tests.support import WAIT, eventually, local_config
-from tests.workers.harness import SupervisedNode, children_of
+from tests.support import eventually, local_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def started() -> Iterator[list[SupervisedNode]]:
-    """Nodes a test started; stopped whatever happens."""
-    nodes: list[SupervisedNode] = []
-    yield nodes
-    for node in nodes:
-        node.stop()
-
-
-def tls_servers(tmp_path: Path, broker: str) -> tuple[dict[str, Any], ssl.SSLContext]:
+def tls_files(tmp_path: Path) -> tuple[dict[str, str], ssl.SSLContext]:
+    """A server certificate's config entries, and a client context that trusts it."""
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     leaf.private_key_pem.write_to_path(str(key))
     leaf.cert_chain_pems[0].write_to_path(str(cert))
-    files = {"ssl.key": str(key), "ssl.cert": str(cert)}
-    config = local_config(broker={"url": broker})
-    for server in config["servers"]:
-        server.update(files)
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    return config, context
+    return {"ssl.key": str(key), "ssl.cert": str(cert)}, context
 
 
 async def status_over_fresh_connections(
@@ -66,12 +51,13 @@ async def status_over_fresh_connections(
 
 
 async def test_workers_share_tls_ports_and_every_answer_describes_the_whole_node(
-    tmp_path: Path, redis_server: RedisServer, started: list[SupervisedNode]
+    tmp_path: Path, redis_server: RedisServer, relays: Relays
 ) -> None:
-    config, context = tls_servers(tmp_path, redis_server.url)
-    node = SupervisedNode(tmp_path, config, workers=2, extra_args=("--debug",))
-    started.append(node)
-    node.start()
+    files, context = tls_files(tmp_path)
+    cluster = relays.broker(1, redis_server.url, workers=2, args=("--debug",))
+    for server in cluster[0].config["servers"]:
+        server.update(files)
+    [node] = await cluster.start()
     browsers = [
         await websockets.connect(f"wss://127.0.0.1:{node.client_port}/", ssl=context)
         for _ in range(16)
@@ -114,14 +100,14 @@ async def test_workers_share_tls_ports_and_every_answer_describes_the_whole_node
 
 
 def test_supervisor_holds_the_pidfile_forwards_reloads_and_stops_its_workers(
-    tmp_path: Path, redis_server: RedisServer, started: list[SupervisedNode]
+    tmp_path: Path, redis_server: RedisServer, relays: Relays
 ) -> None:
     pidfile = tmp_path / "relay.pid"
-    config = local_config(pidfile=str(pidfile), broker={"url": redis_server.url})
     # A watchdog ping every 0.1 s, from the supervisor (its workers ping it, not systemd).
-    node = SupervisedNode(tmp_path, config, workers=2, env={"WATCHDOG_USEC": "200000"})
-    started.append(node)
-    node.start()
+    [node] = relays.broker(
+        1, redis_server.url, workers=2, env={"WATCHDOG_USEC": "200000"}, pidfile=str(pidfile)
+    ).start_blocking()
+    config = node.config
     node.next_notice(lambda text: text == "WATCHDOG=1")
     assert pidfile.read_text().strip() == str(node.pid)
     workers = children_of(node.pid)
@@ -163,13 +149,7 @@ def test_a_worker_that_cannot_start_stops_the_node_with_its_reason(
     config["servers"][0].update({"ssl.key": str(tmp_path / "no.key"), "ssl.cert": "/nonexistent"})
     path = tmp_path / "relay.json"
     path.write_bytes(orjson.dumps(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=3 * WAIT,
-        check=False,
-    )
+    result = run_serve("--config", str(path), "--workers", "2")
     assert result.returncode == 1
     assert "servers[0]" in result.stderr  # the worker's own reason
     assert re.search(r"worker \d exited with 1 before the node was ready", result.stderr)
@@ -186,13 +166,7 @@ def test_a_worker_that_cannot_start_stops_the_node_with_its_reason(
 def test_a_bad_workers_flag_is_refused_before_anything_starts(
     args: list[str], expected: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=3 * WAIT,
-        check=False,
-    )
+    result = run_serve(*args)
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
