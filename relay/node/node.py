@@ -22,7 +22,7 @@ from relay.broker.link import Broker, Received
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
-from relay.config.tls import ListenerContexts
+from relay.config.tls import ListenerContexts, peer_tls_context
 from relay.core.admission import Admission
 from relay.core.dedup import RecentIds
 from relay.core.fingerprint import new_fingerprint
@@ -42,7 +42,7 @@ from relay.observe.dashboard import render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
 from relay.observe.timeseries import TimeSeries, capacity_for
-from relay.peering.peers import PeerSet, peer_tls_context
+from relay.peering.peers import PeerSet
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings

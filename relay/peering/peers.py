@@ -30,7 +30,7 @@ import orjson
 
 from relay.config import PeerConfig, PeeringConfig
 from relay.config.secrets import Secret
-from relay.errors import StartupError
+from relay.config.tls import peer_tls_context
 from relay.links.backoff import Backoff
 from relay.links.outbox import Outbox, Outgoing
 from relay.links.peer_batch import (
@@ -505,27 +505,6 @@ class PeerSet:
     def status(self) -> list[dict[str, Any]]:
         """Every link as ``/status/`` shows it."""
         return [link.status() for link in self.links]
-
-
-def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ssl.SSLContext | None:
-    """The client TLS context for an https peer (None for http).
-
-    Raises:
-        StartupError: the CA file cannot be loaded; names the setting and the file.
-    """
-    if peer.protocol != "https":
-        return None
-    ca_file = peer.ca_file or settings.ca_file
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        setting = f"{name}.ca_file" if peer.ca_file else "peering.ca_file"
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise StartupError(f"{setting}: cannot load the CA file {ca_file}: {reason}") from None
-    if not peer.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _receipt_fingerprint(body: bytes) -> str | None:
