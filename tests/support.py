@@ -20,6 +20,8 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from relay.config.hosts import base_url
+
 #: Upper bound for anything a test waits on; a hang fails fast instead of stalling CI.
 WAIT = 10.0
 
@@ -82,8 +84,10 @@ class Browser:
         self.ws = ws
 
     @classmethod
-    async def open(cls, port: int, path: str = "/", **kwargs: Any) -> Browser:
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", **kwargs)
+    async def open(
+        cls, port: int, path: str = "/", *, host: str = "127.0.0.1", **kwargs: Any
+    ) -> Browser:
+        ws = await websockets.connect(f"{base_url('ws', host, port)}{path}", **kwargs)
         return cls(ws)
 
     async def send(self, command: str, data: Any = None) -> None:
@@ -131,9 +135,16 @@ class Browser:
 class Admin:
     """An application server posting to a node's admin port."""
 
-    def __init__(self, session: aiohttp.ClientSession, port: int, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        port: int,
+        scheme: str = "http",
+        *,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.session = session
-        self.base = f"{scheme}://127.0.0.1:{port}"
+        self.base = base_url(scheme, host, port)
 
     async def post(
         self, body: Any, instance: str | None = None, *, raw: bytes | None = None, **kwargs: Any
@@ -163,7 +174,7 @@ def rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
-_READY = re.compile(r"(client|admin) listener ready on \w+://([\d.]+):(\d+)")
+_READY = re.compile(r"(client|admin) listener ready on \w+://([\d.]+|\[[\da-f:]+\]):(\d+)")
 
 
 class RelayProcess:
@@ -256,17 +267,19 @@ class RelayProcess:
             self.wait()
 
 
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports the OS picked as free just now, for configs that must name peers' ports upfront.
 
     Cluster nodes list each other's admin ports in their config files, so the
     ports must be known before any node starts; the OS still picks them.
+    ``host`` may be an IPv6 address.
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets = []
     try:
         for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock = socket.socket(family)
+            sock.bind((host, 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
@@ -275,24 +288,28 @@ def free_ports(count: int) -> list[int]:
 
 
 class Cluster:
-    """Several relay processes, each listing every node (itself included) as a peer."""
+    """Several relay processes, each listing every node (itself included) as a peer.
 
-    def __init__(self, directory: Path, size: int, **sections: Any) -> None:
-        ports = free_ports(2 * size)
+    Every node listens on ``host`` (an IPv6 address too) and names its peers by it.
+    """
+
+    def __init__(
+        self, directory: Path, size: int, *, host: str = "127.0.0.1", **sections: Any
+    ) -> None:
+        ports = free_ports(2 * size, host)
         self.client_ports = ports[:size]
         self.admin_ports = ports[size:]
         self.directory = directory
+        self.host = host
         self.sections = sections
-        self.peers = [
-            {"host": "127.0.0.1", "port": port, "protocol": "http"} for port in self.admin_ports
-        ]
+        self.peers = [{"host": host, "port": port, "protocol": "http"} for port in self.admin_ports]
         self.nodes: list[RelayProcess | None] = [None] * size
 
     def config(self, index: int) -> dict[str, Any]:
         return {
             "servers": [
-                {"type": "client", "port": self.client_ports[index], "listen": "127.0.0.1"},
-                {"type": "admin", "port": self.admin_ports[index], "listen": "127.0.0.1"},
+                {"type": "client", "port": self.client_ports[index], "listen": self.host},
+                {"type": "admin", "port": self.admin_ports[index], "listen": self.host},
             ],
             "cluster": self.peers,
             **self.sections,

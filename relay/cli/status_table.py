@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from relay.cli.columns import columns
+from relay.config.hosts import url_host
 
 #: The keys the first block shows; everything else is listed after it.
 _SHOWN = frozenset(
@@ -79,7 +80,7 @@ def render_status(status: Mapping[str, Any]) -> str:
 
 
 def _peer_row(peer: Mapping[str, Any]) -> list[str]:
-    name = f"{peer.get('protocol')}://{peer.get('host')}:{peer.get('port')}"
+    name = f"{peer.get('protocol')}://{url_host(str(peer.get('host')))}:{peer.get('port')}"
     if peer.get("self"):
         return [name, "this node", "", "", "", "", "", ""]
     latency = peer.get("last_latency_ms")

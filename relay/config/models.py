@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from relay.config.broker import BrokerConfig
 from relay.config.cluster_status import ClusterStatusConfig
+from relay.config.hosts import base_url
 
 #: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
 DEFAULT_CLIENT_PORT = 22280
@@ -100,6 +101,11 @@ class PeerConfig(_Section):
     def address(self) -> str:
         """``host:port``, the peer's identity in the cluster list."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``protocol://host:port`` of the peer's admin port (an IPv6 host in brackets)."""
+        return base_url(self.protocol, self.host, self.port)
 
 
 class HistoryConfig(_Section):

@@ -21,6 +21,7 @@ from aiohttp import web
 from relay.broker.link import Broker, Received
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
+from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
 from relay.config.tls import ListenerContexts, peer_tls_context
 from relay.core.admission import Admission
@@ -291,7 +292,7 @@ class Node:
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
-        log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
+        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
 
     async def apply(self, config: Config) -> list[str]:
         """Apply a new configuration to the running node, keeping every connection.

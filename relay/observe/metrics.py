@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from relay.config.hosts import base_url
 from relay.core.snapshot import BrokerReading, NodeSnapshot
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
@@ -124,7 +125,7 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
     for status in snapshot.peers:
         if status["self"]:
             continue
-        name = [f"{status['protocol']}://{status['host']}:{status['port']}"]
+        name = [base_url(status["protocol"], status["host"], status["port"])]
         up.add_metric(name, 1 if status["state"] == "up" else 0)
         queue.add_metric(name, status["queue"])
         sent.add_metric(name, status["sent"])

@@ -93,7 +93,7 @@ class PeerLink:
         self._tls = peer_tls_context(name, peer, settings)
         if self._tls is not None and not peer.tls_verify:
             log.warning("peer %s: certificate verification is off (tls_verify: false)", name)
-        self._context = {"peer": f"{peer.protocol}://{peer.host}:{peer.port}"}
+        self._context = {"peer": peer.url}
         self._secret = secret
         self.peer = peer
         self._settings = settings
@@ -101,8 +101,8 @@ class PeerLink:
         self._clock = clock
         self._outbox = Outbox(settings.queue_size, settings.queue_max_age_seconds, clock)
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
-        self._url = f"{peer.protocol}://{peer.host}:{peer.port}/"
-        self._batch_url = f"{peer.protocol}://{peer.host}:{peer.port}{BATCH_PATH}"
+        self._url = f"{peer.url}/"
+        self._batch_url = peer.url + BATCH_PATH
         self.state = PeerState.UNKNOWN
         self.fingerprint: str | None = None
         #: True once the peer's receipts say it takes batches (it is a relay node).
@@ -407,7 +407,7 @@ class PeerLink:
             log.warning("%s is down: %s", self._label(), reason, extra=self._context)
 
     def _label(self) -> str:
-        return f"peer {self.name} ({self.peer.protocol}://{self.peer.host}:{self.peer.port})"
+        return f"peer {self.name} ({self.peer.url})"
 
 
 class PeerSet:
@@ -459,7 +459,7 @@ class PeerSet:
                 link = self._link(index, peer)
                 if self._started:
                     await link.start()
-                log.info("peer cluster[%d] %s:%d added", index, peer.host, peer.port)
+                log.info("peer cluster[%d] (%s) added", index, peer.url)
             link.name = f"cluster[{index}]"
             links.append(link)
         removed = kept.values() if not renew else self.links
