@@ -379,7 +379,7 @@ class Node:
             rejected=dict(rejected),
             subscriptions=hub.subscription_count(),
             instances=hub.readings(),
-            peers=self.peers.status(),
+            peers=self.peers.readings(),
             cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
             broker=None if self.broker is None else self.broker.reading(),
             overload=self.overload.status(),
