@@ -97,6 +97,14 @@ class PeerConfig(_Section):
     #: Verify the peer's certificate (https only). Turning this off must be explicit.
     tls_verify: bool = True
 
+    @field_validator("host")
+    @classmethod
+    def _host_without_brackets(cls, host: str) -> str:
+        # Brackets belong to URLs; relay adds them where it builds one (``url``).
+        if host.startswith("[") and host.endswith("]"):
+            raise ValueError(f'write the IPv6 address without brackets: "{host[1:-1][:80]}"')
+        return host
+
     @property
     def address(self) -> str:
         """``host:port``, the peer's identity in the cluster list."""

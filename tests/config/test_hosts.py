@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay.config import PeerConfig
+from relay.config import PeerConfig, parse_config
 from relay.config.hosts import base_url, url_host
+from relay.errors import ConfigError
+from tests.support import local_config
 
 
 @pytest.mark.parametrize(
@@ -20,3 +22,12 @@ def test_url_host_brackets_ipv6_only(host: str, expected: str) -> None:
 def test_a_peer_url_is_what_aiohttp_can_request() -> None:
     assert PeerConfig(host="::1", port=22281, protocol="http").url == "http://[::1]:22281"
     assert PeerConfig(host="relay2", port=443, protocol="https").url == "https://relay2:443"
+
+
+def test_a_peer_address_in_brackets_is_refused_saying_how_to_write_it() -> None:
+    data = local_config(cluster=[{"host": "[::1]", "port": 22281, "protocol": "http"}])
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "test.json")
+    assert caught.value.problems == [
+        'test.json: cluster[0].host: write the IPv6 address without brackets: "::1"'
+    ]
