@@ -20,7 +20,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from relay.config.hosts import url_host
+from relay.config.hosts import base_url
 
 #: Upper bound for anything a test waits on; a hang fails fast instead of stalling CI.
 WAIT = 10.0
@@ -88,8 +88,7 @@ class Browser:
         cls, port: int, path: str = "/", *, host: str = "127.0.0.1", **kwargs: Any
     ) -> Browser:
         """Connect to ``host`` (an IPv6 address too) on ``port``; ``kwargs`` go to websockets."""
-        scheme = "wss" if kwargs.get("ssl") else "ws"
-        ws = await websockets.connect(f"{scheme}://{url_host(host)}:{port}{path}", **kwargs)
+        ws = await websockets.connect(f"{base_url('ws', host, port)}{path}", **kwargs)
         return cls(ws)
 
     async def send(self, command: str, data: Any = None) -> None:
@@ -145,7 +144,7 @@ class Admin:
         host: str = "127.0.0.1",
     ) -> None:
         self.session = session
-        self.base = f"{scheme}://{url_host(host)}:{port}"
+        self.base = base_url(scheme, host, port)
 
     async def post(
         self, body: Any, instance: str | None = None, *, raw: bytes | None = None, **kwargs: Any
@@ -175,7 +174,7 @@ def rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
-_READY = re.compile(r"(client|admin) listener ready on \w+://([\d.]+):(\d+)")
+_READY = re.compile(r"(client|admin) listener ready on \w+://([\d.]+|\[[\da-f:]+\]):(\d+)")
 
 
 class RelayProcess:
@@ -268,17 +267,19 @@ class RelayProcess:
             self.wait()
 
 
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports the OS picked as free just now, for configs that must name peers' ports upfront.
 
     Cluster nodes list each other's admin ports in their config files, so the
     ports must be known before any node starts; the OS still picks them.
+    ``host`` may be an IPv6 address.
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets = []
     try:
         for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock = socket.socket(family)
+            sock.bind((host, 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:

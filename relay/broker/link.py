@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from relay.config.broker import BrokerConfig
 from relay.core.snapshot import BrokerReading
+from relay.links.backoff import RetryDelays
 from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
 from relay.links.outbox import Outbox
 
@@ -69,16 +70,6 @@ class Received:
 
 
 OnReceive = Callable[[Received], None]
-
-
-class RetryDelays(Protocol):
-    """How long to wait before each reconnection (``relay.links.backoff.Backoff`` is one)."""
-
-    def next_delay(self) -> float:
-        """Record one more failure and return the delay before the next try."""
-
-    def reset(self) -> None:
-        """Forget past failures after a success."""
 
 
 class StaleSubscriptionError(Exception):

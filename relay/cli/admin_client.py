@@ -176,5 +176,10 @@ def _read_secret_file(path: str) -> Secret:
 
 
 def _reachable(bind_host: str) -> str:
-    """The address to call for a listener bound to ``bind_host`` (a wildcard means loopback)."""
-    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
+    """The address to call for a listener bound to ``bind_host`` (a wildcard means loopback).
+
+    ``::`` means IPv6 loopback: asyncio binds it IPv6-only, so 127.0.0.1 would not answer.
+    """
+    if bind_host == "::":
+        return "::1"
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host

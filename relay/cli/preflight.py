@@ -35,10 +35,9 @@ from relay.config import (
 )
 from relay.config.broker import BrokerConfig
 from relay.config.secrets import load_secret
-from relay.config.tls import server_context
+from relay.config.tls import peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
 from relay.listeners.binding import IN_USE, listen_problem, probe_bind
-from relay.peering.peers import peer_tls_context
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.cli.columns import columns, pairs
 from relay.cli.wording import counted, format_duration
+from relay.config.hosts import url_host
 
 #: The keys the first block shows; everything else is listed after it.
 _SHOWN = frozenset(
@@ -143,7 +144,7 @@ _SECTIONS = {"broker": ("Broker", _broker), "overload": ("Overload", _overload)}
 
 
 def _peer_row(peer: Mapping[str, Any]) -> list[str]:
-    name = f"{peer.get('protocol')}://{peer.get('host')}:{peer.get('port')}"
+    name = f"{peer.get('protocol')}://{url_host(str(peer.get('host')))}:{peer.get('port')}"
     if peer.get("self"):
         return [name, "this node", "", "", "", "", "", ""]
     latency = peer.get("last_latency_ms")

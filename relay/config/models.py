@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from relay.config.broker import BrokerConfig
 from relay.config.cluster_status import ClusterStatusConfig
+from relay.config.hosts import base_url
 
 #: Aphlict's default ports: browsers on the client port, Phorge on the admin port.
 DEFAULT_CLIENT_PORT = 22280
@@ -96,10 +97,23 @@ class PeerConfig(_Section):
     #: Verify the peer's certificate (https only). Turning this off must be explicit.
     tls_verify: bool = True
 
+    @field_validator("host")
+    @classmethod
+    def _host_without_brackets(cls, host: str) -> str:
+        # Brackets belong to URLs; relay adds them where it builds one (``url``).
+        if host.startswith("[") and host.endswith("]"):
+            raise ValueError(f'write the IPv6 address without brackets: "{host[1:-1][:80]}"')
+        return host
+
     @property
     def address(self) -> str:
         """``host:port``, the peer's identity in the cluster list."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``protocol://host:port`` of the peer's admin port (an IPv6 host in brackets)."""
+        return base_url(self.protocol, self.host, self.port)
 
 
 class HistoryConfig(_Section):

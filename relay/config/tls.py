@@ -1,4 +1,4 @@
-"""TLS for the listeners, from Aphlict's ``ssl.key``, ``ssl.cert`` and ``ssl.chain``."""
+"""TLS contexts from the config: the listeners' (Aphlict's ``ssl.*``) and the peers' client side."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from relay.config.models import ServerConfig
+from relay.config.models import PeerConfig, PeeringConfig, ServerConfig
 from relay.errors import StartupError
 
 
@@ -90,3 +90,24 @@ class ListenerContexts:
         """Load every listener's certificate files into its live context (after ``check``)."""
         for context, server, _ in self._live:
             load_certificates(context, server)
+
+
+def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ssl.SSLContext | None:
+    """The client TLS context for an https peer (None for http); ``name`` is its entry.
+
+    Raises:
+        StartupError: the CA file cannot be loaded; names the setting and the file.
+    """
+    if peer.protocol != "https":
+        return None
+    ca_file = peer.ca_file or settings.ca_file
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        setting = f"{name}.ca_file" if peer.ca_file else "peering.ca_file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StartupError(f"{setting}: cannot load the CA file {ca_file}: {reason}") from None
+    if not peer.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import PROTOCOL_VERSION
+from relay.config.hosts import base_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,60 @@ class BrokerReading:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReading:
+    """One peer link (``relay.links.peer_state``): where it goes, its state and its counts."""
+
+    host: str
+    port: int
+    protocol: str
+    #: Learned from the peer's receipts; None until one came.
+    fingerprint: str | None
+    #: The entry is this very node.
+    is_self: bool
+    #: "unknown", "up", "down", "refused" or "self".
+    state: str
+    #: The peer takes batches (it is a relay node).
+    batching: bool
+    #: Messages the peer accepted, and the POSTs it answered.
+    sent: int
+    requests: int
+    #: Failed or refused POSTs (each retry counts).
+    failed: int
+    #: Messages given up on: the queue was full, they waited too long, or were refused.
+    dropped: int
+    #: Messages waiting, and messages in POSTs under way.
+    queue: int
+    in_flight: int
+    last_error: str | None
+    last_latency_ms: float | None
+
+    @property
+    def url(self) -> str:
+        """``protocol://host:port``, the peer's admin port (an IPv6 host in brackets)."""
+        return base_url(self.protocol, self.host, self.port)
+
+    def status(self) -> dict[str, Any]:
+        """The link's entry in the ``cluster`` list of ``/status/``."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "protocol": self.protocol,
+            "fingerprint": self.fingerprint,
+            "self": self.is_self,
+            "state": self.state,
+            "batching": self.batching,
+            "sent": self.sent,
+            "requests": self.requests,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "queue": self.queue,
+            "in_flight": self.in_flight,
+            "last_error": self.last_error,
+            "last_latency_ms": self.last_latency_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSnapshot:
     """One node's state for its readers (metrics, status page, ``/status/``)."""
 
@@ -96,8 +151,8 @@ class NodeSnapshot:
     subscriptions: int
     #: Every instance seen so far (posted to, or with browsers connected).
     instances: Mapping[str, InstanceReading]
-    #: Each peer link as ``/status/`` shows it, this node's own entry included.
-    peers: Sequence[Mapping[str, Any]]
+    #: Each peer link, this node's own entry included, in config order.
+    peers: Sequence[PeerReading]
     #: The cluster-status module's view of Phorge; None when the module is off.
     cluster_status: Mapping[str, Any] | None
     #: The link to Redis; None unless the node runs in broker mode.
@@ -111,7 +166,7 @@ class NodeSnapshot:
         reading = self.instances.get(instance) or InstanceReading()
         status = reading.aphlict_status(instance, self.uptime_ms)
         status["fingerprint"] = self.fingerprint
-        status["cluster"] = [dict(peer) for peer in self.peers]
+        status["cluster"] = [peer.status() for peer in self.peers]
         if self.broker is not None:
             status["broker"] = self.broker.status()
         if self.overload is not None:

@@ -1,9 +1,25 @@
-"""Exponential backoff with jitter, for retrying a peer that is down."""
+"""Retry delays: what a retrying link expects of them, and exponential backoff with jitter.
+
+A peer link that is down, the broker link while Redis is away and a worker
+slot whose process keeps dying all wait between tries; each takes a
+``RetryDelays``, and ``Backoff`` is the one they are given.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Protocol
+
+
+class RetryDelays(Protocol):
+    """How long to wait before each retry: longer per failure, from scratch after a success."""
+
+    def next_delay(self) -> float:
+        """Record one more failure and return how long to wait before the next try."""
+
+    def reset(self) -> None:
+        """Forget past failures after a success."""
 
 
 class Backoff:

@@ -20,6 +20,7 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.typing import Origin
 
 from relay.config import BrowsersConfig, LimitsConfig, ServerConfig
+from relay.config.hosts import base_url
 from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
@@ -106,7 +107,7 @@ class ClientListener:
         )
         host, port = self.address
         scheme = "wss" if self._ssl_context else "ws"
-        log.info("client listener ready on %s://%s:%d", scheme, host, port)
+        log.info("client listener ready on %s", base_url(scheme, host, port))
 
     @property
     def address(self) -> tuple[str, int]:

@@ -21,8 +21,9 @@ from aiohttp import web
 from relay.broker.link import Broker, Received
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
+from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
-from relay.config.tls import ListenerContexts
+from relay.config.tls import ListenerContexts, peer_tls_context
 from relay.core.admission import Admission
 from relay.core.dedup import RecentIds
 from relay.core.fingerprint import new_fingerprint
@@ -42,7 +43,7 @@ from relay.observe.dashboard import render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
 from relay.observe.timeseries import TimeSeries, capacity_for
-from relay.peering.peers import PeerSet, peer_tls_context
+from relay.peering.peers import PeerSet
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -299,7 +300,7 @@ class Node:
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
-        log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
+        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
 
     async def apply(self, config: Config) -> list[str]:
         """Apply a new configuration to the running node, keeping every connection.
@@ -386,7 +387,7 @@ class Node:
             rejected=dict(rejected),
             subscriptions=hub.subscription_count(),
             instances=hub.readings(),
-            peers=self.peers.status(),
+            peers=self.peers.readings(),
             cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
             broker=None if self.broker is None else self.broker.reading(),
             overload=self.overload.status(),

@@ -121,16 +121,16 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
         "POSTs the peer answered (a batch carries many messages).",
         labels=["peer"],
     )
-    for status in snapshot.peers:
-        if status["self"]:
+    for peer in snapshot.peers:
+        if peer.is_self:
             continue
-        name = [f"{status['protocol']}://{status['host']}:{status['port']}"]
-        up.add_metric(name, 1 if status["state"] == "up" else 0)
-        queue.add_metric(name, status["queue"])
-        sent.add_metric(name, status["sent"])
-        failed.add_metric(name, status["failed"])
-        dropped.add_metric(name, status["dropped"])
-        requests.add_metric(name, status["requests"])
+        name = [peer.url]
+        up.add_metric(name, 1 if peer.state == "up" else 0)
+        queue.add_metric(name, peer.queue)
+        sent.add_metric(name, peer.sent)
+        failed.add_metric(name, peer.failed)
+        dropped.add_metric(name, peer.dropped)
+        requests.add_metric(name, peer.requests)
     yield from (up, queue, sent, failed, dropped, requests)
     if snapshot.overload is not None:
         yield from _overload(snapshot.overload)

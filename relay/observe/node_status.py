@@ -30,7 +30,7 @@ def status_message(snapshot: NodeSnapshot, key: str, sample: Sample) -> dict[str
         "messages_out": sum(r.messages_out for r in readings),
         "rate_in": round(sample.rate_in, 1),
         "rate_out": round(sample.rate_out, 1),
-        "peers": [dict(peer) for peer in snapshot.peers],
+        "peers": [peer.status() for peer in snapshot.peers],
         "sample": sample_fields(sample),
     }
     return new_message(key, "relay.node", data)

@@ -99,7 +99,7 @@ class TimeSeries:
             mean = round(self._latency_sum / self._latency_count * 1000, 3)
             max_ms = round(self._latency_max * 1000, 3)
         self._latency_count, self._latency_sum, self._latency_max = 0, 0.0, 0.0
-        others = [peer for peer in snapshot.peers if not peer.get("self")]
+        others = [peer for peer in snapshot.peers if not peer.is_self]
         healthy, total, read_only = _databases(snapshot.cluster_status)
         sample = Sample(
             t=round(now, 3),
@@ -108,8 +108,8 @@ class TimeSeries:
             connections=snapshot.connections,
             latency_mean_ms=mean,
             latency_max_ms=max_ms,
-            peer_queue=sum(int(peer.get("queue") or 0) for peer in others),
-            peers_down=sum(1 for peer in others if peer.get("state") not in ("up", "unknown")),
+            peer_queue=sum(peer.queue for peer in others),
+            peers_down=sum(1 for peer in others if peer.state not in ("up", "unknown")),
             databases_healthy=healthy,
             databases_total=total,
             read_only=read_only,

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from relay.config import Config
 from relay.errors import StartupError
+from relay.links.backoff import RetryDelays
 from relay.workers.plan import NodePlan, notify_socket
 from relay.workers.ports import PortReservation
 
@@ -52,16 +53,6 @@ RESTART_MAX = 5.0
 STABLE_SECONDS = 30.0
 
 _PR_SET_PDEATHSIG = 1
-
-
-class RetryDelays(Protocol):
-    """Restart delays of one worker slot (``relay.links.backoff.Backoff`` is one)."""
-
-    def next_delay(self) -> float:
-        """Record one more death and return how long to wait before the restart."""
-
-    def reset(self) -> None:
-        """Forget past deaths after a worker that served long enough."""
 
 
 class ServiceManager(Protocol):

@@ -237,7 +237,7 @@ async def test_a_migration_mixes_mesh_and_broker_nodes_without_copies(
         # The mesh node floods as Aphlict does: its own post to both, each
         # broker node's post to the other one. A broker-mode node POSTs to the
         # mesh node only what was posted to it directly.
-        sent = [link.sent for node in nodes.values() for link in node.peers.links]
+        sent = [link.reading().sent for node in nodes.values() for link in node.peers.links]
         brokers = [node.broker for node in (b1, b2) if node.broker is not None]
         published = sum(broker.published for broker in brokers)
         received = [broker.received for broker in brokers]

@@ -156,3 +156,9 @@ def test_long_uptimes_and_odd_values_read_plainly() -> None:
     assert "  note    -" in minutes
     assert "  shards  (2 entries; see --json)" in minutes
     assert "uptime    ?" in render_status({**STATUS, "uptime": None})
+
+
+def test_an_ipv6_peer_is_named_by_a_url_with_its_address_in_brackets() -> None:
+    peer = {"host": "fd00::2", "port": 22281, "protocol": "http", "self": False, "state": "up"}
+    lines = render_status({**STATUS, "cluster": [peer]}).splitlines()
+    assert lines[-1].split()[:2] == ["http://[fd00::2]:22281", "up"]

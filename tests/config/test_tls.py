@@ -12,7 +12,8 @@ import pytest
 import trustme
 import websockets
 
-from relay.config import parse_config
+from relay.config import PeerConfig, PeeringConfig, parse_config
+from relay.config.tls import peer_tls_context
 from relay.errors import StartupError
 from relay.node.node import Node
 from tests.support import Browser, notification
@@ -120,3 +121,35 @@ async def test_reload_serves_a_renewed_certificate(
     after = await served_certificate()
     assert before != after
     assert ssl.DER_cert_to_PEM_cert(after).encode() == renewed.cert_chain_pems[0].bytes()
+
+
+def test_a_peer_tls_context_trusts_the_configured_ca_and_verifies_unless_told_not_to(
+    root_ca: trustme.CA, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    root_ca.cert_pem.write_to_path(str(ca_file))
+    peering = PeeringConfig(ca_file=str(ca_file))
+    assert (
+        peer_tls_context("cluster[0]", PeerConfig(host="a", port=1, protocol="http"), peering)
+        is None
+    )
+    https = PeerConfig(host="a", port=1, protocol="https")
+    verified = peer_tls_context("cluster[0]", https, peering)
+    assert verified is not None
+    assert (verified.verify_mode, verified.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert len(verified.get_ca_certs()) == 1  # the configured CA, not the system's
+    unverified = peer_tls_context(
+        "cluster[0]", https.model_copy(update={"tls_verify": False}), peering
+    )
+    assert unverified is not None
+    assert (unverified.verify_mode, unverified.check_hostname) == (ssl.CERT_NONE, False)
+
+
+def test_an_unreadable_peer_ca_file_names_the_setting_that_gave_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    own = PeerConfig(host="a", port=1, protocol="https", ca_file=missing)
+    with pytest.raises(StartupError, match=r"^cluster\[2\]\.ca_file: cannot load the CA file .*"):
+        peer_tls_context("cluster[2]", own, PeeringConfig())
+    shared = PeerConfig(host="a", port=1, protocol="https")
+    with pytest.raises(StartupError, match=r"^peering\.ca_file: cannot load the CA file .*"):
+        peer_tls_context("cluster[2]", shared, PeeringConfig(ca_file=missing))

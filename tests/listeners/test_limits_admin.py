@@ -76,7 +76,7 @@ async def test_peers_send_the_secret(
 
     await eventually(arrived, "the peer delivered the message")
     assert received[0]["uniqueID"] == "peer-secret"
-    assert sender.peers.links[0].status()["failed"] == 0
+    assert sender.peers.links[0].reading().failed == 0
     await browser.close()
 
 
@@ -181,11 +181,11 @@ async def test_a_peer_refusing_messages_shows_refused_and_is_logged_once(
             await admin.post(notification("PHID-R", unique_id=f"refused-{n}"))
 
         async def all_refused() -> bool:
-            status = sender.peers.links[0].status()
-            return bool(status["dropped"] == 3)
+            return sender.peers.links[0].reading().dropped == 3
 
         await eventually(all_refused, "the three messages were refused")
-    status = sender.peers.links[0].status()
-    assert status["state"] == "refused"
-    assert status["last_error"].startswith("HTTP 401")
+    reading = sender.peers.links[0].reading()
+    assert reading.state == "refused"
+    assert reading.last_error is not None
+    assert reading.last_error.startswith("HTTP 401")
     assert caplog.text.count("refuses messages") == 1

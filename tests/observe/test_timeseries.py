@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.core.snapshot import InstanceReading, NodeSnapshot
+from relay.core.snapshot import InstanceReading, NodeSnapshot, PeerReading
 from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
 
@@ -14,7 +14,7 @@ def snapshot(
     messages_out: int = 0,
     *,
     connections: int = 0,
-    peers: list[dict[str, Any]] | None = None,
+    peers: list[PeerReading] | None = None,
     cluster_status: dict[str, Any] | None = None,
 ) -> NodeSnapshot:
     return NodeSnapshot(
@@ -30,6 +30,26 @@ def snapshot(
         },
         peers=peers or [],
         cluster_status=cluster_status,
+    )
+
+
+def peer(state: str, queue: int, *, is_self: bool = False) -> PeerReading:
+    return PeerReading(
+        host="10.0.0.2",
+        port=22281,
+        protocol="http",
+        fingerprint=None,
+        is_self=is_self,
+        state=state,
+        batching=False,
+        sent=0,
+        requests=0,
+        failed=0,
+        dropped=0,
+        queue=queue,
+        in_flight=0,
+        last_error=None,
+        last_latency_ms=None,
     )
 
 
@@ -60,11 +80,11 @@ def test_latency_is_the_mean_and_max_of_the_interval_then_starts_over() -> None:
 def test_peers_and_databases_are_summed_up_per_sample() -> None:
     series = TimeSeries(FakeClock(), 10)
     peers = [
-        {"self": True, "state": "self", "queue": 0},
-        {"self": False, "state": "up", "queue": 3},
-        {"self": False, "state": "down", "queue": 40},
-        {"self": False, "state": "refused", "queue": 0},
-        {"self": False, "state": "unknown", "queue": 0},
+        peer("self", 0, is_self=True),
+        peer("up", 3),
+        peer("down", 40),
+        peer("refused", 0),
+        peer("unknown", 0),
     ]
     cluster = {
         "mode": "read-only",
