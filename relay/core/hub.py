@@ -85,6 +85,10 @@ class Hub:
         self._index: SubscriptionIndex[Browser] = SubscriptionIndex()
         self._counters: dict[str, InstanceCounters] = {}
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
+        #: Posted messages written to browsers, over every instance (replays and
+        #: announcements aside): read around a ``publish`` to tell whether the
+        #: post reached any browser, which its delivery latency is only measured for.
+        self.deliveries = 0
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def set_limits(self, limits: LimitsConfig) -> None:
@@ -183,7 +187,9 @@ class Hub:
             return Outcome.DUPLICATE
         message = EncodedMessage(notification.stamped(self.fingerprint))
         self._history.add(instance, notification.subscribers, message)
-        counters.messages_out += self._deliver(instance, notification.subscribers, message)
+        delivered = self._deliver(instance, notification.subscribers, message)
+        counters.messages_out += delivered
+        self.deliveries += delivered
         if self.forward is not None:
             skip = frozenset(notification.touched) | covered | {self.fingerprint}
             self.forward(instance, message.payload, skip)

@@ -84,8 +84,9 @@ class AdminState:
     allowed_networks: list[IPNetwork] = field(default_factory=list)
     #: Prometheus' text exposition of the node's metrics (None: no ``/metrics``).
     render_metrics: Callable[[], bytes] | None = None
-    #: Records one POST's delivery latency in seconds.
-    observe_latency: Callable[[float], None] | None = None
+    #: Records one POST's (or peer batch's) delivery latency in seconds, and
+    #: whether it reached any browser here.
+    observe_latency: Callable[[float, bool], None] | None = None
     #: False until every listener is up, and again once shutdown begins.
     ready: bool = False
     #: The live status page for a given host name, or None when it is disabled.
@@ -162,13 +163,14 @@ async def post_notification(request: web.Request) -> web.Response:
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
     hub = state.hub
+    reached_before = hub.deliveries
     outcome = hub.publish(instance_from_query(request.query.get("instance")), notification)
     if outcome is not Outcome.DELIVERED and log.isEnabledFor(logging.DEBUG):
         # Still a 200: the sender's copy is in the cluster already (a retry
         # to a second admin server, or a message that came back around).
         log.debug("a POST from %s was not delivered again: %s", request.remote, outcome.value)
     if state.observe_latency is not None:
-        state.observe_latency(time.perf_counter() - arrived)
+        state.observe_latency(time.perf_counter() - arrived, hub.deliveries > reached_before)
     return web.Response(
         body=orjson.dumps({"fingerprint": hub.fingerprint}),
         content_type=_JSON,
@@ -186,10 +188,11 @@ async def post_batch(request: web.Request) -> web.Response:
         log.warning("refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
     hub = state.hub
+    reached_before = hub.deliveries
     for item in items:
         hub.publish(item.instance, item.notification, item.covered)
     if state.observe_latency is not None and items:
-        state.observe_latency(time.perf_counter() - arrived)
+        state.observe_latency(time.perf_counter() - arrived, hub.deliveries > reached_before)
     return web.Response(
         body=orjson.dumps({"fingerprint": hub.fingerprint, "accepted": len(items)}),
         content_type=_JSON,

@@ -458,10 +458,16 @@ class Node:
             received.instance, notification, received.payload, at=at, live=received.live
         )
 
-    def _observe_latency(self, seconds: float) -> None:
-        """One POST's delivery latency: for Prometheus and for the page's charts."""
+    def _observe_latency(self, seconds: float, reached: bool) -> None:
+        """One POST's delivery latency: for Prometheus, and for the charts if it reached a browser.
+
+        A post no browser here listens to says nothing about delivery, so the
+        page's latency figure leaves it out; Prometheus' histogram keeps
+        counting every POST, as documented.
+        """
         self.metrics.delivery_latency.observe(seconds)
-        self.series.observe_latency(seconds)
+        if reached:
+            self.series.observe_latency(seconds)
 
     def _announce(self) -> None:
         """Sample the node for the charts and announce its status to the page (one round)."""

@@ -2,7 +2,8 @@
 
 The node takes a sample each time it announces its status (every
 ``dashboard.interval_seconds``): rates from the difference with the previous
-sample, gauges as they are, and the delivery latencies observed since. Only
+sample, gauges as they are, and the delivery latencies observed since (of
+posts that reached a browser: the node observes only those). Only
 the newest ``capacity`` samples are kept, so memory stays bounded (a few
 hundred bytes a sample). Pure: it reads ``NodeSnapshot`` values and a clock it
 is given, and does no I/O.
