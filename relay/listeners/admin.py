@@ -4,11 +4,12 @@
 ``POST /peer/batch`` takes several from a relay peer (``relay.links.peer_batch``);
 ``GET /status/`` answers with Aphlict's status keys plus relay's own sections;
 ``GET /metrics`` serves Prometheus, ``/health/live`` and ``/health/ready`` load
-balancers and orchestrators. Everything else is 404 (unknown path) or 405
-(wrong method). Optional guards: an allow-list of client networks (403 for
-others) and a shared secret that POSTs must carry (401 without it, 403 with a
-wrong one). Every refusal is JSON, ``{"error": "..."}``, whatever refused it,
-and no client's mistake ends in a 500 or a traceback in the log.
+balancers and orchestrators, ``GET /dashboard/`` people (``status_page``).
+Everything else is 404 (unknown path) or 405 (wrong method). Optional guards:
+an allow-list of client networks (403 for others) and a shared secret that
+POSTs must carry (401 without it, 403 with a wrong one). Every refusal is
+JSON, ``{"error": "..."}``, whatever refused it, and no client's mistake ends
+in a 500 or a traceback in the log.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
+from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
 
@@ -91,6 +93,8 @@ class AdminState:
     ready: bool = False
     #: The live status page for a given host name, or None when it is disabled.
     dashboard: Callable[[str], bytes] | None = None
+    #: The files the page loads, by name (None: an unknown name); served while the page is.
+    dashboard_file: Callable[[str], StaticFile | None] | None = None
     #: The overload policy, and the peer links that cannot keep up right now.
     overload: OverloadGuard | None = None
     congested: Callable[[], list[str]] = list
@@ -131,7 +135,8 @@ def create_admin_app(state: AdminState) -> web.Application:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health/live", get_live)
     app.router.add_get("/health/ready", get_ready)
-    app.router.add_get("/dashboard/", get_dashboard)
+    # The status page and its files (relay.listeners.status_page).
+    app.router.add_routes(page_routes(lambda request: request.app[STATE]))
     app.router.add_get("/cluster-status/", get_cluster_status)
     # relay's own pages, typed without the slash: send the browser on. (Not
     # /status, whose 404 Aphlict's clients know; Phorge's POSTs refuse
@@ -229,25 +234,6 @@ async def get_cluster_status(request: web.Request) -> web.Response:
     if snapshot is None:
         return _json_error(404, "the cluster-status module is not configured on this node")
     return web.Response(body=orjson.dumps(snapshot), content_type=_JSON)
-
-
-async def get_dashboard(request: web.Request) -> web.Response:
-    """The live status page, pointed at this node's client port."""
-    page = request.app[STATE].dashboard
-    if page is None:
-        raise _refusal(web.HTTPNotFound, "the status page is disabled on this node")
-    host = request.url.host or "127.0.0.1"
-    return web.Response(
-        body=page(host),
-        content_type="text/html",
-        charset="utf-8",
-        # The page only talks to this node; nothing else may load it or script it.
-        headers={
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-            "script-src 'unsafe-inline'; connect-src ws: wss:; frame-ancestors 'none'",
-            "Cache-Control": "no-store",
-        },
-    )
 
 
 async def get_live(request: web.Request) -> web.Response:

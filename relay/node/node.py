@@ -39,7 +39,7 @@ from relay.listeners.binding import listen_problem
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
-from relay.observe.dashboard import render_page
+from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
 from relay.observe.timeseries import TimeSeries, capacity_for
@@ -125,6 +125,7 @@ class Node:
         self.admin_state.congested = self.peers.congested
         if config.dashboard.enabled:
             self.admin_state.dashboard = self._dashboard_page
+        self.admin_state.dashboard_file = asset
         #: The last minutes, for the status page's charts.
         self.series = TimeSeries(clock, _chart_capacity(config))
         self._announcing: asyncio.Task[None] | None = None
