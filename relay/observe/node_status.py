@@ -31,6 +31,8 @@ def status_message(snapshot: NodeSnapshot, key: str, sample: Sample) -> dict[str
         "rate_in": round(sample.rate_in, 1),
         "rate_out": round(sample.rate_out, 1),
         "peers": [peer.status() for peer in snapshot.peers],
+        # Broker mode only: the page shows the link to Redis when this is set.
+        "broker": None if snapshot.broker is None else snapshot.broker.status(),
         "sample": sample_fields(sample),
     }
     return new_message(key, "relay.node", data)

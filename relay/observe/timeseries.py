@@ -46,6 +46,10 @@ class Sample:
     databases_healthy: int | None
     databases_total: int | None
     read_only: bool | None
+    #: Broker mode: posts waiting for Redis, and whether Redis was found away
+    #: (connecting is not away); None otherwise.
+    broker_queue: int | None = None
+    broker_down: bool | None = None
 
 
 #: The field names, in order: the columns of ``TimeSeries.columns``.
@@ -114,6 +118,8 @@ class TimeSeries:
             databases_healthy=healthy,
             databases_total=total,
             read_only=read_only,
+            broker_queue=None if snapshot.broker is None else snapshot.broker.queue,
+            broker_down=None if snapshot.broker is None else snapshot.broker.state == "down",
         )
         self._samples.append(sample)
         return sample

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from relay.core.snapshot import InstanceReading, NodeSnapshot, PeerReading
+from relay.core.snapshot import BrokerReading, InstanceReading, NodeSnapshot, PeerReading
 from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
 
@@ -122,3 +123,24 @@ def test_the_ring_keeps_the_newest_samples_only() -> None:
 def test_the_capacity_covers_the_window_and_stays_bounded() -> None:
     assert capacity_for(600, 2) == 301  # ten minutes at one sample every 2 s
     assert TimeSeries(FakeClock(), capacity_for(86_400, 0.01)).capacity == MAX_CAPACITY
+
+
+def test_broker_mode_adds_the_queue_for_redis_and_whether_redis_is_away() -> None:
+    series = TimeSeries(FakeClock(), 10)
+    plain = series.sample(snapshot())
+    assert (plain.broker_queue, plain.broker_down) == (None, None)  # not in broker mode
+    for state, down in (("up", False), ("down", True), ("connecting", False)):
+        reading = BrokerReading(
+            url="redis://127.0.0.1:6379/0",
+            state=state,
+            since_seconds=1.0,
+            last_error=None,
+            published=5,
+            received=5,
+            queue=7,
+            dropped=0,
+            reconnects=0,
+            stale_subscriptions=0,
+        )
+        sample = series.sample(replace(snapshot(), broker=reading))
+        assert (sample.broker_queue, sample.broker_down) == (7, down)
