@@ -106,11 +106,22 @@ class Chromium:
         result = await self.call(
             "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session
         )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise AssertionError(details.get("exception", {}).get("description") or details["text"])
         return result["result"].get("value")
 
     async def text(self, session: str) -> str:
         """What the page shows, as text."""
         return str(await self.evaluate(session, "document.body ? document.body.innerText : ''"))
+
+    async def resize(self, session: str, width: int, height: int) -> None:
+        """Give the page a window of ``width`` x ``height`` CSS pixels (at scale 1)."""
+        await self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
 
     async def screenshot(self, session: str, *, full_page: bool = False) -> bytes:
         """The page as a PNG: the window, or with ``full_page`` the whole page."""

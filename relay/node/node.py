@@ -407,6 +407,8 @@ class Node:
             dashboard=self.config.dashboard,
             status_keys=self._status_keys(),
             series=self.series.columns(),
+            now=self._clock(),
+            uptime_ms=self.hub.uptime_ms(),
         )
 
     def _new_broker(

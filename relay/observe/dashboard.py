@@ -68,13 +68,17 @@ def render_page(
     dashboard: DashboardConfig,
     status_keys: Mapping[str, str],
     series: Mapping[str, list[Any]],
+    now: float,
+    uptime_ms: int,
 ) -> bytes:
     """The page, told where the node's client port is and which keys to follow.
 
     ``host`` is the host name the operator used to reach the admin port; the
     client port (``client_port``, with TLS when ``tls``) is on the same node.
     ``series`` is the node's recent samples (``TimeSeries.columns``), so the
-    charts show the last minutes the moment the page opens.
+    charts show the last minutes the moment the page opens; ``now`` is the
+    time on the samples' clock and ``uptime_ms`` the node's age, so the page
+    can place them (and the node's start) on its own clock.
     """
     scheme = "wss" if tls else "ws"
     settings = {
@@ -82,9 +86,14 @@ def render_page(
         "nodeKey": dashboard.key,
         "statusKeys": dict(status_keys),
         "chartSeconds": dashboard.chart_seconds,
+        "intervalSeconds": dashboard.interval_seconds,
         "series": series,
+        "now": round(now, 3),
+        "uptimeMs": uptime_ms,
     }
     # </script> cannot occur in JSON produced from these values, but escape "<" anyway.
     blob = orjson.dumps(settings).decode().replace("<", "\\u003c")
     page = _STATIC.joinpath("dashboard.html").read_bytes()
+    for name in _ASSETS:
+        page = page.replace(f"{name}?v=DIGEST".encode(), f"{name}?v={_read(name).digest}".encode())
     return page.replace(b"/*SETTINGS*/null", blob.encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -19,22 +20,35 @@ def base(node: Node) -> str:
     return f"http://127.0.0.1:{node.admin_addresses[0][1]}"
 
 
-async def test_uplot_is_served_from_the_admin_port_cached_for_good(
+async def test_the_page_loads_uplot_from_the_admin_port_cached_for_good(
     node: Node, session: aiohttp.ClientSession
 ) -> None:
-    types = {
-        "uPlot.iife.min.js": "text/javascript",
-        "uPlot.min.css": "text/css",
-        "LICENSE": "text/plain",
-    }
-    for name, content_type in types.items():
-        async with session.get(f"{base(node)}/dashboard/vendor/uplot/{name}") as response:
+    async with session.get(f"{base(node)}/dashboard/") as response:
+        assert response.status == 200
+        policy = response.headers["Content-Security-Policy"]
+        page = await response.text()
+    # Only this port's own files and inline code; nothing from elsewhere.
+    assert "default-src 'none'" in policy
+    assert "script-src 'self' 'unsafe-inline'" in policy
+    assert "style-src 'self' 'unsafe-inline'" in policy
+    links = re.findall(r'(?:src|href)="(vendor/uplot/[^"?]+)\?v=([0-9a-f]{16})"', page)
+    assert sorted(name for name, _ in links) == [
+        "vendor/uplot/uPlot.iife.min.js",
+        "vendor/uplot/uPlot.min.css",
+    ]
+    types = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css"}
+    for link, digest in links:
+        name = link.rsplit("/", 1)[1]
+        async with session.get(f"{base(node)}/dashboard/{link}?v={digest}") as response:
             assert response.status == 200
-            assert response.content_type == content_type
+            assert response.content_type == types[name]
             assert response.charset == "utf-8"
             assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             assert await response.read() == VENDOR.joinpath(name).read_bytes()
+    async with session.get(f"{base(node)}/dashboard/vendor/uplot/LICENSE") as response:
+        assert response.content_type == "text/plain"
+        assert "MIT" in await response.text()
 
 
 @pytest.mark.parametrize("name", ["uPlot.js", "VERSION", "..", "%2E%2E%2Fdashboard.html"])
