@@ -424,7 +424,7 @@ class Node:
             clock=clock,
         )
 
-    def _forward(self, instance: str, payload: memoryview, touched: frozenset[str]) -> None:
+    def _forward(self, instance: str, payload: memoryview, covered: frozenset[str]) -> None:
         """Broker mode: a message that arrived here by POST goes to Redis once.
 
         During a migration from an Aphlict mesh (a ``cluster`` list next to the
@@ -437,8 +437,8 @@ class Node:
         """
         assert self.broker is not None
         self.broker.publish(instance, payload)
-        if len(touched) == 1:
-            self.peers.forward(instance, payload, touched)
+        if len(covered) == 1:
+            self.peers.forward(instance, payload, covered)
 
     def _from_broker(self, received: Received) -> None:
         """Hand a message another node published to the hub."""
