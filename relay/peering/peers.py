@@ -130,11 +130,11 @@ class PeerLink:
 
     # What the hub calls.
 
-    def wants(self, skip: frozenset[str]) -> bool:
-        """Whether a message the ``skip`` nodes have (or are being sent) should go here."""
+    def wants(self, covered: frozenset[str]) -> bool:
+        """Whether a message the ``covered`` nodes have (or are being sent) should go here."""
         if self.state is PeerState.SELF:
             return False
-        return self.fingerprint is None or self.fingerprint not in skip
+        return self.fingerprint is None or self.fingerprint not in covered
 
     def offer(
         self, instance: str, payload: memoryview | bytes, record: bytes | None = None
@@ -466,15 +466,15 @@ class PeerSet:
         self.links = links
         await asyncio.gather(*(link.stop(1.0) for link in removed))
 
-    def forward(self, instance: str, payload: memoryview | bytes, skip: frozenset[str]) -> None:
-        """Offer a message to every peer outside ``skip``; never blocks.
+    def forward(self, instance: str, payload: memoryview | bytes, covered: frozenset[str]) -> None:
+        """Offer a message to every peer outside ``covered``; never blocks.
 
-        ``skip`` holds the nodes that have the message (its ``touched``) and
+        ``covered`` holds the nodes that have the message (its ``touched``) and
         those the node it came from is sending it to itself. Peers that take
         batches also learn which nodes this node sends it to, so that they
         leave those out in turn.
         """
-        targets = [link for link in self.links if link.wants(skip)]
+        targets = [link for link in self.links if link.wants(covered)]
         if not targets:
             return
         record = None
@@ -484,7 +484,7 @@ class PeerSet:
                 for link in targets
                 if link.state is PeerState.UP and link.fingerprint is not None
             }
-            record = encode_record(instance, encode_covered(skip | sending), payload)
+            record = encode_record(instance, encode_covered(covered | sending), payload)
         for link in targets:
             link.offer(instance, payload, record)
 
