@@ -32,6 +32,7 @@ from relay.core.notification import parse_notification
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError, StartupError
 from relay.links.backoff import Backoff
+from relay.links.forwarding import forward_for
 from relay.links.overload import OverloadGuard
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
 from relay.listeners.binding import listen_problem
@@ -99,7 +100,9 @@ class Node:
             recent=recent,
             clock=clock,
             limits=config.limits,
-            forward=self.peers.forward if self.broker is None else self._forward,
+            forward=forward_for(
+                self.peers.forward, None if self.broker is None else self.broker.publish
+            ),
         )
         self.admission = Admission(
             config.limits.max_connections, config.limits.max_connections_per_ip
@@ -157,6 +160,7 @@ class Node:
             broker = self.config.broker
             if self.broker is not None and broker is not None:
                 if self.config.cluster:
+                    # The migration rule (relay.links.forwarding): say it is in force.
                     peers = len(self.config.cluster)
                     log.info(
                         "broker mode with %d cluster %s: what application servers post "
@@ -423,22 +427,6 @@ class Node:
             max_age=config.history.max_age_seconds,
             clock=clock,
         )
-
-    def _forward(self, instance: str, payload: memoryview, covered: frozenset[str]) -> None:
-        """Broker mode: a message that arrived here by POST goes to Redis once.
-
-        During a migration from an Aphlict mesh (a ``cluster`` list next to the
-        broker), what an application server posted here (nobody touched it
-        before this node) is also POSTed to the listed peers. A message that
-        came from a peer is not: the Aphlict nodes pass it among themselves,
-        and the broker-mode nodes get it from Redis, so forwarding it again
-        would only make copies. Copies that do reach a relay node are dropped
-        by identity there.
-        """
-        assert self.broker is not None
-        self.broker.publish(instance, payload)
-        if len(covered) == 1:
-            self.peers.forward(instance, payload, covered)
 
     def _from_broker(self, received: Received) -> None:
         """Hand a message another node published to the hub."""
