@@ -31,7 +31,7 @@ from relay.config import AdminConfig, LimitsConfig
 from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
-from relay.core.notification import parse_notification
+from relay.core.notification import bounds_of, parse_notification
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
@@ -145,7 +145,7 @@ async def post_notification(request: web.Request) -> web.Response:
     arrived = time.perf_counter()
     state, raw = await _authorised_body(request)
     try:
-        notification = parse_notification(raw, **_body_bounds(state.limits))
+        notification = parse_notification(raw, **bounds_of(state.limits))
     except NotificationError as exc:
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
@@ -181,7 +181,7 @@ async def post_batch(request: web.Request) -> web.Response:
     arrived = time.perf_counter()
     state, raw = await _authorised_body(request)
     try:
-        items = decode_batch(raw, **_body_bounds(state.limits))
+        items = decode_batch(raw, **bounds_of(state.limits))
     except NotificationError as exc:
         log.warning("refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
@@ -272,11 +272,6 @@ async def _authorised_body(request: web.Request) -> tuple[AdminState, bytes]:
     state = request.app[STATE]
     _check_secret(request, state.secret)
     return state, await _read_body(request, state.limits)
-
-
-def _body_bounds(limits: LimitsConfig) -> dict[str, int]:
-    """The limits a posted message is parsed under, as keyword arguments."""
-    return {"max_subscribers": limits.max_subscribers, "max_touched": limits.max_touched}
 
 
 def _check_secret(request: web.Request, secret: Secret | None) -> None:

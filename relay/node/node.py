@@ -18,7 +18,7 @@ from functools import partial
 
 from aiohttp import web
 
-from relay.broker.link import Broker, Received
+from relay.broker.link import Broker
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
@@ -28,9 +28,8 @@ from relay.core.dedup import RecentIds
 from relay.core.fingerprint import new_fingerprint
 from relay.core.history import History
 from relay.core.hub import Hub
-from relay.core.notification import parse_notification
 from relay.core.snapshot import NodeSnapshot
-from relay.errors import NotificationError, StartupError
+from relay.errors import StartupError
 from relay.links.backoff import Backoff
 from relay.links.forwarding import forward_for
 from relay.links.overload import OverloadGuard
@@ -172,7 +171,7 @@ class Node:
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
                 await self.broker.start(
-                    wait=broker.connect_timeout_seconds + broker.timeout_seconds
+                    self.hub, wait=broker.connect_timeout_seconds + broker.timeout_seconds
                 )
             for index, server in self._servers("client"):
                 listener = ClientListener(
@@ -335,7 +334,7 @@ class Node:
         self.hub.set_limits(limits)
         self._history.resize(config.history.max_messages, config.history.max_age_seconds)
         if self.broker is not None:
-            self.broker.set_history(config.history.max_messages, config.history.max_age_seconds)
+            self.broker.configure(config.history, config.limits)
         self._recent.set_window(_dedup_window(config))
         self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
         self.series.resize(_chart_capacity(config))
@@ -419,30 +418,12 @@ class Node:
         return Broker(
             config.broker,
             fingerprint,
-            on_receive=self._from_broker,
             backoff=Backoff(
                 config.broker.backoff_initial_seconds, config.broker.backoff_max_seconds
             ),
-            max_messages=config.history.max_messages,
-            max_age=config.history.max_age_seconds,
+            history=config.history,
+            limits=config.limits,
             clock=clock,
-        )
-
-    def _from_broker(self, received: Received) -> None:
-        """Hand a message another node published to the hub."""
-        limits = self.config.limits
-        try:
-            notification = parse_notification(
-                received.payload,
-                max_subscribers=limits.max_subscribers,
-                max_touched=limits.max_touched,
-            )
-        except NotificationError as exc:
-            log.warning("ignored a message from the broker: %s", exc)
-            return
-        at = None if received.age is None else self._clock() - received.age
-        self.hub.receive(
-            received.instance, notification, received.payload, at=at, live=received.live
         )
 
     def _observe_latency(self, seconds: float) -> None:
