@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import PROTOCOL_VERSION
+from relay.core.cluster_reading import ClusterStatusReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,29 @@ class BrokerReading:
 
 
 @dataclass(frozen=True, slots=True)
+class OverloadReading:
+    """The overload policy (``peering.when_full``) and its counters (``relay.links.overload``)."""
+
+    #: "refuse" or "drop".
+    policy: str
+    #: Whether a peer link that is up has a full queue now.
+    active: bool
+    #: Posts answered 503 under the "refuse" policy.
+    refused: int
+    #: Times a peer link that is up filled its queue.
+    episodes: int
+
+    def status(self) -> dict[str, Any]:
+        """The ``overload`` entry of ``/status/``."""
+        return {
+            "policy": self.policy,
+            "active": self.active,
+            "refused": self.refused,
+            "episodes": self.episodes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSnapshot:
     """One node's state for its readers (metrics, status page, ``/status/``)."""
 
@@ -99,12 +123,11 @@ class NodeSnapshot:
     #: Each peer link as ``/status/`` shows it, this node's own entry included.
     peers: Sequence[Mapping[str, Any]]
     #: The cluster-status module's view of Phorge; None when the module is off.
-    cluster_status: Mapping[str, Any] | None
+    cluster_status: ClusterStatusReading | None
     #: The link to Redis; None unless the node runs in broker mode.
     broker: BrokerReading | None = None
-    #: The overload policy and its counters (``relay.links.overload``); None in tests
-    #: that build a snapshot by hand.
-    overload: Mapping[str, Any] | None = None
+    #: The overload policy and its counters; None in tests that build a snapshot by hand.
+    overload: OverloadReading | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
@@ -115,5 +138,5 @@ class NodeSnapshot:
         if self.broker is not None:
             status["broker"] = self.broker.status()
         if self.overload is not None:
-            status["overload"] = dict(self.overload)
+            status["overload"] = self.overload.status()
         return status

@@ -222,10 +222,10 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 async def get_cluster_status(request: web.Request) -> web.Response:
     """What the cluster-status module observes now: databases, mode, repositories."""
-    snapshot = request.app[STATE].snapshot().cluster_status
-    if snapshot is None:
+    reading = request.app[STATE].snapshot().cluster_status
+    if reading is None:
         return _json_error(404, "the cluster-status module is not configured on this node")
-    return web.Response(body=orjson.dumps(snapshot), content_type=_JSON)
+    return web.Response(body=orjson.dumps(reading.as_dict()), content_type=_JSON)
 
 
 async def get_dashboard(request: web.Request) -> web.Response:

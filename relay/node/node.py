@@ -390,9 +390,9 @@ class Node:
             subscriptions=hub.subscription_count(),
             instances=hub.readings(),
             peers=self.peers.status(),
-            cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
+            cluster_status=None if self.status_monitor is None else self.status_monitor.reading(),
             broker=None if self.broker is None else self.broker.reading(),
-            overload=self.overload.status(),
+            overload=self.overload.reading(),
         )
 
     def _connection_count(self) -> int:

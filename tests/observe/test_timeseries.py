@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.core.cluster_reading import ClusterStatusReading, DatabaseReading, HealthReading
 from relay.core.snapshot import InstanceReading, NodeSnapshot
 from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
@@ -15,7 +16,7 @@ def snapshot(
     *,
     connections: int = 0,
     peers: list[dict[str, Any]] | None = None,
-    cluster_status: dict[str, Any] | None = None,
+    cluster_status: ClusterStatusReading | None = None,
 ) -> NodeSnapshot:
     return NodeSnapshot(
         fingerprint="F" * 16,
@@ -30,6 +31,20 @@ def snapshot(
         },
         peers=peers or [],
         cluster_status=cluster_status,
+    )
+
+
+def database(*, disabled: bool, healthy: bool) -> DatabaseReading:
+    return DatabaseReading(
+        ref="db",
+        host="db.example.com",
+        port=3306,
+        role="master",
+        disabled=disabled,
+        partition=None,
+        connection=None,
+        replication=None,
+        health=HealthReading(healthy, 0, 0, 5, None, None),
     )
 
 
@@ -66,14 +81,20 @@ def test_peers_and_databases_are_summed_up_per_sample() -> None:
         {"self": False, "state": "refused", "queue": 0},
         {"self": False, "state": "unknown", "queue": 0},
     ]
-    cluster = {
-        "mode": "read-only",
-        "databases": [
-            {"disabled": False, "health": {"healthy": False}},
-            {"disabled": False, "health": {"healthy": True}},
-            {"disabled": True, "health": {"healthy": False}},
-        ],
-    }
+    cluster = ClusterStatusReading(
+        instance="phorge-cluster",
+        observer="here",
+        databases_key="databases",
+        repositories_key="repositories",
+        mode="read-only",
+        mode_reason="master db is unhealthy",
+        databases=(
+            database(disabled=False, healthy=False),
+            database(disabled=False, healthy=True),
+            database(disabled=True, healthy=False),
+        ),
+        repositories=None,
+    )
     sample = series.sample(snapshot(peers=peers, cluster_status=cluster))
     assert (sample.peer_queue, sample.peers_down) == (43, 2)
     assert (sample.databases_healthy, sample.databases_total, sample.read_only) == (1, 2, True)
