@@ -33,7 +33,7 @@ from relay.errors import StartupError
 from relay.links.backoff import Backoff
 from relay.links.forwarding import forward_for
 from relay.links.overload import OverloadGuard
-from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
+from relay.listeners.admin import HTTP_LOG, AdminSettings, AdminState, create_admin_app
 from relay.listeners.binding import listen_problem
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
@@ -113,19 +113,6 @@ class Node:
         self.overload = OverloadGuard(config.peering.when_full)
         # After all that snapshot() reads: the registry collects once while registering.
         self.metrics = NodeMetrics(self.snapshot)
-        self.admin_state = AdminState(
-            hub=self.hub,
-            limits=config.limits,
-            secret=self._secret,
-            snapshot=self.snapshot,
-            render_metrics=self.metrics.render,
-            observe_latency=self._observe_latency,
-        )
-        self.admin_state.configure(config.limits, config.admin, self._secret)
-        self.admin_state.overload = self.overload
-        self.admin_state.congested = self.peers.congested
-        if config.dashboard.enabled:
-            self.admin_state.dashboard = self._dashboard_page
         #: The last minutes, for the status page's charts.
         self.series = TimeSeries(clock, _chart_capacity(config))
         self._announcing: asyncio.Task[None] | None = None
@@ -133,6 +120,10 @@ class Node:
         self._housekeeping: asyncio.Task[None] | None = None
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
+        #: Whether the node serves (``/health/ready``): not until every listener
+        #: is up, and no longer once shutdown begins.
+        self.ready = False
+        self._admin_settings = AdminSettings.of(config.limits, config.admin, self._secret)
         self.siblings: Siblings | None = None
         if role is not None:
             self.siblings = Siblings(
@@ -143,8 +134,24 @@ class Node:
                 fingerprint=fingerprint,
                 clock=clock,
             )
-            self.admin_state.node_status = self.siblings.status
-            self.admin_state.node_metrics = self.siblings.metrics
+        self.admin_state = self._new_admin_state()
+
+    def _new_admin_state(self) -> AdminState:
+        """What the admin handlers read, complete: what changes is read through callables."""
+        siblings = self.siblings
+        return AdminState(
+            hub=self.hub,
+            settings=lambda: self._admin_settings,
+            snapshot=self.snapshot,
+            ready=lambda: self.ready,
+            dashboard=self._dashboard_page,
+            render_metrics=self.metrics.render,
+            observe_latency=self._observe_latency,
+            overload=self.overload,
+            congested=self.peers.congested,
+            node_status=None if siblings is None else siblings.status,
+            node_metrics=None if siblings is None else siblings.metrics,
+        )
 
     async def start(self) -> None:
         """Start the client listeners, then the admin listeners.
@@ -210,7 +217,7 @@ class Node:
             ),
             name="relay-node-status",
         )
-        self.admin_state.ready = True
+        self.ready = True
 
     async def stop(self) -> None:
         """Drain the browsers, then stop accepting posts and release everything.
@@ -220,7 +227,7 @@ class Node:
         while messages still reach those not closed yet; then the listeners
         and peers stop as before.
         """
-        self.admin_state.ready = False
+        self.ready = False
         await self._drain()
         if self.status_monitor is not None:
             await self.status_monitor.stop()
@@ -336,12 +343,11 @@ class Node:
         if self.broker is not None:
             self.broker.configure(config.history, config.limits)
         self._recent.set_window(_dedup_window(config))
-        self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
         self.series.resize(_chart_capacity(config))
         self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
         for listener in self.client_listeners:
             listener.configure(limits, config.browsers)
-        self.admin_state.configure(limits, config.admin, secret)
+        self._admin_settings = AdminSettings.of(limits, config.admin, secret)
         await self.peers.reconfigure(config.cluster, config.peering, secret)
         self.overload.policy = config.peering.when_full
         if config.cluster_status != self.config.cluster_status:
@@ -399,8 +405,13 @@ class Node:
         """Browsers connected to this node (this worker) now, over every client listener."""
         return sum(listener.connection_count for listener in self.client_listeners)
 
-    def _dashboard_page(self, host: str) -> bytes:
-        """The live status page for ``host``, pointed at the first client listener."""
+    def _dashboard_page(self, host: str) -> bytes | None:
+        """The live status page for ``host``, pointed at the first client listener.
+
+        None while the page is disabled.
+        """
+        if not self.config.dashboard.enabled:
+            return None
         return render_page(
             host,
             client_port=self.client_addresses[0][1],
