@@ -125,20 +125,21 @@ class Broker:
         self._idle.clear()
         self._wakeup.set()
 
-    async def start(self, sink: Sink, wait: float = 0.0) -> None:
+    async def start(self, sink: Sink) -> None:
         """Start linking to Redis in the background, handing ``sink`` what others publish.
 
-        Waits up to ``wait`` seconds for the first session to be up (its
-        history reloaded) or to have failed, so a node that starts next to a
-        working Redis replays the cluster's history from its first browser
-        on; a Redis that refuses costs nothing, one that does not answer at
-        most that wait.
+        Waits for the first session to be up (its history reloaded) or to
+        have failed, at most the connect timeout plus the command timeout, so
+        a node that starts next to a working Redis replays the cluster's
+        history from its first browser on; a Redis that refuses costs
+        nothing, one that does not answer at most that wait.
         """
         self._supervisor = asyncio.create_task(self._supervise(sink), name="relay-broker")
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._first_attempt.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(
+                self.config.connect_timeout_seconds + self.config.timeout_seconds
+            ):
+                await self._first_attempt.wait()
 
     async def stop(self, grace: float) -> None:
         """Give queued posts up to ``grace`` seconds to be published, then disconnect."""
