@@ -1,13 +1,14 @@
 """A node's link to Redis: publish what was posted here, receive what was posted anywhere.
 
-``Broker`` is the whole interface a node needs: ``start``/``stop``,
+``Broker`` is the whole interface a node needs: ``start(sink)``/``stop`` and
 ``publish(instance, payload)`` (never blocks, never fails: posts queue while
-Redis is away) and an ``on_receive`` callback for every message another node
-published. Inside, one supervisor task holds a *session*: a connection, the
-pattern subscription, a reload of the cluster-wide history, then a publisher
-and a receiver side by side. Anything wrong with Redis (refused, slow, gone,
-a subscription that stopped receiving) ends the session; the supervisor backs
-off and starts another, and the queue waits meanwhile.
+Redis is away); every message another node published reaches ``sink`` (the
+hub) parsed, through the receive path (``relay.broker.receive``). Inside, one
+supervisor task holds a *session*: a connection (``relay.broker.connect``),
+the pattern subscription, a reload of the cluster-wide history, then a
+publisher and a receiver side by side. Anything wrong with Redis (refused,
+slow, gone, a subscription that stopped receiving) ends the session; the
+supervisor backs off and starts another, and the queue waits meanwhile.
 
 redis-py's commands time out after ``timeout_seconds`` (its own default would
 be 5 s); the subscription is never read with a blocking call that could hit
@@ -23,21 +24,18 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from relay.broker.connect import new_client
+from relay.broker.receive import Inbound, Sink
+from relay.config import HistoryConfig, LimitsConfig
 from relay.config.broker import BrokerConfig
 from relay.core.snapshot import BrokerReading
 from relay.links.backoff import RetryDelays
-from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId, unframe
+from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId
 from relay.links.outbox import Outbox
 
 log = logging.getLogger("relay.broker")
@@ -56,22 +54,6 @@ class BrokerState(enum.Enum):
     DOWN = "down"
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A message another node published, as the receiving node's hub takes it."""
-
-    instance: str
-    #: The message exactly as its origin node encoded it.
-    payload: bytes
-    #: Seconds since Redis took it, for messages reloaded from the stream; None when live.
-    age: float | None
-    #: Deliver to browsers (False: only keep it for replay, it predates this node).
-    live: bool
-
-
-OnReceive = Callable[[Received], None]
-
-
 class StaleSubscriptionError(Exception):
     """The subscription stayed silent, not even the node's own ping came back."""
 
@@ -84,40 +66,34 @@ class Broker:
         config: BrokerConfig,
         fingerprint: str,
         *,
-        on_receive: OnReceive,
         backoff: RetryDelays,
-        max_messages: int,
-        max_age: float,
+        history: HistoryConfig,
+        limits: LimitsConfig,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Link to ``config.url``; nothing is connected until ``start``.
 
-        ``max_messages`` and ``max_age`` (seconds) bound each instance's stream,
-        as they bound the local history; ``backoff`` spaces the reconnections.
+        ``history`` bounds each instance's stream, as it bounds the local
+        history; ``limits`` bound what is received, as they bound a POST;
+        ``backoff`` spaces the reconnections.
         """
         self.config = config
         self._fingerprint = fingerprint
-        self._on_receive = on_receive
         self._keys = Keys(config.prefix)
         self._ping_channel = self._keys.ping_channel(fingerprint)
         self._origin = fingerprint.encode()
         self._clock = clock
         self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
         self._backoff = backoff
-        self.set_history(max_messages, max_age)
+        self._inbound = Inbound(self._keys, self._origin, limits, clock)
+        self.configure(history, limits)
         self.state = BrokerState.CONNECTING
         self._state_since = clock()
         self.last_error: str | None = None
         self.published = 0
-        self.received = 0
         #: Outages recovered from (the last one's reason stays in ``last_error``).
         self.reconnects = 0
         self.stale = 0
-        # The newest stream id seen per instance, and Redis' time at the last
-        # reload: what a reload after a gap compares with to tell the messages
-        # this node missed from those it has.
-        self._last_ids: dict[str, StreamId] = {}
-        self._synced_ms: int | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,10 +101,11 @@ class Broker:
         self._first_attempt = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
 
-    def set_history(self, max_messages: int, max_age: float) -> None:
-        """Bound the streams by these from the next publish on (a config reload)."""
-        self._max_messages = max_messages
-        self._max_age_ms = max(1, round(max_age * 1000))
+    def configure(self, history: HistoryConfig, limits: LimitsConfig) -> None:
+        """Bound the streams and what is received by these from now on (a config reload)."""
+        self._max_messages = history.max_messages
+        self._max_age_ms = max(1, round(history.max_age_seconds * 1000))
+        self._inbound.set_limits(limits)
 
     # What the node calls.
 
@@ -138,20 +115,21 @@ class Broker:
         self._idle.clear()
         self._wakeup.set()
 
-    async def start(self, wait: float = 0.0) -> None:
-        """Start linking to Redis in the background.
+    async def start(self, sink: Sink) -> None:
+        """Start linking to Redis in the background, handing ``sink`` what others publish.
 
-        Waits up to ``wait`` seconds for the first session to be up (its
-        history reloaded) or to have failed, so a node that starts next to a
-        working Redis replays the cluster's history from its first browser
-        on; a Redis that refuses costs nothing, one that does not answer at
-        most that wait.
+        Waits for the first session to be up (its history reloaded) or to
+        have failed, at most the connect timeout plus the command timeout, so
+        a node that starts next to a working Redis replays the cluster's
+        history from its first browser on; a Redis that refuses costs
+        nothing, one that does not answer at most that wait.
         """
-        self._supervisor = asyncio.create_task(self._supervise(), name="relay-broker")
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._first_attempt.wait()
+        self._supervisor = asyncio.create_task(self._supervise(sink), name="relay-broker")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(
+                self.config.connect_timeout_seconds + self.config.timeout_seconds
+            ):
+                await self._first_attempt.wait()
 
     async def stop(self, grace: float) -> None:
         """Give queued posts up to ``grace`` seconds to be published, then disconnect."""
@@ -164,6 +142,11 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+
+    @property
+    def received(self) -> int:
+        """Messages received from Redis (this node's own included, and skipped)."""
+        return self._inbound.received
 
     @property
     def queue_length(self) -> int:
@@ -183,7 +166,7 @@ class Broker:
             since_seconds=round(self._clock() - self._state_since, 3),
             last_error=self.last_error,
             published=self.published,
-            received=self.received,
+            received=self._inbound.received,
             queue=len(self._outbox),
             dropped=self._outbox.dropped,
             reconnects=self.reconnects,
@@ -192,10 +175,10 @@ class Broker:
 
     # The session loop.
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, sink: Sink) -> None:
         while True:
             try:
-                await self._session()
+                await self._session(sink)
             except asyncio.CancelledError:
                 raise
             except StaleSubscriptionError as exc:
@@ -210,9 +193,9 @@ class Broker:
             self._first_attempt.set()
             await asyncio.sleep(self._backoff.next_delay())
 
-    async def _session(self) -> None:
+    async def _session(self, sink: Sink) -> None:
         """One connection's life: connect, subscribe, reload, then publish and receive."""
-        client, sentinel = self._client()
+        client, sentinel = new_client(self.config, self._fingerprint)
         pubsub: PubSub | None = None
         try:
             timeout = self.config.timeout_seconds
@@ -224,10 +207,10 @@ class Broker:
                 await pubsub.subscribe(self._ping_channel)
                 await self._confirm_subscriptions(pubsub, 2)
             async with asyncio.timeout(timeout * 4):
-                await self._reload(client)
+                await self._inbound.reload(client, self._max_age_ms, sink)
             self._up()
             publisher = asyncio.create_task(self._publish_forever(client, script_sha))
-            receiver = asyncio.create_task(self._receive_forever(client, pubsub))
+            receiver = asyncio.create_task(self._receive_forever(client, pubsub, sink))
             try:
                 done, _ = await asyncio.wait(
                     (publisher, receiver), return_when=asyncio.FIRST_COMPLETED
@@ -250,43 +233,6 @@ class Broker:
                 with contextlib.suppress(Exception):
                     await sentinel.aclose()
 
-    def _client(self) -> tuple[aioredis.Redis, Sentinel | None]:
-        """A client for this session (and, with Sentinel, the Sentinel client to close)."""
-        config = self.config
-        options: dict[str, Any] = {
-            "socket_timeout": config.timeout_seconds,
-            "socket_connect_timeout": config.connect_timeout_seconds,
-            # The supervisor retries, with backoff; redis-py retrying inside a
-            # command would only hold a publish up for longer.
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-            "client_name": f"relay-{self._fingerprint}",
-        }
-        if config.password is not None:
-            options["password"] = config.password.get_secret_value()
-        if config.uses_tls:
-            options["ssl_ca_certs"] = config.ca_file
-            options["ssl_cert_reqs"] = "required" if config.tls_verify else "none"
-            options["ssl_check_hostname"] = config.tls_verify
-        if not config.sentinels:
-            return aioredis.Redis.from_url(config.url, **options), None
-        parts = urlsplit(config.url)
-        sentinel = Sentinel(
-            [(address.host, address.port) for address in config.sentinels],
-            sentinel_kwargs={
-                "socket_timeout": config.timeout_seconds,
-                "socket_connect_timeout": config.connect_timeout_seconds,
-                "retry": Retry(NoBackoff(), 0),
-            },
-        )
-        if parts.username:
-            options["username"] = unquote(parts.username)
-        if config.uses_tls:
-            options["ssl"] = True
-        options["db"] = int(parts.path.lstrip("/") or 0)
-        # A new session asks the Sentinels again: after a fail-over, the new master.
-        return sentinel.master_for(config.master_name, **options), sentinel
-
     async def _confirm_subscriptions(self, pubsub: PubSub, count: int) -> None:
         """Wait for Redis to confirm each subscription: from then on, nothing is missed."""
         confirmed = 0
@@ -296,46 +242,6 @@ class Broker:
                 raise TimeoutError("Redis did not confirm the subscription")
             if message["type"] in ("subscribe", "psubscribe"):
                 confirmed += 1
-
-    async def _reload(self, client: aioredis.Redis) -> None:
-        """Read every instance's stream of the history window and hand it to the node.
-
-        The first session only fills the node's history (those messages
-        predate it). Later ones also deliver the messages this node missed in
-        the gap: newer than the newest it had of their instance, or, for an
-        instance it had none of, newer than the previous reload.
-        """
-        seconds, micros = await client.time()
-        now_ms = seconds * 1000 + micros // 1000
-        since = now_ms - self._max_age_ms
-        names = [
-            name if isinstance(name, bytes) else name.encode()
-            for name in await client.zrangebyscore(self._keys.instances, since, "+inf")
-            if isinstance(name, bytes | str)
-        ]
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.xrange(self._keys.stream(name.decode()), min=f"{since}-0", max="+")
-        streams = await pipe.execute()
-        # Redis' time when the previous session reloaded: everything before it
-        # that this node does not know was already too old for it to have seen.
-        synced_ms, self._synced_ms = self._synced_ms, now_ms
-        for name, entries in zip(names, streams, strict=True):
-            instance = name.decode()
-            last = self._last_ids.get(instance)
-            for raw_id, fields in entries:
-                stream_id = StreamId.parse(raw_id)
-                payload = fields.get(b"p")
-                if payload is None or fields.get(b"o") == self._origin:
-                    continue
-                if last is not None:
-                    missed = stream_id > last
-                else:
-                    missed = synced_ms is not None and stream_id.ms >= synced_ms
-                self._seen(instance, stream_id)
-                self._hand_over(
-                    Received(instance, payload, max(0, now_ms - stream_id.ms) / 1000, missed)
-                )
 
     async def _publish_forever(self, client: aioredis.Redis, script_sha: str) -> None:
         keys = self._keys
@@ -371,9 +277,9 @@ class Broker:
                 raise
             self.published += len(batch)
             for item, raw_id in zip(batch, ids, strict=True):
-                self._seen(item.instance, StreamId.parse(raw_id))
+                self._inbound.seen(item.instance, StreamId.parse(raw_id))
 
-    async def _receive_forever(self, client: aioredis.Redis, pubsub: PubSub) -> None:
+    async def _receive_forever(self, client: aioredis.Redis, pubsub: PubSub, sink: Sink) -> None:
         config = self.config
         last_heard = last_ping = self._clock()
         while True:
@@ -382,7 +288,7 @@ class Broker:
             if message is not None:
                 last_heard = now
                 if message["type"] == "pmessage":
-                    self._received(message["channel"], message["data"])
+                    self._inbound.live(message["channel"], message["data"], sink)
                 continue
             if now - last_heard >= config.stale_seconds:
                 raise StaleSubscriptionError(
@@ -394,35 +300,6 @@ class Broker:
                 # whole path, not only that a socket is open.
                 async with asyncio.timeout(config.timeout_seconds):
                     await client.publish(self._ping_channel, b"ping")
-
-    def _received(self, channel: bytes, data: bytes) -> None:
-        instance = self._keys.instance_of(channel)
-        if instance is None:
-            return
-        try:
-            stream_id, origin, payload = unframe(data)
-        except ValueError:
-            log.warning("ignored a malformed message on %s", channel.decode(errors="replace"))
-            return
-        self._seen(instance, stream_id)
-        if origin == self._origin:
-            # Delivered when it was posted here: not even parsed again.
-            self.received += 1
-            return
-        self._hand_over(Received(instance, payload, None, True))
-
-    def _hand_over(self, received: Received) -> None:
-        self.received += 1
-        try:
-            self._on_receive(received)
-        except Exception:
-            # One bad message must not end the subscription.
-            log.exception("handling a message from the broker failed")
-
-    def _seen(self, instance: str, stream_id: StreamId) -> None:
-        last = self._last_ids.get(instance)
-        if last is None or stream_id > last:
-            self._last_ids[instance] = stream_id
 
     # State changes, logged once per episode.
 

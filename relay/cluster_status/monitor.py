@@ -31,8 +31,9 @@ from relay.cluster_status.verdicts.events import (
     Publisher,
     database_fingerprint,
     database_payload,
+    database_reading,
+    repositories_reading,
     repository_fingerprint,
-    repository_payload,
 )
 from relay.cluster_status.verdicts.health import HealthTracker
 from relay.cluster_status.verdicts.replication import ReplicationVerdict
@@ -43,6 +44,7 @@ from relay.cluster_status.verdicts.repositories import (
     track_writing,
 )
 from relay.config.cluster_status import ClusterStatusConfig, ConnectionTarget, DatabaseHost
+from relay.core.cluster_reading import ClusterStatusReading, RepositoriesReading
 
 __all__ = ["ClusterStatusMonitor"]
 
@@ -176,32 +178,23 @@ class ClusterStatusMonitor:
 
     # -- reading the state -------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The full current state, JSON-able, without secrets."""
-        mode = cluster_mode([h.state for h in self._hosts])
-        now = self._wall_clock()
-        databases = database_payload(
-            [h.state for h in self._hosts],
-            mode,
-            instance=self._config.instance,
-            observer=self._observer,
-            updated=now,
-        )
+    def reading(self) -> ClusterStatusReading:
+        """The full current state, without secrets, as the node's snapshot carries it."""
+        states = [h.state for h in self._hosts]
+        mode = cluster_mode(states)
         repositories = None
         if self._config.repository.enabled:
-            repositories = self._repository_data(now)
-        return {
-            "instance": self._config.instance,
-            "observer": self._observer,
-            "keys": {
-                "databases": self._config.keys.databases,
-                "repositories": self._config.keys.repositories,
-            },
-            "mode": mode.mode,
-            "modeReason": mode.reason,
-            "databases": databases["databases"],
-            "repositories": repositories,
-        }
+            repositories = self._repositories_reading(self._wall_clock())
+        return ClusterStatusReading(
+            instance=self._config.instance,
+            observer=self._observer,
+            databases_key=self._config.keys.databases,
+            repositories_key=self._config.keys.repositories,
+            mode=mode.mode,
+            mode_reason=mode.reason,
+            databases=tuple(database_reading(state) for state in states),
+            repositories=repositories,
+        )
 
     # -- databases ----------------------------------------------------------
 
@@ -383,8 +376,8 @@ class ClusterStatusMonitor:
                     service.verdict,
                 )
 
-    def _repository_data(self, now: float) -> dict[str, Any]:
-        return repository_payload(
+    def _repositories_reading(self, now: float) -> RepositoriesReading:
+        return repositories_reading(
             self._repo_state,
             source=self._repo_target.label if self._repo_target else None,
             error=self._repo_error,
@@ -394,7 +387,7 @@ class ClusterStatusMonitor:
         )
 
     def _publish_repositories(self) -> None:
-        data = self._repository_data(self._wall_clock())
+        data = self._repositories_reading(self._wall_clock()).as_dict()
         fingerprint = repository_fingerprint(self._repo_state, self._repo_error)
         message = self._repo_publisher.offer(data, fingerprint)
         if message is not None:

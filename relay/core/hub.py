@@ -27,8 +27,10 @@ from relay.core.subscriptions import SubscriptionIndex
 
 log = logging.getLogger("relay.hub")
 
-#: ``forward(instance, payload, skip)``: hand a stamped message to the peer links, except
-#: those of the nodes in ``skip`` (that have it, or that the sending peer reaches itself).
+#: ``forward(instance, payload, covered)``: hand a stamped message on, except to the nodes
+#: in ``covered``: those that have it (its ``touched`` list, this node included) and those
+#: the node it came from is sending it to itself. The one name relay uses for that set; on
+#: the wire between relay nodes it is a batch record's ``covered`` field.
 Forward = Callable[[str, memoryview, frozenset[str]], None]
 
 
@@ -175,7 +177,8 @@ class Hub:
         A message that already carries this node's fingerprint, or that this
         node has seen recently under the same identity, is dropped: each node
         delivers a message once however many paths bring it. ``covered`` names
-        nodes the sending peer reaches itself; they are not forwarded to.
+        nodes the sending peer reaches itself; they, the nodes in ``touched``
+        and this node make up the ``covered`` set handed to ``forward``.
         """
         counters = self._counters_of(instance)
         counters.messages_in += 1
@@ -191,8 +194,8 @@ class Hub:
         counters.messages_out += delivered
         self.deliveries += delivered
         if self.forward is not None:
-            skip = frozenset(notification.touched) | covered | {self.fingerprint}
-            self.forward(instance, message.payload, skip)
+            covered = covered | frozenset(notification.touched) | {self.fingerprint}
+            self.forward(instance, message.payload, covered)
         return Outcome.DELIVERED
 
     def receive(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, TypedDict, TypeGuard
 
 import orjson
 
+from relay.config import LimitsConfig
 from relay.core.envelope import new_unique_id
 from relay.errors import NotificationError
 
@@ -66,6 +67,22 @@ class Notification:
         body = dict(self.body)
         body["touched"] = [*self.touched, fingerprint]
         return orjson.dumps(body)
+
+
+class Bounds(TypedDict):
+    """The bounds a received message is parsed under (keyword arguments of the parsers)."""
+
+    max_subscribers: int
+    max_touched: int
+
+
+def bounds_of(limits: LimitsConfig) -> Bounds:
+    """The configured bounds (``limits``) for ``parse_notification`` and the batch decoder.
+
+    Whatever brings a message in (a POST, a peer's batch, the broker) parses
+    it under these, so a message is held to the same limits on every path.
+    """
+    return {"max_subscribers": limits.max_subscribers, "max_touched": limits.max_touched}
 
 
 def parse_notification(

@@ -13,6 +13,7 @@ from typing import Any
 
 from relay import PROTOCOL_VERSION
 from relay.config.hosts import base_url
+from relay.core.cluster_reading import ClusterStatusReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,29 @@ class PeerReading:
 
 
 @dataclass(frozen=True, slots=True)
+class OverloadReading:
+    """The overload policy (``peering.when_full``) and its counters (``relay.links.overload``)."""
+
+    #: "refuse" or "drop".
+    policy: str
+    #: Whether a peer link that is up has a full queue now.
+    active: bool
+    #: Posts answered 503 under the "refuse" policy.
+    refused: int
+    #: Times a peer link that is up filled its queue.
+    episodes: int
+
+    def status(self) -> dict[str, Any]:
+        """The ``overload`` entry of ``/status/``."""
+        return {
+            "policy": self.policy,
+            "active": self.active,
+            "refused": self.refused,
+            "episodes": self.episodes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSnapshot:
     """One node's state for its readers (metrics, status page, ``/status/``)."""
 
@@ -154,12 +178,11 @@ class NodeSnapshot:
     #: Each peer link, this node's own entry included, in config order.
     peers: Sequence[PeerReading]
     #: The cluster-status module's view of Phorge; None when the module is off.
-    cluster_status: Mapping[str, Any] | None
+    cluster_status: ClusterStatusReading | None
     #: The link to Redis; None unless the node runs in broker mode.
     broker: BrokerReading | None = None
-    #: The overload policy and its counters (``relay.links.overload``); None in tests
-    #: that build a snapshot by hand.
-    overload: Mapping[str, Any] | None = None
+    #: The overload policy and its counters; None in tests that build a snapshot by hand.
+    overload: OverloadReading | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
@@ -170,5 +193,5 @@ class NodeSnapshot:
         if self.broker is not None:
             status["broker"] = self.broker.status()
         if self.overload is not None:
-            status["overload"] = dict(self.overload)
+            status["overload"] = self.overload.status()
         return status

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from relay.core.snapshot import OverloadReading
+
 log = logging.getLogger("relay.overload")
 
 
@@ -61,11 +63,6 @@ class OverloadGuard:
         self._refused_this_episode += 1
         return False
 
-    def status(self) -> dict[str, object]:
-        """The policy and its counters, as ``/status/`` shows them."""
-        return {
-            "policy": self.policy,
-            "active": self.active,
-            "refused": self.refused,
-            "episodes": self.episodes,
-        }
+    def reading(self) -> OverloadReading:
+        """The policy and its counters, for ``/status/`` and the metrics."""
+        return OverloadReading(self.policy, self.active, self.refused, self.episodes)

@@ -129,11 +129,11 @@ class PeerLinkState:
 
     # What the hub asks.
 
-    def wants(self, skip: frozenset[str]) -> bool:
-        """Whether a message the ``skip`` nodes have (or are being sent) should go here."""
+    def wants(self, covered: frozenset[str]) -> bool:
+        """Whether a message the ``covered`` nodes have (or are being sent) should go here."""
         if self.state is PeerState.SELF:
             return False
-        return self.fingerprint is None or self.fingerprint not in skip
+        return self.fingerprint is None or self.fingerprint not in covered
 
     def offer(
         self, instance: str, payload: memoryview | bytes, record: bytes | None = None

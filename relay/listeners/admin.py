@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from relay.config import AdminConfig, LimitsConfig
 from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
-from relay.core.notification import parse_notification
+from relay.core.notification import bounds_of, parse_notification
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
@@ -74,27 +74,49 @@ HTTP_LOG.addFilter(_MalformedRequests())
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass
-class AdminState:
-    """What the admin handlers read. Mutable: a config reload replaces its fields."""
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin listener's settings in the config, as one value a reload replaces whole."""
 
-    hub: Hub
     limits: LimitsConfig
     secret: Secret | None
+    #: Clients outside these get 403; empty allows every address.
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> AdminSettings:
+        """The settings from the config's ``limits`` and ``admin`` sections, and the secret."""
+        networks = tuple(ipaddress.ip_network(net, strict=False) for net in admin.allowed_networks)
+        return cls(limits, secret, networks)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminState:
+    """What the admin handlers read, built once by the node.
+
+    Nothing here is replaced: what changes while the node runs (its
+    settings after a reload, its readiness, its status page) is read through
+    the callables, when a request comes.
+    """
+
+    hub: Hub
+    #: The settings in force; a request runs under those it found when it came.
+    settings: Callable[[], AdminSettings]
     #: What the node knows now: ``/status/`` and ``/cluster-status/`` read it.
     snapshot: Callable[[], NodeSnapshot]
-    allowed_networks: list[IPNetwork] = field(default_factory=list)
+    #: False until every listener is up, and again once shutdown begins.
+    ready: Callable[[], bool]
+    #: The live status page for a given host name; None while it is disabled.
+    dashboard: Callable[[str], bytes | None]
+    #: Whether the page is served now (a reload may turn it off or on).
+    dashboard_enabled: Callable[[], bool]
+    #: The files the page loads, by name (None: an unknown name); served while the page is.
+    dashboard_file: Callable[[str], StaticFile | None]
     #: Prometheus' text exposition of the node's metrics (None: no ``/metrics``).
     render_metrics: Callable[[], bytes] | None = None
     #: Records one POST's (or peer batch's) delivery latency in seconds, and
     #: whether it reached any browser here.
     observe_latency: Callable[[float, bool], None] | None = None
-    #: False until every listener is up, and again once shutdown begins.
-    ready: bool = False
-    #: The live status page for a given host name, or None when it is disabled.
-    dashboard: Callable[[str], bytes] | None = None
-    #: The files the page loads, by name (None: an unknown name); served while the page is.
-    dashboard_file: Callable[[str], StaticFile | None] | None = None
     #: The overload policy, and the peer links that cannot keep up right now.
     overload: OverloadGuard | None = None
     congested: Callable[[], list[str]] = list
@@ -102,14 +124,6 @@ class AdminState:
     #: ``/metrics`` (None: this process is the whole node).
     node_status: Callable[[str], Awaitable[dict[str, Any]]] | None = None
     node_metrics: Callable[[], Awaitable[bytes]] | None = None
-
-    def configure(self, limits: LimitsConfig, admin: AdminConfig, secret: Secret | None) -> None:
-        """Apply (new) settings; requests already running finish under the old ones."""
-        self.limits = limits
-        self.secret = secret
-        self.allowed_networks = [
-            ipaddress.ip_network(network, strict=False) for network in admin.allowed_networks
-        ]
 
 
 STATE = web.AppKey("state", AdminState)
@@ -124,7 +138,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_admin_app(state: AdminState) -> web.Application:
     """The aiohttp application serving the admin protocol from ``state``."""
     app = web.Application(
-        client_max_size=state.limits.admin_body_bytes,
+        client_max_size=state.settings().limits.admin_body_bytes,
         # Outermost first: the guard's refusals are turned into JSON too.
         middlewares=[_json_errors, _network_guard],
     )
@@ -149,9 +163,9 @@ def create_admin_app(state: AdminState) -> web.Application:
 async def post_notification(request: web.Request) -> web.Response:
     """Route one notification; answer with this node's fingerprint."""
     arrived = time.perf_counter()
-    state, raw = await _authorised_body(request)
+    state, settings, raw = await _authorised_body(request)
     try:
-        notification = parse_notification(raw, **_body_bounds(state.limits))
+        notification = parse_notification(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
@@ -186,9 +200,9 @@ async def post_notification(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     """Route a relay peer's batch; answer with this node's fingerprint and the count taken."""
     arrived = time.perf_counter()
-    state, raw = await _authorised_body(request)
+    state, settings, raw = await _authorised_body(request)
     try:
-        items = decode_batch(raw, **_body_bounds(state.limits))
+        items = decode_batch(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
         log.warning("refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
@@ -230,10 +244,10 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 async def get_cluster_status(request: web.Request) -> web.Response:
     """What the cluster-status module observes now: databases, mode, repositories."""
-    snapshot = request.app[STATE].snapshot().cluster_status
-    if snapshot is None:
+    reading = request.app[STATE].snapshot().cluster_status
+    if reading is None:
         return _json_error(404, "the cluster-status module is not configured on this node")
-    return web.Response(body=orjson.dumps(snapshot), content_type=_JSON)
+    return web.Response(body=orjson.dumps(reading.as_dict()), content_type=_JSON)
 
 
 async def get_live(request: web.Request) -> web.Response:
@@ -243,7 +257,7 @@ async def get_live(request: web.Request) -> web.Response:
 
 async def get_ready(request: web.Request) -> web.Response:
     """Readiness: 200 while the node serves, 503 while starting or shutting down."""
-    ready = request.app[STATE].ready
+    ready = request.app[STATE].ready()
     return web.Response(
         status=200 if ready else 503,
         body=orjson.dumps({"ready": ready}),
@@ -251,21 +265,17 @@ async def get_ready(request: web.Request) -> web.Response:
     )
 
 
-async def _authorised_body(request: web.Request) -> tuple[AdminState, bytes]:
-    """The node's admin state and the body of a POST that passed the secret check.
+async def _authorised_body(request: web.Request) -> tuple[AdminState, AdminSettings, bytes]:
+    """The admin state, the settings in force, and the body of a POST with the right secret.
 
     Raises:
         web.HTTPException: the refusal to answer with (no or a wrong secret, a
             body too large, too slow or undecodable).
     """
     state = request.app[STATE]
-    _check_secret(request, state.secret)
-    return state, await _read_body(request, state.limits)
-
-
-def _body_bounds(limits: LimitsConfig) -> dict[str, int]:
-    """The limits a posted message is parsed under, as keyword arguments."""
-    return {"max_subscribers": limits.max_subscribers, "max_touched": limits.max_touched}
+    settings = state.settings()
+    _check_secret(request, settings.secret)
+    return state, settings, await _read_body(request, settings.limits)
 
 
 def _check_secret(request: web.Request, secret: Secret | None) -> None:
@@ -416,7 +426,7 @@ def _describe(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def _network_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer 403 to clients outside ``allowed_networks`` (when any are configured)."""
-    allowed = request.app[STATE].allowed_networks
+    allowed = request.app[STATE].settings().allowed_networks
     if allowed:
         try:
             address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(

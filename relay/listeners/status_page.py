@@ -28,12 +28,19 @@ class StaticFile(Protocol):
 
 
 class PageSource(Protocol):
-    """Where the page and its files come from (the admin state); None while disabled."""
+    """Where the page and its files come from (the admin state)."""
 
-    #: The page for a given host name.
-    dashboard: Callable[[str], bytes] | None
-    #: A file the page loads, by name; None for a name it does not load.
-    dashboard_file: Callable[[str], StaticFile | None] | None
+    @property
+    def dashboard(self) -> Callable[[str], bytes | None]:
+        """The page for a given host name; None while the page is disabled."""
+
+    @property
+    def dashboard_enabled(self) -> Callable[[], bool]:
+        """Whether the page (and so its files) is served now."""
+
+    @property
+    def dashboard_file(self) -> Callable[[str], StaticFile | None]:
+        """A file the page loads, by name; None for a name it does not load."""
 
 
 #: The page talks only to this node and loads only this port's files: nothing
@@ -60,18 +67,17 @@ def page_routes(source: Callable[[web.Request], PageSource]) -> list[web.RouteDe
 
     async def get_page(request: web.Request) -> web.Response:
         """The live status page, pointed at this node's client port."""
-        page = source(request).dashboard
+        page = source(request).dashboard(request.url.host or "127.0.0.1")
         if page is None:
             raise _not_found("the status page is disabled on this node")
-        host = request.url.host or "127.0.0.1"
         return web.Response(
-            body=page(host), content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+            body=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
         )
 
     async def get_file(request: web.Request) -> web.Response:
         """A file the page loads, while the page is enabled."""
         state = source(request)
-        if state.dashboard is None or state.dashboard_file is None:
+        if not state.dashboard_enabled():
             raise _not_found("the status page is disabled on this node")
         found = state.dashboard_file(request.match_info["name"])
         if found is None:

@@ -1,9 +1,9 @@
-"""A relay node's lifecycle: build the hub, start listeners in order, stop them in reverse.
+"""A relay node's lifecycle: start its parts and listeners in order, stop them in reverse.
 
 ``serve(config, shutdown_trigger=...)`` is the whole server as one awaitable
-(the CLI runs it, adding signals, reloads and systemd notifications);
-the CLI adds signals and the event loop, tests start a ``Node`` directly and
-read back the ports the OS picked.
+(the CLI runs it, adding signals, reloads and systemd notifications); tests
+start a ``Node`` directly and read back the ports the OS picked. The parts
+are built in ``relay.node.parts``, a reload is applied by ``relay.node.reload``.
 """
 
 from __future__ import annotations
@@ -14,36 +14,23 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 from aiohttp import web
 
-from relay.broker.link import Broker, Received
-from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, ServerConfig
-from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
-from relay.config.tls import ListenerContexts, peer_tls_context
-from relay.core.admission import Admission
-from relay.core.dedup import RecentIds
-from relay.core.fingerprint import new_fingerprint
-from relay.core.history import History
-from relay.core.hub import Hub
-from relay.core.notification import parse_notification
 from relay.core.snapshot import NodeSnapshot
-from relay.errors import NotificationError, StartupError
-from relay.links.backoff import Backoff
-from relay.links.overload import OverloadGuard
-from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
+from relay.errors import StartupError
+from relay.listeners.admin import HTTP_LOG, AdminSettings, AdminState, create_admin_app
 from relay.listeners.binding import listen_problem
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
+from relay.node import reload
+from relay.node.parts import Parts, new_monitor
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
-from relay.observe.timeseries import TimeSeries, capacity_for
-from relay.peering.peers import PeerSet
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -56,8 +43,6 @@ HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0
 #: How long shutdown lets queued messages reach peers that are up.
 PEER_DRAIN_GRACE = 1.0
-#: Upper bound on remembered message identities (about 100 bytes each).
-RECENT_IDS_CAPACITY = 200_000
 
 
 class Node:
@@ -77,74 +62,63 @@ class Node:
         may give a subclass of ``BrowserConnection``). With a ``role`` this
         process is one worker of a node: it shares the node's ports with its
         siblings and answers ``/status/`` and ``/metrics`` for all of them.
+
+        Raises:
+            StartupError: the admin secret file cannot be read.
         """
         self.config = config
         self.role = role
-        self._connection_factory = connection_factory
-        history = self._history = History(
-            config.history.max_messages, config.history.max_age_seconds, clock
-        )
-        # Remember identities at least as long as history keeps messages, so a
-        # late copy never gets delivered next to the original.
-        recent = self._recent = RecentIds(_dedup_window(config), RECENT_IDS_CAPACITY, clock)
-        fingerprint = new_fingerprint()
-        self._secret = load_secret(config.admin)
-        self.peers = PeerSet(
-            config.cluster, config.peering, fingerprint, secret=self._secret, clock=clock
-        )
         self._clock = clock
-        self.broker = self._new_broker(config, fingerprint, clock)
-        self.hub = Hub(
-            fingerprint=fingerprint,
-            history=history,
-            recent=recent,
-            clock=clock,
-            limits=config.limits,
-            forward=self.peers.forward if self.broker is None else self._forward,
-        )
-        self.admission = Admission(
-            config.limits.max_connections, config.limits.max_connections_per_ip
-        )
+        self._connection_factory = connection_factory
+        secret = load_secret(config.admin)
+        parts = self._parts = Parts.build(config, secret, clock)
+        self.hub, self.peers, self.broker = parts.hub, parts.peers, parts.broker
+        #: The last minutes, for the status page's charts.
+        self.series = parts.series
+        self.status_monitor = new_monitor(config.cluster_status, parts.hub)
         self.client_listeners: list[ClientListener] = []
-        # The listeners' TLS contexts, which a reload renews.
-        self._tls = ListenerContexts()
-        self.status_monitor = self._new_monitor(config)
-        self.overload = OverloadGuard(config.peering.when_full)
+        self._admin_runners: list[web.AppRunner] = []
+        #: Whether the node serves (``/health/ready``): not until every listener
+        #: is up, and no longer once shutdown begins.
+        self.ready = False
+        self._admin_settings = AdminSettings.of(config.limits, config.admin, secret)
         # After all that snapshot() reads: the registry collects once while registering.
         self.metrics = NodeMetrics(self.snapshot)
-        self.admin_state = AdminState(
-            hub=self.hub,
-            limits=config.limits,
-            secret=self._secret,
-            snapshot=self.snapshot,
-            render_metrics=self.metrics.render,
-            observe_latency=self._observe_latency,
-        )
-        self.admin_state.configure(config.limits, config.admin, self._secret)
-        self.admin_state.overload = self.overload
-        self.admin_state.congested = self.peers.congested
-        if config.dashboard.enabled:
-            self.admin_state.dashboard = self._dashboard_page
-        self.admin_state.dashboard_file = asset
-        #: The last minutes, for the status page's charts.
-        self.series = TimeSeries(clock, _chart_capacity(config))
-        self._announcing: asyncio.Task[None] | None = None
-        self._admin_runners: list[web.AppRunner] = []
-        self._housekeeping: asyncio.Task[None] | None = None
+        self.siblings = None if role is None else self._new_siblings(role, clock)
+        self.admin_state = self._new_admin_state()
+        self._background: list[asyncio.Task[None]] = []
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
-        self.siblings: Siblings | None = None
-        if role is not None:
-            self.siblings = Siblings(
-                role,
-                local_status=lambda instance: self.snapshot().status(instance),
-                local_metrics=self.metrics.render,
-                connections=self._connection_count,
-                fingerprint=fingerprint,
-                clock=clock,
-            )
-            self.admin_state.node_status = self.siblings.status
-            self.admin_state.node_metrics = self.siblings.metrics
+
+    def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
+        """This worker's view of the node's other workers."""
+        return Siblings(
+            role,
+            local_status=lambda instance: self.snapshot().status(instance),
+            local_metrics=self.metrics.render,
+            connections=self._connection_count,
+            fingerprint=self.hub.fingerprint,
+            clock=clock,
+        )
+
+    def _new_admin_state(self) -> AdminState:
+        """What the admin handlers read, complete: what changes is read through callables."""
+        siblings = self.siblings
+        return AdminState(
+            hub=self.hub,
+            settings=lambda: self._admin_settings,
+            snapshot=self.snapshot,
+            ready=lambda: self.ready,
+            dashboard=self._dashboard_page,
+            dashboard_enabled=lambda: self.config.dashboard.enabled,
+            dashboard_file=asset,
+            render_metrics=self.metrics.render,
+            observe_latency=self._observe_latency,
+            overload=self._parts.overload,
+            congested=self.peers.congested,
+            node_status=None if siblings is None else siblings.status,
+            node_metrics=None if siblings is None else siblings.metrics,
+        )
 
     async def start(self) -> None:
         """Start the client listeners, then the admin listeners.
@@ -156,10 +130,10 @@ class Node:
         try:
             if self.siblings is not None:
                 await self.siblings.start()
-            broker = self.config.broker
-            if self.broker is not None and broker is not None:
-                if self.config.cluster:
-                    peers = len(self.config.cluster)
+            if self.broker is not None:
+                if self.peers.links:
+                    # The migration rule of relay.links.forwarding is in force.
+                    peers = len(self.peers.links)
                     log.info(
                         "broker mode with %d cluster %s: what application servers post "
                         "here also goes to %s (a migration from an Aphlict mesh)",
@@ -169,22 +143,9 @@ class Node:
                     )
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
-                await self.broker.start(
-                    wait=broker.connect_timeout_seconds + broker.timeout_seconds
-                )
+                await self.broker.start(self.hub)
             for index, server in self._servers("client"):
-                listener = ClientListener(
-                    self.hub,
-                    server,
-                    limits=self.config.limits,
-                    browsers=self.config.browsers,
-                    admission=self.admission,
-                    ssl_context=self._tls.context_for(server, index),
-                    connection_factory=self._connection_factory,
-                    reuse_port=self.role is not None,
-                )
-                await _bind(listener.start(), server, index)
-                self.client_listeners.append(listener)
+                await self._start_client(server, index)
             for index, server in self._servers("admin"):
                 await self._start_admin(server, index)
             await self.peers.start()
@@ -193,23 +154,25 @@ class Node:
         except BaseException:
             await self.stop()
             raise
-        self._housekeeping = asyncio.create_task(
-            every(
-                lambda: HOUSEKEEPING_INTERVAL, self.hub.expire, doing="expiring history", log=log
-            ),
-            name="relay-housekeeping",
+        self._background = self._start_background()
+        self.ready = True
+
+    def _start_background(self) -> list[asyncio.Task[None]]:
+        """History expiry, and the status page's announcements (while the page is enabled)."""
+        housekeeping = every(
+            lambda: HOUSEKEEPING_INTERVAL, self.hub.expire, doing="expiring history", log=log
         )
-        self._announcing = asyncio.create_task(
-            every(
-                lambda: self.config.dashboard.interval_seconds,
-                self._announce,
-                doing="announcing the node status",
-                log=log,
-                first_now=True,
-            ),
-            name="relay-node-status",
+        announcing = every(
+            lambda: self.config.dashboard.interval_seconds,
+            self._announce,
+            doing="announcing the node status",
+            log=log,
+            first_now=True,
         )
-        self.admin_state.ready = True
+        return [
+            asyncio.create_task(housekeeping, name="relay-housekeeping"),
+            asyncio.create_task(announcing, name="relay-node-status"),
+        ]
 
     async def stop(self) -> None:
         """Drain the browsers, then stop accepting posts and release everything.
@@ -219,16 +182,15 @@ class Node:
         while messages still reach those not closed yet; then the listeners
         and peers stop as before.
         """
-        self.admin_state.ready = False
+        self.ready = False
         await self._drain()
         if self.status_monitor is not None:
             await self.status_monitor.stop()
-        for task in (self._housekeeping, self._announcing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._housekeeping = self._announcing = None
+        background, self._background = self._background, []
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # Admin and client listeners wind down together (each within the
         # grace), then peers drain: at most 3 s after the drain.
         await asyncio.gather(
@@ -276,6 +238,20 @@ class Node:
         """(host, port) of each admin listener, in config order."""
         return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
 
+    async def _start_client(self, server: ServerConfig, index: str) -> None:
+        listener = ClientListener(
+            self.hub,
+            server,
+            limits=self.config.limits,
+            browsers=self.config.browsers,
+            admission=self._parts.admission,
+            ssl_context=self._parts.tls.context_for(server, index),
+            connection_factory=self._connection_factory,
+            reuse_port=self.role is not None,
+        )
+        await _bind(listener.start(), server, index)
+        self.client_listeners.append(listener)
+
     async def _start_admin(self, server: ServerConfig, index: str) -> None:
         app = create_admin_app(self.admin_state)
         runner = web.AppRunner(
@@ -290,7 +266,7 @@ class Node:
         )
         await runner.setup()
         self._admin_runners.append(runner)
-        context = self._tls.context_for(server, index)
+        context = self._parts.tls.context_for(server, index)
         site = web.TCPSite(
             runner,
             server.bind_host,
@@ -301,57 +277,24 @@ class Node:
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
-        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
+        log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
 
     async def apply(self, config: Config) -> list[str]:
         """Apply a new configuration to the running node, keeping every connection.
 
-        Limits, history bounds, browser and admin policies, the shared secret
-        and the cluster list take effect at once; TLS certificates are re-read.
-        Listener addresses and the pidfile only change with a restart: returns
-        a note for each such setting that changed and was kept as it was.
+        What takes effect at once and what waits for a restart is in
+        ``relay.node.reload``. Returns a note for each setting that only a
+        restart changes and that changed (it was kept as it was).
 
         Raises:
             StartupError: a secret or certificate file cannot be read; nothing
                 was changed.
         """
-        # Everything that can fail is checked before anything changes, so a
-        # refused reload leaves the node exactly as it was.
-        secret = load_secret(config.admin)
-        self._tls.check()
-        for index, peer in enumerate(config.cluster):
-            peer_tls_context(f"cluster[{index}]", peer, config.peering)
-        self._tls.renew()
-        notes = []
-        if config.servers != self.config.servers:
-            notes.append("servers changed: listeners keep their old addresses until a restart")
-        if config.pidfile != self.config.pidfile:
-            notes.append("pidfile changed: it takes effect at the next start")
-        if config.broker != self.config.broker:
-            notes.append("broker changed: it takes effect at the next start")
-        limits = config.limits
-        self.hub.set_limits(limits)
-        self._history.resize(config.history.max_messages, config.history.max_age_seconds)
-        if self.broker is not None:
-            self.broker.set_history(config.history.max_messages, config.history.max_age_seconds)
-        self._recent.set_window(_dedup_window(config))
-        self.admin_state.dashboard = self._dashboard_page if config.dashboard.enabled else None
-        self.series.resize(_chart_capacity(config))
-        self.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
-        for listener in self.client_listeners:
-            listener.configure(limits, config.browsers)
-        self.admin_state.configure(limits, config.admin, secret)
-        await self.peers.reconfigure(config.cluster, config.peering, secret)
-        self.overload.policy = config.peering.when_full
-        if config.cluster_status != self.config.cluster_status:
-            if self.status_monitor is not None:
-                await self.status_monitor.stop()
-            self.status_monitor = self._new_monitor(config)
-            if self.status_monitor is not None:
-                await self.status_monitor.start()
-        self._secret = secret
-        self.config = config
-        return notes
+        change = reload.prepare(self.config, config, self._parts.tls)
+        self.config, self._admin_settings = config, change.admin
+        await reload.apply(change, self._parts, self.client_listeners)
+        self.status_monitor = await reload.renew_monitor(change, self.status_monitor, self.hub)
+        return change.notes
 
     def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
         return [
@@ -359,21 +302,6 @@ class Node:
             for index, server in enumerate(self.config.servers)
             if server.type == kind
         ]
-
-    def _status_keys(self) -> dict[str, str]:
-        """The keys the cluster-status module announces on (empty when it is off)."""
-        status = self.config.cluster_status
-        if status is None:
-            return {}
-        return {"databases": status.keys.databases, "repositories": status.keys.repositories}
-
-    def _new_monitor(self, config: Config) -> ClusterStatusMonitor | None:
-        status = config.cluster_status
-        if status is None:
-            return None
-        # Each node reports what it observes itself: status messages are
-        # announced to local browsers only, never forwarded to peers.
-        return ClusterStatusMonitor(status, partial(self.hub.announce, status.instance))
 
     def snapshot(self) -> NodeSnapshot:
         """What this node knows now, for metrics, the status page and ``/status/``."""
@@ -389,76 +317,36 @@ class Node:
             subscriptions=hub.subscription_count(),
             instances=hub.readings(),
             peers=self.peers.readings(),
-            cluster_status=None if self.status_monitor is None else self.status_monitor.snapshot(),
+            cluster_status=None if self.status_monitor is None else self.status_monitor.reading(),
             broker=None if self.broker is None else self.broker.reading(),
-            overload=self.overload.status(),
+            overload=self._parts.overload.reading(),
         )
 
     def _connection_count(self) -> int:
         """Browsers connected to this node (this worker) now, over every client listener."""
         return sum(listener.connection_count for listener in self.client_listeners)
 
-    def _dashboard_page(self, host: str) -> bytes:
-        """The live status page for ``host``, pointed at the first client listener."""
+    def _dashboard_page(self, host: str) -> bytes | None:
+        """The live status page for ``host``, pointed at the first client listener.
+
+        None while the page is disabled.
+        """
+        config = self.config
+        if not config.dashboard.enabled:
+            return None
+        status = config.cluster_status
         return render_page(
             host,
             client_port=self.client_addresses[0][1],
-            tls=self.config.listeners("client")[0].uses_tls,
-            dashboard=self.config.dashboard,
-            status_keys=self._status_keys(),
-            series=self.series.columns(),
+            tls=config.listeners("client")[0].uses_tls,
+            dashboard=config.dashboard,
+            # The keys the cluster-status module announces on (none when it is off).
+            status_keys={}
+            if status is None
+            else {"databases": status.keys.databases, "repositories": status.keys.repositories},
+            series=self._parts.series.columns(),
             now=self._clock(),
             uptime_ms=self.hub.uptime_ms(),
-        )
-
-    def _new_broker(
-        self, config: Config, fingerprint: str, clock: Callable[[], float]
-    ) -> Broker | None:
-        if config.broker is None:
-            return None
-        return Broker(
-            config.broker,
-            fingerprint,
-            on_receive=self._from_broker,
-            backoff=Backoff(
-                config.broker.backoff_initial_seconds, config.broker.backoff_max_seconds
-            ),
-            max_messages=config.history.max_messages,
-            max_age=config.history.max_age_seconds,
-            clock=clock,
-        )
-
-    def _forward(self, instance: str, payload: memoryview, touched: frozenset[str]) -> None:
-        """Broker mode: a message that arrived here by POST goes to Redis once.
-
-        During a migration from an Aphlict mesh (a ``cluster`` list next to the
-        broker), what an application server posted here (nobody touched it
-        before this node) is also POSTed to the listed peers. A message that
-        came from a peer is not: the Aphlict nodes pass it among themselves,
-        and the broker-mode nodes get it from Redis, so forwarding it again
-        would only make copies. Copies that do reach a relay node are dropped
-        by identity there.
-        """
-        assert self.broker is not None
-        self.broker.publish(instance, payload)
-        if len(touched) == 1:
-            self.peers.forward(instance, payload, touched)
-
-    def _from_broker(self, received: Received) -> None:
-        """Hand a message another node published to the hub."""
-        limits = self.config.limits
-        try:
-            notification = parse_notification(
-                received.payload,
-                max_subscribers=limits.max_subscribers,
-                max_touched=limits.max_touched,
-            )
-        except NotificationError as exc:
-            log.warning("ignored a message from the broker: %s", exc)
-            return
-        at = None if received.age is None else self._clock() - received.age
-        self.hub.receive(
-            received.instance, notification, received.payload, at=at, live=received.live
         )
 
     def _observe_latency(self, seconds: float, reached: bool) -> None:
@@ -470,25 +358,15 @@ class Node:
         """
         self.metrics.delivery_latency.observe(seconds)
         if reached:
-            self.series.observe_latency(seconds)
+            self._parts.series.observe_latency(seconds)
 
     def _announce(self) -> None:
         """Sample the node for the charts and announce its status to the page (one round)."""
         dashboard = self.config.dashboard
         if dashboard.enabled:
             snapshot = self.snapshot()
-            sample = self.series.sample(snapshot)
+            sample = self._parts.series.sample(snapshot)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
-
-
-def _chart_capacity(config: Config) -> int:
-    """Samples for the status page's charts: one per announcement, over the chart window."""
-    return capacity_for(config.dashboard.chart_seconds, config.dashboard.interval_seconds)
-
-
-def _dedup_window(config: Config) -> float:
-    """How long message identities are remembered: well past the history window."""
-    return max(config.history.max_age_seconds, 60.0) * 2
 
 
 async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> None:

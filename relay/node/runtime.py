@@ -35,39 +35,51 @@ async def serve_until_signalled(
     As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
     """
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    systemd = Notifier()
-    background: set[asyncio.Task[None]] = set()
+    process = _ServingProcess(path, debug, role)
+    # Stop signals first: one that comes while listeners start is honoured.
+    loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
+    await serve(config, shutdown_trigger=process.stop.wait, on_ready=process.started, role=role)
 
-    def in_background(work: Coroutine[Any, Any, None]) -> None:
-        task = loop.create_task(work)
-        background.add(task)
-        task.add_done_callback(background.discard)
 
-    running: list[Node] = []
+class _ServingProcess:
+    """The signals' side of one serving node: stop, hurry, reload, watchdog, systemd."""
 
-    def request_stop(name: str) -> None:
-        if stop.is_set():
+    def __init__(self, path: str | None, debug: bool, role: WorkerRole | None) -> None:
+        self.stop = asyncio.Event()
+        self._path = path
+        self._debug = debug
+        self._role = role
+        self._systemd = Notifier()
+        self._background: set[asyncio.Task[None]] = set()
+        self._running: list[Node] = []
+
+    def request_stop(self, name: str) -> None:
+        """SIGTERM or SIGINT: stop; a second one closes the remaining browsers at once."""
+        if self.stop.is_set():
             # A second signal: the operator does not want to wait for the drain.
             log.info("received %s again, closing the remaining browsers at once", name)
-            for node in running:
+            for node in self._running:
                 node.hurry()
             return
         log.info("received %s, shutting down", name)
-        systemd.stopping()
-        for task in list(background):  # no reload or watchdog ping while stopping
+        self._systemd.stopping()
+        for task in list(self._background):  # no reload or watchdog ping while stopping
             task.cancel()
-        stop.set()
+        self.stop.set()
 
-    def started(node: Node) -> None:
-        running.append(node)
+    def started(self, node: Node) -> None:
+        """The node is up: take reloads, ping the watchdog, tell systemd."""
+        self._running.append(node)
+        systemd = self._systemd
         # Reloads only once started: applying a config to a half-started node would race.
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: in_background(_reload(node, path, debug, systemd, role))
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP,
+            lambda: self._in_background(self._reload(node)),
         )
         if systemd.watchdog_interval is not None:
             interval = systemd.watchdog_interval
-            in_background(
+            self._in_background(
                 every(
                     lambda: interval,
                     systemd.watchdog,
@@ -78,10 +90,41 @@ async def serve_until_signalled(
             )
         systemd.ready(_describe(node))
 
-    # Stop signals first: one that comes while listeners start is honoured.
-    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    await serve(config, shutdown_trigger=stop.wait, on_ready=started, role=role)
+    async def _reload(self, node: Node) -> None:
+        """Reload the config file; a broken one is refused and the running one stays."""
+        path, role, systemd = self._path, self._role, self._systemd
+        log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
+        if path is None:
+            reopen_log_files()
+            return
+        systemd.reloading()
+        try:
+            config = load_config(path)
+            if role is not None:
+                config = role.apply(config)
+            notes = await node.apply(config)
+            configure_logging(
+                config.logs,
+                debug=self._debug,
+                log_format=config.log_format,
+                worker=None if role is None else role.index,
+            )
+        except (ConfigError, StartupError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+        except Exception:
+            log.exception("reload failed; the node keeps serving")
+        else:
+            for note in notes:
+                log.warning("reload: %s", note)
+            log.info("configuration reloaded from %s", path)
+        finally:
+            systemd.ready(_describe(node))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
@@ -115,39 +158,6 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, reload)
     await supervisor.run(stop)
-
-
-async def _reload(
-    node: Node, path: str | None, debug: bool, systemd: Notifier, role: WorkerRole | None
-) -> None:
-    """Reload the config file; a broken one is refused and the running one stays."""
-    log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")
-    if path is None:
-        reopen_log_files()
-        return
-    systemd.reloading()
-    try:
-        config = load_config(path)
-        if role is not None:
-            config = role.apply(config)
-        notes = await node.apply(config)
-        configure_logging(
-            config.logs,
-            debug=debug,
-            log_format=config.log_format,
-            worker=None if role is None else role.index,
-        )
-    except (ConfigError, StartupError) as exc:
-        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-        log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
-    except Exception:
-        log.exception("reload failed; the node keeps serving")
-    else:
-        for note in notes:
-            log.warning("reload: %s", note)
-        log.info("configuration reloaded from %s", path)
-    finally:
-        systemd.ready(_describe(node))
 
 
 def _describe(node: Node) -> str:

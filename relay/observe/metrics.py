@@ -7,14 +7,14 @@ observed as messages are routed (once per message, not per recipient).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.core.snapshot import BrokerReading, NodeSnapshot
+from relay.core.cluster_reading import ClusterStatusReading
+from relay.core.snapshot import BrokerReading, NodeSnapshot, OverloadReading
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -136,22 +136,22 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
         yield from _overload(snapshot.overload)
 
 
-def _overload(overload: Mapping[str, Any]) -> Iterator[Metric]:
+def _overload(overload: OverloadReading) -> Iterator[Metric]:
     """The overload policy's counters (see ``peering.when_full``)."""
     yield CounterMetricFamily(
         "relay_overload_refused",
         "Posts answered 503 because a peer link that is up had a full queue.",
-        value=overload["refused"],
+        value=overload.refused,
     )
     yield CounterMetricFamily(
         "relay_overload_episodes",
         "Times a peer link that is up filled its queue (see peering.when_full).",
-        value=overload["episodes"],
+        value=overload.episodes,
     )
     yield _gauge(
         "relay_overload_active",
         "1 while a peer link that is up has a full queue, else 0.",
-        1 if overload["active"] else 0,
+        1 if overload.active else 0,
     )
 
 
@@ -176,12 +176,12 @@ def _broker(broker: BrokerReading) -> Iterator[Metric]:
         yield CounterMetricFamily(name, documentation, value=value)
 
 
-def _cluster_status(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
+def _cluster_status(reading: ClusterStatusReading) -> Iterator[Metric]:
     """Gauges for the cluster-status module's view of Phorge's databases and repositories."""
     yield _gauge(
         "relay_cluster_read_only",
         "1 when the master is unhealthy and Phorge degrades to read-only, else 0.",
-        1 if snapshot["mode"] == "read-only" else 0,
+        1 if reading.mode == "read-only" else 0,
     )
     healthy = GaugeMetricFamily(
         "relay_database_healthy",
@@ -198,25 +198,25 @@ def _cluster_status(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
         "Seconds a replica is behind its master.",
         labels=["host"],
     )
-    for database in snapshot["databases"]:
-        if database["disabled"]:
+    for database in reading.databases:
+        if database.disabled:
             continue
-        labels = [f"{database['host']}:{database['port']}", database["role"]]
-        healthy.add_metric(labels, 1 if database["health"]["healthy"] else 0)
-        connection = database["connection"] or {}
-        okay.add_metric(labels, 1 if connection.get("status") == "okay" else 0)
-        replication = database["replication"] or {}
-        if replication.get("delay") is not None:
-            delay.add_metric(labels[:1], replication["delay"])
+        labels = [f"{database.host}:{database.port}", database.role]
+        healthy.add_metric(labels, 1 if database.health.healthy else 0)
+        connection = database.connection
+        okay.add_metric(labels, 1 if connection is not None and connection.status == "okay" else 0)
+        replication = database.replication
+        if replication is not None and replication.delay is not None:
+            delay.add_metric(labels[:1], replication.delay)
     yield from (healthy, okay, delay)
     verdicts = GaugeMetricFamily(
         "relay_repository_service_verdict",
         "1 for each repository service's current sync verdict.",
         labels=["service", "verdict"],
     )
-    repositories = snapshot.get("repositories") or {}
-    for service in repositories.get("services", []):
-        verdicts.add_metric([service["name"], service["verdict"]], 1)
+    services = () if reading.repositories is None else reading.repositories.services
+    for service in services:
+        verdicts.add_metric([service.name, service.verdict], 1)
     yield verdicts
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from relay.core.cluster_reading import ClusterStatusReading
 from relay.core.snapshot import NodeSnapshot
 
 #: Most samples kept, whatever the settings ask (10 minutes every 0.1 s).
@@ -148,14 +149,14 @@ def sample_fields(sample: Sample) -> dict[str, Any]:
 
 
 def _databases(
-    cluster_status: Mapping[str, Any] | None,
+    cluster_status: ClusterStatusReading | None,
 ) -> tuple[int | None, int | None, bool | None]:
     """(healthy, monitored, read-only) from the cluster-status module's view."""
     if cluster_status is None:
         return None, None, None
-    monitored = [db for db in cluster_status.get("databases") or [] if not db.get("disabled")]
-    healthy = sum(1 for db in monitored if (db.get("health") or {}).get("healthy"))
-    return healthy, len(monitored), cluster_status.get("mode") == "read-only"
+    monitored = [db for db in cluster_status.databases if not db.disabled]
+    healthy = sum(1 for db in monitored if db.health.healthy)
+    return healthy, len(monitored), cluster_status.mode == "read-only"
 
 
 def _bounded(capacity: int) -> int:

@@ -261,15 +261,15 @@ class PeerSet:
         self.links = links
         await asyncio.gather(*(link.stop(1.0) for link in removed))
 
-    def forward(self, instance: str, payload: memoryview | bytes, skip: frozenset[str]) -> None:
-        """Offer a message to every peer outside ``skip``; never blocks.
+    def forward(self, instance: str, payload: memoryview | bytes, covered: frozenset[str]) -> None:
+        """Offer a message to every peer outside ``covered``; never blocks.
 
-        ``skip`` holds the nodes that have the message (its ``touched``) and
+        ``covered`` holds the nodes that have the message (its ``touched``) and
         those the node it came from is sending it to itself. Peers that take
         batches also learn which nodes this node sends it to, so that they
         leave those out in turn.
         """
-        targets = [link for link in self.links if link.machine.wants(skip)]
+        targets = [link for link in self.links if link.machine.wants(covered)]
         if not targets:
             return
         record = None
@@ -279,7 +279,7 @@ class PeerSet:
                 for link in targets
                 if link.machine.state is PeerState.UP and link.machine.fingerprint is not None
             }
-            record = encode_record(instance, encode_covered(skip | sending), payload)
+            record = encode_record(instance, encode_covered(covered | sending), payload)
         for link in targets:
             link.offer(instance, payload, record)
 

@@ -55,7 +55,7 @@ async def test_master_and_replica_okay(shared_pair: Pair, start_monitor: StartMo
     assert host_of(message, replica.port)["replication"]["delay"] == 0
     assert host_of(message, replica.port)["replication"]["masterHost"] == "127.0.0.1"
     # The same state is readable without a browser.
-    snapshot = monitor.snapshot()
+    snapshot = monitor.reading().as_dict()
     assert snapshot["mode"] == "read-write"
     assert [d["connection"]["status"] for d in snapshot["databases"]] == ["okay", "okay"]
 
@@ -112,8 +112,8 @@ async def test_user_without_the_privilege_is_replication_client(
         assert entry["replication"] is None
     # The spec counts only "okay" as a successful check: without the privilege
     # the hosts go unhealthy after five checks and Phorge would go read-only.
-    await wait_until(lambda: all(d["health"]["down"] == 5 for d in monitor.snapshot()["databases"]))
-    snapshot = monitor.snapshot()
+    await wait_until(lambda: all(d.health.down == 5 for d in monitor.reading().databases))
+    snapshot = monitor.reading().as_dict()
     assert [d["health"]["healthy"] for d in snapshot["databases"]] == [False, False]
     assert snapshot["mode"] == "read-only"
 
@@ -240,7 +240,7 @@ async def test_killed_master_goes_unhealthy_then_read_only_and_recovers(
     between = [m for m in sink.messages[mark : sink.messages.index(up)] if is_db(m)]
     assert all(m["data"]["mode"] == "read-only" for m in between)
     assert all(not host_of(m, master.port)["health"]["healthy"] for m in between)
-    assert monitor.snapshot()["mode"] == "read-write"
+    assert monitor.reading().as_dict()["mode"] == "read-write"
 
 
 async def test_unchanged_polls_send_nothing_and_late_subscribers_get_the_state(
@@ -287,7 +287,7 @@ async def test_a_hanging_host_never_delays_the_others(
         # The good host completes five checks while the hanging one is still
         # inside its first.
         def progress() -> bool:
-            hosts = {d["port"]: d for d in monitor.snapshot()["databases"]}
+            hosts = {d["port"]: d for d in monitor.reading().as_dict()["databases"]}
             return (
                 hosts[master.port]["health"]["up"] == 5 and hosts[hang_port]["connection"] is None
             )
@@ -328,7 +328,7 @@ async def test_a_disabled_host_is_never_contacted(
     monitor, sink = await start_monitor(config)
     try:
         message = await first_state(sink)
-        await wait_until(lambda: monitor.snapshot()["databases"][0]["health"]["up"] == 5)
+        await wait_until(lambda: monitor.reading().as_dict()["databases"][0]["health"]["up"] == 5)
         assert contacts == 0
         entry = host_of(message, port)
         assert (entry["disabled"], entry["connection"]) == (True, None)

@@ -123,7 +123,7 @@ async def test_server_messages_are_redacted(script: list[Any], start_monitor: St
     message = await sink.wait_for(lambda m: True)
     text = message["data"]["databases"][0]["connection"]["message"]
     assert text == "#1045 Access denied for user '********'"
-    assert SECRET not in repr(monitor.snapshot())
+    assert SECRET not in repr(monitor.reading().as_dict())
 
 
 async def test_time_comes_from_the_injected_clocks(
@@ -133,7 +133,7 @@ async def test_time_comes_from_the_injected_clocks(
     message = await sink.wait_for(lambda m: True)
     assert message["data"]["updated"] == 1234.5
     assert message["data"]["databases"][0]["health"]["checkedAt"] == 1234.5
-    assert monitor.snapshot()["databases"][0]["health"]["checkedAt"] == 1234.5
+    assert monitor.reading().as_dict()["databases"][0]["health"]["checkedAt"] == 1234.5
 
 
 async def test_losses_are_logged_at_warning_and_recoveries_at_info(
@@ -172,7 +172,7 @@ async def test_repository_status_off_means_no_repository_messages(
 ) -> None:
     monitor, sink = await start_monitor(config())
     await sink.wait_for(lambda m: True)
-    assert monitor.snapshot()["repositories"] is None
+    assert monitor.reading().as_dict()["repositories"] is None
     assert {m["type"] for m in sink.messages} == {DATABASES_TYPE}
 
 

@@ -300,7 +300,7 @@ async def test_repository_state_follows_the_master_by_default(
     assert message["data"]["source"] == f"127.0.0.1:{phorge.server.port}"
     assert service_named(message, "repos001")["verdict"] == "No Repositories"
     await sink.wait_for(lambda m: m["type"] == "relay.cluster.databases")
-    snapshot = monitor.snapshot()
+    snapshot = monitor.reading().as_dict()
     assert snapshot["repositories"]["services"][0]["name"] == "repos001"
     assert snapshot["mode"] == "read-write"
 
@@ -313,4 +313,4 @@ async def test_no_source_for_repositories(start_monitor: StartMonitor) -> None:
     message = await sink.wait_for(is_repo)
     assert message["data"]["available"] is False
     assert "no enabled master" in message["data"]["error"]
-    assert monitor.snapshot()["repositories"]["source"] is None
+    assert monitor.reading().as_dict()["repositories"]["source"] is None

@@ -94,7 +94,7 @@ async def test_no_password_anywhere(
     await asyncio.to_thread(server.kill)
     await sink.wait_for(lambda m: m["type"] == DATABASES_TYPE and m["data"]["mode"] == "read-only")
 
-    snapshot = monitor.snapshot()
+    snapshot = monitor.reading().as_dict()
     haystacks = {
         "messages": json.dumps(sink.messages),
         "snapshot": json.dumps(snapshot),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from relay.core.snapshot import NodeSnapshot
+from relay.listeners.admin import create_admin_app
 from relay.node.node import Node
 from tests.support import Admin, Browser, eventually, local_config, notification
 
@@ -155,15 +158,22 @@ async def test_a_repeated_post_is_answered_delivered_once_and_noted_at_debug(
 
 
 async def test_a_failure_nobody_foresaw_is_a_json_500_logged_once(
-    node: Node, admin: Admin, caplog: pytest.LogCaptureFixture
+    node: Node, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken() -> NodeSnapshot:
         raise RuntimeError("a bug in taking the snapshot")
 
-    node.admin_state.snapshot = broken
-    async with admin.session.get(admin.base + "/status/") as r:
-        assert r.status == 500
-        assert await r.json() == {"error": "internal error; the node's log has the details"}
+    # The node's own admin state, but for the one reader that fails.
+    runner = web.AppRunner(create_admin_app(replace(node.admin_state, snapshot=broken)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        admin = Admin(session, runner.addresses[0][1])
+        async with admin.session.get(admin.base + "/status/") as r:
+            assert r.status == 500
+            assert await r.json() == {"error": "internal error; the node's log has the details"}
+    finally:
+        await runner.cleanup()
     errors = [record for record in caplog.records if record.levelname == "ERROR"]
     assert [record.getMessage() for record in errors] == ["error while answering GET /status/"]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
+from relay.core.cluster_reading import ClusterStatusReading, DatabaseReading, HealthReading
 from relay.core.snapshot import BrokerReading, InstanceReading, NodeSnapshot, PeerReading
 from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
@@ -16,7 +16,7 @@ def snapshot(
     *,
     connections: int = 0,
     peers: list[PeerReading] | None = None,
-    cluster_status: dict[str, Any] | None = None,
+    cluster_status: ClusterStatusReading | None = None,
 ) -> NodeSnapshot:
     return NodeSnapshot(
         fingerprint="F" * 16,
@@ -54,6 +54,20 @@ def peer(state: str, queue: int, *, is_self: bool = False) -> PeerReading:
     )
 
 
+def database(*, disabled: bool, healthy: bool) -> DatabaseReading:
+    return DatabaseReading(
+        ref="db",
+        host="db.example.com",
+        port=3306,
+        role="master",
+        disabled=disabled,
+        partition=None,
+        connection=None,
+        replication=None,
+        health=HealthReading(healthy, 0, 0, 5, None, None),
+    )
+
+
 def test_rates_come_from_the_difference_with_the_previous_sample() -> None:
     clock = FakeClock()
     series = TimeSeries(clock, 10)
@@ -87,14 +101,20 @@ def test_peers_and_databases_are_summed_up_per_sample() -> None:
         peer("refused", 0),
         peer("unknown", 0),
     ]
-    cluster = {
-        "mode": "read-only",
-        "databases": [
-            {"disabled": False, "health": {"healthy": False}},
-            {"disabled": False, "health": {"healthy": True}},
-            {"disabled": True, "health": {"healthy": False}},
-        ],
-    }
+    cluster = ClusterStatusReading(
+        instance="phorge-cluster",
+        observer="here",
+        databases_key="databases",
+        repositories_key="repositories",
+        mode="read-only",
+        mode_reason="master db is unhealthy",
+        databases=(
+            database(disabled=False, healthy=False),
+            database(disabled=False, healthy=True),
+            database(disabled=True, healthy=False),
+        ),
+        repositories=None,
+    )
     sample = series.sample(snapshot(peers=peers, cluster_status=cluster))
     assert (sample.peer_queue, sample.peers_down) == (43, 2)
     assert (sample.databases_healthy, sample.databases_total, sample.read_only) == (1, 2, True)

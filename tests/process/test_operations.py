@@ -211,7 +211,7 @@ async def test_health_endpoints(node: Node, admin: Admin) -> None:
         assert response.status == 200
     async with admin.session.get(admin.base + "/health/ready") as response:
         assert response.status == 200
-    node.admin_state.ready = False  # what stop() does first, so balancers drain the node
+    node.ready = False  # what stop() does first, so balancers drain the node
     async with admin.session.get(admin.base + "/health/ready") as response:
         assert response.status == 503
         assert await response.json() == {"ready": False}
@@ -256,7 +256,7 @@ async def test_a_reload_that_cannot_be_applied_changes_nothing(
         await node.apply(new)
     assert node.config.limits.max_subscriptions == 5
     assert node.hub._limits.max_subscriptions == 5
-    assert node.admin_state.limits.max_subscriptions == 5
+    assert node.admin_state.settings().limits.max_subscriptions == 5
     assert node.peers.links == []
 
 

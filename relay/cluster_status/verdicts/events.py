@@ -1,7 +1,8 @@
 """Status as relay messages: JSON payloads, change detection, message wrapping.
 
-Pure. Each kind of status (databases, repositories) becomes one JSON-able
-``data`` payload and a *fingerprint*: the part of the state an operator
+Pure. Each kind of status (databases, repositories) becomes typed readings
+(``relay.core.cluster_reading``, what the node's snapshot carries), one
+JSON-able ``data`` payload made from them, and a *fingerprint*: the part of the state an operator
 cares about (statuses, delay class, health, mode, sync verdicts, versions),
 leaving out what moves on every poll (latency, exact delay, lag, times).
 A ``Publisher`` turns a payload into a relay message only when its
@@ -22,6 +23,17 @@ from relay.cluster_status.verdicts.repositories import (
     RepositorySyncState,
     ServiceState,
 )
+from relay.core.cluster_reading import (
+    ConnectionReading,
+    DatabaseReading,
+    DeviceReading,
+    HealthReading,
+    ReplicationReading,
+    RepositoriesReading,
+    RepositoryReading,
+    ServiceReading,
+    WriteLockReading,
+)
 from relay.core.envelope import new_message, new_unique_id
 
 __all__ = [
@@ -30,6 +42,8 @@ __all__ = [
     "Publisher",
     "database_fingerprint",
     "database_payload",
+    "database_reading",
+    "repositories_reading",
     "repository_fingerprint",
     "repository_payload",
 ]
@@ -84,44 +98,45 @@ def database_payload(
         "updated": updated,
         "mode": mode.mode,
         "modeReason": mode.reason,
-        "databases": [_host_payload(h) for h in hosts],
+        "databases": [database_reading(h).as_dict() for h in hosts],
     }
 
 
-def _host_payload(host: HostState) -> dict[str, Any]:
+def database_reading(host: HostState) -> DatabaseReading:
+    """What is known about one database host, as the node's snapshot carries it."""
     connection = None
     if host.connection is not None:
-        connection = {
-            "status": host.connection.status,
-            "message": host.connection.message,
-            "latencyMs": None if host.latency is None else round(host.latency * 1000, 1),
-        }
+        connection = ConnectionReading(
+            host.connection.status,
+            host.connection.message,
+            None if host.latency is None else round(host.latency * 1000, 1),
+        )
     replication = None
     if host.replication is not None:
-        replication = {
-            "status": host.replication.status,
-            "delay": host.replication.delay,
-            "message": host.replication.message,
-            "masterHost": host.replication.master_host,
-        }
-    return {
-        "ref": host.label,
-        "host": host.host,
-        "port": host.port,
-        "role": host.role,
-        "disabled": host.disabled,
-        "partition": list(host.partition) if host.partition is not None else None,
-        "connection": connection,
-        "replication": replication,
-        "health": {
-            "healthy": host.healthy,
-            "up": host.up,
-            "down": host.down,
-            "window": HEALTH_WINDOW,
-            "checkedAt": host.checked_at,
-            "changedAt": host.health_changed_at,
-        },
-    }
+        replication = ReplicationReading(
+            host.replication.status,
+            host.replication.delay,
+            host.replication.message,
+            host.replication.master_host,
+        )
+    return DatabaseReading(
+        ref=host.label,
+        host=host.host,
+        port=host.port,
+        role=host.role,
+        disabled=host.disabled,
+        partition=host.partition,
+        connection=connection,
+        replication=replication,
+        health=HealthReading(
+            healthy=host.healthy,
+            up=host.up,
+            down=host.down,
+            window=HEALTH_WINDOW,
+            checked_at=host.checked_at,
+            changed_at=host.health_changed_at,
+        ),
+    )
 
 
 def database_fingerprint(hosts: Sequence[HostState], mode: ModeVerdict) -> Hashable:
@@ -155,77 +170,91 @@ def repository_payload(
     observer: str,
     updated: float,
 ) -> dict[str, Any]:
-    """The ``data`` of a repository status message.
+    """The ``data`` of a repository status message (see ``repositories_reading``)."""
+    return repositories_reading(
+        state, source=source, error=error, instance=instance, observer=observer, updated=updated
+    ).as_dict()
+
+
+def repositories_reading(
+    state: RepositorySyncState | None,
+    *,
+    source: str | None,
+    error: str | None,
+    instance: str,
+    observer: str,
+    updated: float,
+) -> RepositoriesReading:
+    """Every repository service, as the node's snapshot carries it.
 
     ``state`` is None when the tables could not be read; ``error`` then says
     why. ``source`` names the database the tables were read from.
     """
-    return {
-        "kind": "repositories",
-        "instance": instance,
-        "observer": observer,
-        "updated": updated,
-        "source": source,
-        "available": state is not None,
-        "error": error,
-        "services": [] if state is None else [_service_payload(s) for s in state.services],
-    }
+    return RepositoriesReading(
+        instance=instance,
+        observer=observer,
+        updated=updated,
+        source=source,
+        error=error,
+        available=state is not None,
+        services=() if state is None else tuple(_service_reading(s) for s in state.services),
+    )
 
 
-def _service_payload(service: ServiceState) -> dict[str, Any]:
-    return {
-        "phid": service.phid,
-        "name": service.name,
-        "closed": service.closed,
-        "activeDevices": list(service.active_devices),
-        "devices": list(service.devices),
-        "verdict": service.verdict,
-        "lag": _seconds(service.lag),
-        "messages": list(service.messages),
-        "repositories": [_repository_payload(r) for r in service.repositories],
-    }
+def _service_reading(service: ServiceState) -> ServiceReading:
+    return ServiceReading(
+        phid=service.phid,
+        name=service.name,
+        closed=service.closed,
+        active_devices=service.active_devices,
+        devices=service.devices,
+        verdict=service.verdict,
+        lag=_seconds(service.lag),
+        messages=service.messages,
+        repositories=tuple(_repository_reading(r) for r in service.repositories),
+    )
 
 
-def _repository_payload(repo: RepositoryState) -> dict[str, Any]:
+def _repository_reading(repo: RepositoryState) -> RepositoryReading:
     lock = repo.write_lock
-    return {
-        "phid": repo.phid,
-        "name": repo.name,
-        "monogram": repo.monogram,
-        "sync": repo.sync,
-        "leaderVersion": repo.leader_version,
-        "leaders": list(repo.leaders),
-        "followers": [{"device": f.device, "version": f.version} for f in repo.followers],
-        "devices": [_device_payload(d) for d in repo.devices],
-        "lastWrite": repo.last_write,
-        "lag": _seconds(repo.lag),
-        "failures": list(repo.failures),
-        "writeLock": None
+    return RepositoryReading(
+        phid=repo.phid,
+        name=repo.name,
+        monogram=repo.monogram,
+        sync=repo.sync,
+        leader_version=repo.leader_version,
+        leaders=repo.leaders,
+        followers=tuple((f.device, f.version) for f in repo.followers),
+        devices=tuple(_device_reading(d) for d in repo.devices),
+        last_write=repo.last_write,
+        lag=_seconds(repo.lag),
+        failures=repo.failures,
+        write_lock=None
         if lock is None
-        else {
-            "device": lock.device,
-            "lockOwner": lock.lock_owner,
-            "writer": lock.writer,
-            "since": lock.since,
-            "heldFor": _seconds(lock.held_for),
-            "interrupted": lock.interrupted,
-        },
-        "message": repo.message,
-    }
+        else WriteLockReading(
+            device=lock.device,
+            lock_owner=lock.lock_owner,
+            writer=lock.writer,
+            since=lock.since,
+            held_for=_seconds(lock.held_for),
+            interrupted=lock.interrupted,
+        ),
+        message=repo.message,
+    )
 
 
-def _device_payload(device: DeviceVersion) -> dict[str, Any]:
-    return {
-        "device": device.device,
-        "devicePHID": device.device_phid,
-        "version": device.version,
-        "active": device.active,
-        "leader": device.leader,
-        "writing": device.writing,
-        "lockOwner": device.lock_owner,
-        "lastWriter": device.last_writer,
-        "lastWriteAt": device.last_write_at,
-    }
+def _device_reading(device: DeviceVersion) -> DeviceReading:
+    return DeviceReading(
+        device=device.device,
+        device_phid=device.device_phid,
+        version=device.version,
+        active=device.active,
+        leader=device.leader,
+        writing=device.writing,
+        lock_owner=device.lock_owner,
+        last_writer=device.last_writer,
+        last_write_at=device.last_write_at,
+    )
 
 
 def repository_fingerprint(state: RepositorySyncState | None, error: str | None) -> Hashable:

@@ -1,0 +1,87 @@
+"""The broker's receive path: frames from the subscription parsed once and handed to a real hub."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.broker.receive import Inbound
+from relay.config import LimitsConfig
+from relay.core.dedup import RecentIds
+from relay.core.encoded import EncodedMessage
+from relay.core.history import History
+from relay.core.hub import Hub
+from relay.links.broker_wire import Keys, frame
+from tests.support import FakeClock
+
+KEYS = Keys("relay")
+CHANNEL = KEYS.channel("default").encode()
+
+
+class RecordingBrowser:
+    instance = "default"
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+    def deliver(self, message: EncodedMessage) -> None:
+        self.received.append(orjson.loads(message.payload))
+
+
+def receiving_hub() -> tuple[Hub, RecordingBrowser]:
+    clock = FakeClock()
+    hub = Hub(
+        fingerprint="HERE",
+        history=History(100, 60, clock),
+        recent=RecentIds(120, 1000, clock),
+        clock=clock,
+    )
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    return hub, browser
+
+
+def message(**body: Any) -> bytes:
+    return orjson.dumps({"subscribers": ["K"], "touched": ["THERE"], **body})
+
+
+def test_a_message_from_another_node_reaches_the_hub_parsed_and_unchanged() -> None:
+    hub, browser = receiving_hub()
+    inbound = Inbound(KEYS, b"HERE", LimitsConfig(), FakeClock())
+    payload = message(uniqueID="m1", extra=[1, 2])
+    inbound.live(CHANNEL, frame(b"1700000000000-0", b"THERE", payload), hub)
+    assert browser.received == [orjson.loads(payload)]
+    assert hub.reading("default").history_size == 1
+    assert inbound.received == 1
+
+
+def test_this_nodes_own_messages_are_counted_and_left_out_unparsed() -> None:
+    hub, browser = receiving_hub()
+    inbound = Inbound(KEYS, b"HERE", LimitsConfig(), FakeClock())
+    inbound.live(CHANNEL, frame(b"1700000000000-0", b"HERE", b"not even JSON"), hub)
+    assert browser.received == []
+    assert inbound.received == 1
+
+
+def test_what_is_not_a_message_under_the_limits_is_logged_and_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub, browser = receiving_hub()
+    inbound = Inbound(KEYS, b"HERE", LimitsConfig(max_subscribers=1), FakeClock())
+    caplog.set_level(logging.WARNING, "relay.broker")
+    inbound.live(CHANNEL, frame(b"1-0", b"THERE", message(subscribers=["K", "L"])), hub)
+    inbound.live(CHANNEL, frame(b"2-0", b"THERE", b"{"), hub)
+    inbound.live(CHANNEL, b"no frame", hub)
+    inbound.set_limits(LimitsConfig(max_subscribers=2))
+    inbound.live(CHANNEL, frame(b"3-0", b"THERE", message(subscribers=["K", "L"])), hub)
+    assert [m["subscribers"] for m in browser.received] == [["K", "L"]]
+    assert [record.getMessage() for record in caplog.records] == [
+        'ignored a message from the broker: "subscribers" lists 2 keys; the limit is 1',
+        "ignored a message from the broker: the body is not valid JSON: unexpected end of data",
+        "ignored a malformed message on relay:messages:default",
+    ]
+    assert inbound.received == 3
