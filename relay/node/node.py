@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import Config, ServerConfig
+from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import StartupError
@@ -277,7 +278,7 @@ class Node:
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]
-        log.info("admin listener ready on %s://%s:%d", "https" if context else "http", host, port)
+        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
 
     async def apply(self, config: Config) -> list[str]:
         """Apply a new configuration to the running node, keeping every connection.
