@@ -88,4 +88,13 @@ def _replay_age(data: Any) -> float:
 
 
 def _short(value: Any) -> str:
-    return orjson.dumps(value).decode()[:40] if value is not None else "(none)"
+    """``value`` as at most 40 characters of JSON, to name it in an error."""
+    if value is None:
+        return "(none)"
+    try:
+        return orjson.dumps(value).decode()[:40]
+    except orjson.JSONEncodeError:
+        # orjson reads nesting up to 1,024 levels deep but writes only 254: a
+        # browser can send a command that cannot be written back.
+        kind = "an array" if isinstance(value, list) else "an object"
+        return f"({kind} nested too deep to show)"

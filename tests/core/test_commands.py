@@ -50,6 +50,23 @@ def test_unusable_frames_are_refused_with_a_reason(frame: str, reason: str) -> N
 
 
 @pytest.mark.parametrize(
+    ("command", "named"),
+    [
+        ("[" * 300 + "]" * 300, "(an array nested too deep to show)"),
+        ('{"a":' * 300 + "1" + "}" * 300, "(an object nested too deep to show)"),
+        ("[" * 200 + "]" * 200, "[" * 40),
+    ],
+)
+def test_a_command_nested_deeper_than_json_can_be_written_is_named_plainly(
+    command: str, named: str
+) -> None:
+    # orjson reads 1,024 levels but writes 254: the error must still be a CommandError.
+    with pytest.raises(CommandError) as refused:
+        parse_command('{"command":' + command + ',"data":[]}')
+    assert str(refused.value) == f"unknown command {named}"
+
+
+@pytest.mark.parametrize(
     ("path", "instance"),
     [
         ("/", "default"),
