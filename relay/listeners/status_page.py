@@ -67,9 +67,15 @@ def page_routes(source: Callable[[web.Request], PageSource]) -> list[web.RouteDe
 
     async def get_page(request: web.Request) -> web.Response:
         """The live status page, pointed at this node's client port."""
-        page = source(request).dashboard(request.url.host or "127.0.0.1")
+        try:
+            host = request.url.host or "127.0.0.1"
+        except ValueError:  # yarl's word on a Host header it cannot parse (UnicodeError too)
+            raise _refusal(
+                web.HTTPBadRequest, "the Host header is not a host name or a host:port"
+            ) from None
+        page = source(request).dashboard(host)
         if page is None:
-            raise _not_found("the status page is disabled on this node")
+            raise _refusal(web.HTTPNotFound, "the status page is disabled on this node")
         return web.Response(
             body=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
         )
@@ -78,10 +84,10 @@ def page_routes(source: Callable[[web.Request], PageSource]) -> list[web.RouteDe
         """A file the page loads, while the page is enabled."""
         state = source(request)
         if not state.dashboard_enabled():
-            raise _not_found("the status page is disabled on this node")
+            raise _refusal(web.HTTPNotFound, "the status page is disabled on this node")
         found = state.dashboard_file(request.match_info["name"])
         if found is None:
-            raise _not_found(f"the status page loads no such file: {request.path}")
+            raise _refusal(web.HTTPNotFound, f"the status page loads no such file: {request.path}")
         return web.Response(
             body=found.body,
             content_type=found.content_type,
@@ -92,8 +98,6 @@ def page_routes(source: Callable[[web.Request], PageSource]) -> list[web.RouteDe
     return [web.get("/dashboard/", get_page), web.get(FILES_PATH, get_file)]
 
 
-def _not_found(message: str) -> web.HTTPNotFound:
-    """A 404 whose body is ``{"error": message}``, as every admin refusal."""
-    return web.HTTPNotFound(
-        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
-    )
+def _refusal(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error of class ``kind`` whose body is ``{"error": message}``, as every refusal."""
+    return kind(text=orjson.dumps({"error": message}).decode(), content_type="application/json")

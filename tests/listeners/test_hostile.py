@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+import orjson
 import pytest
 
 from relay.node.node import Node
+from tests.listeners.test_admin_errors import exchange
 from tests.support import Admin, Browser, notification
 
 StartNode = Callable[..., Awaitable[Node]]
@@ -20,6 +23,25 @@ def no_trouble(caplog: pytest.LogCaptureFixture) -> list[str]:
         for r in caplog.records
         if r.levelno > logging.WARNING or r.exc_info
     ]
+
+
+@pytest.mark.parametrize("host", [b"h:abc", b"h:1:2", b"[::1]:99999", b"[::1]x", b"\xff"])
+async def test_a_malformed_host_on_the_status_page_is_a_json_400(
+    node: Node, caplog: pytest.LogCaptureFixture, host: bytes
+) -> None:
+    request = b"GET /dashboard/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    status, headers, body = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/json")
+    assert orjson.loads(body) == {"error": "the Host header is not a host name or a host:port"}
+    assert no_trouble(caplog) == []
+
+
+async def test_a_well_formed_host_still_points_the_page_at_it(node: Node) -> None:
+    request = b"GET /dashboard/ HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"
+    status, _, body = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    assert status == 200
+    assert f"ws://[::1]:{node.client_addresses[0][1]}/~default/".encode() in body
 
 
 async def test_a_command_nested_past_what_json_can_write_is_ignored_like_any_unknown_one(
