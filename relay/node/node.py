@@ -27,6 +27,7 @@ from relay.listeners.binding import listen_problem
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
+from relay.listeners.http_guard import guard_server
 from relay.node import reload
 from relay.node.parts import Parts, new_monitor
 from relay.observe.dashboard import asset, render_page
@@ -266,6 +267,8 @@ class Node:
             keepalive_timeout=self.config.limits.admin_header_seconds,
         )
         await runner.setup()
+        assert runner.server is not None  # set up above
+        guard_server(runner.server)
         self._admin_runners.append(runner)
         context = self._parts.tls.context_for(server, index)
         site = web.TCPSite(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -11,7 +12,7 @@ import pytest
 
 from relay.node.node import Node
 from tests.listeners.test_admin_errors import exchange
-from tests.support import Admin, Browser, notification
+from tests.support import WAIT, Admin, Browser, eventually, notification
 
 StartNode = Callable[..., Awaitable[Node]]
 
@@ -59,3 +60,45 @@ async def test_a_command_nested_past_what_json_can_write_is_ignored_like_any_unk
     assert no_trouble(caplog) == []
     await admin.post(notification("A", n=1))
     assert [m["n"] for m in await browser.drain()] == [1]
+
+
+async def test_a_request_line_without_a_target_gets_a_json_400(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, headers, body = await asyncio.to_thread(
+        exchange, node.admin_addresses[0][1], b"CONNECT \r\n\r\n"
+    )
+    assert status == 400
+    assert headers["Connection"] == "close"
+    assert orjson.loads(body) == {"error": "the request line names no target"}
+    assert no_trouble(caplog) == []
+
+
+def half_close_before_continue(port: int, path: bytes) -> bytes:
+    """Ask for ``100 Continue``, half-close at once, and read until the node closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(
+            b"POST " + path + b" HTTP/1.1\r\nHost: relay\r\nContent-Length: 30\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+        return answer
+
+
+@pytest.mark.parametrize("path", [b"/", b"/nowhere"])
+async def test_a_client_gone_before_100_continue_is_one_debug_line(
+    node: Node, caplog: pytest.LogCaptureFixture, path: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="relay")
+    await asyncio.to_thread(half_close_before_continue, node.admin_addresses[0][1], path)
+    gone = "went away before its request was answered"
+
+    async def noticed() -> bool:
+        return gone in caplog.text
+
+    await eventually(noticed, "the node noticed the client leaving")
+    assert [r.levelname for r in caplog.records if gone in r.getMessage()] == ["DEBUG"]
+    assert no_trouble(caplog) == []
