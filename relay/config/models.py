@@ -160,6 +160,9 @@ class LimitsConfig(_Section):
     max_subscribers: int = Field(default=10_000, ge=1)
     #: Most fingerprints a ``touched`` list may hold (a cluster larger than this is unlikely).
     max_touched: int = Field(default=64, ge=1)
+    #: Instances counted one by one (status counters, metrics series); posts and
+    #: browsers naming further ones are counted together under "(other)".
+    max_instances: int = Field(default=256, ge=1)
 
     # Browser side.
     #: Largest message a browser may send (a subscribe list, say); larger closes with 1009.

@@ -42,6 +42,11 @@ class History:
             else:
                 self._by_instance[instance] = deque(entries, maxlen=max_messages)
 
+    @property
+    def max_age(self) -> float:
+        """Seconds a message is kept."""
+        return self._max_age
+
     def add(
         self,
         instance: str,

@@ -4,12 +4,21 @@ Listeners and peers feed it; it feeds history, the local browsers subscribed
 to a message's keys, and the outbound peer links, in that one direction. It
 does no I/O of its own: browsers are objects with a ``deliver`` method that
 must not block, and peers are reached through the ``forward`` callable.
+
+It also keeps Aphlict's per-instance counters, in bounded memory: anyone who
+reaches the admin or client port can name a new instance, so at most
+``limits.max_instances`` are counted one by one (each is a series in every
+per-instance metric), further ones together under ``OVERFLOW_INSTANCE``; and
+an instance without browsers that has been quiet for as long as history keeps
+messages is forgotten, its counts added to ``OVERFLOW_INSTANCE`` so that the
+node's totals never go down.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,12 +29,18 @@ from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.history import History
-from relay.core.instances import DEFAULT_INSTANCE
+from relay.core.instances import DEFAULT_INSTANCE, OVERFLOW_INSTANCE
 from relay.core.notification import Notification
 from relay.core.snapshot import InstanceReading
 from relay.core.subscriptions import SubscriptionIndex
 
 log = logging.getLogger("relay.hub")
+
+#: Longer instance names are counted under ``OVERFLOW_INSTANCE``: no install names
+#: its instances so, and each name counted is a label in several metrics.
+MAX_COUNTED_NAME = 64
+#: Instances counted for as long as the node runs, whatever they do.
+_KEPT = frozenset({DEFAULT_INSTANCE, OVERFLOW_INSTANCE})
 
 #: ``forward(instance, payload, covered)``: hand a stamped message on, except to the nodes
 #: in ``covered``: those that have it (its ``touched`` list, this node included) and those
@@ -61,6 +76,8 @@ class InstanceCounters:
     clients_total: int = 0
     messages_in: int = 0
     messages_out: int = 0
+    #: When the instance last had a post, a message or a browser come or go (clock seconds).
+    last_active: float = 0.0
 
 
 class Hub:
@@ -86,6 +103,12 @@ class Hub:
         self.forward = forward
         self._index: SubscriptionIndex[Browser] = SubscriptionIndex()
         self._counters: dict[str, InstanceCounters] = {}
+        #: Browsers counted under ``OVERFLOW_INSTANCE``, by the instance they named:
+        #: that instance is not counted on its own while any of them is connected.
+        self._overflow_browsers: Counter[str] = Counter()
+        #: Posts, messages and browsers counted under ``OVERFLOW_INSTANCE`` because
+        #: their instance could not be counted on its own.
+        self.overflowed = 0
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
         #: Posted messages written to browsers, over every instance (replays and
         #: announcements aside): read around a ``publish`` to tell whether the
@@ -105,6 +128,8 @@ class Hub:
     def connect(self, browser: Browser) -> None:
         """Count a browser that completed its handshake."""
         counters = self._counters_of(browser.instance)
+        if browser.instance not in self._counters:
+            self._overflow_browsers[browser.instance] += 1
         counters.clients_active += 1
         counters.clients_total += 1
 
@@ -116,11 +141,19 @@ class Hub:
         and counters must not pile up for names anyone can invent.
         """
         self._index.forget(browser)
-        counters = self._counters_of(browser.instance)
+        instance = browser.instance
+        if self._overflow_browsers[instance]:
+            # Counted under the overflow label when it connected: leaves from there.
+            self._overflow_browsers[instance] -= 1
+            if not self._overflow_browsers[instance]:
+                del self._overflow_browsers[instance]
+            self._counters[OVERFLOW_INSTANCE].clients_active -= 1
+            return
+        counters = self._counters_of(instance)
         counters.clients_active -= 1
         idle = not counters.clients_active and not counters.messages_in
-        if idle and browser.instance != DEFAULT_INSTANCE:
-            del self._counters[browser.instance]
+        if idle and instance not in _KEPT:
+            del self._counters[instance]
 
     def subscribe(self, browser: Browser, keys: Sequence[str]) -> int:
         """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.
@@ -261,8 +294,22 @@ class Hub:
     # Upkeep and status.
 
     def expire(self) -> None:
-        """Drop history past its age; call periodically so memory is freed when idle."""
+        """Drop history past its age and forget idle instances; call periodically.
+
+        An instance is idle once it has no browser and nothing happened to it
+        for as long as history keeps messages; its counts go to
+        ``OVERFLOW_INSTANCE``, so that the node's totals never go down.
+        """
         self._history.expire()
+        cutoff = self._clock() - self._history.max_age
+        idle = [
+            instance
+            for instance, counters in self._counters.items()
+            if counters.last_active < cutoff and not counters.clients_active
+        ]
+        for instance in idle:
+            if instance not in _KEPT:
+                self._fold(self._counters.pop(instance))
 
     def uptime_ms(self) -> int:
         """Milliseconds since the hub was built."""
@@ -294,7 +341,44 @@ class Hub:
         return self.reading(instance).aphlict_status(instance, self.uptime_ms())
 
     def _counters_of(self, instance: str) -> InstanceCounters:
+        """The counters ``instance`` counts in now, marked active."""
         counters = self._counters.get(instance)
         if counters is None:
-            counters = self._counters[instance] = InstanceCounters()
+            counters = self._start_counting(instance)
+        counters.last_active = self._clock()
         return counters
+
+    def _start_counting(self, instance: str) -> InstanceCounters:
+        """New counters for ``instance``, or the overflow label's when it may not have its own."""
+        counted = len(self._counters) - (OVERFLOW_INSTANCE in self._counters)
+        if instance == DEFAULT_INSTANCE or (
+            counted < self._limits.max_instances
+            and len(instance) <= MAX_COUNTED_NAME
+            and instance != OVERFLOW_INSTANCE
+            and instance not in self._overflow_browsers
+        ):
+            counters = self._counters[instance] = InstanceCounters()
+            return counters
+        if not self.overflowed:
+            log.warning(
+                "counting instances past limits.max_instances (%d), or with names over %d "
+                'characters, together as "%s" (logged once; see relay_instances_overflow_total)',
+                self._limits.max_instances,
+                MAX_COUNTED_NAME,
+                OVERFLOW_INSTANCE,
+            )
+        self.overflowed += 1
+        return self._overflow()
+
+    def _overflow(self) -> InstanceCounters:
+        counters = self._counters.get(OVERFLOW_INSTANCE)
+        if counters is None:
+            counters = self._counters[OVERFLOW_INSTANCE] = InstanceCounters()
+        return counters
+
+    def _fold(self, counters: InstanceCounters) -> None:
+        """Add a forgotten instance's counts to the overflow label's."""
+        into = self._overflow()
+        into.clients_total += counters.clients_total
+        into.messages_in += counters.messages_in
+        into.messages_out += counters.messages_out

@@ -8,6 +8,9 @@ application server with ``?instance=acme``; neither, the default instance.
 from __future__ import annotations
 
 DEFAULT_INSTANCE = "default"
+#: The label instances are counted under together once a node counts
+#: ``limits.max_instances`` of them one by one (see ``relay.core.hub``).
+OVERFLOW_INSTANCE = "(other)"
 
 
 def instance_from_path(path: str) -> str:

@@ -173,7 +173,8 @@ class NodeSnapshot:
     rejected: Mapping[str, int]
     #: Keys subscribed to, over all browsers.
     subscriptions: int
-    #: Every instance seen so far (posted to, or with browsers connected).
+    #: Every instance counted now (posted to lately, or with browsers connected),
+    #: and ``OVERFLOW_INSTANCE`` once anything is counted there.
     instances: Mapping[str, InstanceReading]
     #: Each peer link, this node's own entry included, in config order.
     peers: Sequence[PeerReading]
@@ -183,6 +184,9 @@ class NodeSnapshot:
     broker: BrokerReading | None = None
     #: The overload policy and its counters; None in tests that build a snapshot by hand.
     overload: OverloadReading | None = None
+    #: Posts, messages and browsers counted under ``OVERFLOW_INSTANCE`` because their
+    #: instance could not be counted on its own (``limits.max_instances``).
+    instances_overflowed: int = 0
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""

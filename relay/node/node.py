@@ -324,6 +324,7 @@ class Node:
             cluster_status=None if self.status_monitor is None else self.status_monitor.reading(),
             broker=None if self.broker is None else self.broker.reading(),
             overload=self._parts.overload.reading(),
+            instances_overflowed=hub.overflowed,
         )
 
     def _connection_count(self) -> int:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from relay.core.cluster_reading import ClusterStatusReading
+from relay.core.instances import OVERFLOW_INSTANCE
 from relay.core.snapshot import BrokerReading, NodeSnapshot, OverloadReading
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
@@ -98,6 +99,17 @@ def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:
         messages_out.add_metric([instance], reading.messages_out)
         history.add_metric([instance], reading.history_size)
     yield from (connected, messages_in, messages_out, history)
+    yield _gauge(
+        "relay_instances",
+        "Instances counted one by one now (at most limits.max_instances).",
+        len(snapshot.instances) - (OVERFLOW_INSTANCE in snapshot.instances),
+    )
+    yield CounterMetricFamily(
+        "relay_instances_overflow",
+        f'Posts, messages and browsers counted under instance="{OVERFLOW_INSTANCE}" '
+        "because their instance could not be counted on its own.",
+        value=snapshot.instances_overflowed,
+    )
 
 
 def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:

@@ -36,6 +36,7 @@ _BROKER_LARGEST = ("received",)
 _LARGEST_METRICS = frozenset(
     {
         "relay_history_messages",
+        "relay_instances",
         "relay_messages_in",
         "relay_broker_received",
         "relay_cluster_read_only",

@@ -7,14 +7,22 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from relay.core.hub import MAX_COUNTED_NAME
+from relay.core.instances import OVERFLOW_INSTANCE
 from relay.node.node import Node
 from tests.listeners.test_admin_errors import exchange
-from tests.support import WAIT, Admin, Browser, eventually, notification
+from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 StartNode = Callable[..., Awaitable[Node]]
+
+#: What the README promises /metrics stays under with the default limits (no
+#: peers or cluster-status module, which add a few series each).
+METRICS_BOUND = 128 * 1024
 
 
 def no_trouble(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -102,3 +110,54 @@ async def test_a_client_gone_before_100_continue_is_one_debug_line(
     await eventually(noticed, "the node noticed the client leaving")
     assert [r.levelname for r in caplog.records if gone in r.getMessage()] == ["DEBUG"]
     assert no_trouble(caplog) == []
+
+
+def instance_labels(exposition: str) -> set[str]:
+    return {
+        sample.labels["instance"]
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if "instance" in sample.labels
+    }
+
+
+async def test_instance_names_anyone_can_post_are_counted_in_bounded_metrics(
+    start_node: StartNode, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await start_node(local_config(limits={"max_instances": 5}))
+    admin = Admin(session, node.admin_addresses[0][1])
+    await admin.post(notification("A"))
+    for n in range(40):
+        assert (await admin.post(notification("A"), instance=f"made-up-{n}"))[0] == 200
+    browser = await Browser.open(node.client_addresses[0][1], "/~made-up-39/")
+    await browser.subscribe("A")
+    await admin.post(notification("A", n=1), instance="made-up-39")
+    assert [m["n"] for m in await browser.drain()] == [1]  # routed all the same
+
+    async with session.get(admin.base + "/metrics") as response:
+        exposition = await response.text()
+    assert instance_labels(exposition) == {"default"} | {f"made-up-{n}" for n in range(4)} | {
+        OVERFLOW_INSTANCE
+    }
+    assert "relay_instances 5.0" in exposition
+    # 36 posts, then the browser and its post: each counted under the overflow label.
+    assert "relay_instances_overflow_total 38.0" in exposition
+    assert len([r for r in caplog.records if "limits.max_instances (5)" in r.getMessage()]) == 1
+    other = await admin.status(OVERFLOW_INSTANCE)
+    assert (other["messages.in"], other["clients.active"]) == (37, 1)
+    await browser.close()
+
+
+async def test_metrics_stay_under_the_readme_bound_with_every_instance_slot_taken(
+    node: Node, session: aiohttp.ClientSession
+) -> None:
+    # The worst the defaults allow: limits.max_instances names of the longest
+    # length counted one by one, and one more counted under the overflow label.
+    admin = Admin(session, node.admin_addresses[0][1])
+    for n in range(node.config.limits.max_instances + 1):
+        name = f"{n:04d}".ljust(MAX_COUNTED_NAME, "x")
+        assert (await admin.post(notification("A"), instance=name))[0] == 200
+    async with session.get(admin.base + "/metrics") as response:
+        exposition = await response.read()
+    assert len(instance_labels(exposition.decode())) == node.config.limits.max_instances + 1
+    assert len(exposition) <= METRICS_BOUND
