@@ -176,7 +176,8 @@ class BrowserConnection(asyncio.Protocol):
         ws.receive_data(data)
         for event in ws.events_received():
             if isinstance(event, Frame):
-                self._on_frame(event)
+                if self._open:  # not frames sent along with a handshake that failed
+                    self._on_frame(event)
             elif isinstance(event, Request):
                 self._on_request(event)
         self._flush()
@@ -289,7 +290,9 @@ class BrowserConnection(asyncio.Protocol):
 
     def _on_request(self, request: Request) -> None:
         ws = self._ws
-        upgrade = request.headers.get("Upgrade", "")
+        if ws.eof_sent:
+            return  # frames sent before their answer (RFC 6455 forbids it) already ended it
+        upgrade = ", ".join(request.headers.get_all("Upgrade"))  # .get() raises on two
         if "websocket" not in upgrade.lower():
             response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         elif self._listener.draining:
@@ -302,6 +305,7 @@ class BrowserConnection(asyncio.Protocol):
         else:
             response = ws.accept(request)
         ws.send_response(response)
+        self._flush()  # before anything a frame sent along with the request makes us write
         if response.status_code == 101:
             self._cancel_timer()
             self.instance = instance_from_path(request.path)

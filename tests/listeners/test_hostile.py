@@ -161,3 +161,85 @@ async def test_metrics_stay_under_the_readme_bound_with_every_instance_slot_take
         exposition = await response.read()
     assert len(instance_labels(exposition.decode())) == node.config.limits.max_instances + 1
     assert len(exposition) <= METRICS_BOUND
+
+
+# Found by tests/fuzz: the client port.
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """A client frame (masked with a zero key, which leaves the payload as it is)."""
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def send_and_read_to_the_end(port: int, data: bytes) -> bytes:
+    """Send ``data`` in one write, half-close, and read until the node closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+        return answer
+
+
+async def test_a_handshake_with_two_upgrade_headers_is_refused_plainly(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = HANDSHAKE + b"Upgrade: websocket\r\n\r\n"
+    answer = await asyncio.to_thread(send_and_read_to_the_end, node.client_addresses[0][1], request)
+    assert answer.startswith(b"HTTP/1.1 426 ")
+    assert no_trouble(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "early"),
+    [
+        # Refused (no Upgrade), then a close frame the parser met before the answer.
+        (b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n", masked(0x8, b"\x03\xe8")),
+        # Accepted, but what follows is no frame at all: the parser failed first.
+        (HANDSHAKE + b"\r\n", b"3\r\n\r\n3\r\n\r\n"),
+        # Accepted, then a close frame before the answer.
+        (HANDSHAKE + b"\r\n", masked(0x8, b"\x03\xe8")),
+    ],
+)
+async def test_frames_sent_before_the_handshake_is_answered_end_it_quietly(
+    node: Node, caplog: pytest.LogCaptureFixture, request_: bytes, early: bytes
+) -> None:
+    port = node.client_addresses[0][1]
+    answer = await asyncio.to_thread(send_and_read_to_the_end, port, request_ + early)
+    assert not answer.startswith(b"HTTP/1.1 101")
+    assert no_trouble(caplog) == []
+
+
+async def test_a_refused_handshake_cannot_subscribe_with_frames_sent_along(node: Node) -> None:
+    subscribe = masked(0x1, b'{"command":"subscribe","data":["A"]}')
+    request = b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n" + subscribe
+    answer = await asyncio.to_thread(send_and_read_to_the_end, node.client_addresses[0][1], request)
+    assert answer.startswith(b"HTTP/1.1 501 ")
+
+    async def gone() -> bool:
+        return node.snapshot().connections == 0
+
+    await eventually(gone, "the node let the connection go")
+    assert node.hub.subscription_count() == 0
+
+
+async def test_frames_sent_along_with_an_accepted_handshake_still_count(
+    node: Node, admin: Admin
+) -> None:
+    subscribe = masked(0x1, b'{"command":"subscribe","data":["A"]}')
+    ping = masked(0x1, b'{"command":"ping"}')
+    with socket.create_connection(("127.0.0.1", node.client_addresses[0][1])) as sock:
+        sock.settimeout(WAIT)
+        await asyncio.to_thread(sock.sendall, HANDSHAKE + b"\r\n" + subscribe + ping)
+        received = b""
+        while b"pong" not in received:
+            received += await asyncio.to_thread(sock.recv, 65536)
+        assert received.startswith(b"HTTP/1.1 101 ")
+        assert node.hub.subscription_count() == 1
