@@ -1,7 +1,7 @@
 r"""Hostile HTTP that aiohttp's server mishandles on its own, answered as the client's mistake.
 
-Two requests go wrong inside aiohttp, before relay's handlers and middlewares
-run, so neither can catch them:
+These requests go wrong inside aiohttp, before relay's handlers and
+middlewares run, so none of them can catch it:
 
 - A request line without a target (``CONNECT \r\n\r\n``): aiohttp's C
   parser lets it through with no URL, building the request then fails in the
@@ -10,10 +10,11 @@ run, so neither can catch them:
 - ``Expect: 100-continue`` from a client that has already half-closed:
   aiohttp answers ``100 Continue`` on every route before anything of relay's
   runs, meets the closing transport, and logs "Error handling request" with a
-  traceback.
+  traceback. Any other expectation, aiohttp quotes back in its 417, failing
+  (500 and a traceback) on bytes that are not UTF-8.
 
 ``guard_server`` wraps an admin runner's server (once set up, before its
-sites start) so that the first gets a JSON 400 and the second one DEBUG line.
+sites start) so that each gets a JSON 400 or 417, or one DEBUG line.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -32,7 +35,6 @@ log = logging.getLogger("relay.admin")
 
 #: The URL a request without a target is built with, so that it can be answered at all.
 _NOWHERE = URL.build(path="/", encoded=True)
-_NO_TARGET = b'{"error":"the request line names no target"}'
 
 
 def guard_server(server: web.Server) -> None:
@@ -54,9 +56,11 @@ def guard_server(server: web.Server) -> None:
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         if not request.raw_path:
             # The C parser keeps the target as it came: empty only when there was none.
-            return web.Response(
-                status=400, body=_NO_TARGET, content_type="application/json", headers=_CLOSE
-            )
+            return _refusal(400, "the request line names no target")
+        expect = request.headers.get("Expect", "100-continue")
+        if request.version == HttpVersion11 and expect.lower() != "100-continue":
+            # aiohttp would quote it back, and fail on bytes that are not UTF-8.
+            return _refusal(417, "the only expectation understood is 100-continue")
         try:
             return await handle(request)
         except ConnectionResetError:
@@ -69,3 +73,9 @@ def guard_server(server: web.Server) -> None:
 
 
 _CLOSE = {"Connection": "close"}
+
+
+def _refusal(status: int, message: str) -> web.Response:
+    """A JSON refusal that closes the connection."""
+    body = orjson.dumps({"error": message})
+    return web.Response(status=status, body=body, content_type="application/json", headers=_CLOSE)

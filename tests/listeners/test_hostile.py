@@ -243,3 +243,16 @@ async def test_frames_sent_along_with_an_accepted_handshake_still_count(
             received += await asyncio.to_thread(sock.recv, 65536)
         assert received.startswith(b"HTTP/1.1 101 ")
         assert node.hub.subscription_count() == 1
+
+
+# Found by tests/fuzz: the admin port.
+
+
+async def test_an_expectation_that_is_not_utf8_gets_a_json_417(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /status/ HTTP/1.1\r\nHost: relay\r\nExpect: 100-c\xed\xa0ontinue\r\n\r\n"
+    status, _, body = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    assert status == 417
+    assert orjson.loads(body) == {"error": "the only expectation understood is 100-continue"}
+    assert no_trouble(caplog) == []
