@@ -48,12 +48,15 @@ class _MalformedRequests(logging.Filter):
     aiohttp answers a request that is not well-formed HTTP (a garbage request
     line, a broken chunk size, an unsupported Content-Encoding) with 400 by
     itself, before relay sees it, and logs the parser's exception at ERROR
-    with a traceback; it is the client's mistake, not the node's.
+    with a traceback (so too for a body it reads after the answer to throw it
+    away); it is the client's mistake, not the node's.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Demote the record if it is about a malformed request; keep every record."""
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, web.RequestPayloadError):
+            error = error.__cause__  # the parser's, when the body was not what it claimed
         if isinstance(error, HttpProcessingError):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg = "refused a malformed request from %s: %s"

@@ -256,3 +256,40 @@ async def test_an_expectation_that_is_not_utf8_gets_a_json_417(
     assert status == 417
     assert orjson.loads(body) == {"error": "the only expectation understood is 100-continue"}
     assert no_trouble(caplog) == []
+
+
+def answer_then_body(port: int, head: bytes, body: bytes) -> bytes:
+    """Send the head, read the answer, then send the body and half-close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(head)
+        answer = sock.recv(65536)
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n", 413),
+        (b"PUT / HTTP/1.1\r\nContent-Length: 46\r\n", 405),
+        (b"POST /nowhere HTTP/1.1\r\nContent-Length: 46\r\n", 404),
+    ],
+)
+async def test_a_compressed_body_thrown_away_after_the_answer_is_one_warning(
+    node: Node, caplog: pytest.LogCaptureFixture, head: bytes, status: int
+) -> None:
+    # aiohttp reads what is left of a body after the answer, inflating it.
+    head += b"Host: relay\r\nContent-Encoding: gzip\r\n\r\n"
+    port = node.admin_addresses[0][1]
+    answer = await asyncio.to_thread(answer_then_body, port, head, b"not gzip at all, honest" * 2)
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    refused = "refused a malformed request from ?: Can not decode content-encoding: gzip"
+
+    async def logged() -> bool:
+        return refused in caplog.text
+
+    await eventually(logged, "the node threw the body away")
+    assert no_trouble(caplog) == []
