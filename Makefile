@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 # The newest release of every dependency, lock ignored: `make test-latest`.
 LATEST := .venv-latest
 
-.PHONY: run test checks unit bench autobahn lock test-latest clean
+.PHONY: run test checks unit bench fuzz autobahn lock test-latest clean
 
 # Start relay on the example config, in the foreground (Ctrl-C stops it).
 run: $(STAMP)
@@ -39,6 +39,14 @@ unit: $(STAMP)
 # The benchmark (bench/README.md): every scenario, 3-4 minutes; results in bench/results/.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
+
+# A long fuzz run (tests/fuzz): seeded hostile input against a real node over raw
+# sockets. FUZZ_SEED=N replays a run's stream of inputs, FUZZ_SECONDS its length;
+# FUZZ_REPORT=path.md keeps the summary. Failing inputs are saved in fuzz-failures/.
+FUZZ_SECONDS ?= 150
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
+		$(if $(FUZZ_REPORT),--report $(FUZZ_REPORT))
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(UV) sync --quiet --locked --python $(PYTHON) --extra test --extra bench
