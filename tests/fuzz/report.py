@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1024 * 1024
+#: How often the run notes the node's RSS.
+RSS_EVERY = 15.0
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Report:
     rss_before: int = 0
     rss_after: int = 0
     rss_peak: int = 0
+    #: RSS every ``RSS_EVERY`` seconds of the run, to tell growth from a plateau.
+    rss_samples: list[int] = field(default_factory=list)
     metrics_before: int = 0
     metrics_after: int = 0
     failures: list[Failure] = field(default_factory=list)
@@ -73,6 +77,8 @@ class Report:
             f"node exit status after SIGTERM: {self.exit_status}",
             f"RSS: {self.rss_before / MIB:.1f} MiB before, {self.rss_after / MIB:.1f} MiB after, "
             f"{self.rss_peak / MIB:.1f} MiB peak",
+            f"RSS every {RSS_EVERY:.0f} s (MiB): "
+            + ", ".join(f"{rss / MIB:.0f}" for rss in self.rss_samples),
             f"/metrics: {self.metrics_before / 1024:.1f} KiB before, "
             f"{self.metrics_after / 1024:.1f} KiB after",
             "statuses: " + _counts(self.statuses),

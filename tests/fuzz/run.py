@@ -28,10 +28,14 @@ from tests.fuzz.admin_inputs import admin_case
 from tests.fuzz.cases import Case, save
 from tests.fuzz.client_inputs import client_case
 from tests.fuzz.exchange import allowed_5xx, judge, play
-from tests.fuzz.report import Failure, Report
+from tests.fuzz.report import RSS_EVERY, Failure, Report
 from tests.fuzz.target import Canary, Target
 from tests.fuzz.wire import Answer
 
+#: What the README promises of a node with the default settings under this fuzzing:
+#: /metrics (however many instance names are made up) and resident memory stay under.
+METRICS_BOUND = 128 * 1024
+RSS_BOUND = 160 * 1024 * 1024
 #: Share of cases that go to the admin port (the rest are WebSocket sessions).
 ADMIN_SHARE = 0.7
 #: Bounds on one run whatever its duration: cases per lane, failures kept.
@@ -122,7 +126,18 @@ class FuzzRun:
                 self._fail("a new browser did not get a post after the run", self._blame(0))
             report.metrics_after = await canary.metrics_size()
             report.rss_after = target.rss()
+            self._check_bounds()
         await canary.close()
+
+    def _check_bounds(self) -> None:
+        """Fail when /metrics or memory went past what the README promises."""
+        report = self.report
+        if report.metrics_after > METRICS_BOUND:
+            kib = report.metrics_after // 1024
+            self._fail(f"/metrics grew to {kib} KiB, past {METRICS_BOUND // 1024} KiB", [])
+        if report.rss_peak > RSS_BOUND:
+            mib = report.rss_peak // (1024 * 1024)
+            self._fail(f"RSS grew to {mib} MiB, past {RSS_BOUND // (1024 * 1024)} MiB", [])
 
     async def _lane(self, lane: int, target: Target, deadline: float) -> None:
         """Play this lane's cases one after another until the deadline."""
@@ -170,13 +185,18 @@ class FuzzRun:
         """Until the deadline: the node runs, its log stays clean, the canary gets its posts."""
         report = self.report
         next_canary = time.monotonic() + CANARY_SECONDS
+        next_sample = time.monotonic()
         while time.monotonic() < deadline and not self._stop.is_set():
             await asyncio.sleep(MONITOR_SECONDS)
             self._watch_log(target)
             if not target.alive:
                 self._fail("the node died", self._blame(time.time()))
                 return
-            report.rss_peak = max(report.rss_peak, target.rss())
+            rss = target.rss()
+            report.rss_peak = max(report.rss_peak, rss)
+            if time.monotonic() >= next_sample:
+                report.rss_samples.append(rss)
+                next_sample += RSS_EVERY
             if time.monotonic() >= next_canary:
                 report.canary_checks += 1
                 if not await canary.delivers():

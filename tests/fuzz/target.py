@@ -55,8 +55,11 @@ class Target:
         return proc is not None and proc.poll() is None
 
     def rss(self) -> int:
-        """The node's resident memory in bytes."""
-        return rss_bytes(self.process.pid)
+        """The node's resident memory in bytes (0 once it is gone)."""
+        try:
+            return rss_bytes(self.process.pid)
+        except OSError:
+            return 0
 
     def new_trouble(self, *, final: bool = False) -> list[tuple[float, str]]:
         """Log records that count against the node, logged since the last call.

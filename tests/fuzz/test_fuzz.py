@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.run import FuzzRun
-from tests.listeners.test_hostile import METRICS_BOUND
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +23,10 @@ def test_a_short_seeded_fuzz_run_finds_nothing_against_the_node(tmp_path: Path) 
     seed = int(os.environ.get("RELAY_FUZZ_SEED", SEED))
     seconds = float(os.environ.get("RELAY_FUZZ_SECONDS", SECONDS))
     # Its own event loop, out of asyncio's debug mode: the fuzzer is a client like any other.
+    # The run also fails when /metrics or the node's memory pass the README's bounds.
     report = asyncio.run(FuzzRun(seed, seconds, tmp_path, FAILURES, replays=1).run())
     summary = "\n".join(report.lines())
     print(summary)
     assert report.passed, summary
     assert report.admin_requests > 100, summary
     assert report.client_sessions > 50, summary
-    assert report.metrics_after <= METRICS_BOUND, summary

@@ -15,14 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.core.hub import MAX_COUNTED_NAME
 from relay.core.instances import OVERFLOW_INSTANCE
 from relay.node.node import Node
+from tests.fuzz.run import METRICS_BOUND
 from tests.listeners.test_admin_errors import exchange
 from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 StartNode = Callable[..., Awaitable[Node]]
-
-#: What the README promises /metrics stays under with the default limits (no
-#: peers or cluster-status module, which add a few series each).
-METRICS_BOUND = 128 * 1024
 
 
 def no_trouble(caplog: pytest.LogCaptureFixture) -> list[str]:
