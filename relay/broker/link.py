@@ -30,12 +30,12 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from relay.broker.connect import new_client
-from relay.broker.receive import Inbound, Sink
+from relay.broker.receive import Inbound, OrderedSink, Sink
 from relay.config import HistoryConfig, LimitsConfig
 from relay.config.broker import BrokerConfig
 from relay.core.snapshot import BrokerReading
 from relay.links.backoff import RetryDelays
-from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId
+from relay.links.broker_wire import PUBLISH_SCRIPT, Keys
 from relay.links.outbox import Outbox
 
 log = logging.getLogger("relay.broker")
@@ -85,7 +85,7 @@ class Broker:
         self._clock = clock
         self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
         self._backoff = backoff
-        self._inbound = Inbound(self._keys, self._origin, limits, clock)
+        self._inbound = Inbound(self._keys, limits, clock)
         self.configure(history, limits)
         self.state = BrokerState.CONNECTING
         self._state_since = clock()
@@ -100,6 +100,11 @@ class Broker:
         # Set once the first session is up or has failed: what start() waits for.
         self._first_attempt = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._sink: OrderedSink | None = None
+        # Posts queued so far, and those waiting for their place in Redis: a
+        # POST is answered once everything queued before its answer is placed.
+        self._queued = 0
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
 
     def configure(self, history: HistoryConfig, limits: LimitsConfig) -> None:
         """Bound the streams and what is received by these from now on (a config reload)."""
@@ -110,12 +115,45 @@ class Broker:
     # What the node calls.
 
     def publish(self, instance: str, payload: memoryview | bytes) -> None:
-        """Queue a message posted to this node for every other node; never blocks."""
+        """Queue a message posted to this node for every node; never blocks."""
         self._outbox.put(instance, payload)
+        self._queued += 1
         self._idle.clear()
         self._wakeup.set()
 
-    async def start(self, sink: Sink) -> None:
+    async def placed(self) -> None:
+        """Wait until every message queued so far holds its place in Redis.
+
+        That place is the cluster's order: a POST answered after this returns
+        comes, on every node and worker, before any post made after the
+        answer. Returns at once while Redis is not up (posts are delivered
+        locally then), and after ``timeout_seconds`` at the most.
+        """
+        if self.state is not BrokerState.UP or self._done >= self._queued:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._queued, waiter))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.timeout_seconds):
+                await waiter
+
+    @property
+    def _done(self) -> int:
+        """Messages queued that are placed in Redis or given up on (each is one or the other)."""
+        return self.published + self._outbox.dropped
+
+    def _wake_waiters(self, everyone: bool = False) -> None:
+        """Answer the waiters whose messages are placed (or all of them: Redis went away)."""
+        done, still = self._done, []
+        for count, waiter in self._waiting:
+            if everyone or count <= done:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((count, waiter))
+        self._waiting = still
+
+    async def start(self, sink: OrderedSink) -> None:
         """Start linking to Redis in the background, handing ``sink`` what others publish.
 
         Waits for the first session to be up (its history reloaded) or to
@@ -124,6 +162,7 @@ class Broker:
         history from its first browser on; a Redis that refuses costs
         nothing, one that does not answer at most that wait.
         """
+        self._sink = sink
         self._supervisor = asyncio.create_task(self._supervise(sink), name="relay-broker")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(
@@ -142,10 +181,14 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        self._wake_waiters(everyone=True)
+        if self._sink is not None:
+            # What waits for Redis to return it is delivered here before the node stops.
+            self._sink.set_ordering(False)
 
     @property
     def received(self) -> int:
-        """Messages received from Redis (this node's own included, and skipped)."""
+        """Messages received from Redis (this node's own included)."""
         return self._inbound.received
 
     @property
@@ -175,7 +218,7 @@ class Broker:
 
     # The session loop.
 
-    async def _supervise(self, sink: Sink) -> None:
+    async def _supervise(self, sink: OrderedSink) -> None:
         while True:
             try:
                 await self._session(sink)
@@ -190,10 +233,13 @@ class Broker:
                 # A bug, not Redis: say so loudly, and still keep trying.
                 log.exception("broker session failed unexpectedly")
                 self._down(_describe(exc))
+            # No order from Redis while it is away: deliver locally, at once.
+            sink.set_ordering(False)
+            self._wake_waiters(everyone=True)
             self._first_attempt.set()
             await asyncio.sleep(self._backoff.next_delay())
 
-    async def _session(self, sink: Sink) -> None:
+    async def _session(self, sink: OrderedSink) -> None:
         """One connection's life: connect, subscribe, reload, then publish and receive."""
         client, sentinel = new_client(self.config, self._fingerprint)
         pubsub: PubSub | None = None
@@ -209,6 +255,9 @@ class Broker:
             async with asyncio.timeout(timeout * 4):
                 await self._inbound.reload(client, self._max_age_ms, sink)
             self._up()
+            # From now on what is posted here waits for its place in Redis' order
+            # (and for no longer than twice the command timeout).
+            sink.set_ordering(True, hold_seconds=2 * self.config.timeout_seconds)
             publisher = asyncio.create_task(self._publish_forever(client, script_sha))
             receiver = asyncio.create_task(self._receive_forever(client, pubsub, sink))
             try:
@@ -247,6 +296,7 @@ class Broker:
         keys = self._keys
         while True:
             batch = self._outbox.take_batch(BATCH_SIZE)
+            self._wake_waiters()  # for posts the queue gave up on, if any
             if not batch:
                 self._idle.set()
                 self._wakeup.clear()
@@ -268,7 +318,7 @@ class Broker:
                 )
             try:
                 async with asyncio.timeout(self.config.timeout_seconds):
-                    ids = await pipe.execute()
+                    await pipe.execute()
             except BaseException:
                 # Unknown which of them Redis took: all are sent again. A copy
                 # that did get through is dropped by every receiver, which
@@ -276,8 +326,9 @@ class Broker:
                 self._outbox.put_back_batch(batch)
                 raise
             self.published += len(batch)
-            for item, raw_id in zip(batch, ids, strict=True):
-                self._inbound.seen(item.instance, StreamId.parse(raw_id))
+            # Placed: their ids come back with them on the subscription, where
+            # every node, this one too, delivers them in that order.
+            self._wake_waiters()
 
     async def _receive_forever(self, client: aioredis.Redis, pubsub: PubSub, sink: Sink) -> None:
         config = self.config

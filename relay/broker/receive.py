@@ -7,6 +7,10 @@ passes ``Inbound.hand_over`` once, as a ``Received``: parsed under the node's
 bounds into the ``Notification`` the hub takes (one that is not a message is
 logged and left out), with its stream id, which says where it stands in its
 instance's order in Redis. Nothing after this module parses it again.
+
+This node's own messages come back too, and are handed over like the others:
+while Redis is up the hub holds what was posted here until it comes back, so
+that every node delivers every message in the one order Redis gave them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,16 @@ class Sink(Protocol):
         """Keep ``notification`` (encoded as ``payload``) and, when ``live``, deliver it."""
 
 
+class OrderedSink(Sink, Protocol):
+    """A sink that holds its own posts for the broker's order while Redis is up (the hub)."""
+
+    def set_ordering(self, by_broker: bool, *, hold_seconds: float = 0.0) -> None:
+        """Hold posts until the broker returns them (True), or deliver them at once (False).
+
+        A post held longer than ``hold_seconds`` is delivered here all the same.
+        """
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A message another node published, parsed, as the hub takes it."""
@@ -61,15 +75,12 @@ class Received:
 class Inbound:
     """One node's receiving end of the broker: the newest ids seen, and the hand-over."""
 
-    def __init__(
-        self, keys: Keys, origin: bytes, limits: LimitsConfig, clock: Callable[[], float]
-    ) -> None:
-        """Receive under ``keys``, leaving out what ``origin`` (this node) published itself."""
+    def __init__(self, keys: Keys, limits: LimitsConfig, clock: Callable[[], float]) -> None:
+        """Receive under ``keys``, every node's messages (this one's included)."""
         self._keys = keys
-        self._origin = origin
         self._clock = clock
         self.set_limits(limits)
-        #: Messages received (this node's own included, and skipped).
+        #: Messages received (this node's own included).
         self.received = 0
         # The newest stream id seen per instance, and Redis' time at the last
         # reload: what a reload after a gap compares with to tell the messages
@@ -82,7 +93,7 @@ class Inbound:
         self._bounds = bounds_of(limits)
 
     def seen(self, instance: str, stream_id: StreamId) -> None:
-        """Note a stream id of ``instance`` (received, or published by this node)."""
+        """Note a stream id of ``instance`` that came through the subscription or a reload."""
         last = self._last_ids.get(instance)
         if last is None or stream_id > last:
             self._last_ids[instance] = stream_id
@@ -116,7 +127,7 @@ class Inbound:
             for raw_id, fields in entries:
                 stream_id = StreamId.parse(raw_id)
                 payload = fields.get(b"p")
-                if payload is None or fields.get(b"o") == self._origin:
+                if payload is None:
                     continue
                 if last is not None:
                     missed = stream_id > last
@@ -127,20 +138,16 @@ class Inbound:
                 self.hand_over(sink, instance, stream_id, payload, age=age, live=missed)
 
     def live(self, channel: bytes, data: bytes, sink: Sink) -> None:
-        """Hand ``sink`` a message that came on the pattern subscription (unless it is ours)."""
+        """Hand ``sink`` a message that came on the pattern subscription."""
         instance = self._keys.instance_of(channel)
         if instance is None:
             return
         try:
-            stream_id, origin, payload = unframe(data)
+            stream_id, _, payload = unframe(data)
         except ValueError:
             log.warning("ignored a malformed message on %s", channel.decode(errors="replace"))
             return
         self.seen(instance, stream_id)
-        if origin == self._origin:
-            # Delivered when it was posted here: not even parsed again.
-            self.received += 1
-            return
         self.hand_over(sink, instance, stream_id, payload, age=None, live=True)
 
     def hand_over(
@@ -153,7 +160,7 @@ class Inbound:
         age: float | None,
         live: bool,
     ) -> None:
-        """Parse one message another node published and give it to ``sink``.
+        """Parse one message a node (this one too) published and give it to ``sink``.
 
         ``age`` is how long ago Redis took it (None for a live one). Every
         message from the broker passes here once, in the order of its stream.

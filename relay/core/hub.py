@@ -12,6 +12,10 @@ per-instance metric), further ones together under ``OVERFLOW_INSTANCE``; and
 an instance without browsers that has been quiet for as long as history keeps
 messages is forgotten, its counts added to ``OVERFLOW_INSTANCE`` so that the
 node's totals never go down.
+
+In broker mode, while the broker orders the cluster's messages
+(``set_ordering``), a post is held (``relay.core.held``) and delivered when the
+broker returns it, in the broker's order, like every other node's posts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import orjson
 from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
+from relay.core.held import HeldPosts, late_hold
 from relay.core.history import History
 from relay.core.instances import DEFAULT_INSTANCE, OVERFLOW_INSTANCE
 from relay.core.notification import Notification
@@ -66,6 +71,8 @@ class Outcome(enum.Enum):
     LOOPED = "looped"
     #: The same message already arrived along another path.
     DUPLICATE = "duplicate"
+    #: Accepted and handed to the broker; delivered here when the broker returns it.
+    HELD = "held"
 
 
 @dataclass(slots=True)
@@ -114,6 +121,9 @@ class Hub:
         #: announcements aside): read around a ``publish`` to tell whether the
         #: post reached any browser, which its delivery latency is only measured for.
         self.deliveries = 0
+        self._held = HeldPosts(clock)
+        self._ordered = False
+        self._hold_seconds = 0.0
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def set_limits(self, limits: LimitsConfig) -> None:
@@ -222,14 +232,17 @@ class Hub:
                 log.debug("dropped a duplicate of %s", notification.identity())
             return Outcome.DUPLICATE
         message = EncodedMessage(notification.stamped(self.fingerprint))
-        self._history.add(instance, notification.subscribers, message)
-        delivered = self._deliver(instance, notification.subscribers, message)
-        counters.messages_out += delivered
-        self.deliveries += delivered
+        outcome = Outcome.DELIVERED
+        if self._ordered:
+            key = (instance, notification.identity())
+            self._held.hold(key, instance, notification.subscribers, message)
+            outcome = Outcome.HELD
+        else:
+            self._keep_and_deliver(instance, notification.subscribers, message)
         if self.forward is not None:
             covered = covered | frozenset(notification.touched) | {self.fingerprint}
             self.forward(instance, message.payload, covered)
-        return Outcome.DELIVERED
+        return outcome
 
     def receive(
         self,
@@ -248,8 +261,13 @@ class Hub:
         copy arriving along another path (a peer's POST during a migration,
         a publish retried after a Redis failure) is dropped. ``at`` is when it
         entered the cluster, for a message reloaded from the broker's history;
-        ``live=False`` only keeps it for replay.
+        ``live=False`` only keeps it for replay. A post held here comes back
+        this way too, and is delivered now, in its place in the broker's order.
         """
+        held = self._held.take((instance, notification.identity())) if self._held else None
+        if held is not None:
+            self._keep_and_deliver(held.instance, held.subscribers, held.message)
+            return Outcome.DELIVERED
         if self.fingerprint in notification.touched:
             return Outcome.LOOPED  # posted here: delivered when it was posted
         counters = self._counters_of(instance)
@@ -261,6 +279,48 @@ class Hub:
         if live:
             counters.messages_out += self._deliver(instance, notification.subscribers, message)
         return Outcome.DELIVERED
+
+    def set_ordering(self, by_broker: bool, *, hold_seconds: float = 0.0) -> None:
+        """Hold posts for the broker's order from now on, or (False) deliver at once again.
+
+        Turned off when the broker goes away: what is held is delivered here
+        at once, oldest first, so nothing waits for a Redis that is not there.
+        While on, ``expire`` delivers here what was held longer than
+        ``hold_seconds`` (a post Redis dropped, or that never came back).
+        """
+        self._ordered = by_broker
+        self._hold_seconds = hold_seconds
+        if not by_broker:
+            self.release_held()
+
+    def release_held(self, older_than: float | None = None) -> int:
+        """Deliver here the held posts (those held longer than ``older_than`` seconds).
+
+        For posts the broker will not return in time: Redis went away, or
+        dropped them. Returns how many were delivered.
+        """
+        released = self._held.release(older_than)
+        for post in released:
+            self._keep_and_deliver(post.instance, post.subscribers, post.message)
+        return len(released)
+
+    @property
+    def held(self) -> int:
+        """Posts waiting for the broker to return them."""
+        return len(self._held)
+
+    def listened(self, instance: str, keys: Iterable[str]) -> bool:
+        """Whether any browser here is subscribed to one of ``keys`` of ``instance``."""
+        return any(True for _ in self._index.recipients(instance, keys))
+
+    def _keep_and_deliver(
+        self, instance: str, subscribers: frozenset[str], message: EncodedMessage
+    ) -> None:
+        """Keep a post accepted here in history and deliver it to the browsers subscribed."""
+        self._history.add(instance, subscribers, message)
+        delivered = self._deliver(instance, subscribers, message)
+        self._counters_of(instance).messages_out += delivered
+        self.deliveries += delivered
 
     def announce(self, instance: str, body: dict[str, Any]) -> None:
         """Deliver a message this node originates, such as its view of the Phorge cluster.
@@ -294,11 +354,12 @@ class Hub:
     # Upkeep and status.
 
     def expire(self) -> None:
-        """Drop history past its age and forget idle instances; call periodically.
+        """Drop history past its age, forget idle instances, deliver late posts; call often.
 
         An instance is idle once it has no browser and nothing happened to it
         for as long as history keeps messages; its counts go to
-        ``OVERFLOW_INSTANCE``, so that the node's totals never go down.
+        ``OVERFLOW_INSTANCE``, so that the node's totals never go down. Posts
+        held for the broker's order longer than it promised are delivered here.
         """
         self._history.expire()
         cutoff = self._clock() - self._history.max_age
@@ -310,6 +371,8 @@ class Hub:
         for instance in idle:
             if instance not in _KEPT:
                 self._fold(self._counters.pop(instance))
+        if self._ordered and self._held:
+            late_hold(self.release_held(older_than=self._hold_seconds), self._hold_seconds)
 
     def uptime_ms(self) -> int:
         """Milliseconds since the hub was built."""

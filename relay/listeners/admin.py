@@ -14,7 +14,6 @@ in a 500 or a traceback in the log.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import re
@@ -32,11 +31,12 @@ from relay.config import AdminConfig, LimitsConfig
 from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
-from relay.core.notification import bounds_of, parse_notification
+from relay.core.notification import Notification, bounds_of, parse_notification
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
+from relay.listeners.admin_body import JSON, error_text, read_body, refusal
 from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
@@ -127,11 +127,14 @@ class AdminState:
     #: ``/metrics`` (None: this process is the whole node).
     node_status: Callable[[str], Awaitable[dict[str, Any]]] | None = None
     node_metrics: Callable[[], Awaitable[bytes]] | None = None
+    #: Broker mode: waits until what was published so far holds its place in
+    #: Redis' order, so a POST is answered only then (None: no broker).
+    placed: Callable[[], Awaitable[None]] | None = None
 
 
 STATE = web.AppKey("state", AdminState)
 
-_JSON = "application/json"
+_JSON = JSON
 #: On every receipt: tells relay peers that this node takes batches (Aphlict ignores it).
 _RECEIPT_HEADERS = {CAPABILITY_HEADER: BATCH_CAPABILITY}
 
@@ -184,20 +187,40 @@ async def post_notification(request: web.Request) -> web.Response:
     # A post straight from an application gets a uniqueID if it has none, so
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
-    hub = state.hub
-    reached_before = hub.deliveries
-    outcome = hub.publish(instance_from_query(request.query.get("instance")), notification)
-    if outcome is not Outcome.DELIVERED and log.isEnabledFor(logging.DEBUG):
+    instance = instance_from_query(request.query.get("instance"))
+    [outcome] = await _route(state, arrived, [(instance, notification, frozenset())])
+    if outcome in (Outcome.LOOPED, Outcome.DUPLICATE) and log.isEnabledFor(logging.DEBUG):
         # Still a 200: the sender's copy is in the cluster already (a retry
         # to a second admin server, or a message that came back around).
         log.debug("a POST from %s was not delivered again: %s", request.remote, outcome.value)
-    if state.observe_latency is not None:
-        state.observe_latency(time.perf_counter() - arrived, hub.deliveries > reached_before)
     return web.Response(
-        body=orjson.dumps({"fingerprint": hub.fingerprint}),
+        body=orjson.dumps({"fingerprint": state.hub.fingerprint}),
         content_type=_JSON,
         headers=_RECEIPT_HEADERS,
     )
+
+
+async def _route(
+    state: AdminState, arrived: float, posts: list[tuple[str, Notification, frozenset[str]]]
+) -> list[Outcome]:
+    """Hand ``posts`` to the hub; in broker mode, return once they hold their place in Redis.
+
+    A POST is answered only then, so that a post the application makes after
+    the answer comes after this one on every node. Records the delivery
+    latency, for the charts only when a browser here listens to a post.
+    """
+    hub = state.hub
+    reached_before = hub.deliveries
+    outcomes = [hub.publish(instance, post, covered) for instance, post, covered in posts]
+    held = [post for post, outcome in zip(posts, outcomes, strict=True) if outcome is Outcome.HELD]
+    if held and state.placed is not None:
+        await state.placed()
+    if state.observe_latency is not None and posts:
+        reached = hub.deliveries > reached_before or any(
+            hub.listened(instance, post.subscribers) for instance, post, _ in held
+        )
+        state.observe_latency(time.perf_counter() - arrived, reached)
+    return outcomes
 
 
 async def post_batch(request: web.Request) -> web.Response:
@@ -209,14 +232,9 @@ async def post_batch(request: web.Request) -> web.Response:
     except NotificationError as exc:
         log.warning("refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
-    hub = state.hub
-    reached_before = hub.deliveries
-    for item in items:
-        hub.publish(item.instance, item.notification, item.covered)
-    if state.observe_latency is not None and items:
-        state.observe_latency(time.perf_counter() - arrived, hub.deliveries > reached_before)
+    await _route(state, arrived, [(i.instance, i.notification, i.covered) for i in items])
     return web.Response(
-        body=orjson.dumps({"fingerprint": hub.fingerprint, "accepted": len(items)}),
+        body=orjson.dumps({"fingerprint": state.hub.fingerprint, "accepted": len(items)}),
         content_type=_JSON,
         headers=_RECEIPT_HEADERS,
     )
@@ -241,7 +259,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     elif state.render_metrics is not None:
         body = state.render_metrics()
     else:
-        raise _refusal(web.HTTPNotFound, "metrics are not collected on this node")
+        raise refusal(web.HTTPNotFound, "metrics are not collected on this node")
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -278,7 +296,7 @@ async def _authorised_body(request: web.Request) -> tuple[AdminState, AdminSetti
     state = request.app[STATE]
     settings = state.settings()
     _check_secret(request, settings.secret)
-    return state, settings, await _read_body(request, settings.limits)
+    return state, settings, await read_body(request, settings.limits)
 
 
 def _check_secret(request: web.Request, secret: Secret | None) -> None:
@@ -287,103 +305,19 @@ def _check_secret(request: web.Request, secret: Secret | None) -> None:
         return
     offered = request.headers.get("Authorization", "")
     if not offered.startswith("Bearer "):
-        raise _refusal(
+        raise refusal(
             web.HTTPUnauthorized,
             "this relay requires 'Authorization: Bearer <secret>'",
             headers={"WWW-Authenticate": 'Bearer realm="relay"'},
         )
     if not secret.matches(offered.removeprefix("Bearer ")):
         log.warning("refused a POST from %s: wrong shared secret", request.remote)
-        raise _refusal(web.HTTPForbidden, "wrong shared secret")
-
-
-async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
-    """Read the body within the size and time limits.
-
-    A declared Content-Length over the limit is refused (413) before reading a
-    byte; a chunked or compressed body is read piecewise (aiohttp inflates in
-    bounded steps) and refused as soon as the pieces add up past the limit, so
-    memory never holds more than the limit. A body that trickles in slower
-    than the deadline gets 408; one that cannot be decoded (say, a
-    ``Content-Encoding: gzip`` body that is not gzip) gets 400.
-
-    Raises:
-        web.HTTPException: the refusal to answer with (also when the client
-            has disconnected before sending the whole body).
-    """
-    limit = limits.admin_body_bytes
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    try:
-        if declared is not None and request.content.is_eof():
-            # The whole body came with the headers, as a small POST does: take it
-            # without a deadline or an async iteration (a compressed one may still
-            # have inflated past the limit).
-            body = request.content.read_nowait()
-            if len(body) > limit:
-                raise _too_large(limit)
-            return body
-        chunks = []
-        size = 0
-        async with asyncio.timeout(limits.admin_body_seconds):
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        log.warning("a POST body from %s was too slow; cut off", request.remote)
-        raise _refusal(web.HTTPRequestTimeout, "request body too slow") from None
-    except web.RequestPayloadError as exc:
-        raise _undecodable(request, exc) from None
-    except ConnectionResetError:
-        # The client's own doing (a timeout on its side, a restart): nothing
-        # for an operator to act on.
-        log.debug("a client at %s went away in the middle of a POST body", request.remote)
-        # The answer goes nowhere (aiohttp notes that at DEBUG), but it is an answer.
-        raise _refusal(web.HTTPBadRequest, "the connection closed before the whole body") from None
-    return b"".join(chunks)
-
-
-def _undecodable(request: web.Request, exc: web.RequestPayloadError) -> web.HTTPException:
-    """The 400 for a body aiohttp could not decode, closing the connection after it."""
-    # aiohttp's own words are the cause's (e.g. "Can not decode content-encoding: gzip").
-    reason = getattr(exc.__cause__, "message", None) or str(exc)
-    log.warning("refused a POST body from %s: %s", request.remote, reason)
-    # Nothing more of this request can be read. Without marking its end, aiohttp
-    # would try to drain the rest after answering, meet the same error again and
-    # log it as unhandled.
-    request.content.feed_eof()
-    refusal = _refusal(web.HTTPBadRequest, f"the body cannot be read: {reason}")
-    refusal.force_close()
-    return refusal
-
-
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
-    log.warning("refused a POST body over the %d-byte limit", limit)
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=-1,
-        text=_error_text(f"request body exceeds the {limit}-byte limit"),
-        content_type=_JSON,
-    )
-
-
-def _refusal(
-    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
-) -> web.HTTPException:
-    """An HTTP error of class ``kind`` whose body is ``{"error": message}``."""
-    return kind(text=_error_text(message), content_type=_JSON, headers=headers)
-
-
-def _error_text(message: str) -> str:
-    return orjson.dumps({"error": message}).decode()
+        raise refusal(web.HTTPForbidden, "wrong shared secret")
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=status, text=_error_text(message), content_type=_JSON, headers=headers
+        status=status, text=error_text(message), content_type=_JSON, headers=headers
     )
 
 
@@ -439,5 +373,5 @@ async def _network_guard(request: web.Request, handler: Handler) -> web.StreamRe
             address = None
         if address is None or not any(address in network for network in allowed):
             log.warning("refused an admin request from %s: not in allowed_networks", request.remote)
-            raise _refusal(web.HTTPForbidden, "this address may not use the admin port")
+            raise refusal(web.HTTPForbidden, "this address may not use the admin port")
     return await handler(request)

@@ -120,6 +120,7 @@ class Node:
             congested=self.peers.congested,
             node_status=None if siblings is None else siblings.status,
             node_metrics=None if siblings is None else siblings.metrics,
+            placed=None if self.broker is None else self.broker.placed,
         )
 
     async def start(self) -> None:

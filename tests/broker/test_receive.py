@@ -13,7 +13,8 @@ from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.history import History
-from relay.core.hub import Hub
+from relay.core.hub import Hub, Outcome
+from relay.core.notification import parse_notification
 from relay.links.broker_wire import Keys, frame
 from tests.support import FakeClock
 
@@ -51,7 +52,7 @@ def message(**body: Any) -> bytes:
 
 def test_a_message_from_another_node_reaches_the_hub_parsed_and_unchanged() -> None:
     hub, browser = receiving_hub()
-    inbound = Inbound(KEYS, b"HERE", LimitsConfig(), FakeClock())
+    inbound = Inbound(KEYS, LimitsConfig(), FakeClock())
     payload = message(uniqueID="m1", extra=[1, 2])
     inbound.live(CHANNEL, frame(b"1700000000000-0", b"THERE", payload), hub)
     assert browser.received == [orjson.loads(payload)]
@@ -59,19 +60,32 @@ def test_a_message_from_another_node_reaches_the_hub_parsed_and_unchanged() -> N
     assert inbound.received == 1
 
 
-def test_this_nodes_own_messages_are_counted_and_left_out_unparsed() -> None:
+def test_this_nodes_own_posts_wait_for_redis_and_go_out_in_its_order() -> None:
     hub, browser = receiving_hub()
-    inbound = Inbound(KEYS, b"HERE", LimitsConfig(), FakeClock())
-    inbound.live(CHANNEL, frame(b"1700000000000-0", b"HERE", b"not even JSON"), hub)
-    assert browser.received == []
-    assert inbound.received == 1
+    inbound = Inbound(KEYS, LimitsConfig(), FakeClock())
+    hub.set_ordering(True, hold_seconds=4.0)
+    here = [parse_notification(orjson.dumps({"subscribers": ["K"], "uniqueID": "h0"}))]
+    here.append(parse_notification(orjson.dumps({"subscribers": ["K"], "uniqueID": "h1"})))
+    assert [hub.publish("default", post) for post in here] == [Outcome.HELD, Outcome.HELD]
+    assert browser.received == []  # nothing before Redis gives it its place
+    # Redis' order: the second post here, another node's, then the first post here.
+    stamped = [EncodedMessage(post.stamped("HERE")).payload for post in here]
+    inbound.live(CHANNEL, frame(b"1-0", b"HERE", bytes(stamped[1])), hub)
+    inbound.live(CHANNEL, frame(b"2-0", b"THERE", message(uniqueID="t0")), hub)
+    inbound.live(CHANNEL, frame(b"3-0", b"HERE", bytes(stamped[0])), hub)
+    assert [m["uniqueID"] for m in browser.received] == ["h1", "t0", "h0"]
+    assert hub.held == 0
+    assert inbound.received == 3
+    # A copy that comes again (a publish retried after a Redis fault) is not delivered twice.
+    inbound.live(CHANNEL, frame(b"4-0", b"HERE", bytes(stamped[0])), hub)
+    assert len(browser.received) == 3
 
 
 def test_what_is_not_a_message_under_the_limits_is_logged_and_left_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub, browser = receiving_hub()
-    inbound = Inbound(KEYS, b"HERE", LimitsConfig(max_subscribers=1), FakeClock())
+    inbound = Inbound(KEYS, LimitsConfig(max_subscribers=1), FakeClock())
     caplog.set_level(logging.WARNING, "relay.broker")
     inbound.live(CHANNEL, frame(b"1-0", b"THERE", message(subscribers=["K", "L"])), hub)
     inbound.live(CHANNEL, frame(b"2-0", b"THERE", b"{"), hub)
