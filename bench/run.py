@@ -69,6 +69,19 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             )
         ),
     ),
+    "broker-latency": (
+        "1,000 browsers on one broker-mode node (its own Redis), 20 posts/s: local latency",
+        _with_bench(
+            lambda b, q: scenarios.fanout(
+                b,
+                name="broker-latency",
+                browsers=200 if q else 1000,
+                rate=20,
+                duration=2 if q else 10,
+                broker=True,
+            )
+        ),
+    ),
     "20k": (
         "20,000 browsers (or as many as fit): idle RSS (idle-20k), then 1 post/s (fanout-20k)",
         _with_bench(

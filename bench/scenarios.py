@@ -88,14 +88,17 @@ def fanout(
     duration: float,
     workers: int = 2,
     idle_name: str | None = None,
+    broker: bool = False,
 ) -> list[Outcome]:
     """``browsers`` browsers on one node, all subscribed to the key posted ``rate`` times/s.
 
     With ``idle_name``, the node's memory is also measured once the browsers are
     connected and before anything is posted, as that idle scenario: connecting
     20,000 browsers is the slowest step of the benchmark, so it is done once.
+    With ``broker``, the node runs in broker mode on a Redis of its own: what
+    the cluster-wide order costs a node's own browsers.
     """
-    node = bench.node(node_config())
+    node = bench.node(node_config(broker=bench.redis().url if broker else None))
     posts = round(rate * duration)
     outcomes = []
     browser_workers, idle_outcome = _connect(
@@ -120,6 +123,7 @@ def fanout(
                 "scenario": name,
                 "description": (
                     f"{connected} browsers, {rate:g} posts/s of 200 bytes for {duration:g} s"
+                    + (" (broker mode)" if broker else "")
                 ),
                 "parameters": {**idle_outcome.result["parameters"], "rate": rate},
                 "figures": _delivery_figures(m),
