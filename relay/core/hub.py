@@ -319,7 +319,9 @@ class Hub:
         """Keep a post accepted here in history and deliver it to the browsers subscribed."""
         self._history.add(instance, subscribers, message)
         delivered = self._deliver(instance, subscribers, message)
-        self._counters_of(instance).messages_out += delivered
+        # Counted where its post was (that instance's own, or the overflow label's).
+        counters = self._counters.get(instance) or self._overflow()
+        counters.messages_out += delivered
         self.deliveries += delivered
 
     def announce(self, instance: str, body: dict[str, Any]) -> None:
