@@ -76,7 +76,7 @@ class Node:
         self.hub, self.peers, self.broker = parts.hub, parts.peers, parts.broker
         #: The last minutes, for the status page's charts.
         self.series = parts.series
-        self.status_monitor = new_monitor(config.cluster_status, parts.hub)
+        self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -294,7 +294,9 @@ class Node:
         change = reload.prepare(self.config, config, self._parts.tls)
         self.config, self._admin_settings = config, change.admin
         await reload.apply(change, self._parts, self.client_listeners)
-        self.status_monitor = await reload.renew_monitor(change, self.status_monitor, self.hub)
+        self.status_monitor = await reload.renew_monitor(
+            change, self.status_monitor, self.hub, self.broker
+        )
         return change.notes
 
     def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
