@@ -183,6 +183,8 @@ class NodeSnapshot:
     broker: BrokerReading | None = None
     #: The overload policy and its counters; None in tests that build a snapshot by hand.
     overload: OverloadReading | None = None
+    #: The alert webhook's counters (sent, failed, dropped, queue); None when alerts are off.
+    alerts: Mapping[str, int] | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""

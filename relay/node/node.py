@@ -29,6 +29,7 @@ from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.parts import Parts, new_monitor
+from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
@@ -77,6 +78,19 @@ class Node:
         #: The last minutes, for the status page's charts.
         self.series = parts.series
         self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
+        # In broker mode the cluster-status lease holder speaks for the cluster.
+        self.alerts = (
+            None
+            if config.alerts is None
+            else AlertSender(
+                config.alerts,
+                node=self.hub.fingerprint,
+                snapshot=self.snapshot,
+                speaks=lambda: (
+                    self.status_monitor is None or self.status_monitor.speaks_for_cluster
+                ),
+            )
+        )
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -152,6 +166,8 @@ class Node:
             await self.peers.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
+            if self.alerts is not None:
+                await self.alerts.start()
         except BaseException:
             await self.stop()
             raise
@@ -185,6 +201,8 @@ class Node:
         """
         self.ready = False
         await self._drain()
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self.status_monitor is not None:
             await self.status_monitor.stop()
         background, self._background = self._background, []
@@ -323,6 +341,7 @@ class Node:
             cluster_status=None if self.status_monitor is None else self.status_monitor.reading(),
             broker=None if self.broker is None else self.broker.reading(),
             overload=self._parts.overload.reading(),
+            alerts=None if self.alerts is None else self.alerts.reading(),
         )
 
     def _connection_count(self) -> int:
