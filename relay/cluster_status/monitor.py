@@ -43,6 +43,7 @@ from relay.cluster_status.verdicts.repositories import (
     compute_repository_sync,
     track_writing,
 )
+from relay.cluster_status.verdicts.resume import Resume
 from relay.config.cluster_status import ClusterStatusConfig, ConnectionTarget, DatabaseHost
 from relay.core.cluster_reading import ClusterStatusReading, RepositoriesReading
 
@@ -76,6 +77,8 @@ class ClusterStatusMonitor:
     uniqueID, data): once with the first state of each kind, then once per
     change. ``clock`` (monotonic) paces the polls and measures latency;
     ``wall_clock`` (unix seconds) stamps results and judges push ages.
+    ``resume`` is the state another node published last (broker mode): the
+    monitor starts from it rather than from nothing.
     """
 
     def __init__(
@@ -85,8 +88,11 @@ class ClusterStatusMonitor:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        resume: Resume | None = None,
     ) -> None:
         """Prepare the monitor; nothing is contacted before ``start``."""
+        resume = resume or Resume()
+        self._resume = resume
         self._config = config
         self._emit = emit
         self._clock = clock
@@ -99,8 +105,14 @@ class ClusterStatusMonitor:
         ]
         self._db_publisher = Publisher(config.keys.databases, DATABASES_TYPE)
         self._repo_publisher = Publisher(config.keys.repositories, REPOSITORIES_TYPE)
+        for publisher in (self._db_publisher, self._repo_publisher):
+            if publisher.type in resume.digests:
+                publisher.seed(resume.digests[publisher.type])
         self._unchecked: set[int] = set()
         self._mode: ModeVerdict | None = None
+        if resume.mode == "read-only":
+            # Already announced (and logged) by the node that checked before.
+            self._mode = ModeVerdict("read-only", None)
         self._repo_target = config.repository_target()
         self._repo_state: RepositorySyncState | None = None
         self._repo_error: str | None = None
@@ -112,6 +124,7 @@ class ClusterStatusMonitor:
         self._stopping = False
 
     def _new_host(self, entry: DatabaseHost, target: ConnectionTarget) -> _Host:
+        healthy = self._resume.healthy.get(target.label, True)
         checker = None
         if not entry.disabled:
             checker = DatabaseChecker(
@@ -127,8 +140,9 @@ class ClusterStatusMonitor:
             role=entry.role,
             disabled=entry.disabled,
             partition=tuple(entry.partition) if entry.partition is not None else None,
+            healthy=healthy,
         )
-        return _Host(entry, target, checker, HealthTracker(), state)
+        return _Host(entry, target, checker, HealthTracker(healthy=healthy), state)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -195,6 +209,13 @@ class ClusterStatusMonitor:
             databases=tuple(database_reading(state) for state in states),
             repositories=repositories,
         )
+
+    def digest(self, type_: str) -> str | None:
+        """The fingerprint digest of the last message of ``type_`` emitted (or resumed from)."""
+        for publisher in (self._db_publisher, self._repo_publisher):
+            if publisher.type == type_:
+                return publisher.digest
+        return None
 
     # -- databases ----------------------------------------------------------
 

@@ -191,6 +191,10 @@ class ClusterStatusConfig(BaseModel):
     write_interruption_seconds: float = Field(default=300.0, gt=0)
     keys: StatusKeys = Field(default_factory=StatusKeys)
     instance: str = Field(default="default", min_length=1)
+    #: Broker mode: the lease of the node that checks for the whole cluster.
+    #: It is renewed every third of this; after its holder dies another node
+    #: checks within 4/3 of it (see the README's "Cluster status").
+    lease_seconds: float = Field(default=10.0, ge=0.3, le=600)
 
     @field_validator("namespace")
     @classmethod

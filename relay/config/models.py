@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from relay.config.alerts import AlertsConfig
 from relay.config.broker import BrokerConfig
 from relay.config.cluster_status import ClusterStatusConfig
 from relay.config.hosts import base_url
@@ -273,6 +274,8 @@ class Config(_Section):
     cluster_status: ClusterStatusConfig | None = None
     #: Broker mode: the Redis the nodes publish to and receive from; off when absent.
     broker: BrokerConfig | None = None
+    #: The webhook told when something goes wrong; off when absent.
+    alerts: AlertsConfig | None = None
     #: "text" for people, "json" (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
     #: Processes serving this node's ports together (``relay serve --workers N``

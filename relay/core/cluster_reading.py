@@ -8,6 +8,7 @@ key (camelCase, as Phorge's own status pages name them). Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,9 +269,13 @@ class ClusterStatusReading:
     databases: tuple[DatabaseReading, ...]
     #: None when the repository checks are off.
     repositories: RepositoriesReading | None
+    #: Broker mode: ``{"holder": bool, "token": int | None}``, whether this node
+    #: runs the checks for the cluster; None without a broker.
+    lease: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``GET /cluster-status/``."""
+        lease = {} if self.lease is None else {"lease": dict(self.lease)}
         return {
             "instance": self.instance,
             "observer": self.observer,
@@ -279,4 +284,5 @@ class ClusterStatusReading:
             "modeReason": self.mode_reason,
             "databases": [database.as_dict() for database in self.databases],
             "repositories": None if self.repositories is None else self.repositories.as_dict(),
+            **lease,
         }

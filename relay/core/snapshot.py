@@ -187,6 +187,8 @@ class NodeSnapshot:
     #: Posts, messages and browsers counted under ``OVERFLOW_INSTANCE`` because their
     #: instance could not be counted on its own (``limits.max_instances``).
     instances_overflowed: int = 0
+    #: The alert webhook's counters (sent, failed, dropped, queue); None when alerts are off.
+    alerts: Mapping[str, int] | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""

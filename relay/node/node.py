@@ -30,6 +30,7 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.listeners.http_guard import guard_server
 from relay.node import reload
 from relay.node.parts import Parts, new_monitor
+from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
@@ -77,7 +78,20 @@ class Node:
         self.hub, self.peers, self.broker = parts.hub, parts.peers, parts.broker
         #: The last minutes, for the status page's charts.
         self.series = parts.series
-        self.status_monitor = new_monitor(config.cluster_status, parts.hub)
+        self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
+        # In broker mode the cluster-status lease holder speaks for the cluster.
+        self.alerts = (
+            None
+            if config.alerts is None
+            else AlertSender(
+                config.alerts,
+                node=self.hub.fingerprint,
+                snapshot=self.snapshot,
+                speaks=lambda: (
+                    self.status_monitor is None or self.status_monitor.speaks_for_cluster
+                ),
+            )
+        )
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -154,6 +168,8 @@ class Node:
             await self.peers.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
+            if self.alerts is not None:
+                await self.alerts.start()
         except BaseException:
             await self.stop()
             raise
@@ -187,6 +203,8 @@ class Node:
         """
         self.ready = False
         await self._drain()
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self.status_monitor is not None:
             await self.status_monitor.stop()
         background, self._background = self._background, []
@@ -298,7 +316,9 @@ class Node:
         change = reload.prepare(self.config, config, self._parts.tls)
         self.config, self._admin_settings = config, change.admin
         await reload.apply(change, self._parts, self.client_listeners)
-        self.status_monitor = await reload.renew_monitor(change, self.status_monitor, self.hub)
+        self.status_monitor = await reload.renew_monitor(
+            change, self.status_monitor, self.hub, self.broker
+        )
         return change.notes
 
     def _servers(self, kind: str) -> list[tuple[str, ServerConfig]]:
@@ -326,6 +346,7 @@ class Node:
             broker=None if self.broker is None else self.broker.reading(),
             overload=self._parts.overload.reading(),
             instances_overflowed=hub.overflowed,
+            alerts=None if self.alerts is None else self.alerts.reading(),
         )
 
     def _connection_count(self) -> int:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from relay.broker.link import Broker
-from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config import Config, DashboardConfig, HistoryConfig
 from relay.config.cluster_status import ClusterStatusConfig
 from relay.config.secrets import Secret
@@ -26,6 +24,7 @@ from relay.core.hub import Hub
 from relay.links.backoff import Backoff
 from relay.links.forwarding import forward_for
 from relay.links.overload import OverloadGuard
+from relay.node.cluster_checks import ClusterChecks
 from relay.observe.timeseries import TimeSeries, capacity_for
 from relay.peering.peers import PeerSet
 
@@ -93,13 +92,19 @@ class Parts:
         )
 
 
-def new_monitor(status: ClusterStatusConfig | None, hub: Hub) -> ClusterStatusMonitor | None:
-    """The cluster-status module for ``status`` (None when the section is absent)."""
+def new_monitor(
+    status: ClusterStatusConfig | None, hub: Hub, broker: Broker | None = None
+) -> ClusterChecks | None:
+    """The cluster-status module for ``status`` (None when the section is absent).
+
+    With a ``broker`` (the node's link to Redis, whose config it shares) one
+    node per cluster checks; without, this node checks for itself.
+    """
     if status is None:
         return None
-    # Each node reports what it observes itself: status messages are
-    # announced to local browsers only, never forwarded to peers.
-    return ClusterStatusMonitor(status, partial(hub.announce, status.instance))
+    return ClusterChecks(
+        status, None if broker is None else broker.config, hub.fingerprint, hub.announce
+    )
 
 
 def dedup_window(history: HistoryConfig) -> float:

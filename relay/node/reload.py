@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from relay.cluster_status.monitor import ClusterStatusMonitor
+from relay.broker.link import Broker
 from relay.config import Config
 from relay.config.secrets import Secret, load_secret
 from relay.config.tls import ListenerContexts, peer_tls_context
 from relay.core.hub import Hub
 from relay.listeners.admin import AdminSettings
 from relay.listeners.client_listener import ClientListener
+from relay.node.cluster_checks import ClusterChecks
 from relay.node.parts import Parts, chart_capacity, dedup_window, new_monitor
 
 #: The settings a running node keeps as they were until it restarts, and what happens meanwhile.
@@ -98,14 +99,18 @@ async def apply(change: Reload, parts: Parts, listeners: Iterable[ClientListener
 
 
 async def renew_monitor(
-    change: Reload, running: ClusterStatusMonitor | None, hub: Hub
-) -> ClusterStatusMonitor | None:
-    """The cluster-status module after a reload: ``running``, or a new one for a new section."""
+    change: Reload, running: ClusterChecks | None, hub: Hub, broker: Broker | None = None
+) -> ClusterChecks | None:
+    """The cluster-status module after a reload: ``running``, or a new one for a new section.
+
+    ``broker`` is the node's link to Redis (broker mode): a new module meets
+    the other nodes there too.
+    """
     if not change.monitor_changed:
         return running
     if running is not None:
         await running.stop()
-    monitor = new_monitor(change.config.cluster_status, hub)
+    monitor = new_monitor(change.config.cluster_status, hub, broker)
     if monitor is not None:
         await monitor.start()
     return monitor

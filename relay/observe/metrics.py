@@ -7,7 +7,7 @@ observed as messages are routed (once per message, not per recipient).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -70,6 +70,8 @@ class NodeMetrics(Collector):
             yield from _broker(snapshot.broker)
         if snapshot.cluster_status is not None:
             yield from _cluster_status(snapshot.cluster_status)
+        if snapshot.alerts is not None:
+            yield from _alerts(snapshot.alerts)
 
 
 def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:
@@ -230,6 +232,17 @@ def _cluster_status(reading: ClusterStatusReading) -> Iterator[Metric]:
     for service in services:
         verdicts.add_metric([service.name, service.verdict], 1)
     yield verdicts
+
+
+def _alerts(alerts: Mapping[str, int]) -> Iterator[Metric]:
+    """The alert webhook's counters."""
+    for name, documentation in (
+        ("sent", "Alerts the webhook accepted."),
+        ("failed", "Alerts given up on after every attempt failed."),
+        ("dropped", "Alerts dropped unsent because the queue was full."),
+    ):
+        yield CounterMetricFamily(f"relay_alerts_{name}", documentation, value=alerts[name])
+    yield _gauge("relay_alerts_queue", "Alerts waiting to be sent.", alerts["queue"])
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

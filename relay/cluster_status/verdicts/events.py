@@ -7,10 +7,14 @@ cares about (statuses, delay class, health, mode, sync verdicts, versions),
 leaving out what moves on every poll (latency, exact delay, lag, times).
 A ``Publisher`` turns a payload into a relay message only when its
 fingerprint differs from the last one, so an unchanged poll sends nothing.
+Fingerprints are compared by digest, a short text another node can be
+handed: a node taking the checks over (broker mode) starts from the digest
+the previous checker published, so an unchanged state is not announced again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -43,6 +47,7 @@ __all__ = [
     "database_fingerprint",
     "database_payload",
     "database_reading",
+    "fingerprint_digest",
     "repositories_reading",
     "repository_fingerprint",
     "repository_payload",
@@ -67,16 +72,25 @@ class Publisher:
         self.key = key
         self.type = type_
         self._unique_id = unique_id
-        self._offered = False
-        self._fingerprint: Hashable | None = None
+        #: The digest of the last fingerprint offered (or seeded); None before any.
+        self.digest: str | None = None
+
+    def seed(self, digest: str) -> None:
+        """Start as if a message with this fingerprint digest had been sent already."""
+        self.digest = digest
 
     def offer(self, data: dict[str, Any], fingerprint: Hashable) -> dict[str, Any] | None:
         """Return a message for ``data`` if its fingerprint is new, else None."""
-        if self._offered and fingerprint == self._fingerprint:
+        digest = fingerprint_digest(fingerprint)
+        if digest == self.digest:
             return None
-        self._offered = True
-        self._fingerprint = fingerprint
+        self.digest = digest
         return new_message(self.key, self.type, data, unique_id=self._unique_id())
+
+
+def fingerprint_digest(fingerprint: Hashable) -> str:
+    """A fingerprint as a short stable text (fingerprints are tuples of plain values)."""
+    return hashlib.sha256(repr(fingerprint).encode()).hexdigest()[:32]
 
 
 # -- databases ----------------------------------------------------------------

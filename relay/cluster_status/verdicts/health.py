@@ -33,13 +33,17 @@ class HealthTracker:
     caller likes, usually wall-clock seconds), so tests never wait.
     """
 
-    def __init__(self, window: int = HEALTH_WINDOW) -> None:
-        """Start healthy with an empty window of ``window`` results."""
+    def __init__(self, window: int = HEALTH_WINDOW, *, healthy: bool = True) -> None:
+        """Start ``healthy``, with an empty window of ``window`` results.
+
+        A node taking the checks over starts each host from the health the
+        previous checker published, so it does not announce a false recovery.
+        """
         if window < 1:
             raise ValueError("window must be at least 1")
         self._window = window
         self._results: deque[bool] = deque(maxlen=window)
-        self._healthy = True
+        self._healthy = healthy
         self._changed_at: float | None = None
 
     @property

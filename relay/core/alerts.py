@@ -1,0 +1,146 @@
+"""Alerts: what in a node's snapshot needs someone, and when an episode begins and ends.
+
+Pure. ``problems(snapshot)`` lists what is wrong now, each under a stable
+key (``read-only``, ``database-unhealthy:db1:3306``...). ``AlertTracker``
+turns those readings into episodes on an injected clock: an alert when a
+problem has lasted its bound (0 for most, ``out_of_sync_seconds`` for
+repositories), one more when it is gone, nothing in between. ``alert_body``
+and ``signature`` make the webhook's body and its HMAC-SHA256 header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from relay.core.cluster_reading import ClusterStatusReading
+from relay.core.snapshot import NodeSnapshot
+
+__all__ = ["AlertEvent", "AlertTracker", "Problem", "alert_body", "problems", "signature"]
+
+#: Replication statuses that mean a replica is not keeping up with its master.
+BROKEN_REPLICATION = frozenset({"not-replicating", "replica-none", "replica-slow"})
+#: Repository service verdicts that need nobody's attention.
+HEALTHY_SERVICES = frozenset({"Synchronized", "No Repositories"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something wrong now: its kind, what it is about, and a line for people."""
+
+    kind: str
+    subject: str | None
+    summary: str
+
+    @property
+    def key(self) -> str:
+        """The same key for the same problem on every reading and every node."""
+        return self.kind if self.subject is None else f"{self.kind}:{self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """An episode beginning (``state`` "firing") or ending ("resolved")."""
+
+    problem: Problem
+    state: str
+    #: When the problem was first seen (clock seconds).
+    since: float
+
+
+def problems(snapshot: NodeSnapshot) -> list[Problem]:
+    """Everything wrong in ``snapshot``: Phorge's databases and repositories, peers, Redis."""
+    found: list[Problem] = []
+    status = snapshot.cluster_status
+    if status is not None:
+        found += _status_problems(status)
+    for peer in snapshot.peers:
+        if not peer.is_self and peer.state in ("down", "refused"):
+            name = f"{peer.host}:{peer.port}"
+            found.append(Problem("peer-down", name, f"peer {name} is {peer.state}"))
+    broker = snapshot.broker
+    if broker is not None and broker.state == "down":
+        found.append(Problem("broker-lost", None, f"Redis {broker.url} is down"))
+    return found
+
+
+def _status_problems(status: ClusterStatusReading) -> Iterable[Problem]:
+    if status.mode == "read-only":
+        reason = status.mode_reason
+        yield Problem("read-only", None, "Phorge is read-only" + (f" ({reason})" if reason else ""))
+    for database in status.databases:
+        if database.disabled:
+            continue
+        ref = database.ref
+        if not database.health.healthy:
+            yield Problem("database-unhealthy", ref, f"database {ref} is unhealthy")
+        replication = database.replication
+        if replication is not None and replication.status in BROKEN_REPLICATION:
+            yield Problem("replication-broken", ref, f"database {ref} is {replication.status}")
+    services = () if status.repositories is None else status.repositories.services
+    for service in services:
+        if service.verdict not in HEALTHY_SERVICES:
+            name = service.name
+            yield Problem(
+                "repositories-out-of-sync", name, f"repository service {name} is {service.verdict}"
+            )
+
+
+class AlertTracker:
+    """Episodes of problems: each alerted once when it has lasted its bound, and once at its end."""
+
+    def __init__(self, clock: Callable[[], float], bounds: Mapping[str, float]) -> None:
+        """Time with ``clock``; a problem of kind ``k`` must last ``bounds[k]`` s (default 0)."""
+        self._clock = clock
+        self._bounds = bounds
+        self._first_seen: dict[str, float] = {}
+        self._firing: dict[str, Problem] = {}
+
+    def update(self, now_wrong: Iterable[Problem]) -> list[AlertEvent]:
+        """The episodes that began or ended, given everything wrong now."""
+        now = self._clock()
+        current = {problem.key: problem for problem in now_wrong}
+        events = []
+        for key, problem in self._firing.copy().items():
+            if key not in current:
+                del self._firing[key]
+                events.append(AlertEvent(problem, "resolved", self._first_seen.pop(key)))
+        for key in list(self._first_seen):
+            if key not in current:
+                del self._first_seen[key]  # gone before it lasted its bound
+        for key, problem in current.items():
+            since = self._first_seen.setdefault(key, now)
+            if key not in self._firing and now - since >= self._bounds.get(problem.kind, 0.0):
+                self._firing[key] = problem
+                events.append(AlertEvent(problem, "firing", since))
+        return events
+
+
+def alert_body(event: AlertEvent, *, node: str, at: float, started_at: float) -> bytes:
+    """The webhook's JSON body for ``event`` (README, "Alerts").
+
+    ``at`` and ``started_at`` are unix seconds: now, and when the problem was
+    first seen.
+    """
+    problem = event.problem
+    return orjson.dumps(
+        {
+            "state": event.state,
+            "kind": problem.kind,
+            "subject": problem.subject,
+            "key": problem.key,
+            "summary": problem.summary,
+            "since": round(started_at, 3),
+            "at": round(at, 3),
+            "node": node,
+        }
+    )
+
+
+def signature(body: bytes, secret: str) -> str:
+    """The ``X-Relay-Signature`` header: ``sha256=`` and the hex HMAC-SHA256 of ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -1,0 +1,179 @@
+"""Broker mode: the cluster-status checks run on one node per cluster, and move when it dies.
+
+Three relay processes meet in a real redis-server and watch a real
+replicating MariaDB pair. Each node connects as a user of its own, so the
+servers' own per-user statistics (``information_schema.USER_STATISTICS``)
+say which nodes query them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.cluster_status.helpers import MONITOR_PASSWORD, MONITOR_PRIVILEGES, host_entry
+from tests.harness import Cluster, Relays
+from tests.mariadb_harness import MariaDBServer
+from tests.redis_harness import RedisServer
+from tests.support import Browser, eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+DATABASES = "relay.cluster.databases"
+LEASE_SECONDS = 1.0
+#: The documented bound (4/3 of the lease), plus room for a loaded machine.
+TAKEOVER_BOUND = LEASE_SECONDS * 4 / 3 + 2.0
+BROKER = {
+    "timeout_seconds": 0.5,
+    "connect_timeout_seconds": 0.5,
+    "ping_interval_seconds": 0.25,
+    "stale_seconds": 1.5,
+    "backoff_initial_seconds": 0.05,
+    "backoff_max_seconds": 0.5,
+}
+
+
+def node_user(index: int) -> str:
+    return f"relay_node{index}"
+
+
+def connections(server: MariaDBServer) -> dict[str, int]:
+    """Connections each node's user has made to ``server`` so far."""
+    rows = server.sql("SELECT USER, TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS")
+    return {str(row["USER"]): int(row["TOTAL_CONNECTIONS"]) for row in rows}
+
+
+def made_since(server: MariaDBServer, before: dict[str, int], index: int) -> int:
+    return connections(server).get(node_user(index), 0) - before.get(node_user(index), 0)
+
+
+async def start_watching(
+    relays: Relays, redis: RedisServer, master: MariaDBServer, replica: MariaDBServer
+) -> Cluster:
+    for server in (master, replica):
+        server.sql("SET GLOBAL userstat = 1")
+        for index in range(3):
+            server.create_user(node_user(index), MONITOR_PASSWORD, MONITOR_PRIVILEGES)
+    cluster = relays.broker(3, {"url": redis.url, **BROKER})
+    for index, node in enumerate(cluster):
+        user = node_user(index)
+        node.config["cluster_status"] = {
+            "databases": [
+                host_entry(master, "master", user=user),
+                host_entry(replica, "replica", user=user),
+            ],
+            "database_interval_seconds": 0.1,
+            "connect_timeout_seconds": 1,
+            "query_timeout_seconds": 1,
+            "repository": {"enabled": False},
+            "lease_seconds": LEASE_SECONDS,
+        }
+    return await cluster.start()
+
+
+async def holders(cluster: Cluster, session: aiohttp.ClientSession, alive: list[int]) -> list[int]:
+    """The nodes among ``alive`` whose ``/cluster-status/`` says they hold the lease."""
+    found = []
+    for index in alive:
+        async with session.get(cluster[index].admin_url + "/cluster-status/") as response:
+            body = await response.json()
+        if body["lease"]["holder"]:
+            found.append(index)
+    return found
+
+
+def replica_status(message: dict[str, Any], replica: MariaDBServer) -> str | None:
+    entry = next(d for d in message["data"]["databases"] if d["port"] == replica.port)
+    replication = entry["replication"]
+    return None if replication is None else str(replication["status"])
+
+
+class Watcher:
+    """A browser on one node and every status message it got."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.messages: list[dict[str, Any]] = list(browser.pending)
+
+    async def take(self) -> list[dict[str, Any]]:
+        fresh = [m for m in await self.browser.drain() if m.get("key") == DATABASES]
+        self.messages += fresh
+        return fresh
+
+
+async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
+    relays: Relays,
+    redis_server: RedisServer,
+    pair: tuple[MariaDBServer, MariaDBServer],
+    session: aiohttp.ClientSession,
+) -> None:
+    master, replica = pair
+    cluster = await start_watching(relays, redis_server, master, replica)
+    watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
+
+    async def everyone_sees(status: str) -> bool:
+        for watcher in watchers:
+            await watcher.take()
+        return all(
+            w.messages and replica_status(w.messages[-1], replica) == status for w in watchers
+        )
+
+    await eventually(lambda: everyone_sees("okay"), "every browser sees replication okay")
+    alive = [0, 1, 2]
+    [holder] = await holders(cluster, session, alive)
+
+    # Only the holder connects, to either server, while ten rounds pass.
+    before = {server.port: connections(server) for server in (master, replica)}
+
+    async def ten_rounds() -> bool:
+        return made_since(master, before[master.port], holder) >= 10
+
+    await eventually(ten_rounds, "the holder checks the master ten times")
+    for server in (master, replica):
+        for index in alive:
+            if index != holder:
+                assert made_since(server, before[server.port], index) == 0, (index, server.name)
+
+    # SIGKILL: it cannot hand the lease over; another takes it when it runs out.
+    cluster[holder].kill()
+    killed_at = time.monotonic()
+    alive.remove(holder)
+    watchers.pop(holder)
+    taken: list[int] = []
+
+    async def taken_over() -> bool:
+        taken[:] = await holders(cluster, session, alive)
+        return len(taken) == 1
+
+    await eventually(taken_over, "another node holds the lease")
+    assert time.monotonic() - killed_at < TAKEOVER_BOUND
+    [successor] = taken
+    before = {server.port: connections(server) for server in (master, replica)}
+
+    async def successor_checks() -> bool:
+        return made_since(master, before[master.port], successor) >= 10
+
+    await eventually(successor_checks, "the new holder checks the master ten times")
+    [bystander] = [index for index in alive if index != successor]
+    assert made_since(master, before[master.port], bystander) == 0
+    # The new holder started from the published state: nothing was announced again.
+    for watcher in watchers:
+        assert await watcher.take() == []
+
+    # Each change reaches every remaining browser once.
+    replica.stop_sql_thread()
+    await eventually(lambda: everyone_sees("not-replicating"), "the SQL thread stopped")
+    replica.start_sql_thread()
+    await eventually(lambda: everyone_sees("okay"), "replication running again")
+    for watcher in watchers:
+        await watcher.take()
+    sequences = [[m["uniqueID"] for m in w.messages] for w in watchers]
+    assert sequences[0] == sequences[1]
+    assert len(set(sequences[0])) == len(sequences[0])
+    statuses = [replica_status(m, replica) for m in watchers[0].messages]
+    assert statuses.count("not-replicating") == 1
+    for watcher in watchers:
+        await watcher.browser.close()

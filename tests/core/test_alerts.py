@@ -1,0 +1,113 @@
+"""Alerts' pure core: problems in a snapshot, episodes on a fake clock, body and signature."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import orjson
+
+from relay.core.alerts import AlertTracker, Problem, alert_body, problems, signature
+from relay.core.cluster_reading import (
+    ClusterStatusReading,
+    DatabaseReading,
+    HealthReading,
+    ReplicationReading,
+    RepositoriesReading,
+    ServiceReading,
+)
+from relay.core.snapshot import BrokerReading, NodeSnapshot
+from tests.support import FakeClock
+
+
+def snapshot(status: ClusterStatusReading | None, broker: str | None = None) -> NodeSnapshot:
+    reading = None
+    if broker is not None:
+        reading = BrokerReading("redis://r:6379/0", broker, 1.0, None, 0, 0, 0, 0, 0, 0)
+    return NodeSnapshot("fp", 0, 0, {}, 0, {}, [], status, broker=reading)
+
+
+def database(ref: str, *, healthy: bool = True, replication: str | None = None) -> DatabaseReading:
+    return DatabaseReading(
+        ref,
+        ref.split(":")[0],
+        3306,
+        "replica",
+        ref == "db4:3306",
+        None,
+        None,
+        None if replication is None else ReplicationReading(replication, None, None, None),
+        HealthReading(healthy, 0, 5, 5, None, None),
+    )
+
+
+def test_problems_name_each_thing_wrong() -> None:
+    service = ServiceReading("S", "repo", False, (), (), "Unsynchronized", None, (), ())
+    status = ClusterStatusReading(
+        instance="default",
+        observer="h",
+        databases_key="d",
+        repositories_key="r",
+        mode="read-only",
+        mode_reason="master db1:3306 is unhealthy",
+        databases=(
+            database("db1:3306", healthy=False),
+            database("db2:3306", replication="okay"),
+            database("db3:3306", replication="not-replicating"),
+            database("db4:3306", healthy=False),
+        ),
+        repositories=RepositoriesReading("default", "h", 0.0, None, None, True, (service,)),
+    )
+    keys = [p.key for p in problems(snapshot(status, broker="down"))]
+    assert keys == [
+        "read-only",
+        "database-unhealthy:db1:3306",
+        "replication-broken:db3:3306",
+        "repositories-out-of-sync:repo",
+        "broker-lost",
+    ]
+    assert problems(snapshot(None, broker="up")) == []
+
+
+def test_an_episode_alerts_once_when_it_begins_and_once_when_it_ends() -> None:
+    clock = FakeClock()
+    tracker = AlertTracker(clock, {})
+    wrong = Problem("read-only", None, "Phorge is read-only")
+    [begun] = tracker.update([wrong])
+    assert (begun.state, begun.since) == ("firing", clock())
+    clock.advance(5)
+    assert tracker.update([wrong]) == []
+    [ended] = tracker.update([])
+    assert ended.state == "resolved"
+    assert tracker.update([]) == []
+
+
+def test_a_bounded_problem_alerts_only_once_it_lasted() -> None:
+    clock = FakeClock()
+    tracker = AlertTracker(clock, {"repositories-out-of-sync": 300})
+    push = Problem("repositories-out-of-sync", "repo", "repository service repo is Partial")
+    assert tracker.update([push]) == []
+    clock.advance(200)
+    assert tracker.update([]) == []  # a push that caught up: never alerted, never resolved
+    assert tracker.update([push]) == []
+    clock.advance(300)
+    [begun] = tracker.update([push])
+    assert begun.state == "firing"
+
+
+def test_the_body_is_documented_json_and_the_signature_an_hmac() -> None:
+    clock = FakeClock()
+    [event] = AlertTracker(clock, {}).update([Problem("peer-down", "p:1", "peer p:1 is down")])
+    body = alert_body(event, node="fp", at=1700000001.0, started_at=1700000000.0)
+    assert orjson.loads(body) == {
+        "state": "firing",
+        "kind": "peer-down",
+        "subject": "p:1",
+        "key": "peer-down:p:1",
+        "summary": "peer p:1 is down",
+        "since": 1700000000.0,
+        "at": 1700000001.0,
+        "node": "fp",
+    }
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert signature(body, "s3cret") == "sha256=" + expected
