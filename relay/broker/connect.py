@@ -1,11 +1,16 @@
 """A redis-py client for one broker session: the URL's server, or the master Sentinel names.
 
 Commands time out after ``timeout_seconds`` and are never retried inside
-redis-py: the broker's supervisor retries whole sessions, with backoff.
+redis-py: the broker's supervisor retries whole sessions, with backoff. When
+a session fails as if something other than Redis answered, ``what_answers``
+looks at that server with a raw socket and says what it is instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -13,8 +18,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.config.broker import BrokerConfig
+from relay.links.broker_answer import PROBE, describe
+
+#: The most the probe reads of a foreign server's answer.
+PROBE_READ = 256
 
 
 def new_client(config: BrokerConfig, fingerprint: str) -> tuple[aioredis.Redis, Sentinel | None]:
@@ -52,3 +64,83 @@ def new_client(config: BrokerConfig, fingerprint: str) -> tuple[aioredis.Redis, 
     options["db"] = int(parts.path.lstrip("/") or 0)
     # A new session asks the Sentinels again: after a fail-over, the new master.
     return sentinel.master_for(config.master_name, **options), sentinel
+
+
+def may_not_be_redis(exc: BaseException, *, tls: bool) -> bool:
+    """Whether ``exc`` is how redis-py fails when the server is something else than Redis.
+
+    A reply that is not RESP, a connection closed before any reply, or a TLS
+    handshake (``tls``: the URL says ``rediss://``) that fails for another
+    reason than the certificate, or never ends (a plain Redis waits for the
+    end of a line that a TLS greeting does not have).
+    """
+    if isinstance(exc, InvalidResponse):
+        return True
+    if tls and isinstance(exc, (RedisTimeoutError, TimeoutError)):
+        return True
+    if not isinstance(exc, RedisConnectionError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return False
+    if isinstance(cause, (ssl.SSLError, ConnectionResetError)):
+        return True
+    return cause is None and "closed by server" in str(exc)
+
+
+async def what_answers(config: BrokerConfig) -> str | None:
+    """Say what answers at the URL's address when it is not Redis; None when it is, or unknown.
+
+    Sends ``PROBE`` in plain text and reads the first bytes back; a server
+    that closes at once is then tried with a TLS handshake (certificate not
+    checked: only whether it speaks TLS). Only for a URL's own host and port
+    (not with Sentinels, nor a Unix socket). Never raises.
+    """
+    parts = urlsplit(config.url)
+    if config.sentinels or parts.scheme == "unix" or not parts.hostname:
+        return None
+    host, port = parts.hostname, parts.port or 6379
+    connect, wait = config.connect_timeout_seconds, config.timeout_seconds
+    try:
+        reply = await _first_bytes(host, port, connect, wait)
+        speaks_tls = (
+            reply == b"" and not config.uses_tls and await _handshakes_tls(host, port, connect)
+        )
+    except (OSError, TimeoutError):
+        return None  # gone, refused: the client's own reason says it better
+    return describe(reply, speaks_tls=speaks_tls, url_uses_tls=config.uses_tls)
+
+
+async def _first_bytes(host: str, port: int, connect: float, wait: float) -> bytes | None:
+    """What the server sends back to ``PROBE``: b"" if it closed, None if silent."""
+    async with asyncio.timeout(connect):
+        reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(PROBE)
+        try:
+            async with asyncio.timeout(wait):
+                return await reader.read(PROBE_READ)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _handshakes_tls(host: str, port: int, connect: float) -> bool:
+    """Whether a TLS handshake with the address succeeds (nothing is verified)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(connect):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from relay.broker.connect import new_client
+from relay.broker.connect import may_not_be_redis, new_client, what_answers
 from relay.broker.receive import Inbound, OrderedSink, Sink
 from relay.config import HistoryConfig, LimitsConfig
 from relay.config.broker import BrokerConfig
@@ -228,7 +228,7 @@ class Broker:
                 self.stale += 1
                 self._down(str(exc))
             except (RedisError, OSError, TimeoutError, ValueError) as exc:
-                self._down(_describe(exc))
+                self._down(await self._reason(exc))
             except Exception as exc:
                 # A bug, not Redis: say so loudly, and still keep trying.
                 log.exception("broker session failed unexpectedly")
@@ -238,6 +238,15 @@ class Broker:
             self._wake_waiters(everyone=True)
             self._first_attempt.set()
             await asyncio.sleep(self._backoff.next_delay())
+
+    async def _reason(self, exc: BaseException) -> str:
+        """Why a session failed; when it may be that the server is not Redis, what it is."""
+        # A session that was up talked to Redis: only a failed start is looked into.
+        if self.state is not BrokerState.UP and may_not_be_redis(exc, tls=self.config.uses_tls):
+            found = await what_answers(self.config)
+            if found is not None:
+                return found
+        return _describe(exc)
 
     async def _session(self, sink: OrderedSink) -> None:
         """One connection's life: connect, subscribe, reload, then publish and receive."""
