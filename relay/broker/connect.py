@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse
+from redis.exceptions import InvalidResponse, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.config.broker import BrokerConfig
@@ -86,6 +86,42 @@ def may_not_be_redis(exc: BaseException, *, tls: bool) -> bool:
     if isinstance(cause, (ssl.SSLError, ConnectionResetError)):
         return True
     return cause is None and "closed by server" in str(exc)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line reason, without secrets (redis-py's messages carry no password)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def failure_reason(config: BrokerConfig, exc: BaseException) -> str:
+    """Why talking to Redis failed with ``exc``: what answers at its address, if not Redis."""
+    if may_not_be_redis(exc, tls=config.uses_tls):
+        found = await what_answers(config)
+        if found is not None:
+            return found
+    return describe_failure(exc)
+
+
+async def reach(config: BrokerConfig, name: str) -> str | None:
+    """Connect to Redis as the broker link would and PING it; the reason it fails, or None.
+
+    For ``check-config --connect``: the same client options, timeouts and
+    password; ``name`` is the client name Redis shows for the connection.
+    """
+    client, sentinel = new_client(config, name)
+    try:
+        async with asyncio.timeout(config.connect_timeout_seconds + config.timeout_seconds):
+            await client.ping()
+    except (RedisError, OSError, TimeoutError, ValueError) as exc:
+        return await failure_reason(config, exc)
+    finally:
+        await client.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
+    return None
 
 
 async def what_answers(config: BrokerConfig) -> str | None:

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from relay.broker.connect import may_not_be_redis, new_client, what_answers
+from relay.broker.connect import describe_failure, failure_reason, new_client
 from relay.broker.receive import Inbound, OrderedSink, Sink
 from relay.config import HistoryConfig, LimitsConfig
 from relay.config.broker import BrokerConfig
@@ -232,7 +232,7 @@ class Broker:
             except Exception as exc:
                 # A bug, not Redis: say so loudly, and still keep trying.
                 log.exception("broker session failed unexpectedly")
-                self._down(_describe(exc))
+                self._down(describe_failure(exc))
             # No order from Redis while it is away: deliver locally, at once.
             sink.set_ordering(False)
             self._wake_waiters(everyone=True)
@@ -242,11 +242,9 @@ class Broker:
     async def _reason(self, exc: BaseException) -> str:
         """Why a session failed; when it may be that the server is not Redis, what it is."""
         # A session that was up talked to Redis: only a failed start is looked into.
-        if self.state is not BrokerState.UP and may_not_be_redis(exc, tls=self.config.uses_tls):
-            found = await what_answers(self.config)
-            if found is not None:
-                return found
-        return _describe(exc)
+        if self.state is not BrokerState.UP:
+            return await failure_reason(self.config, exc)
+        return describe_failure(exc)
 
     async def _session(self, sink: OrderedSink) -> None:
         """One connection's life: connect, subscribe, reload, then publish and receive."""
@@ -394,11 +392,3 @@ class Broker:
             self.config.display_url,
             reason,
         )
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason, without secrets (redis-py's messages carry no password)."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -22,7 +22,7 @@ import orjson
 from relay import __version__
 from relay.cli.admin_client import AdminTarget, find_target
 from relay.cli.cluster_table import render_table
-from relay.cli.preflight import check_config
+from relay.cli.preflight import check_config, reach
 from relay.cli.status_table import render_status
 from relay.cli.wording import counted
 from relay.config import (
@@ -66,12 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_serve(commands)
-    _add_command(
+    check_cmd = _add_command(
         commands,
         "check-config",
         _check_config,
         "validate a config file and what it points at (addresses, TLS, secret, log files)",
         config_required=True,
+    )
+    check_cmd.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to the broker and the cluster-status databases",
     )
     status_cmd = _add_client_command(
         commands, "status", _status, "print the status of a running node"
@@ -193,6 +198,10 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in checked.warnings:
         print(f"relay: warning: {warning}", file=sys.stderr)
     config = checked.config
+    if args.connect:
+        unreached = run(reach(config))
+        if unreached:
+            raise ConfigError([f"{args.config}: {problem}" for problem in unreached])
     parts = [
         counted(len(config.listeners("client")), "client listener"),
         counted(len(config.listeners("admin")), "admin listener"),
@@ -200,8 +209,19 @@ def _check_config(args: argparse.Namespace) -> int:
     ]
     if config.workers > 1:
         parts.append(counted(config.workers, "worker"))
-    print(f"{args.config}: OK ({', '.join(parts)})")
+    reached = _reached(config) if args.connect else ""
+    print(f"{args.config}: OK ({', '.join(parts)}){reached}")
     return 0
+
+
+def _reached(config: Config) -> str:
+    """What ``--connect`` reached, for the OK line."""
+    databases = [] if config.cluster_status is None else config.cluster_status.databases
+    reached = [f"the broker {config.broker.display_url}"] if config.broker is not None else []
+    enabled = sum(not entry.disabled for entry in databases)
+    if enabled:
+        reached.append(counted(enabled, "database"))
+    return f"; reached {' and '.join(reached)}" if reached else "; nothing to connect to"
 
 
 def _serve(args: argparse.Namespace) -> int:

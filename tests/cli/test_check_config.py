@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support import WAIT, local_config
+from tests.redis_harness import RedisServer
+from tests.support import WAIT, free_ports, local_config
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -186,3 +187,44 @@ def test_a_port_another_process_holds_is_a_warning_for_check_config_an_error_for
     assert check.stdout.startswith(f"{path}: OK")
     assert serve.returncode == 1
     assert f"ERROR relay.cli: {held}" in serve.stderr
+
+
+def test_connect_reaches_the_broker_and_names_what_it_cannot_reach(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    nothing_there = free_ports(1)[0]  # picked and let go: connections are refused
+    config = local_config(
+        broker={"url": redis_server.url},
+        cluster_status={
+            "databases": [{"host": "127.0.0.1", "port": nothing_there, "role": "master"}],
+            "defaults": {"user": "monitor", "pass": "Connect-Check-SECRET"},
+        },
+    )
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    plain = relay("check-config", "--config", str(path), cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr  # without --connect nothing is contacted
+    check = relay("check-config", "--connect", "--config", str(path), cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stderr.splitlines() == [
+        f"relay: {path}: cluster_status.databases[0]: cannot check 127.0.0.1:{nothing_there}: "
+        "Can't connect to MySQL server on '127.0.0.1' (Connection refused)"
+    ]
+    assert "Connect-Check-SECRET" not in check.stdout + check.stderr
+    del config["cluster_status"]
+    config["broker"]["url"] = f"redis://127.0.0.1:{nothing_there}/0"
+    path.write_bytes(orjson.dumps(config))
+    check = relay("check-config", "--connect", "--config", str(path), cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stderr.splitlines() == [
+        f"relay: {path}: broker.url: cannot reach redis://127.0.0.1:{nothing_there}/0: "
+        f"ConnectionError: Error 111 connecting to 127.0.0.1:{nothing_there}. Connection refused."
+    ]
+    config["broker"]["url"] = redis_server.url
+    path.write_bytes(orjson.dumps(config))
+    check = relay("check-config", "--connect", "--config", str(path), cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout == (
+        f"{path}: OK (1 client listener, 1 admin listener, 0 cluster peers); "
+        f"reached the broker {redis_server.url}\n"
+    )
