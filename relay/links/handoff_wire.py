@@ -1,0 +1,255 @@
+"""What an old relay process and its successor say to each other during a handoff.
+
+Pure functions and records; no I/O. The two talk over a private
+``SOCK_SEQPACKET`` unix socket: every datagram is one *piece*, a flag byte
+(``MORE`` when the message continues in the next piece) then part of the
+message; a message is a kind byte then a JSON body. File descriptors
+(listening sockets, browser sockets) travel with the last piece of their
+message. The conversation (``relay.node.handoff`` carries it out):
+
+- successor: ``HELLO`` {version, pid};
+- old: ``LISTENERS`` {kinds} + the client listening sockets, in config order;
+- old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
+  batches; successor: ``ADOPTED`` {batch, count} for each;
+- old: ``FORWARD`` {instance, payload} for every message it routed since
+  ``LISTENERS``, in the same ordered stream: a message forwarded after a
+  connection's batch is the successor's to deliver to it, one forwarded
+  before was delivered by the old process (the cut);
+- old: ``ADMIN`` + the admin listening sockets, then ``DONE`` once its own
+  admin listener has finished its last request.
+
+A browser connection's state at the cut is a :class:`ConnectionState`; the
+bytes it sent after its last complete frame are found with
+:func:`complete_frames_length`.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+#: Bytes of a message in one datagram: under Linux's default socket buffer (208 KiB).
+PIECE_BYTES = 64 * 1024
+#: Sockets per message: Linux takes at most 253 descriptors in one SCM_RIGHTS.
+BATCH_SOCKETS = 200
+#: Bytes of state records in one batch, so a batch stays a few pieces.
+BATCH_BYTES = 256 * 1024
+#: The flag byte of a piece after which the message continues.
+MORE = 1
+LAST = 0
+
+
+class HandoffError(ValueError):
+    """A handoff message that cannot be read: the other process is not a relay handoff."""
+
+
+class Kind(enum.IntEnum):
+    """What a handoff message is; the first byte of every message."""
+
+    HELLO = 1
+    LISTENERS = 2
+    CONNECTIONS = 3
+    ADOPTED = 4
+    FORWARD = 5
+    ADMIN = 6
+    DONE = 7
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What a browser connection is, apart from its socket, at the cut.
+
+    ``listener`` is the index of the client listener (in config order) that
+    accepted it; ``silent_for`` how many seconds ago it last sent anything;
+    ``unparsed`` the bytes it sent after its last complete frame (a partial
+    frame), ``fragments`` the text of a fragmented message not finished yet.
+    """
+
+    listener: int
+    address: str
+    instance: str
+    keys: tuple[str, ...]
+    pinged: bool
+    silent_for: float
+    unparsed: bytes = b""
+    fragments: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON object (bytes as base64)."""
+        return {
+            "l": self.listener,
+            "a": self.address,
+            "i": self.instance,
+            "k": list(self.keys),
+            "p": self.pinged,
+            "s": self.silent_for,
+            "u": base64.b64encode(self.unparsed).decode(),
+            "f": None if self.fragments is None else base64.b64encode(self.fragments).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ConnectionState:
+        """Read a record made by :meth:`to_json`.
+
+        Raises:
+            HandoffError: ``raw`` is not such a record.
+        """
+        try:
+            fragments = raw["f"]
+            return cls(
+                listener=int(raw["l"]),
+                address=str(raw["a"]),
+                instance=str(raw["i"]),
+                keys=tuple(str(key) for key in raw["k"]),
+                pinged=bool(raw["p"]),
+                silent_for=float(raw["s"]),
+                unparsed=base64.b64decode(raw["u"]),
+                fragments=None if fragments is None else base64.b64decode(fragments),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HandoffError(f"not a connection record: {exc}") from None
+
+    def size(self) -> int:
+        """A bound on the record's encoded size, for batching."""
+        keys = sum(len(key) + 3 for key in self.keys)
+        fragments = len(self.fragments or b"")
+        return (
+            120
+            + len(self.address)
+            + len(self.instance)
+            + keys
+            + 2 * len(self.unparsed)
+            + 2 * fragments
+        )
+
+
+def encode(kind: Kind, body: dict[str, Any]) -> bytes:
+    """One message: its kind byte, then its JSON body."""
+    return bytes((kind,)) + orjson.dumps(body)
+
+
+def decode(message: bytes) -> tuple[Kind, dict[str, Any]]:
+    """The kind and body of a message made by :func:`encode`.
+
+    Raises:
+        HandoffError: an empty message, an unknown kind, or a body that is not a JSON object.
+    """
+    if not message:
+        raise HandoffError("an empty handoff message")
+    try:
+        kind = Kind(message[0])
+        body = orjson.loads(message[1:])
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise HandoffError(f"an unreadable handoff message: {exc}") from None
+    if not isinstance(body, dict):
+        raise HandoffError("a handoff message's body is not a JSON object")
+    return kind, body
+
+
+def pieces(message: bytes, size: int = PIECE_BYTES) -> list[bytes]:
+    """``message`` cut into datagrams of at most ``size`` bytes, each with its flag byte."""
+    step = size - 1
+    chunks = [message[start : start + step] for start in range(0, len(message), step)] or [b""]
+    last = len(chunks) - 1
+    return [bytes((MORE if index < last else LAST,)) + chunk for index, chunk in enumerate(chunks)]
+
+
+class Reassembly:
+    """Puts messages back together from their pieces, in order."""
+
+    def __init__(self, limit: int) -> None:
+        """Refuse messages longer than ``limit`` bytes."""
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._length = 0
+
+    def add(self, piece: bytes) -> bytes | None:
+        """Take one datagram; return the message it completes, or None.
+
+        Raises:
+            HandoffError: an empty datagram or a message over the limit.
+        """
+        if not piece:
+            raise HandoffError("an empty handoff datagram")
+        self._length += len(piece) - 1
+        if self._length > self._limit:
+            raise HandoffError(f"a handoff message over {self._limit} bytes")
+        self._parts.append(piece[1:])
+        if piece[0] == MORE:
+            return None
+        message = b"".join(self._parts)
+        self._parts, self._length = [], 0
+        return message
+
+
+def batches(
+    states: Iterable[ConnectionState],
+    *,
+    count: int = BATCH_SOCKETS,
+    size: int = BATCH_BYTES,
+) -> Iterator[list[int]]:
+    """Indices of ``states`` grouped in batches of at most ``count`` records and ``size`` bytes.
+
+    A record larger than ``size`` on its own still gets a batch of its own.
+    """
+    batch: list[int] = []
+    used = 0
+    for index, state in enumerate(states):
+        cost = state.size()
+        if batch and (len(batch) >= count or used + cost > size):
+            yield batch
+            batch, used = [], 0
+        batch.append(index)
+        used += cost
+    if batch:
+        yield batch
+
+
+def complete_frames_length(data: bytes | bytearray | memoryview) -> int:
+    """How many leading bytes of ``data`` (a browser's frames) make complete frames.
+
+    Browser frames are masked (RFC 6455, 5.3): a two-byte header, a 16- or
+    64-bit extended length when the short one is 126 or 127, the four-byte
+    mask, then the payload. What follows the returned length is a partial
+    frame, which the successor's parser is fed before anything else.
+    """
+    view = memoryview(data)
+    end = len(view)
+    position = 0
+    while end - position >= 2:
+        short = view[position + 1] & 0x7F
+        header = 2
+        if short == 126:
+            if end - position < 4:
+                break
+            length = int.from_bytes(view[position + 2 : position + 4], "big")
+            header = 4
+        elif short == 127:
+            if end - position < 10:
+                break
+            length = int.from_bytes(view[position + 2 : position + 10], "big")
+            header = 10
+        else:
+            length = short
+        if view[position + 1] & 0x80:
+            header += 4
+        frame = header + length
+        if end - position < frame:
+            break
+        position += frame
+    return position
+
+
+def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:
+    """The body of a ``FORWARD`` message: a message as the old process encoded it."""
+    return {"instance": instance, "payload": bytes(payload).decode()}
+
+
+def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
+    """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
+    return {"kinds": list(kinds)}

@@ -1,0 +1,84 @@
+"""The handoff's wire format: messages, pieces, batches, connection records, frame boundaries."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.frames import Frame, Opcode
+
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Kind,
+    Reassembly,
+    batches,
+    complete_frames_length,
+    decode,
+    encode,
+    pieces,
+)
+
+STATE = ConnectionState(
+    listener=0,
+    address="127.0.0.1",
+    instance="phorge",
+    keys=("PHID-A", "PHID-B"),
+    pinged=True,
+    silent_for=1.5,
+    unparsed=b"\x81\x85",
+    fragments=b"hel",
+)
+
+
+def _masked(payload: bytes, fin: bool = True) -> bytes:
+    return Frame(Opcode.TEXT, payload, fin=fin).serialize(mask=True, extensions=[])
+
+
+def test_a_message_round_trips() -> None:
+    assert decode(encode(Kind.DONE, {"moved": 3})) == (Kind.DONE, {"moved": 3})
+
+
+@pytest.mark.parametrize("message", [b"", b"\x63{}", b"\x01[1]", b"\x01{"])
+def test_garbage_is_a_handoff_error(message: bytes) -> None:
+    with pytest.raises(HandoffError):
+        decode(message)
+
+
+def test_a_record_round_trips() -> None:
+    assert ConnectionState.from_json(STATE.to_json()) == STATE
+    with pytest.raises(HandoffError):
+        ConnectionState.from_json({"l": 0})
+
+
+@pytest.mark.parametrize("length", [0, 1, 9, 10, 11, 25])
+def test_pieces_reassemble(length: int) -> None:
+    message = bytes(range(length))
+    parts = pieces(message, size=10)
+    assert all(len(part) <= 10 for part in parts)
+    whole = Reassembly(limit=100)
+    results = [whole.add(part) for part in parts]
+    assert results[:-1] == [None] * (len(parts) - 1)
+    assert results[-1] == message
+
+
+def test_reassembly_refuses_a_message_over_its_limit() -> None:
+    whole = Reassembly(limit=5)
+    first, second, *_ = pieces(b"x" * 20, size=4)
+    assert whole.add(first) is None
+    with pytest.raises(HandoffError):
+        whole.add(second)
+
+
+def test_batches_bound_count_and_size() -> None:
+    states = [STATE] * 7
+    assert list(batches(states, count=3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batches(states, size=STATE.size() * 2)) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert list(batches([], count=3)) == []
+
+
+@pytest.mark.parametrize("payload", [b"", b"x" * 125, b"y" * 126, b"z" * 70_000])
+def test_complete_frames_end_where_a_partial_one_begins(payload: bytes) -> None:
+    whole = _masked(b'{"command":"ping"}') + _masked(payload)
+    assert complete_frames_length(whole) == len(whole)
+    for cut in range(len(whole) - len(_masked(payload)), len(whole)):
+        # Any prefix of the second frame is a partial frame after the first one.
+        assert complete_frames_length(whole[:cut]) == len(whole) - len(_masked(payload))
