@@ -35,7 +35,7 @@ from relay.config import (
 )
 from relay.core.envelope import new_message
 from relay.errors import ConfigError, RelayError, StartupError
-from relay.node.runtime import serve_until_signalled, supervise
+from relay.node.runtime import Handoff, serve_until_signalled, supervise
 from relay.process.logs import configure_logging
 from relay.process.loop import run
 from relay.process.pidfile import PidFile
@@ -158,6 +158,18 @@ def _add_serve(commands: _Commands) -> None:
         help="serve with N processes sharing the ports; they meet through the config's "
         "broker (default: the config's workers setting, else 1)",
     )
+    serve_cmd.add_argument(
+        "--handoff-socket",
+        metavar="PATH",
+        help="wait at this unix socket for a successor (`relay serve --take-over`) to hand "
+        "every listener and browser connection to",
+    )
+    serve_cmd.add_argument(
+        "--take-over",
+        action="store_true",
+        help="first take over the listeners and browsers of the relay waiting at "
+        "--handoff-socket (an upgrade that disconnects no one)",
+    )
     # Set by the supervisor of a multi-process node on the workers it spawns.
     serve_cmd.add_argument("--worker-dir", help=argparse.SUPPRESS)
     serve_cmd.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -256,7 +268,8 @@ def _serve(args: argparse.Namespace) -> int:
         if count > 1:
             run(supervise(config, args.config, count, args.debug))
         else:
-            run(serve_until_signalled(config, args.config, args.debug, role))
+            handoff = _handoff(args, count)
+            run(serve_until_signalled(config, args.config, args.debug, role, handoff))
     except StartupError as exc:
         # Named as check-config names a problem: the file, then the field.
         log.error("%s%s", f"{args.config}: " if args.config else "", exc)
@@ -269,6 +282,21 @@ def _serve(args: argparse.Namespace) -> int:
         # was logged, measured with perf; 0.01 s with this).
         gc.freeze()
     return 0
+
+
+def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
+    """The handoff options of ``relay serve``, checked.
+
+    Raises:
+        StartupError: ``--take-over`` without a socket, or with several workers.
+    """
+    if args.handoff_socket is None:
+        if args.take_over:
+            raise StartupError("--take-over needs --handoff-socket PATH")
+        return None
+    if workers > 1 or args.worker_dir:
+        raise StartupError("--handoff-socket works with a single process (no --workers)")
+    return Handoff(args.handoff_socket, args.take_over)
 
 
 def _startup_notes(config: Config) -> None:

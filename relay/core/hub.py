@@ -186,6 +186,10 @@ class Hub:
         """Unsubscribe ``browser`` from ``keys``."""
         self._index.unsubscribe(browser, keys)
 
+    def keys_of(self, browser: Browser) -> frozenset[str]:
+        """The keys ``browser`` listens to (a handoff passes them on with the connection)."""
+        return self._index.keys_of(browser)
+
     def subscription_count(self, browser: Browser | None = None) -> int:
         """How many keys ``browser`` listens to; all browsers together when None."""
         return self._index.total if browser is None else self._index.count(browser)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -69,6 +71,7 @@ class ClientListener:
         self._connection_factory = connection_factory
         self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
         self._connections: set[BrowserConnection] = set()
         #: Connections refused or dropped by a limit, by reason (for metrics).
         self.rejected: Counter[str] = Counter()
@@ -84,23 +87,13 @@ class ClientListener:
         self.origins = _allowed_origins(browsers)
         self.extensions = _extensions(browsers)
 
-    async def start(self) -> None:
-        """Bind and start accepting.
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind and start accepting; or accept on ``sock``, a listening socket passed in.
 
         Raises:
             OSError: the address cannot be bound.
         """
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: self._connection_factory(self),
-            host=self._server_config.bind_host,
-            port=self._server_config.port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None,
-            reuse_address=True,
-            reuse_port=self._reuse_port or None,
-            backlog=1024,
-        )
+        await self.accept(sock)
         self._sweeper = asyncio.create_task(
             every(self._sweep_interval, self._sweep, doing="checking browsers' liveness", log=log),
             name="relay-liveness",
@@ -109,12 +102,46 @@ class ClientListener:
         scheme = "wss" if self._ssl_context else "ws"
         log.info("client listener ready on %s", base_url(scheme, host, port))
 
+    async def accept(self, sock: socket.socket | None = None) -> None:
+        """Start accepting (again): bind the configured address, or listen on ``sock``.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        where: dict[str, Any] = (
+            {"sock": sock}
+            if sock is not None
+            else {
+                "host": self._server_config.bind_host,
+                "port": self._server_config.port,
+                "reuse_address": True,
+                "reuse_port": self._reuse_port or None,
+                "backlog": 1024,
+            }
+        )
+        self._server = await loop.create_server(
+            lambda: self._connection_factory(self),
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None,
+            **where,
+        )
+        self._address = self._server.sockets[0].getsockname()[:2]
+
+    def listening_sockets(self) -> list[socket.socket]:
+        """The sockets this listener accepts on (empty once it stopped accepting)."""
+        return [] if self._server is None else list(self._server.sockets)
+
+    def stop_accepting(self) -> None:
+        """Accept no more connections here; those open stay (a handoff moves them)."""
+        if self._server is not None:
+            self._server.close()
+
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) actually bound; the port is the OS's pick when configured as 0."""
-        assert self._server is not None, "the listener is not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return host, port
+        assert self._address is not None, "the listener is not started"
+        return self._address
 
     @property
     def connection_count(self) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from aiohttp import web
 
@@ -103,6 +105,8 @@ class Node:
         self.siblings = None if role is None else self._new_siblings(role, clock)
         self.admin_state = self._new_admin_state()
         self._background: list[asyncio.Task[None]] = []
+        #: Browser connections this process took over from its predecessor.
+        self.adopted = 0
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
 
@@ -137,8 +141,14 @@ class Node:
             placed=None if self.broker is None else self.broker.placed,
         )
 
-    async def start(self) -> None:
+    async def start(
+        self, client_sockets: Sequence[socket.socket] = (), *, admin_later: bool = False
+    ) -> None:
         """Start the client listeners, then the admin listeners.
+
+        A process taking over from another (``relay.node.handoff``) passes the
+        client listening sockets it was given, in config order, and starts the
+        admin listeners later (``start_admin``), on the sockets it is given last.
 
         Raises:
             StartupError: a listener could not start; whatever had started is stopped.
@@ -161,10 +171,11 @@ class Node:
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
                 await self.broker.start(self.hub)
+            given = iter(client_sockets)
             for index, server in self._servers("client"):
-                await self._start_client(server, index)
-            for index, server in self._servers("admin"):
-                await self._start_admin(server, index)
+                await self._start_client(server, index, next(given, None))
+            if not admin_later:
+                await self.start_admin()
             await self.peers.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
@@ -228,6 +239,31 @@ class Node:
             await self.siblings.stop()
         log.info("relay node %s stopped", self.hub.fingerprint)
 
+    async def start_admin(self, sockets: Sequence[socket.socket] = ()) -> None:
+        """Start the admin listeners: bound as configured, or on ``sockets`` (config order).
+
+        Raises:
+            StartupError: a listener could not start.
+        """
+        given = iter(sockets)
+        for index, server in self._servers("admin"):
+            await self._start_admin(server, index, next(given, None))
+
+    def admin_sockets(self) -> list[socket.socket]:
+        """The admin listeners' listening sockets, in config order (for a handoff)."""
+        found: list[socket.socket] = []
+        for runner in self._admin_runners:
+            for site in runner.sites:
+                # aiohttp keeps the asyncio server of a site private; a handoff needs its socket.
+                server = cast(asyncio.Server | None, site._server)
+                found.extend([] if server is None else server.sockets)
+        return found
+
+    async def close_admin(self) -> None:
+        """Stop the admin listeners once their requests in flight are answered."""
+        runners, self._admin_runners = self._admin_runners, []
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+
     def hurry(self) -> None:
         """Cut a drain under way short: close every remaining browser now."""
         self._hurry.set()
@@ -259,7 +295,9 @@ class Node:
         """(host, port) of each admin listener, in config order."""
         return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
 
-    async def _start_client(self, server: ServerConfig, index: str) -> None:
+    async def _start_client(
+        self, server: ServerConfig, index: str, sock: socket.socket | None
+    ) -> None:
         listener = ClientListener(
             self.hub,
             server,
@@ -270,10 +308,12 @@ class Node:
             connection_factory=self._connection_factory,
             reuse_port=self.role is not None,
         )
-        await _bind(listener.start(), server, index)
+        await _bind(listener.start(sock), server, index)
         self.client_listeners.append(listener)
 
-    async def _start_admin(self, server: ServerConfig, index: str) -> None:
+    async def _start_admin(
+        self, server: ServerConfig, index: str, sock: socket.socket | None
+    ) -> None:
         app = create_admin_app(self.admin_state)
         runner = web.AppRunner(
             app,
@@ -290,13 +330,17 @@ class Node:
         guard_server(runner.server)
         self._admin_runners.append(runner)
         context = self._parts.tls.context_for(server, index)
-        site = web.TCPSite(
-            runner,
-            server.bind_host,
-            server.port,
-            ssl_context=context,
-            reuse_address=True,
-            reuse_port=self.role is not None or None,
+        site: web.BaseSite = (
+            web.SockSite(runner, sock, ssl_context=context)
+            if sock is not None
+            else web.TCPSite(
+                runner,
+                server.bind_host,
+                server.port,
+                ssl_context=context,
+                reuse_address=True,
+                reuse_port=self.role is not None or None,
+            )
         )
         await _bind(site.start(), server, index)
         host, port = runner.addresses[0][:2]

@@ -11,11 +11,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
 from relay.links.backoff import Backoff
+from relay.node.handoff import serve_handing_over
 from relay.node.node import Node, serve
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
@@ -28,18 +30,41 @@ log = logging.getLogger("relay.cli")
 
 
 async def serve_until_signalled(
-    config: Config, path: str | None, debug: bool, role: WorkerRole | None = None
+    config: Config,
+    path: str | None,
+    debug: bool,
+    role: WorkerRole | None = None,
+    handoff: Handoff | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. Keeps systemd informed.
 
     As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
+    With ``handoff``, the node waits for a successor at its socket (and takes
+    over from the node there first, if asked): see ``relay.node.handoff``.
     """
     loop = asyncio.get_running_loop()
     process = _ServingProcess(path, debug, role)
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
-    await serve(config, shutdown_trigger=process.stop.wait, on_ready=process.started, role=role)
+    if handoff is None:
+        await serve(config, shutdown_trigger=process.stop.wait, on_ready=process.started, role=role)
+        return
+    await serve_handing_over(
+        config,
+        handoff.path,
+        take_over_first=handoff.take_over,
+        shutdown_trigger=process.stop.wait,
+        on_ready=process.started,
+    )
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """``relay serve --handoff-socket PATH [--take-over]``."""
+
+    path: str
+    take_over: bool
 
 
 class _ServingProcess:

@@ -1,0 +1,325 @@
+"""Moving live browser connections to another relay process: the channel and the connection.
+
+:class:`Channel` carries ``relay.links.handoff_wire`` messages, with file
+descriptors, over a ``SOCK_SEQPACKET`` unix socket without blocking the loop;
+sending is synchronous (queued in order when the socket is full), so a message
+sent from a hub callback takes its place in the stream at that very moment.
+
+:class:`MovableConnection` is a browser connection that can leave (``detach``
+stops it at the cut and returns its state and socket) and arrive
+(``adopt`` rebuilds it, already open, around a passed socket). To know where
+the last complete frame ended it keeps the bytes received after it (usually
+none: browsers send small whole frames); websockets' parser may hold part of
+a frame in its generator, where it cannot be read back, so the successor is
+fed those kept bytes instead.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from relay.links.handoff_wire import (
+    PIECE_BYTES,
+    ConnectionState,
+    HandoffError,
+    Kind,
+    Reassembly,
+    complete_frames_length,
+    decode,
+    encode,
+    pieces,
+)
+from relay.listeners.browser import BrowserConnection, ConnectionContext
+
+log = logging.getLogger("relay.handoff")
+# The logger BrowserConnection gives websockets (its open/close lines stay at DEBUG).
+_ws_log = logging.getLogger("relay.browser.websocket")
+
+#: Longest message the channel accepts (a batch of records, a forwarded post).
+MESSAGE_LIMIT = 64 * 1024 * 1024
+#: Most descriptors one received datagram may carry.
+_MAX_FDS = 253
+
+
+class Channel:
+    """One end of a handoff: ordered messages with descriptors, both ways."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        """Take over ``sock`` (a connected ``SOCK_SEQPACKET`` unix socket)."""
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        #: Datagrams not sent yet, with the descriptors of the last piece and
+        #: the descriptors to close once sent.
+        self._outgoing: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
+        self._incoming: asyncio.Queue[tuple[Kind, dict[str, object], list[int]] | None] = (
+            asyncio.Queue()
+        )
+        self._reassembly = Reassembly(MESSAGE_LIMIT)
+        self._fds: list[int] = []
+        self.closed = False
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    @classmethod
+    async def connect(cls, path: str) -> Channel:
+        """Connect to the handoff socket at ``path``.
+
+        Raises:
+            OSError: nothing listens there.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def send(
+        self, kind: Kind, body: dict[str, object], fds: Sequence[int] = (), *, owned: bool = False
+    ) -> None:
+        """Queue one message (with ``fds``, closed once sent when ``owned``) and send what fits."""
+        if self.closed:
+            raise HandoffError("the handoff channel is closed")
+        parts = pieces(encode(kind, body), PIECE_BYTES)
+        for part in parts[:-1]:
+            self._outgoing.append((part, [], []))
+        self._outgoing.append((parts[-1], list(fds), list(fds) if owned else []))
+        if len(self._outgoing) == len(parts):
+            self._write()
+
+    def _write(self) -> None:
+        """Send queued datagrams until the socket is full; then wait until it is writable."""
+        while self._outgoing:
+            data, fds, owned = self._outgoing[0]
+            try:
+                if fds:
+                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    self._sock.sendmsg([data], ancillary)
+                else:
+                    self._sock.send(data)
+            except BlockingIOError:
+                self._loop.add_writer(self._sock.fileno(), self._writable)
+                return
+            except OSError as exc:
+                self._lost(exc)
+                return
+            self._outgoing.popleft()
+            for fd in owned:
+                os.close(fd)
+        self._loop.remove_writer(self._sock.fileno())
+
+    def _writable(self) -> None:
+        self._write()
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data, fds, _flags, _address = socket.recv_fds(self._sock, PIECE_BYTES, _MAX_FDS)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if not data:
+                self._lost(None)
+                return
+            self._fds.extend(fds)
+            try:
+                message = self._reassembly.add(data)
+                if message is not None:
+                    kind, body = decode(message)
+                    received, self._fds = self._fds, []
+                    self._incoming.put_nowait((kind, body, received))
+            except HandoffError as exc:
+                self._lost(exc)
+                return
+
+    async def receive(self) -> tuple[Kind, dict[str, object], list[int]]:
+        """The next message, its body and the descriptors that came with it.
+
+        Raises:
+            HandoffError: the other process closed the channel or sent garbage.
+        """
+        item = await self._incoming.get()
+        if item is None:
+            self._incoming.put_nowait(None)  # every later receive fails too
+            raise HandoffError("the other process closed the handoff channel")
+        return item
+
+    def _lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.warning("handoff channel failed: %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket; a pending ``receive`` fails. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._loop.remove_writer(self._sock.fileno())
+        for _data, _fds, owned in self._outgoing:
+            for fd in owned:
+                os.close(fd)
+        self._outgoing.clear()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        self._sock.close()
+        self._incoming.put_nowait(None)
+
+
+class MovableConnection(BrowserConnection):
+    """A browser connection that can be handed to another relay process."""
+
+    __slots__ = ("_adoption", "_tail")
+
+    def __init__(self, listener: ConnectionContext) -> None:
+        """Create the protocol for one socket accepted by ``listener``."""
+        super().__init__(listener)
+        #: Bytes received after the last complete frame (once open).
+        self._tail = b""
+        #: The state this connection is adopted with, until ``connection_made``.
+        self._adoption: ConnectionState | None = None
+
+    @classmethod
+    def adopting(cls, listener: ConnectionContext, state: ConnectionState) -> MovableConnection:
+        """A connection that resumes ``state``: its WebSocket is open from the start.
+
+        Give it to ``loop.connect_accepted_socket`` with the passed socket.
+        """
+        connection = cls(listener)
+        ws = ServerProtocol(
+            origins=listener.origins,
+            max_size=listener.limits.browser_message_bytes,
+            logger=_ws_log,
+            state=State.OPEN,
+        )
+        if state.fragments is not None:
+            # websockets checks that a continuation frame follows a fragment.
+            ws.expect_continuation_frame = True
+            connection._fragments = bytearray(state.fragments)
+        connection._ws = ws
+        connection._adoption = state
+        connection.instance = state.instance
+        return connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit the connection; an adopted one is open at once, with its subscriptions."""
+        super().connection_made(transport)
+        state, self._adoption = self._adoption, None
+        if state is None:
+            return
+        self._cancel_timer()  # no handshake to wait for
+        self._address = state.address
+        self._last_heard = time.monotonic() - state.silent_for
+        self._pinged = state.pinged
+        self._open = self._counted = True
+        hub = self._listener.hub
+        hub.connect(self)
+        hub.subscribe(self, state.keys)
+        if state.unparsed:
+            self.data_received(state.unparsed)
+
+    @property
+    def in_handshake(self) -> bool:
+        """Whether the WebSocket handshake is still under way (the connection cannot move yet)."""
+        return self._ws.state is State.CONNECTING and not self._closing
+
+    def data_received(self, data: bytes) -> None:
+        """Keep the bytes past the last complete frame, then parse as usual."""
+        if self._ws.state is State.OPEN:
+            tail = self._tail + data if self._tail else data
+            self._tail = tail[complete_frames_length(tail) :]
+        super().data_received(data)
+
+    def detach(self, listener_index: int) -> tuple[ConnectionState, int] | None:
+        """Stop this connection at the cut; return its state and socket, or None if it cannot move.
+
+        It cannot move while its handshake or closing is under way, over TLS,
+        with permessage-deflate (the compressor's context stays behind), or
+        while part of what it was sent is still in this process' buffer.
+        After this the hub no longer knows it and nothing is read or written;
+        ``release`` or ``resume`` follows.
+        """
+        transport = self._transport
+        if (
+            transport is None
+            or not self._open
+            or self._closing
+            or self._ws.state is not State.OPEN
+            or self._ws.extensions
+            or transport.get_extra_info("sslcontext") is not None
+        ):
+            return None
+        if self._queued:
+            self.write_queued()
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.get_write_buffer_size():
+            return None
+        transport.pause_reading()
+        hub = self._listener.hub
+        state = ConnectionState(
+            listener=listener_index,
+            address=self._address,
+            instance=self.instance,
+            keys=tuple(sorted(hub.keys_of(self))),
+            pinged=self._pinged,
+            silent_for=max(0.0, time.monotonic() - self._last_heard),
+            unparsed=self._tail,
+            fragments=None if self._fragments is None else bytes(self._fragments),
+        )
+        hub.disconnect(self)
+        self._open = self._counted = False
+        return state, sock.fileno()
+
+    def release(self) -> None:
+        """The successor adopted this connection: close this process' descriptor only.
+
+        No shutdown and no reset: the socket lives on in the successor.
+        """
+        if self._transport is not None:
+            self._transport.abort()
+
+    def resume(self, state: ConnectionState, missed_ms: float) -> None:
+        """The successor failed before adopting this connection: serve it here again.
+
+        What was routed since the cut (``missed_ms``) is replayed from history.
+        """
+        if self._transport is None or self._transport.is_closing():
+            return
+        hub = self._listener.hub
+        self._open = self._counted = True
+        hub.connect(self)
+        hub.subscribe(self, state.keys)
+        hub.replay(self, missed_ms)
+        with contextlib.suppress(RuntimeError):
+            self._transport.resume_reading()
+
+
+async def adopt(listener: ConnectionContext, state: ConnectionState, fd: int) -> None:
+    """Serve the passed browser socket ``fd`` from ``listener``, resuming ``state``.
+
+    Raises:
+        OSError: ``fd`` is not a usable socket (it is closed).
+    """
+    sock = socket.socket(fileno=fd)
+    connection = MovableConnection.adopting(listener, state)
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, sock)
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,417 @@
+"""Upgrading without disconnecting anyone: hand a node's listeners and browsers to new code.
+
+A node started with a handoff socket (``relay serve --handoff-socket PATH``)
+listens there, in a private unix socket, for its successor. ``relay serve
+--take-over --handoff-socket PATH`` (the new code) connects and receives, in
+order (the messages are in ``relay.links.handoff_wire``):
+
+1. the client listening sockets: both processes accept browsers from then on,
+   so no connect is refused at any moment;
+2. every browser connection, in batches, each cut at a frame boundary with
+   its state; the old process stops reading it, has nothing left to write
+   to it, and the hub forgets it, in one step;
+3. the admin listening sockets, once the old process holds no browsers; it
+   finishes the posts in flight, then says ``DONE`` and exits.
+
+The cut is by position in one ordered stream: from step 1 on, every message
+the old process routes is also *forwarded* down the same channel. A message
+forwarded before a connection's batch was written to it by the old process;
+one forwarded after it is the successor's to deliver. Posts are accepted by
+exactly one process (the old one until step 3, the successor after), so every
+browser gets every post once, in order, without the processes comparing ids.
+
+A failure (the successor exits, stalls, or sends garbage) leaves the old
+process serving: connections not adopted yet are resumed (what they missed
+is replayed from history), and it accepts again on the sockets it kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from relay import __version__
+from relay.config import Config
+from relay.core.notification import bounds_of, parse_notification
+from relay.errors import StartupError
+from relay.links.handoff_wire import (
+    BATCH_SOCKETS,
+    ConnectionState,
+    HandoffError,
+    Kind,
+    batches,
+    forward_body,
+    listener_kinds,
+)
+from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.node import Node
+
+log = logging.getLogger("relay.handoff")
+
+#: How long the old process waits for each answer before it gives up and keeps serving.
+ANSWER_SECONDS = 30.0
+#: Connections cut in one round (their batches are sent at once, then acknowledged).
+ROUND_CONNECTIONS = 5 * BATCH_SOCKETS
+#: Pause between rounds that wait for connections still in their handshake (a bounded poll).
+STRAGGLER_POLL = 0.05
+
+
+@dataclass
+class _Moving:
+    """The old process' side of one handoff: what it must undo if the successor fails."""
+
+    node: Node
+    channel: Channel
+    #: Duplicates of the listening sockets, kept to accept again after a failure.
+    spare_clients: list[socket.socket] = field(default_factory=list)
+    spare_admin: list[socket.socket] = field(default_factory=list)
+    #: Batch number -> its connections, cut but not acknowledged yet.
+    pending: dict[int, list[tuple[MovableConnection, ConnectionState]]] = field(
+        default_factory=dict
+    )
+    cut_at: dict[int, float] = field(default_factory=dict)
+    batches_sent: int = 0
+    moved: int = 0
+    stopped_accepting: bool = False
+    admin_closed: bool = False
+
+
+class HandoffPoint:
+    """Where a running node waits for its successor: a unix socket only its user can reach."""
+
+    def __init__(self, node: Node, path: str, *, on_done: Callable[[], None]) -> None:
+        """Listen at ``path`` for ``node``; ``on_done`` is called once a handoff succeeded."""
+        self._node = node
+        self._path = path
+        self._on_done = on_done
+        self._sock: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Bind the socket (replacing one a predecessor left) and wait for a successor.
+
+        Raises:
+            StartupError: the path cannot be bound.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            old_umask = os.umask(0o177)  # the socket file is the operator's only
+            try:
+                sock.bind(self._path)
+            finally:
+                os.umask(old_umask)
+            sock.listen(1)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"cannot listen for a successor at {self._path}: {exc}") from None
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
+        log.info("waiting for a successor at %s", self._path)
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, _ = self._sock.accept()
+        except BlockingIOError:
+            return
+        if self._task is not None and not self._task.done():
+            conn.close()  # one handoff at a time
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(Channel(conn)))
+
+    async def _run(self, channel: Channel) -> None:
+        moving = _Moving(self._node, channel)
+        try:
+            await _hand_over(moving)
+        except (HandoffError, OSError, TimeoutError) as exc:
+            log.error("handoff failed, this process keeps serving: %s", exc or "no answer")
+            await _recover(moving)
+        except Exception:
+            log.exception("handoff failed, this process keeps serving")
+            await _recover(moving)
+        else:
+            self.close(unlink=False)  # the successor listens at the path now
+            self._on_done()
+        finally:
+            channel.close()
+
+    def close(self, *, unlink: bool = True) -> None:
+        """Stop waiting for a successor; remove the socket file unless a successor owns it."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+
+async def _answer(channel: Channel, expected: Kind) -> dict[str, object]:
+    kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+    for fd in fds:
+        os.close(fd)
+    if kind is not expected:
+        raise HandoffError(f"expected {expected.name} from the successor, got {kind.name}")
+    return body
+
+
+def _dup_all(sockets: list[socket.socket]) -> list[int]:
+    return [os.dup(sock.fileno()) for sock in sockets]
+
+
+async def _hand_over(moving: _Moving) -> None:
+    """The old process' side, from HELLO to DONE."""
+    node, channel = moving.node, moving.channel
+    hello = await _answer(channel, Kind.HELLO)
+    log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
+    client_sockets = []
+    for listener in node.client_listeners:
+        sockets = listener.listening_sockets()
+        if len(sockets) != 1:
+            raise HandoffError("a client listener listens on several addresses")
+        client_sockets.append(sockets[0])
+    moving.spare_clients = [socket.socket(fileno=fd) for fd in _dup_all(client_sockets)]
+    hub = node.hub
+    original = hub.forward
+
+    def forward(instance: str, payload: memoryview, covered: frozenset[str]) -> None:
+        if original is not None:
+            original(instance, payload, covered)
+        if not channel.closed:
+            channel.send(Kind.FORWARD, forward_body(instance, payload))
+
+    hub.forward = forward
+    try:
+        kinds = ["client"] * len(client_sockets)
+        channel.send(Kind.LISTENERS, listener_kinds(kinds), _dup_all(client_sockets), owned=True)
+        await _move_connections(moving)
+        moving.stopped_accepting = True
+        for listener in node.client_listeners:
+            listener.stop_accepting()
+        deadline = time.monotonic() + node.config.limits.handshake_seconds
+        while await _move_connections(moving) or _handshaking(node):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(STRAGGLER_POLL)
+        admin = node.admin_sockets()
+        moving.spare_admin = [socket.socket(fileno=fd) for fd in _dup_all(admin)]
+        channel.send(
+            Kind.ADMIN, listener_kinds(["admin"] * len(admin)), _dup_all(admin), owned=True
+        )
+        moving.admin_closed = True
+        await node.close_admin()  # posts in flight are answered, and forwarded
+        channel.send(Kind.DONE, {"moved": moving.moved})
+        await _answer(channel, Kind.DONE)
+    finally:
+        hub.forward = original
+    for spare in (*moving.spare_clients, *moving.spare_admin):
+        spare.close()
+    log.info("handoff done: %d browser connections moved", moving.moved)
+
+
+def _handshaking(node: Node) -> bool:
+    """Whether a browser is still in its handshake here (it moves once open)."""
+    return any(
+        isinstance(connection, MovableConnection) and connection.in_handshake
+        for listener in node.client_listeners
+        for connection in listener.connections()
+    )
+
+
+async def _move_connections(moving: _Moving) -> int:
+    """Cut, pass and release every connection that can move now; return how many moved."""
+    node, channel = moving.node, moving.channel
+    total = 0
+    while True:
+        cut: list[tuple[MovableConnection, ConnectionState, int]] = []
+        for index, listener in enumerate(node.client_listeners):
+            for connection in listener.connections():
+                if not isinstance(connection, MovableConnection):
+                    continue
+                detached = connection.detach(index)
+                if detached is not None:
+                    cut.append((connection, *detached))
+                    if len(cut) >= ROUND_CONNECTIONS:
+                        break
+        if not cut:
+            return total
+        # Sent in the same step as the cut: any message routed later is forwarded after them.
+        now = time.monotonic()
+        first = moving.batches_sent
+        for indices in batches(state for _, state, _ in cut):
+            number = moving.batches_sent
+            moving.batches_sent += 1
+            moving.pending[number] = [(cut[i][0], cut[i][1]) for i in indices]
+            moving.cut_at[number] = now
+            records = [cut[i][1].to_json() for i in indices]
+            channel.send(
+                Kind.CONNECTIONS,
+                {"batch": number, "connections": records},
+                [cut[i][2] for i in indices],
+            )
+        for number in range(first, moving.batches_sent):
+            adopted = await _answer(channel, Kind.ADOPTED)
+            done = moving.pending.pop(int(str(adopted.get("batch", number))), [])
+            for connection, _state in done:
+                connection.release()
+            moving.moved += len(done)
+        total += len(cut)
+
+
+async def _recover(moving: _Moving) -> None:
+    """After a failed handoff: serve again what was cut but not adopted, accept again."""
+    node = moving.node
+    now = time.monotonic()
+    resumed = 0
+    for number, cut in moving.pending.items():
+        missed_ms = (now - moving.cut_at[number]) * 1000.0
+        for connection, state in cut:
+            connection.resume(state, missed_ms)
+            resumed += 1
+    moving.pending.clear()
+    if moving.stopped_accepting:
+        for listener, spare in zip(node.client_listeners, moving.spare_clients, strict=False):
+            await listener.accept(spare)
+        moving.spare_clients = []
+    if moving.admin_closed:
+        await node.start_admin(moving.spare_admin)
+        moving.spare_admin = []
+    for spare in (*moving.spare_clients, *moving.spare_admin):
+        spare.close()
+    log.warning(
+        "after the failed handoff: %d connections had moved, %d resumed here",
+        moving.moved,
+        resumed,
+    )
+
+
+async def take_over(config: Config, path: str) -> tuple[Node, Channel]:
+    """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
+
+    Returns the node (client listeners started, admin not yet) and the channel
+    to go on with in ``adopt_all``.
+
+    Raises:
+        StartupError: no node waits at ``path``, or it does not hand over.
+    """
+    try:
+        channel = await Channel.connect(path)
+    except OSError as exc:
+        raise StartupError(f"no relay to take over from at {path}: {exc}") from None
+    channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
+    try:
+        kind, _body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+    except (HandoffError, TimeoutError) as exc:
+        channel.close()
+        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    if kind is not Kind.LISTENERS:
+        channel.close()
+        raise StartupError(f"the relay at {path} sent {kind.name} first, not its listeners")
+    node = Node(config, connection_factory=MovableConnection)
+    await node.start(sockets, admin_later=True)
+    return node, channel
+
+
+async def adopt_all(node: Node, channel: Channel) -> None:
+    """Adopt the connections, messages and admin listeners the old node sends, until DONE.
+
+    If the old node goes away before it passed its admin listeners, they are
+    bound here as configured.
+
+    Raises:
+        StartupError: the admin listeners cannot start.
+    """
+    bounds = bounds_of(node.config.limits)
+    admin_started = False
+    try:
+        while True:
+            kind, body, fds = await channel.receive()
+            if kind is Kind.FORWARD:
+                payload = str(body["payload"]).encode()
+                notification = parse_notification(payload, **bounds)
+                node.hub.receive(str(body["instance"]), notification, payload)
+            elif kind is Kind.CONNECTIONS:
+                await _adopt_batch(node, channel, body, fds)
+            elif kind is Kind.ADMIN:
+                await node.start_admin([socket.socket(fileno=fd) for fd in fds])
+                admin_started = True
+            elif kind is Kind.DONE:
+                channel.send(Kind.DONE, {})
+                log.info("took over %s browser connections", body.get("moved"))
+                return
+    except HandoffError as exc:
+        log.error("the old process stopped handing over: %s", exc)
+    finally:
+        if not admin_started:
+            await node.start_admin()
+
+
+async def _adopt_batch(
+    node: Node, channel: Channel, body: dict[str, object], fds: list[int]
+) -> None:
+    records = body.get("connections")
+    if not isinstance(records, list) or len(records) != len(fds):
+        raise HandoffError("a batch whose records and sockets do not match")
+    adopted = 0
+    for raw, fd in zip(records, fds, strict=True):
+        state = ConnectionState.from_json(raw)
+        try:
+            await adopt(node.client_listeners[state.listener], state, fd)
+            adopted += 1
+        except (OSError, IndexError) as exc:
+            log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
+    node.adopted += adopted
+    log.debug("adopted a batch of %d browser connections", adopted)
+    channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": adopted})
+
+
+async def serve_handing_over(
+    config: Config,
+    path: str,
+    *,
+    take_over_first: bool,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
+
+    Raises:
+        StartupError: a listener could not start, or there is nothing to take over.
+    """
+    stop = asyncio.Event()
+    if take_over_first:
+        node, channel = await take_over(config, path)
+        try:
+            await adopt_all(node, channel)
+        except BaseException:
+            await node.stop()
+            raise
+        finally:
+            channel.close()
+    else:
+        node = Node(config, connection_factory=MovableConnection)
+        await node.start()
+    point = HandoffPoint(node, path, on_done=stop.set)
+    try:
+        point.start()
+        if on_ready is not None:
+            on_ready(node)
+        trigger = asyncio.ensure_future(shutdown_trigger())
+        handed = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({trigger, handed}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (trigger, handed):
+            waiter.cancel()
+    finally:
+        point.close(unlink=not stop.is_set())
+        await node.stop()

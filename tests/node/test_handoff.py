@@ -1,0 +1,168 @@
+"""Handing a node's listeners and browsers to a new process: real processes, real sockets.
+
+The browsers and the application server are in the test; the old and the new
+relay are ``relay serve --handoff-socket`` processes, the new one with
+``--take-over``. ``RELAY_HANDOFF_BROWSERS`` raises the count (2,000 once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+
+from tests.harness.cluster import Cluster, Relays
+from tests.harness.node import RelayNode
+from tests.support import WAIT, local_config, notification
+
+BROWSERS = int(os.environ.get("RELAY_HANDOFF_BROWSERS", "200"))
+#: Posts per second during the handoff.
+RATE = 50
+
+
+class Watcher:
+    """One browser: every message it receives, and whether its connection ever ended."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.ids: list[str] = []
+        self.ended: BaseException | None = None
+        self._pong = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, port: int) -> Watcher:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
+        await ws.send(orjson.dumps({"command": "subscribe", "data": ["K"]}).decode())
+        watcher = cls(ws)
+        await watcher.sync()
+        return watcher
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                message = orjson.loads(raw)
+                if message == {"type": "pong"}:
+                    self._pong.set()
+                else:
+                    self.ids.append(message["uniqueID"])
+        except websockets.ConnectionClosed as exc:
+            self.ended = exc
+        else:
+            self.ended = ConnectionError("closed cleanly")
+
+    async def sync(self) -> None:
+        """A ping barrier: everything sent before it has been read."""
+        self._pong.clear()
+        await self.ws.send(orjson.dumps({"command": "ping"}).decode())
+        async with asyncio.timeout(WAIT):
+            await self._pong.wait()
+
+
+class Poster:
+    """An application server posting ``RATE`` messages a second, each on a new connection."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/"
+        self.posted: list[str] = []
+        self.failures: list[str] = []
+        self._stop = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            while not self._stop.is_set():
+                unique = f"m{len(self.posted) + len(self.failures)}"
+                try:
+                    body = orjson.dumps(notification("K", unique_id=unique))
+                    async with session.post(self.url, data=body) as response:
+                        ok = response.status == 200
+                        await response.read()
+                except aiohttp.ClientError as exc:
+                    ok = False
+                    unique += f" ({exc})"
+                (self.posted if ok else self.failures).append(unique)
+                await asyncio.sleep(1 / RATE)  # the pace of the posts, not a wait for anything
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self.task
+
+
+async def _connect_many(port: int, count: int) -> list[Watcher]:
+    watchers: list[Watcher] = []
+    for start in range(0, count, 100):
+        group = range(start, min(count, start + 100))
+        watchers += await asyncio.gather(*(Watcher.open(port) for _ in group))
+    return watchers
+
+
+def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+    config = local_config(limits={"max_connections_per_ip": 0})
+    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
+    return node
+
+
+async def _newcomers(port: int, stop: asyncio.Event, refused: list[str]) -> list[Watcher]:
+    """Browsers connecting through the handoff: none may be refused."""
+    joined: list[Watcher] = []
+    while not stop.is_set():
+        try:
+            joined.append(await Watcher.open(port))
+        except (OSError, websockets.InvalidStatus) as exc:
+            refused.append(str(exc))
+        await asyncio.sleep(0.02)  # the pace of new browsers
+    return joined
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
+    watchers = await _connect_many(old.client_port, BROWSERS)
+    poster = Poster(old.admin_port)
+    stop_joining = asyncio.Event()
+    refused: list[str] = []
+    joining = asyncio.create_task(_newcomers(old.client_port, stop_joining, refused))
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    await asyncio.to_thread(new.start)
+    assert await asyncio.to_thread(old.wait) == 0
+    stop_joining.set()
+    joined = await joining
+    await asyncio.sleep(10 / RATE)  # a few more posts, to the new process alone
+    await poster.stop()
+    for watcher in [*watchers, *joined]:
+        await watcher.sync()
+    assert not poster.failures
+    assert not refused
+    assert new.client_port == old.client_port
+    assert new.admin_port == old.admin_port
+    assert "handoff done" in old.log
+    for watcher in watchers:
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted
+    for watcher in joined:
+        assert watcher.ended is None
+        # Whatever it got is the tail of the posts, once each, in order.
+        assert watcher.ids == poster.posted[len(poster.posted) - len(watcher.ids) :]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{new.admin_port}/status/") as response,
+    ):
+        status: dict[str, Any] = await response.json()
+    assert status["clients.active"] == BROWSERS + len(joined)
+    await _close_all([*watchers, *joined])
+
+
+async def _close_all(watchers: list[Watcher]) -> None:
+    await asyncio.gather(*(watcher.ws.close() for watcher in watchers))
+    await asyncio.gather(*(watcher.task for watcher in watchers))
