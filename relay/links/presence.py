@@ -1,0 +1,332 @@
+"""Presence: which nodes share a broker prefix, and how recently each said so. No I/O.
+
+In broker mode every node (each worker of a ``--workers`` node) announces
+itself in Redis every ``presence_interval_seconds``: an :class:`Announcement`
+stored under ``<prefix>:presence:<fingerprint>`` with an expiry of
+``GONE_AFTER`` intervals, its fingerprint indexed in the sorted set
+``<prefix>:presence`` scored by Redis' time of the announcement. The same
+round reads every announcement back (``broker/presence.py`` does the Redis
+side); a :class:`Roster` keeps the last reading and ages it on an injected
+clock, so a verdict is as of the moment it is asked for:
+
+- fresh: announced within ``STALE_AFTER`` intervals (a healthy node's age
+  reaches two intervals at most: one between its announcements, one between
+  the reader's reads);
+- stale: it missed about two announcements;
+- gone: older than ``GONE_AFTER`` intervals; Redis has expired its record too.
+
+Every age is measured on Redis' clock, never by comparing two nodes' clocks.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from relay.core.snapshot import NodeSnapshot
+
+#: An announcement older than this many of its node's intervals is stale...
+STALE_AFTER = 2.5
+#: ...and older than this many is gone (its Redis key expires then).
+GONE_AFTER = 4.0
+#: The record format; a reader skips records of a format it does not know.
+FORMAT = 1
+
+#: Stores one announcement, indexes it, forgets the index entries whose
+#: record expired, and returns Redis' time (ms) followed by (fingerprint,
+#: announced at ms, record) for every node still announced under the prefix.
+#: KEYS[1]: the index; ARGV: record key head, fingerprint, record, expiry (ms).
+ANNOUNCE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[4])
+redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ttl)
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+local names = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {now}
+for i = 1, #names, 2 do
+  local record = redis.call('GET', ARGV[1] .. names[i])
+  if record then
+    table.insert(out, names[i])
+    table.insert(out, names[i + 1])
+    table.insert(out, record)
+  else
+    redis.call('ZREM', KEYS[1], names[i])
+  end
+end
+return out
+"""
+
+
+class PresenceKeys:
+    """The presence key names under one broker prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        """Name the index and the records under ``prefix``."""
+        self.index = f"{prefix}:presence"
+        self.record_head = f"{prefix}:presence:"
+
+
+class Freshness(enum.Enum):
+    """What an announcement's age says about its node."""
+
+    FRESH = "fresh"
+    STALE = "stale"
+    GONE = "gone"
+
+
+def freshness(age: float, interval: float) -> Freshness:
+    """The verdict on an announcement ``age`` s old; its node announces every ``interval``."""
+    if age > GONE_AFTER * interval:
+        return Freshness.GONE
+    if age > STALE_AFTER * interval:
+        return Freshness.STALE
+    return Freshness.FRESH
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What stays the same over a process' life: who announces."""
+
+    fingerprint: str
+    #: The node this process belongs to (a worker's node is its supervisor): ``host:pid``.
+    node: str
+    host: str
+    pid: int
+    #: The worker's index under ``--workers``; None for a single-process node.
+    worker: int | None
+    version: str
+    #: Unix time the process started.
+    started_at: float
+    #: Seconds between announcements.
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One node's (one worker's) presence record, as stored in Redis."""
+
+    identity: Identity
+    browsers: int
+    #: Messages per second taken in (posted here or received) and delivered to browsers.
+    rate_in: float
+    rate_out: float
+    #: The node's link to Redis, and the posts it has waiting ("up", "down"...).
+    broker_state: str
+    broker_queue: int
+    #: Peer links up, of those configured (this node's own entry left out).
+    peers_up: int
+    peers: int
+    #: The cluster-status module's mode ("read-write"...), None when it is off.
+    cluster_status: str | None
+
+    def encode(self) -> bytes:
+        """The record as stored: compact JSON with a format number."""
+        body = asdict(self)
+        body["format"] = FORMAT
+        return orjson.dumps(body)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Announcement:
+        """Read a stored record.
+
+        Raises:
+            ValueError: ``raw`` is not a record of this format (another
+                version's, or not relay's at all).
+        """
+        try:
+            body = orjson.loads(raw)
+            if not isinstance(body, dict) or body.pop("format", None) != FORMAT:
+                raise ValueError(f"not a presence record of format {FORMAT}")
+            identity = Identity(**body.pop("identity"))
+            announcement = cls(identity=identity, **body)
+        except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a presence record: {exc}") from None
+        _check_numbers(announcement)
+        return announcement
+
+
+def _check_numbers(found: Announcement) -> None:
+    """Refuse a record whose figures are not numbers: the totals add them up."""
+    numbers = (found.identity.interval, found.identity.started_at, found.rate_in, found.rate_out)
+    counts = (found.identity.pid, found.browsers, found.broker_queue, found.peers_up, found.peers)
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        raise ValueError("a presence record with a figure that is not a number")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+        raise ValueError("a presence record with a count that is not a whole number")
+    if found.identity.interval <= 0:
+        raise ValueError("a presence record without a positive interval")
+
+
+def announcement(snapshot: NodeSnapshot, identity: Identity, rates: Rates) -> Announcement:
+    """What ``snapshot`` says to the other nodes; ``rates`` turns its counters into rates."""
+    readings = snapshot.instances.values()
+    peers = [peer for peer in snapshot.peers if not peer.is_self]
+    broker = snapshot.broker
+    mode = None if snapshot.cluster_status is None else snapshot.cluster_status.mode
+    return Announcement(
+        identity=identity,
+        browsers=snapshot.connections,
+        rate_in=rates.rate("in", sum(r.messages_in for r in readings)),
+        rate_out=rates.rate("out", sum(r.messages_out for r in readings)),
+        broker_state="off" if broker is None else broker.state,
+        broker_queue=0 if broker is None else broker.queue,
+        peers_up=sum(1 for peer in peers if peer.state == "up"),
+        peers=len(peers),
+        cluster_status=mode,
+    )
+
+
+class Rates:
+    """Per-second rates of growing counters, between one call and the next."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        """Measure time on ``clock`` (seconds)."""
+        self._clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def rate(self, name: str, total: int) -> float:
+        """How fast ``name`` grew since the last call (0.0 the first time), rounded to 0.1."""
+        now = self._clock()
+        last = self._last.get(name)
+        self._last[name] = (now, total)
+        if last is None or now <= last[0]:
+            return 0.0
+        return round(max(0, total - last[1]) / (now - last[0]), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """An announcement as one reading found it, and how old it was then (seconds)."""
+
+    announcement: Announcement
+    age: float
+
+
+def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
+    """The announce script's reply as sightings, and how many records were unreadable.
+
+    Raises:
+        ValueError: the reply does not have the script's shape.
+    """
+    if not reply or (len(reply) - 1) % 3:
+        raise ValueError("a presence listing of the wrong shape")
+    now_ms = int(reply[0])
+    sightings = []
+    unreadable = 0
+    for at in range(1, len(reply), 3):
+        _, score, record = reply[at : at + 3]
+        try:
+            found = Announcement.decode(bytes(record))
+        except ValueError:
+            unreadable += 1
+            continue
+        age = max(0, now_ms - int(float(score))) / 1000
+        sightings.append(Sighting(found, age))
+    return sightings, unreadable
+
+
+class Roster:
+    """The last reading of who announces under the prefix, aged on an injected clock."""
+
+    def __init__(self, own: Identity, prefix: str, clock: Callable[[], float]) -> None:
+        """Hold readings for the process ``own``, under ``prefix``."""
+        self.own = own
+        self.prefix = prefix
+        self._clock = clock
+        self._sightings: list[Sighting] = []
+        self._read_at: float | None = None
+        #: Why the last announcement failed; None once one succeeds.
+        self.last_error: str | None = None
+        self.unreadable = 0
+
+    def update(self, sightings: Sequence[Sighting], unreadable: int = 0) -> None:
+        """Take a new reading, made now."""
+        self._sightings = list(sightings)
+        self._read_at = self._clock()
+        self.unreadable = unreadable
+        self.last_error = None
+
+    def failed(self, reason: str) -> None:
+        """The last round could not reach Redis; the old reading keeps ageing."""
+        self.last_error = reason
+
+    def others(self) -> list[str]:
+        """The other nodes (not this one, nor its sibling workers) in the last reading."""
+        nodes = {s.announcement.identity.node for s in self._sightings}
+        return sorted(nodes - {self.own.node})
+
+    def members(self) -> list[dict[str, Any]]:
+        """Every process not gone, as of now, ordered by node and worker."""
+        since = 0.0 if self._read_at is None else max(0.0, self._clock() - self._read_at)
+        rows = []
+        for sighting in self._sightings:
+            found = sighting.announcement
+            ident = found.identity
+            age = sighting.age + since
+            verdict = freshness(age, ident.interval)
+            if verdict is Freshness.GONE:
+                continue
+            rows.append(_member(found, verdict, age, ident.fingerprint == self.own.fingerprint))
+        rows.sort(key=lambda row: (row["node"], row["worker"] or 0, row["fingerprint"]))
+        return rows
+
+    def status(self) -> dict[str, Any]:
+        """The ``nodes`` entry of ``/status/``: the members and the cluster's totals."""
+        members = self.members()
+        return {
+            "prefix": self.prefix,
+            "interval_seconds": self.own.interval,
+            "stale_after_seconds": STALE_AFTER * self.own.interval,
+            "gone_after_seconds": GONE_AFTER * self.own.interval,
+            "last_error": self.last_error,
+            "unreadable": self.unreadable,
+            "members": members,
+            "totals": totals(members),
+        }
+
+
+def _member(found: Announcement, verdict: Freshness, age: float, is_self: bool) -> dict[str, Any]:
+    ident = found.identity
+    return {
+        "node": ident.node,
+        "worker": ident.worker,
+        "fingerprint": ident.fingerprint,
+        "host": ident.host,
+        "pid": ident.pid,
+        "self": is_self,
+        "version": ident.version,
+        "state": verdict.value,
+        "last_seen_seconds": round(age, 1),
+        "started_at": ident.started_at,
+        "browsers": found.browsers,
+        "rate_in": found.rate_in,
+        "rate_out": found.rate_out,
+        "broker": found.broker_state,
+        "broker_queue": found.broker_queue,
+        "peers_up": found.peers_up,
+        "peers": found.peers,
+        "cluster_status": found.cluster_status,
+    }
+
+
+def totals(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The cluster's figures over ``members``: nodes, processes, browsers, rates, stale ones.
+
+    Browsers and deliveries happen on one process each and add up.
+    """
+    return {
+        "nodes": len({m["node"] for m in members}),
+        "processes": len(members),
+        "stale": sum(1 for m in members if m["state"] != Freshness.FRESH.value),
+        "browsers": sum(int(m["browsers"]) for m in members),
+        # Every node takes in every message of the cluster (that is how they
+        # meet), so the cluster's rate in is the largest, not the sum.
+        "rate_in": max((float(m["rate_in"]) for m in members), default=0.0),
+        "rate_out": round(sum(float(m["rate_out"]) for m in members), 1),
+    }
