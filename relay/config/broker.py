@@ -81,6 +81,8 @@ class BrokerConfig(BaseModel):
     ping_interval_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     #: ...and re-established when nothing at all (not even the pong) arrived for this long.
     stale_seconds: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    #: Each node (each worker) announces itself in Redis this often (README, "Presence").
+    presence_interval_seconds: float = Field(default=2.0, ge=0.05, allow_inf_nan=False)
     #: First reconnection delay; it doubles per failure (with jitter) up to the max.
     backoff_initial_seconds: float = Field(default=0.1, gt=0, allow_inf_nan=False)
     backoff_max_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)

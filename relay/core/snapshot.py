@@ -189,6 +189,8 @@ class NodeSnapshot:
     instances_overflowed: int = 0
     #: The alert webhook's counters (sent, failed, dropped, queue); None when alerts are off.
     alerts: Mapping[str, int] | None = None
+    #: Broker mode: every node announced under the prefix (``relay.links.presence``).
+    nodes: Mapping[str, Any] | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
@@ -200,4 +202,6 @@ class NodeSnapshot:
             status["broker"] = self.broker.status()
         if self.overload is not None:
             status["overload"] = self.overload.status()
+        if self.nodes is not None:
+            status["nodes"] = dict(self.nodes)
         return status

@@ -19,6 +19,7 @@ from typing import cast
 
 from aiohttp import web
 
+from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
 from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
@@ -94,6 +95,8 @@ class Node:
                 ),
             )
         )
+        worker = None if role is None else role.index
+        self.presence = presence_for(config.broker, self.hub.fingerprint, self.snapshot, worker)
         self.client_listeners: list[ClientListener] = []
         self._admin_runners: list[web.AppRunner] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -171,6 +174,8 @@ class Node:
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
                 await self.broker.start(self.hub)
+            if self.presence is not None:
+                await self.presence.start()
             given = iter(client_sockets)
             for index, server in self._servers("client"):
                 await self._start_client(server, index, next(given, None))
@@ -232,6 +237,7 @@ class Node:
         self._admin_runners.clear()
         self.client_listeners.clear()
         await asyncio.gather(
+            *([self.presence.stop()] if self.presence is not None else []),
             self.peers.stop(PEER_DRAIN_GRACE),
             *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
         )
@@ -391,6 +397,7 @@ class Node:
             overload=self._parts.overload.reading(),
             instances_overflowed=hub.overflowed,
             alerts=None if self.alerts is None else self.alerts.reading(),
+            nodes=None if self.presence is None else self.presence.status(),
         )
 
     def _connection_count(self) -> int:

@@ -1,0 +1,191 @@
+"""Presence in Redis: each node (each worker) announces itself and reads who else is there.
+
+``Presence`` runs one round per ``presence_interval_seconds`` on a client of
+its own: the announce script (``relay.links.presence``) stores this process'
+record with its expiry and returns every record under the prefix, which the
+:class:`Roster` keeps for ``/status/``. A round that cannot reach Redis is
+noted and tried again next interval; meanwhile the last reading ages, so the
+other nodes turn stale, then gone, as they would if they had stopped. The
+first reading logs how many other nodes share the prefix: a node started on
+the wrong Redis, or with the default prefix next to a production cluster,
+says so at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from relay import __version__
+from relay.broker.connect import new_client
+from relay.config.broker import BrokerConfig
+from relay.core.snapshot import NodeSnapshot
+from relay.links.presence import (
+    ANNOUNCE_SCRIPT,
+    GONE_AFTER,
+    Identity,
+    PresenceKeys,
+    Rates,
+    Roster,
+    announcement,
+    parse_listing,
+)
+
+log = logging.getLogger("relay.broker.presence")
+
+#: How many other nodes the start-up line names before it only counts.
+NAMED_IN_LOG = 5
+
+
+def presence_for(
+    config: BrokerConfig | None,
+    fingerprint: str,
+    snapshot: Callable[[], NodeSnapshot],
+    worker: int | None,
+) -> Presence | None:
+    """The presence of a node in broker mode (``config`` set); None otherwise."""
+    if config is None:
+        return None
+    return Presence(config, fingerprint, snapshot=snapshot, worker=worker)
+
+
+class Presence:
+    """This process' presence under the broker prefix, and what it sees of the others."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        fingerprint: str,
+        *,
+        snapshot: Callable[[], NodeSnapshot],
+        worker: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Announce ``snapshot()`` for the process ``fingerprint``, worker ``worker`` of its node.
+
+        A worker's node is its supervisor (its parent process); a node
+        without workers is itself.
+        """
+        host = socket.gethostname()
+        pid = os.getpid()
+        node_pid = os.getppid() if worker is not None else pid
+        self.identity = Identity(
+            fingerprint=fingerprint,
+            node=f"{host}:{node_pid}",
+            host=host,
+            pid=pid,
+            worker=worker,
+            version=__version__,
+            started_at=round(wall_clock(), 3),
+            interval=config.presence_interval_seconds,
+        )
+        self.config = config
+        self.roster = Roster(self.identity, config.prefix, clock)
+        self._keys = PresenceKeys(config.prefix)
+        self._snapshot = snapshot
+        self._rates = Rates(clock)
+        self._known: set[str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._clients: tuple[aioredis.Redis, Sentinel | None] | None = None
+
+    def status(self) -> dict[str, Any]:
+        """The ``nodes`` entry of ``/status/``."""
+        return self.roster.status()
+
+    async def start(self) -> None:
+        """Announce from now on, in the background (the first round at once)."""
+        self._clients = new_client(self.config, f"presence-{self.identity.fingerprint}")
+        self._task = asyncio.create_task(self._run(), name="relay-presence")
+
+    async def stop(self) -> None:
+        """Stop announcing and withdraw this process' record, so it is gone at once."""
+        # The event ends the loop even when redis-py swallows the cancellation
+        # of a round under way (it can: the round then completes normally).
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._clients is None:
+            return
+        client, sentinel = self._clients
+        self._clients = None
+        # Best effort: a record left behind expires by itself.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.config.timeout_seconds):
+                fingerprint = self.identity.fingerprint
+                await client.zrem(self._keys.index, fingerprint)
+                await client.delete(self._keys.record_head + fingerprint)
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        if sentinel is not None:
+            with contextlib.suppress(Exception):
+                await sentinel.aclose()
+
+    async def _run(self) -> None:
+        assert self._clients is not None
+        client = self._clients[0]
+        script = client.register_script(ANNOUNCE_SCRIPT)
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(
+                    self.config.connect_timeout_seconds + self.config.timeout_seconds
+                ):
+                    await self._round(script)
+            except (RedisError, OSError, TimeoutError, ValueError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+                log.debug("presence round failed: %s", exc)
+                self.roster.failed(reason)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.identity.interval):
+                    await self._stopping.wait()
+
+    async def _round(self, script: Any) -> None:
+        """Announce this process and take the reading the script returns."""
+        record = announcement(self._snapshot(), self.identity, self._rates)
+        expiry_ms = max(1, round(GONE_AFTER * self.identity.interval * 1000))
+        reply = await script(
+            keys=[self._keys.index],
+            args=[self._keys.record_head, self.identity.fingerprint, record.encode(), expiry_ms],
+        )
+        sightings, unreadable = parse_listing(reply)
+        self.roster.update(sightings, unreadable)
+        self._log_changes()
+
+    def _log_changes(self) -> None:
+        """Say how many other nodes share the prefix, then which ones come and go."""
+        others = set(self.roster.others())
+        prefix = self.config.prefix
+        if self._known is None:
+            if others:
+                named = sorted(others)
+                more = len(named) - NAMED_IN_LOG
+                log.info(
+                    "presence: %d other %s under broker prefix %r: %s%s",
+                    len(named),
+                    "node" if len(named) == 1 else "nodes",
+                    prefix,
+                    ", ".join(named[:NAMED_IN_LOG]),
+                    f" and {more} more" if more > 0 else "",
+                )
+            else:
+                log.info("presence: no other node under broker prefix %r", prefix)
+        else:
+            for node in sorted(others - self._known):
+                log.info("presence: node %s joined under broker prefix %r", node, prefix)
+            for node in sorted(self._known - others):
+                log.info("presence: node %s left broker prefix %r", node, prefix)
+        self._known = others
