@@ -22,6 +22,7 @@ import orjson
 from relay import __version__
 from relay.cli.admin_client import AdminTarget, find_target
 from relay.cli.cluster_table import render_table
+from relay.cli.nodes_table import render_nodes
 from relay.cli.preflight import check_config, reach
 from relay.cli.status_table import render_status
 from relay.cli.wording import counted
@@ -82,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         commands, "status", _status, "print the status of a running node"
     )
     status_cmd.add_argument("-i", "--instance", default="", help="the instance to report on")
+    status_cmd.add_argument(
+        "--cluster",
+        action="store_true",
+        help="list every node sharing the node's broker prefix (broker mode)",
+    )
     _add_client_command(
         commands,
         "cluster-status",
@@ -353,10 +359,27 @@ def _print_json(value: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     status = _target(args).request("/status/" + _instance_query(args.instance))
+    if args.cluster:
+        return _print_nodes(status, as_json=args.json)
     if args.json:
         _print_json(status)
     else:
         print(render_status(status), end="")
+    return 0
+
+
+def _print_nodes(status: dict[str, Any], *, as_json: bool) -> int:
+    """``relay status --cluster``: the node's ``nodes`` section, as a table or JSON."""
+    nodes = status.get("nodes")
+    if not isinstance(nodes, dict):
+        raise RelayError(
+            'this node lists no cluster: presence needs broker mode (a "broker" section in '
+            'its config; README, "Presence"), or the node predates it'
+        )
+    if as_json:
+        _print_json(nodes)
+    else:
+        print(render_nodes(nodes), end="")
     return 0
 
 

@@ -129,6 +129,26 @@ def _overload(section: Mapping[str, Any]) -> _Named:
     return rows, frozenset({"policy", "active", "episodes", "refused"})
 
 
+def _nodes(section: Mapping[str, Any]) -> _Named:
+    """The ``nodes`` section (``relay.links.presence``) summed up; ``--cluster`` has the table."""
+    totals = section.get("totals")
+    totals = totals if isinstance(totals, Mapping) else {}
+    rows = [
+        ("broker prefix", _plain(section.get("prefix"))),
+        (
+            "announced",
+            f"{_count(totals, 'nodes', 'node')}, "
+            f"{_number(totals, 'processes')} processes ({_number(totals, 'stale')} stale), "
+            f"{_number(totals, 'browsers')} browsers; relay status --cluster lists them",
+        ),
+        ("last error", _plain(section.get("last_error"))),
+    ]
+    shown = {"prefix", "totals", "members", "last_error", "unreadable"}
+    return rows, frozenset(
+        shown | {"interval_seconds", "stale_after_seconds", "gone_after_seconds"}
+    )
+
+
 def _no_known_keys(section: Mapping[str, Any]) -> _Named:
     return [], frozenset()
 
@@ -140,7 +160,11 @@ _POLICIES = {
 }
 
 #: Sections relay adds to ``/status/``, by key: their title and their renderer.
-_SECTIONS = {"broker": ("Broker", _broker), "overload": ("Overload", _overload)}
+_SECTIONS = {
+    "broker": ("Broker", _broker),
+    "overload": ("Overload", _overload),
+    "nodes": ("Nodes under the broker prefix", _nodes),
+}
 
 
 def _peer_row(peer: Mapping[str, Any]) -> list[str]:
