@@ -18,7 +18,13 @@ from tests.support import Admin, Browser, eventually, local_config, notification
 pytestmark = pytest.mark.slow
 
 StartNode = Callable[..., Awaitable[Node]]
-MODULE_SECTIONS = ("peers-section", "broker-section", "databases-section", "repositories-section")
+MODULE_SECTIONS = (
+    "peers-section",
+    "broker-section",
+    "nodes-section",
+    "databases-section",
+    "repositories-section",
+)
 
 
 async def open_page(chromium: Chromium, node: Node) -> str:
@@ -165,6 +171,40 @@ async def test_an_older_node_shows_the_last_window_only(
     assert shown["from"] > shown["started"]
     assert shown["samples"] <= 12  # one window of samples, not the node's whole life
     assert "the last 1 seconds" in (await chromium.text(tab)).lower()
+
+
+async def test_broker_mode_lists_every_node_of_the_prefix_in_the_cluster_table(
+    start_node: StartNode, chromium: Chromium, redis_server: RedisServer
+) -> None:
+    broker = {"url": redis_server.url, "presence_interval_seconds": 0.2}
+    dashboard = {"interval_seconds": 0.2}
+    node = await start_node(local_config(dashboard=dashboard, broker=broker))
+    other = await start_node(local_config(dashboard=dashboard, broker=broker))
+    browser = await Browser.open(other.client_addresses[0][1])
+    tab = await open_page(chromium, node)
+
+    async def both_listed() -> bool:
+        rows = await chromium.evaluate(
+            tab, "[...document.querySelectorAll('#nodes tr')].map(r => r.innerText)"
+        )
+        return len(rows) == 2 and all("fresh" in row for row in rows)
+
+    await eventually(both_listed, "the Cluster table lists both nodes, fresh")
+    assert not await chromium.evaluate(tab, "document.getElementById('nodes-section').hidden")
+    fingerprints = {node.hub.fingerprint, other.hub.fingerprint}
+    rows = await chromium.evaluate(
+        tab, "[...document.querySelectorAll('#nodes tr td:last-child')].map(td => td.innerText)"
+    )
+    assert set(rows) == fingerprints
+
+    async def counted() -> bool:
+        totals = await chromium.evaluate(tab, "document.getElementById('nodes-totals').innerText")
+        return "1 node, 2 processes (0 stale), 2 browsers" in totals
+
+    # Two Node objects in one test process: one node (one pid), two processes; the page
+    # itself is a browser of the first.
+    await eventually(counted, "the totals count the browser connected to the other node")
+    await browser.close()
 
 
 async def test_broker_mode_shows_the_link_and_charts_its_outage(
