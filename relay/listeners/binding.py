@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Awaitable
 
 from relay.config import ServerConfig
+from relay.errors import StartupError
 
 #: A port held by another process: check-config warns (the live node itself holds it).
 IN_USE = errno.EADDRINUSE
@@ -66,3 +68,11 @@ def probe_bind(server: ServerConfig) -> None:
             if family == socket.AF_INET6:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probe.bind(address)
+
+
+async def bound(starting: Awaitable[None], server: ServerConfig, where: str) -> None:
+    """Await a listener's start, turning a bind failure into a StartupError worded as above."""
+    try:
+        await starting
+    except OSError as exc:
+        raise StartupError(listen_problem(where, server, exc)) from None

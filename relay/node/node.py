@@ -15,23 +15,18 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
-
-from aiohttp import web
 
 from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
-from relay.config.hosts import base_url
 from relay.config.secrets import load_secret
 from relay.core.snapshot import NodeSnapshot
-from relay.errors import StartupError
-from relay.listeners.admin import HTTP_LOG, AdminSettings, AdminState, create_admin_app
-from relay.listeners.binding import listen_problem
+from relay.listeners.admin import AdminSettings, AdminState
+from relay.listeners.binding import bound
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
-from relay.listeners.http_guard import guard_server
 from relay.node import reload
+from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
 from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
@@ -98,7 +93,6 @@ class Node:
         worker = None if role is None else role.index
         self.presence = presence_for(config.broker, self.hub.fingerprint, self.snapshot, worker)
         self.client_listeners: list[ClientListener] = []
-        self._admin_runners: list[web.AppRunner] = []
         #: Whether the node serves (``/health/ready``): not until every listener
         #: is up, and no longer once shutdown begins.
         self.ready = False
@@ -107,6 +101,7 @@ class Node:
         self.metrics = NodeMetrics(self.snapshot)
         self.siblings = None if role is None else self._new_siblings(role, clock)
         self.admin_state = self._new_admin_state()
+        self.admin = AdminListeners(self.admin_state, parts.tls, reuse_port=role is not None)
         self._background: list[asyncio.Task[None]] = []
         #: Browser connections this process took over from its predecessor.
         self.adopted = 0
@@ -231,10 +226,9 @@ class Node:
         # Admin and client listeners wind down together (each within the
         # grace), then peers drain: at most 3 s after the drain.
         await asyncio.gather(
-            *(runner.cleanup() for runner in self._admin_runners),
+            self.admin.stop(),
             *(listener.stop(SHUTDOWN_GRACE) for listener in self.client_listeners),
         )
-        self._admin_runners.clear()
         self.client_listeners.clear()
         await asyncio.gather(
             *([self.presence.stop()] if self.presence is not None else []),
@@ -251,24 +245,17 @@ class Node:
         Raises:
             StartupError: a listener could not start.
         """
-        given = iter(sockets)
-        for index, server in self._servers("admin"):
-            await self._start_admin(server, index, next(given, None))
+        await self.admin.start(
+            self._servers("admin"), self.config.limits, sockets, grace=SHUTDOWN_GRACE
+        )
 
     def admin_sockets(self) -> list[socket.socket]:
         """The admin listeners' listening sockets, in config order (for a handoff)."""
-        found: list[socket.socket] = []
-        for runner in self._admin_runners:
-            for site in runner.sites:
-                # aiohttp keeps the asyncio server of a site private; a handoff needs its socket.
-                server = cast(asyncio.Server | None, site._server)
-                found.extend([] if server is None else server.sockets)
-        return found
+        return self.admin.sockets()
 
     async def close_admin(self) -> None:
-        """Stop the admin listeners once their requests in flight are answered."""
-        runners, self._admin_runners = self._admin_runners, []
-        await asyncio.gather(*(runner.cleanup() for runner in runners))
+        """Stop the admin listeners for a successor, cutting no request off."""
+        await self.admin.hand_over(self.config.limits.admin_header_seconds)
 
     def hurry(self) -> None:
         """Cut a drain under way short: close every remaining browser now."""
@@ -299,7 +286,7 @@ class Node:
     @property
     def admin_addresses(self) -> list[tuple[str, int]]:
         """(host, port) of each admin listener, in config order."""
-        return [tuple(runner.addresses[0][:2]) for runner in self._admin_runners]
+        return self.admin.addresses
 
     async def _start_client(
         self, server: ServerConfig, index: str, sock: socket.socket | None
@@ -314,43 +301,8 @@ class Node:
             connection_factory=self._connection_factory,
             reuse_port=self.role is not None,
         )
-        await _bind(listener.start(sock), server, index)
+        await bound(listener.start(sock), server, index)
         self.client_listeners.append(listener)
-
-    async def _start_admin(
-        self, server: ServerConfig, index: str, sock: socket.socket | None
-    ) -> None:
-        app = create_admin_app(self.admin_state)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            logger=HTTP_LOG,
-            handle_signals=False,
-            shutdown_timeout=SHUTDOWN_GRACE,
-            # aiohttp closes a connection that has not sent a complete request
-            # this long after connecting (slow headers), or after its last one.
-            keepalive_timeout=self.config.limits.admin_header_seconds,
-        )
-        await runner.setup()
-        assert runner.server is not None  # set up above
-        guard_server(runner.server)
-        self._admin_runners.append(runner)
-        context = self._parts.tls.context_for(server, index)
-        site: web.BaseSite = (
-            web.SockSite(runner, sock, ssl_context=context)
-            if sock is not None
-            else web.TCPSite(
-                runner,
-                server.bind_host,
-                server.port,
-                ssl_context=context,
-                reuse_address=True,
-                reuse_port=self.role is not None or None,
-            )
-        )
-        await _bind(site.start(), server, index)
-        host, port = runner.addresses[0][:2]
-        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
 
     async def apply(self, config: Config) -> list[str]:
         """Apply a new configuration to the running node, keeping every connection.
@@ -445,14 +397,6 @@ class Node:
             snapshot = self.snapshot()
             sample = self._parts.series.sample(snapshot)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
-
-
-async def _bind(starting: Awaitable[None], server: ServerConfig, index: str) -> None:
-    """Await a listener's start, turning a bind failure into a clear StartupError."""
-    try:
-        await starting
-    except OSError as exc:
-        raise StartupError(listen_problem(index, server, exc)) from None
 
 
 async def serve(

@@ -1,0 +1,141 @@
+"""A node's admin listeners: aiohttp runners, bound as configured or on sockets handed over.
+
+One runner per ``admin`` server entry, in config order, each serving the
+node's one ``AdminState``. A handoff (``relay.node.handoff``) takes their
+listening sockets and then closes them here without cutting a request off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Sequence
+from typing import cast
+
+from aiohttp import web
+
+from relay.config import LimitsConfig, ServerConfig
+from relay.config.hosts import base_url
+from relay.config.tls import ListenerContexts
+from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
+from relay.listeners.binding import bound
+from relay.listeners.http_guard import guard_server
+
+log = logging.getLogger("relay.node")
+
+#: How often a closing listener looks whether its last connections sent their request.
+_POLL_SECONDS = 0.01
+
+
+class AdminListeners:
+    """The admin port(s) of one node."""
+
+    def __init__(self, state: AdminState, tls: ListenerContexts, *, reuse_port: bool) -> None:
+        """Serve ``state``; ``reuse_port`` when the node's workers share the ports."""
+        self._state = state
+        self._tls = tls
+        self._reuse_port = reuse_port
+        self._runners: list[web.AppRunner] = []
+
+    async def start(
+        self,
+        servers: Sequence[tuple[str, ServerConfig]],
+        limits: LimitsConfig,
+        sockets: Sequence[socket.socket] = (),
+        *,
+        grace: float,
+    ) -> None:
+        """Start one listener per ``(index, server)``: bound as configured, or on ``sockets``.
+
+        ``grace`` bounds how long a stop waits for the requests in flight.
+
+        Raises:
+            StartupError: a listener could not start.
+        """
+        given = iter(sockets)
+        for index, server in servers:
+            await self._start_one(server, index, next(given, None), limits, grace)
+
+    async def _start_one(
+        self,
+        server: ServerConfig,
+        index: str,
+        sock: socket.socket | None,
+        limits: LimitsConfig,
+        grace: float,
+    ) -> None:
+        runner = web.AppRunner(
+            create_admin_app(self._state),
+            access_log=None,
+            logger=HTTP_LOG,
+            handle_signals=False,
+            shutdown_timeout=grace,
+            # aiohttp closes a connection that has not sent a complete request
+            # this long after connecting (slow headers), or after its last one.
+            keepalive_timeout=limits.admin_header_seconds,
+        )
+        await runner.setup()
+        assert runner.server is not None  # set up above
+        guard_server(runner.server)
+        self._runners.append(runner)
+        context = self._tls.context_for(server, index)
+        site: web.BaseSite = (
+            web.SockSite(runner, sock, ssl_context=context)
+            if sock is not None
+            else web.TCPSite(
+                runner,
+                server.bind_host,
+                server.port,
+                ssl_context=context,
+                reuse_address=True,
+                reuse_port=self._reuse_port or None,
+            )
+        )
+        await bound(site.start(), server, index)
+        host, port = runner.addresses[0][:2]
+        log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each admin listener, in config order."""
+        return [tuple(runner.addresses[0][:2]) for runner in self._runners]
+
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets, in config order (for a handoff)."""
+        found: list[socket.socket] = []
+        for runner in self._runners:
+            for site in runner.sites:
+                # aiohttp keeps the asyncio server of a site private; a handoff needs its socket.
+                server = cast(asyncio.Server | None, site._server)
+                found.extend([] if server is None else server.sockets)
+        return found
+
+    async def hand_over(self, header_seconds: float) -> None:
+        """Stop accepting (the successor accepts on the same sockets), then stop.
+
+        A connection accepted just before, whose request has not arrived yet,
+        gets up to ``header_seconds`` to send it: aiohttp's shutdown closes an
+        idle connection unanswered, and that client's post would be lost.
+        """
+        runners, self._runners = self._runners, []
+        for runner in runners:
+            for site in list(runner.sites):
+                await site.stop()
+        for _ in range(max(1, round(header_seconds / _POLL_SECONDS))):
+            if not any(_awaiting_request(runner) for runner in runners):
+                break
+            await asyncio.sleep(_POLL_SECONDS)  # aiohttp has no event for a request's arrival
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+    async def stop(self) -> None:
+        """Stop every listener once its requests in flight are answered (within the grace)."""
+        runners, self._runners = self._runners, []
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+
+def _awaiting_request(runner: web.AppRunner) -> bool:
+    """Whether a connection of ``runner`` has not sent its first request yet."""
+    server = runner.server
+    # aiohttp counts the requests it parsed on a connection; 0 means one is on its way.
+    return server is not None and any(h._request_count == 0 for h in server.connections)
