@@ -36,6 +36,7 @@ from relay.errors import ConfigError, RelayError, StartupError
 from relay.node.runtime import serve_until_signalled, supervise
 from relay.process.logs import configure_logging
 from relay.process.loop import run
+from relay.process.open_files import raise_open_files_limit
 from relay.process.pidfile import PidFile
 from relay.workers.plan import WorkerRole
 
@@ -181,6 +182,8 @@ def _serve(args: argparse.Namespace) -> int:
     if pidfile is not None:
         pidfile.acquire()
     try:
+        if role is None:  # workers inherit the supervisor's limit
+            raise_open_files_limit(config.limits, source=args.config)
         if count > 1:
             run(supervise(config, args.config, count, args.debug))
         else:
