@@ -22,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from bench import procfs
 from bench.harness import Bench
 from bench.scenarios import BROWSER_KEYS, SHARED_KEY, Outcome, _delivery_figures
 from bench.server import node_config
 
 #: The checkout to compare with (``--before DIR``); None runs this relay alone.
 BEFORE_DIR: Path | None = None
+
+#: Before each round, wait up to this long for a quiet machine (``--wait-quiet``).
+WAIT_QUIET = 0.0
 
 #: Browser load-generator processes (one per core).
 BROWSER_PROCESSES = 2
@@ -57,7 +61,10 @@ def burst_compare(
     if before is not None:
         sides.insert(0, ("before", before))
     runs: dict[str, list[Outcome]] = {}
+    busy_before: list[float] = []
     for _ in range(rounds):
+        if WAIT_QUIET:
+            busy_before.append(round(procfs.wait_until_quiet(WAIT_QUIET), 3))
         for side, source in sides:
             with factory() as bench:
                 latency = _run(bench, source, browsers, rate, burst, duration, f"{name}-{side}")
@@ -67,6 +74,8 @@ def burst_compare(
             runs.setdefault(f"{name}-cpu-{side}", []).append(cpu)
     kept = {run: _median(outcomes, run.startswith(f"{name}-cpu")) for run, outcomes in runs.items()}
     summary = _summary(name, kept, runs, [side for side, _ in sides])
+    if busy_before:
+        summary.result["figures"]["machine_busy_before_each_round"] = busy_before
     summary.result["description"] = (
         f"{browsers} browsers, {rate:g} posts/s arriving {burst} at a time: delivery latency; "
         f"and {cpu_rate:g} posts/s evenly spaced: server CPU per delivery; "

@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--before {args.before}: no relay package there", file=sys.stderr)
             return 2
         burst.BEFORE_DIR = args.before.resolve()
+    burst.WAIT_QUIET = args.wait_quiet
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")
