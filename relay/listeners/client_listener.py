@@ -61,7 +61,9 @@ class ClientListener:
         self.origins = _allowed_origins(browsers)
         self.extensions = _extensions(browsers)
         #: Where connections queue their frames until the next flush writes them.
-        self.coalescer = Coalescer(clock=time.monotonic, call_later=_call_later)
+        self.coalescer = Coalescer(
+            clock=time.monotonic, call_soon=_call_soon, call_later=_call_later
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server
         self._ssl_context = ssl_context
@@ -220,6 +222,10 @@ def _extensions(browsers: BrowsersConfig) -> Sequence[ServerExtensionFactory] | 
             compress_settings={"memLevel": 4},
         )
     ]
+
+
+def _call_soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
 
 
 def _call_later(delay: float, callback: Callable[[], None]) -> None:
