@@ -139,7 +139,7 @@ class BrowserConnection(asyncio.Protocol):
         self._fragments: bytearray | None = None
         #: Frames waiting for the coalescer's next flush, and when this connection
         #: was last written to (monotonic seconds).
-        self._queued: list[bytes] | None = None
+        self._queued: bytes | list[bytes] | None = None
         self._last_write = float("-inf")
         self._address = "?"
         self.instance = DEFAULT_INSTANCE
@@ -215,19 +215,23 @@ class BrowserConnection(asyncio.Protocol):
         """
         if not self._open:
             return
-        if self._queued is not None:
-            self._queued.append(message.frame)
-            return
-        self._queued = [message.frame]
-        self._listener.coalescer.mark(self, self._last_write)
+        queued = self._queued
+        if queued is None:
+            # A lone frame is kept as is: no list for the garbage collector to track.
+            self._queued = message.frame
+            self._listener.coalescer.mark(self, self._last_write)
+        elif isinstance(queued, bytes):
+            self._queued = [queued, message.frame]
+        else:
+            queued.append(message.frame)
 
     def write_queued(self, now: float) -> None:
         """Write the frames queued since the last write, in one write (the coalescer calls this)."""
-        frames, self._queued = self._queued, None
-        if frames and self._open:
+        queued, self._queued = self._queued, None
+        if queued and self._open:
             assert self._transport is not None
             self._last_write = now
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self._transport.write(queued if isinstance(queued, bytes) else b"".join(queued))
 
     def check_liveness(self, now: float) -> None:
         """Ping a browser silent for the ping interval; drop one silent past the timeout."""
