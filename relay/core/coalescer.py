@@ -15,9 +15,12 @@ marked connection's queue in a single ``write`` each:
   write; and a fan-out to many thousands does not keep the loop from
   answering anything else until it is over.
 - **Held, only when the loop is busy.** The coalescer measures its own load:
-  the share of recent time the loop spent writing (an exponentially decaying
-  average with time constant ``LOAD_SECONDS``, measured with the injected
-  clock, so time spent waiting for a busy CPU counts too). Past ``LOAD_LOW``,
+  the share of recent time the loop spent writing (CPU time of its flushes
+  per unit of time, an exponentially decaying average with time constant
+  ``LOAD_SECONDS``). CPU time, not elapsed time: on a machine shared with
+  other work, a flush that waited for the CPU says nothing of how much
+  writing the node has to do, and opening the window then would only delay
+  bursts on a node that has time to spare. Past ``LOAD_LOW``,
   a connection written to less than a *window* ago waits until the window
   since its last write is over; the window grows with the load up to
   ``max_window`` at ``LOAD_HIGH``. That is when writes are what the loop runs
@@ -25,8 +28,8 @@ marked connection's queue in a single ``write`` each:
   goes out at once.
 
 The decision (when a marked connection is due, how wide the window is) lives
-here with no event loop: time comes from ``clock``, and the I/O edge passes
-``call_soon`` and ``call_later``.
+here with no event loop: time comes from ``clock`` and ``cpu_clock``, and the
+I/O edge passes ``call_soon`` and ``call_later``.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ SLICE = 128
 #: Time constant of the load average (seconds): how long a change of load takes to show.
 LOAD_SECONDS = 1.0
 #: Below this load every message goes out at once; at ``LOAD_HIGH`` the window is widest.
-LOAD_LOW = 0.10
-LOAD_HIGH = 0.30
+LOAD_LOW = 0.05
+LOAD_HIGH = 0.20
 
 
 class Queued(Protocol):
@@ -76,12 +79,16 @@ class Coalescer:
         call_soon: Callable[[Callable[[], None]], object],
         call_later: Callable[[float, Callable[[], None]], object],
         max_window: float = DEFAULT_MAX_WINDOW,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         """Flush through ``call_soon(callback)`` and ``call_later(delay, callback)``.
 
-        ``clock`` gives monotonic seconds.
+        ``clock`` gives monotonic seconds; ``cpu_clock`` the CPU time of the
+        loop's thread (``time.thread_time``), which the load is measured in
+        (default: ``clock``).
         """
         self.clock = clock
+        self._cpu_clock = cpu_clock or clock
         self.max_window = max_window
         #: The current window (seconds): 0 while the loop has time to spare.
         self.window = 0.0
@@ -124,11 +131,12 @@ class Coalescer:
         """Write a slice of the due connections; the rest go on the next turn."""
         self._soon = False
         due = self._due
-        started = self.clock()
+        now = self.clock()
+        cpu_started = self._cpu_clock()
         for _ in range(min(self._slice, len(due))):
             connection = due.popleft()
             try:
-                connection.write_queued(started)
+                connection.write_queued(now)
             except Exception:
                 # One broken connection must not cost the others their messages.
                 log.exception("writing to a browser failed")
@@ -139,7 +147,7 @@ class Coalescer:
                 self._call_soon(self.flush)
         else:
             self._slice = FIRST_SLICE
-        self._count_busy(started, self.clock())
+        self._count_busy(self._cpu_clock() - cpu_started, self.clock())
 
     def _release(self) -> None:
         """The earliest held connection's window is over: every held one is due now."""
@@ -148,10 +156,10 @@ class Coalescer:
         self._due.extend(held)
         self.flush()
 
-    def _count_busy(self, started: float, ended: float) -> None:
-        """Add the time ``started`` to ``ended`` spent writing to the load average."""
-        decay = math.exp((self._load_at - ended) / LOAD_SECONDS)
-        self._load = self._load * decay + (ended - started) / LOAD_SECONDS
-        self._load_at = ended
+    def _count_busy(self, busy: float, now: float) -> None:
+        """Add ``busy`` seconds spent writing, up to ``now``, to the load average."""
+        decay = math.exp((self._load_at - now) / LOAD_SECONDS)
+        self._load = self._load * decay + busy / LOAD_SECONDS
+        self._load_at = now
         if self._due or self._held:
             self.window = window_for(self._load, self.max_window)

@@ -62,7 +62,10 @@ class ClientListener:
         self.extensions = _extensions(browsers)
         #: Where connections queue their frames until the next flush writes them.
         self.coalescer = Coalescer(
-            clock=time.monotonic, call_soon=_call_soon, call_later=_call_later
+            clock=time.monotonic,
+            cpu_clock=time.thread_time,
+            call_soon=_call_soon,
+            call_later=_call_later,
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server

@@ -117,8 +117,8 @@ def test_a_flush_writes_growing_slices_per_turn_and_later_marks_join_the_rest() 
 def test_the_window_opens_only_while_the_loop_is_busy_writing() -> None:
     clock, loop = FakeClock(), Loop()
     coalescer = loop.coalescer(clock)
-    busy(coalescer, loop, clock, share=0.05)
-    assert coalescer.load == pytest.approx(0.05, abs=0.01)
+    busy(coalescer, loop, clock, share=0.02)
+    assert coalescer.load == pytest.approx(0.02, abs=0.01)
     assert coalescer.window == 0.0
     busy(coalescer, loop, clock, share=0.5)
     assert coalescer.load == pytest.approx(0.5, abs=0.02)
@@ -131,6 +131,20 @@ def test_the_window_opens_only_while_the_loop_is_busy_writing() -> None:
     clock.advance(0.020)
     loop.later[0][1]()
     assert (first.flushes, second.flushes) == (1, 1)  # both, with the earliest
+
+
+def test_time_spent_waiting_for_the_cpu_is_not_load() -> None:
+    # A shared machine: flushes take long in elapsed time, but the loop's
+    # own CPU time in them is small; bursts must not wait for a window then.
+    clock, cpu, loop = FakeClock(), FakeClock(), Loop()
+    coalescer = Coalescer(
+        clock=clock, cpu_clock=cpu, call_soon=loop.call_soon, call_later=loop.call_later
+    )
+    busy(coalescer, loop, clock, share=0.5)  # the wall clock moves in the writes, the CPU's not
+    assert coalescer.load == 0.0
+    coalescer.mark(Recorder(), clock() - 0.001)
+    assert not loop.later
+    assert len(loop.soon) == 1
 
 
 def test_the_window_closes_once_the_load_has_decayed() -> None:
