@@ -54,8 +54,9 @@ def burst_compare(
 ) -> list[Outcome]:
     """Burst latency and fan-out CPU, for ``before`` (a checkout) and this relay, in turns.
 
-    Each side's headline run is its median round (by p99 latency, and by CPU
-    per delivery); every round's figures are kept beside it.
+    Each side's headline run is its least disturbed round (the one during
+    which other processes used the least CPU); every round's figures are
+    kept beside it.
     """
     sides: list[tuple[str, Path | None]] = [("after", None)]
     if before is not None:
@@ -72,7 +73,7 @@ def burst_compare(
             with factory() as bench:
                 cpu = _run(bench, source, browsers, cpu_rate, 1, cpu_duration, f"{name}-cpu-{side}")
             runs.setdefault(f"{name}-cpu-{side}", []).append(cpu)
-    kept = {run: _median(outcomes, run.startswith(f"{name}-cpu")) for run, outcomes in runs.items()}
+    kept = {run: _least_disturbed(outcomes) for run, outcomes in runs.items()}
     summary = _summary(name, kept, runs, [side for side, _ in sides])
     if busy_before:
         summary.result["figures"]["machine_busy_before_each_round"] = busy_before
@@ -80,7 +81,7 @@ def burst_compare(
         f"{browsers} browsers, {rate:g} posts/s arriving {burst} at a time: delivery latency; "
         f"and {cpu_rate:g} posts/s evenly spaced: server CPU per delivery; "
         + ("before and after, " if before is not None else "")
-        + f"median of {rounds} rounds"
+        + f"each side's least disturbed of {rounds} rounds"
     )
     summary.result["parameters"] = {
         "browsers": browsers,
@@ -138,16 +139,9 @@ def _run(
     )
 
 
-def _median(outcomes: list[Outcome], by_cpu: bool) -> Outcome:
-    """The median round (lower middle for an even count), by CPU per delivery or by p99."""
-
-    def key(outcome: Outcome) -> float:
-        figures = outcome.result["figures"]
-        value = figures["server_cpu_us_per_delivery"] if by_cpu else figures["latency_ms"]["p99"]
-        return float("inf") if value is None else float(value)
-
-    ordered = sorted(outcomes, key=key)
-    return ordered[(len(ordered) - 1) // 2]
+def _least_disturbed(outcomes: list[Outcome]) -> Outcome:
+    """The round during which other processes used the least CPU (on a shared machine)."""
+    return min(outcomes, key=lambda outcome: outcome.result["figures"]["other_cpu_s"])
 
 
 def _summary(
@@ -161,11 +155,16 @@ def _summary(
         figures[f"latency_ms_{side}"] = {k: latency["latency_ms"][k] for k in _LATENCY}
         figures[f"cpu_us_per_delivery_{side}"] = cpu["server_cpu_us_per_delivery"]
         figures[f"lost_{side}"] = latency["lost"] + cpu["lost"]
-        figures[f"p99_ms_every_round_{side}"] = [
-            o.result["figures"]["latency_ms"]["p99"] for o in runs[f"{name}-{side}"]
+        # Every round as "p50/p99/max ms (other processes' CPU s)", and CPU the same way.
+        figures[f"latency_every_round_{side}"] = [
+            "{p50:.1f}/{p99:.1f}/{max:.1f} ({other:.1f})".format(
+                **o.result["figures"]["latency_ms"], other=o.result["figures"]["other_cpu_s"]
+            )
+            for o in runs[f"{name}-{side}"]
         ]
         figures[f"cpu_us_every_round_{side}"] = [
-            o.result["figures"]["server_cpu_us_per_delivery"] for o in runs[f"{name}-cpu-{side}"]
+            f"{figures['server_cpu_us_per_delivery']:.2f} ({figures['other_cpu_s']:.1f})"
+            for figures in (o.result["figures"] for o in runs[f"{name}-cpu-{side}"])
         ]
         every = runs[f"{name}-{side}"] + runs[f"{name}-cpu-{side}"]
         figures[f"machine_busy_{side}"] = round(

@@ -197,7 +197,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             duration=2 if q else 10,
             cpu_rate=100,
             cpu_duration=2 if q else 10,
-            rounds=1 if q else 3,
+            rounds=1 if q else 5,
             before=burst.BEFORE_DIR,
         ),
     ),
