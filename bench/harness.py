@@ -225,14 +225,20 @@ class Bench:
             redis.stop()
         _progress(f"stopped {len(self.nodes)} nodes, {len(self.workers)} workers", began)
 
-    def node(self, config: dict[str, Any], name: str = "relay", workers: int = 1) -> RelayNode:
-        """Start a relay node (of ``workers`` processes)."""
+    def node(
+        self,
+        config: dict[str, Any],
+        name: str = "relay",
+        workers: int = 1,
+        relay_src: Path | None = None,
+    ) -> RelayNode:
+        """Start a relay node (of ``workers`` processes), of the checkout ``relay_src`` if given."""
         profile = None
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             index = len(self.nodes)
             profile = self.profile_dir / f"{self.scenario}-{index}-{name}.pstats"
-        node = RelayNode(config, name, profile, workers)
+        node = RelayNode(config, name, profile, workers, relay_src)
         self.nodes.append(node)
         return node.start()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import procfs, report, scale, scenarios
+from bench import burst, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -198,6 +198,22 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             rounds=1 if q else 2,
         ),
     ),
+    "burst": (
+        "1,000 browsers, 20 posts/s arriving 8 at a time: latency; and CPU per delivery at "
+        "100 posts/s (with --before DIR, that checkout too, side by side)",
+        lambda q, factory: burst.burst_compare(
+            factory,
+            name="burst",
+            browsers=200 if q else 1000,
+            rate=20,
+            burst=8,
+            duration=2 if q else 10,
+            cpu_rate=100,
+            cpu_duration=2 if q else 10,
+            rounds=1 if q else 5,
+            before=burst.BEFORE_DIR,
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
@@ -290,6 +306,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an extraction of Aphlict's support/aphlict/server (with node_modules/ws): the "
         "mesh scenario then runs three Aphlict nodes too, for figures beside relay's",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="a checkout to compare with (say, a worktree of main): the burst scenario runs "
+        "its relay package too, in turns with this one, and sets both side by side",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
 
@@ -308,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
             print(parser_error, file=sys.stderr)
             return 2
         scenarios.APHLICT_DIR = args.aphlict.resolve()
+    if args.before:
+        if not (args.before / "relay" / "__init__.py").is_file():
+            print(f"--before {args.before}: no relay package there", file=sys.stderr)
+            return 2
+        burst.BEFORE_DIR = args.before.resolve()
+    burst.WAIT_QUIET = args.wait_quiet
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")

@@ -78,15 +78,18 @@ class RelayNode:
         name: str = "relay",
         profile: Path | None = None,
         workers: int = 1,
+        relay_src: Path | None = None,
     ) -> None:
         """Prepare a node running ``config``; nothing starts until ``start``.
 
         With ``profile``, the node runs under cProfile and writes its stats
         there. With ``workers`` > 1 it is a supervisor and its worker processes
-        (``relay serve --workers N``); its CPU time is theirs added up.
+        (``relay serve --workers N``); its CPU time is theirs added up. With
+        ``relay_src`` (a checkout), the node runs the ``relay`` package there.
         """
         self.name = name
         self.workers = workers
+        self.relay_src = relay_src
         self.config = config
         self.profile = profile
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +115,8 @@ class RelayNode:
         path = Path(self._config_dir.name) / "relay.json"
         path.write_text(json.dumps(self.config))
         # The node runs the relay this process imports, whatever the working directory.
-        roots = [relay_root(), os.environ.get("PYTHONPATH")]
+        source = str(self.relay_src) if self.relay_src is not None else relay_root()
+        roots = [source, os.environ.get("PYTHONPATH")]
         command = ["-m", "relay", "serve", "--config", str(path)]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]

@@ -202,7 +202,11 @@ class BrowserAgent(_Agent):
 
 
 class PosterAgent(_Agent):
-    """An application server posting notifications, at a rate or as fast as it can."""
+    """An application server posting notifications, at a rate or as fast as it can.
+
+    At a rate, ``burst`` posts (default 1) leave together, each on its own
+    connection, as several application servers posting at once.
+    """
 
     def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
         """Serve ``conn``, posting as ``spec`` says."""
@@ -233,6 +237,7 @@ class PosterAgent(_Agent):
         """``go``: post until ``max_posts`` are out or ``duration`` is over, then report."""
         spec = self.spec
         base, max_posts, rate = spec["seq_base"], spec["max_posts"], spec.get("rate")
+        burst = spec.get("burst", 1)
         started = time.monotonic()
         stop_at = started + spec["duration"]
         issued = 0
@@ -268,7 +273,8 @@ class PosterAgent(_Agent):
                 idle.put_nowait(connection)
 
             while issued < max_posts:
-                due = started + issued / rate
+                # Posts leave ``burst`` at a time: as many application servers posting at once.
+                due = started + (issued - issued % burst) / rate
                 # Stop at the end of the schedule, or when far behind it.
                 if due >= stop_at or time.monotonic() >= stop_at + spec["duration"]:
                     break

@@ -39,6 +39,7 @@ from relay.errors import ConfigError, RelayError, StartupError
 from relay.node.runtime import Handoff, serve_until_signalled, supervise
 from relay.process.logs import configure_logging
 from relay.process.loop import run
+from relay.process.open_files import raise_open_files_limit
 from relay.process.pidfile import PidFile
 from relay.workers.plan import WorkerRole
 
@@ -269,6 +270,8 @@ def _serve(args: argparse.Namespace) -> int:
             _startup_notes(config)
         for warning in warnings:
             log.warning("%s", warning)
+        if role is None:  # workers inherit the supervisor's limit
+            raise_open_files_limit(config.limits)
         if pidfile is not None:
             pidfile.acquire()
         if count > 1:

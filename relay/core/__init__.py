@@ -9,7 +9,7 @@
 - ``dedup``: recently seen message identities, bounded;
 - ``hub``: routing to history, local browsers and peers;
 - ``admission``: connection caps per node and per address;
-- ``coalescer``: batches writes to a browser written to moments ago;
+- ``coalescer``: one write per browser per loop turn; a window only when busy;
 - ``fingerprint``: the node's random identity;
 - ``snapshot``: what a node knows at one moment, as one typed value.
 

@@ -2,8 +2,9 @@
 
 Each connection is one small object with no task of its own: bytes arrive in
 ``data_received``, go through websockets' parser, and become commands for the
-hub; messages leave through ``deliver``, which writes a frame built once for
-every recipient straight to the transport, never awaiting.
+hub; messages leave through ``deliver``, which queues a frame built once for
+every recipient, never awaiting; the listener's coalescer writes each
+connection's queue in one write, on the next turn of the loop.
 
 Limits enforced here: the handshake deadline, admission (503 over the
 connection caps), the outbound buffer bound (a browser that stops reading is
@@ -138,7 +139,7 @@ class BrowserConnection(asyncio.Protocol):
         self._fragments: bytearray | None = None
         #: Frames waiting for the coalescer's next flush, and when this connection
         #: was last written to (monotonic seconds).
-        self._queued: list[bytes] | None = None
+        self._queued: bytes | list[bytes] | None = None
         self._last_write = float("-inf")
         self._address = "?"
         self.instance = DEFAULT_INSTANCE
@@ -209,32 +210,29 @@ class BrowserConnection(asyncio.Protocol):
     # What the hub and the listener call.
 
     def deliver(self, message: EncodedMessage) -> None:
-        """Write an encoded message, or queue it if this browser was written to very recently.
+        """Queue an encoded message; the coalescer's next flush writes it with any others.
 
         No-op once the connection is closing.
         """
         if not self._open:
             return
-        if self._queued is not None:
-            self._queued.append(message.frame)
-            return
-        coalescer = self._listener.coalescer
-        now = coalescer.clock()
-        if now - self._last_write >= coalescer.window:
+        queued = self._queued
+        if queued is None:
+            # A lone frame is kept as is: no list for the garbage collector to track.
+            self._queued = message.frame
+            self._listener.coalescer.mark(self, self._last_write)
+        elif isinstance(queued, bytes):
+            self._queued = [queued, message.frame]
+        else:
+            queued.append(message.frame)
+
+    def write_queued(self, now: float) -> None:
+        """Write the frames queued since the last write, in one write (the coalescer calls this)."""
+        queued, self._queued = self._queued, None
+        if queued and self._open:
             assert self._transport is not None
             self._last_write = now
-            self._transport.write(message.frame)
-        else:
-            self._queued = [message.frame]
-            coalescer.mark(self, self._last_write)
-
-    def write_queued(self) -> None:
-        """Write the frames queued since the last write, in one write (the coalescer calls this)."""
-        frames, self._queued = self._queued, None
-        if frames and self._open:
-            assert self._transport is not None
-            self._last_write = self._listener.coalescer.clock()
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self._transport.write(queued if isinstance(queued, bytes) else b"".join(queued))
 
     def check_liveness(self, now: float) -> None:
         """Ping a browser silent for the ping interval; drop one silent past the timeout."""
@@ -417,7 +415,7 @@ class BrowserConnection(asyncio.Protocol):
         assert transport is not None
         if self._queued:
             # Queued messages go before a pong, a ping or a close frame.
-            self.write_queued()
+            self.write_queued(self._listener.coalescer.clock())
         for data in ws.data_to_send():
             if data:
                 transport.write(data)

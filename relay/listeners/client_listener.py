@@ -64,7 +64,12 @@ class ClientListener:
         self.origins = _allowed_origins(browsers)
         self.extensions = _extensions(browsers)
         #: Where connections queue their frames until the next flush writes them.
-        self.coalescer = Coalescer(clock=time.monotonic, call_later=_call_later)
+        self.coalescer = Coalescer(
+            clock=time.monotonic,
+            cpu_clock=time.thread_time,
+            call_soon=_call_soon,
+            call_later=_call_later,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._server_config = server
         self._ssl_context = ssl_context
@@ -254,6 +259,10 @@ def _extensions(browsers: BrowsersConfig) -> Sequence[ServerExtensionFactory] | 
             compress_settings={"memLevel": 4},
         )
     ]
+
+
+def _call_soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
 
 
 def _call_later(delay: float, callback: Callable[[], None]) -> None:

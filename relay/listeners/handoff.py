@@ -266,7 +266,7 @@ class MovableConnection(BrowserConnection):
         ):
             return None
         if self._queued:
-            self.write_queued()
+            self.write_queued(self._listener.coalescer.clock())
         sock = transport.get_extra_info("socket")
         if sock is None or transport.get_write_buffer_size():
             return None

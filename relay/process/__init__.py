@@ -1,8 +1,9 @@
-"""The process around a node: logs, pidfile, systemd, the event loop, periodic work.
+"""The process around a node: logs, pidfile, systemd, the event loop, limits, periodic work.
 
 - ``logs``: log files, levels, reopening rotated files;
 - ``pidfile``: the pidfile, held while the node runs;
 - ``systemd``: sd_notify (READY, RELOADING, WATCHDOG, STOPPING);
 - ``loop``: the event loop (uvloop where available), chosen in one place;
+- ``open_files``: the open-files limit raised to the hard one, checked against the cap;
 - ``periodic``: background work every N seconds, a failing round logged.
 """

@@ -1,4 +1,7 @@
-"""Coalesced writes: bursts to one browser go out together, in order, each message whole."""
+"""Coalesced writes: what waits in one loop turn goes out together, in order, each message whole.
+
+The window that holds writes opens only while the loop is busy writing.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +10,176 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
+import pytest
 
-from relay.core.coalescer import Coalescer
+from relay.core.coalescer import (
+    DEFAULT_MAX_WINDOW,
+    FIRST_SLICE,
+    LOAD_HIGH,
+    LOAD_LOW,
+    LOAD_SECONDS,
+    SLICE,
+    Coalescer,
+    window_for,
+)
 from relay.core.notification import parse_notification
 from relay.node.node import Node
 from tests.support import FakeClock, notification
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """A connection that counts its writes; each write takes ``cost`` seconds of ``clock``."""
+
+    def __init__(self, clock: FakeClock | None = None, cost: float = 0.0) -> None:
         self.flushes = 0
+        self.written_at: list[float] = []
+        self._clock = clock
+        self._cost = cost
 
-    def write_queued(self) -> None:
+    def write_queued(self, now: float) -> None:
         self.flushes += 1
+        self.written_at.append(now)
+        if self._clock is not None:
+            self._clock.advance(self._cost)
 
 
-def test_one_flush_per_window_for_every_marked_connection() -> None:
-    clock = FakeClock()
-    scheduled: list[tuple[float, Callable[[], None]]] = []
-    coalescer = Coalescer(
-        clock=clock, call_later=lambda delay, callback: scheduled.append((delay, callback))
-    )
+class Loop:
+    """What the coalescer schedules, run when the test says so."""
+
+    def __init__(self) -> None:
+        self.soon: list[Callable[[], None]] = []
+        self.later: list[tuple[float, Callable[[], None]]] = []
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.soon.append(callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.later.append((delay, callback))
+
+    def turn(self) -> None:
+        """One turn: run what was scheduled before it (not what it schedules)."""
+        ready, self.soon = self.soon, []
+        for callback in ready:
+            callback()
+
+    def coalescer(self, clock: FakeClock) -> Coalescer:
+        return Coalescer(clock=clock, call_soon=self.call_soon, call_later=self.call_later)
+
+
+def busy(coalescer: Coalescer, loop: Loop, clock: FakeClock, share: float) -> None:
+    """Run the coalescer for a few seconds with writes taking ``share`` of the time."""
+    for _ in range(500):  # 5 s of 10 ms rounds, 5 time constants
+        coalescer.mark(Recorder(clock, cost=0.010 * share), float("-inf"))
+        loop.turn()
+        clock.advance(0.010 * (1 - share))
+
+
+def test_at_low_load_every_mark_is_written_on_the_next_turn() -> None:
+    clock, loop = FakeClock(), Loop()
+    coalescer = loop.coalescer(clock)
+    first, second = Recorder(), Recorder()
+    coalescer.mark(first, clock() - 0.010)  # written 10 ms ago: not held
+    coalescer.mark(second, clock() - 0.001)
+    assert len(loop.soon) == 1  # one flush for the turn
+    assert not loop.later  # no timer
+    loop.turn()
+    assert (first.flushes, second.flushes) == (1, 1)
+    assert coalescer.window == 0.0
+
+
+def test_a_flush_writes_growing_slices_per_turn_and_later_marks_join_the_rest() -> None:
+    clock, loop = FakeClock(), Loop()
+    coalescer = loop.coalescer(clock)
+    connections = [Recorder() for _ in range(3 * SLICE)]
+    for connection in connections:
+        coalescer.mark(connection, float("-inf"))
+    written = []
+    loop.turn()
+    written.append(sum(c.flushes for c in connections))
+    late = Recorder()  # a post read after the first slice: joins the same flush
+    coalescer.mark(late, float("-inf"))
+    while loop.soon:
+        loop.turn()
+        written.append(sum(c.flushes for c in connections) + late.flushes)
+    slices = [b - a for a, b in zip([0, *written], written, strict=False)]
+    assert slices[:4] == [FIRST_SLICE, 2 * FIRST_SLICE, 4 * FIRST_SLICE, 8 * FIRST_SLICE]
+    assert max(slices) == SLICE
+    assert [c.flushes for c in connections] == [1] * len(connections)
+    assert late.flushes == 1
+    # The queue ran dry: the next batch starts small again.
+    again = [Recorder() for _ in range(SLICE)]
+    for connection in again:
+        coalescer.mark(connection, float("-inf"))
+    loop.turn()
+    assert sum(c.flushes for c in again) == FIRST_SLICE
+
+
+def test_the_window_opens_only_while_the_loop_is_busy_writing() -> None:
+    clock, loop = FakeClock(), Loop()
+    coalescer = loop.coalescer(clock)
+    busy(coalescer, loop, clock, share=0.02)
+    assert coalescer.load == pytest.approx(0.02, abs=0.01)
+    assert coalescer.window == 0.0
+    busy(coalescer, loop, clock, share=0.5)
+    assert coalescer.load == pytest.approx(0.5, abs=0.02)
     first, second = Recorder(), Recorder()
     coalescer.mark(first, clock() - 0.010)  # written 10 ms ago
     coalescer.mark(second, clock() - 0.001)
-    assert [round(delay, 3) for delay, _ in scheduled] == [0.020]  # one timer
-    scheduled[0][1]()
-    assert (first.flushes, second.flushes) == (1, 1)
-    coalescer.mark(first, clock())
-    assert len(scheduled) == 2  # a new burst, a new timer
+    assert coalescer.window == DEFAULT_MAX_WINDOW
+    assert [round(delay, 3) for delay, _ in loop.later] == [0.020]  # one timer
+    assert not loop.soon
+    clock.advance(0.020)
+    loop.later[0][1]()
+    assert (first.flushes, second.flushes) == (1, 1)  # both, with the earliest
+
+
+def test_time_spent_waiting_for_the_cpu_is_not_load() -> None:
+    # A shared machine: flushes take long in elapsed time, but the loop's
+    # own CPU time in them is small; bursts must not wait for a window then.
+    clock, cpu, loop = FakeClock(), FakeClock(), Loop()
+    coalescer = Coalescer(
+        clock=clock, cpu_clock=cpu, call_soon=loop.call_soon, call_later=loop.call_later
+    )
+    busy(coalescer, loop, clock, share=0.5)  # the wall clock moves in the writes, the CPU's not
+    assert coalescer.load == 0.0
+    coalescer.mark(Recorder(), clock() - 0.001)
+    assert not loop.later
+    assert len(loop.soon) == 1
+
+
+def test_the_window_closes_once_the_load_has_decayed() -> None:
+    clock, loop = FakeClock(), Loop()
+    coalescer = loop.coalescer(clock)
+    busy(coalescer, loop, clock, share=0.5)
+    clock.advance(5 * LOAD_SECONDS)  # quiet since
+    assert coalescer.load < LOAD_LOW
+    connection = Recorder()
+    coalescer.mark(connection, clock() - 0.001)
+    assert not loop.later
+    loop.turn()
+    assert connection.flushes == 1
+
+
+def test_the_window_grows_with_the_load_between_the_bounds() -> None:
+    assert window_for(0.0, 0.030) == 0.0
+    assert window_for(LOAD_LOW, 0.030) == 0.0
+    assert window_for((LOAD_LOW + LOAD_HIGH) / 2, 0.030) == pytest.approx(0.015)
+    assert window_for(LOAD_HIGH, 0.030) == pytest.approx(0.030)
+    assert window_for(1.0, 0.030) == pytest.approx(0.030)
 
 
 def test_a_failing_connection_does_not_stop_the_flush() -> None:
-    calls: list[Callable[[], None]] = []
-    coalescer = Coalescer(clock=FakeClock(), call_later=lambda _, callback: calls.append(callback))
+    clock, loop = FakeClock(), Loop()
+    coalescer = loop.coalescer(clock)
 
     class Broken(Recorder):
-        def write_queued(self) -> None:
+        def write_queued(self, now: float) -> None:
             raise OSError("gone")
 
     fine = Recorder()
     coalescer.mark(Broken(), 0.0)
     coalescer.mark(fine, 0.0)
-    calls[0]()
+    loop.turn()
     assert fine.flushes == 1
 
 

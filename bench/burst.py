@@ -1,0 +1,177 @@
+"""Bursts of posts: delivery latency when posts arrive several at once, before and after a change.
+
+Application servers do not post evenly: a task that touches an object makes
+several of them post within the same millisecond. This scenario posts at a
+steady average rate, ``burst`` posts at a time (one process, one keep-alive
+connection per post of a burst, all sent back to back), to browsers that all
+listen to the posted key, and reports the delivery latency. Beside it, the
+``fanout`` load (evenly spaced posts at a higher rate) gives the server CPU
+per delivery, so that a latency gain is not paid for in CPU unseen.
+
+With a second checkout (``--before DIR``), every measurement runs on both, in
+turns (before, after, before, after...), in the same run: on a machine shared
+with other work, turns spread the disturbance over both sides.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import procfs
+from bench.harness import Bench
+from bench.scenarios import BROWSER_KEYS, SHARED_KEY, Outcome, _delivery_figures
+from bench.server import node_config
+
+#: The checkout to compare with (``--before DIR``); None runs this relay alone.
+BEFORE_DIR: Path | None = None
+
+#: Before each round, wait up to this long for a quiet machine (``--wait-quiet``).
+WAIT_QUIET = 0.0
+
+#: Browser load-generator processes (one per core).
+BROWSER_PROCESSES = 2
+#: The figures set side by side for each side, and where they are in a result.
+_LATENCY = ("p50", "p99", "max")
+
+
+def burst_compare(
+    factory: Callable[[], Bench],
+    *,
+    name: str,
+    browsers: int,
+    rate: float,
+    burst: int,
+    duration: float,
+    cpu_rate: float,
+    cpu_duration: float,
+    rounds: int,
+    before: Path | None,
+) -> list[Outcome]:
+    """Burst latency and fan-out CPU, for ``before`` (a checkout) and this relay, in turns.
+
+    Each side's headline run is its least disturbed round (the one during
+    which other processes used the least CPU); every round's figures are
+    kept beside it.
+    """
+    sides: list[tuple[str, Path | None]] = [("after", None)]
+    if before is not None:
+        sides.insert(0, ("before", before))
+    runs: dict[str, list[Outcome]] = {}
+    busy_before: list[float] = []
+    for _ in range(rounds):
+        if WAIT_QUIET:
+            busy_before.append(round(procfs.wait_until_quiet(WAIT_QUIET), 3))
+        for side, source in sides:
+            with factory() as bench:
+                latency = _run(bench, source, browsers, rate, burst, duration, f"{name}-{side}")
+            runs.setdefault(f"{name}-{side}", []).append(latency)
+            with factory() as bench:
+                cpu = _run(bench, source, browsers, cpu_rate, 1, cpu_duration, f"{name}-cpu-{side}")
+            runs.setdefault(f"{name}-cpu-{side}", []).append(cpu)
+    kept = {run: _least_disturbed(outcomes) for run, outcomes in runs.items()}
+    summary = _summary(name, kept, runs, [side for side, _ in sides])
+    if busy_before:
+        summary.result["figures"]["machine_busy_before_each_round"] = busy_before
+    summary.result["description"] = (
+        f"{browsers} browsers, {rate:g} posts/s arriving {burst} at a time: delivery latency; "
+        f"and {cpu_rate:g} posts/s evenly spaced: server CPU per delivery; "
+        + ("before and after, " if before is not None else "")
+        + f"each side's least disturbed of {rounds} rounds"
+    )
+    summary.result["parameters"] = {
+        "browsers": browsers,
+        "rate": rate,
+        "burst": burst,
+        "duration_s": duration,
+        "cpu_rate": cpu_rate,
+        "cpu_duration_s": cpu_duration,
+        "rounds": rounds,
+        "before": str(before) if before is not None else None,
+    }
+    return [summary, *kept.values()]
+
+
+def _run(
+    bench: Bench,
+    source: Path | None,
+    browsers: int,
+    rate: float,
+    burst: int,
+    duration: float,
+    name: str,
+) -> Outcome:
+    """One node of ``source``, ``browsers`` browsers, ``rate`` posts/s ``burst`` at a time."""
+    node = bench.node(node_config(), relay_src=source)
+    groups = [
+        {"name": "browsers", "port": node.client_port, "count": browsers, "keys": BROWSER_KEYS}
+    ]
+    posts = round(rate * duration)
+    browser_workers = bench.browsers(groups, workers=BROWSER_PROCESSES, seen_size=posts)
+    poster = bench.poster(
+        port=node.admin_port,
+        key=SHARED_KEY,
+        seq_base=0,
+        max_posts=posts,
+        duration=duration,
+        rate=rate,
+        burst=burst,
+        connections=max(8, burst),
+    )
+    m = bench.drive(browser_workers, [poster], barrier=True)
+    latencies = np.concatenate([g.latencies for g in m.groups.values()])
+    return Outcome(
+        result={
+            "scenario": name,
+            "description": (
+                f"{browsers} browsers, {rate:g} posts/s of 200 bytes, {burst} at a time, "
+                f"for {duration:g} s; relay from {source or 'this checkout'}"
+            ),
+            "parameters": {"browsers": browsers, "rate": rate, "burst": burst},
+            "figures": _delivery_figures(m),
+            "notes": [],
+        },
+        latencies={name: latencies},
+    )
+
+
+def _least_disturbed(outcomes: list[Outcome]) -> Outcome:
+    """The round during which other processes used the least CPU (on a shared machine)."""
+    return min(outcomes, key=lambda outcome: outcome.result["figures"]["other_cpu_s"])
+
+
+def _summary(
+    name: str, kept: dict[str, Outcome], runs: dict[str, list[Outcome]], sides: list[str]
+) -> Outcome:
+    """Both sides' headline figures in one table, and every round's."""
+    figures: dict[str, Any] = {}
+    for side in sides:
+        latency = kept[f"{name}-{side}"].result["figures"]
+        cpu = kept[f"{name}-cpu-{side}"].result["figures"]
+        figures[f"latency_ms_{side}"] = {k: latency["latency_ms"][k] for k in _LATENCY}
+        figures[f"cpu_us_per_delivery_{side}"] = cpu["server_cpu_us_per_delivery"]
+        figures[f"lost_{side}"] = latency["lost"] + cpu["lost"]
+        # Every round as "p50/p99/max ms (other processes' CPU s)", and CPU the same way.
+        figures[f"latency_every_round_{side}"] = [
+            "{p50:.1f}/{p99:.1f}/{max:.1f} ({other:.1f})".format(
+                **o.result["figures"]["latency_ms"], other=o.result["figures"]["other_cpu_s"]
+            )
+            for o in runs[f"{name}-{side}"]
+        ]
+        figures[f"cpu_us_every_round_{side}"] = [
+            f"{figures['server_cpu_us_per_delivery']:.2f} ({figures['other_cpu_s']:.1f})"
+            for figures in (o.result["figures"] for o in runs[f"{name}-cpu-{side}"])
+        ]
+        every = runs[f"{name}-{side}"] + runs[f"{name}-cpu-{side}"]
+        figures[f"machine_busy_{side}"] = round(
+            statistics.median(o.result["figures"]["machine_busy"] for o in every), 3
+        )
+        figures[f"other_cpu_s_max_{side}"] = max(o.result["figures"]["other_cpu_s"] for o in every)
+    if "before" in sides:
+        before, after = figures["cpu_us_per_delivery_before"], figures["cpu_us_per_delivery_after"]
+        figures["cpu_after_over_before"] = round(after / before, 3) if before and after else None
+    return Outcome(result={"scenario": name, "figures": figures, "notes": []}, latencies={})
