@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from relay.config.secrets import SecretSourceError, read_secret, validation_error
+from relay.config.secrets import read_secret_validated
 
 __all__ = ["AlertsConfig"]
 
@@ -65,15 +65,12 @@ class AlertsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _load_secret(self) -> AlertsConfig:
-        try:
-            self._secret = read_secret(
-                file=self.secret_file,
-                env=self.secret_env,
-                file_field="secret_file",
-                env_field="secret_env",
-            )
-        except SecretSourceError as exc:
-            raise validation_error(exc) from None
+        self._secret = read_secret_validated(
+            file=self.secret_file,
+            env=self.secret_env,
+            file_field="secret_file",
+            env_field="secret_env",
+        )
         return self
 
     @property

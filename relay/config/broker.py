@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from relay.config.secrets import SecretSourceError, read_secret, validation_error
+from relay.config.secrets import read_secret_validated
 
 __all__ = ["BrokerConfig", "SentinelAddress"]
 
@@ -128,17 +128,12 @@ class BrokerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _load_password(self) -> BrokerConfig:
-        # Read while the config is validated, so that a missing file is
-        # reported along with the config file's other problems.
-        try:
-            self._password = read_secret(
-                file=self.password_file,
-                env=self.password_env,
-                file_field="password_file",
-                env_field="password_env",
-            )
-        except SecretSourceError as exc:
-            raise validation_error(exc) from None
+        self._password = read_secret_validated(
+            file=self.password_file,
+            env=self.password_env,
+            file_field="password_file",
+            env_field="password_env",
+        )
         return self
 
     @property

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from relay.config.secrets import SecretSourceError, read_secret, validation_error
+from relay.config.secrets import read_secret_validated
 
 __all__ = [
     "ClusterStatusConfig",
@@ -95,12 +95,9 @@ class _PasswordSource(BaseModel):
         ]
         if len(given) > 1:
             raise ValueError(f"give the password one way only, not {' and '.join(given)}")
-        try:
-            read = read_secret(
-                file=self.pass_file, env=self.pass_env, file_field="pass_file", env_field="pass_env"
-            )
-        except SecretSourceError as exc:
-            raise validation_error(exc) from None
+        read = read_secret_validated(
+            file=self.pass_file, env=self.pass_env, file_field="pass_file", env_field="pass_env"
+        )
         self._secret = read if read is not None else self.password
         return self
 

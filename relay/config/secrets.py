@@ -37,6 +37,7 @@ __all__ = [
     "SecretSources",
     "load_secret",
     "read_secret",
+    "read_secret_validated",
     "secret_from_env",
     "secret_from_file",
     "validation_error",
@@ -127,6 +128,23 @@ def read_secret(
     if env is not None:
         return secret_from_env(env, env_field)
     return None
+
+
+def read_secret_validated(
+    *, file: str | Path | None, env: str | None, file_field: str, env_field: str
+) -> SecretStr | None:
+    """``read_secret`` for a model validator: a problem raises as the config's own error.
+
+    Read while the config is validated, so that a missing file or variable is
+    reported along with the config file's other problems, under its field.
+
+    Raises:
+        PydanticCustomError: both are given, or the one given gives no secret.
+    """
+    try:
+        return read_secret(file=file, env=env, file_field=file_field, env_field=env_field)
+    except SecretSourceError as exc:
+        raise validation_error(exc) from None
 
 
 def validation_error(error: SecretSourceError) -> PydanticCustomError:
