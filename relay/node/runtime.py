@@ -19,6 +19,7 @@ from relay.errors import ConfigError, StartupError
 from relay.links.backoff import Backoff
 from relay.node.handoff import serve_handing_over
 from relay.node.node import Node, serve
+from relay.process.collector import freeze_startup_objects
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
@@ -94,8 +95,10 @@ class _ServingProcess:
         self.stop.set()
 
     def started(self, node: Node) -> None:
-        """The node is up: take reloads, ping the watchdog, tell systemd."""
+        """The node is up: freeze start-up's objects, take reloads, tell systemd."""
         self._running.append(node)
+        frozen = freeze_startup_objects()
+        log.debug("froze %d objects of start-up out of the garbage collector's way", frozen)
         systemd = self._systemd
         # Reloads only once started: applying a config to a half-started node would race.
         asyncio.get_running_loop().add_signal_handler(
