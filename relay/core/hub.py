@@ -342,10 +342,18 @@ class Hub:
         self._counters_of(instance).messages_out += self._deliver(instance, subscribers, message)
 
     def _deliver(self, instance: str, keys: Iterable[str], message: EncodedMessage) -> int:
-        delivered = 0
-        for browser in self._index.recipients(instance, keys):
-            delivered += self._deliver_one(browser, message)
-        return delivered
+        recipients = self._index.recipients(instance, keys)
+        failed = 0
+        # This loop runs once per delivery (8,000 times for a burst of 8 posts to
+        # 1,000 browsers): one call per recipient, no helper around it.
+        for browser in recipients:
+            try:
+                browser.deliver(message)
+            except Exception:
+                # One broken connection or message must not cost the others theirs.
+                log.exception("delivering a message to a browser failed")
+                failed += 1
+        return len(recipients) - failed
 
     @staticmethod
     def _deliver_one(browser: Browser, message: EncodedMessage) -> int:

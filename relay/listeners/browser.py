@@ -221,10 +221,10 @@ class BrowserConnection(asyncio.Protocol):
             # A lone frame is kept as is: no list for the garbage collector to track.
             self._queued = message.frame
             self._listener.coalescer.mark(self, self._last_write)
-        elif isinstance(queued, bytes):
-            self._queued = [queued, message.frame]
-        else:
+        elif type(queued) is list:  # a quarter of isinstance()'s cost, once per delivery
             queued.append(message.frame)
+        else:
+            self._queued = [cast(bytes, queued), message.frame]
 
     def write_queued(self, now: float) -> None:
         """Write the frames queued since the last write, in one write (the coalescer calls this)."""
