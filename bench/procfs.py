@@ -68,6 +68,16 @@ def machine_cpu() -> dict[str, float]:
     }
 
 
+def memory_bytes() -> tuple[int, int]:
+    """The machine's memory: total and available (MemTotal, MemAvailable), in bytes."""
+    found = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            found[key] = int(value.split()[0]) * 1024
+    return found["MemTotal"], found["MemAvailable"]
+
+
 def raise_fd_limit() -> int:
     """Raise this process's open-file soft limit to its hard limit; return the new limit.
 

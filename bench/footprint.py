@@ -1,0 +1,97 @@
+"""What a large scenario's numbers mean: memory per browser, kernel socket memory, limits.
+
+Pure: these functions take what was read from /proc (or the text itself) and
+return the figures the results show, so they are tested without a node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KIB = 1024
+
+
+def parse_sockstat(text: str, page_size: int = 4096) -> dict[str, int]:
+    """The TCP line of /proc/net/sockstat: sockets in use, allocated, in TIME_WAIT, memory.
+
+    The kernel counts TCP buffer memory (``mem``) in pages; it is returned in bytes.
+    """
+    for line in text.splitlines():
+        if line.startswith("TCP:"):
+            words = line.split()[1:]
+            values = dict(zip(words[::2], (int(v) for v in words[1::2]), strict=True))
+            return {
+                "inuse": values.get("inuse", 0),
+                "alloc": values.get("alloc", 0),
+                "tw": values.get("tw", 0),
+                "mem_bytes": values.get("mem", 0) * page_size,
+            }
+    raise ValueError("no TCP line in /proc/net/sockstat")
+
+
+def memory_figures(
+    rss_before: list[int],
+    rss_after: list[int],
+    sockstat_before: dict[str, int],
+    sockstat_after: dict[str, int],
+    browsers: int,
+) -> dict[str, Any]:
+    """Node RSS (every process: supervisor and workers) and kernel TCP memory per browser.
+
+    ``rss_before`` and ``rss_after`` are the node's processes' resident bytes,
+    in the same order, before the first browser connected and after the last
+    one subscribed. KiB per browser is given for the growth and for the total.
+    """
+    before, after = sum(rss_before), sum(rss_after)
+    kernel = sockstat_after["mem_bytes"] - sockstat_before["mem_bytes"]
+    per = max(browsers, 1)
+    return {
+        "node_processes": len(rss_after),
+        "rss_before_mib": round(before / KIB / KIB, 1),
+        "rss_after_mib": round(after / KIB / KIB, 1),
+        "rss_per_process_after_mib": [round(r / KIB / KIB, 1) for r in rss_after],
+        "rss_growth_kib_per_browser": round((after - before) / per / KIB, 2),
+        "rss_total_kib_per_browser": round(after / per / KIB, 2),
+        "kernel_tcp_mem_growth_mib": round(kernel / KIB / KIB, 1),
+        "kernel_tcp_kib_per_browser": round(kernel / per / KIB, 2),
+        "tcp_sockets_in_use_growth": sockstat_after["inuse"] - sockstat_before["inuse"],
+    }
+
+
+def throttled_share(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """Per cgroup, the share of scheduler periods in which it hit its CPU quota."""
+    shares = {}
+    for name, end in after.items():
+        start = before.get(name, {"periods": 0, "throttled_periods": 0})
+        periods = end["periods"] - start["periods"]
+        throttled = end["throttled_periods"] - start["throttled_periods"]
+        shares[name] = round(throttled / periods, 3) if periods else 0.0
+    return shares
+
+
+def limits(
+    *,
+    connections_per_worker: list[int],
+    fd_limit: int,
+    per_address: int,
+    port_range: tuple[int, int],
+    memory_used_bytes: int,
+    memory_total_bytes: int,
+) -> dict[str, Any]:
+    """How close the run came to each limit: descriptors, ports, memory.
+
+    (CPU is read from the quotas' throttling, ``throttled_share``.)
+    """
+    busiest = max(connections_per_worker, default=0)
+    ports = port_range[1] - port_range[0] + 1
+    return {
+        "fd_limit": fd_limit,
+        "busiest_worker_connections": busiest,
+        "busiest_worker_fd_share": round(busiest / fd_limit, 3) if fd_limit else None,
+        "ports_per_source_address": ports,
+        "browsers_per_source_address": per_address,
+        "port_share": round(per_address / ports, 3),
+        "memory_used_share": round(memory_used_bytes / memory_total_bytes, 3),
+    }

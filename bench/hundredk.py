@@ -1,0 +1,321 @@
+"""The ``100k`` scenario: 100,000 browsers on one ``--workers 6`` node in broker mode.
+
+The node runs on a Redis of its own. Browsers, each subscribed to a shared
+key and a key of its own (as a Phorge tab is), are opened by several
+load-generator processes, each from loopback source addresses of its own
+(``bench.sources``). Each relay worker gets an equal hard CPU quota and the
+generators one between them (``bench.cpuquota``), so that neither side can
+take the other's CPU. Measured: the connect rate, the node's memory (every
+process) and the kernel's TCP memory per browser, then 1 post/s to the
+shared key (every browser gets each) and 10 posts/s to own keys (one browser
+gets each).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import footprint, procfs, sources
+from bench.cpuquota import CpuQuotas
+from bench.harness import Bench, Measurement, Worker, receive_all
+from bench.scale import browsers_per_worker
+from bench.scenarios import BROWSER_KEYS, OWN_KEY, SHARED_KEY, Outcome, _delivery_figures
+from bench.server import RelayNode, node_config
+
+#: Browsers of the full scenario (``--browsers N`` sets fewer, to try it out).
+BROWSERS = 100_000
+
+#: Longest connecting every browser may take (the figure itself is ~2-3 minutes).
+CONNECT_TIMEOUT = 600.0
+#: Consecutive own-key posts go to browsers this far apart (a prime: every browser once).
+OWN_STRIDE = 7919
+#: How often the timeline (connections, memory) is sampled.
+SAMPLE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The scenario's shape: counts, rates and CPU quotas."""
+
+    browsers: int = 100_000
+    generators: int = 6
+    workers: int = 6
+    shared_rate: float = 1.0
+    shared_duration: float = 30.0
+    own_rate: float = 10.0
+    own_duration: float = 30.0
+    #: Cores' worth of CPU each relay worker may use, and all generators together.
+    worker_cores: float = 0.22
+    loadgen_cores: float = 0.6
+
+
+#: A smoke run's shape (``--quick``).
+QUICK = Setup(browsers=2000, generators=2, workers=2, shared_duration=3.0, own_duration=3.0)
+
+
+class Timeline:
+    """Samples, once a second in a thread, TCP sockets in use and the node's total RSS.
+
+    Time 0 is when the browsers begin to connect; ``mark`` notes when each
+    posting phase begins.
+    """
+
+    def __init__(self, node: RelayNode) -> None:
+        """Sample ``node``; nothing runs until ``start``."""
+        self.node = node
+        self.began = time.monotonic()
+        self.series: dict[str, list[float]] = {"t": [], "tcp_inuse": [], "rss_mib": []}
+        #: When each phase began (seconds), in the order of ``PHASES``.
+        self.series["phases"] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
+
+    def start(self) -> Timeline:
+        """Start sampling."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, list[float]]:
+        """Stop sampling; returns the series."""
+        self._stop.set()
+        self._thread.join(5.0)
+        return self.series
+
+    def mark(self) -> None:
+        """The next phase begins now."""
+        self.series["phases"].append(round(time.monotonic() - self.began, 1))
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            try:
+                rss = sum(_rss(self.node))
+                tcp = footprint.parse_sockstat(Path("/proc/net/sockstat").read_text())
+            except (OSError, ValueError):
+                continue  # a worker being restarted: skip this sample
+            self.series["t"].append(round(time.monotonic() - self.began, 1))
+            self.series["tcp_inuse"].append(tcp["inuse"])
+            self.series["rss_mib"].append(round(rss / 1024 / 1024, 1))
+
+
+def _rss(node: RelayNode) -> list[int]:
+    return [procfs.rss_bytes(pid) for pid in node.pids()]
+
+
+def _sockstat() -> dict[str, int]:
+    return footprint.parse_sockstat(
+        Path("/proc/net/sockstat").read_text(), os.sysconf("SC_PAGESIZE")
+    )
+
+
+def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcome]:
+    """Connect, measure memory, broadcast, post to own keys; three outcomes and a timeline."""
+    quotas = CpuQuotas(f"relay-bench-{os.getpid()}")
+    with quotas, factory() as bench:
+        redis = bench.redis()
+        node = bench.node(node_config(broker=redis.url), workers=setup.workers)
+        worker_pids = node.pids()[1:]
+        quotas.group("loadgen", setup.loadgen_cores)
+        for i, pid in enumerate(worker_pids):
+            quotas.group(f"worker{i + 1}", setup.worker_cores)
+            quotas.add(f"worker{i + 1}", pid)
+        timeline = Timeline(node).start()
+        try:
+            connect = _connect(bench, quotas, node, setup, name)
+            shared_posts = round(setup.shared_rate * setup.shared_duration)
+            timeline.mark()
+            shared = _phase(
+                bench, quotas, node, connect.workers, f"{name}-shared", setup, seq_base=0, own=False
+            )
+            timeline.mark()
+            own = _phase(
+                bench, quotas, node, connect.workers, f"{name}-own", setup, shared_posts, own=True
+            )
+        finally:
+            series = timeline.stop()
+        redis_rss = procfs.rss_bytes(redis.proc.pid) if redis.proc else 0
+    connect.outcome.result["figures"]["redis_rss_mib"] = round(redis_rss / 1024 / 1024, 1)
+    quota_note = (
+        f"CPU quotas ({quotas.describe()}): {setup.worker_cores:g} core per relay worker, "
+        f"{setup.loadgen_cores:g} core for the {setup.generators} load generators together"
+        if quotas.available
+        else f"no CPU quotas: {quotas.describe()}"
+    )
+    for outcome in (connect.outcome, shared, own):
+        outcome.result["notes"].insert(0, quota_note)
+    connect.outcome.timeline = series
+    return [connect.outcome, shared, own]
+
+
+@dataclass
+class _Connected:
+    workers: list[Worker]
+    outcome: Outcome
+
+
+def _connect(
+    bench: Bench, quotas: CpuQuotas, node: RelayNode, setup: Setup, name: str
+) -> _Connected:
+    """Open every browser from the generators, each in the loadgen quota; memory around it."""
+    shares = sources.plan(setup.browsers, setup.generators)
+    seen_size = round(
+        setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
+    )
+    rss_before, tcp_before = _rss(node), _sockstat()
+    cpu_before = node.cpu_seconds()
+    began = time.monotonic()
+    started = []
+    for share in shares:
+        group = {
+            "name": "browsers",
+            "port": node.client_port,
+            "count": share.count,
+            "first_index": share.first,
+            "keys": BROWSER_KEYS,
+            "sources": list(share.sources),
+        }
+        spec = {
+            "role": "browsers",
+            "groups": [group],
+            "tag": bench.tag,
+            "seen_size": seen_size,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "count_failures": True,
+        }
+        worker = Worker(spec)
+        quotas.add("loadgen", worker.pid)
+        started.append(worker)
+    bench.workers.extend(started)
+    reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
+    seconds = time.monotonic() - began
+    cpu = node.cpu_seconds() - cpu_before
+    rss_after, tcp_after = _rss(node), _sockstat()
+    connected = sum(r["ready"] for r in reports)
+    failed: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report["failed"].items():
+            failed[kind] = failed.get(kind, 0) + count
+    spread = browsers_per_worker(node.admin_port)
+    figures: dict[str, Any] = {
+        "browsers": setup.browsers,
+        "connected": connected,
+        "refused": failed.get("ConnectionRefusedError", 0),
+        "failed": sum(failed.values()),
+        "failed_by_error": failed or "none",
+        "connect_seconds": round(seconds, 1),
+        "connects_per_s": round(connected / seconds, 1),
+        "generator_seconds": [round(r["seconds"], 1) for r in reports],
+        "server_cpu_us_per_connect": round(cpu / max(connected, 1) * 1e6, 1),
+        "browsers_per_worker": spread,
+        **footprint.memory_figures(rss_before, rss_after, tcp_before, tcp_after, connected),
+    }
+    per_address = max(-(-s.count // len(s.sources)) for s in shares)
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    figures["limits"] = footprint.limits(
+        connections_per_worker=spread,
+        fd_limit=bench.fd_limit,
+        per_address=per_address,
+        port_range=(low, high),
+        memory_used_bytes=_memory_used(),
+        memory_total_bytes=_memory_total(),
+    )
+    outcome = Outcome(
+        result={
+            "scenario": f"{name}-connect",
+            "description": (
+                f"{setup.browsers} browsers, each subscribed to a shared key and its own, "
+                f"opened by {setup.generators} generators from "
+                f"{sum(len(s.sources) for s in shares)} loopback addresses, "
+                f"on one --workers {setup.workers} node in broker mode"
+            ),
+            "parameters": {**setup.__dict__, "sources": [list(s.sources) for s in shares]},
+            "figures": figures,
+            "notes": [],
+        },
+        latencies={},
+    )
+    return _Connected(started, outcome)
+
+
+#: Longest the browsers wait, after the last post, for what is still on its way.
+SETTLE = 60.0
+
+
+def _phase(
+    bench: Bench,
+    quotas: CpuQuotas,
+    node: RelayNode,
+    browsers: list[Worker],
+    name: str,
+    setup: Setup,
+    seq_base: int,
+    *,
+    own: bool,
+) -> Outcome:
+    """Post to the shared key (every browser gets each post) or to own keys (one browser each)."""
+    rate = setup.own_rate if own else setup.shared_rate
+    duration = setup.own_duration if own else setup.shared_duration
+    posts = round(rate * duration)
+    owner = None
+    if own:
+        owner = {"pattern": OWN_KEY, "stride": OWN_STRIDE, "browsers": setup.browsers}
+        owner["base"] = seq_base
+    poster = bench.poster(
+        port=node.admin_port,
+        key=SHARED_KEY,
+        seq_base=seq_base,
+        max_posts=posts,
+        duration=duration,
+        rate=rate,
+        connections=4,
+        owner=owner,
+    )
+    pids = node.pids()
+    throttled_before = quotas.throttling()
+    cpu_before = [procfs.cpu_seconds(pid) for pid in pids]
+    m = bench.drive(browsers, [poster], barrier=False, settle=SETTLE, owner=owner)
+    figures = _delivery_figures(m)
+    figures["node_cpu_s_per_process"] = [
+        round(procfs.cpu_seconds(pid) - before, 2)
+        for pid, before in zip(pids, cpu_before, strict=True)
+    ]
+    figures["cpu_throttled_share"] = footprint.throttled_share(
+        throttled_before, quotas.throttling()
+    )
+    what = (
+        f"{rate:g} posts/s for {duration:g} s, each to one browser's own key"
+        if own
+        else f"{rate:g} post/s for {duration:g} s to the key every browser listens to"
+    )
+    return Outcome(
+        result={
+            "scenario": name,
+            "description": (
+                f"{figures['browsers']} browsers on one --workers {setup.workers} node: {what}"
+            ),
+            "parameters": {"rate": rate, "duration_s": duration, "posts": posts},
+            "figures": figures,
+            "notes": [],
+        },
+        latencies={name: _latencies(m)},
+    )
+
+
+def _latencies(m: Measurement) -> np.ndarray:
+    return np.concatenate([g.latencies for g in m.groups.values()])
+
+
+def _memory_used() -> int:
+    total, available = procfs.memory_bytes()
+    return total - available
+
+
+def _memory_total() -> int:
+    return procfs.memory_bytes()[0]

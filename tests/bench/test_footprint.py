@@ -1,0 +1,65 @@
+"""Memory per browser, kernel socket memory, throttling and limits from what /proc said."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.footprint import limits, memory_figures, parse_sockstat, throttled_share
+
+SOCKSTAT = """sockets: used 200154
+TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
+UDP: inuse 0 mem 0
+"""
+
+
+def test_sockstat_tcp_line_with_memory_in_bytes() -> None:
+    assert parse_sockstat(SOCKSTAT, page_size=4096) == {
+        "inuse": 200011,
+        "alloc": 200020,
+        "tw": 12,
+        "mem_bytes": 51234 * 4096,
+    }
+    with pytest.raises(ValueError, match="no TCP line"):
+        parse_sockstat("sockets: used 1\n")
+
+
+def test_memory_per_browser_counts_every_process() -> None:
+    mib = 1024 * 1024
+    before = {"inuse": 10, "alloc": 10, "tw": 0, "mem_bytes": 4096}
+    after = {"inuse": 200_010, "alloc": 200_010, "tw": 0, "mem_bytes": 4096 + 100 * mib}
+    figures = memory_figures(
+        [20 * mib] + [80 * mib] * 6, [20 * mib] + [180 * mib] * 6, before, after, 100_000
+    )
+    assert figures["node_processes"] == 7
+    assert figures["rss_before_mib"] == 500.0
+    assert figures["rss_after_mib"] == 1100.0
+    # 600 MiB over 100,000 browsers, and 1,100 MiB over them.
+    assert figures["rss_growth_kib_per_browser"] == round(600 * 1024 / 100_000, 2)
+    assert figures["rss_total_kib_per_browser"] == round(1100 * 1024 / 100_000, 2)
+    assert figures["kernel_tcp_kib_per_browser"] == 1.02
+    assert figures["tcp_sockets_in_use_growth"] == 200_000
+
+
+def test_throttled_share_per_group_over_the_window() -> None:
+    before = {"worker1": {"periods": 100, "throttled_periods": 10, "throttled_s": 1.0}}
+    after = {
+        "worker1": {"periods": 300, "throttled_periods": 60, "throttled_s": 3.0},
+        "loadgen": {"periods": 0, "throttled_periods": 0, "throttled_s": 0.0},
+    }
+    assert throttled_share(before, after) == {"worker1": 0.25, "loadgen": 0.0}
+
+
+def test_limits_shares() -> None:
+    found = limits(
+        connections_per_worker=[16_500, 16_800],
+        fd_limit=20_000,
+        per_address=8_334,
+        port_range=(32768, 60999),
+        memory_used_bytes=3,
+        memory_total_bytes=12,
+    )
+    assert found["busiest_worker_connections"] == 16_800
+    assert found["busiest_worker_fd_share"] == 0.84
+    assert found["ports_per_source_address"] == 28_232
+    assert found["port_share"] == 0.295
+    assert found["memory_used_share"] == 0.25
