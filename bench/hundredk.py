@@ -72,7 +72,12 @@ class Timeline:
         """Sample ``node``; nothing runs until ``start``."""
         self.node = node
         self.began = time.monotonic()
-        self.series: dict[str, list[float]] = {"t": [], "tcp_inuse": [], "rss_mib": []}
+        self.series: dict[str, list[float]] = {
+            "t": [],
+            "tcp_inuse": [],
+            "tcp_mem_mib": [],
+            "rss_mib": [],
+        }
         #: When each phase began (seconds), in the order of ``PHASES``.
         self.series["phases"] = []
         self._stop = threading.Event()
@@ -97,11 +102,12 @@ class Timeline:
         while not self._stop.wait(SAMPLE_INTERVAL):
             try:
                 rss = sum(_rss(self.node))
-                tcp = footprint.parse_sockstat(Path("/proc/net/sockstat").read_text())
+                tcp = _sockstat()
             except (OSError, ValueError):
                 continue  # a worker being restarted: skip this sample
             self.series["t"].append(round(time.monotonic() - self.began, 1))
             self.series["tcp_inuse"].append(tcp["inuse"])
+            self.series["tcp_mem_mib"].append(round(tcp["mem_bytes"] / 1024 / 1024, 1))
             self.series["rss_mib"].append(round(rss / 1024 / 1024, 1))
 
 
@@ -151,6 +157,14 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
     for outcome in (connect.outcome, shared, own):
         outcome.result["notes"].insert(0, quota_note)
     connect.outcome.timeline = series
+    # Buffers fill while a broadcast is on its way: the kernel's TCP memory at its peak.
+    for outcome, (start, end) in zip((shared, own), _phase_spans(series), strict=True):
+        during = [
+            mib
+            for t, mib in zip(series["t"], series["tcp_mem_mib"], strict=True)
+            if start <= t < end
+        ]
+        outcome.result["figures"]["kernel_tcp_mem_peak_mib"] = max(during, default=None)
     return [connect.outcome, shared, own]
 
 
@@ -168,7 +182,7 @@ def _connect(
     seen_size = round(
         setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
     )
-    rss_before, tcp_before = _rss(node), _sockstat()
+    rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
     cpu_before = node.cpu_seconds()
     began = time.monotonic()
     started = []
@@ -196,7 +210,7 @@ def _connect(
     reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
     seconds = time.monotonic() - began
     cpu = node.cpu_seconds() - cpu_before
-    rss_after, tcp_after = _rss(node), _sockstat()
+    rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
     connected = sum(r["ready"] for r in reports)
     failed: dict[str, int] = {}
     for report in reports:
@@ -215,6 +229,11 @@ def _connect(
         "server_cpu_us_per_connect": round(cpu / max(connected, 1) * 1e6, 1),
         "browsers_per_worker": spread,
         **footprint.memory_figures(rss_before, rss_after, tcp_before, tcp_after, connected),
+        # The sockets' own kernel objects (not their buffers): both ends are on this machine.
+        "kernel_slab_growth_mib": round((memory["Slab"] - slab_before) / 1024 / 1024, 1),
+        "kernel_slab_kib_per_browser_both_ends": round(
+            (memory["Slab"] - slab_before) / max(connected, 1) / 1024, 2
+        ),
     }
     per_address = max(-(-s.count // len(s.sources)) for s in shares)
     low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -223,8 +242,8 @@ def _connect(
         fd_limit=bench.fd_limit,
         per_address=per_address,
         port_range=(low, high),
-        memory_used_bytes=_memory_used(),
-        memory_total_bytes=_memory_total(),
+        memory_used_bytes=memory["MemTotal"] - memory["MemAvailable"],
+        memory_total_bytes=memory["MemTotal"],
     )
     outcome = Outcome(
         result={
@@ -286,6 +305,10 @@ def _phase(
         round(procfs.cpu_seconds(pid) - before, 2)
         for pid, before in zip(pids, cpu_before, strict=True)
     ]
+    figures["worker_cores_used"] = [
+        round(cpu / m.window, 3) for cpu in figures["node_cpu_s_per_process"][1:]
+    ]
+    figures["loadgen_cores_used"] = round(m.loadgen_cpu / m.window, 3)
     figures["cpu_throttled_share"] = footprint.throttled_share(
         throttled_before, quotas.throttling()
     )
@@ -308,14 +331,12 @@ def _phase(
     )
 
 
+def _phase_spans(series: dict[str, list[float]]) -> list[tuple[float, float]]:
+    """Each posting phase's (start, end) in the timeline's seconds."""
+    marks = series["phases"]
+    ends = [*marks[1:], float("inf")]
+    return list(zip(marks, ends, strict=True))
+
+
 def _latencies(m: Measurement) -> np.ndarray:
     return np.concatenate([g.latencies for g in m.groups.values()])
-
-
-def _memory_used() -> int:
-    total, available = procfs.memory_bytes()
-    return total - available
-
-
-def _memory_total() -> int:
-    return procfs.memory_bytes()[0]

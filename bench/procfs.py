@@ -68,14 +68,14 @@ def machine_cpu() -> dict[str, float]:
     }
 
 
-def memory_bytes() -> tuple[int, int]:
-    """The machine's memory: total and available (MemTotal, MemAvailable), in bytes."""
+def meminfo() -> dict[str, int]:
+    """The machine's memory from /proc/meminfo (MemTotal, MemAvailable, Slab...), in bytes."""
     found = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("MemTotal", "MemAvailable"):
+        if value.strip().endswith("kB"):
             found[key] = int(value.split()[0]) * 1024
-    return found["MemTotal"], found["MemAvailable"]
+    return found
 
 
 def raise_fd_limit() -> int:
