@@ -13,6 +13,7 @@ gets each).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ import numpy as np
 
 from bench import footprint, procfs, sources
 from bench.cpuquota import CpuQuotas
-from bench.harness import Bench, Measurement, Worker, receive_all
+from bench.harness import Bench, Measurement, Worker, percentiles, receive_all
 from bench.scale import browsers_per_worker
 from bench.scenarios import BROWSER_KEYS, OWN_KEY, SHARED_KEY, Outcome, _delivery_figures
 from bench.server import RelayNode, node_config
@@ -55,10 +56,15 @@ class Setup:
     #: Cores' worth of CPU each relay worker may use, and all generators together.
     worker_cores: float = 0.22
     loadgen_cores: float = 0.6
+    #: Browsers (of the total) in a process of their own outside the quota, mostly idle:
+    #: their latency is relay's, without the lag of a generator reading 16,000 sockets.
+    probes: int = 100
 
 
 #: A smoke run's shape (``--quick``).
-QUICK = Setup(browsers=2000, generators=2, workers=2, shared_duration=3.0, own_duration=3.0)
+QUICK = Setup(
+    browsers=2000, generators=2, workers=2, shared_duration=3.0, own_duration=3.0, probes=20
+)
 
 
 class Timeline:
@@ -178,7 +184,10 @@ def _connect(
     bench: Bench, quotas: CpuQuotas, node: RelayNode, setup: Setup, name: str
 ) -> _Connected:
     """Open every browser from the generators, each in the loadgen quota; memory around it."""
-    shares = sources.plan(setup.browsers, setup.generators)
+    shares = sources.plan(setup.browsers - setup.probes, setup.generators)
+    # The probes come last, from an address of their own, in a process outside the quota.
+    after = ipaddress.IPv4Address(shares[-1].sources[-1]) + 1
+    probe = sources.Share(setup.browsers - setup.probes, setup.probes, (str(after),))
     seen_size = round(
         setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
     )
@@ -186,9 +195,11 @@ def _connect(
     cpu_before = node.cpu_seconds()
     began = time.monotonic()
     started = []
-    for share in shares:
+    for share, group_name in [*((s, "browsers") for s in shares), (probe, "probe")]:
+        if not share.count:
+            continue
         group = {
-            "name": "browsers",
+            "name": group_name,
             "port": node.client_port,
             "count": share.count,
             "first_index": share.first,
@@ -204,7 +215,8 @@ def _connect(
             "count_failures": True,
         }
         worker = Worker(spec)
-        quotas.add("loadgen", worker.pid)
+        if group_name == "browsers":
+            quotas.add("loadgen", worker.pid)
         started.append(worker)
     bench.workers.extend(started)
     reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
@@ -252,7 +264,8 @@ def _connect(
                 f"{setup.browsers} browsers, each subscribed to a shared key and its own, "
                 f"opened by {setup.generators} generators from "
                 f"{sum(len(s.sources) for s in shares)} loopback addresses, "
-                f"on one --workers {setup.workers} node in broker mode"
+                f"on one --workers {setup.workers} node in broker mode; {setup.probes} of them "
+                "(probes) in a process of their own outside the generators' quota"
             ),
             "parameters": {**setup.__dict__, "sources": [list(s.sources) for s in shares]},
             "figures": figures,
@@ -305,6 +318,8 @@ def _phase(
         round(procfs.cpu_seconds(pid) - before, 2)
         for pid, before in zip(pids, cpu_before, strict=True)
     ]
+    if "probe" in m.groups and m.groups["probe"].received:
+        figures["probe_latency_ms"] = percentiles(m.groups["probe"].latencies)
     figures["worker_cores_used"] = [
         round(cpu / m.window, 3) for cpu in figures["node_cpu_s_per_process"][1:]
     ]
@@ -327,7 +342,14 @@ def _phase(
             "figures": figures,
             "notes": [],
         },
-        latencies={name: _latencies(m)},
+        latencies={
+            name: _latencies(m),
+            **(
+                {f"{name} probes": m.groups["probe"].latencies}
+                if "probe_latency_ms" in figures
+                else {}
+            ),
+        },
     )
 
 
