@@ -95,3 +95,16 @@ def limits(
         "port_share": round(per_address / ports, 3),
         "memory_used_share": round(memory_used_bytes / memory_total_bytes, 3),
     }
+
+
+def quota_use(figures: dict[str, Any], worker_cores: float, loadgen_cores: float) -> str:
+    """One sentence: the cores each side used against its quota, and how often it hit it."""
+    throttled = figures.get("cpu_throttled_share", {})
+    workers = [share for name, share in throttled.items() if name.startswith("worker")]
+    used = figures.get("worker_cores_used", [])
+    return (
+        f"the relay workers used {sum(used):.2f} of the {worker_cores * len(used):.2f} cores "
+        f"of their quotas (each hit its quota in at most {max(workers, default=0):.0%} of "
+        f"the scheduler periods); the generators used {figures.get('loadgen_cores_used', 0):.2f} "
+        f"of their {loadgen_cores:g} (hit in {throttled.get('loadgen', 0):.0%})"
+    )

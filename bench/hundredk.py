@@ -327,6 +327,7 @@ def _phase(
     figures["cpu_throttled_share"] = footprint.throttled_share(
         throttled_before, quotas.throttling()
     )
+    notes = [footprint.quota_use(figures, setup.worker_cores, setup.loadgen_cores)]
     what = (
         f"{rate:g} posts/s for {duration:g} s, each to one browser's own key"
         if own
@@ -340,7 +341,7 @@ def _phase(
             ),
             "parameters": {"rate": rate, "duration_s": duration, "posts": posts},
             "figures": figures,
-            "notes": [],
+            "notes": notes,
         },
         latencies={
             name: _latencies(m),

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.footprint import limits, memory_figures, parse_sockstat, throttled_share
+from bench.footprint import (
+    limits,
+    memory_figures,
+    parse_sockstat,
+    quota_use,
+    throttled_share,
+)
 
 SOCKSTAT = """sockets: used 200154
 TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
@@ -63,3 +69,16 @@ def test_limits_shares() -> None:
     assert found["ports_per_source_address"] == 28_232
     assert found["port_share"] == 0.295
     assert found["memory_used_share"] == 0.25
+
+
+def test_quota_use_says_which_side_hit_its_quota() -> None:
+    figures = {
+        "worker_cores_used": [0.2, 0.21],
+        "loadgen_cores_used": 0.59,
+        "cpu_throttled_share": {"loadgen": 0.9, "worker1": 0.1, "worker2": 0.25},
+    }
+    assert quota_use(figures, 0.22, 0.6) == (
+        "the relay workers used 0.41 of the 0.44 cores of their quotas (each hit its quota "
+        "in at most 25% of the scheduler periods); the generators used 0.59 of their 0.6 "
+        "(hit in 90%)"
+    )
