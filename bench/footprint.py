@@ -108,3 +108,21 @@ def quota_use(figures: dict[str, Any], worker_cores: float, loadgen_cores: float
         f"the scheduler periods); the generators used {figures.get('loadgen_cores_used', 0):.2f} "
         f"of their {loadgen_cores:g} (hit in {throttled.get('loadgen', 0):.0%})"
     )
+
+
+def connect_figures(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Browsers connected, refused and failed (by error), and the rate, from the generators."""
+    connected = sum(r["ready"] for r in reports)
+    failed: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report["failed"].items():
+            failed[kind] = failed.get(kind, 0) + count
+    return {
+        "connected": connected,
+        "refused": failed.get("ConnectionRefusedError", 0),
+        "failed": sum(failed.values()),
+        "failed_by_error": failed or "none",
+        "connect_seconds": round(seconds, 1),
+        "connects_per_s": round(connected / seconds, 1) if seconds > 0 else None,
+        "generator_seconds": [round(r["seconds"], 1) for r in reports],
+    }

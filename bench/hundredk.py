@@ -185,15 +185,71 @@ def _connect(
 ) -> _Connected:
     """Open every browser from the generators, each in the loadgen quota; memory around it."""
     shares = sources.plan(setup.browsers - setup.probes, setup.generators)
-    # The probes come last, from an address of their own, in a process outside the quota.
+    rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
+    cpu_before = node.cpu_seconds()
+    began = time.monotonic()
+    started = _start_generators(bench, quotas, node, setup, shares)
+    reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
+    seconds = time.monotonic() - began
+    cpu = node.cpu_seconds() - cpu_before
+    rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
+    try:
+        spread = browsers_per_worker(node.admin_port)
+    except OSError:
+        spread = []  # the status page too slow under this load: leave it out, keep the run
+    figures = footprint.connect_figures(reports, seconds)
+    connected = figures["connected"]
+    figures.update(
+        {
+            "browsers": setup.browsers,
+            "server_cpu_us_per_connect": round(cpu / max(connected, 1) * 1e6, 1),
+            "browsers_per_worker": spread,
+            **footprint.memory_figures(rss_before, rss_after, tcp_before, tcp_after, connected),
+            # The sockets' own kernel objects (not their buffers), for both ends of each.
+            "kernel_slab_growth_mib": round((memory["Slab"] - slab_before) / 1024 / 1024, 1),
+            "kernel_slab_kib_per_browser_both_ends": round(
+                (memory["Slab"] - slab_before) / max(connected, 1) / 1024, 2
+            ),
+        }
+    )
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    figures["limits"] = footprint.limits(
+        connections_per_worker=spread,
+        fd_limit=bench.fd_limit,
+        per_address=max(-(-s.count // len(s.sources)) for s in shares),
+        port_range=(low, high),
+        memory_used_bytes=memory["MemTotal"] - memory["MemAvailable"],
+        memory_total_bytes=memory["MemTotal"],
+    )
+    description = (
+        f"{setup.browsers} browsers, each subscribed to a shared key and its own, opened by "
+        f"{setup.generators} generators from {sum(len(s.sources) for s in shares)} loopback "
+        f"addresses, on one --workers {setup.workers} node in broker mode; {setup.probes} of "
+        "them (probes) in a process of their own outside the generators' quota"
+    )
+    result = {
+        "scenario": f"{name}-connect",
+        "description": description,
+        "parameters": {**setup.__dict__, "sources": [list(s.sources) for s in shares]},
+        "figures": figures,
+        "notes": [],
+    }
+    return _Connected(started, Outcome(result=result, latencies={}))
+
+
+def _start_generators(
+    bench: Bench, quotas: CpuQuotas, node: RelayNode, setup: Setup, shares: list[sources.Share]
+) -> list[Worker]:
+    """One process per share in the generators' quota, and one for the probes outside it.
+
+    Each inherits the coordinator's open-files limit, raised to the hard limit.
+    """
+    # The probes come last, from an address of their own.
     after = ipaddress.IPv4Address(shares[-1].sources[-1]) + 1
     probe = sources.Share(setup.browsers - setup.probes, setup.probes, (str(after),))
     seen_size = round(
         setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
     )
-    rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
-    cpu_before = node.cpu_seconds()
-    began = time.monotonic()
     started = []
     for share, group_name in [*((s, "browsers") for s in shares), (probe, "probe")]:
         if not share.count:
@@ -219,61 +275,7 @@ def _connect(
             quotas.add("loadgen", worker.pid)
         started.append(worker)
     bench.workers.extend(started)
-    reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
-    seconds = time.monotonic() - began
-    cpu = node.cpu_seconds() - cpu_before
-    rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
-    connected = sum(r["ready"] for r in reports)
-    failed: dict[str, int] = {}
-    for report in reports:
-        for kind, count in report["failed"].items():
-            failed[kind] = failed.get(kind, 0) + count
-    spread = browsers_per_worker(node.admin_port)
-    figures: dict[str, Any] = {
-        "browsers": setup.browsers,
-        "connected": connected,
-        "refused": failed.get("ConnectionRefusedError", 0),
-        "failed": sum(failed.values()),
-        "failed_by_error": failed or "none",
-        "connect_seconds": round(seconds, 1),
-        "connects_per_s": round(connected / seconds, 1),
-        "generator_seconds": [round(r["seconds"], 1) for r in reports],
-        "server_cpu_us_per_connect": round(cpu / max(connected, 1) * 1e6, 1),
-        "browsers_per_worker": spread,
-        **footprint.memory_figures(rss_before, rss_after, tcp_before, tcp_after, connected),
-        # The sockets' own kernel objects (not their buffers): both ends are on this machine.
-        "kernel_slab_growth_mib": round((memory["Slab"] - slab_before) / 1024 / 1024, 1),
-        "kernel_slab_kib_per_browser_both_ends": round(
-            (memory["Slab"] - slab_before) / max(connected, 1) / 1024, 2
-        ),
-    }
-    per_address = max(-(-s.count // len(s.sources)) for s in shares)
-    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    figures["limits"] = footprint.limits(
-        connections_per_worker=spread,
-        fd_limit=bench.fd_limit,
-        per_address=per_address,
-        port_range=(low, high),
-        memory_used_bytes=memory["MemTotal"] - memory["MemAvailable"],
-        memory_total_bytes=memory["MemTotal"],
-    )
-    outcome = Outcome(
-        result={
-            "scenario": f"{name}-connect",
-            "description": (
-                f"{setup.browsers} browsers, each subscribed to a shared key and its own, "
-                f"opened by {setup.generators} generators from "
-                f"{sum(len(s.sources) for s in shares)} loopback addresses, "
-                f"on one --workers {setup.workers} node in broker mode; {setup.probes} of them "
-                "(probes) in a process of their own outside the generators' quota"
-            ),
-            "parameters": {**setup.__dict__, "sources": [list(s.sources) for s in shares]},
-            "figures": figures,
-            "notes": [],
-        },
-        latencies={},
-    )
-    return _Connected(started, outcome)
+    return started
 
 
 #: Longest the browsers wait, after the last post, for what is still on its way.
@@ -309,24 +311,7 @@ def _phase(
         connections=4,
         owner=owner,
     )
-    pids = node.pids()
-    throttled_before = quotas.throttling()
-    cpu_before = [procfs.cpu_seconds(pid) for pid in pids]
-    m = bench.drive(browsers, [poster], barrier=False, settle=SETTLE, owner=owner)
-    figures = _delivery_figures(m)
-    figures["node_cpu_s_per_process"] = [
-        round(procfs.cpu_seconds(pid) - before, 2)
-        for pid, before in zip(pids, cpu_before, strict=True)
-    ]
-    if "probe" in m.groups and m.groups["probe"].received:
-        figures["probe_latency_ms"] = percentiles(m.groups["probe"].latencies)
-    figures["worker_cores_used"] = [
-        round(cpu / m.window, 3) for cpu in figures["node_cpu_s_per_process"][1:]
-    ]
-    figures["loadgen_cores_used"] = round(m.loadgen_cpu / m.window, 3)
-    figures["cpu_throttled_share"] = footprint.throttled_share(
-        throttled_before, quotas.throttling()
-    )
+    m, figures = _drive(bench, quotas, node, browsers, poster, owner)
     notes = [footprint.quota_use(figures, setup.worker_cores, setup.loadgen_cores)]
     what = (
         f"{rate:g} posts/s for {duration:g} s, each to one browser's own key"
@@ -352,6 +337,36 @@ def _phase(
             ),
         },
     )
+
+
+def _drive(
+    bench: Bench,
+    quotas: CpuQuotas,
+    node: RelayNode,
+    browsers: list[Worker],
+    poster: Worker,
+    owner: dict[str, Any] | None,
+) -> tuple[Measurement, dict[str, Any]]:
+    """Post and wait for the deliveries; the figures, with each process's CPU and quota."""
+    pids = node.pids()
+    throttled_before = quotas.throttling()
+    cpu_before = [procfs.cpu_seconds(pid) for pid in pids]
+    m = bench.drive(browsers, [poster], barrier=False, settle=SETTLE, owner=owner)
+    figures = _delivery_figures(m)
+    figures["node_cpu_s_per_process"] = [
+        round(procfs.cpu_seconds(pid) - before, 2)
+        for pid, before in zip(pids, cpu_before, strict=True)
+    ]
+    if "probe" in m.groups and m.groups["probe"].received:
+        figures["probe_latency_ms"] = percentiles(m.groups["probe"].latencies)
+    figures["worker_cores_used"] = [
+        round(cpu / m.window, 3) for cpu in figures["node_cpu_s_per_process"][1:]
+    ]
+    figures["loadgen_cores_used"] = round(m.loadgen_cpu / m.window, 3)
+    figures["cpu_throttled_share"] = footprint.throttled_share(
+        throttled_before, quotas.throttling()
+    )
+    return m, figures
 
 
 def _phase_spans(series: dict[str, list[float]]) -> list[tuple[float, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.footprint import (
+    connect_figures,
     limits,
     memory_figures,
     parse_sockstat,
@@ -81,4 +82,25 @@ def test_quota_use_says_which_side_hit_its_quota() -> None:
         "the relay workers used 0.41 of the 0.44 cores of their quotas (each hit its quota "
         "in at most 25% of the scheduler periods); the generators used 0.59 of their 0.6 "
         "(hit in 90%)"
+    )
+
+
+def test_connect_figures_add_up_the_generators() -> None:
+    reports = [
+        {
+            "ready": 16_660,
+            "failed": {"ConnectionRefusedError": 5, "TimeoutError": 2},
+            "seconds": 80,
+        },
+        {"ready": 16_667, "failed": {}, "seconds": 79.96},
+    ]
+    figures = connect_figures(reports, 100.0)
+    assert figures["connected"] == 33_327
+    assert figures["refused"] == 5
+    assert figures["failed"] == 7
+    assert figures["failed_by_error"] == {"ConnectionRefusedError": 5, "TimeoutError": 2}
+    assert figures["connects_per_s"] == 333.3
+    assert figures["generator_seconds"] == [80, 80.0]
+    assert connect_figures([{"ready": 1, "failed": {}, "seconds": 1}], 1)["failed_by_error"] == (
+        "none"
     )
