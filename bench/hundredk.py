@@ -163,6 +163,7 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
     for outcome in (connect.outcome, shared, own):
         outcome.result["notes"].insert(0, quota_note)
     connect.outcome.timeline = series
+    connect.outcome.result["timeline"] = series  # the plot's data, kept in results.json
     # Buffers fill while a broadcast is on its way: the kernel's TCP memory at its peak.
     for outcome, (start, end) in zip((shared, own), _phase_spans(series), strict=True):
         during = [
