@@ -172,6 +172,10 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
             if start <= t < end
         ]
         outcome.result["figures"]["kernel_tcp_mem_peak_mib"] = max(during, default=None)
+    # What the node warned about (closing browsers, slow loops...) explains odd figures.
+    problems = [line.strip() for line in node.log if " WARNING " in line or " ERROR " in line]
+    connect.outcome.result["figures"]["node_log_problems"] = len(problems)
+    connect.outcome.result["node_log_problems"] = problems[:20]
     return [connect.outcome, shared, own]
 
 

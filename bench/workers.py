@@ -120,6 +120,7 @@ class BrowserAgent(_Agent):
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         tag, seen_size = self.spec["tag"], self.spec["seen_size"]
         failures: dict[str, int] = {}
+        examples: list[str] = []
 
         async def one(group: dict[str, Any], offset: int) -> LeanBrowser:
             keys = [key.format(index=group.get("first_index", 0) + offset) for key in group["keys"]]
@@ -153,8 +154,16 @@ class BrowserAgent(_Agent):
                         failures[type(browser).__name__] = (
                             failures.get(type(browser).__name__, 0) + 1
                         )
+                        # A few messages say why (the class alone did not).
+                        if len(examples) < 3 and str(browser) not in examples:
+                            examples.append(str(browser)[:200])
         count = sum(len(browsers) for browsers in self.groups.values())
-        return {"ready": count, "failed": failures, "seconds": time.monotonic() - started}
+        return {
+            "ready": count,
+            "failed": failures,
+            "failed_examples": examples,
+            "seconds": time.monotonic() - started,
+        }
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         """``finish``: wait until every expected message arrived (bounded), then tally.
