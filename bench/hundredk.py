@@ -17,6 +17,7 @@ import ipaddress
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,7 @@ def _connect(
     except OSError:
         spread = []  # the status page too slow under this load: leave it out, keep the run
     figures = footprint.connect_figures(reports, seconds)
+    figures["node_rejected"] = _rejected(node.admin_port)
     connected = figures["connected"]
     figures.update(
         {
@@ -240,6 +242,23 @@ def _connect(
         "notes": [],
     }
     return _Connected(started, Outcome(result=result, latencies={}))
+
+
+def _rejected(admin_port: int) -> dict[str, float] | str:
+    """Browser connections the node refused or dropped, by reason, from its /metrics."""
+    prefix = 'relay_browser_connections_rejected_total{reason="'
+    try:
+        url = f"http://127.0.0.1:{admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError as exc:
+        return f"unread: {exc}"
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            reason, _, value = line[len(prefix) :].partition('"} ')
+            found[reason] = float(value)
+    return found or "none"
 
 
 def _start_generators(
