@@ -302,11 +302,14 @@ class Bench:
         *,
         barrier: bool,
         settle: float = 15.0,
+        owner: dict[str, Any] | None = None,
     ) -> Measurement:
         """Post, wait for the deliveries (bounded by ``settle`` seconds), and measure.
 
         ``barrier`` (single node only) ends the wait with a ping on every browser;
-        otherwise the wait ends when every expected message has arrived.
+        otherwise the wait ends when every expected message has arrived. With
+        ``owner`` (posts to own keys, see ``bench.sources.owner_of``) each post
+        is expected by one browser only.
         """
         cpu_before = {node.name: node.cpu_seconds() for node in self.nodes}
         loadgen_before = sum(procfs.cpu_seconds(w.pid) for w in self.workers)
@@ -326,6 +329,7 @@ class Bench:
                     "excluded": excluded,
                     "barrier": barrier,
                     "timeout": settle,
+                    "owner": owner,
                 }
             )
         reports = receive_all(browsers, settle + READY_TIMEOUT)

@@ -68,6 +68,16 @@ def machine_cpu() -> dict[str, float]:
     }
 
 
+def meminfo() -> dict[str, int]:
+    """The machine's memory from /proc/meminfo (MemTotal, MemAvailable, Slab...), in bytes."""
+    found = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
 def raise_fd_limit() -> int:
     """Raise this process's open-file soft limit to its hard limit; return the new limit.
 

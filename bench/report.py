@@ -236,13 +236,20 @@ def markdown(document: dict[str, Any]) -> str:
         + f", from {document['relay']['path']}",
         f"- command: `{document['command']}`, {document['seconds']:.0f} s"
         + (" (quick smoke run: not comparable to the targets)" if document["quick"] else ""),
-        "",
-        "## Targets",
-        "",
-        "| figure | Aphlict | target | relay | met |",
-        "|---|---|---|---|---|",
     ]
-    for t in document["targets"]:
+    # A run of scenarios that no target is about (say, 100k alone) has no table of targets.
+    targets = document["targets"]
+    if not any(t["measured"] is not None for t in targets):
+        targets = []
+    if targets:
+        lines += [
+            "",
+            "## Targets",
+            "",
+            "| figure | Aphlict | target | relay | met |",
+            "|---|---|---|---|---|",
+        ]
+    for t in targets:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         measured = _fmt(t["measured"]) + (f" {t['unit']}" if t["measured"] is not None else "")
         lines.append(f"| {t['figure']} | {t['aphlict']} | {t['target']} | {measured} | {met} |")
@@ -271,9 +278,17 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def plot(
-    path: Path, latencies: dict[str, np.ndarray], sweep: list[dict[str, Any]] | None, title: str
+    path: Path,
+    latencies: dict[str, np.ndarray],
+    sweep: list[dict[str, Any]] | None,
+    title: str,
+    timeline: dict[str, list[float]] | None = None,
 ) -> None:
-    """Latency tails on the left, throughput against subscribers on the right."""
+    """Latency tails on the left; on the right throughput against subscribers, or a timeline.
+
+    The timeline (``bench.hundredk``) is drawn when there is no sweep: TCP
+    connections and the node's memory over the scenario.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,7 +314,9 @@ def plot(
     left.set_title("latency distribution")
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=8, loc="lower right")
-    if sweep:
+    if not sweep and timeline:
+        _plot_timeline(right, timeline)
+    elif sweep:
         counts = [p["subscribers"] for p in sweep]
         right.plot(counts, [p["deliveries_per_s"] for p in sweep], "o-", label="deliveries/s")
         right.plot(counts, [p["posts_per_s"] for p in sweep], "s--", label="posts/s")
@@ -308,11 +325,40 @@ def plot(
         right.legend()
     else:
         right.text(0.5, 0.5, "sweep not run", ha="center", va="center")
-    right.set_xlabel("subscribers per post (log scale)")
-    right.set_ylabel("per second (log scale)")
-    right.set_title("throughput against subscriber count (posting flat out)")
-    right.grid(True, which="both", alpha=0.3)
+    if sweep or not timeline:
+        right.set_xlabel("subscribers per post (log scale)")
+        right.set_ylabel("per second (log scale)")
+        right.set_title("throughput against subscriber count (posting flat out)")
+        right.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+#: What begins at each of a timeline's ``phases`` marks.
+PHASES = ("1 post/s to the shared key", "10 posts/s to own keys")
+
+
+def _plot_timeline(axes: Any, timeline: dict[str, list[float]]) -> None:
+    """Connections (TCP sockets in use, halved: both ends are on this machine) and node RSS."""
+    seconds = timeline["t"]
+    axes.plot(seconds, [n / 2 for n in timeline["tcp_inuse"]], color="tab:blue")
+    for at, label in zip(timeline.get("phases", []), PHASES, strict=False):
+        axes.axvline(at, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(
+            label,
+            (at, 0.02),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=8,
+            ha="right",
+            va="bottom",
+        )
+    axes.set_xlabel("seconds since the browsers began to connect")
+    axes.set_ylabel("TCP connections (sockets in use / 2)", color="tab:blue")
+    axes.set_title("connecting, then posting: connections and node memory")
+    axes.grid(True, alpha=0.3)
+    memory = axes.twinx()
+    memory.plot(seconds, timeline["rss_mib"], color="tab:red")
+    memory.set_ylabel("node RSS, all processes (MiB)", color="tab:red")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, procfs, report, scale, scenarios
+from bench import burst, hundredk, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -214,6 +214,15 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             before=burst.BEFORE_DIR,
         ),
     ),
+    "100k": (
+        "100,000 browsers on one --workers 6 node (broker mode): connect rate, memory, "
+        "1 post/s to all, 10 posts/s to own keys (--browsers N for fewer)",
+        lambda q, factory: (
+            hundredk.run(factory, name="100k", setup=hundredk.Setup(browsers=hundredk.BROWSERS))
+            if not q
+            else hundredk.run(factory, name="100k", setup=hundredk.QUICK)
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
@@ -313,6 +322,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a checkout to compare with (say, a worktree of main): the burst scenario runs "
         "its relay package too, in turns with this one, and sets both side by side",
     )
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        default=hundredk.BROWSERS,
+        metavar="N",
+        help="browsers of the 100k scenario (default %(default)s; fewer to try it out)",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
 
@@ -337,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         burst.BEFORE_DIR = args.before.resolve()
     burst.WAIT_QUIET = args.wait_quiet
+    hundredk.BROWSERS = args.browsers
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")
@@ -351,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     latencies: dict[str, np.ndarray] = {}
     sweep = None
+    timeline = None
     failed = False
     for name in chosen:
         what, runner = SCENARIOS[name]
@@ -369,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             results[outcome.result["scenario"]] = outcome.result
             latencies.update(outcome.latencies)
             sweep = outcome.sweep or sweep
+            timeline = outcome.timeline or timeline
             print(json.dumps(outcome.result["figures"]), file=sys.stderr, flush=True)
     seconds = time.monotonic() - began
     document = {
@@ -385,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown(document)
     (out / "results.md").write_text(table)
     title = f"relay {document['relay']['commit']}, {document['date'][:10]}"
-    report.plot(out / "results.png", latencies, sweep, title)
+    report.plot(out / "results.png", latencies, sweep, title, timeline)
     print(table)
     print(f"results written to {out}/results.{{json,md,png}} in {seconds:.0f} s", file=sys.stderr)
     return 1 if failed else 0

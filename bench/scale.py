@@ -95,7 +95,7 @@ def _one(
         {"name": "browsers", "port": node.client_port, "count": browsers, "keys": BROWSER_KEYS}
     ]
     browser_workers = bench.browsers(groups, workers=BROWSER_PROCESSES, seen_size=max_posts)
-    spread = _browsers_per_worker(node.admin_port)
+    spread = browsers_per_worker(node.admin_port)
     poster = bench.poster(
         port=node.admin_port,
         key=SHARED_KEY,
@@ -133,7 +133,7 @@ def _one(
     )
 
 
-def _browsers_per_worker(admin_port: int) -> list[int]:
+def browsers_per_worker(admin_port: int) -> list[int]:
     """How the kernel spread the browsers over the workers, from the node's /status/."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status/", timeout=10) as reply:
         status: dict[str, Any] = json.loads(reply.read())

@@ -37,6 +37,8 @@ class Outcome:
     result: dict[str, Any]
     latencies: dict[str, np.ndarray]
     sweep: list[dict[str, Any]] | None = None
+    #: Series sampled over the scenario (``t`` in seconds, then each quantity), for the plot.
+    timeline: dict[str, list[float]] | None = None
 
 
 def _workers_for(browsers: int, minimum: int = 1) -> int:

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.httpclient import PostConnection
+from bench.sources import owner_of, source_for
 from bench.wsclient import LeanBrowser, Tally, subscribe_frame, unique_id
 
 #: Browsers a worker connects at once; more would overflow relay's accept backlog.
@@ -105,15 +106,25 @@ class BrowserAgent(_Agent):
         super().__init__(conn, spec)
         self.groups: dict[str, list[LeanBrowser]] = {}
         self.tallies: dict[str, Tally] = {}
+        #: Each group's connected browsers by index (for posts to one browser's own key).
+        self.indexed: dict[str, dict[int, LeanBrowser]] = {}
 
     async def setup(self) -> dict[str, Any]:
-        """Connect every browser of every group; subscribed and confirmed by a pong each."""
+        """Connect every browser of every group; subscribed and confirmed by a pong each.
+
+        A group's ``sources`` (loopback addresses) split its browsers evenly. With
+        the spec's ``count_failures``, a browser that cannot connect is counted
+        (by error) rather than failing the worker.
+        """
         started = time.monotonic()
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         tag, seen_size = self.spec["tag"], self.spec["seen_size"]
+        failures: dict[str, int] = {}
+        examples: list[str] = []
 
-        async def one(group: dict[str, Any], index: int) -> LeanBrowser:
-            keys = [key.format(index=index) for key in group["keys"]]
+        async def one(group: dict[str, Any], offset: int) -> LeanBrowser:
+            keys = [key.format(index=group.get("first_index", 0) + offset) for key in group["keys"]]
+            sources = group.get("sources")
             async with limit:
                 return await LeanBrowser.connect(
                     group["port"],
@@ -122,20 +133,44 @@ class BrowserAgent(_Agent):
                     tag,
                     seen_size,
                     self.tallies[group["name"]],
+                    source_for(offset, group["count"], tuple(sources)) if sources else None,
                 )
 
-        async with asyncio.timeout(CONNECT_TIMEOUT):
+        tolerate = bool(self.spec.get("count_failures"))
+        async with asyncio.timeout(self.spec.get("connect_timeout", CONNECT_TIMEOUT)):
             for group in self.spec["groups"]:
                 self.tallies[group["name"]] = Tally()
                 first = group.get("first_index", 0)
-                self.groups[group["name"]] = await asyncio.gather(
-                    *(one(group, first + i) for i in range(group["count"]))
+                done = await asyncio.gather(
+                    *(one(group, i) for i in range(group["count"])), return_exceptions=tolerate
                 )
+                browsers = self.groups[group["name"]] = []
+                indexed = self.indexed[group["name"]] = {}
+                for offset, browser in enumerate(done):
+                    if isinstance(browser, LeanBrowser):
+                        browsers.append(browser)
+                        indexed[first + offset] = browser
+                    else:
+                        failures[type(browser).__name__] = (
+                            failures.get(type(browser).__name__, 0) + 1
+                        )
+                        # A few messages say why (the class alone did not).
+                        if len(examples) < 3 and str(browser) not in examples:
+                            examples.append(str(browser)[:200])
         count = sum(len(browsers) for browsers in self.groups.values())
-        return {"ready": count, "seconds": time.monotonic() - started}
+        return {
+            "ready": count,
+            "failed": failures,
+            "failed_examples": examples,
+            "seconds": time.monotonic() - started,
+        }
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
-        """``finish``: wait until every expected message arrived (bounded), then tally."""
+        """``finish``: wait until every expected message arrived (bounded), then tally.
+
+        Every browser expects every post, unless the command names an ``owner``
+        addressing (``bench.sources.owner_of``): then each post is for one browser.
+        """
         deadline = time.monotonic() + command["timeout"]
         browsers = [b for group in self.groups.values() for b in group]
         if command.get("barrier"):
@@ -149,8 +184,12 @@ class BrowserAgent(_Agent):
             except TimeoutError:
                 pass
         ranges = [tuple(r) for r in command["expected"]]
-        expected_each = sum(hi - lo for lo, hi in ranges) - len(command.get("excluded", ()))
-        target = expected_each * len(browsers)
+        owned = self._owned(ranges, command) if command.get("owner") else None
+        if owned is not None:
+            target = sum(len(mine) for mine in owned.values())
+        else:
+            expected_each = sum(hi - lo for lo, hi in ranges) - len(command.get("excluded", ()))
+            target = expected_each * len(browsers)
         # Messages relay chose to drop never come: stop once nothing has arrived for a while.
         received = sum(t.received for t in self.tallies.values())
         changed = time.monotonic()
@@ -162,20 +201,49 @@ class BrowserAgent(_Agent):
             latest = sum(t.received for t in self.tallies.values())
             if latest != received:
                 received, changed = latest, time.monotonic()
-        return {"groups": {name: self._report(name, ranges, command) for name in self.groups}}
+        return {
+            "groups": {
+                name: self._report(name, ranges, command, None if owned is None else owned[name])
+                for name in self.groups
+            }
+        }
+
+    def _owned(
+        self, ranges: list[tuple[int, ...]], command: dict[str, Any]
+    ) -> dict[str, list[tuple[int, LeanBrowser]]]:
+        """Per group, each expected post addressed to one of its connected browsers."""
+        owner, excluded = command["owner"], set(command.get("excluded", ()))
+        owned: dict[str, list[tuple[int, LeanBrowser]]] = {name: [] for name in self.groups}
+        for lo, hi in ranges:
+            for seq in range(lo, hi):
+                if seq in excluded:
+                    continue
+                index = owner_of(seq, owner["base"], owner["stride"], owner["browsers"])
+                for name, indexed in self.indexed.items():
+                    browser = indexed.get(index)
+                    if browser is not None:
+                        owned[name].append((seq, browser))
+        return owned
 
     def _report(
-        self, name: str, ranges: list[tuple[int, ...]], command: dict[str, Any]
+        self,
+        name: str,
+        ranges: list[tuple[int, ...]],
+        command: dict[str, Any],
+        owned: list[tuple[int, LeanBrowser]] | None,
     ) -> dict[str, Any]:
         tally = self.tallies[name]
         excluded = command.get("excluded", ())
         lost = 0
         closed = 0
         for browser in self.groups[name]:
-            seen = browser.seen
-            lost += sum(seen[lo:hi].count(0) for lo, hi in ranges)
-            lost -= sum(1 for seq in excluded if not seen[seq])
+            if owned is None:
+                seen = browser.seen
+                lost += sum(seen[lo:hi].count(0) for lo, hi in ranges)
+                lost -= sum(1 for seq in excluded if not seen[seq])
             closed += browser.closed
+        if owned is not None:
+            lost = sum(1 for seq, browser in owned if not browser.seen[seq])
         report = {
             "browsers": len(self.groups[name]),
             "received": tally.received,
@@ -212,17 +280,28 @@ class PosterAgent(_Agent):
         """Serve ``conn``, posting as ``spec`` says."""
         super().__init__(conn, spec)
         self.connections: list[PostConnection] = []
-        key = spec["key"]
-        self._prefix = (
+        # Posts to one key share their prefix; posts to own keys build theirs.
+        self._prefix = None if spec.get("owner") else self._prefix_for(spec["seq_base"])
+        # Fixed-width fields (own keys too) make every body exactly ``body_bytes`` long.
+        self._pad = b""
+        self._pad = b"x" * max(0, spec["body_bytes"] - len(self._body(spec["seq_base"], 0)))
+
+    def _prefix_for(self, seq: int) -> bytes:
+        """The body up to the uniqueID, for the spec's ``key`` or one browser's own key."""
+        owner = self.spec.get("owner")
+        if owner is None:
+            key = self.spec["key"]
+        else:
+            index = owner_of(seq, self.spec["seq_base"], owner["stride"], owner["browsers"])
+            key = str(owner["pattern"]).format(index=index)
+        return (
             f'{{"key":"{key}","type":"notification","subscribers":["{key}"],"uniqueID":"'
         ).encode()
-        # Fixed-width fields make every body exactly ``body_bytes`` long.
-        self._pad = b""
-        self._pad = b"x" * max(0, spec["body_bytes"] - len(self._body(0, 0)))
 
     def _body(self, seq: int, now_ns: int) -> bytes:
+        prefix = self._prefix or self._prefix_for(seq)
         uid = unique_id(self.spec["tag"], seq).encode()
-        return b'%s%s","t":"%020d","pad":"%s"}' % (self._prefix, uid, now_ns, self._pad)
+        return b'%s%s","t":"%020d","pad":"%s"}' % (prefix, uid, now_ns, self._pad)
 
     async def setup(self) -> dict[str, Any]:
         """Open the keep-alive connections."""

@@ -114,12 +114,25 @@ class LeanBrowser(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, port: int, path: str, subscribe: bytes, tag: str, seen_size: int, tally: Tally
+        cls,
+        port: int,
+        path: str,
+        subscribe: bytes,
+        tag: str,
+        seen_size: int,
+        tally: Tally,
+        source: str | None = None,
     ) -> LeanBrowser:
-        """Open, handshake, subscribe and wait for the pong that confirms the subscription."""
+        """Open, handshake, subscribe and wait for the pong that confirms the subscription.
+
+        ``source`` is the loopback address to connect from (default: the kernel's pick).
+        """
         loop = asyncio.get_running_loop()
         _transport, browser = await loop.create_connection(
-            lambda: cls(subscribe, tag, seen_size, tally), "127.0.0.1", port
+            lambda: cls(subscribe, tag, seen_size, tally),
+            "127.0.0.1",
+            port,
+            local_addr=(source, 0) if source else None,
         )
         assert browser.transport is not None
         browser.transport.write(_HANDSHAKE.format(path=path, port=port).encode())

@@ -1,0 +1,1 @@
+"""Tests of the benchmark's pure parts (the scenarios themselves run on demand)."""

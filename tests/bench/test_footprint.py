@@ -1,0 +1,106 @@
+"""Memory per browser, kernel socket memory, throttling and limits from what /proc said."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.footprint import (
+    connect_figures,
+    limits,
+    memory_figures,
+    parse_sockstat,
+    quota_use,
+    throttled_share,
+)
+
+SOCKSTAT = """sockets: used 200154
+TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
+UDP: inuse 0 mem 0
+"""
+
+
+def test_sockstat_tcp_line_with_memory_in_bytes() -> None:
+    assert parse_sockstat(SOCKSTAT, page_size=4096) == {
+        "inuse": 200011,
+        "alloc": 200020,
+        "tw": 12,
+        "mem_bytes": 51234 * 4096,
+    }
+    with pytest.raises(ValueError, match="no TCP line"):
+        parse_sockstat("sockets: used 1\n")
+
+
+def test_memory_per_browser_counts_every_process() -> None:
+    mib = 1024 * 1024
+    before = {"inuse": 10, "alloc": 10, "tw": 0, "mem_bytes": 4096}
+    after = {"inuse": 200_010, "alloc": 200_010, "tw": 0, "mem_bytes": 4096 + 100 * mib}
+    figures = memory_figures(
+        [20 * mib] + [80 * mib] * 6, [20 * mib] + [180 * mib] * 6, before, after, 100_000
+    )
+    assert figures["node_processes"] == 7
+    assert figures["rss_before_mib"] == 500.0
+    assert figures["rss_after_mib"] == 1100.0
+    # 600 MiB over 100,000 browsers, and 1,100 MiB over them.
+    assert figures["rss_growth_kib_per_browser"] == round(600 * 1024 / 100_000, 2)
+    assert figures["rss_total_kib_per_browser"] == round(1100 * 1024 / 100_000, 2)
+    assert figures["kernel_tcp_kib_per_browser"] == 1.02
+    assert figures["tcp_sockets_in_use_growth"] == 200_000
+
+
+def test_throttled_share_per_group_over_the_window() -> None:
+    before = {"worker1": {"periods": 100, "throttled_periods": 10, "throttled_s": 1.0}}
+    after = {
+        "worker1": {"periods": 300, "throttled_periods": 60, "throttled_s": 3.0},
+        "loadgen": {"periods": 0, "throttled_periods": 0, "throttled_s": 0.0},
+    }
+    assert throttled_share(before, after) == {"worker1": 0.25, "loadgen": 0.0}
+
+
+def test_limits_shares() -> None:
+    found = limits(
+        connections_per_worker=[16_500, 16_800],
+        fd_limit=20_000,
+        per_address=8_334,
+        port_range=(32768, 60999),
+        memory_used_bytes=3,
+        memory_total_bytes=12,
+    )
+    assert found["busiest_worker_connections"] == 16_800
+    assert found["busiest_worker_fd_share"] == 0.84
+    assert found["ports_per_source_address"] == 28_232
+    assert found["port_share"] == 0.295
+    assert found["memory_used_share"] == 0.25
+
+
+def test_quota_use_says_which_side_hit_its_quota() -> None:
+    figures = {
+        "worker_cores_used": [0.2, 0.21],
+        "loadgen_cores_used": 0.59,
+        "cpu_throttled_share": {"loadgen": 0.9, "worker1": 0.1, "worker2": 0.25},
+    }
+    assert quota_use(figures, 0.22, 0.6) == (
+        "the relay workers used 0.41 of the 0.44 cores of their quotas (each hit its quota "
+        "in at most 25% of the scheduler periods); the generators used 0.59 of their 0.6 "
+        "(hit in 90%)"
+    )
+
+
+def test_connect_figures_add_up_the_generators() -> None:
+    reports = [
+        {
+            "ready": 16_660,
+            "failed": {"ConnectionRefusedError": 5, "TimeoutError": 2},
+            "seconds": 80,
+        },
+        {"ready": 16_667, "failed": {}, "seconds": 79.96},
+    ]
+    figures = connect_figures(reports, 100.0)
+    assert figures["connected"] == 33_327
+    assert figures["refused"] == 5
+    assert figures["failed"] == 7
+    assert figures["failed_by_error"] == {"ConnectionRefusedError": 5, "TimeoutError": 2}
+    assert figures["connects_per_s"] == 333.3
+    assert figures["generator_seconds"] == [80, 80.0]
+    assert connect_figures([{"ready": 1, "failed": {}, "seconds": 1}], 1)["failed_by_error"] == (
+        "none"
+    )
