@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,16 @@ import orjson
 import pytest
 import websockets
 
+from tests.harness.checkout import second_checkout
 from tests.harness.cluster import Cluster, Relays
-from tests.harness.node import RelayNode
+from tests.harness.node import START_WAIT, RelayNode
 from tests.support import WAIT, local_config, notification
 
 BROWSERS = int(os.environ.get("RELAY_HANDOFF_BROWSERS", "200"))
 #: Posts per second during the handoff.
 RATE = 50
+#: The version string of the new code's checkout.
+NEW_VERSION = "0.1.0+handed-over"
 
 
 class Watcher:
@@ -104,9 +110,11 @@ async def _connect_many(port: int, count: int) -> list[Watcher]:
     return watchers
 
 
-def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+def _node(
+    relays: Relays, tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> RelayNode:
     config = local_config(limits={"max_connections_per_ip": 0})
-    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
+    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args, env=env)
     relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
     return node
 
@@ -133,7 +141,9 @@ async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> N
     stop_joining = asyncio.Event()
     refused: list[str] = []
     joining = asyncio.create_task(_newcomers(old.client_port, stop_joining, refused))
-    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    # The new code: a second checkout, with a version string of its own.
+    checkout = second_checkout(tmp_path / "checkout", NEW_VERSION)
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", env=checkout)
     await asyncio.to_thread(new.start)
     assert await asyncio.to_thread(old.wait) == 0
     stop_joining.set()
@@ -160,6 +170,15 @@ async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> N
     ):
         status: dict[str, Any] = await response.json()
     assert status["clients.active"] == BROWSERS + len(joined)
+    # What the operator checks after the upgrade: the new code runs, and took everyone over.
+    moved = int(re.findall(r"handoff done: (\d+) browser connections moved", old.log)[0])
+    assert BROWSERS <= moved <= BROWSERS + len(joined)  # newcomers landed on either process
+    process = status["process"]
+    assert (process["version"], process["pid"], process["adopted"]) == (NEW_VERSION, new.pid, moved)
+    started = datetime.fromisoformat(process["started_at"])
+    assert started.tzinfo == UTC
+    assert abs(started.timestamp() - time.time()) < START_WAIT
+    assert f"handing over to relay {NEW_VERSION}" in old.log
     await _close_all([*watchers, *joined])
 
 
