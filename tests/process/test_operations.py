@@ -65,6 +65,8 @@ def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
             assert notifier.watchdog_interval == 2.0
             notifier.ready("serving")
             assert listener.recv(1024) == b"READY=1\nSTATUS=serving"
+            notifier.ready("taken over", main_pid=4242)  # an upgrade: systemd follows the pid
+            assert listener.recv(1024) == b"MAINPID=4242\nREADY=1\nSTATUS=taken over"
     Notifier({}).ready("not under systemd: nothing is sent, nothing fails")
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
 

@@ -1,0 +1,92 @@
+"""``systemctl reload`` as an upgrade: SIGUSR2 makes a node start its successor itself.
+
+No systemd here: the harness gives each node a notify socket of its own (a
+real unix datagram socket in the test), which receives what systemd would:
+the successor's ``MAINPID=`` and ``READY=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from relay.node.upgrade import successor_command, successor_environ
+from tests.harness.cluster import Cluster, Relays
+from tests.harness.node import RelayNode
+from tests.node.handoff_parts import RATE, Poster, close_all, connect_many
+from tests.support import WAIT, local_config
+
+BROWSERS = 50
+
+
+def test_the_successor_runs_the_same_arguments_with_take_over_once() -> None:
+    argv = ["/opt/relay/bin/relay", "serve", "-c", "/etc/relay/relay.json", "--handoff-socket", "h"]
+    command = successor_command(argv, python="/opt/relay/bin/python")
+    assert command == ["/opt/relay/bin/python", "-m", "relay", *argv[1:], "--take-over"]
+    # A node that took over itself hands over with the same flag, not a second one.
+    again = successor_command([*argv, "--take-over"], python="/opt/relay/bin/python")
+    assert again == command
+
+
+def test_the_successor_pings_the_watchdog_itself() -> None:
+    environ = {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "17", "NOTIFY_SOCKET": "@n"}
+    assert successor_environ(environ) == {"WATCHDOG_USEC": "30000000", "NOTIFY_SOCKET": "@n"}
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM the successor (not the test's child: the old node started it) and see it end."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        ended, _, _ = select.select([pidfd], [], [], 2 * WAIT)
+        assert ended, f"the successor {pid} did not stop"
+    finally:
+        os.close(pidfd)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
+    relays: Relays, tmp_path: Path
+) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    config = local_config(limits={"max_connections_per_ip": 0})
+    args = ("--handoff-socket", handoff)
+    old = RelayNode("old", tmp_path / "old", config, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [old]))  # stopped at the end of the test
+    old.start()
+    watchers = await connect_many(old.client_port, BROWSERS)
+    poster = Poster(old.admin_port)
+    old.signal(signal.SIGUSR2)
+    notice = await asyncio.to_thread(old.next_notice, lambda text: "MAINPID=" in text)
+    fields = dict(line.split("=", 1) for line in notice.splitlines())
+    successor = int(fields["MAINPID"])
+    try:
+        assert fields["READY"] == "1"
+        assert successor != old.pid
+        assert await asyncio.to_thread(old.wait) == 0
+        await asyncio.sleep(10 / RATE)  # a few more posts, to the successor alone
+        await poster.stop()
+        for watcher in watchers:
+            await watcher.sync()
+        assert not poster.failures
+        for watcher in watchers:
+            assert watcher.ended is None
+            assert watcher.ids == poster.posted
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{old.admin_port}/status/") as response,
+        ):
+            status: dict[str, Any] = await response.json()
+        assert (status["process"]["pid"], status["process"]["adopted"]) == (successor, BROWSERS)
+        assert f"started the new code (pid {successor}) to take over" in old.log
+        await close_all(watchers)
+    finally:
+        _stop(successor)
