@@ -21,7 +21,7 @@ from relay.node.upgrade import successor_command, successor_environ
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
 from tests.node.handoff_parts import RATE, Poster, close_all, connect_many
-from tests.support import WAIT, local_config
+from tests.support import WAIT, eventually, local_config
 
 BROWSERS = 50
 
@@ -51,17 +51,46 @@ def _stop(pid: int) -> None:
         os.close(pidfd)
 
 
+def _old_node(relays: Relays, tmp_path: Path) -> RelayNode:
+    config = local_config(limits={"max_connections_per_ip": 0})
+    args = ("--handoff-socket", str(tmp_path / "handoff.sock"))
+    old = RelayNode("old", tmp_path / "old", config, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [old]))  # stopped at the end of the test
+    return old.start()
+
+
+@pytest.mark.slow
+async def test_a_successor_that_cannot_start_leaves_the_node_serving(
+    relays: Relays, tmp_path: Path
+) -> None:
+    old = _old_node(relays, tmp_path)
+    watchers = await connect_many(old.client_port, 5)
+    # The operator broke the config before reloading: the new code refuses to start.
+    old.config_path.write_text('{"servers": "not a list"}')
+    old.signal(signal.SIGUSR2)
+    await asyncio.to_thread(old.wait_for_log, r"exited with status 1; this process keeps serving")
+    assert old.running
+    poster = Poster(old.admin_port)
+
+    async def posted() -> bool:
+        return len(poster.posted) >= 5
+
+    await eventually(posted, "five posts are answered")
+    await poster.stop()
+    for watcher in watchers:
+        await watcher.sync()
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted
+    assert not poster.failures
+    await close_all(watchers)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
     relays: Relays, tmp_path: Path
 ) -> None:
-    handoff = str(tmp_path / "handoff.sock")
-    config = local_config(limits={"max_connections_per_ip": 0})
-    args = ("--handoff-socket", handoff)
-    old = RelayNode("old", tmp_path / "old", config, host="127.0.0.1", args=args)
-    relays.clusters.append(Cluster("mesh", [old]))  # stopped at the end of the test
-    old.start()
+    old = _old_node(relays, tmp_path)
     watchers = await connect_many(old.client_port, BROWSERS)
     poster = Poster(old.admin_port)
     old.signal(signal.SIGUSR2)
