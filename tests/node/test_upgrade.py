@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from relay.node.upgrade import successor_command, successor_environ
 from tests.harness.cluster import Cluster, Relays
-from tests.harness.node import RelayNode
+from tests.harness.node import RelayNode, run_serve
 from tests.node.handoff_parts import RATE, Poster, close_all, connect_many
 from tests.support import WAIT, eventually, local_config
 
@@ -119,3 +120,24 @@ async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
         await close_all(watchers)
     finally:
         _stop(successor)
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "refusal"),
+    [
+        ({}, ("--take-over",), "--take-over needs --handoff-socket PATH"),
+        (
+            {"broker": {"url": "redis://127.0.0.1:1/0"}},
+            ("--handoff-socket", "h.sock"),
+            "--handoff-socket does not work in broker mode yet",
+        ),
+    ],
+)
+def test_serve_refuses_handoffs_it_cannot_do_and_says_why(
+    tmp_path: Path, config: dict[str, Any], args: tuple[str, ...], refusal: str
+) -> None:
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(local_config(**config)))
+    result = run_serve("--config", str(path), *args)
+    assert result.returncode == 1
+    assert refusal in result.stderr
