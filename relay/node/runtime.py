@@ -1,4 +1,4 @@
-"""The process around a serving node: stop signals, reloads on SIGHUP, systemd.
+"""The process around a serving node: stop signals, reloads on SIGHUP, upgrades on SIGUSR2, systemd.
 
 ``relay serve`` runs ``serve_until_signalled`` on the event loop, or
 ``supervise`` for a node of several worker processes; this is the only
