@@ -277,7 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
         if count > 1:
             run(supervise(config, args.config, count, args.debug))
         else:
-            handoff = _handoff(args, count)
+            handoff = _handoff(args, count, config)
             run(serve_until_signalled(config, args.config, args.debug, role, handoff))
     except StartupError as exc:
         # Named as check-config names a problem: the file, then the field.
@@ -293,11 +293,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
+def _handoff(args: argparse.Namespace, workers: int, config: Config) -> Handoff | None:
     """The handoff options of ``relay serve``, checked.
 
     Raises:
-        StartupError: ``--take-over`` without a socket, or with several workers.
+        StartupError: ``--take-over`` without a socket, with several workers,
+            or in broker mode.
     """
     if args.handoff_socket is None:
         if args.take_over:
@@ -305,6 +306,10 @@ def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
         return None
     if workers > 1 or args.worker_dir:
         raise StartupError("--handoff-socket works with a single process (no --workers)")
+    if config.broker is not None:
+        # Both processes would read the broker's streams, with no cut between them:
+        # browsers would get messages twice or not at all.
+        raise StartupError("--handoff-socket does not work in broker mode yet")
     return Handoff(args.handoff_socket, args.take_over)
 
 

@@ -149,6 +149,16 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
     )
 
 
+def _process(section: Mapping[str, Any]) -> _Named:
+    """The ``process`` section (``relay.core.snapshot.ProcessReading``): the code running now."""
+    rows = [
+        ("code", f"relay {_plain(section.get('version'))}, pid {_number(section, 'pid')}"),
+        ("started", f"{_plain(section.get('started_at'))} (UTC)"),
+        ("adopted", _count(section, "adopted", "browser connection") + " in a handoff"),
+    ]
+    return rows, frozenset({"version", "pid", "started_at", "adopted"})
+
+
 def _no_known_keys(section: Mapping[str, Any]) -> _Named:
     return [], frozenset()
 
@@ -161,6 +171,7 @@ _POLICIES = {
 
 #: Sections relay adds to ``/status/``, by key: their title and their renderer.
 _SECTIONS = {
+    "process": ("Process", _process),
     "broker": ("Broker", _broker),
     "overload": ("Overload", _overload),
     "nodes": ("Nodes under the broker prefix", _nodes),

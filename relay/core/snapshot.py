@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from relay import PROTOCOL_VERSION
@@ -162,6 +163,29 @@ class OverloadReading:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessReading:
+    """The code running this node: what an operator checks after an upgrade."""
+
+    #: relay's version (``relay.__version__``) in this process.
+    version: str
+    #: When this process started, in unix seconds.
+    started_at: float
+    pid: int
+    #: Browser connections taken over from the predecessor (``--take-over``), 0 if none.
+    adopted: int
+
+    def status(self) -> dict[str, Any]:
+        """The ``process`` entry of ``/status/``; the start time in ISO 8601, UTC."""
+        started = datetime.fromtimestamp(self.started_at, UTC)
+        return {
+            "version": self.version,
+            "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "pid": self.pid,
+            "adopted": self.adopted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSnapshot:
     """One node's state for its readers (metrics, status page, ``/status/``)."""
 
@@ -191,6 +215,8 @@ class NodeSnapshot:
     alerts: Mapping[str, int] | None = None
     #: Broker mode: every node announced under the prefix (``relay.links.presence``).
     nodes: Mapping[str, Any] | None = None
+    #: The running code and its start; None in tests that build a snapshot by hand.
+    process: ProcessReading | None = None
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""
@@ -204,4 +230,6 @@ class NodeSnapshot:
             status["overload"] = self.overload.status()
         if self.nodes is not None:
             status["nodes"] = dict(self.nodes)
+        if self.process is not None:
+            status["process"] = self.process.status()
         return status

@@ -198,11 +198,7 @@ async def _hand_over(moving: _Moving) -> None:
         moving.stopped_accepting = True
         for listener in node.client_listeners:
             listener.stop_accepting()
-        deadline = time.monotonic() + node.config.limits.handshake_seconds
-        while await _move_connections(moving) or _handshaking(node):
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(STRAGGLER_POLL)
+        await _move_stragglers(moving)
         admin = node.admin_sockets()
         moving.spare_admin = [socket.socket(fileno=fd) for fd in _dup_all(admin)]
         channel.send(
@@ -219,13 +215,39 @@ async def _hand_over(moving: _Moving) -> None:
     log.info("handoff done: %d browser connections moved", moving.moved)
 
 
-def _handshaking(node: Node) -> bool:
-    """Whether a browser is still in its handshake here (it moves once open)."""
-    return any(
+def _handshaking(node: Node) -> int:
+    """How many browsers are still in their handshake here (each moves once open)."""
+    return sum(
         isinstance(connection, MovableConnection) and connection.in_handshake
         for listener in node.client_listeners
         for connection in listener.connections()
     )
+
+
+async def _move_stragglers(moving: _Moving) -> None:
+    """Move the browsers that finish their handshake now, until none is left in one (bounded).
+
+    Raises:
+        HandoffError: the successor went away meanwhile; nothing else would
+            notice before the deadline, while its browsers are gone already.
+    """
+    node, channel = moving.node, moving.channel
+    limit = node.config.limits.handshake_seconds
+    waiting = _handshaking(node)
+    if waiting:
+        log.info(
+            "%d browser connections moved; waiting up to %g s for %d still in their handshake",
+            moving.moved,
+            limit,
+            waiting,
+        )
+    deadline = time.monotonic() + limit
+    while await _move_connections(moving) or _handshaking(node):
+        if channel.closed:
+            raise HandoffError("the successor closed the handoff channel")
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(STRAGGLER_POLL)
 
 
 async def _move_connections(moving: _Moving) -> int:

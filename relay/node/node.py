@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+from relay import __version__
 from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
-from relay.core.snapshot import NodeSnapshot
+from relay.core.snapshot import NodeSnapshot, ProcessReading
 from relay.listeners.admin import AdminSettings, AdminState
 from relay.listeners.binding import bound
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
@@ -70,6 +72,10 @@ class Node:
         self.config = config
         self.role = role
         self._clock = clock
+        #: Wall-clock start, for ``/status/``: which code has run since when, after an upgrade.
+        self.started_at = time.time()
+        #: Browser connections this process took over from its predecessor.
+        self.adopted = 0
         self._connection_factory = connection_factory
         secret = load_secret(config.admin)
         parts = self._parts = Parts.build(config, secret, clock)
@@ -103,8 +109,6 @@ class Node:
         self.admin_state = self._new_admin_state()
         self.admin = AdminListeners(self.admin_state, parts.tls, reuse_port=role is not None)
         self._background: list[asyncio.Task[None]] = []
-        #: Browser connections this process took over from its predecessor.
-        self.adopted = 0
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
 
@@ -350,6 +354,7 @@ class Node:
             instances_overflowed=hub.overflowed,
             alerts=None if self.alerts is None else self.alerts.reading(),
             nodes=None if self.presence is None else self.presence.status(),
+            process=ProcessReading(__version__, self.started_at, os.getpid(), self.adopted),
         )
 
     def _connection_count(self) -> int:

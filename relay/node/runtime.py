@@ -1,4 +1,4 @@
-"""The process around a serving node: stop signals, reloads on SIGHUP, systemd.
+"""The process around a serving node: stop signals, reloads on SIGHUP, upgrades on SIGUSR2, systemd.
 
 ``relay serve`` runs ``serve_until_signalled`` on the event loop, or
 ``supervise`` for a node of several worker processes; this is the only
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from relay.errors import ConfigError, StartupError
 from relay.links.backoff import Backoff
 from relay.node.handoff import serve_handing_over
 from relay.node.node import Node, serve
+from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
@@ -44,7 +47,7 @@ async def serve_until_signalled(
     over from the node there first, if asked): see ``relay.node.handoff``.
     """
     loop = asyncio.get_running_loop()
-    process = _ServingProcess(path, debug, role)
+    process = _ServingProcess(path, debug, role, handoff)
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
@@ -71,8 +74,11 @@ class Handoff:
 class _ServingProcess:
     """The signals' side of one serving node: stop, hurry, reload, watchdog, systemd."""
 
-    def __init__(self, path: str | None, debug: bool, role: WorkerRole | None) -> None:
+    def __init__(
+        self, path: str | None, debug: bool, role: WorkerRole | None, handoff: Handoff | None
+    ) -> None:
         self.stop = asyncio.Event()
+        self._handoff = handoff
         self._path = path
         self._debug = debug
         self._role = role
@@ -116,7 +122,15 @@ class _ServingProcess:
                     first_now=True,
                 )
             )
-        systemd.ready(_describe(node))
+        if self._handoff is None:
+            systemd.ready(_describe(node))
+            return
+        # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
+        upgrade = Upgrade(sys.argv)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
+        # Taken over: this process is the service's main process now, for Type=notify.
+        main_pid = os.getpid() if self._handoff.take_over else None
+        systemd.ready(_describe(node), main_pid=main_pid)
 
     async def _reload(self, node: Node) -> None:
         """Reload the config file; a broken one is refused and the running one stays."""

@@ -35,6 +35,8 @@ def status_message(snapshot: NodeSnapshot, key: str, sample: Sample) -> dict[str
         "broker": None if snapshot.broker is None else snapshot.broker.status(),
         # Broker mode only: every node under the prefix, for the page's Cluster table.
         "nodes": None if snapshot.nodes is None else dict(snapshot.nodes),
+        # The running code, its start and the browsers it adopted in a handoff.
+        "process": None if snapshot.process is None else snapshot.process.status(),
         "sample": sample_fields(sample),
     }
     return new_message(key, "relay.node", data)

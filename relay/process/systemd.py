@@ -40,9 +40,16 @@ class Notifier:
         except OSError as exc:
             log.warning("cannot notify systemd at %s: %s", self._address.lstrip("\0"), exc)
 
-    def ready(self, status: str) -> None:
-        """The node serves: listeners are bound."""
-        self.notify("READY=1", f"STATUS={status}")
+    def ready(self, status: str, *, main_pid: int | None = None) -> None:
+        """The node serves: listeners are bound.
+
+        ``main_pid``: this process took over from the service's main process
+        (an upgrade), and is its main process from now on.
+        """
+        if main_pid is None:
+            self.notify("READY=1", f"STATUS={status}")
+        else:
+            self.notify(f"MAINPID={main_pid}", "READY=1", f"STATUS={status}")
 
     def reloading(self) -> None:
         """A configuration reload has begun."""

@@ -162,3 +162,15 @@ def test_an_ipv6_peer_is_named_by_a_url_with_its_address_in_brackets() -> None:
     peer = {"host": "fd00::2", "port": 22281, "protocol": "http", "self": False, "state": "up"}
     lines = render_status({**STATUS, "cluster": [peer]}).splitlines()
     assert lines[-1].split()[:2] == ["http://[fd00::2]:22281", "up"]
+
+
+def test_the_process_section_names_the_code_its_start_and_the_adopted_browsers() -> None:
+    process = {"version": "0.2.0", "started_at": "2026-12-06T17:40:00Z", "pid": 4242}
+    text = render_status({**STATUS, "process": {**process, "adopted": 1}})
+    assert section(text, "Process") == [
+        "  code     relay 0.2.0, pid 4242",
+        "  started  2026-12-06T17:40:00Z (UTC)",
+        "  adopted  1 browser connection in a handoff",
+    ]
+    fresh = render_status({**STATUS, "process": {**process, "adopted": 0}})
+    assert section(fresh, "Process")[2] == "  adopted  0 browser connections in a handoff"

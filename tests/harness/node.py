@@ -260,7 +260,7 @@ class RelayNode:
                         f"{self.name} exited with {code} before it was ready:\n{self.log}"
                     ) from None
                 continue
-            if text.startswith("READY=1"):
+            if "READY=1" in text.splitlines():  # after MAINPID= when it took over
                 break
         ports = _ready_ports(text)
         for index, server in enumerate(self.config["servers"]):

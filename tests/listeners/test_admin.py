@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
+from relay import __version__
 from relay.core.snapshot import NodeSnapshot
 from relay.listeners.admin import create_admin_app
 from relay.node.node import Node
-from tests.support import Admin, Browser, eventually, local_config, notification
+from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
 
@@ -59,7 +63,12 @@ async def test_status_has_exactly_aphlicts_keys(admin: Admin, open_browser: Open
     await browser.subscribe("A")
     await admin.post(notification("A"), instance="acme")
     status = await admin.status("acme")
-    assert set(status) == APHLICT_STATUS_KEYS | {"fingerprint", "cluster", "overload"}
+    assert set(status) == APHLICT_STATUS_KEYS | {"fingerprint", "cluster", "overload", "process"}
+    assert status["process"]["version"] == __version__
+    assert status["process"]["pid"] == os.getpid()  # the node runs in the test's process
+    assert status["process"]["adopted"] == 0
+    started = datetime.fromisoformat(status["process"]["started_at"])
+    assert abs(started.timestamp() - time.time()) < WAIT
     assert status["instance"] == "acme"
     assert status["version"] == 7
     assert status["clients.active"] == status["clients.total"] == 1

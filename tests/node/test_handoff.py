@@ -9,104 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 import websockets
 
+from tests.harness.checkout import second_checkout
 from tests.harness.cluster import Cluster, Relays
-from tests.harness.node import RelayNode
-from tests.support import WAIT, local_config, notification
+from tests.harness.node import START_WAIT, RelayNode
+from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
+from tests.support import local_config
 
 BROWSERS = int(os.environ.get("RELAY_HANDOFF_BROWSERS", "200"))
-#: Posts per second during the handoff.
-RATE = 50
+#: The version string of the new code's checkout.
+NEW_VERSION = "0.1.0+handed-over"
 
 
-class Watcher:
-    """One browser: every message it receives, and whether its connection ever ended."""
-
-    def __init__(self, ws: websockets.ClientConnection) -> None:
-        self.ws = ws
-        self.ids: list[str] = []
-        self.ended: BaseException | None = None
-        self._pong = asyncio.Event()
-        self.task = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, port: int) -> Watcher:
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
-        await ws.send(orjson.dumps({"command": "subscribe", "data": ["K"]}).decode())
-        watcher = cls(ws)
-        await watcher.sync()
-        return watcher
-
-    async def _read(self) -> None:
-        try:
-            async for raw in self.ws:
-                message = orjson.loads(raw)
-                if message == {"type": "pong"}:
-                    self._pong.set()
-                else:
-                    self.ids.append(message["uniqueID"])
-        except websockets.ConnectionClosed as exc:
-            self.ended = exc
-        else:
-            self.ended = ConnectionError("closed cleanly")
-
-    async def sync(self) -> None:
-        """A ping barrier: everything sent before it has been read."""
-        self._pong.clear()
-        await self.ws.send(orjson.dumps({"command": "ping"}).decode())
-        async with asyncio.timeout(WAIT):
-            await self._pong.wait()
-
-
-class Poster:
-    """An application server posting ``RATE`` messages a second, each on a new connection."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/"
-        self.posted: list[str] = []
-        self.failures: list[str] = []
-        self._stop = asyncio.Event()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            while not self._stop.is_set():
-                unique = f"m{len(self.posted) + len(self.failures)}"
-                try:
-                    body = orjson.dumps(notification("K", unique_id=unique))
-                    async with session.post(self.url, data=body) as response:
-                        ok = response.status == 200
-                        await response.read()
-                except aiohttp.ClientError as exc:
-                    ok = False
-                    unique += f" ({exc})"
-                (self.posted if ok else self.failures).append(unique)
-                await asyncio.sleep(1 / RATE)  # the pace of the posts, not a wait for anything
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await self.task
-
-
-async def _connect_many(port: int, count: int) -> list[Watcher]:
-    watchers: list[Watcher] = []
-    for start in range(0, count, 100):
-        group = range(start, min(count, start + 100))
-        watchers += await asyncio.gather(*(Watcher.open(port) for _ in group))
-    return watchers
-
-
-def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+def _node(
+    relays: Relays, tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> RelayNode:
     config = local_config(limits={"max_connections_per_ip": 0})
-    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
+    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args, env=env)
     relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
     return node
 
@@ -128,12 +56,14 @@ async def _newcomers(port: int, stop: asyncio.Event, refused: list[str]) -> list
 async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> None:
     handoff = str(tmp_path / "handoff.sock")
     old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
-    watchers = await _connect_many(old.client_port, BROWSERS)
+    watchers = await connect_many(old.client_port, BROWSERS)
     poster = Poster(old.admin_port)
     stop_joining = asyncio.Event()
     refused: list[str] = []
     joining = asyncio.create_task(_newcomers(old.client_port, stop_joining, refused))
-    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    # The new code: a second checkout, with a version string of its own.
+    checkout = second_checkout(tmp_path / "checkout", NEW_VERSION)
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", env=checkout)
     await asyncio.to_thread(new.start)
     assert await asyncio.to_thread(old.wait) == 0
     stop_joining.set()
@@ -160,9 +90,13 @@ async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> N
     ):
         status: dict[str, Any] = await response.json()
     assert status["clients.active"] == BROWSERS + len(joined)
-    await _close_all([*watchers, *joined])
-
-
-async def _close_all(watchers: list[Watcher]) -> None:
-    await asyncio.gather(*(watcher.ws.close() for watcher in watchers))
-    await asyncio.gather(*(watcher.task for watcher in watchers))
+    # What the operator checks after the upgrade: the new code runs, and took everyone over.
+    moved = int(re.findall(r"handoff done: (\d+) browser connections moved", old.log)[0])
+    assert BROWSERS <= moved <= BROWSERS + len(joined)  # newcomers landed on either process
+    process = status["process"]
+    assert (process["version"], process["pid"], process["adopted"]) == (NEW_VERSION, new.pid, moved)
+    started = datetime.fromisoformat(process["started_at"])
+    assert started.tzinfo == UTC
+    assert abs(started.timestamp() - time.time()) < START_WAIT
+    assert f"handing over to relay {NEW_VERSION}" in old.log
+    await close_all([*watchers, *joined])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
+from relay import __version__
 from relay.node.node import Node
 from tests.chromium import Chromium
 from tests.support import Admin, eventually, free_ports, local_config, notification
@@ -38,6 +40,7 @@ async def test_page_shows_the_node_and_a_peer_going_down_live(
         return await shows("live", f"node {node.hub.fingerprint}")
 
     await eventually(live, "the page is live and names the node")
+    assert await shows(f"relay {__version__}, pid {os.getpid()}, started ")
     assert not await shows("down")
     # The page stays open; the peer's failure reaches it over the WebSocket.
     await Admin(session, admin_port).post(notification("PHID-X"))

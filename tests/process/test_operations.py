@@ -56,6 +56,37 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str) -> None:
     assert result.stderr == ""
 
 
+def test_the_handoff_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: install Debian's systemd package"
+    relay = Path(sys.executable).parent / "relay"
+    drop_ins = tmp_path / "relay.service.d"
+    drop_ins.mkdir()
+    for name in ("relay.service", "relay.service.d/handoff.conf"):
+        text = (UNITS / name).read_text().replace("/opt/relay/bin/relay", str(relay))
+        (tmp_path / name).write_text(text)
+    # The unit path makes verify read the drop-in beside the unit (a bad key in it is reported).
+    environ = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "relay.service")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=environ,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    (drop_ins / "broken.conf").write_text("[Service]\nExecReloadd=/bin/true\n")
+    broken = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "relay.service")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=environ,
+    )
+    assert "Unknown key 'ExecReloadd'" in broken.stderr  # the drop-ins were read
+
+
 def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
     for address in (str(tmp_path / "notify"), f"@relay-test-{os.getpid()}"):
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -65,6 +96,8 @@ def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
             assert notifier.watchdog_interval == 2.0
             notifier.ready("serving")
             assert listener.recv(1024) == b"READY=1\nSTATUS=serving"
+            notifier.ready("taken over", main_pid=4242)  # an upgrade: systemd follows the pid
+            assert listener.recv(1024) == b"MAINPID=4242\nREADY=1\nSTATUS=taken over"
     Notifier({}).ready("not under systemd: nothing is sent, nothing fails")
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
 

@@ -1,0 +1,106 @@
+"""A successor killed half-way through a handoff: no browser is left stranded.
+
+The old relay waits, after its first pass, for browsers still in their
+handshake (here one whose upgrade request has not come yet): a real pause in
+which the new process has adopted every open plain browser and the rest are
+still the old one's. The test kills the new process (SIGKILL) there, so the
+honest expectation is exactly:
+
+- the browsers it adopted are lost with it: each sees its connection end,
+  reconnects (to the same port, where the old process accepts again) and
+  replays what it missed from the old process' history;
+- the browsers not passed (compressed ones, which cannot move, and the one in
+  its handshake) stay with the old process and see nothing;
+- posts are accepted throughout; every browser gets every post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness.cluster import Cluster, Relays
+from tests.harness.node import RelayNode
+from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
+from tests.support import WAIT, local_config
+
+#: Plain browsers: the new process adopts them all before it is killed.
+ADOPTED = 200
+#: Browsers with permessage-deflate: they cannot move, the old process keeps them.
+COMPRESSED = 10
+
+
+def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+    # A long handshake limit: the browser in its handshake holds the handoff
+    # open until the test has killed the new process.
+    limits = {"max_connections_per_ip": 0, "handshake_seconds": 60}
+    config = local_config(limits=limits, browsers={"compression": True})
+    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
+    return node
+
+
+async def _status(port: int) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/status/") as response,
+    ):
+        status: dict[str, Any] = await response.json()
+    return status
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_successor_killed_half_way_strands_no_browser(
+    relays: Relays, tmp_path: Path
+) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
+    # Connected first, so the old process has accepted it before the others;
+    # its upgrade request comes only after the failure.
+    late = socket.create_connection(("127.0.0.1", old.client_port))
+    plain = await connect_many(old.client_port, ADOPTED)
+    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
+    poster = Poster(old.admin_port)
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    new.spawn()  # never ready: it says READY=1 only once the handoff is done
+    await asyncio.to_thread(
+        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
+    )
+    new.signal(signal.SIGKILL)
+    await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
+    assert f"{ADOPTED} connections had moved, 0 resumed here" in old.log
+    # Every adopted browser saw its connection end, and comes back as Phorge's client does.
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*(watcher.task for watcher in plain))
+    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in plain))
+    for before, after in zip(plain, back, strict=True):
+        await after.replay(before.last_heard)
+    finished = await Watcher.open(old.client_port, sock=late)
+    await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
+    await poster.stop()
+    everyone = [*back, *compressed, finished]
+    for watcher in everyone:
+        await watcher.sync()
+    assert not poster.failures
+    for before, after in zip(plain, back, strict=True):
+        assert before.ended is not None  # lost with the killed process
+        assert set(before.ids + after.ids) == set(poster.posted)
+    for watcher in compressed:
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted  # served by the old process throughout
+    # The late browser subscribed after the failure: the tail of the posts, once each.
+    assert finished.ended is None
+    assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
+    status = await _status(old.admin_port)
+    assert status["clients.active"] == len(everyone)
+    assert status["process"]["pid"] == old.pid
+    assert re.search(r"handoff failed.*: the successor closed the handoff channel", old.log)
+    await close_all(everyone)
