@@ -15,6 +15,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
@@ -32,6 +33,7 @@ from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
+from relay.observe.worker_metrics import node_exposition
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -110,14 +112,7 @@ class Node:
 
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""
-        return Siblings(
-            role,
-            local_status=lambda instance: self.snapshot().status(instance),
-            local_metrics=self.metrics.render,
-            connections=self._connection_count,
-            fingerprint=self.hub.fingerprint,
-            clock=clock,
-        )
+        return Siblings(role, snapshot=self.snapshot, latency=self.metrics.latency, clock=clock)
 
     def _new_admin_state(self) -> AdminState:
         """What the admin handlers read, complete: what changes is read through callables."""
@@ -134,8 +129,8 @@ class Node:
             observe_latency=self._observe_latency,
             overload=self._parts.overload,
             congested=self.peers.congested,
-            node_status=None if siblings is None else siblings.status,
-            node_metrics=None if siblings is None else siblings.metrics,
+            node_status=None if siblings is None else _status_of(siblings),
+            node_metrics=None if siblings is None else _metrics_of(siblings),
             placed=None if self.broker is None else self.broker.placed,
         )
 
@@ -397,6 +392,24 @@ class Node:
             snapshot = self.snapshot()
             sample = self._parts.series.sample(snapshot)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
+
+
+def _status_of(siblings: Siblings) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """``/status/`` of a multi-process node: its workers' readings added up."""
+
+    async def status(instance: str) -> dict[str, Any]:
+        return (await siblings.view()).status(instance)
+
+    return status
+
+
+def _metrics_of(siblings: Siblings) -> Callable[[], Awaitable[bytes]]:
+    """``/metrics`` of a multi-process node: its workers' readings added up."""
+
+    async def metrics() -> bytes:
+        return node_exposition(await siblings.view())
+
+    return metrics
 
 
 async def serve(
