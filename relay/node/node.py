@@ -15,7 +15,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
@@ -29,11 +28,11 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
+from relay.node.worker_figures import metrics_of, node_snapshot, status_of
 from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
-from relay.observe.worker_metrics import node_exposition
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -129,8 +128,8 @@ class Node:
             observe_latency=self._observe_latency,
             overload=self._parts.overload,
             congested=self.peers.congested,
-            node_status=None if siblings is None else _status_of(siblings),
-            node_metrics=None if siblings is None else _metrics_of(siblings),
+            node_status=None if siblings is None else status_of(siblings),
+            node_metrics=None if siblings is None else metrics_of(siblings),
             placed=None if self.broker is None else self.broker.placed,
         )
 
@@ -371,7 +370,7 @@ class Node:
             else {"databases": status.keys.databases, "repositories": status.keys.repositories},
             series=self._parts.series.columns(),
             now=self._clock(),
-            uptime_ms=self.hub.uptime_ms(),
+            uptime_ms=self.hub.uptime_ms() if self.siblings is None else self.siblings.uptime_ms(),
         )
 
     def _observe_latency(self, seconds: float, reached: bool) -> None:
@@ -385,31 +384,17 @@ class Node:
         if reached:
             self._parts.series.observe_latency(seconds)
 
-    def _announce(self) -> None:
-        """Sample the node for the charts and announce its status to the page (one round)."""
+    async def _announce(self) -> None:
+        """Sample the node for the charts and announce its status to the page (one round).
+
+        A worker samples the whole node (its siblings' readings added up); the
+        latencies charted are those of the posts it took itself.
+        """
         dashboard = self.config.dashboard
         if dashboard.enabled:
-            snapshot = self.snapshot()
+            snapshot = await node_snapshot(self.siblings, self.snapshot)
             sample = self._parts.series.sample(snapshot)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
-
-
-def _status_of(siblings: Siblings) -> Callable[[str], Awaitable[dict[str, Any]]]:
-    """``/status/`` of a multi-process node: its workers' readings added up."""
-
-    async def status(instance: str) -> dict[str, Any]:
-        return (await siblings.view()).status(instance)
-
-    return status
-
-
-def _metrics_of(siblings: Siblings) -> Callable[[], Awaitable[bytes]]:
-    """``/metrics`` of a multi-process node: its workers' readings added up."""
-
-    async def metrics() -> bytes:
-        return node_exposition(await siblings.view())
-
-    return metrics
 
 
 async def serve(

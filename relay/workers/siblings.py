@@ -101,8 +101,11 @@ class Siblings:
         found = await asyncio.gather(*(self._ask(index) for index in others))
         slots = dict(zip(others, found, strict=True))
         slots[own.index] = WorkerSlot(own.index, SERVING, own)
-        uptime_ms = int((self._clock() - self.role.plan.started) * 1000)
-        return add_up([slots[i] for i in sorted(slots)], own=own, uptime_ms=uptime_ms)
+        return add_up([slots[i] for i in sorted(slots)], own=own, uptime_ms=self.uptime_ms())
+
+    def uptime_ms(self) -> int:
+        """The node's uptime: since its supervisor started."""
+        return int((self._clock() - self.role.plan.started) * 1000)
 
     async def _ask(self, index: int) -> WorkerSlot:
         """Sibling ``index``'s reading, or why there is none."""

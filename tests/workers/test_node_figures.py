@@ -130,3 +130,39 @@ async def test_a_stopped_worker_is_listed_as_not_answering_and_the_page_still_co
             assert status["workers"][0]["pid"] == before[0]["pid"]
         finally:
             os.kill(stopped, signal.SIGCONT)
+
+
+async def test_the_status_page_of_either_worker_shows_the_whole_node(
+    relays: Relays, redis_server: RedisServer
+) -> None:
+    cluster = relays.broker(1, redis_server.url, workers=2, dashboard={"interval_seconds": 0.2})
+    [node] = await cluster.start()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # A page on each worker: the node-status messages come from the worker
+        # the page's WebSocket landed on.
+        pages: dict[str, Browser] = {}
+        others: list[Browser] = []
+        async with asyncio.timeout(WAIT):
+            while len(pages) < 2:
+                browser = await Browser.open(node.client_port)
+                await browser.subscribe("relay.node")
+                fingerprint = (await browser.recv())["data"]["fingerprint"]
+                if fingerprint in pages:
+                    others.append(browser)
+                else:
+                    pages[fingerprint] = browser
+        for n in range(POSTS):
+            body = orjson.dumps(notification(KEY, unique_id=f"post-{n}"))
+            async with session.post(f"http://127.0.0.1:{node.admin_port}/", data=body) as reply:
+                assert reply.status == 200
+        browsers = 2 + len(others)
+        for page in pages.values():
+            async with asyncio.timeout(WAIT):
+                while True:
+                    data = (await page.recv())["data"]
+                    if data["messages_in"] == POSTS:
+                        break
+            assert data["connections"] == browsers
+        for browser in [*pages.values(), *others]:
+            await browser.close()
