@@ -30,6 +30,7 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
+from relay.node.worker_figures import metrics_of, node_snapshot, status_of
 from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
@@ -114,14 +115,7 @@ class Node:
 
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""
-        return Siblings(
-            role,
-            local_status=lambda instance: self.snapshot().status(instance),
-            local_metrics=self.metrics.render,
-            connections=self._connection_count,
-            fingerprint=self.hub.fingerprint,
-            clock=clock,
-        )
+        return Siblings(role, snapshot=self.snapshot, latency=self.metrics.latency, clock=clock)
 
     def _new_admin_state(self) -> AdminState:
         """What the admin handlers read, complete: what changes is read through callables."""
@@ -138,8 +132,8 @@ class Node:
             observe_latency=self._observe_latency,
             overload=self._parts.overload,
             congested=self.peers.congested,
-            node_status=None if siblings is None else siblings.status,
-            node_metrics=None if siblings is None else siblings.metrics,
+            node_status=None if siblings is None else status_of(siblings),
+            node_metrics=None if siblings is None else metrics_of(siblings),
             placed=None if self.broker is None else self.broker.placed,
         )
 
@@ -381,7 +375,7 @@ class Node:
             else {"databases": status.keys.databases, "repositories": status.keys.repositories},
             series=self._parts.series.columns(),
             now=self._clock(),
-            uptime_ms=self.hub.uptime_ms(),
+            uptime_ms=self.hub.uptime_ms() if self.siblings is None else self.siblings.uptime_ms(),
         )
 
     def _observe_latency(self, seconds: float, reached: bool) -> None:
@@ -395,11 +389,15 @@ class Node:
         if reached:
             self._parts.series.observe_latency(seconds)
 
-    def _announce(self) -> None:
-        """Sample the node for the charts and announce its status to the page (one round)."""
+    async def _announce(self) -> None:
+        """Sample the node for the charts and announce its status to the page (one round).
+
+        A worker samples the whole node (its siblings' readings added up); the
+        latencies charted are those of the posts it took itself.
+        """
         dashboard = self.config.dashboard
         if dashboard.enabled:
-            snapshot = self.snapshot()
+            snapshot = await node_snapshot(self.siblings, self.snapshot)
             sample = self._parts.series.sample(snapshot)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
 

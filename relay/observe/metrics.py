@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from relay.core.cluster_reading import ClusterStatusReading
 from relay.core.instances import OVERFLOW_INSTANCE
 from relay.core.snapshot import BrokerReading, NodeSnapshot, OverloadReading
+from relay.core.worker_reading import LatencyReading
 
 #: Seconds from a POST's arrival to the last socket write of its deliveries.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -45,33 +46,52 @@ class NodeMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Read the node's counters (called by the registry on each scrape)."""
-        snapshot = self._read()
-        yield _gauge(
-            "relay_browser_connections",
-            "Open browser connections (handshakes included).",
-            snapshot.connections,
-        )
-        rejected = CounterMetricFamily(
-            "relay_browser_connections_rejected",
-            "Browser connections refused or dropped, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(snapshot.rejected.items()):
-            rejected.add_metric([reason], count)
-        yield rejected
-        yield _gauge(
-            "relay_subscriptions",
-            "Keys subscribed to, over all browsers.",
-            snapshot.subscriptions,
-        )
-        yield from _instances(snapshot)
-        yield from _peers(snapshot)
-        if snapshot.broker is not None:
-            yield from _broker(snapshot.broker)
-        if snapshot.cluster_status is not None:
-            yield from _cluster_status(snapshot.cluster_status)
-        if snapshot.alerts is not None:
-            yield from _alerts(snapshot.alerts)
+        return snapshot_families(self._read())
+
+    def latency(self) -> LatencyReading:
+        """The delivery latency histogram as a typed reading (for a worker's siblings)."""
+        bounds: list[float] = []
+        counts: list[int] = []
+        total = 0.0
+        for family in self.delivery_latency.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    if sample.labels["le"] != "+Inf":
+                        bounds.append(float(sample.labels["le"]))
+                    counts.append(int(sample.value))
+                elif sample.name.endswith("_sum"):
+                    total = sample.value
+        return LatencyReading(tuple(bounds), tuple(counts), total)
+
+
+def snapshot_families(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    """Every metric family read from ``snapshot`` (all but the latency histogram)."""
+    yield _gauge(
+        "relay_browser_connections",
+        "Open browser connections (handshakes included).",
+        snapshot.connections,
+    )
+    rejected = CounterMetricFamily(
+        "relay_browser_connections_rejected",
+        "Browser connections refused or dropped, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(snapshot.rejected.items()):
+        rejected.add_metric([reason], count)
+    yield rejected
+    yield _gauge(
+        "relay_subscriptions",
+        "Keys subscribed to, over all browsers.",
+        snapshot.subscriptions,
+    )
+    yield from _instances(snapshot)
+    yield from _peers(snapshot)
+    if snapshot.broker is not None:
+        yield from _broker(snapshot.broker)
+    if snapshot.cluster_status is not None:
+        yield from _cluster_status(snapshot.cluster_status)
+    if snapshot.alerts is not None:
+        yield from _alerts(snapshot.alerts)
 
 
 def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:

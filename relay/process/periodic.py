@@ -10,6 +10,7 @@ from the next round.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -24,17 +25,21 @@ async def every(
 ) -> None:
     """Run ``work()`` every ``interval()`` seconds, the first time at once if ``first_now``.
 
-    ``doing`` says what a round does, for the log line of one that fails.
+    A ``work`` that returns an awaitable (a coroutine function) is awaited:
+    the next wait starts once the round is over. ``doing`` says what a round
+    does, for the log line of one that fails.
     """
     if first_now:
-        _round(work, doing, log)
+        await _round(work, doing, log)
     while True:
         await asyncio.sleep(interval())
-        _round(work, doing, log)
+        await _round(work, doing, log)
 
 
-def _round(work: Callable[[], object], doing: str, log: logging.Logger) -> None:
+async def _round(work: Callable[[], object], doing: str, log: logging.Logger) -> None:
     try:
-        work()
+        result = work()
+        if inspect.isawaitable(result):
+            await result
     except Exception:
         log.exception("error while %s; will try again", doing)

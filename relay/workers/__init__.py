@@ -6,7 +6,7 @@ processes that all listen on those ports with ``SO_REUSEPORT``, restarts a
 worker that dies and speaks for the node to systemd. Each worker is an
 ordinary node that also answers its siblings on a private unix socket
 (``siblings.py``), so whichever worker answers ``/status/`` or ``/metrics``
-reports the whole node (``totals.py`` adds the figures up). Workers meet
-through the broker: a post that reaches one worker reaches the browsers of
-all of them.
+reports the whole node (``relay.core.add_up`` adds their readings up).
+Workers meet through the broker: a post that reaches one worker reaches the
+browsers of all of them.
 """

@@ -58,3 +58,28 @@ async def test_the_interval_is_asked_for_before_each_wait() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert asked[:3] == [0, 1, 2]
+
+
+async def test_a_coroutine_round_is_awaited_and_one_that_fails_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds: list[int] = []
+    second = asyncio.Event()
+
+    async def work() -> None:
+        await asyncio.sleep(0)  # a round that yields, as one asking other processes does
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise RuntimeError("boom")
+        second.set()
+
+    task = asyncio.create_task(every(lambda: 0.0, work, doing="asking", log=log, first_now=True))
+    try:
+        await asyncio.wait_for(second.wait(), WAIT)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert rounds[:2] == [0, 1]
+    (record,) = [r for r in caplog.records if r.name == "relay.test"]
+    assert record.getMessage() == "error while asking; will try again"
