@@ -52,11 +52,12 @@ def presence_for(
     fingerprint: str,
     snapshot: Callable[[], NodeSnapshot],
     worker: int | None,
+    address: Callable[[], str],
 ) -> Presence | None:
     """The presence of a node in broker mode (``config`` set); None otherwise."""
     if config is None:
         return None
-    return Presence(config, fingerprint, snapshot=snapshot, worker=worker)
+    return Presence(config, fingerprint, snapshot=snapshot, worker=worker, address=address)
 
 
 class Presence:
@@ -69,13 +70,15 @@ class Presence:
         *,
         snapshot: Callable[[], NodeSnapshot],
         worker: int | None = None,
+        address: Callable[[], str] = str,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Announce ``snapshot()`` for the process ``fingerprint``, worker ``worker`` of its node.
 
         A worker's node is its supervisor (its parent process); a node
-        without workers is itself.
+        without workers is itself. ``address()`` is where the node is
+        (``host:admin port``), asked each round: the port is bound after start.
         """
         host = socket.gethostname()
         pid = os.getpid()
@@ -91,9 +94,12 @@ class Presence:
             interval=config.presence_interval_seconds,
         )
         self.config = config
-        self.roster = Roster(self.identity, config.prefix, clock)
+        # Nodes starting side by side meet within a few rounds: no news.
+        settle = GONE_AFTER * self.identity.interval
+        self.roster = Roster(self.identity, config.prefix, clock, settle)
         self._keys = PresenceKeys(config.prefix)
         self._snapshot = snapshot
+        self._address = address
         self._rates = Rates(clock)
         self._known: set[str] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +161,7 @@ class Presence:
 
     async def _round(self, script: Any) -> None:
         """Announce this process and take the reading the script returns."""
-        record = announcement(self._snapshot(), self.identity, self._rates)
+        record = announcement(self._snapshot(), self.identity, self._rates, self._address())
         expiry_ms = max(1, round(GONE_AFTER * self.identity.interval * 1000))
         reply = await script(
             keys=[self._keys.index],

@@ -91,7 +91,9 @@ class Node:
             )
         )
         worker = None if role is None else role.index
-        self.presence = presence_for(config.broker, self.hub.fingerprint, self.snapshot, worker)
+        self.presence = presence_for(
+            config.broker, self.hub.fingerprint, self.snapshot, worker, self._address
+        )
         self.client_listeners: list[ClientListener] = []
         #: Whether the node serves (``/health/ready``): not until every listener
         #: is up, and no longer once shutdown begins.
@@ -169,13 +171,14 @@ class Node:
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
                 await self.broker.start(self.hub)
-            if self.presence is not None:
-                await self.presence.start()
             given = iter(client_sockets)
             for index, server in self._servers("client"):
                 await self._start_client(server, index, next(given, None))
             if not admin_later:
                 await self.start_admin()
+            # Once the admin port is bound: it names the node in its announcements.
+            if self.presence is not None:
+                await self.presence.start()
             await self.peers.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
@@ -351,6 +354,17 @@ class Node:
             alerts=None if self.alerts is None else self.alerts.reading(),
             nodes=None if self.presence is None else self.presence.status(),
         )
+
+    def _address(self) -> str:
+        """Where this node is, ``host:port`` of its first admin listener: a restart keeps it.
+
+        The port bound, or before the listener is (a handoff binds it last)
+        the configured one.
+        """
+        bound = self.admin_addresses
+        configured = [server.port for _, server in self._servers("admin")]
+        port = bound[0][1] if bound else next(iter(configured), 0)
+        return f"{socket.gethostname()}:{port}"
 
     def _connection_count(self) -> int:
         """Browsers connected to this node (this worker) now, over every client listener."""
