@@ -142,11 +142,20 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
             f"{_number(totals, 'browsers')} browsers; relay status --cluster lists them",
         ),
         ("last error", _plain(section.get("last_error"))),
+        ("joined", _places(section.get("joined"))),
+        ("left", _places(section.get("left"))),
     ]
-    shown = {"prefix", "totals", "members", "last_error", "unreadable"}
+    shown = {"prefix", "totals", "members", "last_error", "unreadable", "joined", "left"}
     return rows, frozenset(
         shown | {"interval_seconds", "stale_after_seconds", "gone_after_seconds"}
     )
+
+
+def _places(value: object) -> str:
+    """Nodes by place (``host:port``), comma-separated; ``-`` for none."""
+    if not isinstance(value, list) or not value:
+        return "-"
+    return ", ".join(str(place) for place in value)
 
 
 def _no_known_keys(section: Mapping[str, Any]) -> _Named:

@@ -76,3 +76,12 @@ def test_relay_status_sums_the_section_up() -> None:
     assert "Nodes under the broker prefix" in text
     assert "1 node, 2 processes (1 stale), 4 browsers; relay status --cluster lists them" in text
     assert "members" not in text
+
+
+def test_relay_status_names_the_nodes_that_joined_and_left() -> None:
+    section = {**SECTION, "joined": ["web3:22281"], "left": ["web2:22281", "web4:22281"]}
+    lines = render_status({"fingerprint": "F", "nodes": section}).splitlines()
+    assert any(line.split() == ["joined", "web3:22281"] for line in lines)
+    assert any(line.split() == ["left", "web2:22281,", "web4:22281"] for line in lines)
+    quiet = render_status({"fingerprint": "F", "nodes": {**SECTION, "joined": [], "left": []}})
+    assert any(line.split() == ["left", "-"] for line in quiet.splitlines())
