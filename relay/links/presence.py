@@ -36,6 +36,8 @@ STALE_AFTER = 2.5
 GONE_AFTER = 4.0
 #: The record format; a reader skips records of a format it does not know.
 FORMAT = 1
+#: Mesh mode: where a node POSTs its record to each peer's admin port.
+PRESENCE_PATH = "/peer/presence"
 
 #: Stores one announcement, indexes it, forgets the index entries whose
 #: record expired, and returns Redis' time (ms) followed by (fingerprint,
@@ -148,9 +150,10 @@ class Announcement:
                 raise ValueError(f"not a presence record of format {FORMAT}")
             identity = Identity(**body.pop("identity"))
             announcement = cls(identity=identity, **body)
-        except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise ValueError(f"not a presence record: {exc}") from None
+        except (orjson.JSONDecodeError, TypeError, AttributeError, KeyError) as exc:
+            raise ValueError(f"not a presence record: {exc!r}") from None
         _check_numbers(announcement)
+        _check_texts(announcement)
         return announcement
 
 
@@ -164,6 +167,18 @@ def _check_numbers(found: Announcement) -> None:
         raise ValueError("a presence record with a count that is not a whole number")
     if found.identity.interval <= 0:
         raise ValueError("a presence record without a positive interval")
+
+
+def _check_texts(found: Announcement) -> None:
+    """Refuse a record whose names are not text: members are sorted and shown by them."""
+    ident = found.identity
+    texts = (ident.fingerprint, ident.node, ident.host, ident.version, found.broker_state)
+    if not all(isinstance(text, str) for text in (*texts, found.address)):
+        raise ValueError("a presence record with a name that is not text")
+    if not isinstance(found.cluster_status, str | None):
+        raise ValueError("a presence record with a cluster-status mode that is not text")
+    if not (ident.worker is None or type(ident.worker) is int):
+        raise ValueError("a presence record with a worker that is not a whole number")
 
 
 def announcement(

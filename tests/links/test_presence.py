@@ -77,6 +77,11 @@ def test_a_record_reads_back_as_written() -> None:
         orjson.dumps({**orjson.loads(record().encode()), "browsers": "many"}),
         orjson.dumps({**orjson.loads(record().encode()), "rate_in": True}),
         record(dataclasses.replace(IDENTITY, interval=0)).encode(),
+        b'{"format": 1, "browsers": 1}',
+        orjson.dumps({**orjson.loads(record().encode()), "address": 7}),
+        orjson.dumps({**orjson.loads(record().encode()), "cluster_status": []}),
+        record(dataclasses.replace(IDENTITY, node=None)).encode(),  # type: ignore[arg-type]
+        record(dataclasses.replace(IDENTITY, worker="1")).encode(),  # type: ignore[arg-type]
     ],
 )
 def test_records_of_another_shape_are_refused(raw: bytes) -> None:
