@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
 from relay.core.snapshot import NodeSnapshot
@@ -28,10 +27,12 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
+from relay.node.presence import new_presence
 from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
+from relay.peering.presence import MeshPresence
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -90,9 +91,13 @@ class Node:
                 ),
             )
         )
-        worker = None if role is None else role.index
-        self.presence = presence_for(
-            config.broker, self.hub.fingerprint, self.snapshot, worker, self._address
+        self.presence = new_presence(
+            config,
+            self.peers,
+            self.hub.fingerprint,
+            snapshot=self.snapshot,
+            role=role,
+            address=self._address,
         )
         self.client_listeners: list[ClientListener] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -139,6 +144,7 @@ class Node:
             node_status=None if siblings is None else siblings.status,
             node_metrics=None if siblings is None else siblings.metrics,
             placed=None if self.broker is None else self.broker.placed,
+            heard=self.presence.heard if isinstance(self.presence, MeshPresence) else None,
         )
 
     async def start(
@@ -176,10 +182,11 @@ class Node:
                 await self._start_client(server, index, next(given, None))
             if not admin_later:
                 await self.start_admin()
-            # Once the admin port is bound: it names the node in its announcements.
+            await self.peers.start()
+            # Once the admin port is bound (it names the node in its
+            # announcements) and the peer links are there to carry them.
             if self.presence is not None:
                 await self.presence.start()
-            await self.peers.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
             if self.alerts is not None:
