@@ -134,7 +134,7 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
     totals = section.get("totals")
     totals = totals if isinstance(totals, Mapping) else {}
     rows = [
-        ("broker prefix", _plain(section.get("prefix"))),
+        _where(section.get("prefix")),
         (
             "announced",
             f"{_count(totals, 'nodes', 'node')}, "
@@ -149,6 +149,13 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
     return rows, frozenset(
         shown | {"interval_seconds", "stale_after_seconds", "gone_after_seconds"}
     )
+
+
+def _where(prefix: object) -> tuple[str, str]:
+    """Where the nodes announce: under a broker prefix, or to their mesh peers (no prefix)."""
+    if prefix is None:
+        return ("announced to", "the mesh peers")
+    return ("broker prefix", _plain(prefix))
 
 
 def _places(value: object) -> str:
@@ -172,7 +179,7 @@ _POLICIES = {
 _SECTIONS = {
     "broker": ("Broker", _broker),
     "overload": ("Overload", _overload),
-    "nodes": ("Nodes under the broker prefix", _nodes),
+    "nodes": ("Nodes of the cluster", _nodes),
 }
 
 

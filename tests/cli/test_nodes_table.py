@@ -73,7 +73,7 @@ def test_an_empty_or_failing_reading_says_so() -> None:
 
 def test_relay_status_sums_the_section_up() -> None:
     text = render_status({"fingerprint": "F", "nodes": SECTION})
-    assert "Nodes under the broker prefix" in text
+    assert "Nodes of the cluster" in text
     assert "1 node, 2 processes (1 stale), 4 browsers; relay status --cluster lists them" in text
     assert "members" not in text
 
