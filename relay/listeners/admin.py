@@ -246,7 +246,7 @@ async def post_batch(request: web.Request) -> web.Response:
 
 
 async def post_presence(request: web.Request) -> web.Response:
-    """Keep a mesh peer's presence record (``relay.peering.presence``); 204 once kept."""
+    """Keep a mesh peer's presence record (``relay.peering.presence``); answer the fingerprint."""
     state, _, raw = await _authorised_body(request)
     if state.heard is None:
         return _json_error(404, "this node keeps no presence of peers (mesh mode only)")
@@ -256,7 +256,10 @@ async def post_presence(request: web.Request) -> web.Response:
         log.warning("refused a presence record from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
     state.heard(found)
-    return web.Response(status=204)
+    # Named like a receipt: the sender's own entry in its cluster list learns it is itself.
+    return web.Response(
+        body=orjson.dumps({"fingerprint": state.hub.fingerprint}), content_type=_JSON
+    )
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -31,7 +31,7 @@ from relay.links.peer_batch import (
     encode_covered,
     encode_record,
 )
-from relay.links.peer_state import PeerLinkState, PeerState, Post
+from relay.links.peer_state import PeerLinkState, PeerState, Post, receipt_fingerprint
 from relay.links.presence import PRESENCE_PATH
 
 log = logging.getLogger("relay.peers")
@@ -113,10 +113,14 @@ class PeerLink:
             return None
         try:
             async with self._session.post(self.peer.url + PRESENCE_PATH, data=body) as response:
-                await response.content.read(MAX_RECEIPT_BYTES)
-                return None if 200 <= response.status < 300 else f"answered {response.status}"
+                answer = await response.content.read(MAX_RECEIPT_BYTES)
+                if response.status != 200:
+                    return f"answered {response.status}"
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
             return _describe(exc)
+        # The answer names the node that took it: the node's own entry learns it is itself.
+        self.machine.presence_answered(receipt_fingerprint(answer))
+        return None
 
     # Lifecycle.
 
