@@ -16,6 +16,11 @@ clock, so a verdict is as of the moment it is asked for:
 - gone: older than ``GONE_AFTER`` intervals; Redis has expired its record too.
 
 Every age is measured on Redis' clock, never by comparing two nodes' clocks.
+
+In mesh mode (no broker) each node POSTs the same record to its peers
+(``PRESENCE_PATH``, ``relay.peering.presence``); the receiver's roster
+takes each as it comes (``Roster.heard``), aged on the receiver's clock
+from its arrival, under the same bounds.
 """
 
 from __future__ import annotations
