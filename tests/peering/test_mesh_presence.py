@@ -16,9 +16,12 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from aiohttp import web
 
 from relay.links.presence import GONE_AFTER, STALE_AFTER
+from tests.cluster_status.webhook import Receiver, serve
 from tests.harness import Relays
 from tests.support import WAIT, Admin, eventually
 
@@ -120,7 +123,7 @@ async def test_a_presence_record_needs_the_shared_secret_and_a_record(
     admins = cluster.admins(session)
 
     async def both_listed() -> bool:
-        return len(await members(admins[0])) == 2
+        return [len(await members(admin)) for admin in admins] == [2, 2]
 
     await eventually(both_listed, "peers with the secret announce to each other")
     url = cluster[0].admin_url + "/peer/presence"
@@ -133,4 +136,45 @@ async def test_a_presence_record_needs_the_shared_secret_and_a_record(
     assert len(await members(admins[0])) == 2  # and it still serves
     for node in cluster:
         assert SECRET not in node.log
-    assert (await admins[1].status())["nodes"]["totals"]["nodes"] == 2
+
+
+async def test_in_a_mesh_each_remaining_node_alerts_once_that_a_killed_node_left(
+    relays: Relays, session: aiohttp.ClientSession
+) -> None:
+    receiver = Receiver()
+    runners: list[web.AppRunner] = []
+    try:
+        await serve(receiver, runners)
+        cluster = await relays.mesh(
+            3,
+            peering={"presence_interval_seconds": INTERVAL},
+            alerts={"url": receiver.url, "interval_seconds": 0.1},
+        ).start()
+        admins = cluster.admins(session)
+
+        async def everyone_listed() -> bool:
+            return [len(await members(admin)) for admin in admins] == [3, 3, 3]
+
+        await eventually(everyone_listed, "each node lists three nodes")
+        place = f"{socket.gethostname()}:{cluster[2].admin_port}"
+        cluster[2].kill()
+
+        def left() -> list[tuple[str, str, str]]:
+            found = [orjson.loads(body) for _, body in receiver.alerts]
+            return [
+                (a["state"], a["subject"], a["node"]) for a in found if a["kind"] == "node-left"
+            ]
+
+        async def alerted(count: int) -> bool:
+            return len(left()) >= count
+
+        await eventually(lambda: alerted(2), "both remaining nodes alert")
+        await cluster.start(2)
+        await eventually(lambda: alerted(4), "both alert its return")
+        alerts = left()
+        assert sorted(state for state, _, _ in alerts) == ["firing"] * 2 + ["resolved"] * 2
+        assert {subject for _, subject, _ in alerts} == {place}
+        assert len({sender for _, _, sender in alerts}) == 2  # each node alerts once, as itself
+    finally:
+        for runner in runners:
+            await runner.cleanup()
