@@ -40,11 +40,9 @@ from relay.links.presence import (
     announcement,
     parse_listing,
 )
+from relay.links.presence_log import PresenceLog
 
 log = logging.getLogger("relay.broker.presence")
-
-#: How many other nodes the start-up line names before it only counts.
-NAMED_IN_LOG = 5
 
 
 def presence_for(
@@ -101,7 +99,10 @@ class Presence:
         self._snapshot = snapshot
         self._address = address
         self._rates = Rates(clock)
-        self._known: set[str] | None = None
+        where = f"broker prefix {config.prefix!r}"
+        self._changes = PresenceLog(
+            log, found_in=f"under {where}", joined=f"under {where}", left=where
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._clients: tuple[aioredis.Redis, Sentinel | None] | None = None
@@ -169,29 +170,4 @@ class Presence:
         )
         sightings, unreadable = parse_listing(reply)
         self.roster.update(sightings, unreadable)
-        self._log_changes()
-
-    def _log_changes(self) -> None:
-        """Say how many other nodes share the prefix, then which ones come and go."""
-        others = set(self.roster.others())
-        prefix = self.config.prefix
-        if self._known is None:
-            if others:
-                named = sorted(others)
-                more = len(named) - NAMED_IN_LOG
-                log.info(
-                    "presence: %d other %s under broker prefix %r: %s%s",
-                    len(named),
-                    "node" if len(named) == 1 else "nodes",
-                    prefix,
-                    ", ".join(named[:NAMED_IN_LOG]),
-                    f" and {more} more" if more > 0 else "",
-                )
-            else:
-                log.info("presence: no other node under broker prefix %r", prefix)
-        else:
-            for node in sorted(others - self._known):
-                log.info("presence: node %s joined under broker prefix %r", node, prefix)
-            for node in sorted(self._known - others):
-                log.info("presence: node %s left broker prefix %r", node, prefix)
-        self._known = others
+        self._changes.seen(self.roster.others())
