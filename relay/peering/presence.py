@@ -10,6 +10,8 @@ arrived, since two hosts' clocks need not agree: a healthy peer's record is
 at most about one interval old, so the bounds of broker mode hold (stale
 after 2.5 I, gone after 4 I). A peer that is down, or an Aphlict node
 (which answers 404), costs one failed POST per interval, never a message.
+Two intervals after its start a node logs how many other nodes it heard
+from, then each that joins or leaves (INFO), as in broker mode.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ from typing import Any
 from relay import __version__
 from relay.core.snapshot import NodeSnapshot
 from relay.links.presence import GONE_AFTER, Announcement, Identity, Rates, Roster, announcement
+from relay.links.presence_log import PresenceLog
 from relay.peering.peers import PeerLink, PeerSet
 from relay.process.periodic import every
 
 log = logging.getLogger("relay.peers.presence")
+
+#: Intervals after its start a node first logs how many peers it heard from.
+LOG_AFTER = 2
 
 
 class MeshPresence:
@@ -66,7 +72,10 @@ class MeshPresence:
         self._peers = peers
         self._snapshot = snapshot
         self._address = address
+        self._clock = clock
         self._rates = Rates(clock)
+        self._started: float | None = None
+        self._changes = PresenceLog(log, found_in="in the mesh", joined="the mesh", left="the mesh")
         # A node hears every peer within an interval of its start: those are no news.
         self.roster = Roster(self.identity, None, clock, GONE_AFTER * interval)
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +93,7 @@ class MeshPresence:
 
     async def start(self) -> None:
         """Announce from now on, in the background (the first round at once)."""
+        self._started = self._clock()
         self._task = asyncio.create_task(
             every(
                 lambda: self.identity.interval,
@@ -111,6 +121,10 @@ class MeshPresence:
         """Hear this node's own record, and send it to every peer (in the background)."""
         record = announcement(self._snapshot(), self.identity, self._rates, self._address())
         self.roster.heard(record)
+        # Every live peer is heard within an interval or so: then say who is there.
+        started = self._clock() if self._started is None else self._started
+        if self._clock() - started >= LOG_AFTER * self.identity.interval:
+            self._changes.seen(self.roster.others())
         body = record.encode()
         for link in self._peers.links:
             # One POST per peer at a time: a slow peer's is bounded by the link's timeout.

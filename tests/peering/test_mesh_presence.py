@@ -97,6 +97,9 @@ async def test_three_mesh_nodes_list_one_another_then_a_killed_one_goes(
         return not states
 
     await eventually(killed_node_gone, "the killed node is gone from both others' lists")
+    for node in cluster.nodes[:2]:
+        await asyncio.to_thread(node.wait_for_log, r"presence: 2 other nodes in the mesh: ")
+        await asyncio.to_thread(node.wait_for_log, rf"presence: node \S+:{killed} left the mesh")
     gone_after = time.monotonic() - killed_at
     assert "stale" in seen, seen
     # Its last announcement arrived at most one interval before the kill.
