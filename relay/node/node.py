@@ -78,19 +78,7 @@ class Node:
         #: The last minutes, for the status page's charts.
         self.series = parts.series
         self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
-        # In broker mode the cluster-status lease holder speaks for the cluster.
-        self.alerts = (
-            None
-            if config.alerts is None
-            else AlertSender(
-                config.alerts,
-                node=self.hub.fingerprint,
-                snapshot=self.snapshot,
-                speaks=lambda: (
-                    self.status_monitor is None or self.status_monitor.speaks_for_cluster
-                ),
-            )
-        )
+        self.alerts = self._new_alerts()
         self.presence = new_presence(
             config,
             self.peers,
@@ -114,6 +102,18 @@ class Node:
         self.adopted = 0
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
+
+    def _new_alerts(self) -> AlertSender | None:
+        """The alert sender, when alerts are configured."""
+        if self.config.alerts is None:
+            return None
+        # In broker mode the cluster-status lease holder speaks for the cluster.
+        return AlertSender(
+            self.config.alerts,
+            node=self.hub.fingerprint,
+            snapshot=self.snapshot,
+            speaks=lambda: self.status_monitor is None or self.status_monitor.speaks_for_cluster,
+        )
 
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""

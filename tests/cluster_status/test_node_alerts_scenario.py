@@ -21,7 +21,7 @@ import pytest
 from tests.cluster_status.conftest import add_monitor_users
 from tests.cluster_status.helpers import host_entry
 from tests.cluster_status.webhook import Receiver, metric
-from tests.harness import Relays
+from tests.harness import Cluster, Relays
 from tests.mariadb_harness import MariaDBFactory
 from tests.redis_harness import RedisServer
 from tests.support import eventually
@@ -44,14 +44,14 @@ def node_alerts(receiver: Receiver, kind: str) -> list[dict[str, Any]]:
     return found
 
 
-async def test_a_killed_node_is_one_alert_and_its_restart_ends_the_episode(
+async def start_cluster(
     relays: Relays,
     redis_server: RedisServer,
     mariadb: MariaDBFactory,
     receiver: Receiver,
-    session: aiohttp.ClientSession,
     tmp_path: Path,
-) -> None:
+) -> Cluster:
+    """Three broker-mode nodes alerting to ``receiver``, the lease on one real MariaDB."""
     database = mariadb.start("db", server_id=1)
     add_monitor_users(database)
     secret_file = tmp_path / "alerts.secret"
@@ -72,6 +72,18 @@ async def test_a_killed_node_is_one_alert_and_its_restart_ends_the_episode(
             "backoff_initial_seconds": 0.1,
         },
     ).start()
+    return cluster
+
+
+async def test_a_killed_node_is_one_alert_and_its_restart_ends_the_episode(
+    relays: Relays,
+    redis_server: RedisServer,
+    mariadb: MariaDBFactory,
+    receiver: Receiver,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    cluster = await start_cluster(relays, redis_server, mariadb, receiver, tmp_path)
     admins = cluster.admins(session)
 
     async def everyone_listed() -> bool:

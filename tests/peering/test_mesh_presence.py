@@ -37,6 +37,38 @@ async def members(admin: Admin) -> list[dict[str, Any]]:
     return list((await admin.status())["nodes"]["members"])
 
 
+async def fresh_rows(admin_url: str) -> list[str]:
+    """The fresh rows of ``relay status --cluster`` asked of ``admin_url``."""
+    table = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "relay", "status", "-u", admin_url, "--cluster"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("Cluster of mesh peers")
+    return [line for line in table.stdout.splitlines() if " fresh " in line]
+
+
+async def watch_going(admins: list[Admin], pid: int) -> tuple[dict[str, float], float]:
+    """Watch the node ``pid``, just killed, go: when each state was first seen, and gone."""
+    killed_at = time.monotonic()
+    seen: dict[str, float] = {}
+
+    async def killed_node_gone() -> bool:
+        states = set()
+        for admin in admins:
+            states |= {m["state"] for m in await members(admin) if m["pid"] == pid}
+        for state in states:
+            seen.setdefault(state, time.monotonic() - killed_at)
+        return not states
+
+    await eventually(killed_node_gone, "the killed node is gone from the others' lists")
+    return seen, time.monotonic() - killed_at
+
+
 async def test_three_mesh_nodes_list_one_another_then_a_killed_one_goes(
     relays: Relays, session: aiohttp.ClientSession
 ) -> None:
@@ -68,39 +100,17 @@ async def test_three_mesh_nodes_list_one_another_then_a_killed_one_goes(
         assert (nodes["joined"], nodes["left"]) == ([], [])
         assert nodes["totals"]["nodes"] == 3
 
-    table = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "relay", "status", "-u", cluster[2].admin_url, "--cluster"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-    assert table.returncode == 0, table.stderr
-    assert table.stdout.startswith("Cluster of mesh peers")
-    rows = [line for line in table.stdout.splitlines() if " fresh " in line]
-    assert len(rows) == 3, table.stdout
+    rows = await fresh_rows(cluster[2].admin_url)
+    assert len(rows) == 3, rows
     assert all(any(f":{pid} " in row for pid in pids) for row in rows)
 
     killed = cluster[2].pid
     await browsers[2].close()
     cluster[2].kill()
-    killed_at = time.monotonic()
-    seen: dict[str, float] = {}
-
-    async def killed_node_gone() -> bool:
-        states = set()
-        for admin in admins[:2]:
-            states |= {m["state"] for m in await members(admin) if m["pid"] == killed}
-        for state in states:
-            seen.setdefault(state, time.monotonic() - killed_at)
-        return not states
-
-    await eventually(killed_node_gone, "the killed node is gone from both others' lists")
+    seen, gone_after = await watch_going(admins[:2], killed)
     for node in cluster.nodes[:2]:
         await asyncio.to_thread(node.wait_for_log, r"presence: 2 other nodes in the mesh: ")
         await asyncio.to_thread(node.wait_for_log, rf"presence: node \S+:{killed} left the mesh")
-    gone_after = time.monotonic() - killed_at
     assert "stale" in seen, seen
     # Its last announcement arrived at most one interval before the kill.
     assert seen["stale"] <= STALE_AFTER * INTERVAL + SLACK
