@@ -40,11 +40,9 @@ from relay.links.presence import (
     announcement,
     parse_listing,
 )
+from relay.links.presence_log import PresenceLog
 
 log = logging.getLogger("relay.broker.presence")
-
-#: How many other nodes the start-up line names before it only counts.
-NAMED_IN_LOG = 5
 
 
 def presence_for(
@@ -52,11 +50,12 @@ def presence_for(
     fingerprint: str,
     snapshot: Callable[[], NodeSnapshot],
     worker: int | None,
+    address: Callable[[], str],
 ) -> Presence | None:
     """The presence of a node in broker mode (``config`` set); None otherwise."""
     if config is None:
         return None
-    return Presence(config, fingerprint, snapshot=snapshot, worker=worker)
+    return Presence(config, fingerprint, snapshot=snapshot, worker=worker, address=address)
 
 
 class Presence:
@@ -69,13 +68,15 @@ class Presence:
         *,
         snapshot: Callable[[], NodeSnapshot],
         worker: int | None = None,
+        address: Callable[[], str] = str,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Announce ``snapshot()`` for the process ``fingerprint``, worker ``worker`` of its node.
 
         A worker's node is its supervisor (its parent process); a node
-        without workers is itself.
+        without workers is itself. ``address()`` is where the node is
+        (``host:admin port``), asked each round: the port is bound after start.
         """
         host = socket.gethostname()
         pid = os.getpid()
@@ -91,11 +92,17 @@ class Presence:
             interval=config.presence_interval_seconds,
         )
         self.config = config
-        self.roster = Roster(self.identity, config.prefix, clock)
+        # Nodes starting side by side meet within a few rounds: no news.
+        settle = GONE_AFTER * self.identity.interval
+        self.roster = Roster(self.identity, config.prefix, clock, settle)
         self._keys = PresenceKeys(config.prefix)
         self._snapshot = snapshot
+        self._address = address
         self._rates = Rates(clock)
-        self._known: set[str] | None = None
+        where = f"broker prefix {config.prefix!r}"
+        self._changes = PresenceLog(
+            log, found_in=f"under {where}", joined=f"under {where}", left=where
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._clients: tuple[aioredis.Redis, Sentinel | None] | None = None
@@ -155,7 +162,7 @@ class Presence:
 
     async def _round(self, script: Any) -> None:
         """Announce this process and take the reading the script returns."""
-        record = announcement(self._snapshot(), self.identity, self._rates)
+        record = announcement(self._snapshot(), self.identity, self._rates, self._address())
         expiry_ms = max(1, round(GONE_AFTER * self.identity.interval * 1000))
         reply = await script(
             keys=[self._keys.index],
@@ -163,29 +170,4 @@ class Presence:
         )
         sightings, unreadable = parse_listing(reply)
         self.roster.update(sightings, unreadable)
-        self._log_changes()
-
-    def _log_changes(self) -> None:
-        """Say how many other nodes share the prefix, then which ones come and go."""
-        others = set(self.roster.others())
-        prefix = self.config.prefix
-        if self._known is None:
-            if others:
-                named = sorted(others)
-                more = len(named) - NAMED_IN_LOG
-                log.info(
-                    "presence: %d other %s under broker prefix %r: %s%s",
-                    len(named),
-                    "node" if len(named) == 1 else "nodes",
-                    prefix,
-                    ", ".join(named[:NAMED_IN_LOG]),
-                    f" and {more} more" if more > 0 else "",
-                )
-            else:
-                log.info("presence: no other node under broker prefix %r", prefix)
-        else:
-            for node in sorted(others - self._known):
-                log.info("presence: node %s joined under broker prefix %r", node, prefix)
-            for node in sorted(self._known - others):
-                log.info("presence: node %s left broker prefix %r", node, prefix)
-        self._known = others
+        self._changes.seen(self.roster.others())

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     status_cmd.add_argument(
         "--cluster",
         action="store_true",
-        help="list every node sharing the node's broker prefix (broker mode)",
+        help="list every node of the cluster (broker mode, or a mesh's peers)",
     )
     _add_client_command(
         commands,
@@ -382,7 +382,8 @@ def _print_nodes(status: dict[str, Any], *, as_json: bool) -> int:
     if not isinstance(nodes, dict):
         raise RelayError(
             'this node lists no cluster: presence needs broker mode (a "broker" section in '
-            'its config; README, "Presence"), or the node predates it'
+            'its config) or a mesh (peers in "cluster"; not under --workers; README, '
+            '"Presence"), or the node predates it'
         )
     if as_json:
         _print_json(nodes)

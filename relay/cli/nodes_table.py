@@ -1,7 +1,7 @@
 """Render the ``nodes`` section of ``/status/`` as a table, for ``relay status --cluster``.
 
 Pure: takes the decoded section and returns text. One row per process that
-announced itself under the broker prefix (a ``--workers`` node has a row per
+announced itself under the broker prefix or to its mesh peers (a ``--workers`` node has a row per
 worker), then the cluster's totals, laid out by ``columns.py`` like the
 CLI's other tables.
 """
@@ -33,7 +33,8 @@ def render_nodes(section: Mapping[str, Any]) -> str:
     """Format the ``nodes`` section: every announced process, then the totals."""
     members = [m for m in section.get("members") or [] if isinstance(m, Mapping)]
     prefix = section.get("prefix", "?")
-    lines = [f"Cluster under broker prefix {prefix}"]
+    # A mesh has no prefix: its nodes announce to one another (README, "Presence").
+    lines = ["Cluster of mesh peers" if prefix is None else f"Cluster under broker prefix {prefix}"]
     if members:
         lines += columns(_HEADERS, [_row(member) for member in members])
     else:

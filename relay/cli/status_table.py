@@ -134,7 +134,7 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
     totals = section.get("totals")
     totals = totals if isinstance(totals, Mapping) else {}
     rows = [
-        ("broker prefix", _plain(section.get("prefix"))),
+        _where(section.get("prefix")),
         (
             "announced",
             f"{_count(totals, 'nodes', 'node')}, "
@@ -142,8 +142,10 @@ def _nodes(section: Mapping[str, Any]) -> _Named:
             f"{_number(totals, 'browsers')} browsers; relay status --cluster lists them",
         ),
         ("last error", _plain(section.get("last_error"))),
+        ("joined", _places(section.get("joined"))),
+        ("left", _places(section.get("left"))),
     ]
-    shown = {"prefix", "totals", "members", "last_error", "unreadable"}
+    shown = {"prefix", "totals", "members", "last_error", "unreadable", "joined", "left"}
     return rows, frozenset(
         shown | {"interval_seconds", "stale_after_seconds", "gone_after_seconds"}
     )
@@ -157,6 +159,20 @@ def _process(section: Mapping[str, Any]) -> _Named:
         ("adopted", _count(section, "adopted", "browser connection") + " in a handoff"),
     ]
     return rows, frozenset({"version", "pid", "started_at", "adopted"})
+
+
+def _where(prefix: object) -> tuple[str, str]:
+    """Where the nodes announce: under a broker prefix, or to their mesh peers (no prefix)."""
+    if prefix is None:
+        return ("announced to", "the mesh peers")
+    return ("broker prefix", _plain(prefix))
+
+
+def _places(value: object) -> str:
+    """Nodes by place (``host:port``), comma-separated; ``-`` for none."""
+    if not isinstance(value, list) or not value:
+        return "-"
+    return ", ".join(str(place) for place in value)
 
 
 def _no_known_keys(section: Mapping[str, Any]) -> _Named:
@@ -174,7 +190,7 @@ _SECTIONS = {
     "process": ("Process", _process),
     "broker": ("Broker", _broker),
     "overload": ("Overload", _overload),
-    "nodes": ("Nodes under the broker prefix", _nodes),
+    "nodes": ("Nodes of the cluster", _nodes),
 }
 
 

@@ -138,6 +138,8 @@ class PeeringConfig(_Section):
     #: First retry delay after a failure; it doubles per failure (with jitter) up to the max.
     backoff_initial_seconds: float = Field(default=0.25, gt=0, allow_inf_nan=False)
     backoff_max_seconds: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    #: Mesh mode: seconds between this node's announcements to its peers (presence).
+    presence_interval_seconds: float = Field(default=2.0, ge=0.05, allow_inf_nan=False)
     #: CA bundle for https peers; the system's trust store when null.
     ca_file: str | None = None
     #: When a peer that is up has a full queue (its link cannot keep up): "refuse"

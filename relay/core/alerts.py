@@ -4,8 +4,10 @@ Pure. ``problems(snapshot)`` lists what is wrong now, each under a stable
 key (``read-only``, ``database-unhealthy:db1:3306``...). ``AlertTracker``
 turns those readings into episodes on an injected clock: an alert when a
 problem has lasted its bound (0 for most, ``out_of_sync_seconds`` for
-repositories), one more when it is gone, nothing in between. ``alert_body``
-and ``signature`` make the webhook's body and its HMAC-SHA256 header.
+repositories), one more when it is gone, nothing in between; a kind in
+``ONE_SHOT`` (a node joining) is told once, as a notice, and has no end.
+``alert_body`` and ``signature`` make the webhook's body and its
+HMAC-SHA256 header.
 """
 
 from __future__ import annotations
@@ -14,18 +16,29 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from relay.core.cluster_reading import ClusterStatusReading
 from relay.core.snapshot import NodeSnapshot
 
-__all__ = ["AlertEvent", "AlertTracker", "Problem", "alert_body", "problems", "signature"]
+__all__ = [
+    "ONE_SHOT",
+    "AlertEvent",
+    "AlertTracker",
+    "Problem",
+    "alert_body",
+    "problems",
+    "signature",
+]
 
 #: Replication statuses that mean a replica is not keeping up with its master.
 BROKEN_REPLICATION = frozenset({"not-replicating", "replica-none", "replica-slow"})
 #: Repository service verdicts that need nobody's attention.
 HEALTHY_SERVICES = frozenset({"Synchronized", "No Repositories"})
+#: Kinds told once (``"state": "notice"``), with no end to follow.
+ONE_SHOT = frozenset({"node-joined"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +57,7 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
-    """An episode beginning (``state`` "firing") or ending ("resolved")."""
+    """An episode beginning (``state`` "firing") or ending ("resolved"), or a one-shot "notice"."""
 
     problem: Problem
     state: str
@@ -53,11 +66,13 @@ class AlertEvent:
 
 
 def problems(snapshot: NodeSnapshot) -> list[Problem]:
-    """Everything wrong in ``snapshot``: Phorge's databases and repositories, peers, Redis."""
+    """Everything to tell in ``snapshot``: Phorge's databases, repositories, nodes, peers, Redis."""
     found: list[Problem] = []
     status = snapshot.cluster_status
     if status is not None:
         found += _status_problems(status)
+    if snapshot.nodes is not None:
+        found += _node_problems(snapshot.nodes)
     for peer in snapshot.peers:
         if not peer.is_self and peer.state in ("down", "refused"):
             name = f"{peer.host}:{peer.port}"
@@ -90,6 +105,14 @@ def _status_problems(status: ClusterStatusReading) -> Iterable[Problem]:
             )
 
 
+def _node_problems(nodes: Mapping[str, Any]) -> Iterable[Problem]:
+    """Nodes that left the cluster, and those that joined it (``relay.links.turnover``)."""
+    for place in nodes.get("left", ()):
+        yield Problem("node-left", place, f"node {place} left the cluster")
+    for place in nodes.get("joined", ()):
+        yield Problem("node-joined", place, f"node {place} joined the cluster")
+
+
 class AlertTracker:
     """Episodes of problems: each alerted once when it has lasted its bound, and once at its end."""
 
@@ -108,7 +131,9 @@ class AlertTracker:
         for key, problem in self._firing.copy().items():
             if key not in current:
                 del self._firing[key]
-                events.append(AlertEvent(problem, "resolved", self._first_seen.pop(key)))
+                since = self._first_seen.pop(key)
+                if problem.kind not in ONE_SHOT:
+                    events.append(AlertEvent(problem, "resolved", since))
         for key in list(self._first_seen):
             if key not in current:
                 del self._first_seen[key]  # gone before it lasted its bound
@@ -116,7 +141,8 @@ class AlertTracker:
             since = self._first_seen.setdefault(key, now)
             if key not in self._firing and now - since >= self._bounds.get(problem.kind, 0.0):
                 self._firing[key] = problem
-                events.append(AlertEvent(problem, "firing", since))
+                state = "notice" if problem.kind in ONE_SHOT else "firing"
+                events.append(AlertEvent(problem, state, since))
         return events
 
 

@@ -213,7 +213,7 @@ class NodeSnapshot:
     instances_overflowed: int = 0
     #: The alert webhook's counters (sent, failed, dropped, queue); None when alerts are off.
     alerts: Mapping[str, int] | None = None
-    #: Broker mode: every node announced under the prefix (``relay.links.presence``).
+    #: Every node announced under the broker prefix or to the mesh (``relay.links.presence``).
     nodes: Mapping[str, Any] | None = None
     #: The running code and its start; None in tests that build a snapshot by hand.
     process: ProcessReading | None = None

@@ -262,19 +262,28 @@ class PeerLinkState:
             extra=self._context(),
         )
 
+    def presence_answered(self, fingerprint: str | None) -> None:
+        """A presence answer (mesh mode) carried ``fingerprint``: it may show this entry is us.
+
+        Nothing else about the link changes: only messages' receipts say it is up.
+        """
+        if fingerprint == self._own_fingerprint and self.state is not PeerState.SELF:
+            self._is_self()
+
+    def _is_self(self) -> None:
+        self.state = PeerState.SELF
+        self.fingerprint = self._own_fingerprint
+        self.outbox.clear()
+        log.info(
+            "%s is this node; it will not be sent messages", self._label(), extra=self._context()
+        )
+
     def _succeeded(self, fingerprint: str | None, count: int, capable: bool) -> None:
         self.sent += count
         self._backoff.reset()
         self._retry_at = 0.0
         if fingerprint == self._own_fingerprint:
-            self.state = PeerState.SELF
-            self.fingerprint = fingerprint
-            self.outbox.clear()
-            log.info(
-                "%s is this node; it will not be sent messages",
-                self._label(),
-                extra=self._context(),
-            )
+            self._is_self()
             return
         restarted = fingerprint is not None and self.fingerprint not in (None, fingerprint)
         self._learn_batching(capable, restarted)

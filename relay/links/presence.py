@@ -16,6 +16,11 @@ clock, so a verdict is as of the moment it is asked for:
 - gone: older than ``GONE_AFTER`` intervals; Redis has expired its record too.
 
 Every age is measured on Redis' clock, never by comparing two nodes' clocks.
+
+In mesh mode (no broker) each node POSTs the same record to its peers
+(``PRESENCE_PATH``, ``relay.peering.presence``); the receiver's roster
+takes each as it comes (``Roster.heard``), aged on the receiver's clock
+from its arrival, under the same bounds.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import orjson
 
 from relay.core.snapshot import NodeSnapshot
+from relay.links.turnover import Turnover
 
 #: An announcement older than this many of its node's intervals is stale...
 STALE_AFTER = 2.5
@@ -35,6 +41,8 @@ STALE_AFTER = 2.5
 GONE_AFTER = 4.0
 #: The record format; a reader skips records of a format it does not know.
 FORMAT = 1
+#: Mesh mode: where a node POSTs its record to each peer's admin port.
+PRESENCE_PATH = "/peer/presence"
 
 #: Stores one announcement, indexes it, forgets the index entries whose
 #: record expired, and returns Redis' time (ms) followed by (fingerprint,
@@ -124,6 +132,8 @@ class Announcement:
     peers: int
     #: The cluster-status module's mode ("read-write"...), None when it is off.
     cluster_status: str | None
+    #: Where the node is, ``host:admin port``: a restart keeps it (``relay.links.turnover``).
+    address: str = ""
 
     def encode(self) -> bytes:
         """The record as stored: compact JSON with a format number."""
@@ -145,9 +155,10 @@ class Announcement:
                 raise ValueError(f"not a presence record of format {FORMAT}")
             identity = Identity(**body.pop("identity"))
             announcement = cls(identity=identity, **body)
-        except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise ValueError(f"not a presence record: {exc}") from None
+        except (orjson.JSONDecodeError, TypeError, AttributeError, KeyError) as exc:
+            raise ValueError(f"not a presence record: {exc!r}") from None
         _check_numbers(announcement)
+        _check_texts(announcement)
         return announcement
 
 
@@ -163,8 +174,25 @@ def _check_numbers(found: Announcement) -> None:
         raise ValueError("a presence record without a positive interval")
 
 
-def announcement(snapshot: NodeSnapshot, identity: Identity, rates: Rates) -> Announcement:
-    """What ``snapshot`` says to the other nodes; ``rates`` turns its counters into rates."""
+def _check_texts(found: Announcement) -> None:
+    """Refuse a record whose names are not text: members are sorted and shown by them."""
+    ident = found.identity
+    texts = (ident.fingerprint, ident.node, ident.host, ident.version, found.broker_state)
+    if not all(isinstance(text, str) for text in (*texts, found.address)):
+        raise ValueError("a presence record with a name that is not text")
+    if not isinstance(found.cluster_status, str | None):
+        raise ValueError("a presence record with a cluster-status mode that is not text")
+    if not (ident.worker is None or type(ident.worker) is int):
+        raise ValueError("a presence record with a worker that is not a whole number")
+
+
+def announcement(
+    snapshot: NodeSnapshot, identity: Identity, rates: Rates, address: str = ""
+) -> Announcement:
+    """What ``snapshot`` says to the other nodes; ``rates`` turns its counters into rates.
+
+    ``address`` is where the node is (``host:admin port``).
+    """
     readings = snapshot.instances.values()
     peers = [peer for peer in snapshot.peers if not peer.is_self]
     broker = snapshot.broker
@@ -179,6 +207,7 @@ def announcement(snapshot: NodeSnapshot, identity: Identity, rates: Rates) -> An
         peers_up=sum(1 for peer in peers if peer.state == "up"),
         peers=len(peers),
         cluster_status=mode,
+        address=address,
     )
 
 
@@ -232,25 +261,51 @@ def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
 
 
 class Roster:
-    """The last reading of who announces under the prefix, aged on an injected clock."""
+    """Who announces in the cluster, as last heard, aged on an injected clock.
 
-    def __init__(self, own: Identity, prefix: str, clock: Callable[[], float]) -> None:
-        """Hold readings for the process ``own``, under ``prefix``."""
+    Broker mode hands it each whole reading of the prefix (``update``); mesh
+    mode each announcement a peer posts as it comes (``heard``). Either way
+    an announcement's age is measured on one clock only: Redis', then this
+    node's since the reading, or this node's from the moment it arrived.
+    """
+
+    def __init__(
+        self, own: Identity, prefix: str | None, clock: Callable[[], float], settle: float = 0.0
+    ) -> None:
+        """Hold readings for the process ``own``, under ``prefix`` (None: a mesh).
+
+        ``settle``: nodes first heard this long after the first reading
+        count as joining (``relay.links.turnover``).
+        """
         self.own = own
         self.prefix = prefix
         self._clock = clock
-        self._sightings: list[Sighting] = []
-        self._read_at: float | None = None
+        #: By fingerprint: the last announcement and when it was made, on ``clock``.
+        self._heard: dict[str, tuple[Announcement, float]] = {}
+        self._read = False
+        self.turnover = Turnover(clock, settle)
         #: Why the last announcement failed; None once one succeeds.
         self.last_error: str | None = None
         self.unreadable = 0
 
     def update(self, sightings: Sequence[Sighting], unreadable: int = 0) -> None:
-        """Take a new reading, made now."""
-        self._sightings = list(sightings)
-        self._read_at = self._clock()
+        """Take a new reading of every node, made now (those not in it are gone)."""
+        now = self._clock()
+        self._heard = {
+            s.announcement.identity.fingerprint: (s.announcement, now - s.age) for s in sightings
+        }
+        self._read = True
         self.unreadable = unreadable
         self.last_error = None
+
+    def heard(self, found: Announcement) -> None:
+        """One node's announcement, just arrived; forget those gone by now."""
+        now = self._clock()
+        self._heard[found.identity.fingerprint] = (found, now)
+        self._read = True
+        for fingerprint, (record, made) in list(self._heard.items()):
+            if freshness(now - made, record.identity.interval) is Freshness.GONE:
+                del self._heard[fingerprint]
 
     def failed(self, reason: str) -> None:
         """The last round could not reach Redis; the old reading keeps ageing."""
@@ -258,17 +313,16 @@ class Roster:
 
     def others(self) -> list[str]:
         """The other nodes (not this one, nor its sibling workers) in the last reading."""
-        nodes = {s.announcement.identity.node for s in self._sightings}
+        nodes = {found.identity.node for found, _ in self._heard.values()}
         return sorted(nodes - {self.own.node})
 
     def members(self) -> list[dict[str, Any]]:
         """Every process not gone, as of now, ordered by node and worker."""
-        since = 0.0 if self._read_at is None else max(0.0, self._clock() - self._read_at)
+        now = self._clock()
         rows = []
-        for sighting in self._sightings:
-            found = sighting.announcement
+        for found, made in self._heard.values():
             ident = found.identity
-            age = sighting.age + since
+            age = max(0.0, now - made)
             verdict = freshness(age, ident.interval)
             if verdict is Freshness.GONE:
                 continue
@@ -277,8 +331,9 @@ class Roster:
         return rows
 
     def status(self) -> dict[str, Any]:
-        """The ``nodes`` entry of ``/status/``: the members and the cluster's totals."""
+        """The ``nodes`` entry of ``/status/``: members, totals, who came and who left."""
         members = self.members()
+        self._look(members)
         return {
             "prefix": self.prefix,
             "interval_seconds": self.own.interval,
@@ -288,7 +343,21 @@ class Roster:
             "unreadable": self.unreadable,
             "members": members,
             "totals": totals(members),
+            "joined": self.turnover.joined(),
+            "left": self.turnover.left(),
         }
+
+    def _look(self, members: Sequence[Mapping[str, Any]]) -> None:
+        """Show the turnover who is present, unless there is nothing trustworthy to show.
+
+        Before the first reading nothing is known; while this node cannot
+        reach Redis, its reading only ages (every node would seem to leave),
+        so the last look stands until a round succeeds.
+        """
+        if not self._read or self.last_error is not None:
+            return
+        own = {m["place"] for m in members if m["self"]}
+        self.turnover.look({m["place"] for m in members} - own)
 
 
 def _member(found: Announcement, verdict: Freshness, age: float, is_self: bool) -> dict[str, Any]:
@@ -312,6 +381,9 @@ def _member(found: Announcement, verdict: Freshness, age: float, is_self: bool) 
         "peers_up": found.peers_up,
         "peers": found.peers,
         "cluster_status": found.cluster_status,
+        "address": found.address,
+        # What a node is known by across restarts; a record without an address, by its node.
+        "place": found.address or ident.node,
     }
 
 

@@ -1,7 +1,8 @@
 """The admin listener: where application servers and peers POST notifications, and status is read.
 
 ``POST /`` takes a notification and answers with this node's fingerprint;
-``POST /peer/batch`` takes several from a relay peer (``relay.links.peer_batch``);
+``POST /peer/batch`` takes several from a relay peer (``relay.links.peer_batch``),
+``POST /peer/presence`` a mesh peer's presence record (``relay.peering.presence``);
 ``GET /status/`` answers with Aphlict's status keys plus relay's own sections;
 ``GET /metrics`` serves Prometheus, ``/health/live`` and ``/health/ready`` load
 balancers and orchestrators, ``GET /dashboard/`` people (``status_page``).
@@ -36,6 +37,7 @@ from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
+from relay.links.presence import PRESENCE_PATH, Announcement
 from relay.listeners.admin_body import JSON, error_text, read_body, refusal
 from relay.listeners.status_page import StaticFile, page_routes
 
@@ -130,6 +132,8 @@ class AdminState:
     #: Broker mode: waits until what was published so far holds its place in
     #: Redis' order, so a POST is answered only then (None: no broker).
     placed: Callable[[], Awaitable[None]] | None = None
+    #: Mesh mode: keeps a peer's presence record (None: presence is not kept here).
+    heard: Callable[[Announcement], None] | None = None
 
 
 STATE = web.AppKey("state", AdminState)
@@ -151,6 +155,7 @@ def create_admin_app(state: AdminState) -> web.Application:
     app[STATE] = state
     app.router.add_post("/", post_notification)
     app.router.add_post(BATCH_PATH, post_batch)
+    app.router.add_post(PRESENCE_PATH, post_presence)
     app.router.add_get("/status/", get_status)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health/live", get_live)
@@ -237,6 +242,23 @@ async def post_batch(request: web.Request) -> web.Response:
         body=orjson.dumps({"fingerprint": state.hub.fingerprint, "accepted": len(items)}),
         content_type=_JSON,
         headers=_RECEIPT_HEADERS,
+    )
+
+
+async def post_presence(request: web.Request) -> web.Response:
+    """Keep a mesh peer's presence record (``relay.peering.presence``); answer the fingerprint."""
+    state, _, raw = await _authorised_body(request)
+    if state.heard is None:
+        return _json_error(404, "this node keeps no presence of peers (mesh mode only)")
+    try:
+        found = Announcement.decode(raw)
+    except ValueError as exc:
+        log.warning("refused a presence record from %s: %s", request.remote, exc)
+        return _json_error(400, str(exc))
+    state.heard(found)
+    # Named like a receipt: the sender's own entry in its cluster list learns it is itself.
+    return web.Response(
+        body=orjson.dumps({"fingerprint": state.hub.fingerprint}), content_type=_JSON
     )
 
 

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from relay import __version__
-from relay.broker.presence import presence_for
 from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
 from relay.core.snapshot import NodeSnapshot, ProcessReading
@@ -30,11 +29,13 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
+from relay.node.presence import new_presence
 from relay.node.worker_figures import metrics_of, node_snapshot, status_of
 from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
+from relay.peering.presence import MeshPresence
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings
@@ -84,21 +85,15 @@ class Node:
         #: The last minutes, for the status page's charts.
         self.series = parts.series
         self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
-        # In broker mode the cluster-status lease holder speaks for the cluster.
-        self.alerts = (
-            None
-            if config.alerts is None
-            else AlertSender(
-                config.alerts,
-                node=self.hub.fingerprint,
-                snapshot=self.snapshot,
-                speaks=lambda: (
-                    self.status_monitor is None or self.status_monitor.speaks_for_cluster
-                ),
-            )
+        self.alerts = self._new_alerts()
+        self.presence = new_presence(
+            config,
+            self.peers,
+            self.hub.fingerprint,
+            snapshot=self.snapshot,
+            role=role,
+            address=self._address,
         )
-        worker = None if role is None else role.index
-        self.presence = presence_for(config.broker, self.hub.fingerprint, self.snapshot, worker)
         self.client_listeners: list[ClientListener] = []
         #: Whether the node serves (``/health/ready``): not until every listener
         #: is up, and no longer once shutdown begins.
@@ -112,6 +107,18 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
+
+    def _new_alerts(self) -> AlertSender | None:
+        """The alert sender, when alerts are configured."""
+        if self.config.alerts is None:
+            return None
+        # In broker mode the cluster-status lease holder speaks for the cluster.
+        return AlertSender(
+            self.config.alerts,
+            node=self.hub.fingerprint,
+            snapshot=self.snapshot,
+            speaks=lambda: self.status_monitor is None or self.status_monitor.speaks_for_cluster,
+        )
 
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""
@@ -135,6 +142,7 @@ class Node:
             node_status=None if siblings is None else status_of(siblings),
             node_metrics=None if siblings is None else metrics_of(siblings),
             placed=None if self.broker is None else self.broker.placed,
+            heard=self.presence.heard if isinstance(self.presence, MeshPresence) else None,
         )
 
     async def start(
@@ -167,14 +175,16 @@ class Node:
                 # Before any browser connects: the cluster's history is reloaded
                 # first, unless Redis is away (then it is at most this late).
                 await self.broker.start(self.hub)
-            if self.presence is not None:
-                await self.presence.start()
             given = iter(client_sockets)
             for index, server in self._servers("client"):
                 await self._start_client(server, index, next(given, None))
             if not admin_later:
                 await self.start_admin()
             await self.peers.start()
+            # Once the admin port is bound (it names the node in its
+            # announcements) and the peer links are there to carry them.
+            if self.presence is not None:
+                await self.presence.start()
             if self.status_monitor is not None:
                 await self.status_monitor.start()
             if self.alerts is not None:
@@ -350,6 +360,17 @@ class Node:
             nodes=None if self.presence is None else self.presence.status(),
             process=ProcessReading(__version__, self.started_at, os.getpid(), self.adopted),
         )
+
+    def _address(self) -> str:
+        """Where this node is, ``host:port`` of its first admin listener: a restart keeps it.
+
+        The port bound, or before the listener is (a handoff binds it last)
+        the configured one.
+        """
+        bound = self.admin_addresses
+        configured = [server.port for _, server in self._servers("admin")]
+        port = bound[0][1] if bound else next(iter(configured), 0)
+        return f"{socket.gethostname()}:{port}"
 
     def _connection_count(self) -> int:
         """Browsers connected to this node (this worker) now, over every client listener."""

@@ -111,11 +111,7 @@ class AlertSender:
         now_wall = self._wall_clock()
         now = self._clock()
         for event in events:
-            log.warning(
-                "alert %s: %s",
-                "resolved" if event.state == "resolved" else "firing",
-                event.problem.summary,
-            )
+            log.warning("alert %s: %s", event.state, event.problem.summary)
             started_at = now_wall - (now - event.since)
             body = alert_body(event, node=self._node, at=now_wall, started_at=started_at)
             if len(self._queue) >= self._config.queue_size:

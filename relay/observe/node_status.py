@@ -33,7 +33,7 @@ def status_message(snapshot: NodeSnapshot, key: str, sample: Sample) -> dict[str
         "peers": [peer.status() for peer in snapshot.peers],
         # Broker mode only: the page shows the link to Redis when this is set.
         "broker": None if snapshot.broker is None else snapshot.broker.status(),
-        # Broker mode only: every node under the prefix, for the page's Cluster table.
+        # Broker mode or a mesh: every node of the cluster, for the page's Cluster table.
         "nodes": None if snapshot.nodes is None else dict(snapshot.nodes),
         # The running code, its start and the browsers it adopted in a handoff.
         "process": None if snapshot.process is None else snapshot.process.status(),

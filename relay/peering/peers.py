@@ -31,7 +31,8 @@ from relay.links.peer_batch import (
     encode_covered,
     encode_record,
 )
-from relay.links.peer_state import PeerLinkState, PeerState, Post
+from relay.links.peer_state import PeerLinkState, PeerState, Post, receipt_fingerprint
+from relay.links.presence import PRESENCE_PATH
 
 log = logging.getLogger("relay.peers")
 
@@ -100,6 +101,26 @@ class PeerLink:
     def reading(self) -> PeerReading:
         """This link now, as ``/status/`` and the metrics show it."""
         return self.machine.reading()
+
+    async def announce(self, body: bytes) -> str | None:
+        """POST this node's presence record to the peer; None once it took it, else why not.
+
+        Mesh mode only (``relay.peering.presence``): on the link's session, so
+        it carries the shared secret and the peer's TLS settings. Never to the
+        node itself, nor before ``start``.
+        """
+        if self._session is None or self.machine.state is PeerState.SELF:
+            return None
+        try:
+            async with self._session.post(self.peer.url + PRESENCE_PATH, data=body) as response:
+                answer = await response.content.read(MAX_RECEIPT_BYTES)
+                if response.status != 200:
+                    return f"answered {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            return _describe(exc)
+        # The answer names the node that took it: the node's own entry learns it is itself.
+        self.machine.presence_answered(receipt_fingerprint(answer))
+        return None
 
     # Lifecycle.
 

@@ -73,6 +73,15 @@ def test_an_empty_or_failing_reading_says_so() -> None:
 
 def test_relay_status_sums_the_section_up() -> None:
     text = render_status({"fingerprint": "F", "nodes": SECTION})
-    assert "Nodes under the broker prefix" in text
+    assert "Nodes of the cluster" in text
     assert "1 node, 2 processes (1 stale), 4 browsers; relay status --cluster lists them" in text
     assert "members" not in text
+
+
+def test_relay_status_names_the_nodes_that_joined_and_left() -> None:
+    section = {**SECTION, "joined": ["web3:22281"], "left": ["web2:22281", "web4:22281"]}
+    lines = render_status({"fingerprint": "F", "nodes": section}).splitlines()
+    assert any(line.split() == ["joined", "web3:22281"] for line in lines)
+    assert any(line.split() == ["left", "web2:22281,", "web4:22281"] for line in lines)
+    quiet = render_status({"fingerprint": "F", "nodes": {**SECTION, "joined": [], "left": []}})
+    assert any(line.split() == ["left", "-"] for line in quiet.splitlines())

@@ -6,11 +6,9 @@ an aiohttp server of the test's own on port 0.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.cluster_status.helpers import host_entry
+from tests.cluster_status.webhook import Receiver, metric, serve
 from tests.harness import Cluster, Relays
 from tests.mariadb_harness import MariaDBServer
 from tests.redis_harness import RedisServer
@@ -31,51 +30,9 @@ DATABASES = "relay.cluster.databases"
 SECRET = "alert-S3CRET-7f2c"
 
 
-class Receiver:
-    """The webhook: keeps every alert; ``hang`` makes it accept and never answer."""
-
-    def __init__(self, hang: bool = False) -> None:
-        self.alerts: list[tuple[dict[str, str], bytes]] = []
-        self.requests = 0
-        self.hang = hang
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if self.hang:
-            await asyncio.Event().wait()
-        self.alerts.append((dict(request.headers), await request.read()))
-        return web.Response(status=204)
-
-
-@pytest.fixture
-async def webhooks() -> AsyncIterator[list[web.AppRunner]]:
-    """The webhook servers a test starts; all are stopped at its end."""
-    runners: list[web.AppRunner] = []
-    yield runners
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def receiver(webhooks: list[web.AppRunner]) -> Receiver:
-    return await _serve(Receiver(), webhooks)
-
-
 @pytest.fixture
 async def hanging(webhooks: list[web.AppRunner]) -> Receiver:
-    return await _serve(Receiver(hang=True), webhooks)
-
-
-async def _serve(receiver: Receiver, runners: list[web.AppRunner]) -> Receiver:
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    runners.append(runner)
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    return receiver
+    return await serve(Receiver(hang=True), webhooks)
 
 
 @pytest.fixture
@@ -118,15 +75,6 @@ async def start_cluster(
 def replica_is(message: dict[str, Any], replica: MariaDBServer, status: str) -> bool:
     entry = next(d for d in message["data"]["databases"] if d["port"] == replica.port)
     return bool(entry["replication"] and entry["replication"]["status"] == status)
-
-
-async def metric(session: aiohttp.ClientSession, node: Any, name: str) -> float:
-    async with session.get(node.admin_url + "/metrics") as response:
-        text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
 
 
 async def test_one_signed_alert_when_replication_stops_and_one_when_it_recovers(

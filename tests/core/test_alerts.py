@@ -111,3 +111,25 @@ def test_the_body_is_documented_json_and_the_signature_an_hmac() -> None:
     }
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert signature(body, "s3cret") == "sha256=" + expected
+
+
+def test_a_node_leaving_is_an_episode_and_a_node_joining_one_notice() -> None:
+    clock = FakeClock()
+    tracker = AlertTracker(clock, {})
+
+    def look(left: list[str], joined: list[str]) -> list[tuple[str, str, str | None]]:
+        nodes = {"left": left, "joined": joined, "members": []}
+        found = problems(NodeSnapshot("fp", 0, 0, {}, 0, {}, [], None, nodes=nodes))
+        return [(e.state, e.problem.kind, e.problem.subject) for e in tracker.update(found)]
+
+    assert look([], []) == []
+    assert look(["web2:22281"], ["web3:22281"]) == [
+        ("firing", "node-left", "web2:22281"),
+        ("notice", "node-joined", "web3:22281"),
+    ]
+    assert look(["web2:22281"], ["web3:22281"]) == []
+    assert look([], ["web3:22281"]) == [("resolved", "node-left", "web2:22281")]
+    assert look([], []) == []  # a notice has no end
+    [event] = AlertTracker(clock, {}).update([Problem("node-joined", "w:1", "node w:1 joined")])
+    body = orjson.loads(alert_body(event, node="fp", at=1.0, started_at=1.0))
+    assert (body["state"], body["key"]) == ("notice", "node-joined:w:1")

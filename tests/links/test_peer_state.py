@@ -257,6 +257,18 @@ def test_a_receipt_with_our_own_fingerprint_means_the_entry_is_this_node() -> No
     assert state.reading().is_self
 
 
+def test_a_presence_answer_shows_the_entry_is_this_node_and_says_nothing_else() -> None:
+    clock = FakeClock()
+    state = link(clock)
+    state.presence_answered("someoneElse45678")
+    state.presence_answered(None)
+    assert (state.state, state.fingerprint) == (PeerState.UNKNOWN, None)
+    state.offer("default", b"one")
+    state.presence_answered(OWN)
+    assert (state.state, state.fingerprint, len(state.outbox)) == (PeerState.SELF, OWN, 0)
+    assert state.reading().is_self
+
+
 def test_a_peer_is_congested_when_it_is_up_and_its_queue_is_full() -> None:
     clock = FakeClock()
     state = link(clock, queue_size=2)

@@ -77,6 +77,11 @@ def test_a_record_reads_back_as_written() -> None:
         orjson.dumps({**orjson.loads(record().encode()), "browsers": "many"}),
         orjson.dumps({**orjson.loads(record().encode()), "rate_in": True}),
         record(dataclasses.replace(IDENTITY, interval=0)).encode(),
+        b'{"format": 1, "browsers": 1}',
+        orjson.dumps({**orjson.loads(record().encode()), "address": 7}),
+        orjson.dumps({**orjson.loads(record().encode()), "cluster_status": []}),
+        record(dataclasses.replace(IDENTITY, node=None)).encode(),  # type: ignore[arg-type]
+        record(dataclasses.replace(IDENTITY, worker="1")).encode(),  # type: ignore[arg-type]
     ],
 )
 def test_records_of_another_shape_are_refused(raw: bytes) -> None:
@@ -185,3 +190,42 @@ def test_the_roster_ages_its_reading_until_members_turn_stale_then_gone() -> Non
     assert states == {"FPaaaaaaaaaaaaaa": "fresh", "FPbbbbbbbbbbbbbb": "stale"}
     roster.failed("timed out")
     assert roster.status()["last_error"] == "timed out"
+
+
+def test_the_roster_tells_who_joined_and_who_left_by_place_not_while_redis_is_away() -> None:
+    clock = FakeClock()
+    roster = Roster(IDENTITY, "relay", clock)
+    mine = dataclasses.replace(record(), address="web1:22281")
+    web2 = dataclasses.replace(record(other("FPdddddddddddddd", "web2:7")), address="web2:22281")
+    status = roster.status()
+    assert (status["joined"], status["left"]) == ([], [])  # nothing read yet
+    roster.update([Sighting(mine, 0.0), Sighting(web2, 0.0)])
+    assert roster.status()["members"][1]["place"] == "web2:22281"
+    assert (roster.status()["joined"], roster.status()["left"]) == ([], [])
+    clock.advance(8.1)
+    roster.failed("timed out")  # every reading ages: nobody is known to have left
+    assert roster.status()["left"] == []
+    roster.update([Sighting(mine, 0.0)])
+    assert roster.status()["left"] == ["web2:22281"]
+    # Restarted: another pid and fingerprint, the same place.
+    again = dataclasses.replace(web2, identity=other("FPeeeeeeeeeeeeee", "web2:9"))
+    web3 = dataclasses.replace(record(other("FPffffffffffffff", "web3:4")), address="")
+    roster.update([Sighting(mine, 0.0), Sighting(again, 0.0), Sighting(web3, 0.0)])
+    assert (roster.status()["joined"], roster.status()["left"]) == (["web3:4"], [])
+
+
+def test_the_roster_takes_announcements_one_by_one_aged_from_their_arrival() -> None:
+    clock = FakeClock()
+    roster = Roster(IDENTITY, None, clock, settle=1.0)
+    roster.heard(record())
+    clock.advance(0.5)
+    roster.heard(record(other("FPdddddddddddddd", "web2:7")))
+    assert [m["state"] for m in roster.members()] == ["fresh", "fresh"]
+    clock.advance(5.0)  # web2 is 5.0 s old: fresh still; at 5.1, stale
+    roster.heard(record())
+    clock.advance(0.1)
+    assert [m["state"] for m in roster.members()] == ["fresh", "stale"]
+    clock.advance(3.0)
+    roster.heard(record())  # web2 is gone, and forgotten
+    assert [m["node"] for m in roster.members()] == ["web1:100"]
+    assert roster.status()["prefix"] is None

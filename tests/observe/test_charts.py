@@ -11,6 +11,7 @@ import pytest
 
 from relay.node.node import Node
 from tests.chromium import Chromium
+from tests.harness import Relays
 from tests.redis_harness import RedisServer
 from tests.status_page import BASE_CHARTS, WIDTHS, chart, laid_out, overlaps, pixels
 from tests.support import Admin, Browser, eventually, local_config, notification
@@ -233,3 +234,28 @@ async def test_broker_mode_shows_the_link_and_charts_its_outage(
         return state == "down" and "Redis unreachable" in shaded
 
     await eventually(outage_charted, "the page shows Redis away, and shades the chart")
+
+
+async def test_a_mesh_lists_every_node_in_the_cluster_table(
+    relays: Relays, chromium: Chromium
+) -> None:
+    cluster = await relays.mesh(
+        3, peering={"presence_interval_seconds": 0.2}, dashboard={"interval_seconds": 0.2}
+    ).start()
+    tab = await chromium.open(cluster[0].admin_url + "/dashboard/")
+
+    async def all_listed() -> bool:
+        rows = await chromium.evaluate(
+            tab, "[...document.querySelectorAll('#nodes tr')].map(r => r.innerText)"
+        )
+        return len(rows) == 3 and all("fresh" in row for row in rows)
+
+    await eventually(all_listed, "the Cluster table lists the three mesh nodes, fresh")
+    assert not await chromium.evaluate(tab, "document.getElementById('nodes-section').hidden")
+    note = await chromium.evaluate(tab, "document.getElementById('nodes-note').innerText")
+    assert note.startswith("mesh peers")
+    pids = {node.pid for node in cluster}
+    rows = await chromium.evaluate(
+        tab, "[...document.querySelectorAll('#nodes tr')].map(r => r.innerText)"
+    )
+    assert {pid for pid in pids if any(f":{pid}" in row for row in rows)} == pids

@@ -87,8 +87,9 @@ async def test_every_node_recognises_itself_in_its_own_list(
         me = [peer for peer in status["cluster"] if peer["self"]]
         assert me[0]["port"] == cluster.admin_ports[index]
         assert me[0]["fingerprint"] == status["fingerprint"]
-        # Each node POSTed to itself once at most: the receipt that told it who it is.
-        assert me[0]["sent"] == 1
+        # Each node POSTed a message to itself once at most: the receipt that told it
+        # who it is, unless the answer to its presence (mesh mode) told it first.
+        assert me[0]["sent"] <= 1
 
 
 async def test_a_node_reached_only_through_another_still_gets_everything(
