@@ -24,6 +24,7 @@ import contextlib
 import logging
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
@@ -149,7 +150,9 @@ class BrowserConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if peername:
-            self._address = str(peername[0])
+            # One string per address, not per connection: tabs of a user, or of an
+            # office behind one NAT, share theirs.
+            self._address = sys.intern(str(peername[0]))
         self._refusal = self._listener.admission.admit(self._address)
         self._admitted = self._refusal is None
         limits = self._listener.limits
