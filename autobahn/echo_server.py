@@ -6,7 +6,7 @@ starts a real relay ``Node`` (real config, listeners, admission, liveness
 sweep, hub) whose client listener builds ``EchoConnection``, a subclass of
 ``relay.listeners.browser.BrowserConnection`` that changes one thing: a complete message
 is sent back. Everything the test suite exercises stays relay's own code over
-websockets' sans-I/O protocol: the handshake, frame parsing and validation,
+websockets' sans-I/O handshake and frame codec: the handshake, frame parsing and validation,
 reassembly of fragmented text, UTF-8 checking (relay's ``_on_text`` fails the
 connection with 1007 before anything is echoed), pings, the closing handshake
 and ``_flush``, which writes what the protocol produced and closes the socket.
@@ -74,7 +74,7 @@ class EchoConnection(BrowserConnection):
         # with 1007) and tries the text as a command, which for Autobahn's payloads
         # is logged and ignored. Whatever leaves the connection open is echoed.
         super()._on_text(data)
-        if self._ws.state is State.OPEN:
+        if self._ws is not None and self._ws.state is State.OPEN:
             self._ws.send_text(bytes(data))
 
     def _on_binary_frame(self, frame: Frame) -> None:
@@ -85,7 +85,7 @@ class EchoConnection(BrowserConnection):
             self._binary += frame.data
         if frame.fin:
             data, self._binary = bytes(self._binary), None
-            if self._ws.state is State.OPEN:
+            if self._ws is not None and self._ws.state is State.OPEN:
                 self._ws.send_binary(data)
 
 

@@ -80,12 +80,15 @@ class RelayNode:
         profile: Path | None = None,
         workers: int = 1,
         relay_src: Path | None = None,
+        traced: Path | None = None,
     ) -> None:
         """Prepare a node running ``config``; nothing starts until ``start``.
 
         With ``profile``, the node runs under cProfile and writes its stats
-        there. With ``workers`` > 1 it is a supervisor and its worker processes
-        (``relay serve --workers N``); its CPU time is theirs added up. With
+        there. With ``traced``, it runs under tracemalloc and writes a snapshot
+        there on each SIGUSR1 (``bench.traced``). With ``workers`` > 1 it is a
+        supervisor and its worker processes (``relay serve --workers N``); its
+        CPU time is theirs added up. With
         ``relay_src`` (a checkout), the node runs the ``relay`` package there.
         """
         self.name = name
@@ -93,6 +96,7 @@ class RelayNode:
         self.relay_src = relay_src
         self.config = config
         self.profile = profile
+        self.traced = traced
         self.proc: subprocess.Popen[bytes] | None = None
         self.client_port = 0
         self.admin_port = 0
@@ -124,6 +128,9 @@ class RelayNode:
         if self.profile is not None:
             roots.append(str(Path(__file__).resolve().parent.parent))
             command = ["-m", "bench.profiled", str(self.profile), *command[2:]]
+        elif self.traced is not None:
+            roots.append(str(Path(__file__).resolve().parent.parent))
+            command = ["-m", "bench.traced", str(self.traced), *command[2:]]
         pythonpath = os.pathsep.join(filter(None, roots))
         self.proc = subprocess.Popen(
             [sys.executable, *command],

@@ -22,7 +22,7 @@ from relay.config import DEFAULT_ADMIN_PORT, Config, default_config
 from relay.config.hosts import url_host
 from relay.config.secrets import Secret, SecretSourceError, load_secret, secret_from_file
 from relay.errors import RelayError
-from relay.listeners.browser import PLAIN_HTTP_BODY, PLAIN_HTTP_STATUS
+from relay.listeners.handshake import PLAIN_HTTP_BODY, PLAIN_HTTP_STATUS
 
 #: Time allowed for one request to get its whole answer.
 REQUEST_TIMEOUT = 5.0

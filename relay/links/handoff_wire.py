@@ -19,8 +19,8 @@ message. The conversation (``relay.node.handoff`` carries it out):
   admin listener has finished its last request.
 
 A browser connection's state at the cut is a :class:`ConnectionState`; the
-bytes it sent after its last complete frame are found with
-:func:`complete_frames_length`.
+bytes it sent after its last complete frame are those its frame-level
+protocol kept (``relay.core.websocket.ServerFrames.unparsed``).
 """
 
 from __future__ import annotations
@@ -208,41 +208,6 @@ def batches(
         used += cost
     if batch:
         yield batch
-
-
-def complete_frames_length(data: bytes | bytearray | memoryview) -> int:
-    """How many leading bytes of ``data`` (a browser's frames) make complete frames.
-
-    Browser frames are masked (RFC 6455, 5.3): a two-byte header, a 16- or
-    64-bit extended length when the short one is 126 or 127, the four-byte
-    mask, then the payload. What follows the returned length is a partial
-    frame, which the successor's parser is fed before anything else.
-    """
-    view = memoryview(data)
-    end = len(view)
-    position = 0
-    while end - position >= 2:
-        short = view[position + 1] & 0x7F
-        header = 2
-        if short == 126:
-            if end - position < 4:
-                break
-            length = int.from_bytes(view[position + 2 : position + 4], "big")
-            header = 4
-        elif short == 127:
-            if end - position < 10:
-                break
-            length = int.from_bytes(view[position + 2 : position + 10], "big")
-            header = 10
-        else:
-            length = short
-        if view[position + 1] & 0x80:
-            header += 4
-        frame = header + length
-        if end - position < frame:
-            break
-        position += frame
-    return position
 
 
 def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:

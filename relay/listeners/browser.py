@@ -1,7 +1,9 @@
-"""One browser connection: websockets' sans-I/O protocol driven by asyncio callbacks.
+"""One browser connection: a sans-I/O WebSocket driven by asyncio callbacks.
 
 Each connection is one small object with no task of its own: bytes arrive in
-``data_received``, go through websockets' parser, and become commands for the
+``data_received``, go through websockets' ``ServerProtocol`` for the
+handshake, then through the leaner ``relay.core.websocket.ServerFrames``
+(which keeps no parser state between frames), and become commands for the
 hub; messages leave through ``deliver``, which queues a frame built once for
 every recipient, never awaiting; the listener's coalescer writes each
 connection's queue in one write, on the next turn of the loop.
@@ -22,8 +24,8 @@ import contextlib
 import logging
 import socket
 import struct
+import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
@@ -48,15 +50,13 @@ from relay.core.commands import (
 from relay.core.encoded import EncodedMessage
 from relay.core.hub import Hub
 from relay.core.instances import DEFAULT_INSTANCE, instance_from_path
+from relay.core.websocket import ServerFrames
 from relay.errors import CommandError
+from relay.listeners.handshake import Gate, Handshake
 
 log = logging.getLogger("relay.browser")
 # websockets logs every open and close at INFO; relay keeps those at DEBUG.
 _ws_log = logging.getLogger("relay.browser.websocket")
-
-#: Aphlict's answer to a plain HTTP request: Phorge's setup check expects 501.
-PLAIN_HTTP_STATUS = 501
-PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
 
 #: How long a closing connection may take to finish its closing handshake.
 CLOSE_TIMEOUT = 5.0
@@ -66,7 +66,7 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 _PONG = EncodedMessage(PONG)
 
 
-class ConnectionContext(Protocol):
+class ConnectionContext(Gate, Protocol):
     """What a browser connection reads and calls on the listener that accepted it.
 
     The listener's current settings are read at each use, so a reload applies
@@ -79,13 +79,6 @@ class ConnectionContext(Protocol):
     coalescer: Coalescer
     origins: Sequence[Origin | None] | None
     extensions: Sequence[ServerExtensionFactory] | None
-    #: Connections refused or dropped by a limit, by reason (for metrics).
-    rejected: Counter[str]
-    #: True once the node drains for shutdown: new handshakes get 503.
-    draining: bool
-
-    def refused(self, reason: str, address: str, detail: str) -> None:
-        """Count a refused browser (and log refusals at a bounded rate)."""
 
     def track(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is accepted."""
@@ -104,6 +97,7 @@ class BrowserConnection(asyncio.Protocol):
         "_complained",
         "_counted",
         "_fragments",
+        "_handshake",
         "_last_heard",
         "_last_write",
         "_listener",
@@ -120,12 +114,12 @@ class BrowserConnection(asyncio.Protocol):
     def __init__(self, listener: ConnectionContext) -> None:
         """Create the protocol for one socket accepted by ``listener``."""
         self._listener = listener
-        self._ws = ServerProtocol(
-            origins=listener.origins,
-            extensions=listener.extensions,
-            max_size=listener.limits.browser_message_bytes,
-            logger=_ws_log,
+        #: websockets' protocol until the handshake is answered; then, if it
+        #: was accepted, the frame-level one alone (``_ws``).
+        self._handshake: Handshake | None = Handshake(
+            listener.origins, listener.extensions, listener.limits.browser_message_bytes, _ws_log
         )
+        self._ws: ServerFrames | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._open = False
@@ -156,7 +150,9 @@ class BrowserConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if peername:
-            self._address = str(peername[0])
+            # One string per address, not per connection: tabs of a user, or of an
+            # office behind one NAT, share theirs.
+            self._address = sys.intern(str(peername[0]))
         self._refusal = self._listener.admission.admit(self._address)
         self._admitted = self._refusal is None
         limits = self._listener.limits
@@ -173,19 +169,22 @@ class BrowserConnection(asyncio.Protocol):
         """Feed bytes to the parser and act on what it found."""
         self._last_heard = time.monotonic()
         self._pinged = False
+        if self._ws is None:
+            assert self._handshake is not None
+            # What follows the request head is read once the handshake is accepted.
+            requests, data = self._handshake.receive(data)
+            for request in requests:
+                self._on_request(request)
         ws = self._ws
-        ws.receive_data(data)
-        for event in ws.events_received():
-            if isinstance(event, Frame):
-                if self._open:  # not frames sent along with a handshake that failed
-                    self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_request(event)
+        if ws is not None and data:
+            for frame in ws.receive_data(data, self._listener.limits.browser_message_bytes):
+                if self._open:
+                    self._on_frame(frame)
         self._flush()
 
     def eof_received(self) -> bool | None:
         """The browser half-closed; let the transport close."""
-        self._ws.receive_eof()
+        self._protocol().receive_eof()
         self._flush()
         return None
 
@@ -197,7 +196,7 @@ class BrowserConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the browser and its subscriptions; give back its admission slot."""
-        self._ws.receive_eof()
+        self._protocol().receive_eof()
         self._cancel_timer()
         if self._counted:
             self._listener.hub.disconnect(self)
@@ -246,6 +245,7 @@ class BrowserConnection(asyncio.Protocol):
             self.reset()
         elif silent >= limits.ping_interval_seconds and not self._pinged:
             self._pinged = True
+            assert self._ws is not None  # open
             self._ws.send_ping(b"relay")
             self._flush()
 
@@ -256,7 +256,7 @@ class BrowserConnection(asyncio.Protocol):
         """
         if self._transport is None or self._transport.is_closing() or self._closing:
             return
-        if self._ws.state is State.OPEN:
+        if self._ws is not None and self._ws.state is State.OPEN:
             self._ws.send_close(1001, "server shutting down")
             self._flush()
         else:
@@ -286,25 +286,26 @@ class BrowserConnection(asyncio.Protocol):
 
     # Handshake.
 
+    def _protocol(self) -> ServerProtocol | ServerFrames:
+        """The protocol reading and writing now: websockets' in the handshake, then ours."""
+        if self._ws is not None:
+            return self._ws
+        assert self._handshake is not None
+        return self._handshake.protocol
+
     def _on_request(self, request: Request) -> None:
-        ws = self._ws
+        handshake = self._handshake
+        assert handshake is not None
+        ws = handshake.protocol
         if ws.eof_sent:
-            return  # frames sent before their answer (RFC 6455 forbids it) already ended it
-        upgrade = ", ".join(request.headers.get_all("Upgrade"))  # .get() raises on two
-        if "websocket" not in upgrade.lower():
-            response = ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
-        elif self._listener.draining:
-            # Not logged: during a drain every reconnecting browser would be a line.
-            self._listener.rejected["shutting down"] += 1
-            response = ws.reject(503, "relay is shutting down; connect to another node\n")
-        elif self._refusal is not None:
-            self._listener.refused("connection limit", self._address, self._refusal)
-            response = ws.reject(503, f"relay cannot take this connection: {self._refusal}\n")
-        else:
-            response = ws.accept(request)
+            return  # refused already (a request line too long...)
+        response = handshake.answer(request, self._listener, self._address, self._refusal)
         ws.send_response(response)
         self._flush()  # before anything a frame sent along with the request makes us write
         if response.status_code == 101:
+            # From here on websockets' protocol, its parser and the request are not kept.
+            self._ws = ServerFrames(ws.extensions)
+            self._handshake = None
             self._cancel_timer()
             self.instance = instance_from_path(request.path)
             self._open = self._counted = True
@@ -340,6 +341,7 @@ class BrowserConnection(asyncio.Protocol):
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError:
+            assert self._ws is not None  # open
             self._ws.fail(1007, "invalid UTF-8 in a text frame")
             return
         try:
@@ -352,6 +354,7 @@ class BrowserConnection(asyncio.Protocol):
         except Exception:
             # A bug met by one connection's input ends that connection only.
             log.exception("handling a command from browser %s failed", self._address)
+            assert self._ws is not None  # open
             self._ws.fail(1011, "internal error")
 
     def _run(self, command: Subscribe | Unsubscribe | Replay | Ping) -> None:
@@ -410,7 +413,7 @@ class BrowserConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write what the protocol produced; start the close deadline when closing."""
-        ws = self._ws
+        ws = self._protocol()
         transport = self._transport
         assert transport is not None
         if self._queued:

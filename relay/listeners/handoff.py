@@ -7,11 +7,10 @@ sent from a hub callback takes its place in the stream at that very moment.
 
 :class:`MovableConnection` is a browser connection that can leave (``detach``
 stops it at the cut and returns its state and socket) and arrive
-(``adopt`` rebuilds it, already open, around a passed socket). To know where
-the last complete frame ended it keeps the bytes received after it (usually
-none: browsers send small whole frames); websockets' parser may hold part of
-a frame in its generator, where it cannot be read back, so the successor is
-fed those kept bytes instead.
+(``adopt`` rebuilds it, already open, around a passed socket). The bytes
+received past the last complete frame (usually none: browsers send small
+whole frames) are what ``relay.core.websocket`` keeps; the successor is fed
+them first.
 """
 
 from __future__ import annotations
@@ -27,15 +26,14 @@ import time
 from collections.abc import Sequence
 
 from websockets.protocol import State
-from websockets.server import ServerProtocol
 
+from relay.core.websocket import ServerFrames
 from relay.links.handoff_wire import (
     PIECE_BYTES,
     ConnectionState,
     HandoffError,
     Kind,
     Reassembly,
-    complete_frames_length,
     decode,
     encode,
     pieces,
@@ -43,8 +41,6 @@ from relay.links.handoff_wire import (
 from relay.listeners.browser import BrowserConnection, ConnectionContext
 
 log = logging.getLogger("relay.handoff")
-# The logger BrowserConnection gives websockets (its open/close lines stay at DEBUG).
-_ws_log = logging.getLogger("relay.browser.websocket")
 
 #: Longest message the channel accepts (a batch of records, a forwarded post).
 MESSAGE_LIMIT = 64 * 1024 * 1024
@@ -185,13 +181,11 @@ class Channel:
 class MovableConnection(BrowserConnection):
     """A browser connection that can be handed to another relay process."""
 
-    __slots__ = ("_adoption", "_tail")
+    __slots__ = ("_adoption",)
 
     def __init__(self, listener: ConnectionContext) -> None:
         """Create the protocol for one socket accepted by ``listener``."""
         super().__init__(listener)
-        #: Bytes received after the last complete frame (once open).
-        self._tail = b""
         #: The state this connection is adopted with, until ``connection_made``.
         self._adoption: ConnectionState | None = None
 
@@ -202,17 +196,13 @@ class MovableConnection(BrowserConnection):
         Give it to ``loop.connect_accepted_socket`` with the passed socket.
         """
         connection = cls(listener)
-        ws = ServerProtocol(
-            origins=listener.origins,
-            max_size=listener.limits.browser_message_bytes,
-            logger=_ws_log,
-            state=State.OPEN,
-        )
+        message_size = None
         if state.fragments is not None:
-            # websockets checks that a continuation frame follows a fragment.
-            ws.expect_continuation_frame = True
+            # A continuation frame must follow, and the whole message stay under the limit.
+            message_size = len(state.fragments)
             connection._fragments = bytearray(state.fragments)
-        connection._ws = ws
+        connection._handshake = None
+        connection._ws = ServerFrames(message_size=message_size)
         connection._adoption = state
         connection.instance = state.instance
         return connection
@@ -237,14 +227,7 @@ class MovableConnection(BrowserConnection):
     @property
     def in_handshake(self) -> bool:
         """Whether the WebSocket handshake is still under way (the connection cannot move yet)."""
-        return self._ws.state is State.CONNECTING and not self._closing
-
-    def data_received(self, data: bytes) -> None:
-        """Keep the bytes past the last complete frame, then parse as usual."""
-        if self._ws.state is State.OPEN:
-            tail = self._tail + data if self._tail else data
-            self._tail = tail[complete_frames_length(tail) :]
-        super().data_received(data)
+        return self._ws is None and not self._closing
 
     def detach(self, listener_index: int) -> tuple[ConnectionState, int] | None:
         """Stop this connection at the cut; return its state and socket, or None if it cannot move.
@@ -256,12 +239,14 @@ class MovableConnection(BrowserConnection):
         ``release`` or ``resume`` follows.
         """
         transport = self._transport
+        ws = self._ws
         if (
             transport is None
+            or ws is None
             or not self._open
             or self._closing
-            or self._ws.state is not State.OPEN
-            or self._ws.extensions
+            or ws.state is not State.OPEN
+            or ws.extensions
             or transport.get_extra_info("sslcontext") is not None
         ):
             return None
@@ -279,7 +264,7 @@ class MovableConnection(BrowserConnection):
             keys=tuple(sorted(hub.keys_of(self))),
             pinged=self._pinged,
             silent_for=max(0.0, time.monotonic() - self._last_heard),
-            unparsed=self._tail,
+            unparsed=ws.unparsed,
             fragments=None if self._fragments is None else bytes(self._fragments),
         )
         hub.disconnect(self)

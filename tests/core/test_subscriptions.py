@@ -51,3 +51,35 @@ def test_unsubscribe_and_forget_leave_nothing_behind() -> None:
     assert index.recipients("default", ["K1", "K2"]) == []
     assert index._by_instance == {}
     assert index._keys_of == {}
+
+
+def test_a_key_goes_from_one_listener_to_several_and_back() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.subscribe("a", "default", ["K"])
+    assert index.recipients("default", ["K"]) == ["a"]
+    index.subscribe("b", "default", ["K"])
+    index.subscribe("c", "default", ["K"])
+    assert sorted(index.recipients("default", ["K"])) == ["a", "b", "c"]
+    index.forget("b")
+    index.unsubscribe("a", ["K"])
+    assert index.recipients("default", ["K"]) == ["c"]
+    index.subscribe("a", "default", ["K", "L"])
+    assert sorted(index.recipients("default", ["L", "K"])) == ["a", "c"]
+    assert index.total == 3
+    index.forget("c")
+    index.forget("a")
+    assert index.total == 0
+    assert index._by_instance == {}
+
+
+def test_a_connections_keys_follow_its_commands() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.subscribe("a", "acme", ["K1", "K2"])
+    index.subscribe("a", "acme", ["K3"])
+    index.unsubscribe("a", ["K2"])
+    assert index.keys_of("a") == {"K1", "K3"}
+    assert index.count("a") == 2
+    assert index.recipients("acme", ["K1"]) == ["a"]
+    index.unsubscribe("a", ["K1", "K3"])
+    assert index.count("a") == 0
+    assert index._keys_of == {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from websockets.frames import Frame, Opcode
 
 from relay.links.handoff_wire import (
     ConnectionState,
@@ -11,7 +10,6 @@ from relay.links.handoff_wire import (
     Kind,
     Reassembly,
     batches,
-    complete_frames_length,
     decode,
     encode,
     pieces,
@@ -27,10 +25,6 @@ STATE = ConnectionState(
     unparsed=b"\x81\x85",
     fragments=b"hel",
 )
-
-
-def _masked(payload: bytes, fin: bool = True) -> bytes:
-    return Frame(Opcode.TEXT, payload, fin=fin).serialize(mask=True, extensions=[])
 
 
 def test_a_message_round_trips() -> None:
@@ -73,12 +67,3 @@ def test_batches_bound_count_and_size() -> None:
     assert list(batches(states, count=3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(batches(states, size=STATE.size() * 2)) == [[0, 1], [2, 3], [4, 5], [6]]
     assert list(batches([], count=3)) == []
-
-
-@pytest.mark.parametrize("payload", [b"", b"x" * 125, b"y" * 126, b"z" * 70_000])
-def test_complete_frames_end_where_a_partial_one_begins(payload: bytes) -> None:
-    whole = _masked(b'{"command":"ping"}') + _masked(payload)
-    assert complete_frames_length(whole) == len(whole)
-    for cut in range(len(whole) - len(_masked(payload)), len(whole)):
-        # Any prefix of the second frame is a partial frame after the first one.
-        assert complete_frames_length(whole[:cut]) == len(whole) - len(_masked(payload))

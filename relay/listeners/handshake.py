@@ -1,0 +1,121 @@
+"""A browser's opening handshake: websockets' ``ServerProtocol``, fed the request head only.
+
+The handshake is websockets' own (request parsing, origin check, extension
+negotiation, the 101 or the refusal). What relay adds: the bytes past the
+request head are kept out of websockets' parser, so that once the handshake
+is answered the whole ``ServerProtocol`` (parser, buffers, request, response)
+can be dropped and the connection go on with ``relay.core.websocket``; and the
+answer to a plain HTTP request, a draining node or a refused connection.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import LoggerLike, Origin
+
+from relay.core.websocket import ServerFrames
+
+#: Aphlict's answer to a plain HTTP request: Phorge's setup check expects 501.
+PLAIN_HTTP_STATUS = 501
+PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
+
+#: What ends an HTTP request head (no request body: websockets refuses those).
+_HEAD_END = b"\r\n\r\n"
+
+
+def head_end(seen: bytes, data: bytes) -> int | None:
+    """Where in ``data`` the request head ends (the offset past it), or None if not in it.
+
+    ``seen`` is the last bytes of the head before ``data`` (up to 3), so an end
+    split between two reads is found.
+    """
+    at = (seen + data).find(_HEAD_END)
+    return None if at < 0 else at + len(_HEAD_END) - len(seen)
+
+
+class Gate(Protocol):
+    """What a handshake asks of its listener before it accepts a browser."""
+
+    #: Connections refused or dropped by a limit, by reason (for metrics).
+    rejected: Counter[str]
+    #: True once the node drains for shutdown: new handshakes get 503.
+    draining: bool
+
+    def refused(self, reason: str, address: str, detail: str) -> None:
+        """Count a refused browser (and log refusals at a bounded rate)."""
+
+
+class Handshake:
+    """websockets' server handshake for one connection, and where the request head ends."""
+
+    __slots__ = ("_head", "_max_size", "protocol")
+
+    def __init__(
+        self,
+        origins: Sequence[Origin | None] | None,
+        extensions: Sequence[ServerExtensionFactory] | None,
+        max_size: int | None,
+        logger: LoggerLike,
+    ) -> None:
+        """Start a handshake with the listener's current settings."""
+        self.protocol = ServerProtocol(
+            origins=origins, extensions=extensions, max_size=max_size, logger=logger
+        )
+        self._max_size = max_size
+        #: The last bytes of the request head so far, to find its end across reads.
+        self._head = b""
+
+    def receive(self, data: bytes) -> tuple[list[Request], bytes]:
+        """Feed the request head's bytes in ``data`` to websockets.
+
+        Returns the request, once parsed, and the bytes past its head (frames
+        sent along with it, which the frame-level protocol reads if the
+        handshake is accepted).
+        """
+        end = head_end(self._head, data)
+        if end is None:
+            self._head = (self._head + data)[-(len(_HEAD_END) - 1) :]
+            rest = b""
+        else:
+            self._head = b""
+            data, rest = data[:end], data[end:]
+        self.protocol.receive_data(data)
+        events = self.protocol.events_received()
+        requests = [event for event in events if isinstance(event, Request)]
+        if requests and rest and self._ends_early(rest):
+            # RFC 6455 has the browser wait for the answer before it sends frames;
+            # websockets, reading them first, ends the connection on one that
+            # closes or breaks the protocol without answering, and so does relay.
+            self.protocol.fail(CloseCode.PROTOCOL_ERROR, "frames sent before the answer")
+        return requests, rest
+
+    def _ends_early(self, rest: bytes) -> bool:
+        """Whether frames sent along with the request would end the connection."""
+        probe = ServerFrames()  # no extension is agreed on before the answer
+        probe.receive_data(rest, self._max_size)
+        return probe.eof_sent
+
+    def answer(self, request: Request, gate: Gate, address: str, refusal: str | None) -> Response:
+        """The response to ``request``: 101, or 501 (plain HTTP), 503 (draining, refused), 403...
+
+        A 503 is counted on ``gate``. Not sent yet: ``protocol.send_response`` does.
+        """
+        ws = self.protocol
+        upgrade = ", ".join(request.headers.get_all("Upgrade"))  # .get() raises on two
+        if "websocket" not in upgrade.lower():
+            return ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
+        if gate.draining:
+            # Not logged: during a drain every reconnecting browser would be a line.
+            gate.rejected["shutting down"] += 1
+            return ws.reject(503, "relay is shutting down; connect to another node\n")
+        if refusal is not None:
+            gate.refused("connection limit", address, refusal)
+            return ws.reject(503, f"relay cannot take this connection: {refusal}\n")
+        return ws.accept(request)
