@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.harness import Relays, run_serve
 from tests.redis_harness import RedisServer
-from tests.support import WAIT, Browser, eventually, local_config, notification
+from tests.support import WAIT, Browser, local_config, notification
+from tests.workers.spread import spread_browsers
 
 pytestmark = pytest.mark.slow
 
@@ -94,16 +95,9 @@ async def test_two_workers_deliver_each_post_once_and_survive_a_killed_worker(
     [node] = await relays.broker(1, redis_server.url, workers=2).start()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        browsers = [await Browser.open(node.client_port) for _ in range(BROWSERS)]
-        for browser in browsers:
-            await browser.subscribe(KEY)
-
-        async def spread() -> bool:
-            workers = (await status(session, node.admin_port))["workers"]
-            counts = [worker.get("connections", 0) for worker in workers]
-            return sum(counts) == BROWSERS and all(counts)
-
-        await eventually(spread, "the browsers are spread over both workers")
+        browsers = await spread_browsers(
+            session, (node.client_port, node.admin_port), key=KEY, count=BROWSERS, status=status
+        )
         before = (await status(session, node.admin_port))["workers"]
         pids = [worker["pid"] for worker in before]
 

@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Relays, children_of
 from tests.redis_harness import RedisServer
-from tests.support import WAIT, Browser, eventually, notification
+from tests.support import WAIT, Browser, notification
+from tests.workers.spread import spread_browsers
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +53,13 @@ async def test_status_totals_add_up_to_the_browsers_and_posts_over_both_workers(
     [node] = await relays.broker(1, redis_server.url, workers=2).start()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        browsers = [await Browser.open(node.client_port) for _ in range(BROWSERS)]
-        for browser in browsers:
-            await browser.subscribe(KEY)
-
-        async def spread() -> bool:
-            workers = (await node_status(session, node.admin_port))["workers"]
-            counts = [worker.get("connections", 0) for worker in workers]
-            return sum(counts) == BROWSERS and all(counts)
-
-        await eventually(spread, "the browsers are spread over both workers")
+        browsers = await spread_browsers(
+            session,
+            (node.client_port, node.admin_port),
+            key=KEY,
+            count=BROWSERS,
+            status=node_status,
+        )
 
         answered_by = set()
         for n in range(POSTS):
