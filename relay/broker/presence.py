@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +24,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from relay import __version__
 from relay.broker.connect import new_client
 from relay.config.broker import BrokerConfig
 from relay.core.snapshot import NodeSnapshot
@@ -78,18 +75,11 @@ class Presence:
         without workers is itself. ``address()`` is where the node is
         (``host:admin port``), asked each round: the port is bound after start.
         """
-        host = socket.gethostname()
-        pid = os.getpid()
-        node_pid = os.getppid() if worker is not None else pid
-        self.identity = Identity(
-            fingerprint=fingerprint,
-            node=f"{host}:{node_pid}",
-            host=host,
-            pid=pid,
+        self.identity = Identity.of_this_process(
+            fingerprint,
             worker=worker,
-            version=__version__,
-            started_at=round(wall_clock(), 3),
             interval=config.presence_interval_seconds,
+            started_at=wall_clock(),
         )
         self.config = config
         # Nodes starting side by side meet within a few rounds: no news.

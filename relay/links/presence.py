@@ -26,12 +26,15 @@ from its arrival, under the same bounds.
 from __future__ import annotations
 
 import enum
+import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
+from relay import __version__
 from relay.core.snapshot import NodeSnapshot
 from relay.links.turnover import Turnover
 
@@ -113,6 +116,29 @@ class Identity:
     started_at: float
     #: Seconds between announcements.
     interval: float
+
+    @classmethod
+    def of_this_process(
+        cls, fingerprint: str, *, worker: int | None, interval: float, started_at: float
+    ) -> Identity:
+        """This process' identity: broker presence and mesh presence announce the same.
+
+        A worker's node is its supervisor (its parent process); a node
+        without workers is itself.
+        """
+        host = socket.gethostname()
+        pid = os.getpid()
+        node_pid = os.getppid() if worker is not None else pid
+        return cls(
+            fingerprint=fingerprint,
+            node=f"{host}:{node_pid}",
+            host=host,
+            pid=pid,
+            worker=worker,
+            version=__version__,
+            started_at=round(started_at, 3),
+            interval=interval,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,13 +20,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-from relay import __version__
 from relay.core.snapshot import NodeSnapshot
 from relay.links.presence import GONE_AFTER, Announcement, Identity, Rates, Roster, announcement
 from relay.links.presence_log import PresenceLog
@@ -57,17 +54,8 @@ class MeshPresence:
 
         ``address()`` is where the node is (``host:admin port``).
         """
-        host = socket.gethostname()
-        pid = os.getpid()
-        self.identity = Identity(
-            fingerprint=fingerprint,
-            node=f"{host}:{pid}",
-            host=host,
-            pid=pid,
-            worker=None,
-            version=__version__,
-            started_at=round(wall_clock(), 3),
-            interval=interval,
+        self.identity = Identity.of_this_process(
+            fingerprint, worker=None, interval=interval, started_at=wall_clock()
         )
         self._peers = peers
         self._snapshot = snapshot
