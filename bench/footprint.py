@@ -58,6 +58,25 @@ def memory_figures(
     }
 
 
+def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
+    """A node's memory from each of its processes' ``procfs.memory``: sums and the first one.
+
+    ``processes`` starts with the supervisor (or is the lone process). The sum
+    of PSS is what the node takes from the machine, each shared library page
+    counted once; the sum of RSS counts such a page once per process. MiB.
+    """
+
+    def mib(value: int) -> float:
+        return round(value / KIB / KIB, 1)
+
+    kinds = ("rss", "pss", "anon", "file")
+    figures: dict[str, Any] = {"node_processes": len(processes)}
+    figures.update({f"{kind}_mib": mib(sum(p[kind] for p in processes)) for kind in kinds})
+    figures.update({f"first_{kind}_mib": mib(processes[0][kind]) for kind in kinds})
+    figures["per_process_pss_mib"] = [mib(p["pss"]) for p in processes]
+    return figures
+
+
 def throttled_share(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
 ) -> dict[str, float]:

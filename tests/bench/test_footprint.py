@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.footprint import (
     connect_figures,
     limits,
     memory_figures,
+    node_memory,
     parse_sockstat,
     quota_use,
     throttled_share,
 )
+from bench.procfs import memory
 
 SOCKSTAT = """sockets: used 200154
 TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
@@ -45,6 +49,22 @@ def test_memory_per_browser_counts_every_process() -> None:
     assert figures["rss_total_kib_per_browser"] == round(1100 * 1024 / 100_000, 2)
     assert figures["kernel_tcp_kib_per_browser"] == 1.02
     assert figures["tcp_sockets_in_use_growth"] == 200_000
+
+
+def test_node_memory_sums_rss_and_pss_and_names_the_supervisor() -> None:
+    mib = 1024 * 1024
+    supervisor = {"rss": 20 * mib, "pss": 10 * mib, "anon": 8 * mib, "file": 12 * mib}
+    worker = {"rss": 80 * mib, "pss": 60 * mib, "anon": 55 * mib, "file": 25 * mib}
+    figures = node_memory([supervisor, worker, worker])
+    assert figures["node_processes"] == 3
+    assert figures["rss_mib"] == 180.0
+    # Shared pages counted once: the PSS sum is below the RSS sum.
+    assert figures["pss_mib"] == 130.0
+    assert figures["anon_mib"] == 118.0
+    assert figures["file_mib"] == 62.0
+    assert figures["first_rss_mib"] == 20.0
+    assert figures["first_pss_mib"] == 10.0
+    assert figures["per_process_pss_mib"] == [10.0, 60.0, 60.0]
 
 
 def test_throttled_share_per_group_over_the_window() -> None:
@@ -104,3 +124,9 @@ def test_connect_figures_add_up_the_generators() -> None:
     assert connect_figures([{"ready": 1, "failed": {}, "seconds": 1}], 1)["failed_by_error"] == (
         "none"
     )
+
+
+def test_procfs_memory_of_this_process() -> None:
+    found = memory(os.getpid())
+    assert 0 < found["pss"] <= found["rss"]
+    assert found["anon"] + found["file"] <= found["rss"]
