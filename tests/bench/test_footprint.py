@@ -49,6 +49,36 @@ def test_memory_per_browser_counts_every_process() -> None:
     assert figures["rss_total_kib_per_browser"] == round(1100 * 1024 / 100_000, 2)
     assert figures["kernel_tcp_kib_per_browser"] == 1.02
     assert figures["tcp_sockets_in_use_growth"] == 200_000
+    assert "pss_after_mib" not in figures  # PSS only when it was read
+
+
+def test_pss_beside_rss_counts_shared_pages_once() -> None:
+    mib = 1024 * 1024
+    sockstat = {"inuse": 0, "alloc": 0, "tw": 0, "mem_bytes": 0}
+    # 7 processes sharing 25 MiB of library pages: RSS counts them 7 times, PSS once.
+    rss_before = [40 * mib] + [75 * mib] * 6
+    pss_before = [20 * mib] + [52 * mib] * 6
+    figures = memory_figures(
+        rss_before,
+        [40 * mib] + [105 * mib] * 6,
+        sockstat,
+        sockstat,
+        100_000,
+        pss_before=pss_before,
+        pss_after=[20 * mib] + [82 * mib] * 6,
+        anon_before=[18 * mib] + [50 * mib] * 6,
+        anon_after=[18 * mib] + [80 * mib] * 6,
+    )
+    assert figures["rss_before_mib"] == 490.0
+    assert figures["pss_before_mib"] == 332.0
+    assert figures["pss_after_mib"] == 512.0
+    assert figures["pss_per_process_after_mib"] == [20.0] + [82.0] * 6
+    # The growth is the workers' own memory: the same in both.
+    assert figures["pss_growth_kib_per_browser"] == figures["rss_growth_kib_per_browser"] == 1.84
+    assert figures["pss_total_kib_per_browser"] == round(512 * 1024 / 100_000, 2)
+    assert figures["rss_total_kib_per_browser"] == round(670 * 1024 / 100_000, 2)
+    assert figures["anon_before_mib"] == 318.0
+    assert figures["anon_growth_kib_per_browser"] == 1.84
 
 
 def test_node_memory_sums_rss_and_pss_and_names_the_supervisor() -> None:
