@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, hundredk, procfs, report, scale, scenarios
+from bench import burst, hundredk, idlenode, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -68,6 +68,10 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "idle-5k": (
         "RSS per idle connection, 5,000 browsers",
         _with_bench(lambda b, q: scenarios.idle(b, name="idle-5k", browsers=500 if q else 5000)),
+    ),
+    "idle-node": (
+        "one --workers 6 broker-mode node, no browser: each process's RSS and PSS, start time",
+        _with_bench(lambda b, q: idlenode.run(b, name="idle-node", workers=2 if q else 6)),
     ),
     "fanout": (
         "1,000 browsers, 100 posts/s: server CPU per delivery",
