@@ -113,6 +113,7 @@ class Group:
     closed: int = 0
     last: float = 0.0
     latency_parts: list[np.ndarray] = field(default_factory=list)
+    arrival_parts: list[np.ndarray] = field(default_factory=list)
 
     def add(self, report: dict[str, Any]) -> None:
         """Add one worker's report for this group."""
@@ -124,6 +125,7 @@ class Group:
         self.closed += report["closed"]
         self.last = max(self.last, report["last"])
         self.latency_parts.append(np.frombuffer(report["latencies_ns"], dtype=np.int64) / 1e6)
+        self.arrival_parts.append(np.frombuffer(report["arrivals_ns"], dtype=np.int64) / 1e6)
 
     @property
     def latencies(self) -> np.ndarray:
@@ -131,6 +133,13 @@ class Group:
         if not self.latency_parts:
             return np.empty(0)
         return np.concatenate(self.latency_parts)
+
+    @property
+    def arrivals(self) -> np.ndarray:
+        """Post to the kernel's receive stamp, in ms (browsers with kernel stamps only)."""
+        if not self.arrival_parts:
+            return np.empty(0)
+        return np.concatenate(self.arrival_parts)
 
 
 def percentiles(latencies: np.ndarray) -> dict[str, float | None]:
@@ -262,12 +271,19 @@ class Bench:
         return self.fd_limit - node.open_fds() - FD_MARGIN
 
     def browsers(
-        self, groups: list[dict[str, Any]], *, workers: int, seen_size: int
+        self,
+        groups: list[dict[str, Any]],
+        *,
+        workers: int,
+        seen_size: int,
+        kernel_stamps: bool = False,
     ) -> list[Worker]:
         """Start ``workers`` browser processes sharing ``groups``; wait until all are subscribed.
 
         Each group is ``{"name", "port", "count", "keys"}``; ``{index}`` in a key is
-        replaced by the browser's number within its group.
+        replaced by the browser's number within its group. ``kernel_stamps`` adds
+        each delivery's kernel receive time (``Group.arrivals``); each browser then
+        holds a second descriptor.
         """
         shares: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
         for group in groups:
@@ -277,7 +293,15 @@ class Bench:
                     share.append({**group, "count": count, "first_index": first})
                 first += count
         started = [
-            Worker({"role": "browsers", "groups": share, "tag": self.tag, "seen_size": seen_size})
+            Worker(
+                {
+                    "role": "browsers",
+                    "groups": share,
+                    "tag": self.tag,
+                    "seen_size": seen_size,
+                    "kernel_stamps": kernel_stamps,
+                }
+            )
             for share in shares
             if share
         ]

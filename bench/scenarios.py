@@ -55,8 +55,11 @@ def _delivery_figures(m: Measurement, cpu_node: str = "relay") -> dict[str, Any]
         everything.malformed += group.malformed
         everything.closed += group.closed
     latencies = np.concatenate([g.latencies for g in m.groups.values()])
+    arrivals = np.concatenate([g.arrivals for g in m.groups.values()])
     deliveries = m.deliveries
     cpu = m.node_cpu[cpu_node]
+    # With kernel stamps, the figure beside the read time: when the bytes reached the browser.
+    arrival = {"arrival_latency_ms": percentiles(arrivals)} if arrivals.size else {}
     return {
         "browsers": everything.browsers,
         "posts": m.posts_ok,
@@ -68,6 +71,7 @@ def _delivery_figures(m: Measurement, cpu_node: str = "relay") -> dict[str, Any]
         "server_cpu_us_per_delivery": round(cpu / deliveries * 1e6, 3) if deliveries else None,
         "server_cpu_us_per_post": round(cpu / m.posts_ok * 1e6, 1) if m.posts_ok else None,
         "latency_ms": percentiles(latencies),
+        **arrival,
         "lost": everything.lost,
         "duplicated": everything.duplicated,
         "malformed": everything.malformed,

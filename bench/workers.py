@@ -119,6 +119,7 @@ class BrowserAgent(_Agent):
         started = time.monotonic()
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         tag, seen_size = self.spec["tag"], self.spec["seen_size"]
+        kernel_stamps = bool(self.spec.get("kernel_stamps"))
         failures: dict[str, int] = {}
         examples: list[str] = []
 
@@ -134,6 +135,7 @@ class BrowserAgent(_Agent):
                     seen_size,
                     self.tallies[group["name"]],
                     source_for(offset, group["count"], tuple(sources)) if sources else None,
+                    kernel_stamps,
                 )
 
         tolerate = bool(self.spec.get("count_failures"))
@@ -254,6 +256,7 @@ class BrowserAgent(_Agent):
             "closed": closed,
             "last": tally.last,
             "latencies_ns": tally.latencies_ns.tobytes(),
+            "arrivals_ns": tally.arrivals_ns.tobytes(),
         }
         # Each finish reports only what arrived since the previous one.
         self.tallies[name] = fresh = Tally()
@@ -265,8 +268,7 @@ class BrowserAgent(_Agent):
         """Drop every connection at once (RST): no TIME_WAIT left to slow the next scenario."""
         for group in self.groups.values():
             for browser in group:
-                if browser.transport is not None:
-                    browser.transport.abort()
+                browser.abort()
 
 
 class PosterAgent(_Agent):
@@ -324,7 +326,8 @@ class PosterAgent(_Agent):
         statuses: dict[int, int] = {}
 
         async def send(connection: PostConnection, seq: int) -> None:
-            body = self._body(seq, time.monotonic_ns())
+            # CLOCK_REALTIME, as the kernel's receive stamps the browsers compare it with.
+            body = self._body(seq, time.time_ns())
             try:
                 status = await connection.post(body)
             except ConnectionError:

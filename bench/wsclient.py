@@ -10,11 +10,15 @@ that every text frame is one whole JSON message.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import struct
 import time
 from array import array
 
 import orjson
+
+from bench import kstamp
 
 #: A fixed key is fine: the benchmark does not check the server's accept hash.
 _HANDSHAKE = (
@@ -51,7 +55,14 @@ def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
 #: One text frame in this many is fully parsed as JSON, as a check on the lean parsing.
 VERIFY_EVERY = 64
 
-_monotonic_ns = time.monotonic_ns
+#: The read time's clock: the poster's stamp and the kernel's receive stamps are
+#: CLOCK_REALTIME too, so all three compare directly.
+_realtime_ns = time.time_ns
+#: CLOCK_REALTIME minus CLOCK_MONOTONIC (ns), to give ``Tally.last`` on the monotonic clock.
+_REALTIME_AHEAD_NS = time.time_ns() - time.monotonic_ns()
+
+#: The most one stamped read takes (relay's burst to a browser is a few KB).
+RECV_SIZE = 1 << 16
 
 PING = client_frame(b'{"command":"ping"}')
 
@@ -69,11 +80,14 @@ def unique_id(tag: str, seq: int) -> str:
 class Tally:
     """What a group of browsers received: latencies and problems, shared to save memory."""
 
-    __slots__ = ("dups", "foreign", "last", "latencies_ns", "malformed", "received")
+    __slots__ = ("arrivals_ns", "dups", "foreign", "last", "latencies_ns", "malformed", "received")
 
     def __init__(self) -> None:
         """An empty tally."""
+        #: Post to read, per delivery.
         self.latencies_ns = array("q")
+        #: Post to the kernel queueing the bytes on the browser's socket (stamped browsers only).
+        self.arrivals_ns = array("q")
         self.received = 0
         self.dups = 0
         self.malformed = 0
@@ -88,8 +102,10 @@ class LeanBrowser(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_handshaken",
+        "_sock",
         "_subscribe",
         "closed",
+        "kernel_stamps",
         "pong_waiter",
         "ready",
         "seen",
@@ -98,8 +114,14 @@ class LeanBrowser(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, subscribe: bytes, tag: str, seen_size: int, tally: Tally) -> None:
-        """Subscribe with the ``subscribe`` frame; count messages of run ``tag`` into ``tally``."""
+    def __init__(
+        self, subscribe: bytes, tag: str, seen_size: int, tally: Tally, kernel_stamps: bool = False
+    ) -> None:
+        """Subscribe with the ``subscribe`` frame; count messages of run ``tag`` into ``tally``.
+
+        With ``kernel_stamps``, what follows the handshake is read with ``recvmsg``
+        and each delivery's kernel receive time is tallied too (``Tally.arrivals_ns``).
+        """
         self._subscribe = subscribe
         self.tag = tag.encode()
         self.tally = tally
@@ -111,6 +133,9 @@ class LeanBrowser(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pong_waiter: asyncio.Future[None] | None = None
         self.closed = False
+        self.kernel_stamps = kernel_stamps
+        #: A duplicate of the connection's socket, read with recvmsg (kernel stamps only).
+        self._sock: socket.socket | None = None
 
     @classmethod
     async def connect(
@@ -122,14 +147,16 @@ class LeanBrowser(asyncio.Protocol):
         seen_size: int,
         tally: Tally,
         source: str | None = None,
+        kernel_stamps: bool = False,
     ) -> LeanBrowser:
         """Open, handshake, subscribe and wait for the pong that confirms the subscription.
 
-        ``source`` is the loopback address to connect from (default: the kernel's pick).
+        ``source`` is the loopback address to connect from (default: the kernel's pick);
+        ``kernel_stamps`` as for the constructor.
         """
         loop = asyncio.get_running_loop()
         _transport, browser = await loop.create_connection(
-            lambda: cls(subscribe, tag, seen_size, tally),
+            lambda: cls(subscribe, tag, seen_size, tally, kernel_stamps),
             "127.0.0.1",
             port,
             local_addr=(source, 0) if source else None,
@@ -146,6 +173,7 @@ class LeanBrowser(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Note the loss and wake whoever waits on this browser."""
         self.closed = True
+        self._stop_stamped_reading()
         error = ConnectionError(f"connection lost: {exc}")
         for waiter in (self.ready, self.pong_waiter):
             if waiter is not None and not waiter.done():
@@ -158,15 +186,65 @@ class LeanBrowser(asyncio.Protocol):
         self.transport.write(PING)
         return self.pong_waiter
 
+    def abort(self) -> None:
+        """Drop the connection at once (RST), and stop reading it."""
+        self._stop_stamped_reading()
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
-        """Split the bytes into frames; one receipt time serves every frame in them.
+        """Take bytes the transport read (the handshake; everything, without kernel stamps)."""
+        self._received(data, _realtime_ns(), 0)
+
+    def _read_stamped(self) -> None:
+        """Read what the socket holds with the kernel's receive stamp (the loop's reader)."""
+        sock, transport = self._sock, self.transport
+        if sock is None or transport is None:
+            return
+        try:
+            data, ancillary, _flags, _address = sock.recvmsg(RECV_SIZE, kstamp.ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            # The transport does not read, so it learns of the loss from us.
+            transport.abort()
+            return
+        if not data:
+            self._stop_stamped_reading()
+            transport.close()
+            return
+        self._received(data, _realtime_ns(), kstamp.stamp_ns(ancillary))
+
+    def _start_stamped_reading(self) -> None:
+        """From now on read with recvmsg, on a duplicate of the socket, instead of the transport.
+
+        uvloop's transports read with read(2), which returns no ancillary data,
+        and refuse a reader on a descriptor they own: a duplicate shares the
+        socket (and its O_NONBLOCK) under another descriptor.
+        """
+        assert self.transport is not None
+        fileno = self.transport.get_extra_info("socket").fileno()
+        self._sock = sock = socket.socket(fileno=os.dup(fileno))
+        kstamp.enable(sock)
+        self.transport.pause_reading()
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_stamped)
+
+    def _stop_stamped_reading(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    def _received(self, data: bytes, now: int, arrived: int) -> None:
+        """Split the bytes into frames; one read time (and kernel stamp) serves every frame.
 
         This runs once per delivery on the load generator's side, so it avoids a
         full JSON parse: each text frame must be one JSON object (checked by its
         braces, and by a full parse of every ``VERIFY_EVERY``-th frame), and the
-        uniqueID and post time are found by searching for their keys.
+        uniqueID and post time are found by searching for their keys. ``now`` is
+        the read time and ``arrived`` the kernel's receive stamp (0: none), both
+        CLOCK_REALTIME nanoseconds as the poster's.
         """
-        now = _monotonic_ns()
         buffer = self._buffer + data if self._buffer else data
         if not self._handshaken:
             buffer = self._handshake(buffer)
@@ -215,13 +293,17 @@ class LeanBrowser(asyncio.Protocol):
                     seen[seq] = count + 1
                 continue
             seen[seq] = 1
-            sent = buffer.find(b'"t":"', at, end)
-            tally.latencies_ns.append(now - int(buffer[sent + 5 : sent + 25]))
+            at = buffer.find(b'"t":"', at, end)
+            sent = int(buffer[at + 5 : at + 25])
+            tally.latencies_ns.append(now - sent)
+            if arrived:
+                tally.arrivals_ns.append(arrived - sent)
             tally.received += 1
             if tally.received % VERIFY_EVERY == 0:
                 self._verify(buffer[start:end])
         if tally.received != counted:
-            tally.last = now / 1e9
+            # Monotonic, as the poster's start and end times it is compared with.
+            tally.last = (now - _REALTIME_AHEAD_NS) / 1e9
         self._buffer = buffer[pos:] if pos < size else b""
 
     def _handshake(self, buffer: bytes) -> bytes:
@@ -236,6 +318,8 @@ class LeanBrowser(asyncio.Protocol):
         self._handshaken = True
         self._buffer = b""
         assert self.transport is not None
+        if self.kernel_stamps:
+            self._start_stamped_reading()
         self.transport.write(self._subscribe + PING)
         return buffer[end + 4 :]
 

@@ -1,0 +1,50 @@
+"""Kernel receive stamps: the ancillary data parsing, and a real stamped read on loopback."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+from bench import kstamp
+
+
+def _timespec(seconds: int, fraction: int) -> bytes:
+    return struct.pack("@ll", seconds, fraction)
+
+
+def test_nanosecond_stamp_is_read() -> None:
+    data = [(socket.SOL_SOCKET, kstamp.SO_TIMESTAMPNS, _timespec(1_700_000_000, 123_456_789))]
+    assert kstamp.stamp_ns(data) == 1_700_000_000_123_456_789
+
+
+def test_microsecond_stamp_is_read_in_nanoseconds() -> None:
+    data = [(socket.SOL_SOCKET, kstamp.SO_TIMESTAMP, _timespec(1_700_000_000, 654_321))]
+    assert kstamp.stamp_ns(data) == 1_700_000_000_654_321_000
+
+
+def test_no_stamp_other_messages_and_truncated_ones_give_zero() -> None:
+    assert kstamp.stamp_ns([]) == 0
+    assert kstamp.stamp_ns([(socket.IPPROTO_IP, kstamp.SO_TIMESTAMPNS, _timespec(1, 2))]) == 0
+    assert kstamp.stamp_ns([(socket.SOL_SOCKET, kstamp.SO_TIMESTAMPNS, b"\0" * 4)]) == 0
+    # The stamp is found after an unrelated message.
+    other = (socket.SOL_SOCKET, 1, b"\0" * 16)
+    stamp = (socket.SOL_SOCKET, kstamp.SO_TIMESTAMPNS, _timespec(5, 6))
+    assert kstamp.stamp_ns([other, stamp]) == 5_000_000_006
+
+
+def test_a_loopback_tcp_read_carries_a_realtime_stamp_between_send_and_read() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as sender:
+        receiver, _ = listener.accept()
+        with receiver:
+            kstamp.enable(receiver)
+            sent = time.time_ns()
+            sender.sendall(b"x" * 100)
+            time.sleep(0.05)
+            data, ancillary, _flags, _address = receiver.recvmsg(4096, kstamp.ANCILLARY_SIZE)
+            read = time.time_ns()
+    assert data == b"x" * 100
+    stamp = kstamp.stamp_ns(ancillary)
+    # Queued after the send began and well before the read, 50 ms later.
+    assert sent <= stamp <= read - 40_000_000
