@@ -277,13 +277,15 @@ class Bench:
         workers: int,
         seen_size: int,
         kernel_stamps: bool = False,
+        yield_cpu: int = 0,
     ) -> list[Worker]:
         """Start ``workers`` browser processes sharing ``groups``; wait until all are subscribed.
 
         Each group is ``{"name", "port", "count", "keys"}``; ``{index}`` in a key is
         replaced by the browser's number within its group. ``kernel_stamps`` adds
         each delivery's kernel receive time (``Group.arrivals``); each browser then
-        holds a second descriptor.
+        holds a second descriptor. ``yield_cpu`` runs the browser processes that
+        many niceness steps below the rest (what they read late still counts).
         """
         shares: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
         for group in groups:
@@ -300,6 +302,7 @@ class Bench:
                     "tag": self.tag,
                     "seen_size": seen_size,
                     "kernel_stamps": kernel_stamps,
+                    "yield_cpu": yield_cpu,
                 }
             )
             for share in shares

@@ -46,6 +46,14 @@ def run_worker(conn: Connection, spec: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - POSTER_BOOST)
 
+    if spec["role"] == "browsers" and spec.get("yield_cpu"):
+        # Browsers whose arrival the kernel stamps need not be read at once: they
+        # yield the CPU to the nodes, as remote browsers would not take it at all.
+        with contextlib.suppress(OSError):
+            os.setpriority(
+                os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + spec["yield_cpu"]
+            )
+
     agent = BrowserAgent(conn, spec) if spec["role"] == "browsers" else PosterAgent(conn, spec)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
