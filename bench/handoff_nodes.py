@@ -8,6 +8,7 @@ exits; its CPU time is read from it after it exits and before it is reaped.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -49,6 +50,10 @@ def successor_checkout(directory: Path) -> tuple[Path, str]:
     if count != 1:
         raise RuntimeError(f"no __version__ line in {init}")
     init.write_text(text)
+    # Compiled now, as an install compiles it: else the successor's start would
+    # include compiling every module, which no real upgrade pays.
+    if not compileall.compile_dir(copy, quiet=1):
+        raise RuntimeError(f"the copy of relay in {copy} does not compile")
     return directory, version
 
 
