@@ -48,7 +48,7 @@ class Setup:
     own_rate: float = 10.0
     #: Seconds of posting before the successor starts, then room for the handoff, then after.
     before: float = 20.0
-    budget: float = 40.0
+    budget: float = 60.0
     after: float = 20.0
     #: New browsers per second, throughout the posting.
     join_rate: float = 10.0
