@@ -147,19 +147,13 @@ def _seqs(setup: Setup) -> tuple[int, int, int]:
     return shared, shared + 1, shared + 1 + own + 1
 
 
-def _run_posts(
-    bench: Bench,
-    quotas: CpuQuotas,
-    old: RelayNode,
-    new: RelayNode,
-    setup: Setup,
-    browsers: list[Worker],
-    base_fds: int,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Post throughout, start the successor after ``before`` s; figures of the whole window."""
+def _start_posting(
+    bench: Bench, old: RelayNode, setup: Setup, browsers: list[Worker]
+) -> tuple[list[Worker], Worker]:
+    """The shared-key and the own-key posters, and the joiner; each ready, none started."""
     shared_posts, own_base, _ = _seqs(setup)
     seconds = setup.before + setup.budget + setup.after
-    owner = {"pattern": OWN_KEY, "stride": OWN_STRIDE, "browsers": setup.browsers}
+    owner = {"pattern": OWN_KEY, "stride": OWN_STRIDE, "browsers": setup.browsers, "base": own_base}
     common = {"port": old.admin_port, "duration": seconds, "connections": 4, "fresh": True}
     posters = [
         bench.poster(
@@ -170,10 +164,11 @@ def _run_posts(
             seq_base=own_base,
             max_posts=round(setup.own_rate * seconds),
             rate=setup.own_rate,
-            owner={**owner, "base": own_base},
+            owner=owner,
             **common,
         ),
     ]
+    # From the address after the probes': the joiner's ports compete with no one's.
     probe_source = browsers[-1].spec["groups"][0]["sources"][-1]
     joiner = Worker(
         {
@@ -187,6 +182,21 @@ def _run_posts(
     )
     bench.workers.append(joiner)
     joiner.receive(READY_TIMEOUT)
+    return posters, joiner
+
+
+def _run_posts(
+    bench: Bench,
+    quotas: CpuQuotas,
+    old: RelayNode,
+    new: RelayNode,
+    setup: Setup,
+    browsers: list[Worker],
+    base_fds: int,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Post throughout, start the successor after ``before`` s; figures of the whole window."""
+    seconds = setup.before + setup.budget + setup.after
+    posters, joiner = _start_posting(bench, old, setup, browsers)
     loadgen = [w for w in browsers if w.spec["groups"][0]["name"] == "browsers"]
     outside = [w for w in bench.workers if w not in loadgen]
     throttled_before = quotas.throttling()
@@ -209,24 +219,15 @@ def _run_posts(
     deadline = started + setup.budget + setup.after
     samples, old_exit, old_cpu_end = handoff_nodes.watch(old, new, deadline)
     new.wait_ready()
-    new_cpu_at_exit = procfs.cpu_seconds(new.pid)
+    new_cpu_at_exit, read_at_exit = procfs.cpu_seconds(new.pid), time.monotonic()
     rss_new_at_exit = procfs.rss_bytes(new.pid)
     shared, own = posts = receive_all(posters, seconds + READY_TIMEOUT)
+    # Over the posting after the handoff only (the finish below posts nothing).
+    new_per_s_after = (procfs.cpu_seconds(new.pid) - new_cpu_at_exit) / max(
+        time.monotonic() - read_at_exit, 1e-9
+    )
     attempts = joiner.receive(seconds + READY_TIMEOUT)["attempts"]
-    excluded = [seq for p in posts for seq in p["failed"]]
-    for worker in browsers:
-        worker.send(
-            {
-                "op": "finish",
-                "expected": [[0, shared["issued"]]],
-                "owner_ranges": [[own_base, own_base + own["issued"]]],
-                "owner": {**owner, "base": own_base},
-                "excluded": excluded,
-                "barrier": True,
-                "timeout": SETTLE,
-            }
-        )
-    reports = receive_all(browsers, SETTLE + READY_TIMEOUT)
+    groups = _finish(browsers, posts, setup)
     window = time.monotonic() - went
     new_cpu_end = procfs.cpu_seconds(new.pid)
     machine = {k: v - machine_before[k] for k, v in procfs.machine_cpu().items()}
@@ -236,10 +237,6 @@ def _run_posts(
         + procfs.cpu_seconds(os.getpid())
         - cpu_before["outside"]
     )
-    groups: dict[str, Group] = {}
-    for report in reports:
-        for group_name, group_report in report["groups"].items():
-            groups.setdefault(group_name, Group()).add(group_report)
     relay_cpu = old_cpu_end - cpu_before["old"] + new_cpu_end
     held_at_start = hf.held(samples[0].old_fds if samples else None, base_fds)
     timing = hf.timing(
@@ -260,7 +257,7 @@ def _run_posts(
             "shared_ok": shared["ok"],
             "own_issued": own["issued"],
             "own_ok": own["ok"],
-            "failed": len(excluded),
+            "failed": shared["issued"] + own["issued"] - shared["ok"] - own["ok"],
         },
         "posts_failed_by_status": {
             str(k): v for p in posts for k, v in p["statuses"].items() if int(k) != 200
@@ -279,9 +276,7 @@ def _run_posts(
         "old_per_s_before": round((old_cpu_at_start - cpu_before["old"]) / setup.before, 3),
         "old_during_handoff": round(old_cpu_end - old_cpu_at_start, 2),
         "new_during_handoff": round(new_cpu_at_exit, 2),
-        "new_per_s_after": round(
-            (new_cpu_end - new_cpu_at_exit) / max(window - (old_exit - went), 1e-9), 3
-        ),
+        "new_per_s_after": round(new_per_s_after, 3),
         "generators": round(loadgen_cpu, 2),
         "bench_outside_quotas": round(outside_cpu, 2),
         "other_processes": round(
@@ -299,6 +294,30 @@ def _run_posts(
         "phases": [round(started - went, 2), round(old_exit - went, 2)]
     }
     return figures, latencies
+
+
+def _finish(browsers: list[Worker], posts: list[dict[str, Any]], setup: Setup) -> dict[str, Group]:
+    """Have every browser wait for what was posted (ping barrier, bounded) and tally it."""
+    shared, own = posts
+    _, own_base, _ = _seqs(setup)
+    owner = {"pattern": OWN_KEY, "stride": OWN_STRIDE, "browsers": setup.browsers, "base": own_base}
+    for worker in browsers:
+        worker.send(
+            {
+                "op": "finish",
+                "expected": [[0, shared["issued"]]],
+                "owner_ranges": [[own_base, own_base + own["issued"]]],
+                "owner": owner,
+                "excluded": [seq for p in posts for seq in p["failed"]],
+                "barrier": True,
+                "timeout": SETTLE,
+            }
+        )
+    groups: dict[str, Group] = {}
+    for report in receive_all(browsers, SETTLE + READY_TIMEOUT):
+        for name, group_report in report["groups"].items():
+            groups.setdefault(name, Group()).add(group_report)
+    return groups
 
 
 def _deliveries(
