@@ -116,7 +116,8 @@ class Node:
 
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""
-        return Siblings(role, snapshot=self.snapshot, latency=self.metrics.latency, clock=clock)
+        latency, recent = self.metrics.latency, self._parts.series.recent_latencies
+        return Siblings(role, snapshot=self.snapshot, latency=latency, recent=recent, clock=clock)
 
     def _new_admin_state(self) -> AdminState:
         """What the admin handlers read, complete: what changes is read through callables."""
@@ -407,13 +408,13 @@ class Node:
     async def _announce(self) -> None:
         """Sample the node for the charts and announce its status to the page (one round).
 
-        A worker samples the whole node (its siblings' readings added up); the
-        latencies charted are those of the posts it took itself.
+        A worker samples the whole node (its siblings' readings added up),
+        the latencies of the posts every worker took included.
         """
         dashboard = self.config.dashboard
         if dashboard.enabled:
-            snapshot = await node_snapshot(self.siblings, self.snapshot)
-            sample = self._parts.series.sample(snapshot)
+            snapshot, others = await node_snapshot(self.siblings, self.snapshot)
+            sample = self._parts.series.sample(snapshot, others)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
 
 
