@@ -60,7 +60,7 @@ def add_up(slots: Sequence[WorkerSlot], *, own: WorkerReading, uptime_ms: int) -
     )
     latency = add_latencies(reading.latency for reading in readings)
     # The answering worker charts its own latencies itself; its siblings' are added to them.
-    recent = tuple(slot for reading in readings[1:] for slot in reading.recent)
+    recent = {reading.snapshot.fingerprint: reading.recent for reading in readings[1:]}
     return NodeView(snapshot, latency, tuple(slots), recent)
 
 

@@ -3,25 +3,29 @@
 The status page charts, per sample interval, the mean and the highest
 latency of the posts that reached a browser. Under ``--workers`` each worker
 times the posts it took, and the worker that samples the node must add up
-every worker's interval. A mean and a maximum add up exactly from (count,
-sum, max), never from the workers' means; but each worker samples on its
-own timer, so there is no common interval to hand over. Instead each worker
-keeps its latencies in slots of ``width`` seconds on the host's monotonic
-clock (``CLOCK_MONOTONIC``, which every process of one host shares), sends
-its recent slots with its reading, and a sampler counts each sibling slot
-in the interval in which the slot **ended**: each slot is counted exactly
-once per sampler, at most ``width`` seconds late. Slots older than ``keep``
-seconds are dropped; ``keep`` must exceed the sampling interval.
+every worker's. A mean and a maximum add up exactly from (count, sum, max),
+never from the workers' means; but each worker samples on its own timer,
+so there is no common interval to hand over. Instead each worker keeps its
+latencies in slots of ``width`` seconds on its monotonic clock and sends
+its **finished** slots of the last ``keep`` seconds with its reading; a
+sampler (:class:`SiblingLatencies`) remembers, for each sibling, the end of
+the last slot it counted, and counts the newer ones. So each slot is counted
+once, whole, at most ``width`` seconds after it ended, even when a sibling
+missed a round (as long as ``keep`` covers it: ``keep`` must exceed the
+sampling interval). Slot ends are compared only with the same sibling's.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["LatencySlot", "LatencySlots", "LatencyTotal", "in_window"]
+__all__ = ["LatencySlot", "LatencySlots", "LatencyTotal", "SiblingLatencies"]
+
+#: Siblings remembered at most (a restarted worker is a new one; the oldest is forgotten).
+MAX_SIBLINGS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +83,14 @@ class LatencySlots:
         self._forget()
 
     def recent(self) -> tuple[LatencySlot, ...]:
-        """The slots kept (the current one included), oldest first."""
+        """The finished slots kept, oldest first (the current one may still grow)."""
         self._forget()
+        now = self._clock()
         width = self._width
         return tuple(
             LatencySlot((number + 1) * width, int(count), total, maximum)
             for number, count, total, maximum in self._slots
+            if (number + 1) * width <= now
         )
 
     def _forget(self) -> None:
@@ -93,10 +99,25 @@ class LatencySlots:
             self._slots.popleft()
 
 
-def in_window(slots: Iterable[LatencySlot], after: float, until: float) -> LatencyTotal:
-    """The latencies of the slots that ended in ``(after, until]``, added up."""
-    total = LatencyTotal()
-    for slot in slots:
-        if after < slot.end <= until:
-            total = total.plus(slot.count, slot.total, slot.maximum)
-    return total
+class SiblingLatencies:
+    """The slots a sampler has counted of each sibling: each sibling's newer ones are new."""
+
+    def __init__(self) -> None:
+        """Nothing counted yet: a sibling's first slots all count."""
+        #: By sibling: the end of the last slot counted.
+        self._counted: dict[str, float] = {}
+
+    def take(self, by_sibling: Mapping[str, Iterable[LatencySlot]]) -> LatencyTotal:
+        """The slots not counted yet, of every sibling in ``by_sibling``, added up."""
+        total = LatencyTotal()
+        for sibling, slots in by_sibling.items():
+            counted = self._counted.pop(sibling, -math.inf)
+            newest = counted
+            for slot in slots:
+                if slot.end > counted:
+                    total = total.plus(slot.count, slot.total, slot.maximum)
+                    newest = max(newest, slot.end)
+            self._counted[sibling] = newest  # re-inserted: the most recently heard last
+        while len(self._counted) > MAX_SIBLINGS:
+            del self._counted[next(iter(self._counted))]
+        return total

@@ -10,8 +10,8 @@ siblings exchange these as records (``relay.links.worker_wire``) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.latency_slots import LatencySlot
@@ -58,7 +58,7 @@ class WorkerReading:
     #: databases): the answering worker's own stand for the node.
     snapshot: NodeSnapshot
     latency: LatencyReading = LatencyReading()
-    #: The charts' latencies of its last seconds (posts that reached a browser).
+    #: The charts' latencies of its last seconds (posts that reached a browser), finished slots.
     recent: tuple[LatencySlot, ...] = ()
 
     def entry(self) -> dict[str, Any]:
@@ -103,8 +103,8 @@ class NodeView:
     latency: LatencyReading
     #: Every worker slot, in index order.
     workers: Sequence[WorkerSlot]
-    #: The other serving workers' recent latency slots, for the charts' samples.
-    sibling_latencies: tuple[LatencySlot, ...] = ()
+    #: The other serving workers' recent latency slots by fingerprint, for the charts.
+    sibling_latencies: Mapping[str, tuple[LatencySlot, ...]] = field(default_factory=dict)
 
     @property
     def answering(self) -> int:

@@ -7,7 +7,7 @@ own snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from relay.core.latency_slots import LatencySlot
@@ -36,12 +36,12 @@ def metrics_of(siblings: Siblings) -> Callable[[], Awaitable[bytes]]:
 
 async def node_snapshot(
     siblings: Siblings | None, own: Callable[[], NodeSnapshot]
-) -> tuple[NodeSnapshot, tuple[LatencySlot, ...]]:
+) -> tuple[NodeSnapshot, Mapping[str, tuple[LatencySlot, ...]]]:
     """The snapshot the status page shows, and the other workers' recent latencies to chart.
 
     For a single process: ``own()``, and no other latencies.
     """
     if siblings is None:
-        return own(), ()
+        return own(), {}
     view = await siblings.view()
     return view.snapshot, view.sibling_latencies

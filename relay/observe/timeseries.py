@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from relay.core.cluster_reading import ClusterStatusReading
-from relay.core.latency_slots import LatencySlot, LatencySlots, LatencyTotal, in_window
+from relay.core.latency_slots import LatencySlot, LatencySlots, LatencyTotal, SiblingLatencies
 from relay.core.snapshot import NodeSnapshot
 
 #: Most samples kept, whatever the settings ask (10 minutes every 0.1 s).
@@ -82,6 +82,7 @@ class TimeSeries:
         self._latency = LatencyTotal()
         self._interval = interval
         self._slots = LatencySlots(clock, *_slot_settings(interval))
+        self._siblings = SiblingLatencies()
 
     def resize(self, capacity: int, interval: float | None = None) -> None:
         """Keep up to ``capacity`` samples from now on, dropping the oldest if over."""
@@ -104,17 +105,18 @@ class TimeSeries:
         """This process' latency slots, for its sibling workers' samples."""
         return self._slots.recent()
 
-    def sample(self, snapshot: NodeSnapshot, siblings: Sequence[LatencySlot] = ()) -> Sample:
+    def sample(
+        self, snapshot: NodeSnapshot, siblings: Mapping[str, Sequence[LatencySlot]] | None = None
+    ) -> Sample:
         """Take a sample from ``snapshot`` now, keep it, and return it.
 
-        ``siblings`` are the other workers' latency slots: those that ended
-        since the last sample count with this process' own latencies. The
+        ``siblings`` are the other workers' finished latency slots, by
+        worker: those not counted before count with this process' own. The
         first sample's rates are 0: there is nothing to measure them against.
         """
         now = self._clock()
-        after = -math.inf if self._last_counts is None else self._last_counts[0]
-        window = in_window(siblings, after, now)
-        latency = self._latency.plus(window.count, window.total, window.maximum)
+        theirs = self._siblings.take(siblings or {})
+        latency = self._latency.plus(theirs.count, theirs.total, theirs.maximum)
         self._latency = LatencyTotal()
         readings = snapshot.instances.values()
         messages_in = sum(r.messages_in for r in readings)
