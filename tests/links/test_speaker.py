@@ -49,6 +49,15 @@ def test_the_oldest_holds_back_while_it_settles_then_sends_it_all() -> None:
     assert speaker.look([me, other], [event("4")]) == [event("4")]
 
 
+def test_before_its_own_record_is_heard_a_node_holds_back() -> None:
+    clock = FakeClock()
+    speaker = MeshSpeaker(clock, SETTLE)
+    assert speaker.look([], [event("early")]) == []
+    clock.advance(SETTLE)
+    me = member("a:1", 1.0, me=True)
+    assert speaker.look([me], [event("on time")]) == [event("early"), event("on time")]
+
+
 def test_a_younger_node_sends_only_its_own_links() -> None:
     clock = FakeClock()
     speaker = MeshSpeaker(clock, SETTLE)
@@ -79,6 +88,24 @@ def test_a_successor_sends_what_came_after_its_predecessor_was_last_heard() -> N
     sent = speaker.look([me], [left])
     assert sent == [event("db", "resolved"), event("ro"), left]
     assert speaker.speaking
+
+
+def test_a_sender_that_died_before_it_took_over_covers_nothing() -> None:
+    clock = FakeClock()
+    speaker = MeshSpeaker(clock, SETTLE)
+    me = member("c:1", 3.0, me=True)
+    speaker.look([me, member("a:1", 1.0), member("b:1", 2.0)], [])
+    clock.advance(10)
+    # The eldest was last heard 4 s ago; the next one 3 s ago: both died.
+    stale = [me, member("a:1", 1.0, age=4.0), member("b:1", 2.0, age=3.0)]
+    speaker.look(stale, [event("1")])
+    clock.advance(1)
+    # The eldest is gone: the next one sends, in this node's view, but is never heard again.
+    speaker.look([me, member("b:1", 2.0, age=4.0)], [event("2")])
+    clock.advance(1)
+    sent = speaker.look([me], [event("3")])
+    # What came after the eldest was last heard is this node's to send.
+    assert sent == [event("1"), event("2"), event("3")]
 
 
 def test_an_elder_coming_back_takes_nothing_over_a_younger_one_returning() -> None:
