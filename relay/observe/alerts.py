@@ -9,8 +9,8 @@ cluster-status lease, in a mesh the oldest node of the roster
 The others follow the episodes silently, so that one taking over sends the
 end of an episode begun before, never its start again. The queue is bounded
 (the oldest alert is dropped when it is full) and a task of its own POSTs
-it, each alert tried ``attempts`` times with backoff: a webhook
-that is slow or down delays nothing else.
+it, each alert tried ``attempts`` times with backoff: a webhook that is
+slow or down delays nothing else.
 """
 
 from __future__ import annotations
