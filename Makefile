@@ -10,6 +10,14 @@ UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
+# Bytecode written at install, as pip does for a production install: uv does not
+# by default, and with PYTHONDONTWRITEBYTECODE set (as here) no run ever writes
+# it, so every relay process compiled every module it imports at each start
+# (--workers 6: 7 processes, ~8 MiB more memory and 0.6 s more each, issue 20).
+export UV_COMPILE_BYTECODE := 1
+# relay itself is installed editable (its sources, not a copy): its bytecode is
+# written beside them by this, before each run; only changed files are compiled.
+COMPILE_RELAY = $(BIN)/python -m compileall -q relay
 # The newest release of every dependency, lock ignored: `make test-latest`.
 LATEST := .venv-latest
 
@@ -17,6 +25,7 @@ LATEST := .venv-latest
 
 # Start relay on the example config, in the foreground (Ctrl-C stops it).
 run: $(STAMP)
+	$(COMPILE_RELAY)
 	$(BIN)/relay serve --config aphlict.example.json
 
 # Everything CI runs: lint, type checks, then the whole test suite.
@@ -26,6 +35,7 @@ test: $(STAMP)
 # What `test` and `test-latest` run, with the tools of the venv named by BIN.
 checks:
 	bash scripts/ensure-services
+	$(COMPILE_RELAY)
 	$(BIN)/ruff check relay tests bench autobahn
 	$(BIN)/ruff format --check relay tests bench autobahn
 	$(BIN)/mypy
@@ -38,6 +48,7 @@ unit: $(STAMP)
 
 # The benchmark (bench/README.md): every scenario, 3-4 minutes; results in bench/results/.
 bench: $(VENV)/.bench-installed
+	$(COMPILE_RELAY)
 	$(BIN)/python -m bench
 
 # A long fuzz run (tests/fuzz): seeded hostile input against a real node over raw

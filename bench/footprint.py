@@ -35,27 +35,73 @@ def memory_figures(
     sockstat_before: dict[str, int],
     sockstat_after: dict[str, int],
     browsers: int,
+    *,
+    pss_before: list[int] | None = None,
+    pss_after: list[int] | None = None,
+    anon_before: list[int] | None = None,
+    anon_after: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Node RSS (every process: supervisor and workers) and kernel TCP memory per browser.
+    """Node RSS and PSS (every process: supervisor and workers) and kernel TCP memory per browser.
 
     ``rss_before`` and ``rss_after`` are the node's processes' resident bytes,
     in the same order, before the first browser connected and after the last
-    one subscribed. KiB per browser is given for the growth and for the total.
+    one subscribed; ``pss_*`` their proportional set sizes and ``anon_*``
+    their anonymous resident bytes (``procfs.memory``). The RSS sum counts
+    the pages the processes share (libraries, the interpreter) once per
+    process, the PSS sum once: what the node takes from the machine. PSS
+    shares a page out among every process mapping it, the load generators'
+    Pythons too, so the node's PSS falls as they start: the anonymous sum,
+    its own memory apart from files, grows by what the browsers cost.
+    KiB per browser is given for the growth and for the total.
     """
-    before, after = sum(rss_before), sum(rss_after)
-    kernel = sockstat_after["mem_bytes"] - sockstat_before["mem_bytes"]
     per = max(browsers, 1)
-    return {
-        "node_processes": len(rss_after),
-        "rss_before_mib": round(before / KIB / KIB, 1),
-        "rss_after_mib": round(after / KIB / KIB, 1),
-        "rss_per_process_after_mib": [round(r / KIB / KIB, 1) for r in rss_after],
-        "rss_growth_kib_per_browser": round((after - before) / per / KIB, 2),
-        "rss_total_kib_per_browser": round(after / per / KIB, 2),
-        "kernel_tcp_mem_growth_mib": round(kernel / KIB / KIB, 1),
-        "kernel_tcp_kib_per_browser": round(kernel / per / KIB, 2),
-        "tcp_sockets_in_use_growth": sockstat_after["inuse"] - sockstat_before["inuse"],
+    kernel = sockstat_after["mem_bytes"] - sockstat_before["mem_bytes"]
+    figures: dict[str, Any] = {"node_processes": len(rss_after)}
+    sums = {
+        "rss": (rss_before, rss_after),
+        "pss": (pss_before, pss_after),
+        "anon": (anon_before, anon_after),
     }
+    for kind, (start, end) in sums.items():
+        if start is None or end is None:
+            continue
+        before, after = sum(start), sum(end)
+        figures.update(
+            {
+                f"{kind}_before_mib": round(before / KIB / KIB, 1),
+                f"{kind}_after_mib": round(after / KIB / KIB, 1),
+                f"{kind}_per_process_after_mib": [round(r / KIB / KIB, 1) for r in end],
+                f"{kind}_growth_kib_per_browser": round((after - before) / per / KIB, 2),
+                f"{kind}_total_kib_per_browser": round(after / per / KIB, 2),
+            }
+        )
+    figures.update(
+        {
+            "kernel_tcp_mem_growth_mib": round(kernel / KIB / KIB, 1),
+            "kernel_tcp_kib_per_browser": round(kernel / per / KIB, 2),
+            "tcp_sockets_in_use_growth": sockstat_after["inuse"] - sockstat_before["inuse"],
+        }
+    )
+    return figures
+
+
+def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
+    """A node's memory from each of its processes' ``procfs.memory``: sums and the first one.
+
+    ``processes`` starts with the supervisor (or is the lone process). The sum
+    of PSS is what the node takes from the machine, each shared library page
+    counted once; the sum of RSS counts such a page once per process. MiB.
+    """
+
+    def mib(value: int) -> float:
+        return round(value / KIB / KIB, 1)
+
+    kinds = ("rss", "pss", "anon", "file")
+    figures: dict[str, Any] = {"node_processes": len(processes)}
+    figures.update({f"{kind}_mib": mib(sum(p[kind] for p in processes)) for kind in kinds})
+    figures.update({f"first_{kind}_mib": mib(processes[0][kind]) for kind in kinds})
+    figures["per_process_pss_mib"] = [mib(p["pss"]) for p in processes]
+    return figures
 
 
 def throttled_share(

@@ -8,7 +8,6 @@ exits; its CPU time is read from it after it exits and before it is reaped.
 
 from __future__ import annotations
 
-import compileall
 import contextlib
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any
 
 from bench import handoff_figures as hf
 from bench import procfs
-from bench.server import RelayNode, relay_root
+from bench.server import RelayNode, compile_relay, relay_root
 
 #: How often the coordinator counts each relay process's descriptors during the handoff.
 SAMPLE_INTERVAL = 0.1
@@ -52,8 +51,7 @@ def successor_checkout(directory: Path) -> tuple[Path, str]:
     init.write_text(text)
     # Compiled now, as an install compiles it: else the successor's start would
     # include compiling every module, which no real upgrade pays.
-    if not compileall.compile_dir(copy, quiet=1):
-        raise RuntimeError(f"the copy of relay in {copy} does not compile")
+    compile_relay(str(directory))
     return directory, version
 
 

@@ -122,6 +122,12 @@ def _rss(node: RelayNode) -> list[int]:
     return [procfs.rss_bytes(pid) for pid in node.pids()]
 
 
+def _memory(node: RelayNode) -> dict[str, list[int]]:
+    """The node's processes' PSS and anonymous memory (``procfs.memory``), by kind."""
+    found = [procfs.memory(pid) for pid in node.pids()]
+    return {kind: [m[kind] for m in found] for kind in ("pss", "anon")}
+
+
 def _sockstat() -> dict[str, int]:
     return footprint.parse_sockstat(
         Path("/proc/net/sockstat").read_text(), os.sysconf("SC_PAGESIZE")
@@ -192,6 +198,7 @@ def _connect(
     """Open every browser from the generators, each in the loadgen quota; memory around it."""
     shares = sources.plan(setup.browsers - setup.probes, setup.generators)
     rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
+    memory_before = _memory(node)
     cpu_before = node.cpu_seconds()
     began = time.monotonic()
     started = _start_generators(bench, quotas, node, setup, shares)
@@ -199,6 +206,7 @@ def _connect(
     seconds = time.monotonic() - began
     cpu = node.cpu_seconds() - cpu_before
     rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
+    memory_after = _memory(node)
     try:
         spread = browsers_per_worker(node.admin_port)
     except OSError:
@@ -211,7 +219,17 @@ def _connect(
             "browsers": setup.browsers,
             "server_cpu_us_per_connect": round(cpu / max(connected, 1) * 1e6, 1),
             "browsers_per_worker": spread,
-            **footprint.memory_figures(rss_before, rss_after, tcp_before, tcp_after, connected),
+            **footprint.memory_figures(
+                rss_before,
+                rss_after,
+                tcp_before,
+                tcp_after,
+                connected,
+                pss_before=memory_before["pss"],
+                pss_after=memory_after["pss"],
+                anon_before=memory_before["anon"],
+                anon_after=memory_after["anon"],
+            ),
             # The sockets' own kernel objects (not their buffers), for both ends of each.
             "kernel_slab_growth_mib": round((memory["Slab"] - slab_before) / 1024 / 1024, 1),
             "kernel_slab_kib_per_browser_both_ends": round(

@@ -44,6 +44,32 @@ def rss_bytes(pid: int) -> int:
     raise ValueError(f"no VmRSS in /proc/{pid}/status")
 
 
+def memory(pid: int) -> dict[str, int]:
+    """What process ``pid``'s resident memory is made of, in bytes.
+
+    ``rss`` counts every page mapped, shared library pages included, so a page
+    shared by seven processes is counted seven times in their sum; ``pss``
+    (/proc/PID/smaps_rollup) charges each process its share of such pages, so
+    the processes' PSS add up to what they take from the machine. ``anon`` and
+    ``file`` are RssAnon and RssFile from /proc/PID/status.
+    """
+    found = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        found[key] = int(value.split()[0]) * 1024
+    status = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            status[key] = int(value.split()[0]) * 1024
+    return {
+        "rss": found["Rss"],
+        "pss": found["Pss"],
+        "anon": status["RssAnon"],
+        "file": status["RssFile"],
+    }
+
+
 def open_fds(pid: int) -> int:
     """How many file descriptors process ``pid`` has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, handoff, hundredk, procfs, report, scale, scenarios
+from bench import burst, handoff, hundredk, idlenode, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -43,11 +43,35 @@ def _with_bench(run: Callable[[Bench, bool], Outcome | list[Outcome]]) -> Runner
     return runner
 
 
+def _twenty_thousand(quick: bool, factory: Callable[[], Bench]) -> list[Outcome]:
+    """The ``20k`` scenario on relay, then (with ``--aphlict``) on one Aphlict process."""
+    outcomes = []
+    for prefix, aphlict in [("", None), ("aphlict-", scenarios.APHLICT_DIR)]:
+        if prefix and aphlict is None:
+            continue
+        with factory() as bench:
+            outcomes += scenarios.fanout(
+                bench,
+                name=f"{prefix}fanout-20k",
+                idle_name=f"{prefix}idle-20k",
+                browsers=2000 if quick else 20_000,
+                rate=1,
+                duration=3 if quick else 10,
+                workers=4,
+                aphlict=aphlict,
+            )
+    return outcomes
+
+
 #: Every scenario in run order: name -> (what it measures, how to run it, full or quick).
 SCENARIOS: dict[str, tuple[str, Runner]] = {
     "idle-5k": (
         "RSS per idle connection, 5,000 browsers",
         _with_bench(lambda b, q: scenarios.idle(b, name="idle-5k", browsers=500 if q else 5000)),
+    ),
+    "idle-node": (
+        "one --workers 6 broker-mode node, no browser: each process's RSS and PSS, start time",
+        _with_bench(lambda b, q: idlenode.run(b, name="idle-node", workers=2 if q else 6)),
     ),
     "fanout": (
         "1,000 browsers, 100 posts/s: server CPU per delivery",
@@ -83,18 +107,9 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
         ),
     ),
     "20k": (
-        "20,000 browsers (or as many as fit): idle RSS (idle-20k), then 1 post/s (fanout-20k)",
-        _with_bench(
-            lambda b, q: scenarios.fanout(
-                b,
-                name="fanout-20k",
-                idle_name="idle-20k",
-                browsers=2000 if q else 20_000,
-                rate=1,
-                duration=3 if q else 10,
-                workers=4,
-            )
-        ),
+        "20,000 browsers (or as many as fit): idle RSS (idle-20k), then 1 post/s (fanout-20k); "
+        "with --aphlict, the same on one Aphlict process (aphlict-idle-20k, aphlict-fanout-20k)",
+        lambda q, factory: _twenty_thousand(q, factory),
     ),
     "throughput": (
         "10 browsers, posting as fast as possible to a lone node",
@@ -320,7 +335,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="an extraction of Aphlict's support/aphlict/server (with node_modules/ws): the "
-        "mesh scenario then runs three Aphlict nodes too, for figures beside relay's",
+        "mesh scenario then runs three Aphlict nodes too and the 20k scenario one Aphlict "
+        "process, for figures beside relay's",
     )
     parser.add_argument(
         "--before",

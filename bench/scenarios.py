@@ -91,6 +91,7 @@ def fanout(
     workers: int = 2,
     idle_name: str | None = None,
     broker: bool = False,
+    aphlict: Path | None = None,
 ) -> list[Outcome]:
     """``browsers`` browsers on one node, all subscribed to the key posted ``rate`` times/s.
 
@@ -98,9 +99,14 @@ def fanout(
     connected and before anything is posted, as that idle scenario: connecting
     20,000 browsers is the slowest step of the benchmark, so it is done once.
     With ``broker``, the node runs in broker mode on a Redis of its own: what
-    the cluster-wide order costs a node's own browsers.
+    the cluster-wide order costs a node's own browsers. With ``aphlict`` (an
+    extraction of its server), the node is one Aphlict process instead, under
+    the same browsers and posts, for figures beside relay's.
     """
-    node = bench.node(node_config(broker=bench.redis().url if broker else None))
+    if aphlict is not None:
+        node = bench.aphlict_node(aphlict, free_port(), free_port(), [], name="aphlict")
+    else:
+        node = bench.node(node_config(broker=bench.redis().url if broker else None))
     posts = round(rate * duration)
     outcomes = []
     browser_workers, idle_outcome = _connect(
@@ -126,9 +132,10 @@ def fanout(
                 "description": (
                     f"{connected} browsers, {rate:g} posts/s of 200 bytes for {duration:g} s"
                     + (" (broker mode)" if broker else "")
+                    + (" on one Aphlict process" if aphlict is not None else "")
                 ),
                 "parameters": {**idle_outcome.result["parameters"], "rate": rate},
-                "figures": _delivery_figures(m),
+                "figures": _delivery_figures(m, cpu_node=node.name),
                 "notes": idle_outcome.result["notes"],
             },
             latencies={name: np.concatenate([g.latencies for g in m.groups.values()])},

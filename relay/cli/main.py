@@ -12,19 +12,11 @@ import gc
 import logging
 import os
 import sys
-import urllib.parse
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeAlias
-
-import orjson
+from typing import TYPE_CHECKING, TypeAlias
 
 from relay import __version__
-from relay.cli.admin_client import AdminTarget, find_target
-from relay.cli.cluster_table import render_table
-from relay.cli.nodes_table import render_nodes
-from relay.cli.preflight import check_config, reach
-from relay.cli.status_table import render_status
+from relay.cli.preflight import check_config
 from relay.cli.wording import counted
 from relay.config import (
     DEFAULT_ADMIN_PORT,
@@ -34,14 +26,19 @@ from relay.config import (
     load_config,
     workers_without_broker,
 )
-from relay.core.envelope import new_message
 from relay.errors import ConfigError, RelayError, StartupError
-from relay.node.runtime import Handoff, serve_until_signalled, supervise
 from relay.process.logs import configure_logging
 from relay.process.loop import run
 from relay.process.open_files import raise_open_files_limit
 from relay.process.pidfile import PidFile
 from relay.workers.plan import WorkerRole
+
+if TYPE_CHECKING:
+    from relay.node.runtime import Handoff
+
+# What only some commands need is imported in them: a --workers node's supervisor
+# serves nothing, and the node, the network clients and the client commands'
+# HTTP would cost it ~25 MiB it keeps for life (bench idle-node).
 
 log = logging.getLogger("relay.cli")
 
@@ -218,6 +215,8 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"relay: warning: {warning}", file=sys.stderr)
     config = checked.config
     if args.connect:
+        from relay.cli.reach import reach
+
         unreached = run(reach(config))
         if unreached:
             raise ConfigError([f"{args.config}: {problem}" for problem in unreached])
@@ -275,8 +274,12 @@ def _serve(args: argparse.Namespace) -> int:
         if pidfile is not None:
             pidfile.acquire()
         if count > 1:
+            from relay.node.supervise import supervise
+
             run(supervise(config, args.config, count, args.debug))
         else:
+            from relay.node.runtime import serve_until_signalled
+
             handoff = _handoff(args, count, config)
             run(serve_until_signalled(config, args.config, args.debug, role, handoff))
     except StartupError as exc:
@@ -310,6 +313,8 @@ def _handoff(args: argparse.Namespace, workers: int, config: Config) -> Handoff 
         # Both processes would read the broker's streams, with no cut between them:
         # browsers would get messages twice or not at all.
         raise StartupError("--handoff-socket does not work in broker mode yet")
+    from relay.node.runtime import Handoff
+
     return Handoff(args.handoff_socket, args.take_over)
 
 
@@ -345,106 +350,19 @@ def _worker_count(args: argparse.Namespace, config: Config) -> int:
     return int(args.workers)
 
 
-def _target(args: argparse.Namespace) -> AdminTarget:
-    """The node a client command talks to, from its options."""
-    return find_target(
-        load_config(args.config) if args.config else None,
-        url=args.url,
-        host=args.host,
-        port=args.port,
-        secret_file=args.secret_file,
-        insecure=args.insecure,
-    )
-
-
-def _instance_query(instance: str) -> str:
-    return "?" + urllib.parse.urlencode({"instance": instance}) if instance else ""
-
-
-def _print_json(value: Any) -> None:
-    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
-
-
 def _status(args: argparse.Namespace) -> int:
-    status = _target(args).request("/status/" + _instance_query(args.instance))
-    if args.cluster:
-        return _print_nodes(status, as_json=args.json)
-    if args.json:
-        _print_json(status)
-    else:
-        print(render_status(status), end="")
-    return 0
+    from relay.cli.client_commands import status
 
-
-def _print_nodes(status: dict[str, Any], *, as_json: bool) -> int:
-    """``relay status --cluster``: the node's ``nodes`` section, as a table or JSON."""
-    nodes = status.get("nodes")
-    if not isinstance(nodes, dict):
-        raise RelayError(
-            'this node lists no cluster: presence needs broker mode (a "broker" section in '
-            'its config) or a mesh (peers in "cluster"; not under --workers; README, '
-            '"Presence"), or the node predates it'
-        )
-    if as_json:
-        _print_json(nodes)
-    else:
-        print(render_nodes(nodes), end="")
-    return 0
-
-
-#: What to do when a node answers 404 to ``/cluster-status/``: it runs without the module.
-_CLUSTER_STATUS_OFF = (
-    'to turn it on, add a "cluster_status" section to the node\'s config file (README, '
-    '"Cluster status") and reload the node (SIGHUP)'
-)
+    return status(args)
 
 
 def _cluster_status(args: argparse.Namespace) -> int:
-    snapshot = _target(args).request("/cluster-status/", hints={404: _CLUSTER_STATUS_OFF})
-    if args.json:
-        _print_json(snapshot)
-    else:
-        print(render_table(snapshot))
-    return 0
+    from relay.cli.client_commands import cluster_status
+
+    return cluster_status(args)
 
 
 def _notify(args: argparse.Namespace) -> int:
-    keys: list[str] = args.key
-    message = new_message(keys[0], args.type)
-    message["subscribers"] = keys
-    if args.data is not None:
-        fields = _read_data(args.data)
-        if not isinstance(fields, dict):
-            raise RelayError("--data: must be a JSON object (its fields are added to the message)")
-        if "subscribers" in fields:
-            raise RelayError("--data: give the subscribers with -k/--key, not in the data")
-        message.update(fields)
-    target = _target(args)
-    receipt = target.request("/" + _instance_query(args.instance), message)
-    if args.json:
-        _print_json({"uniqueID": message["uniqueID"], **receipt})
-    else:
-        print(
-            f"posted {message['uniqueID']} ({args.type}) to {', '.join(keys)}; "
-            f"node fingerprint {receipt.get('fingerprint')}"
-        )
-    return 0
+    from relay.cli.client_commands import notify
 
-
-def _read_data(argument: str) -> Any:
-    """``--data``: JSON text, ``@FILE`` or ``-`` (stdin), decoded."""
-    if argument == "-":
-        text, where = sys.stdin.read(), "--data (stdin)"
-    elif argument.startswith("@"):
-        try:
-            text, where = Path(argument[1:]).read_text(), f"--data {argument}"
-        except OSError as exc:
-            raise RelayError(f"--data: cannot read {argument[1:]}: {exc.strerror}") from None
-    else:
-        text, where = argument, "--data"
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise RelayError(
-            f"{where}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+    return notify(args)

@@ -13,20 +13,17 @@ usually runs beside the live node, which holds its own ports.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import ConnectionPool
 
-from relay.broker.connect import reach as broker_reach
-from relay.cluster_status.driver import DatabaseChecker
 from relay.config import (
     AdminConfig,
     Config,
@@ -38,7 +35,6 @@ from relay.config import (
     read_config_data,
 )
 from relay.config.broker import BrokerConfig
-from relay.config.cluster_status import ClusterStatusConfig, ConnectionTarget
 from relay.config.secrets import load_secret
 from relay.config.tls import peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
@@ -124,13 +120,41 @@ def inspect(data: dict[str, Any]) -> Findings:
     return found
 
 
+#: What ``_redis_url`` runs in a child process: redis-py's word on a URL, or nothing.
+_ASK_REDIS_PY = """
+import sys
+from redis.asyncio import ConnectionPool
+try:
+    ConnectionPool.from_url(sys.argv[1])
+except ValueError as exc:
+    print(exc)
+"""
+
+
 def _redis_url(broker: BrokerConfig) -> list[str]:
-    """The broker URL as redis-py will read it when the node connects (its query options too)."""
-    try:
-        ConnectionPool.from_url(broker.url)
-    except ValueError as exc:
-        return [f"broker.url: redis-py cannot use it: {exc}"]
-    return []
+    """The broker URL as redis-py will read it when the node connects (its query options too).
+
+    redis-py is asked in a child process unless this one has loaded it: loading
+    it takes ~10 MiB that a process keeps for life, and the supervisor of a
+    ``--workers`` node (which runs this check) never talks to Redis itself.
+    """
+    if "redis" in sys.modules:
+        from redis.asyncio import ConnectionPool
+
+        try:
+            ConnectionPool.from_url(broker.url)
+        except ValueError as exc:
+            return [f"broker.url: redis-py cannot use it: {exc}"]
+        return []
+    # The URL holds no password (the config refuses one there), so it may be an argument.
+    asked = subprocess.run(
+        [sys.executable, "-c", _ASK_REDIS_PY, broker.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    problem = asked.stdout.strip()
+    return [f"broker.url: redis-py cannot use it: {problem}"] if problem else []
 
 
 def _probe_listener(found: Findings, where: str, server: ServerConfig) -> None:
@@ -215,46 +239,3 @@ def _valid(model: type[Model], value: object) -> Model | None:
         return model.model_validate_json(orjson.dumps(value))
     except ValidationError:
         return None
-
-
-async def reach(config: Config) -> list[str]:
-    """``check-config --connect``: what of the broker and the cluster's databases cannot be reached.
-
-    The broker is connected to and pinged as the broker link would (same
-    timeouts, password and TLS); each enabled database of the cluster-status
-    module is connected to and asked for its replica status, as the monitor
-    does. Each problem names the field, never a password.
-    """
-    checks: list[Awaitable[str | None]] = []
-    if config.broker is not None:
-        checks.append(_broker_reached(config.broker))
-    status = config.cluster_status
-    if status is not None:
-        targets = status.database_targets()
-        for index, (entry, target) in enumerate(zip(status.databases, targets, strict=True)):
-            if not entry.disabled:
-                checks.append(_database_reached(index, target, status))
-    return [problem for problem in await asyncio.gather(*checks) if problem is not None]
-
-
-async def _broker_reached(broker: BrokerConfig) -> str | None:
-    problem = await broker_reach(broker, "check-config")
-    return None if problem is None else f"broker.url: cannot reach {broker.display_url}: {problem}"
-
-
-async def _database_reached(
-    index: int, target: ConnectionTarget, status: ClusterStatusConfig
-) -> str | None:
-    checker = DatabaseChecker(
-        target,
-        connect_timeout=status.connect_timeout_seconds,
-        query_timeout=status.query_timeout_seconds,
-        clock=time.monotonic,
-    )
-    outcome = await checker.check()
-    if outcome.ran:
-        return None
-    return (
-        f"cluster_status.databases[{index}]: cannot check {target.label}: "
-        f"{outcome.error_message or 'no answer'}"
-    )

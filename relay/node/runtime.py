@@ -1,8 +1,8 @@
 """The process around a serving node: stop signals, reloads on SIGHUP, upgrades on SIGUSR2, systemd.
 
-``relay serve`` runs ``serve_until_signalled`` on the event loop, or
-``supervise`` for a node of several worker processes; this is the only
-place that handles signals.
+``relay serve`` runs ``serve_until_signalled`` on the event loop (a node of
+several worker processes: ``supervise``, ``relay.node.supervise``, in the
+supervisor); these two are the only places that handle signals.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
-from relay.links.backoff import Backoff
 from relay.node.handoff import serve_handing_over
 from relay.node.node import Node, serve
 from relay.node.upgrade import Upgrade
@@ -27,7 +26,6 @@ from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
-from relay.workers.supervisor import Supervisor
 
 # The CLI's logger: operators' log filters know these lines under that name.
 log = logging.getLogger("relay.cli")
@@ -167,39 +165,6 @@ class _ServingProcess:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
-    """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them all."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    systemd = Notifier()
-    supervisor = Supervisor(
-        config, path, count=count, systemd=systemd, backoff=Backoff, debug=debug
-    )
-
-    def request_stop(name: str) -> None:
-        log.info("received %s, stopping the workers", name)
-        systemd.stopping()
-        stop.set()
-
-    def reload() -> None:
-        log.info("received SIGHUP, reloading %s in every worker", path)
-        try:
-            new = load_config(path)
-            configure_logging(new.logs, debug=debug, log_format=new.log_format)
-        except (ConfigError, StartupError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
-            return
-        if new.workers != config.workers:
-            log.warning("reload: workers changed: the number of workers changes with a restart")
-        supervisor.reload()
-
-    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    await supervisor.run(stop)
 
 
 def _describe(node: Node) -> str:

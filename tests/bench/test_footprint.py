@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bench.footprint import (
     connect_figures,
     limits,
     memory_figures,
+    node_memory,
     parse_sockstat,
     quota_use,
     throttled_share,
 )
+from bench.procfs import memory
 
 SOCKSTAT = """sockets: used 200154
 TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
@@ -45,6 +50,52 @@ def test_memory_per_browser_counts_every_process() -> None:
     assert figures["rss_total_kib_per_browser"] == round(1100 * 1024 / 100_000, 2)
     assert figures["kernel_tcp_kib_per_browser"] == 1.02
     assert figures["tcp_sockets_in_use_growth"] == 200_000
+    assert "pss_after_mib" not in figures  # PSS only when it was read
+
+
+def test_pss_beside_rss_counts_shared_pages_once() -> None:
+    mib = 1024 * 1024
+    sockstat = {"inuse": 0, "alloc": 0, "tw": 0, "mem_bytes": 0}
+    # 7 processes sharing 25 MiB of library pages: RSS counts them 7 times, PSS once.
+    rss_before = [40 * mib] + [75 * mib] * 6
+    pss_before = [20 * mib] + [52 * mib] * 6
+    figures = memory_figures(
+        rss_before,
+        [40 * mib] + [105 * mib] * 6,
+        sockstat,
+        sockstat,
+        100_000,
+        pss_before=pss_before,
+        pss_after=[20 * mib] + [82 * mib] * 6,
+        anon_before=[18 * mib] + [50 * mib] * 6,
+        anon_after=[18 * mib] + [80 * mib] * 6,
+    )
+    assert figures["rss_before_mib"] == 490.0
+    assert figures["pss_before_mib"] == 332.0
+    assert figures["pss_after_mib"] == 512.0
+    assert figures["pss_per_process_after_mib"] == [20.0] + [82.0] * 6
+    # The growth is the workers' own memory: the same in both.
+    assert figures["pss_growth_kib_per_browser"] == figures["rss_growth_kib_per_browser"] == 1.84
+    assert figures["pss_total_kib_per_browser"] == round(512 * 1024 / 100_000, 2)
+    assert figures["rss_total_kib_per_browser"] == round(670 * 1024 / 100_000, 2)
+    assert figures["anon_before_mib"] == 318.0
+    assert figures["anon_growth_kib_per_browser"] == 1.84
+
+
+def test_node_memory_sums_rss_and_pss_and_names_the_supervisor() -> None:
+    mib = 1024 * 1024
+    supervisor = {"rss": 20 * mib, "pss": 10 * mib, "anon": 8 * mib, "file": 12 * mib}
+    worker = {"rss": 80 * mib, "pss": 60 * mib, "anon": 55 * mib, "file": 25 * mib}
+    figures = node_memory([supervisor, worker, worker])
+    assert figures["node_processes"] == 3
+    assert figures["rss_mib"] == 180.0
+    # Shared pages counted once: the PSS sum is below the RSS sum.
+    assert figures["pss_mib"] == 130.0
+    assert figures["anon_mib"] == 118.0
+    assert figures["file_mib"] == 62.0
+    assert figures["first_rss_mib"] == 20.0
+    assert figures["first_pss_mib"] == 10.0
+    assert figures["per_process_pss_mib"] == [10.0, 60.0, 60.0]
 
 
 def test_throttled_share_per_group_over_the_window() -> None:
@@ -104,3 +155,18 @@ def test_connect_figures_add_up_the_generators() -> None:
     assert connect_figures([{"ready": 1, "failed": {}, "seconds": 1}], 1)["failed_by_error"] == (
         "none"
     )
+
+
+def test_procfs_memory_of_an_idle_process() -> None:
+    # An idle process: this test's own process may allocate between the two
+    # files' reads (it did, under the whole suite), which these sums cannot bear.
+    script = "import sys; print('ready', flush=True); sys.stdin.read()"
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as idle:
+        assert idle.stdout is not None
+        assert idle.stdout.readline() == b"ready\n"
+        found = memory(idle.pid)
+        idle.kill()
+    assert 0 < found["pss"] <= found["rss"]
+    assert found["anon"] + found["file"] <= found["rss"]
