@@ -21,8 +21,10 @@ from relay.errors import ConfigError, StartupError
 from relay.links.backoff import Backoff
 from relay.node.handoff import serve_handing_over
 from relay.node.node import Node, serve
+from relay.node.restart import serve_restartable
 from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
+from relay.process.fdstore import FdStore
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
@@ -52,6 +54,13 @@ async def serve_until_signalled(
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
     if handoff is None:
+        # Under systemd with a file descriptor store, a restart keeps the browsers there.
+        store = FdStore.of() if role is None and config.broker is None else None
+        if store is not None:
+            await serve_restartable(
+                config, store, shutdown_trigger=process.stop.wait, on_ready=process.started
+            )
+            return
         await serve(config, shutdown_trigger=process.stop.wait, on_ready=process.started, role=role)
         return
     await serve_handing_over(

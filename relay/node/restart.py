@@ -1,0 +1,294 @@
+"""``systemctl restart`` that disconnects no one: browsers wait in systemd's file descriptor store.
+
+A restart is not a handoff (``relay.node.handoff``): the old process exits
+before the new one starts, and only systemd holds anything in between. Under
+systemd with a store (``relay.process.fdstore``: ``FileDescriptorStoreMax=``),
+a stop does not close the browsers. In order:
+
+1. the admin listening sockets are stored, then the admin listeners finish
+   the posts in flight and stop (a post that arrives later waits in the
+   kernel's backlog for the next process);
+2. the client listening sockets are stored and no longer accepted on;
+3. every browser connection that can move is cut at a frame boundary (the
+   handoff's cut: it owes nothing, nothing is read past the last frame) and
+   stored with its state in a memfd (``relay-state``); what cannot move (TLS,
+   permessage-deflate, still in its handshake) is closed with 1001 as at any stop.
+
+Every post the old process accepted was written to the browsers before the
+cut; every later one is the new process'. The next start takes the listeners
+(connects and posts waited in the backlog), adopts the browsers, then
+accepts posts, so every browser gets every post once, in order. A store
+that is stale or malformed is logged, its sockets closed, and relay starts
+clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+from relay import __version__
+from relay.config import Config
+from relay.links.fdstore_wire import (
+    BROWSER,
+    STATE,
+    STATE_LIMIT,
+    FdStoreError,
+    Passed,
+    StoredState,
+    listener_name,
+    socket_key,
+)
+from relay.links.handoff_wire import ConnectionState
+from relay.listeners.handoff import MovableConnection, adopt
+from relay.node.node import Node
+from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
+
+log = logging.getLogger("relay.restart")
+
+#: How long a stop waits for browsers still in their handshake or with bytes to send.
+CUT_SECONDS = 2.0
+#: Pause between the rounds of that wait (a bounded poll: no event says a buffer emptied).
+CUT_POLL = 0.05
+
+
+async def serve_restartable(
+    config: Config,
+    store: FdStore,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    """``serve`` that adopts what systemd kept at start and keeps its browsers there at a stop.
+
+    Raises:
+        StartupError: a listener could not start.
+    """
+    passed = take_passed()
+    node = Node(config, connection_factory=MovableConnection)
+    await adopt_passed(node, store, passed)
+    try:
+        if on_ready is not None:
+            on_ready(node)
+        await shutdown_trigger()
+        try:
+            await store_for_restart(node, store)
+        except Exception:
+            log.exception("cannot keep the browsers in systemd's store; closing them")
+    finally:
+        await node.stop()
+
+
+async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
+    """Start ``node`` on what systemd passed: listeners, then browsers, then the admin side.
+
+    Every descriptor passed is this process' alone afterwards: systemd is
+    told to forget them (else it would keep each browser's connection open
+    after relay closed it).
+
+    Raises:
+        StartupError: a listener could not start; whatever had started is stopped.
+    """
+    if not passed:
+        await node.start()
+        return
+    state = _read_state(passed)
+    clients = _listening(passed.clients, len(node.config.listeners("client")), "client")
+    admins = _listening(passed.admins, len(node.config.listeners("admin")), "admin")
+    for name, fd in passed.unknown:
+        log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
+        os.close(fd)
+    store.remove(sorted(passed.names))
+    await asyncio.to_thread(store.barrier)
+    try:
+        await node.start(clients, admin_later=True)
+    except BaseException:
+        _close_all(passed.browsers)
+        raise
+    # Before the admin side accepts: a post taken now reaches the adopted browsers too.
+    adopted, stale = await _adopt_browsers(node, passed.browsers, state)
+    await node.start_admin(admins)
+    node.adopted = adopted
+    log.info(
+        "restarted with systemd's file descriptor store: %d client and %d admin listeners "
+        "and %d browser connections adopted%s",
+        len(clients),
+        len(admins),
+        adopted,
+        f", {stale} stale ones closed" if stale else "",
+    )
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _read_state(passed: Passed) -> StoredState | None:
+    """The state of the browsers passed, or None (logged) when there is none usable."""
+    state: StoredState | None = None
+    for fd in passed.states:
+        try:
+            if state is None:
+                state = StoredState.decode(read_memfd(fd, STATE_LIMIT))
+        except FdStoreError as exc:
+            log.error("systemd's store holds a state relay cannot use, starting clean: %s", exc)
+        finally:
+            os.close(fd)
+    if state is None and passed.browsers:
+        log.error(
+            "systemd kept %d browser connections without their state: closing them",
+            len(passed.browsers),
+        )
+    elif state is not None:
+        log.info(
+            "state stored by relay %s (pid %d) %.1f s ago", state.version, state.pid, state.age()
+        )
+    return state
+
+
+def _listening(fds: dict[int, int], wanted: int, kind: str) -> list[socket.socket]:
+    """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
+
+    The config may have changed between the stop and the start: then the
+    listeners are bound afresh as configured.
+    """
+    sockets = {index: socket.socket(fileno=fd) for index, fd in fds.items()}
+    usable = sorted(sockets) == list(range(wanted)) and all(
+        sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        for sock in sockets.values()
+    )
+    if usable:
+        return [sockets[index] for index in range(wanted)]
+    if sockets:
+        log.warning(
+            "systemd kept %d %s listening sockets that do not fit the config (%d): binding afresh",
+            len(sockets),
+            kind,
+            wanted,
+        )
+    for sock in sockets.values():
+        sock.close()
+    return []
+
+
+async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None) -> tuple[int, int]:
+    """Adopt each passed browser socket with its stored state; close those without one.
+
+    Returns how many were adopted and how many closed.
+    """
+    adopted = stale = 0
+    age = 0.0 if state is None else max(0.0, state.age())
+    for fd in fds:
+        sock = socket.socket(fileno=fd)
+        try:
+            key = socket_key(sock.getsockname(), sock.getpeername())
+        except OSError:
+            key = ""  # the browser went away during the restart
+        found = None if state is None else state.connections.get(key)
+        if found is None or not 0 <= found.listener < len(node.client_listeners):
+            sock.close()
+            stale += 1
+            continue
+        # Its silence went on during the restart: the liveness check counts it.
+        found = dataclasses.replace(found, silent_for=found.silent_for + age)
+        try:
+            await adopt(node.client_listeners[found.listener], found, sock.detach())
+            adopted += 1
+        except OSError as exc:
+            log.warning("could not adopt a browser connection from %s: %s", found.address, exc)
+            stale += 1
+    return adopted, stale
+
+
+async def store_for_restart(node: Node, store: FdStore) -> None:
+    """Store the listeners and every browser that can move in systemd's store (see the module).
+
+    What is not stored stays with the node, whose stop closes it with 1001.
+
+    Raises:
+        OSError: systemd could not be told (the browsers cut are served again first).
+    """
+    stored = 0
+    for index, sock in enumerate(node.admin_sockets()):
+        store.store(listener_name("admin", index), [sock.fileno()])
+        stored += 1
+    await node.close_admin()  # posts in flight are answered (and delivered) first
+    for index, listener in enumerate(node.client_listeners):
+        for sock in listener.listening_sockets()[:1]:
+            store.store(listener_name("client", index), [sock.fileno()])
+            stored += 1
+        listener.stop_accepting()
+    cut = await _cut_browsers(node)
+    room = max(0, store.capacity - stored - 1)
+    kept, left = cut[:room], cut[room:]
+    cut_at = time.monotonic()
+    try:
+        _store_browsers(store, kept)
+    except OSError:
+        left = cut
+        raise
+    finally:
+        for connection, state, _fd in left:
+            connection.resume(state, (time.monotonic() - cut_at) * 1000.0)
+    if not await asyncio.to_thread(store.barrier):
+        log.warning("systemd did not confirm that it keeps the browsers; they may be lost")
+    for connection, _state, _fd in kept:
+        connection.release()
+    await asyncio.sleep(0)  # their connection_lost runs before the drain looks at who is left
+    log.info(
+        "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
+        "file descriptor store%s",
+        len(kept),
+        stored,
+        f"; {len(left)} over FileDescriptorStoreMax= are closed" if left else "",
+    )
+
+
+def _store_browsers(
+    store: FdStore, kept: list[tuple[MovableConnection, ConnectionState, int]]
+) -> None:
+    """Store the browsers' sockets, then their states keyed by each socket's addresses."""
+    states: dict[str, ConnectionState] = {}
+    for _connection, state, fd in kept:
+        sock = socket.socket(fileno=fd)
+        try:
+            states[socket_key(sock.getsockname(), sock.getpeername())] = state
+        except OSError:
+            pass  # gone already: stored without a state, closed by the next start
+        finally:
+            sock.detach()  # the transport still owns the descriptor
+    record = StoredState(os.getpid(), __version__, time.time(), states)
+    memfd = memfd_with(STATE, record.encode())
+    try:
+        store.store(BROWSER, [fd for _, _, fd in kept])
+        store.store(STATE, [memfd], poll=False)
+    finally:
+        os.close(memfd)
+
+
+async def _cut_browsers(node: Node) -> list[tuple[MovableConnection, ConnectionState, int]]:
+    """Cut every browser that can move, waiting (bounded) for those not ready yet."""
+    cut: list[tuple[MovableConnection, ConnectionState, int]] = []
+    deadline = time.monotonic() + CUT_SECONDS
+    while True:
+        waiting = moved = 0
+        for index, listener in enumerate(node.client_listeners):
+            for connection in listener.connections():
+                if not isinstance(connection, MovableConnection):
+                    continue
+                detached = connection.detach(index)
+                if detached is not None:
+                    cut.append((connection, *detached))
+                    moved += 1
+                elif connection.in_handshake:
+                    waiting += 1
+        # A round that moved some may have left some with bytes still to send.
+        if not (waiting or moved) or time.monotonic() > deadline:
+            return cut
+        await asyncio.sleep(CUT_POLL)
