@@ -1,0 +1,171 @@
+"""``systemctl restart`` with systemd's file descriptor store: no browser sees the restart.
+
+There is no systemd here: :class:`~tests.harness.fdstore.FakeSystemd` plays
+it (a notify socket that keeps what relay stores, and starts the next
+process with it at descriptor 3 onwards, as systemd does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.harness.fdstore import FakeSystemd
+from tests.node.handoff_parts import Poster, Watcher, close_all, connect_many
+from tests.support import WAIT, eventually, local_config, notification
+
+#: Browsers on the node when it restarts: more than one SCM_RIGHTS message (253) holds.
+BROWSERS = int(os.environ.get("RELAY_RESTART_BROWSERS", "300"))
+
+
+@pytest.fixture
+async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
+    """The fake systemd; every process it started is killed at the end."""
+    fake = FakeSystemd(tmp_path)
+    processes: list[subprocess.Popen[bytes]] = []
+    original = fake.start
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        process = original(*args)
+        processes.append(process)
+        return process
+
+    fake.start = start  # type: ignore[method-assign]
+    try:
+        yield fake
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(WAIT)
+        fake.close()
+
+
+def _config(tmp_path: Path, **sections: Any) -> str:
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(local_config(limits={"max_connections_per_ip": 0}, **sections)))
+    return str(path)
+
+
+async def _status(port: int) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/status/") as response,
+    ):
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def _post(port: int, unique: str) -> int:
+    body = orjson.dumps(notification("K", unique_id=unique))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/", data=body) as response,
+    ):
+        return response.status
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(process.wait, 2 * WAIT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_restart_keeps_every_browser_and_every_post(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    config = _config(tmp_path)
+    first = systemd.start("--config", config)
+    ports = await systemd.ready()
+    watchers = await connect_many(ports["client"], BROWSERS)
+    poster = Poster(ports["admin"])
+
+    async def posted(count: int) -> bool:
+        return len(poster.posted) >= count
+
+    await eventually(lambda: posted(5), "five posts are answered")
+    assert await _stop(first) == 0
+    # What systemd keeps: the two listeners, every browser, the state.
+    names = systemd.names()
+    assert names.count("relay-browser") == BROWSERS
+    assert sorted(set(names)) == ["relay-admin-0", "relay-browser", "relay-client-0", "relay-state"]
+    gap_starts = len(poster.posted) + len(poster.failures)
+    # A post started while no relay runs: it waits in the admin socket's backlog.
+    gap_post = asyncio.create_task(_post(ports["admin"], "gap"))
+    second = systemd.start("--config", config)
+    assert await systemd.ready() == ports  # the same sockets
+    assert await gap_post == 200
+    # Posts went on during the gap: they waited in the admin socket's backlog.
+    await eventually(lambda: posted(gap_starts + 10), "ten more posts are answered")
+    await poster.stop()
+    assert not poster.failures
+    for watcher in watchers:
+        await watcher.sync()
+    for watcher in watchers:
+        assert watcher.ended is None
+        assert watcher.ids.count("gap") == 1
+        assert [unique for unique in watcher.ids if unique != "gap"] == poster.posted
+    process = (await _status(ports["admin"]))["process"]
+    assert (process["pid"], process["adopted"]) == (second.pid, BROWSERS)
+    assert f"and {BROWSERS} browser connections adopted" in systemd.log()
+    assert f"{BROWSERS} browser connections and 2 listeners kept" in systemd.log(0)
+    assert systemd.stored == []  # relay asked systemd to forget what it adopted
+    # A browser connecting now is served by the new process.
+    late = await Watcher.open(ports["client"])
+    await close_all([*watchers, late])
+    assert await _stop(second) == 0
+
+
+@pytest.mark.slow
+async def test_a_stale_state_closes_the_browsers_and_starts_clean(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    config = _config(tmp_path)
+    first = systemd.start("--config", config)
+    ports = await systemd.ready()
+    watchers = await connect_many(ports["client"], 5)
+    assert await _stop(first) == 0
+    # The state is replaced by garbage, as a crash half-way through writing might leave it.
+    state = next(fd for name, fd in systemd.stored if name == "relay-state")
+    os.ftruncate(state, 0)
+    os.pwrite(state, b'{"format": 1, "connections": "nope"}', 0)
+    systemd.start("--config", config)
+    assert await systemd.ready() == ports  # the listeners are adopted still
+    for watcher in watchers:
+        await watcher.task  # each sees its connection end, and would reconnect
+        assert watcher.ended is not None
+    log = systemd.log()
+    assert "relay cannot use, starting clean" in log
+    assert "without their state: closing them" in log
+    assert "and 0 browser connections adopted, 5 stale ones closed" in log
+    again = await Watcher.open(ports["client"])
+    assert (await _status(ports["admin"]))["process"]["adopted"] == 0
+    await close_all([again])
+
+
+@pytest.mark.slow
+async def test_without_a_store_a_stop_closes_browsers_with_1001(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    systemd.capacity = 0  # FileDescriptorStoreMax=0: relay does not use the store
+    config = _config(tmp_path)
+    first = systemd.start("--config", config)
+    ports = await systemd.ready()
+    watchers = await connect_many(ports["client"], 3)
+    assert await _stop(first) == 0
+    for watcher in watchers:
+        await watcher.task
+        assert watcher.ws.close_code == 1001  # going away, as at any stop
+    assert systemd.stored == []
