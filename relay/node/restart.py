@@ -31,9 +31,11 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from relay import __version__
 from relay.config import Config
+from relay.core.history import History
 from relay.links.fdstore_wire import (
     BROWSER,
     STATE,
@@ -98,6 +100,10 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         await node.start()
         return
     state = _read_state(passed)
+    if state is not None and state.history:
+        # Before anyone connects: a browser that reconnected during the restart replays it.
+        restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
+        log.info("%d messages of history kept across the restart", restored)
     clients = _listening(passed.clients, len(node.config.listeners("client")), "client")
     admins = _listening(passed.admins, len(node.config.listeners("admin")), "admin")
     for name, fd in passed.unknown:
@@ -122,6 +128,11 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         adopted,
         f", {stale} stale ones closed" if stale else "",
     )
+
+
+def _history(node: Node) -> History:
+    """The node's history. Node has no accessor for it: node.py is at its line limit."""
+    return node._parts.history
 
 
 def _close_all(fds: list[int]) -> None:
@@ -229,7 +240,7 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     kept, left = cut[:room], cut[room:]
     cut_at = time.monotonic()
     try:
-        _store_browsers(store, kept)
+        _store_browsers(store, kept, _history(node).export())
     except OSError:
         left = cut
         raise
@@ -251,7 +262,9 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
 
 
 def _store_browsers(
-    store: FdStore, kept: list[tuple[MovableConnection, ConnectionState, int]]
+    store: FdStore,
+    kept: list[tuple[MovableConnection, ConnectionState, int]],
+    history: list[Any],
 ) -> None:
     """Store the browsers' sockets, then their states keyed by each socket's addresses."""
     states: dict[str, ConnectionState] = {}
@@ -263,7 +276,7 @@ def _store_browsers(
             pass  # gone already: stored without a state, closed by the next start
         finally:
             sock.detach()  # the transport still owns the descriptor
-    record = StoredState(os.getpid(), __version__, time.time(), states)
+    record = StoredState(os.getpid(), __version__, time.time(), states, history)
     memfd = memfd_with(STATE, record.encode())
     try:
         store.store(BROWSER, [fd for _, _, fd in kept])

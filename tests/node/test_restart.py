@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     systemd: FakeSystemd, tmp_path: Path
 ) -> None:
     config = _config(tmp_path)
+    started = time.monotonic()
     first = systemd.start("--config", config)
     ports = await systemd.ready()
     watchers = await connect_many(ports["client"], BROWSERS)
@@ -122,8 +124,12 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     assert f"and {BROWSERS} browser connections adopted" in systemd.log()
     assert f"{BROWSERS} browser connections and 2 listeners kept" in systemd.log(0)
     assert systemd.stored == []  # relay asked systemd to forget what it adopted
-    # A browser connecting now is served by the new process.
+    # A browser that reconnects now replays what came before the restart too: history moved.
     late = await Watcher.open(ports["client"])
+    await late.replay(started)
+    await late.sync()
+    assert late.ids == watchers[0].ids
+    assert "messages of history kept across the restart" in systemd.log()
     await close_all([*watchers, late])
     assert await _stop(second) == 0
 
