@@ -175,3 +175,32 @@ async def test_without_a_store_a_stop_closes_browsers_with_1001(
         await watcher.task
         assert watcher.ws.close_code == 1001  # going away, as at any stop
     assert systemd.stored == []
+
+
+@pytest.mark.slow
+async def test_browsers_over_the_store_s_capacity_are_closed_with_1001(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    systemd.capacity = 6  # two listeners, the state, and room for three browsers
+    config = _config(tmp_path)
+    first = systemd.start("--config", config)
+    ports = await systemd.ready()
+    watchers = await connect_many(ports["client"], 5)
+    assert await _stop(first) == 0
+    assert systemd.names().count("relay-browser") == 3
+    assert "2 over FileDescriptorStoreMax= are closed" in systemd.log()
+    systemd.start("--config", config)
+    await systemd.ready()
+
+    async def two_closed() -> bool:
+        return sum(watcher.ended is not None for watcher in watchers) == 2
+
+    await eventually(two_closed, "the two browsers not stored see their close")
+    closed = [watcher for watcher in watchers if watcher.ws.close_code == 1001]
+    assert len(closed) == 2
+    kept = [watcher for watcher in watchers if watcher not in closed]
+    for watcher in kept:
+        await watcher.sync()  # served by the new process
+        assert watcher.ended is None
+    assert (await _status(ports["admin"]))["process"]["adopted"] == 3
+    await close_all(kept)
