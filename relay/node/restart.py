@@ -59,6 +59,60 @@ CUT_SECONDS = 2.0
 CUT_POLL = 0.05
 
 
+class Restart:
+    """A node's side of a restart: adopt what systemd kept at start, store it all at the stop.
+
+    Made before the node (it takes what systemd passed at once); its
+    :meth:`start`, :meth:`ready` and :meth:`stopping` plug into a lifecycle,
+    ``serve_restartable``'s or the handoff's (``serve_handing_over``).
+    """
+
+    def __init__(
+        self,
+        store: FdStore,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        on_ready: Callable[[Node], None] | None = None,
+    ) -> None:
+        """Take the descriptors systemd passed; ``shutdown_trigger`` says when to stop.
+
+        ``on_ready(node)`` is called from :meth:`ready`.
+        """
+        self._store = store
+        self._trigger = shutdown_trigger
+        self._on_ready = on_ready
+        self._passed = take_passed()
+        self._node: Node | None = None
+
+    async def start(self, node: Node) -> None:
+        """Start ``node`` on what systemd kept (see :func:`adopt_passed`).
+
+        Raises:
+            StartupError: a listener could not start.
+        """
+        self._node = node
+        await adopt_passed(node, self._store, self._passed)
+
+    def ready(self, node: Node) -> None:
+        """``node`` serves (started here, or taken over from a predecessor)."""
+        self._node = node
+        if self._on_ready is not None:
+            self._on_ready(node)
+
+    async def stopping(self) -> None:
+        """Wait for the shutdown trigger, then keep the browsers in systemd's store.
+
+        A failure is logged: the node's stop then closes them with 1001, as
+        at any stop.
+        """
+        await self._trigger()
+        if self._node is None:
+            return
+        try:
+            await store_for_restart(self._node, self._store)
+        except Exception:
+            log.exception("cannot keep the browsers in systemd's store; closing them")
+
+
 async def serve_restartable(
     config: Config,
     store: FdStore,
@@ -71,17 +125,12 @@ async def serve_restartable(
     Raises:
         StartupError: a listener could not start.
     """
-    passed = take_passed()
+    restart = Restart(store, shutdown_trigger, on_ready)
     node = Node(config, connection_factory=MovableConnection)
-    await adopt_passed(node, store, passed)
+    await restart.start(node)
     try:
-        if on_ready is not None:
-            on_ready(node)
-        await shutdown_trigger()
-        try:
-            await store_for_restart(node, store)
-        except Exception:
-            log.exception("cannot keep the browsers in systemd's store; closing them")
+        restart.ready(node)
+        await restart.stopping()
     finally:
         await node.stop()
 

@@ -84,12 +84,15 @@ async def _stop(process: subprocess.Popen[bytes]) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("handoff", [False, True], ids=["plain", "with-handoff-socket"])
 async def test_a_restart_keeps_every_browser_and_every_post(
-    systemd: FakeSystemd, tmp_path: Path
+    systemd: FakeSystemd, tmp_path: Path, handoff: bool
 ) -> None:
     config = _config(tmp_path)
+    # With both drop-ins: a reload hands over, a restart keeps the browsers in the store.
+    args = ("--handoff-socket", str(tmp_path / "handoff.sock")) if handoff else ()
     started = time.monotonic()
-    first = systemd.start("--config", config)
+    first = systemd.start("--config", config, *args)
     ports = await systemd.ready()
     watchers = await connect_many(ports["client"], BROWSERS)
     poster = Poster(ports["admin"])
@@ -106,7 +109,7 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     gap_starts = len(poster.posted) + len(poster.failures)
     # A post started while no relay runs: it waits in the admin socket's backlog.
     gap_post = asyncio.create_task(_post(ports["admin"], "gap"))
-    second = systemd.start("--config", config)
+    second = systemd.start("--config", config, *args)
     assert await systemd.ready() == ports  # the same sockets
     assert await gap_post == 200
     # Posts went on during the gap: they waited in the admin socket's backlog.
