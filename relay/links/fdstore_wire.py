@@ -6,8 +6,8 @@ under these names (``FDNAME=``):
 
 - ``relay-client-N`` / ``relay-admin-N``: the N-th client / admin listening
   socket, in config order;
-- ``relay-browser``: every browser socket that can move, in messages of at
-  most :data:`FDS_PER_MESSAGE`;
+- ``b``: every browser socket that can move, in messages of at most
+  :data:`FDS_PER_MESSAGE` (a name of one letter: see :func:`browser_room`);
 - ``relay-state``: a memfd holding a :class:`StoredState` (JSON), which says
   what each browser socket was (its :class:`ConnectionState`), keyed by the
   socket's own addresses: systemd passes the descriptors back in an order of
@@ -36,10 +36,13 @@ FDS_PER_MESSAGE = 253
 #: The names relay stores under (``FDNAME=``); a client listener's is ``relay-client-N``.
 CLIENT = "relay-client"
 ADMIN = "relay-admin"
-BROWSER = "relay-browser"
+BROWSER = "b"
 STATE = "relay-state"
 #: The format of ``relay-state``; a state of another version is stale.
 STATE_VERSION = 1
+#: Longest environment string execve(2) takes (``MAX_ARG_STRLEN``): ``LISTEN_FDNAMES=...``
+#: longer than this, and systemd cannot start relay at all.
+ENV_STRING_LIMIT = 32 * 4096 - 1
 #: The largest ``relay-state`` relay reads back (its history included).
 STATE_LIMIT = 256 * 1024 * 1024
 
@@ -67,6 +70,18 @@ def store_message(name: str, *, poll: bool = True) -> bytes:
 def remove_message(name: str) -> bytes:
     """The sd_notify message that makes systemd close and forget what it keeps under ``name``."""
     return f"FDSTOREREMOVE=1\nFDNAME={name}".encode()
+
+
+def browser_room(other_names: Sequence[str]) -> int:
+    """How many browsers fit in ``LISTEN_FDNAMES`` beside ``other_names`` (listeners, state).
+
+    systemd names every stored descriptor in one environment variable, which
+    the kernel caps (:data:`ENV_STRING_LIMIT`); each browser costs its name
+    and a colon, hence a name of one letter: 65,000 browsers fit.
+    """
+    # Each name and its colon, less the colon after the last one.
+    used = len("LISTEN_FDNAMES=") + sum(len(name) + 1 for name in other_names) - 1
+    return max(0, (ENV_STRING_LIMIT - used) // (len(BROWSER) + 1))
 
 
 def chunks(fds: Sequence[int], size: int = FDS_PER_MESSAGE) -> Iterator[Sequence[int]]:

@@ -43,6 +43,7 @@ from relay.links.fdstore_wire import (
     FdStoreError,
     Passed,
     StoredState,
+    browser_room,
     listener_name,
     socket_key,
 )
@@ -274,18 +275,21 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     Raises:
         OSError: systemd could not be told (the browsers cut are served again first).
     """
-    stored = 0
+    stored: list[str] = []
     for index, sock in enumerate(node.admin_sockets()):
-        store.store(listener_name("admin", index), [sock.fileno()])
-        stored += 1
+        stored.append(listener_name("admin", index))
+        store.store(stored[-1], [sock.fileno()])
     await node.close_admin()  # posts in flight are answered (and delivered) first
     for index, listener in enumerate(node.client_listeners):
         for sock in listener.listening_sockets()[:1]:
-            store.store(listener_name("client", index), [sock.fileno()])
-            stored += 1
+            stored.append(listener_name("client", index))
+            store.store(stored[-1], [sock.fileno()])
         listener.stop_accepting()
     cut = await _cut_browsers(node)
-    room = max(0, store.capacity - stored - 1)
+    # Past FileDescriptorStoreMax= systemd would close them without a word; past what
+    # LISTEN_FDNAMES can name, it could not start relay again.
+    room = min(store.capacity - len(stored) - 1, browser_room([*stored, STATE]))
+    room = max(0, room)
     kept, left = cut[:room], cut[room:]
     cut_at = time.monotonic()
     try:
@@ -305,8 +309,8 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
         "file descriptor store%s",
         len(kept),
-        stored,
-        f"; {len(left)} over FileDescriptorStoreMax= are closed" if left else "",
+        len(stored),
+        f"; {len(left)} more than the store takes are closed" if left else "",
     )
 
 

@@ -9,6 +9,7 @@ from relay.links.fdstore_wire import (
     FdStoreError,
     Passed,
     StoredState,
+    browser_room,
     chunks,
     listen_fds,
     listener_name,
@@ -34,6 +35,15 @@ def test_store_and_remove_messages_say_what_sd_notify_expects() -> None:
     assert store_message("relay-state", poll=False).endswith(b"\nFDPOLL=0")
     assert remove_message("relay-admin-0") == b"FDSTOREREMOVE=1\nFDNAME=relay-admin-0"
     assert listener_name("client", 2) == "relay-client-2"
+
+
+def test_browsers_fit_in_what_listen_fdnames_can_name() -> None:
+    others = ["relay-admin-0", "relay-client-0", "relay-state"]
+    room = browser_room(others)
+    assert 65_000 < room < 65_536
+    names = ":".join([*others, *["b"] * room])
+    assert len(f"LISTEN_FDNAMES={names}") <= 32 * 4096 - 1  # execve's MAX_ARG_STRLEN, with NUL
+    assert len(f"LISTEN_FDNAMES={names}:b") > 32 * 4096 - 1
 
 
 def test_descriptors_go_253_to_a_message() -> None:
@@ -71,9 +81,9 @@ def test_passed_descriptors_are_sorted_by_name() -> None:
     passed = Passed.sort(
         [
             ("relay-admin-0", 3),
-            ("relay-browser", 4),
+            ("b", 4),
             ("relay-client-0", 5),
-            ("relay-browser", 6),
+            ("b", 6),
             ("relay-state", 7),
             ("relay-client-0", 8),
             ("other", 9),
@@ -88,7 +98,7 @@ def test_passed_descriptors_are_sorted_by_name() -> None:
     assert passed.names == {
         "relay-admin-0",
         "relay-client-0",
-        "relay-browser",
+        "b",
         "relay-state",
         "other",
         "relay-client-x",
