@@ -207,3 +207,68 @@ async def test_browsers_over_the_store_s_capacity_are_closed_with_1001(
         assert watcher.ended is None
     assert (await _status(ports["admin"]))["process"]["adopted"] == 3
     await close_all(kept)
+
+
+def _notified_main_pid(systemd: FakeSystemd) -> int:
+    """The pid the last ``MAINPID=`` named: the successor of a reload."""
+    for text in reversed(systemd.notices):
+        for line in text.splitlines():
+            if line.startswith("MAINPID="):
+                return int(line.split("=", 1)[1])
+    raise AssertionError(f"no MAINPID= among {systemd.notices}")
+
+
+async def _end(pid: int) -> None:
+    """SIGTERM ``pid`` (not the test's child) and wait until it has ended."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        ended = asyncio.Event()
+        asyncio.get_running_loop().add_reader(pidfd, ended.set)
+        try:
+            async with asyncio.timeout(2 * WAIT):
+                await ended.wait()
+        finally:
+            asyncio.get_running_loop().remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_reload_then_a_restart_keeps_every_browser(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    config = _config(tmp_path)
+    args = ("--config", config, "--handoff-socket", str(tmp_path / "handoff.sock"))
+    first = systemd.start(*args)
+    ports = await systemd.ready()
+    watchers = await connect_many(ports["client"], 50)
+    poster = Poster(ports["admin"])
+    first.send_signal(signal.SIGUSR2)  # systemctl reload: the handoff
+    assert await systemd.ready() == ports
+    successor = _notified_main_pid(systemd)
+    try:
+        assert await asyncio.to_thread(first.wait, 2 * WAIT) == 0
+        await _end(successor)  # systemctl restart: the successor stores everything
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(successor, signal.SIGKILL)
+    assert systemd.names().count("b") == 50
+    third = systemd.start(*args)
+    assert await systemd.ready() == ports
+    count = len(poster.posted)
+
+    async def more_posts() -> bool:
+        return len(poster.posted) >= count + 5
+
+    await eventually(more_posts, "five more posts are answered")
+    await poster.stop()
+    assert not poster.failures
+    for watcher in watchers:
+        await watcher.sync()
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted
+    process = (await _status(ports["admin"]))["process"]
+    assert (process["pid"], process["adopted"]) == (third.pid, 50)
+    await close_all(watchers)
