@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay import __version__
-from relay.config import Config
+from relay.config import Config, ServerConfig
 from relay.core.history import History
 from relay.links.fdstore_wire import (
     BROWSER,
@@ -154,8 +154,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         # Before anyone connects: a browser that reconnected during the restart replays it.
         restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
         log.info("%d messages of history kept across the restart", restored)
-    clients = _listening(passed.clients, len(node.config.listeners("client")), "client")
-    admins = _listening(passed.admins, len(node.config.listeners("admin")), "admin")
+    clients = _listening(passed.clients, node.config.listeners("client"), "client")
+    admins = _listening(passed.admins, node.config.listeners("admin"), "admin")
     for name, fd in passed.unknown:
         log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
         os.close(fd)
@@ -213,29 +213,51 @@ def _read_state(passed: Passed) -> StoredState | None:
     return state
 
 
-def _listening(fds: dict[int, int], wanted: int, kind: str) -> list[socket.socket]:
+def _listening(fds: dict[int, int], servers: list[ServerConfig], kind: str) -> list[socket.socket]:
     """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
 
-    The config may have changed between the stop and the start: then the
-    listeners are bound afresh as configured.
+    The config may have changed between the stop and the start (a listener
+    added, removed, moved to another port): then they are bound afresh.
     """
-    sockets = {index: socket.socket(fileno=fd) for index, fd in fds.items()}
-    usable = sorted(sockets) == list(range(wanted)) and all(
-        sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        for sock in sockets.values()
+    sockets = {index: sock for index, fd in fds.items() if (sock := _socket(fd)) is not None}
+    usable = sorted(sockets) == list(range(len(servers))) and all(
+        _listens_as(sockets[index], server) for index, server in enumerate(servers)
     )
     if usable:
-        return [sockets[index] for index in range(wanted)]
-    if sockets:
+        return [sockets[index] for index in range(len(servers))]
+    if fds:
         log.warning(
-            "systemd kept %d %s listening sockets that do not fit the config (%d): binding afresh",
-            len(sockets),
+            "systemd kept %d %s listening sockets that do not fit the config: binding afresh",
+            len(fds),
             kind,
-            wanted,
         )
     for sock in sockets.values():
         sock.close()
     return []
+
+
+def _socket(fd: int) -> socket.socket | None:
+    """The socket ``fd`` is; None (``fd`` closed) when it is no socket at all."""
+    try:
+        return socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _listens_as(sock: socket.socket, server: ServerConfig) -> bool:
+    """Whether ``sock`` is a TCP socket listening where ``server`` says (any port for 0)."""
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        port = sock.getsockname()[1]
+    except (OSError, IndexError, TypeError):
+        return False
+    return bool(
+        listening
+        and sock.type == socket.SOCK_STREAM
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and server.port in (0, port)
+    )
 
 
 async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None) -> tuple[int, int]:
@@ -246,7 +268,10 @@ async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None)
     adopted = stale = 0
     age = 0.0 if state is None else max(0.0, state.age())
     for fd in fds:
-        sock = socket.socket(fileno=fd)
+        sock = _socket(fd)
+        if sock is None:
+            stale += 1
+            continue
         try:
             key = socket_key(sock.getsockname(), sock.getpeername())
         except OSError:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -272,3 +273,37 @@ async def test_a_reload_then_a_restart_keeps_every_browser(
     process = (await _status(ports["admin"]))["process"]
     assert (process["pid"], process["adopted"]) == (third.pid, 50)
     await close_all(watchers)
+
+
+@pytest.mark.slow
+async def test_a_store_of_garbage_is_closed_and_relay_starts_clean(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    # What no relay stored: a pipe as a listener and as a browser, a UDP socket as the
+    # admin listener, a state that is not JSON, and a name relay does not know.
+    read_end, write_end = os.pipe()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    state = os.memfd_create("relay-state")
+    os.write(state, b"\x00not json")
+    other = os.dup(read_end)
+    systemd.stored = [
+        ("relay-client-0", read_end),
+        ("relay-admin-0", udp.detach()),
+        ("b", write_end),
+        ("relay-state", state),
+        ("someone-else", other),
+    ]
+    systemd.start("--config", _config(tmp_path))
+    ports = await systemd.ready()
+    assert systemd.stored == []  # relay told systemd to forget it all
+    log = systemd.log()
+    assert "client listening sockets that do not fit the config: binding afresh" in log
+    assert "admin listening sockets that do not fit the config: binding afresh" in log
+    assert "relay-state is unreadable" in log
+    assert "closing descriptor" in log
+    assert "'someone-else': not relay's" in log
+    assert "and 0 browser connections adopted, 1 stale ones closed" in log
+    late = await Watcher.open(ports["client"])
+    assert (await _status(ports["admin"]))["process"]["adopted"] == 0
+    await close_all([late])
