@@ -47,6 +47,8 @@ async def serve_until_signalled(
     As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
     With ``handoff``, the node waits for a successor at its socket (and takes
     over from the node there first, if asked): see ``relay.node.handoff``.
+    Under systemd with a file descriptor store, a stop keeps the browsers
+    there for the next start: see ``relay.node.restart``.
     """
     loop = asyncio.get_running_loop()
     process = _ServingProcess(path, debug, role, handoff)

@@ -94,7 +94,7 @@ class FakeSystemd:
         environ = {
             name: value
             for name, value in os.environ.items()
-            if name not in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+            if name not in ("WATCHDOG_USEC", "WATCHDOG_PID") and not name.startswith("LISTEN_")
         }
         environ |= {
             "PYTHONUNBUFFERED": "1",
