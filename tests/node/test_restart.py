@@ -21,8 +21,10 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import websockets
 
 from tests.harness.fdstore import FakeSystemd
+from tests.harness.node import START_WAIT
 from tests.node.handoff_parts import Poster, Watcher, close_all, connect_many
 from tests.support import WAIT, eventually, local_config, notification
 
@@ -78,6 +80,17 @@ async def _post(port: int, unique: str) -> int:
         return response.status
 
 
+async def _open_through_the_gap(port: int) -> Watcher:
+    """A browser connecting while no relay runs: its handshake waits for the next start."""
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/", ping_interval=None, open_timeout=START_WAIT
+    )
+    await ws.send(orjson.dumps({"command": "subscribe", "data": ["K"]}).decode())
+    watcher = Watcher(ws)
+    await watcher.sync()
+    return watcher
+
+
 async def _stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return await asyncio.to_thread(process.wait, 2 * WAIT)
@@ -110,9 +123,12 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     gap_starts = len(poster.posted) + len(poster.failures)
     # A post started while no relay runs: it waits in the admin socket's backlog.
     gap_post = asyncio.create_task(_post(ports["admin"], "gap"))
+    # And a browser connecting meanwhile: refused by no one, it waits in the backlog.
+    gap_browser = asyncio.create_task(_open_through_the_gap(ports["client"]))
     second = systemd.start("--config", config, *args)
     assert await systemd.ready() == ports  # the same sockets
     assert await gap_post == 200
+    newcomer = await gap_browser
     # Posts went on during the gap: they waited in the admin socket's backlog.
     await eventually(lambda: posted(gap_starts + 10), "ten more posts are answered")
     await poster.stop()
@@ -123,6 +139,11 @@ async def test_a_restart_keeps_every_browser_and_every_post(
         assert watcher.ended is None
         assert watcher.ids.count("gap") == 1
         assert [unique for unique in watcher.ids if unique != "gap"] == poster.posted
+    await newcomer.sync()
+    assert newcomer.ended is None
+    # Subscribed once the new process ran: every post from some point on, in order.
+    tail = [unique for unique in newcomer.ids if unique != "gap"]
+    assert tail == poster.posted[len(poster.posted) - len(tail) :]
     process = (await _status(ports["admin"]))["process"]
     assert (process["pid"], process["adopted"]) == (second.pid, BROWSERS)
     assert f"and {BROWSERS} browser connections adopted" in systemd.log()
@@ -134,7 +155,7 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     await late.sync()
     assert late.ids == watchers[0].ids
     assert "messages of history kept across the restart" in systemd.log()
-    await close_all([*watchers, late])
+    await close_all([*watchers, newcomer, late])
     assert await _stop(second) == 0
 
 
