@@ -232,6 +232,16 @@ class Passed:
             names.add(STATE)
         return names | {name for name, _ in self.unknown}
 
+    def all_fds(self) -> list[int]:
+        """Every descriptor passed, whatever its name."""
+        return [
+            *self.clients.values(),
+            *self.admins.values(),
+            *self.browsers,
+            *self.states,
+            *(fd for _, fd in self.unknown),
+        ]
+
     def __bool__(self) -> bool:
         """Whether systemd passed anything at all."""
         return bool(self.clients or self.admins or self.browsers or self.states or self.unknown)

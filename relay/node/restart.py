@@ -91,11 +91,18 @@ class Restart:
             StartupError: a listener could not start.
         """
         self._node = node
-        await adopt_passed(node, self._store, self._passed)
+        passed, self._passed = self._passed, Passed()
+        await adopt_passed(node, self._store, passed)
 
     def ready(self, node: Node) -> None:
         """``node`` serves (started here, or taken over from a predecessor)."""
         self._node = node
+        if self._passed:
+            # Taken over from a predecessor: what systemd passed too is nobody's now.
+            passed, self._passed = self._passed, Passed()
+            log.warning("took over from a predecessor: closing what systemd kept")
+            self._store.remove(sorted(passed.names))
+            _close_all(passed.all_fds())
         if self._on_ready is not None:
             self._on_ready(node)
 

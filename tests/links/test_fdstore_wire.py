@@ -103,6 +103,7 @@ def test_passed_descriptors_are_sorted_by_name() -> None:
         "other",
         "relay-client-x",
     }
+    assert sorted(passed.all_fds()) == list(range(3, 11))
     assert passed
     assert not Passed.sort([])
 
