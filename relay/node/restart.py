@@ -337,6 +337,9 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     for connection, _state, _fd in kept:
         connection.release()
     await asyncio.sleep(0)  # their connection_lost runs before the drain looks at who is left
+    # Those left are closed at once, not spread over drain_seconds: systemd starts the
+    # next process only once this one exits, and the browsers kept wait for it.
+    node.hurry()
     log.info(
         "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
         "file descriptor store%s",
