@@ -175,7 +175,8 @@ async def test_a_stale_state_closes_the_browsers_and_starts_clean(
     systemd.start("--config", config)
     assert await systemd.ready() == ports  # the listeners are adopted still
     for watcher in watchers:
-        await watcher.task  # each sees its connection end, and would reconnect
+        async with asyncio.timeout(WAIT):
+            await watcher.task  # each sees its connection end, and would reconnect
         assert watcher.ended is not None
     log = systemd.log()
     assert "relay cannot use, starting clean" in log
@@ -197,7 +198,8 @@ async def test_without_a_store_a_stop_closes_browsers_with_1001(
     watchers = await connect_many(ports["client"], 3)
     assert await _stop(first) == 0
     for watcher in watchers:
-        await watcher.task
+        async with asyncio.timeout(WAIT):
+            await watcher.task
         assert watcher.ws.close_code == 1001  # going away, as at any stop
     assert systemd.stored == []
 
@@ -328,3 +330,28 @@ async def test_a_store_of_garbage_is_closed_and_relay_starts_clean(
     late = await Watcher.open(ports["client"])
     assert (await _status(ports["admin"]))["process"]["adopted"] == 0
     await close_all([late])
+
+
+@pytest.mark.slow
+async def test_browsers_that_cannot_move_are_closed_with_1001_and_the_rest_kept(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, browsers={"compression": True})
+    first = systemd.start("--config", config)
+    ports = await systemd.ready()
+    plain = await connect_many(ports["client"], 3)
+    # permessage-deflate: the compressor's context cannot go into the store.
+    compressed = await connect_many(ports["client"], 2, compression="deflate")
+    assert await _stop(first) == 0
+    for watcher in compressed:
+        async with asyncio.timeout(WAIT):
+            await watcher.task
+        assert watcher.ws.close_code == 1001
+    assert systemd.names().count("b") == 3
+    systemd.start("--config", config)
+    await systemd.ready()
+    for watcher in plain:
+        await watcher.sync()
+        assert watcher.ended is None
+    assert (await _status(ports["admin"]))["process"]["adopted"] == 3
+    await close_all(plain)
