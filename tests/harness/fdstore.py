@@ -13,14 +13,17 @@ does on a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.harness.node import START_WAIT
+from tests.support import WAIT
 
 #: Puts the passed descriptors at 3, 4, ... (wherever they were), names its own pid, execs relay.
 LAUNCHER = """
@@ -59,6 +62,8 @@ class FakeSystemd:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
         self.logs: list[Path] = []
+        #: Every process started, killed by :meth:`close` if still running.
+        self.processes: list[subprocess.Popen[bytes]] = []
 
     def names(self) -> list[str]:
         """The names of what the store keeps, one per descriptor."""
@@ -107,7 +112,7 @@ class FakeSystemd:
         self.logs.append(log_path)
         command = [sys.executable, "-m", "relay", "serve", *args]
         with log_path.open("wb") as log:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -116,6 +121,8 @@ class FakeSystemd:
                 pass_fds=fds,
                 start_new_session=True,
             )
+        self.processes.append(process)
+        return process
 
     async def ready(self) -> dict[str, int]:
         """Wait for the next ``READY=1``; return the client and admin ports of its ``STATUS=``.
@@ -136,7 +143,12 @@ class FakeSystemd:
         return self.logs[index].read_text(errors="replace")
 
     def close(self) -> None:
-        """Stop listening; close everything the store keeps (systemd's ``stop``)."""
+        """Kill what still runs (its session); stop listening; close what the store keeps."""
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(WAIT)
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         for _, fd in self.stored:
