@@ -405,8 +405,11 @@ async def serve_handing_over(
     take_over_first: bool,
     shutdown_trigger: Callable[[], Awaitable[object]],
     on_ready: Callable[[Node], None] | None = None,
+    start: Callable[[Node], Awaitable[None]] = Node.start,
 ) -> None:
     """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
+
+    ``start`` starts the node when it takes over from no one (``relay.node.restart``'s).
 
     Raises:
         StartupError: a listener could not start, or there is nothing to take over.
@@ -423,7 +426,7 @@ async def serve_handing_over(
             channel.close()
     else:
         node = Node(config, connection_factory=MovableConnection)
-        await node.start()
+        await start(node)
     point = HandoffPoint(node, path, on_done=stop.set)
     try:
         point.start()
