@@ -300,8 +300,7 @@ def _handoff(args: argparse.Namespace, workers: int, config: Config) -> Handoff 
     """The handoff options of ``relay serve``, checked.
 
     Raises:
-        StartupError: ``--take-over`` without a socket, with several workers,
-            or in broker mode.
+        StartupError: ``--take-over`` without a socket, or with several workers.
     """
     if args.handoff_socket is None:
         if args.take_over:
@@ -309,10 +308,6 @@ def _handoff(args: argparse.Namespace, workers: int, config: Config) -> Handoff 
         return None
     if workers > 1 or args.worker_dir:
         raise StartupError("--handoff-socket works with a single process (no --workers)")
-    if config.broker is not None:
-        # Both processes would read the broker's streams, with no cut between them:
-        # browsers would get messages twice or not at all.
-        raise StartupError("--handoff-socket does not work in broker mode yet")
     from relay.node.runtime import Handoff
 
     return Handoff(args.handoff_socket, args.take_over)

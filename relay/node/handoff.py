@@ -19,6 +19,10 @@ forwarded before a connection's batch was written to it by the old process;
 one forwarded after it is the successor's to deliver. Posts are accepted by
 exactly one process (the old one until step 3, the successor after), so every
 browser gets every post once, in order, without the processes comparing ids.
+In broker mode what is forwarded is what the broker delivers, with stream
+ids, and the successor's broker reads Redis from where the old one stopped
+(``relay.node.handoff_cut``); presence, the cluster-status lease and alerts
+are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
 process serving: connections not adopted yet are resumed (what they missed
@@ -38,7 +42,6 @@ from dataclasses import dataclass, field
 
 from relay import __version__
 from relay.config import Config
-from relay.core.notification import bounds_of, parse_notification
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
@@ -46,10 +49,11 @@ from relay.links.handoff_wire import (
     HandoffError,
     Kind,
     batches,
-    forward_body,
     listener_kinds,
+    position_of,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.handoff_cut import Resumption, forward_routed, position
 from relay.node.node import Node
 
 log = logging.getLogger("relay.handoff")
@@ -181,19 +185,11 @@ async def _hand_over(moving: _Moving) -> None:
             raise HandoffError("a client listener listens on several addresses")
         client_sockets.append(sockets[0])
     moving.spare_clients = [socket.socket(fileno=fd) for fd in _dup_all(client_sockets)]
-    hub = node.hub
-    original = hub.forward
-
-    def forward(instance: str, payload: memoryview, covered: frozenset[str]) -> None:
-        if original is not None:
-            original(instance, payload, covered)
-        if not channel.closed:
-            channel.send(Kind.FORWARD, forward_body(instance, payload))
-
-    hub.forward = forward
+    # From here on, in the same step as the position is read: the cut starts.
+    stop_forwarding = forward_routed(node, channel)
     try:
-        kinds = ["client"] * len(client_sockets)
-        channel.send(Kind.LISTENERS, listener_kinds(kinds), _dup_all(client_sockets), owned=True)
+        body = listener_kinds(["client"] * len(client_sockets)) | position(node)
+        channel.send(Kind.LISTENERS, body, _dup_all(client_sockets), owned=True)
         await _move_connections(moving)
         moving.stopped_accepting = True
         for listener in node.client_listeners:
@@ -206,10 +202,10 @@ async def _hand_over(moving: _Moving) -> None:
         )
         moving.admin_closed = True
         await node.close_admin()  # posts in flight are answered, and forwarded
-        channel.send(Kind.DONE, {"moved": moving.moved})
+        channel.send(Kind.DONE, {"moved": moving.moved} | position(node))
         await _answer(channel, Kind.DONE)
     finally:
-        hub.forward = original
+        stop_forwarding()
     for spare in (*moving.spare_clients, *moving.spare_admin):
         spare.close()
     log.info("handoff done: %d browser connections moved", moving.moved)
@@ -317,11 +313,11 @@ async def _recover(moving: _Moving) -> None:
     )
 
 
-async def take_over(config: Config, path: str) -> tuple[Node, Channel]:
+async def take_over(config: Config, path: str) -> tuple[Node, Channel, Resumption]:
     """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
 
-    Returns the node (client listeners started, admin not yet) and the channel
-    to go on with in ``adopt_all``.
+    Returns the node (client listeners started, admin not yet, broker held
+    back), the channel and the cut to go on with in ``adopt_all``.
 
     Raises:
         StartupError: no node waits at ``path``, or it does not hand over.
@@ -332,49 +328,57 @@ async def take_over(config: Config, path: str) -> tuple[Node, Channel]:
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
     channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
     try:
-        kind, _body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
     except (HandoffError, TimeoutError) as exc:
         channel.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
     sockets = [socket.socket(fileno=fd) for fd in fds]
-    if kind is not Kind.LISTENERS:
+    try:
+        if kind is not Kind.LISTENERS:
+            raise HandoffError(f"it sent {kind.name} first, not its listeners")
+        start_position = position_of(body)
+    except HandoffError as exc:
         channel.close()
-        raise StartupError(f"the relay at {path} sent {kind.name} first, not its listeners")
+        for sock in sockets:
+            sock.close()
+        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
     node = Node(config, connection_factory=MovableConnection)
+    resumption = Resumption(node)
     await node.start(sockets, admin_later=True)
-    return node, channel
+    resumption.started(start_position)
+    return node, channel, resumption
 
 
-async def adopt_all(node: Node, channel: Channel) -> None:
+async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
     """Adopt the connections, messages and admin listeners the old node sends, until DONE.
 
     If the old node goes away before it passed its admin listeners, they are
-    bound here as configured.
+    bound here as configured; either way the broker then reads from where the
+    old node stopped.
 
     Raises:
         StartupError: the admin listeners cannot start.
     """
-    bounds = bounds_of(node.config.limits)
     admin_started = False
     try:
         while True:
             kind, body, fds = await channel.receive()
             if kind is Kind.FORWARD:
-                payload = str(body["payload"]).encode()
-                notification = parse_notification(payload, **bounds)
-                node.hub.receive(str(body["instance"]), notification, payload)
+                resumption.forwarded(body)
             elif kind is Kind.CONNECTIONS:
                 await _adopt_batch(node, channel, body, fds)
             elif kind is Kind.ADMIN:
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
             elif kind is Kind.DONE:
+                resumption.done(body)
                 channel.send(Kind.DONE, {})
                 log.info("took over %s browser connections", body.get("moved"))
                 return
     except HandoffError as exc:
         log.error("the old process stopped handing over: %s", exc)
     finally:
+        resumption.resume()
         if not admin_started:
             await node.start_admin()
 
@@ -416,9 +420,9 @@ async def serve_handing_over(
     """
     stop = asyncio.Event()
     if take_over_first:
-        node, channel = await take_over(config, path)
+        node, channel, resumption = await take_over(config, path)
         try:
-            await adopt_all(node, channel)
+            await adopt_all(node, channel, resumption)
         except BaseException:
             await node.stop()
             raise

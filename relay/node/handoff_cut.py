@@ -1,0 +1,148 @@
+"""The cut of a handoff: what the old process routes, forwarded; where the successor goes on.
+
+From ``LISTENERS`` to ``DONE`` the old process forwards every message it
+routes (:func:`forward_routed`) in the channel's one ordered stream, with the
+connection batches: a connection gets each message from exactly one process.
+What "routes" means depends on the mode:
+
+- mesh: what the hub hands its peers (``hub.forward``): every post taken here
+  and every message from a peer, once (the hub has dropped duplicates);
+- broker: what the broker delivers live (``Inbound.tap``), each with its
+  stream id. A post taken here is not forwarded when it is taken: it is held
+  until Redis gives it its place, then routed (and forwarded) like any other
+  node's message.
+
+In broker mode the successor (:class:`Resumption`) also reads the streams from
+exactly where the old process stopped: its broker is held back
+(``Broker.hold_reading``) until the position ``DONE`` carries (the one
+``LISTENERS`` carried, moved on by each forwarded id, if the old process goes
+away first). Its first reload then delivers what follows the position and
+only keeps what precedes it: nothing twice, nothing skipped, whatever Redis
+received meanwhile. The posts the successor takes before that (it accepts from
+``ADMIN`` on) are queued for Redis and held in the hub for the broker's order,
+so they reach browsers after everything posted before them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from relay.core.notification import bounds_of, parse_notification
+from relay.errors import NotificationError
+from relay.links.broker_wire import StreamId
+from relay.links.handoff_wire import (
+    Kind,
+    Position,
+    forward_body,
+    forwarded_id,
+    position_body,
+    position_of,
+)
+from relay.listeners.handoff import Channel
+from relay.node.node import Node
+
+log = logging.getLogger("relay.handoff")
+
+#: How long the successor's hub holds a post for the broker's order before its broker
+#: reads again (the old process' answer deadline); then the broker's own hold applies.
+HOLD_SECONDS = 30.0
+
+
+def forward_routed(node: Node, channel: Channel) -> Callable[[], None]:
+    """Forward what ``node`` routes down ``channel`` from now on; return what stops it."""
+    broker = node.broker
+    if broker is not None:
+        inbound = broker.inbound
+
+        def tap(instance: str, stream_id: StreamId, payload: bytes) -> None:
+            if not channel.closed:
+                channel.send(Kind.FORWARD, forward_body(instance, payload, stream_id))
+
+        inbound.tap = tap
+
+        def untap() -> None:
+            inbound.tap = None
+
+        return untap
+    hub = node.hub
+    original = hub.forward
+
+    def forward(instance: str, payload: memoryview, covered: frozenset[str]) -> None:
+        if original is not None:
+            original(instance, payload, covered)
+        if not channel.closed:
+            channel.send(Kind.FORWARD, forward_body(instance, payload))
+
+    hub.forward = forward
+
+    def restore() -> None:
+        hub.forward = original
+
+    return restore
+
+
+def position(node: Node) -> dict[str, Any]:
+    """The ``position`` field of ``LISTENERS`` and ``DONE``: none in mesh mode."""
+    if node.broker is None:
+        return {}
+    return position_body(node.broker.inbound.position())
+
+
+class Resumption:
+    """The successor's side of the cut: deliver what is forwarded, then read Redis from there."""
+
+    def __init__(self, node: Node) -> None:
+        """Hold ``node``'s broker (if any) back until ``resume``; call before ``node.start``."""
+        self._node = node
+        self._bounds = bounds_of(node.config.limits)
+        self._position: Position | None = None
+        if node.broker is not None:
+            node.broker.hold_reading()
+
+    def started(self, start: Position | None) -> None:
+        """The node started on the sockets of ``LISTENERS``, which carried ``start``."""
+        self._position = start
+        if self._node.broker is not None:
+            # Posts taken before the broker reads again wait for their place in Redis.
+            self._node.hub.set_ordering(True, hold_seconds=HOLD_SECONDS)
+
+    def forwarded(self, body: dict[str, Any]) -> None:
+        """Deliver a ``FORWARD``ed message here, and move the position past it.
+
+        Raises:
+            HandoffError: its stream id is unreadable.
+        """
+        payload = str(body["payload"]).encode()
+        instance = str(body["instance"])
+        try:
+            notification = parse_notification(payload, **self._bounds)
+        except NotificationError as exc:
+            log.warning("ignored a forwarded message: %s", exc)
+        else:
+            self._node.hub.receive(instance, notification, payload)
+        stream_id = forwarded_id(body)
+        if stream_id is not None and self._position is not None:
+            last_ids = self._position[0]
+            if instance not in last_ids or stream_id > last_ids[instance]:
+                last_ids[instance] = stream_id
+
+    def done(self, body: dict[str, Any]) -> None:
+        """The old process said ``DONE``: its position is where this one goes on.
+
+        Raises:
+            HandoffError: the position is unreadable.
+        """
+        given = position_of(body)
+        if given is not None:
+            self._position = given
+
+    def resume(self) -> None:
+        """Let the broker read from the position reached (done or not); idempotent."""
+        broker = self._node.broker
+        if broker is None:
+            return
+        last_ids, synced_ms = self._position or ({}, None)
+        log.info("reading the broker's streams from where the old process stopped")
+        broker.resume_from(last_ids, synced_ms)
