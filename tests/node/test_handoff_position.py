@@ -1,0 +1,70 @@
+"""The successor's side of a broker-mode handoff, in process, on a real redis-server.
+
+Where ``test_handoff_broker`` runs the whole handoff (whose cut falls where
+the timing puts it), this pins the cut down: a successor held back at a
+stream position delivers exactly what follows it, including what Redis took
+while it was held, and keeps only what precedes it, for replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from relay.config import parse_config
+from relay.node.handoff_cut import Resumption
+from relay.node.node import Node
+from tests.broker.test_broker import FAST, StartNode, broker_config, collect, open_browser
+from tests.redis_harness import RedisServer
+from tests.support import Admin, notification
+
+
+async def _post(session: aiohttp.ClientSession, node: Node, *ids: str) -> None:
+    admin = Admin(session, node.admin_addresses[0][1])
+    for unique in ids:
+        status, _ = await admin.post(notification("PHID-P", unique_id=unique))
+        assert status == 200
+
+
+def _ids(messages: list[dict[str, Any]]) -> list[str]:
+    return [message["uniqueID"] for message in messages]
+
+
+async def test_a_successor_reads_the_streams_from_the_position_it_was_given(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    config = broker_config(redis_server, **FAST)
+    old = await start_node(config)
+    watching_old = await open_browser(old, "PHID-P")
+    seen_old: list[dict[str, Any]] = []
+    await _post(session, old, *(f"p-{n}" for n in range(5)))
+    await collect(watching_old, seen_old, 5, "the old node delivered the first posts")
+    assert old.broker is not None
+    # Where the old process stood when it passed its listeners.
+    position = old.broker.inbound.position()
+    await _post(session, old, *(f"p-{n}" for n in range(5, 10)))
+    await collect(watching_old, seen_old, 10, "the old node delivered the next posts")
+
+    successor = Node(parse_config(config))
+    resumption = Resumption(successor)
+    await successor.start()
+    try:
+        resumption.started(position)
+        browser = await open_browser(successor, "PHID-P")
+        # Redis takes these while the successor reads nothing: one posted to the
+        # old node, one to the successor (held in its hub for the broker's order).
+        await _post(session, old, "p-10")
+        await _post(session, successor, "p-11")
+        resumption.resume()  # as when the old process goes away before DONE
+        seen: list[dict[str, Any]] = []
+        await collect(browser, seen, 7, "the successor delivered what follows the position")
+        seen += await browser.drain()
+        assert _ids(seen) == [f"p-{n}" for n in range(5, 12)]
+        # What precedes the position is history: replayed when asked, never pushed.
+        await browser.send("replay", {"age": 60000})
+        assert _ids(await browser.drain()) == [f"p-{n}" for n in range(12)]
+        await browser.close()
+    finally:
+        await successor.stop()
+    await watching_old.close()
