@@ -117,9 +117,8 @@ class Hub:
         #: their instance could not be counted on its own.
         self.overflowed = 0
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
-        #: Posted messages written to browsers, over every instance (replays and
-        #: announcements aside): read around a ``publish`` to tell whether the
-        #: post reached any browser, which its delivery latency is only measured for.
+        #: Posted messages written to browsers, over every instance (replays and announcements
+        #: aside): whether a ``publish`` reached any browser (its latency is only measured then).
         self.deliveries = 0
         self._held = HeldPosts(clock)
         self._ordered = False
@@ -165,9 +164,10 @@ class Hub:
         if idle and instance not in _KEPT:
             del self._counters[instance]
 
-    def subscribe(self, browser: Browser, keys: Sequence[str]) -> int:
+    def subscribe(self, browser: Browser, keys: Sequence[str], *, catch_up: bool = True) -> int:
         """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.
 
+        Not with ``catch_up=False``: a browser taken over in a handoff has them.
         Keys longer than the key length limit, and keys past the per-connection
         subscription limit, are refused. Returns how many were refused.
         """
@@ -176,9 +176,8 @@ class Hub:
         added, refused = self._index.subscribe(
             browser, browser.instance, short, self._limits.max_subscriptions
         )
-        for key in added:
-            latest = self._latest_announcement.get((browser.instance, key))
-            if latest is not None:
+        for key in added if catch_up else ():
+            if (latest := self._latest_announcement.get((browser.instance, key))) is not None:
                 browser.deliver(latest)
         return refused + len(keys) - len(short)
 

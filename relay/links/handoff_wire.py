@@ -8,8 +8,8 @@ message; a message is a kind byte then a JSON body. File descriptors
 message. The conversation (``relay.node.handoff`` carries it out):
 
 - successor: ``HELLO`` {version, pid};
-- old: ``LISTENERS`` {kinds[, position]} + the client listening sockets, in
-  config order;
+- old: ``LISTENERS`` {kinds[, position, verdicts]} + the client listening
+  sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
   batches; successor: ``ADOPTED`` {batch, count} for each;
 - old: ``FORWARD`` {instance, payload[, id]} for every message it routed
@@ -23,7 +23,8 @@ In broker mode the old process forwards what it received from the broker,
 each with its stream ``id``, and says where it stands in the streams
 (``position``: the newest id per instance, Redis' time at its last reload)
 when it starts and when it is done: the successor reads the streams from
-exactly there.
+exactly there. It also passes the cluster-status verdicts it has announced
+(``verdicts``), so that the successor does not announce them again.
 
 A browser connection's state at the cut is a :class:`ConnectionState`; the
 bytes it sent after its last complete frame are those its frame-level
@@ -41,6 +42,7 @@ from typing import Any
 import orjson
 
 from relay.links.broker_wire import StreamId
+from relay.links.lease_wire import SharedVerdict, decode_verdict
 
 #: Bytes of a message in one datagram: under Linux's default socket buffer (208 KiB).
 PIECE_BYTES = 64 * 1024
@@ -275,3 +277,20 @@ def forwarded_id(body: dict[str, Any]) -> StreamId | None:
 def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
     """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
     return {"kinds": list(kinds)}
+
+
+def verdicts_body(verdicts: Iterable[SharedVerdict]) -> dict[str, Any]:
+    """The ``verdicts`` field of ``LISTENERS``: the cluster-status verdicts announced already."""
+    return {"verdicts": [verdict.encode().decode() for verdict in verdicts]}
+
+
+def verdicts_of(body: dict[str, Any]) -> list[SharedVerdict]:
+    """The verdicts a ``LISTENERS`` body carries (none in mesh mode).
+
+    Raises:
+        HandoffError: one that is not a verdict.
+    """
+    try:
+        return [decode_verdict(str(raw)) for raw in body.get("verdicts", ())]
+    except (TypeError, ValueError) as exc:
+        raise HandoffError(f"not a cluster-status verdict: {exc}") from None

@@ -50,10 +50,15 @@ from relay.links.handoff_wire import (
     Kind,
     batches,
     listener_kinds,
-    position_of,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
-from relay.node.handoff_cut import Resumption, forward_routed, position
+from relay.node.handoff_cut import (
+    Resumption,
+    forward_routed,
+    heard_verdicts,
+    position,
+    read_listeners,
+)
 from relay.node.node import Node
 
 log = logging.getLogger("relay.handoff")
@@ -189,6 +194,7 @@ async def _hand_over(moving: _Moving) -> None:
     stop_forwarding = forward_routed(node, channel)
     try:
         body = listener_kinds(["client"] * len(client_sockets)) | position(node)
+        body |= heard_verdicts(node)
         channel.send(Kind.LISTENERS, body, _dup_all(client_sockets), owned=True)
         await _move_connections(moving)
         moving.stopped_accepting = True
@@ -336,16 +342,15 @@ async def take_over(config: Config, path: str) -> tuple[Node, Channel, Resumptio
     try:
         if kind is not Kind.LISTENERS:
             raise HandoffError(f"it sent {kind.name} first, not its listeners")
-        start_position = position_of(body)
+        start = read_listeners(body)
     except HandoffError as exc:
         channel.close()
         for sock in sockets:
             sock.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
     node = Node(config, connection_factory=MovableConnection)
-    resumption = Resumption(node)
+    resumption = Resumption(node, *start)
     await node.start(sockets, admin_later=True)
-    resumption.started(start_position)
     return node, channel, resumption
 
 

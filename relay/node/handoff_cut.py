@@ -21,12 +21,17 @@ only keeps what precedes it: nothing twice, nothing skipped, whatever Redis
 received meanwhile. The posts the successor takes before that (it accepts from
 ``ADMIN`` on) are queued for Redis and held in the hub for the broker's order,
 so they reach browsers after everything posted before them.
+
+The cluster-status verdicts the old process announced come with
+``LISTENERS``: the successor takes them as heard, so its first read-back of
+the last verdicts announces nothing again (and an adopted browser is not
+sent the latest announcements on its keys: it has them).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relay.core.notification import bounds_of, parse_notification
@@ -39,7 +44,10 @@ from relay.links.handoff_wire import (
     forwarded_id,
     position_body,
     position_of,
+    verdicts_body,
+    verdicts_of,
 )
+from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import Channel
 from relay.node.node import Node
 
@@ -90,23 +98,44 @@ def position(node: Node) -> dict[str, Any]:
     return position_body(node.broker.inbound.position())
 
 
+def heard_verdicts(node: Node) -> dict[str, Any]:
+    """The ``verdicts`` field of ``LISTENERS``: none in mesh mode or without cluster status."""
+    checks = node.status_monitor
+    if node.broker is None or checks is None:
+        return {}
+    return verdicts_body(checks.heard())
+
+
+def read_listeners(body: dict[str, Any]) -> tuple[Position | None, list[SharedVerdict]]:
+    """What a ``LISTENERS`` body says beyond the sockets: position and verdicts.
+
+    Raises:
+        HandoffError: either is unreadable.
+    """
+    return position_of(body), verdicts_of(body)
+
+
 class Resumption:
     """The successor's side of the cut: deliver what is forwarded, then read Redis from there."""
 
-    def __init__(self, node: Node) -> None:
-        """Hold ``node``'s broker (if any) back until ``resume``; call before ``node.start``."""
+    def __init__(
+        self, node: Node, start: Position | None, verdicts: Sequence[SharedVerdict] = ()
+    ) -> None:
+        """Hold ``node``'s broker back until ``resume``, which reads from ``start`` on.
+
+        ``verdicts`` were announced by the old process already. Call before
+        ``node.start``; nothing changes in mesh mode.
+        """
         self._node = node
         self._bounds = bounds_of(node.config.limits)
-        self._position: Position | None = None
-        if node.broker is not None:
-            node.broker.hold_reading()
-
-    def started(self, start: Position | None) -> None:
-        """The node started on the sockets of ``LISTENERS``, which carried ``start``."""
         self._position = start
-        if self._node.broker is not None:
-            # Posts taken before the broker reads again wait for their place in Redis.
-            self._node.hub.set_ordering(True, hold_seconds=HOLD_SECONDS)
+        if node.broker is None:
+            return
+        node.broker.hold_reading()
+        # Posts taken before the broker reads again wait for their place in Redis.
+        node.hub.set_ordering(True, hold_seconds=HOLD_SECONDS)
+        if node.status_monitor is not None:
+            node.status_monitor.already_heard(list(verdicts))
 
     def forwarded(self, body: dict[str, Any]) -> None:
         """Deliver a ``FORWARD``ed message here, and move the position past it.

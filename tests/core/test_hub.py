@@ -137,6 +137,16 @@ def test_announcements_stay_local_and_reach_late_subscribers() -> None:
     assert hub.status("default")["history.size"] == 0
 
 
+def test_a_browser_taken_over_in_a_handoff_is_not_sent_the_announcements_again() -> None:
+    hub, _ = make_hub()
+    hub.announce("default", {"subscribers": ["status"], "state": 1})
+    adopted = RecordingBrowser()
+    hub.connect(adopted)
+    hub.subscribe(adopted, ["status"], catch_up=False)  # it got state 1 from the old process
+    hub.announce("default", {"subscribers": ["status"], "state": 2})
+    assert [m["state"] for m in adopted.received] == [2]
+
+
 def test_status_counts_clients_and_messages_per_instance() -> None:
     clock = FakeClock()
     hub, _ = make_hub(clock)

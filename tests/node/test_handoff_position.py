@@ -47,10 +47,9 @@ async def test_a_successor_reads_the_streams_from_the_position_it_was_given(
     await collect(watching_old, seen_old, 10, "the old node delivered the next posts")
 
     successor = Node(parse_config(config))
-    resumption = Resumption(successor)
+    resumption = Resumption(successor, position)
     await successor.start()
     try:
-        resumption.started(position)
         browser = await open_browser(successor, "PHID-P")
         # Redis takes these while the successor reads nothing: one posted to the
         # old node, one to the successor (held in its hub for the broker's order).
