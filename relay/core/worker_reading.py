@@ -60,6 +60,9 @@ class WorkerReading:
     latency: LatencyReading = LatencyReading()
     #: The charts' latencies of its last seconds (posts that reached a browser), finished slots.
     recent: tuple[LatencySlot, ...] = ()
+    #: The relay version the worker runs ("" from a worker too old to say): after an
+    #: upgrade of the workers (SIGUSR2 to the supervisor) each shows the new one.
+    version: str = ""
 
     def entry(self) -> dict[str, Any]:
         """This worker in the ``workers`` list of ``/status/``."""
@@ -69,6 +72,7 @@ class WorkerReading:
             "index": self.index,
             "pid": self.pid,
             "restarts": self.restarts,
+            "version": self.version,
             "fingerprint": snapshot.fingerprint,
             "connections": snapshot.connections,
             "messages_in": sum(reading.messages_in for reading in readings),

@@ -2,7 +2,7 @@
 
 Pure functions; no I/O. One JSON object::
 
-    {"v": 1, "index": 0, "pid": 4242, "restarts": 0,
+    {"v": 1, "index": 0, "pid": 4242, "restarts": 0, "version": "0.1.0",
      "snapshot": {"fingerprint": ..., "instances": {...}, "peers": [...], ...},
      "latency": {"bounds": [...], "counts": [...], "total": 0.25},
      "recent": [{"end": 8123.5, "count": 3, "total": 0.012, "maximum": 0.006}, ...]}
@@ -72,6 +72,7 @@ def encode(reading: WorkerReading) -> bytes:
             },
             "latency": reading.latency,
             "recent": list(reading.recent),
+            "version": reading.version,
         }
     )
 
@@ -97,6 +98,8 @@ def decode(raw: bytes) -> WorkerReading:
         snapshot=_snapshot(_object(record.get("snapshot"), "snapshot")),
         latency=_latency(_object(record.get("latency"), "latency")),
         recent=_recent(record.get("recent", [])),
+        # Optional within format 1: during an upgrade an older worker may not send it.
+        version=_field(record, "version", "str | None") or "",
     )
 
 

@@ -37,7 +37,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import __version__
@@ -60,6 +60,7 @@ from relay.node.handoff_cut import (
     read_listeners,
 )
 from relay.node.node import Node
+from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
 
@@ -319,8 +320,13 @@ async def _recover(moving: _Moving) -> None:
     )
 
 
-async def take_over(config: Config, path: str) -> tuple[Node, Channel, Resumption]:
+async def take_over(
+    config: Config, path: str, role: WorkerRole | None = None
+) -> tuple[Node, Channel, Resumption]:
     """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
+
+    ``role``: the node is one worker of a ``--workers`` node, taking over
+    from the worker of its slot.
 
     Returns the node (client listeners started, admin not yet, broker held
     back), the channel and the cut to go on with in ``adopt_all``.
@@ -348,7 +354,7 @@ async def take_over(config: Config, path: str) -> tuple[Node, Channel, Resumptio
         for sock in sockets:
             sock.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
-    node = Node(config, connection_factory=MovableConnection)
+    node = Node(config, connection_factory=MovableConnection, role=role)
     resumption = Resumption(node, *start)
     await node.start(sockets, admin_later=True)
     return node, channel, resumption
@@ -405,47 +411,3 @@ async def _adopt_batch(
     node.adopted += adopted
     log.debug("adopted a batch of %d browser connections", adopted)
     channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": adopted})
-
-
-async def serve_handing_over(
-    config: Config,
-    path: str,
-    *,
-    take_over_first: bool,
-    shutdown_trigger: Callable[[], Awaitable[object]],
-    on_ready: Callable[[Node], None] | None = None,
-    start: Callable[[Node], Awaitable[None]] = Node.start,
-) -> None:
-    """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
-
-    ``start`` starts the node when it takes over from no one (``relay.node.restart``'s).
-
-    Raises:
-        StartupError: a listener could not start, or there is nothing to take over.
-    """
-    stop = asyncio.Event()
-    if take_over_first:
-        node, channel, resumption = await take_over(config, path)
-        try:
-            await adopt_all(node, channel, resumption)
-        except BaseException:
-            await node.stop()
-            raise
-        finally:
-            channel.close()
-    else:
-        node = Node(config, connection_factory=MovableConnection)
-        await start(node)
-    point = HandoffPoint(node, path, on_done=stop.set)
-    try:
-        point.start()
-        if on_ready is not None:
-            on_ready(node)
-        trigger = asyncio.ensure_future(shutdown_trigger())
-        handed = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({trigger, handed}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (trigger, handed):
-            waiter.cancel()
-    finally:
-        point.close(unlink=not stop.is_set())
-        await node.stop()

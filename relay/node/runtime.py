@@ -18,7 +18,7 @@ from typing import Any
 
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
-from relay.node.handoff import serve_handing_over
+from relay.node.handoff_serve import serve_handing_over
 from relay.node.node import Node, serve
 from relay.node.restart import Restart, serve_restartable
 from relay.node.upgrade import Upgrade
@@ -69,6 +69,7 @@ async def serve_until_signalled(
         config,
         handoff.path,
         take_over_first=handoff.take_over,
+        role=role,
         shutdown_trigger=process.stop.wait if restart is None else restart.stopping,
         on_ready=process.started if restart is None else restart.ready,
         start=Node.start if restart is None else restart.start,
@@ -149,10 +150,12 @@ class _ServingProcess:
         if self._handoff is None:
             systemd.ready(_describe(node))
             return
-        # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
-        upgrade = Upgrade(sys.argv)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
-        # Taken over: this process is the service's main process now, for Type=notify.
+        if self._role is None:  # a worker's successor is started by its supervisor
+            # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
+            upgrade = Upgrade(sys.argv)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
+        # Taken over: this process is the service's main process now, for Type=notify
+        # (a worker's supervisor tells by it which process of the slot is ready).
         main_pid = os.getpid() if self._handoff.take_over else None
         systemd.ready(_describe(node), main_pid=main_pid)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from relay import __version__
 from relay.core.add_up import add_up
 from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import NodeSnapshot
@@ -96,6 +97,7 @@ class Siblings:
             snapshot=self._snapshot(),
             latency=self._latency(),
             recent=self._recent(),
+            version=__version__,
         )
 
     async def view(self) -> NodeView:

@@ -85,6 +85,7 @@ def test_browsers_and_deliveries_add_up_messages_and_history_are_the_largest_cop
         "index": 1,
         "pid": 101,
         "restarts": 0,
+        "version": "",
         "fingerprint": "B",
         "connections": 2,
         "messages_in": 6,
