@@ -299,18 +299,20 @@ def _serve(args: argparse.Namespace) -> int:
 def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
     """The handoff options of ``relay serve`` (a worker's come from its supervisor), checked.
 
+    With several workers the supervisor gives each worker a socket of its own
+    and replaces them in turn on SIGUSR2 (``relay.workers.roll``): a socket
+    given (the systemd drop-in's) is not used, ``--take-over`` is refused.
+
     Raises:
-        StartupError: ``--take-over`` without a socket, or a socket with several workers.
+        StartupError: ``--take-over`` without a socket, or with several workers.
     """
-    if args.handoff_socket is None:
-        if args.take_over:
-            raise StartupError("--take-over needs --handoff-socket PATH")
-        return None
-    if workers > 1:
+    if args.take_over and (args.handoff_socket is None or workers > 1):
         raise StartupError(
-            "--handoff-socket is for one process: with --workers, the supervisor gives each "
-            "worker a socket of its own; send it SIGUSR2 to replace them in turn"
+            "--take-over needs --handoff-socket PATH and one process (a --workers node "
+            "replaces its workers itself on SIGUSR2 to its supervisor)"
         )
+    if args.handoff_socket is None or workers > 1:
+        return None
     from relay.node.runtime import Handoff
 
     return Handoff(args.handoff_socket, args.take_over)

@@ -126,6 +126,11 @@ async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
     ("config", "args", "refusal"),
     [
         ({}, ("--take-over",), "--take-over needs --handoff-socket PATH"),
+        (
+            {"broker": {"url": "redis://127.0.0.1:1/0"}},
+            ("--workers", "2", "--handoff-socket", "h.sock", "--take-over"),
+            "a --workers node replaces its workers itself on SIGUSR2",
+        ),
     ],
 )
 def test_serve_refuses_handoffs_it_cannot_do_and_says_why(
