@@ -54,6 +54,7 @@ from relay.links.handoff_wire import (
 from relay.listeners.handoff import Channel, MovableConnection, adopt
 from relay.node.handoff_cut import (
     Resumption,
+    cannot_cut,
     forward_routed,
     heard_verdicts,
     position,
@@ -184,6 +185,8 @@ async def _hand_over(moving: _Moving) -> None:
     node, channel = moving.node, moving.channel
     hello = await _answer(channel, Kind.HELLO)
     log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
+    if (reason := cannot_cut(node)) is not None:
+        raise HandoffError(reason)
     client_sockets = []
     for listener in node.client_listeners:
         sockets = listener.listening_sockets()

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from relay.broker.link import BrokerState
 from relay.core.notification import bounds_of, parse_notification
 from relay.errors import NotificationError
 from relay.links.broker_wire import StreamId
@@ -89,6 +90,18 @@ def forward_routed(node: Node, channel: Channel) -> Callable[[], None]:
         hub.forward = original
 
     return restore
+
+
+def cannot_cut(node: Node) -> str | None:
+    """Why a handoff cannot begin now, or None.
+
+    In broker mode the cut needs Redis: while it is away, posts are
+    delivered where they are taken, with no position to cut at.
+    """
+    broker = node.broker
+    if broker is not None and broker.state is not BrokerState.UP:
+        return f"the broker is {broker.state.value} here; hand over once it is up"
+    return None
 
 
 def position(node: Node) -> dict[str, Any]:

@@ -31,14 +31,14 @@ NEW_VERSION = "0.1.0+broker-handed-over"
 
 def _node(
     relays: Relays,
-    redis: RedisServer,
+    redis_url: str,
     tmp_path: Path,
     name: str,
     *args: str,
     env: dict[str, str] | None = None,
 ) -> RelayNode:
     config = local_config(
-        limits={"max_connections_per_ip": 0}, broker={"url": redis.url, **BROKER_TIMING}
+        limits={"max_connections_per_ip": 0}, broker={"url": redis_url, **BROKER_TIMING}
     )
     node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args, env=env)
     relays.clusters.append(Cluster("broker", [node]))  # stopped at the end of the test
@@ -72,7 +72,7 @@ async def test_a_broker_mode_handoff_disconnects_no_one_and_cuts_by_stream_posit
     relays: Relays, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, redis_server, tmp_path, "old", "--handoff-socket", handoff).start()
+    old = _node(relays, redis_server.url, tmp_path, "old", "--handoff-socket", handoff).start()
     watchers = await connect_many(old.client_port, BROWSERS)
     poster = Poster(old.admin_port)
     stop_joining = asyncio.Event()
@@ -80,7 +80,7 @@ async def test_a_broker_mode_handoff_disconnects_no_one_and_cuts_by_stream_posit
     joining = asyncio.create_task(_newcomers(old.client_port, stop_joining, refused))
     checkout = second_checkout(tmp_path / "checkout", NEW_VERSION)
     new = _node(
-        relays, redis_server, tmp_path, "new", "--handoff-socket", handoff, "--take-over",
+        relays, redis_server.url, tmp_path, "new", "--handoff-socket", handoff, "--take-over",
         env=checkout,
     )  # fmt: skip
     await asyncio.to_thread(new.start)
@@ -115,3 +115,21 @@ async def test_a_broker_mode_handoff_disconnects_no_one_and_cuts_by_stream_posit
     assert status["process"]["pid"] == new.pid
     assert status["broker"]["state"] == "up"
     await close_all(everyone)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_no_handoff_begins_while_redis_is_away(relays: Relays, tmp_path: Path) -> None:
+    away = f"redis://127.0.0.1:{relays.unused_port()}/0"  # refused
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, away, tmp_path, "old", "--handoff-socket", handoff).start()
+    watcher = await Watcher.open(old.client_port)
+    new = _node(relays, away, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    new.spawn()
+    assert await asyncio.to_thread(new.wait) == 1
+    assert "did not hand over" in new.log
+    assert "handoff failed, this process keeps serving: the broker is" in old.log
+    await watcher.sync()
+    assert watcher.ended is None
+    assert (await _status(old.admin_port))["clients.active"] == 1
+    await close_all([watcher])
