@@ -133,8 +133,19 @@ class Broker:
         That place is the cluster's order: a POST answered after this returns
         comes, on every node and worker, before any post made after the
         answer. Returns at once while Redis is not up (posts are delivered
-        locally then), and after ``timeout_seconds`` at the most.
+        locally then), and after ``timeout_seconds`` at the most. A successor
+        in a handoff (``hold_reading``) first waits for its first session, as
+        long as a start would and the predecessor's last posts may take:
+        answered earlier, a post could be placed after one posted to another
+        worker or node after the answer.
         """
+        if self._resume is not None and self.state is BrokerState.CONNECTING:
+            config = self.config
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(
+                    config.connect_timeout_seconds + 2 * config.timeout_seconds
+                ):
+                    await self._first_attempt.wait()
         if self.state is not BrokerState.UP or self._done >= self._queued:
             return
         waiter = asyncio.get_running_loop().create_future()

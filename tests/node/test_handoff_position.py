@@ -8,6 +8,7 @@ while it was held, and keeps only what precedes it, for replay.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ from relay.node.handoff_cut import Resumption
 from relay.node.node import Node
 from tests.broker.test_broker import FAST, StartNode, broker_config, collect, open_browser
 from tests.redis_harness import RedisServer
-from tests.support import Admin, notification
+from tests.support import Admin, eventually, notification
 
 
 async def _post(session: aiohttp.ClientSession, node: Node, *ids: str) -> None:
@@ -51,18 +52,30 @@ async def test_a_successor_reads_the_streams_from_the_position_it_was_given(
     await successor.start()
     try:
         browser = await open_browser(successor, "PHID-P")
-        # Redis takes these while the successor reads nothing: one posted to the
-        # old node, one to the successor (held in its hub for the broker's order).
+        # Redis takes this one while the successor reads nothing.
         await _post(session, old, "p-10")
-        await _post(session, successor, "p-11")
+        # A post to the successor is held in its hub for the broker's order, and
+        # answered only once Redis has placed it: a post made after the answer,
+        # to any node, comes after it.
+        posting = asyncio.create_task(_post(session, successor, "p-11"))
+
+        async def held() -> bool:
+            return successor.hub.held == 1
+
+        await eventually(held, "the successor took the post")
+        assert not posting.done()
         resumption.resume()  # as when the old process goes away before DONE
+        await posting
+        await _post(session, old, "p-12")
         seen: list[dict[str, Any]] = []
-        await collect(browser, seen, 7, "the successor delivered what follows the position")
+        await collect(browser, seen, 8, "the successor delivered what follows the position")
         seen += await browser.drain()
-        assert _ids(seen) == [f"p-{n}" for n in range(5, 12)]
+        assert _ids(seen) == [f"p-{n}" for n in range(5, 13)]
+        await collect(watching_old, seen_old, 13, "the old node delivered every post")
+        assert _ids(seen_old) == [f"p-{n}" for n in range(13)]
         # What precedes the position is history: replayed when asked, never pushed.
         await browser.send("replay", {"age": 60000})
-        assert _ids(await browser.drain()) == [f"p-{n}" for n in range(12)]
+        assert _ids(await browser.drain()) == [f"p-{n}" for n in range(13)]
         await browser.close()
     finally:
         await successor.stop()

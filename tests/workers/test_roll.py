@@ -97,3 +97,53 @@ async def test_sigusr2_replaces_each_worker_in_turn_and_disconnects_no_one(
     assert "was killed" not in node.log
     assert "exited with" not in node.log
     await close_all(watchers)
+
+
+@pytest.mark.timeout(180)
+async def test_a_successor_that_fails_stops_the_roll_and_the_worker_keeps_serving(
+    relays: Relays, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    checkout_dir = tmp_path / "checkout"
+    checkout = second_checkout(checkout_dir, OLD_VERSION)
+    [node] = await relays.broker(
+        1, {"url": redis_server.url, **BROKER_TIMING}, workers=2, env=checkout
+    ).start()
+    watchers = await connect_many(node.client_port, 20)
+    before = await _workers(node.admin_port)
+    init = checkout_dir / "relay" / "__init__.py"
+    working = init.read_text()
+    init.write_text(working + "\nraise SystemExit(3)  # a broken upgrade\n")
+    poster = Poster(node.admin_port)
+    node.signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 2 * START_WAIT
+    while "upgrade of the workers stopped at worker 0: 0 of 2 replaced" not in node.log:
+        assert time.monotonic() < deadline, "the failed roll was not logged in time"
+        await asyncio.sleep(POLL)  # a log line, which nothing can be told about
+    assert "exited with status 3 before it took over; the worker keeps serving" in node.log
+    assert [worker["pid"] for worker in await _workers(node.admin_port)] == [
+        worker["pid"] for worker in before
+    ]
+    # Fixed: another SIGUSR2 starts over, and goes through.
+    set_version(checkout_dir, NEW_VERSION)
+    init.write_text(init.read_text().replace("\nraise SystemExit(3)  # a broken upgrade\n", ""))
+    node.signal(signal.SIGUSR2)
+    while "all 2 workers replaced by the new code" not in node.log:
+        assert time.monotonic() < deadline + START_WAIT, "the workers were not replaced in time"
+        await asyncio.sleep(POLL)
+    await poster.stop()
+    posted = poster.posted
+
+    async def delivered() -> bool:
+        return all(watcher.ids[-1:] == posted[-1:] for watcher in watchers)
+
+    await eventually(delivered, "every browser got the last post")
+    for watcher in watchers:
+        await watcher.sync()
+    assert not poster.failures
+    for watcher in watchers:
+        assert watcher.ended is None
+        assert watcher.ids == posted
+    after = await _workers(node.admin_port)
+    assert [worker["version"] for worker in after] == [NEW_VERSION, NEW_VERSION]
+    assert "was killed" not in node.log
+    await close_all(watchers)
