@@ -80,7 +80,7 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
             old.pid,
             successor.pid,
         )
-        if not await _taken_over(slot, successor):
+        if not await _taken_over(slot, successor, old):
             await _stop(successor)
             return False
         slot.process = successor  # the slot's from now on: the old one's exit is expected
@@ -106,17 +106,31 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         rolling.set_result(None)
 
 
-async def _taken_over(slot: Slot, successor: asyncio.subprocess.Process) -> bool:
-    """Wait until ``successor`` reports ready on the slot's socket; False if it ends or stalls."""
+async def _taken_over(
+    slot: Slot, successor: asyncio.subprocess.Process, old: asyncio.subprocess.Process
+) -> bool:
+    """Wait until ``successor`` has taken over; False if it ends or stalls first.
+
+    It has once it reports ready on the slot's socket, or once the old worker
+    exited with status 0 while it runs: the old worker exits so only after
+    the successor acknowledged the end of the handoff (or on a stop signal,
+    which ends the roll anyway), so a late or lost ``READY=1`` does not stall
+    the roll.
+    """
     ended = asyncio.ensure_future(successor.wait())
+    left = asyncio.ensure_future(old.wait())
     try:
         async with asyncio.timeout(TAKE_OVER_TIMEOUT):
             while slot.main_pid != successor.pid:
-                slot.readied.clear()
-                readied = asyncio.ensure_future(slot.readied.wait())
-                await asyncio.wait({readied, ended}, return_when=asyncio.FIRST_COMPLETED)
-                readied.cancel()
-                if slot.main_pid != successor.pid and ended.done():
+                if left.done() and left.result() == 0 and not ended.done():
+                    log.info(
+                        "worker %d: the old process exited after its handoff; the new code "
+                        "(pid %d) serves",
+                        slot.index,
+                        successor.pid,
+                    )
+                    return True
+                if ended.done():
                     log.error(
                         "worker %d: the new code (pid %d) exited with status %d before it "
                         "took over; the worker keeps serving",
@@ -125,6 +139,11 @@ async def _taken_over(slot: Slot, successor: asyncio.subprocess.Process) -> bool
                         ended.result(),
                     )
                     return False
+                slot.readied.clear()
+                readied = asyncio.ensure_future(slot.readied.wait())
+                waiting = {readied, ended} | ({left} if not left.done() else set())
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                readied.cancel()
         return True
     except TimeoutError:
         log.error(
@@ -137,6 +156,7 @@ async def _taken_over(slot: Slot, successor: asyncio.subprocess.Process) -> bool
         return False
     finally:
         ended.cancel()
+        left.cancel()
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

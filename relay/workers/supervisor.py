@@ -341,6 +341,8 @@ class Supervisor:
 
     def notice(self, slot: Slot, line: str) -> None:
         """One sd_notify assignment from the slot's worker."""
+        if line != "WATCHDOG=1":
+            log.debug("worker %d says %s", slot.index, line)
         now = self._clock()
         if line == "READY=1":
             slot.last_ping = now
