@@ -191,7 +191,7 @@ class Broker:
 
     @property
     def inbound(self) -> Inbound:
-        """The receiving end: its stream position and its tap (for a handoff)."""
+        """The receiving end, where its stream position is read (for a handoff)."""
         return self._inbound
 
     def hold_reading(self) -> None:

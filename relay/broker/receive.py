@@ -9,8 +9,7 @@ logged and left out), with its stream id, which says where it stands in its
 instance's order in Redis. Nothing after this module parses it again.
 
 A handoff (``relay.node.handoff``) reads where the node stands in every
-stream (``Inbound.position``), taps what it delivers live (``Inbound.tap``,
-with each message's stream id) and has the successor start from exactly that
+stream (``Inbound.position``) and has the successor start from exactly that
 position (``Inbound.resume_from``): its first reload then delivers what
 follows the position and only keeps what precedes it, as after a gap.
 
@@ -93,8 +92,6 @@ class Inbound:
         # this node missed from those it has.
         self._last_ids: dict[str, StreamId] = {}
         self._synced_ms: int | None = None
-        #: Called with each message delivered live, after the sink took it (a handoff's cut).
-        self.tap: Callable[[str, StreamId, bytes], None] | None = None
 
     def position(self) -> tuple[dict[str, StreamId], int | None]:
         """The newest stream id seen per instance, and Redis' time (ms) at the last reload."""
@@ -193,8 +190,6 @@ class Inbound:
                     at=received.at,
                     live=received.live,
                 )
-                if self.tap is not None and received.live:
-                    self.tap(instance, stream_id, payload)
         except Exception:
             # One bad message must not end the subscription.
             log.exception("handling a message from the broker failed")

@@ -12,15 +12,14 @@ message. The conversation (``relay.node.handoff`` carries it out):
   sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
   batches; successor: ``ADOPTED`` {batch, count} for each;
-- old: ``FORWARD`` {instance, payload[, id]} for every message it routed
-  since ``LISTENERS``, in the same ordered stream: a message forwarded after
-  a connection's batch is the successor's to deliver to it, one forwarded
+- old: ``FORWARD`` {instance, payload} for every message it routed since
+  ``LISTENERS``, in the same ordered stream: a message forwarded after a
+  connection's batch is the successor's to deliver to it, one forwarded
   before was delivered by the old process (the cut);
 - old: ``ADMIN`` + the admin listening sockets, then ``DONE`` {moved[,
   position]} once its own admin listener has finished its last request.
 
-In broker mode the old process forwards what it received from the broker,
-each with its stream ``id``, and says where it stands in the streams
+In broker mode the old process also says where it stands in Redis' streams
 (``position``: the newest id per instance, Redis' time at its last reload)
 when it starts and when it is done: the successor reads the streams from
 exactly there. It also passes the cluster-status verdicts it has announced
@@ -221,14 +220,14 @@ def batches(
         yield batch
 
 
-def forward_body(
-    instance: str, payload: bytes | memoryview, stream_id: StreamId | None = None
-) -> dict[str, Any]:
-    """The body of a ``FORWARD`` message: a message as its origin encoded it (and its stream id)."""
-    body: dict[str, Any] = {"instance": instance, "payload": bytes(payload).decode()}
-    if stream_id is not None:
-        body["id"] = str(stream_id)
-    return body
+def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:
+    """The body of a ``FORWARD`` message: a message as the old process encoded it."""
+    return {"instance": instance, "payload": bytes(payload).decode()}
+
+
+def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
+    """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
+    return {"kinds": list(kinds)}
 
 
 #: Where a broker-mode process stands in the streams: newest id per instance, last reload (ms).
@@ -257,26 +256,6 @@ def position_of(body: dict[str, Any]) -> Position | None:
         return ids, None if synced is None else int(synced)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise HandoffError(f"not a stream position: {exc}") from None
-
-
-def forwarded_id(body: dict[str, Any]) -> StreamId | None:
-    """The stream id of a forwarded message, or None (mesh mode).
-
-    Raises:
-        HandoffError: an ``id`` field that is not a stream id.
-    """
-    raw = body.get("id")
-    if raw is None:
-        return None
-    try:
-        return StreamId.parse(str(raw))
-    except ValueError as exc:
-        raise HandoffError(f"not a stream id: {exc}") from None
-
-
-def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
-    """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
-    return {"kinds": list(kinds)}
 
 
 def verdicts_body(verdicts: Iterable[SharedVerdict]) -> dict[str, Any]:

@@ -7,20 +7,28 @@ What "routes" means depends on the mode:
 
 - mesh: what the hub hands its peers (``hub.forward``): every post taken here
   and every message from a peer, once (the hub has dropped duplicates);
-- broker: what the broker delivers live (``Inbound.tap``), each with its
-  stream id. A post taken here is not forwarded when it is taken: it is held
-  until Redis gives it its place, then routed (and forwarded) like any other
-  node's message.
+- broker: what the hub delivers (``hub.routed``): each message from Redis
+  it has not seen, and each post taken here when it is delivered, which is
+  when Redis returns it in its place (or when the hub stops waiting for
+  that: Redis slow or away), never twice.
 
 In broker mode the successor (:class:`Resumption`) also reads the streams from
 exactly where the old process stopped: its broker is held back
-(``Broker.hold_reading``) until the position ``DONE`` carries (the one
-``LISTENERS`` carried, moved on by each forwarded id, if the old process goes
-away first). Its first reload then delivers what follows the position and
-only keeps what precedes it: nothing twice, nothing skipped, whatever Redis
+(``Broker.hold_reading``) until the position ``DONE`` carries (or, if the old
+process goes away first, the one ``LISTENERS`` carried: what was forwarded
+since is known to the successor's hub, which drops it if Redis brings it
+again). Its first reload then delivers what follows the position and only
+keeps what precedes it: nothing twice, nothing skipped, whatever Redis
 received meanwhile. The posts the successor takes before that (it accepts from
-``ADMIN`` on) are queued for Redis and held in the hub for the broker's order,
-so they reach browsers after everything posted before them.
+``ADMIN`` on) are queued for Redis, held in the hub for the broker's order and
+answered once Redis placed them (``Broker.placed``), so they reach browsers,
+here and on every other node or worker, after everything posted before them
+and before anything posted after their answer.
+
+In broker mode a handoff begins only while Redis is up here
+(:func:`cannot_cut`): without it posts are delivered where they are taken,
+and there is no position to cut at. If Redis goes away during a handoff,
+the posts the old process delivers meanwhile are forwarded like the rest.
 
 The cluster-status verdicts the old process announced come with
 ``LISTENERS``: the successor takes them as heard, so its first read-back of
@@ -37,12 +45,10 @@ from typing import Any
 from relay.broker.link import BrokerState
 from relay.core.notification import bounds_of, parse_notification
 from relay.errors import NotificationError
-from relay.links.broker_wire import StreamId
 from relay.links.handoff_wire import (
     Kind,
     Position,
     forward_body,
-    forwarded_id,
     position_body,
     position_of,
     verdicts_body,
@@ -61,28 +67,25 @@ HOLD_SECONDS = 30.0
 
 def forward_routed(node: Node, channel: Channel) -> Callable[[], None]:
     """Forward what ``node`` routes down ``channel`` from now on; return what stops it."""
-    broker = node.broker
-    if broker is not None:
-        inbound = broker.inbound
-
-        def tap(instance: str, stream_id: StreamId, payload: bytes) -> None:
-            if not channel.closed:
-                channel.send(Kind.FORWARD, forward_body(instance, payload, stream_id))
-
-        inbound.tap = tap
-
-        def untap() -> None:
-            inbound.tap = None
-
-        return untap
     hub = node.hub
+
+    def send(instance: str, payload: bytes | memoryview) -> None:
+        if not channel.closed:
+            channel.send(Kind.FORWARD, forward_body(instance, payload))
+
+    if node.broker is not None:
+        hub.routed = lambda instance, message: send(instance, message.payload)
+
+        def unhook() -> None:
+            hub.routed = None
+
+        return unhook
     original = hub.forward
 
     def forward(instance: str, payload: memoryview, covered: frozenset[str]) -> None:
         if original is not None:
             original(instance, payload, covered)
-        if not channel.closed:
-            channel.send(Kind.FORWARD, forward_body(instance, payload))
+        send(instance, payload)
 
     hub.forward = forward
 
@@ -151,24 +154,14 @@ class Resumption:
             node.status_monitor.already_heard(list(verdicts))
 
     def forwarded(self, body: dict[str, Any]) -> None:
-        """Deliver a ``FORWARD``ed message here, and move the position past it.
-
-        Raises:
-            HandoffError: its stream id is unreadable.
-        """
+        """Deliver a ``FORWARD``ed message here (its identity is remembered, as any's)."""
         payload = str(body["payload"]).encode()
-        instance = str(body["instance"])
         try:
             notification = parse_notification(payload, **self._bounds)
         except NotificationError as exc:
             log.warning("ignored a forwarded message: %s", exc)
-        else:
-            self._node.hub.receive(instance, notification, payload)
-        stream_id = forwarded_id(body)
-        if stream_id is not None and self._position is not None:
-            last_ids = self._position[0]
-            if instance not in last_ids or stream_id > last_ids[instance]:
-                last_ids[instance] = stream_id
+            return
+        self._node.hub.receive(str(body["instance"]), notification, payload)
 
     def done(self, body: dict[str, Any]) -> None:
         """The old process said ``DONE``: its position is where this one goes on.

@@ -13,8 +13,6 @@ from relay.links.handoff_wire import (
     batches,
     decode,
     encode,
-    forward_body,
-    forwarded_id,
     pieces,
     position_body,
     position_of,
@@ -79,11 +77,6 @@ def test_a_stream_position_round_trips_through_a_message() -> None:
     kind, body = decode(encode(Kind.DONE, {"moved": 2} | position_body(position)))
     assert (kind, position_of(body)) == (Kind.DONE, position)
     assert position_of({"moved": 2}) is None  # mesh mode: no position
-
-
-def test_a_forwarded_message_carries_its_stream_id_in_broker_mode_only() -> None:
-    assert forwarded_id(forward_body("phorge", b"{}", StreamId(5, 1))) == StreamId(5, 1)
-    assert forwarded_id(forward_body("phorge", b"{}")) is None
 
 
 @pytest.mark.parametrize("raw", [{"ids": {"a": "x-y"}, "synced": 1}, {"ids": []}, "no"])
