@@ -74,6 +74,7 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         except OSError as exc:
             log.error("worker %d: cannot start the new code: %s", slot.index, exc)
             return False
+        slot.successor = successor
         log.info(
             "worker %d (pid %d): started the new code (pid %d) to take over",
             slot.index,
@@ -82,8 +83,11 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         )
         if not await _taken_over(slot, successor, old):
             await _stop(successor)
+            slot.successor = None
             return False
-        slot.process = successor  # the slot's from now on: the old one's exit is expected
+        # The slot's from now on: the old one's exit is expected. (Until here, a
+        # stop of the node, which cancels the roll, stops the successor too.)
+        slot.process, slot.successor = successor, None
         slot.started_at = slot.last_ping = clock()
         slot.ready = True
         try:

@@ -26,3 +26,5 @@ class Slot:
     main_pid: int | None = None
     #: Set while the worker is being replaced; done once the slot's process is settled.
     rolling: asyncio.Future[None] | None = None
+    #: The new code taking this slot's worker over, until it is adopted or stopped.
+    successor: asyncio.subprocess.Process | None = None

@@ -219,9 +219,11 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         running = [
-            slot.process
+            process
             for slot in self._slots
-            if slot.process is not None and slot.process.returncode is None
+            # A successor taking a worker over when the node stops is stopped too.
+            for process in (slot.process, slot.successor)
+            if process is not None and process.returncode is None
         ]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
