@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -147,3 +148,19 @@ async def test_a_successor_that_fails_stops_the_roll_and_the_worker_keeps_servin
     assert [worker["version"] for worker in after] == [NEW_VERSION, NEW_VERSION]
     assert "was killed" not in node.log
     await close_all(watchers)
+
+
+@pytest.mark.timeout(120)
+async def test_a_node_stopped_during_a_roll_leaves_no_process_behind(
+    relays: Relays, redis_server: RedisServer
+) -> None:
+    [node] = await relays.broker(1, {"url": redis_server.url, **BROKER_TIMING}, workers=2).start()
+    workers = node.children()
+    node.signal(signal.SIGUSR2)
+    await asyncio.to_thread(node.wait_for_log, r"started the new code \(pid \d+\) to take over")
+    successor = int(re.findall(r"started the new code \(pid (\d+)\)", node.log)[0])
+    node.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(node.wait) == 0
+    for pid in (*workers, successor):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
