@@ -9,7 +9,8 @@ successor takes the worker's listening sockets, browser connections and
 admin sockets over (``relay.node.handoff``; the node shares its ports with
 ``SO_REUSEPORT``, and a passed socket stays in the kernel's group, so the
 other workers go on as they were), then reports ``MAINPID=<its pid>`` and
-``READY=1`` on the slot's notify socket. The supervisor then adopts it into
+``READY=1`` on the slot's notify socket (or the old worker exits cleanly,
+which it does only after its handoff). The supervisor then adopts it into
 the slot: its exit, restarts and watchdog are the slot's from now on, and
 the old worker's exit, once it has handed everything over, is not a crash.
 Once the old worker has exited, the next slot follows.
@@ -18,6 +19,7 @@ A successor that exits, or is not ready within ``TAKE_OVER_TIMEOUT``, is
 stopped and logged; the old worker keeps serving what it still holds (as a
 single process does after a failed handoff) and the roll stops there: the
 workers not replaced yet keep their code, and another SIGUSR2 starts over.
+A node stopped during a roll stops the successor under way with the workers.
 
 The supervisor itself keeps running the code it started with: only the
 workers are replaced. Upgrading the supervisor is a restart of the node.
