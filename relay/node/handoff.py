@@ -19,10 +19,10 @@ forwarded before a connection's batch was written to it by the old process;
 one forwarded after it is the successor's to deliver. Posts are accepted by
 exactly one process (the old one until step 3, the successor after), so every
 browser gets every post once, in order, without the processes comparing ids.
-In broker mode what is forwarded is what the broker delivers, with stream
-ids, and the successor's broker reads Redis from where the old one stopped
-(``relay.node.handoff_cut``); presence, the cluster-status lease and alerts
-are each process' own (README, "Upgrading without disconnecting anyone").
+In broker mode what is forwarded is what the hub delivers, and the
+successor's broker reads Redis from the stream position where the old one
+stopped (``relay.node.handoff_cut``); presence, the cluster-status lease and
+alerts are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
 process serving: connections not adopted yet are resumed (what they missed
