@@ -38,6 +38,16 @@ def _hierarchy() -> tuple[Path, int] | None:
     return None
 
 
+def weight_for(nice: int, version: int) -> int:
+    """The cgroup weight matching a task's ``nice``: the scheduler's 1.25x per step.
+
+    cgroup v1's ``cpu.shares`` is 1,024 at niceness 0, v2's ``cpu.weight`` 100.
+    """
+    if version == 1:
+        return max(2, min(262_144, round(1024 * 1.25**-nice)))
+    return max(1, min(10_000, round(100 * 1.25**-nice)))
+
+
 class CpuQuotas:
     """Named cgroups under one parent, each with a hard CPU quota; removed on exit."""
 
@@ -47,6 +57,8 @@ class CpuQuotas:
         self.version = found[1] if found else 0
         self.parent = found[0] / name if found else None
         self.groups: dict[str, Path] = {}
+        #: The parent's scheduling weight against the machine's other processes.
+        self.weight = 0
 
     @property
     def available(self) -> bool:
@@ -58,7 +70,11 @@ class CpuQuotas:
         if self.parent is None:
             return "none (no writable cgroup CPU controller)"
         knob = "cpu.cfs_quota_us" if self.version == 1 else "cpu.max"
-        return f"cgroup v{self.version} {knob}, period {PERIOD_US // 1000} ms"
+        described = f"cgroup v{self.version} {knob}, period {PERIOD_US // 1000} ms"
+        if self.weight:
+            knob = "cpu.shares" if self.version == 1 else "cpu.weight"
+            described += f", the groups' {knob} {self.weight} as for their niceness"
+        return described
 
     def __enter__(self) -> CpuQuotas:
         """Create the parent group (its children hold the quotas)."""
@@ -66,6 +82,14 @@ class CpuQuotas:
             self.parent.mkdir()
             if self.version == 2:
                 (self.parent / "cgroup.subtree_control").write_text("+cpu")
+            # A cgroup competes with the other processes as one task of the default
+            # weight, whatever its processes' niceness: without this, --nice would
+            # favour nothing in a group over the machine's other work.
+            nice = os.getpriority(os.PRIO_PROCESS, 0)
+            if nice:
+                self.weight = weight_for(nice, self.version)
+                knob = "cpu.shares" if self.version == 1 else "cpu.weight"
+                (self.parent / knob).write_text(str(self.weight))
         return self
 
     def group(self, name: str, cores: float) -> None:

@@ -111,9 +111,13 @@ class Group:
     duplicated: int = 0
     malformed: int = 0
     closed: int = 0
+    #: Messages that arrived after their poster's next one.
+    disordered: int = 0
     last: float = 0.0
     latency_parts: list[np.ndarray] = field(default_factory=list)
     arrival_parts: list[np.ndarray] = field(default_factory=list)
+    #: When each delivery was posted (monotonic ns), where the browsers kept it.
+    sent_parts: list[np.ndarray] = field(default_factory=list)
 
     def add(self, report: dict[str, Any]) -> None:
         """Add one worker's report for this group."""
@@ -123,9 +127,11 @@ class Group:
         self.duplicated += report["duplicated"]
         self.malformed += report["malformed"]
         self.closed += report["closed"]
+        self.disordered += report.get("disordered", 0)
         self.last = max(self.last, report["last"])
         self.latency_parts.append(np.frombuffer(report["latencies_ns"], dtype=np.int64) / 1e6)
         self.arrival_parts.append(np.frombuffer(report["arrivals_ns"], dtype=np.int64) / 1e6)
+        self.sent_parts.append(np.frombuffer(report.get("sent_ns", b""), dtype=np.int64))
 
     @property
     def latencies(self) -> np.ndarray:
@@ -140,6 +146,13 @@ class Group:
         if not self.arrival_parts:
             return np.empty(0)
         return np.concatenate(self.arrival_parts)
+
+    @property
+    def sent_ns(self) -> np.ndarray:
+        """When each delivery of ``latencies`` was posted (empty unless the browsers kept it)."""
+        if not self.sent_parts:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate(self.sent_parts)
 
 
 def percentiles(latencies: np.ndarray) -> dict[str, float | None]:

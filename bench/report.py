@@ -338,11 +338,36 @@ def plot(
 
 #: What begins at each of a timeline's ``phases`` marks.
 PHASES = ("1 post/s to the shared key", "10 posts/s to own keys")
+#: The same for a handoff's timeline (``bench.handoff``).
+HANDOFF_PHASES = ("the successor starts", "the old process exits")
 
 
 def _plot_timeline(axes: Any, timeline: dict[str, list[float]]) -> None:
-    """Connections (TCP sockets in use, halved: both ends are on this machine) and node RSS."""
+    """Connections (TCP sockets in use, halved: both ends are on this machine) and node RSS.
+
+    A handoff's timeline instead shows the browsers each relay process holds.
+    """
     seconds = timeline["t"]
+    if "old_browsers" in timeline:
+        axes.plot(seconds, timeline["old_browsers"], color="tab:blue", label="old process")
+        axes.plot(seconds, timeline["new_browsers"], color="tab:orange", label="new process")
+        for at, label in zip(timeline.get("phases", []), HANDOFF_PHASES, strict=False):
+            axes.axvline(at, color="grey", linestyle=":", linewidth=1)
+            axes.annotate(
+                label,
+                (at, 0.5),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=8,
+                ha="right",
+                va="center",
+            )
+        axes.set_xlabel("seconds since the posts began")
+        axes.set_ylabel("browsers held (open descriptors beyond an idle node's)")
+        axes.set_title("the handoff: browsers held by each relay process")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+        return
     axes.plot(seconds, [n / 2 for n in timeline["tcp_inuse"]], color="tab:blue")
     for at, label in zip(timeline.get("phases", []), PHASES, strict=False):
         axes.axvline(at, color="grey", linestyle=":", linewidth=1)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, hundredk, idlenode, procfs, report, scale, scenarios
+from bench import burst, handoff, hundredk, idlenode, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -238,6 +238,13 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             else hundredk.run(factory, name="100k", setup=hundredk.QUICK)
         ),
     ),
+    "handoff": (
+        "18,000 idle browsers on one process handed to a copy of the code (--take-over) "
+        "while posts go on: handoff time, browsers lost, latency during it (--browsers N)",
+        lambda q, factory: handoff.run(
+            factory, name="handoff", setup=handoff.QUICK if q else handoff.Setup(handoff.BROWSERS)
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
@@ -341,9 +348,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--browsers",
         type=int,
-        default=hundredk.BROWSERS,
         metavar="N",
-        help="browsers of the 100k scenario (default %(default)s; fewer to try it out)",
+        help=f"browsers of the 100k scenario (default {hundredk.BROWSERS}) and of the handoff "
+        f"one (default {handoff.BROWSERS}); fewer to try it out",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
@@ -369,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         burst.BEFORE_DIR = args.before.resolve()
     burst.WAIT_QUIET = args.wait_quiet
-    hundredk.BROWSERS = args.browsers
+    if args.browsers:
+        hundredk.BROWSERS = handoff.BROWSERS = args.browsers
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")

@@ -95,6 +95,7 @@ class RelayNode:
         workers: int = 1,
         relay_src: Path | None = None,
         traced: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         """Prepare a node running ``config``; nothing starts until ``start``.
 
@@ -104,6 +105,7 @@ class RelayNode:
         supervisor and its worker processes (``relay serve --workers N``); its
         CPU time is theirs added up. With
         ``relay_src`` (a checkout), the node runs the ``relay`` package there.
+        ``args`` are added to ``relay serve``'s (``--handoff-socket PATH``, say).
         """
         self.name = name
         self.workers = workers
@@ -111,6 +113,7 @@ class RelayNode:
         self.config = config
         self.profile = profile
         self.traced = traced
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.client_port = 0
         self.admin_port = 0
@@ -131,13 +134,17 @@ class RelayNode:
         Raises:
             RuntimeError: the node exited or did not become ready in time.
         """
+        return self.launch().wait_ready()
+
+    def launch(self) -> RelayNode:
+        """Start the process without waiting for it (to put it in a cgroup at once, say)."""
         path = Path(self._config_dir.name) / "relay.json"
         path.write_text(json.dumps(self.config))
         # The node runs the relay this process imports, whatever the working directory.
         source = str(self.relay_src) if self.relay_src is not None else relay_root()
         compile_relay(source)
         roots = [source, os.environ.get("PYTHONPATH")]
-        command = ["-m", "relay", "serve", "--config", str(path)]
+        command = ["-m", "relay", "serve", "--config", str(path), *self.args]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
         if self.profile is not None:
@@ -158,7 +165,15 @@ class RelayNode:
         # A thread keeps reading the node's log so that a full pipe never blocks it.
         self._reader = threading.Thread(target=self._read_log, name=f"{self.name}-log", daemon=True)
         self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or not (self.client_port and self.admin_port):
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> RelayNode:
+        """Wait (bounded) until both listeners are ready.
+
+        Raises:
+            RuntimeError: the node exited or did not become ready in time.
+        """
+        if not self._ready.wait(timeout) or not (self.client_port and self.admin_port):
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.log))
         return self

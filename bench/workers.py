@@ -7,6 +7,8 @@ coordinator talks to a worker over a multiprocessing pipe: the worker sets up
 
 Commands to a browser worker: ``finish`` (barrier, then tally what arrived)
 and ``close``. Commands to a poster: ``go`` (post, then report) and ``close``.
+A joiner (``bench.joiner``) opens browsers one after another while a node
+changes hands.
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ def run_worker(conn: Connection, spec: dict[str, Any]) -> None:
                 os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + spec["yield_cpu"]
             )
 
-    agent = BrowserAgent(conn, spec) if spec["role"] == "browsers" else PosterAgent(conn, spec)
+    agent: _Agent
+    if spec["role"] == "joiner":
+        from bench.joiner import JoinerAgent
+
+        agent = JoinerAgent(conn, spec)
+    elif spec["role"] == "browsers":
+        agent = BrowserAgent(conn, spec)
+    else:
+        agent = PosterAgent(conn, spec)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(agent.run())
@@ -62,6 +72,11 @@ def run_worker(conn: Connection, spec: dict[str, Any]) -> None:
         conn.send({"error": traceback.format_exc()})
     finally:
         conn.close()
+
+
+def _within(command: dict[str, Any], ranges: list[tuple[int, ...]]) -> list[int]:
+    """The command's excluded posts (not answered 200) that fall in ``ranges``."""
+    return [s for s in command.get("excluded", ()) if any(lo <= s < hi for lo, hi in ranges)]
 
 
 class _Agent:
@@ -149,7 +164,7 @@ class BrowserAgent(_Agent):
         tolerate = bool(self.spec.get("count_failures"))
         async with asyncio.timeout(self.spec.get("connect_timeout", CONNECT_TIMEOUT)):
             for group in self.spec["groups"]:
-                self.tallies[group["name"]] = Tally()
+                self.tallies[group["name"]] = Tally(keep_sent=bool(self.spec.get("keep_sent")))
                 first = group.get("first_index", 0)
                 done = await asyncio.gather(
                     *(one(group, i) for i in range(group["count"])), return_exceptions=tolerate
@@ -180,6 +195,8 @@ class BrowserAgent(_Agent):
 
         Every browser expects every post, unless the command names an ``owner``
         addressing (``bench.sources.owner_of``): then each post is for one browser.
+        With ``owner_ranges`` too, ``expected`` are for every browser and
+        ``owner_ranges`` for one each (a shared key and own keys at once).
         """
         deadline = time.monotonic() + command["timeout"]
         browsers = [b for group in self.groups.values() for b in group]
@@ -194,12 +211,14 @@ class BrowserAgent(_Agent):
             except TimeoutError:
                 pass
         ranges = [tuple(r) for r in command["expected"]]
-        owned = self._owned(ranges, command) if command.get("owner") else None
-        if owned is not None:
-            target = sum(len(mine) for mine in owned.values())
-        else:
-            expected_each = sum(hi - lo for lo, hi in ranges) - len(command.get("excluded", ()))
-            target = expected_each * len(browsers)
+        owner_ranges = [tuple(r) for r in command.get("owner_ranges", ())]
+        if command.get("owner") and not owner_ranges:
+            ranges, owner_ranges = [], ranges
+        owned = self._owned(owner_ranges, command) if owner_ranges else None
+        target = sum(len(mine) for mine in owned.values()) if owned is not None else 0
+        if ranges:
+            expected_each = sum(hi - lo for lo, hi in ranges) - len(_within(command, ranges))
+            target += expected_each * len(browsers)
         # Messages relay chose to drop never come: stop once nothing has arrived for a while.
         received = sum(t.received for t in self.tallies.values())
         changed = time.monotonic()
@@ -243,17 +262,16 @@ class BrowserAgent(_Agent):
         owned: list[tuple[int, LeanBrowser]] | None,
     ) -> dict[str, Any]:
         tally = self.tallies[name]
-        excluded = command.get("excluded", ())
+        excluded = _within(command, ranges)
         lost = 0
         closed = 0
         for browser in self.groups[name]:
-            if owned is None:
-                seen = browser.seen
-                lost += sum(seen[lo:hi].count(0) for lo, hi in ranges)
-                lost -= sum(1 for seq in excluded if not seen[seq])
+            seen = browser.seen
+            lost += sum(seen[lo:hi].count(0) for lo, hi in ranges)
+            lost -= sum(1 for seq in excluded if not seen[seq])
             closed += browser.closed
         if owned is not None:
-            lost = sum(1 for seq, browser in owned if not browser.seen[seq])
+            lost += sum(1 for seq, browser in owned if not browser.seen[seq])
         report = {
             "browsers": len(self.groups[name]),
             "received": tally.received,
@@ -262,12 +280,14 @@ class BrowserAgent(_Agent):
             "malformed": tally.malformed,
             "foreign": tally.foreign,
             "closed": closed,
+            "disordered": tally.disordered,
             "last": tally.last,
             "latencies_ns": tally.latencies_ns.tobytes(),
             "arrivals_ns": tally.arrivals_ns.tobytes(),
+            "sent_ns": b"" if tally.sent_ns is None else tally.sent_ns.tobytes(),
         }
         # Each finish reports only what arrived since the previous one.
-        self.tallies[name] = fresh = Tally()
+        self.tallies[name] = fresh = Tally(keep_sent=tally.sent_ns is not None)
         for browser in self.groups[name]:
             browser.tally = fresh
         return report
@@ -337,8 +357,17 @@ class PosterAgent(_Agent):
             # CLOCK_REALTIME, as the kernel's receive stamps the browsers compare it with.
             body = self._body(seq, time.time_ns())
             try:
-                status = await connection.post(body)
-            except ConnectionError:
+                if spec.get("fresh"):
+                    # A connection per post, as Phorge's application servers post: a
+                    # keep-alive one would see the server that accepted it go away.
+                    connection = await PostConnection.open(spec["port"], spec.get("path", "/"))
+                    try:
+                        status = await connection.post(body)
+                    finally:
+                        connection.close()
+                else:
+                    status = await connection.post(body)
+            except OSError:  # ConnectionError, and a refused connect in fresh mode
                 status = 0
             statuses[status] = statuses.get(status, 0) + 1
             if status != 200:

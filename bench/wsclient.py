@@ -80,18 +80,34 @@ def unique_id(tag: str, seq: int) -> str:
 class Tally:
     """What a group of browsers received: latencies and problems, shared to save memory."""
 
-    __slots__ = ("arrivals_ns", "dups", "foreign", "last", "latencies_ns", "malformed", "received")
+    __slots__ = (
+        "arrivals_ns",
+        "disordered",
+        "dups",
+        "foreign",
+        "last",
+        "latencies_ns",
+        "malformed",
+        "received",
+        "sent_ns",
+    )
 
-    def __init__(self) -> None:
-        """An empty tally."""
+    def __init__(self, *, keep_sent: bool = False) -> None:
+        """An empty tally; with ``keep_sent``, each delivery's post time is kept too."""
         #: Post to read, per delivery.
         self.latencies_ns = array("q")
         #: Post to the kernel queueing the bytes on the browser's socket (stamped browsers only).
         self.arrivals_ns = array("q")
+        #: When each delivery was posted (monotonic ns, as the coordinator's clock), in
+        #: the order of ``latencies_ns``: a scenario that changes something mid-run
+        #: splits the latencies by it.
+        self.sent_ns: array[int] | None = array("q") if keep_sent else None
         self.received = 0
         self.dups = 0
         self.malformed = 0
         self.foreign = 0
+        #: Messages that arrived after the next message of their poster (see ``_received``).
+        self.disordered = 0
         #: When the last counted message arrived (monotonic seconds).
         self.last = 0.0
 
@@ -293,11 +309,18 @@ class LeanBrowser(asyncio.Protocol):
                     seen[seq] = count + 1
                 continue
             seen[seq] = 1
+            # A poster numbers its posts in order: the next one already here means
+            # this one was overtaken (each disorder counts at least once this way).
+            if seq + 1 < len(seen) and seen[seq + 1]:
+                tally.disordered += 1
             at = buffer.find(b'"t":"', at, end)
             sent = int(buffer[at + 5 : at + 25])
             tally.latencies_ns.append(now - sent)
             if arrived:
                 tally.arrivals_ns.append(arrived - sent)
+            if tally.sent_ns is not None:
+                # The stamp is CLOCK_REALTIME; the coordinator's phase times are monotonic.
+                tally.sent_ns.append(sent - _REALTIME_AHEAD_NS)
             tally.received += 1
             if tally.received % VERIFY_EVERY == 0:
                 self._verify(buffer[start:end])

@@ -11,10 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 import uvloop
+from aiohttp import web
 
 from relay.config import parse_config
 from relay.node.node import Node
 from tests.chromium import Chromium
+from tests.cluster_status.webhook import Receiver, serve
 from tests.harness import Relays
 from tests.redis_harness import RedisServer
 from tests.support import Admin, Browser, local_config
@@ -122,3 +124,18 @@ async def open_browser(node: Node) -> AsyncIterator[Callable[..., Awaitable[Brow
     yield open_
     for browser in browsers:
         await browser.close()
+
+
+@pytest.fixture
+async def webhooks() -> AsyncIterator[list[web.AppRunner]]:
+    """The webhook servers a test starts; all are stopped at its end."""
+    runners: list[web.AppRunner] = []
+    yield runners
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver(webhooks: list[web.AppRunner]) -> Receiver:
+    """A webhook that answers 204 to every alert and keeps it."""
+    return await serve(Receiver(), webhooks)

@@ -14,6 +14,10 @@ redis-py's commands time out after ``timeout_seconds`` (its own default would
 be 5 s); the subscription is never read with a blocking call that could hit
 that timeout: it is polled with a short timeout of its own, and proven alive
 by a ping the node publishes to itself.
+
+A successor taking over in a handoff (``relay.node.handoff``) calls
+``hold_reading`` before ``start``: posts queue, nothing is read, until
+``resume_from`` gives it the stream position where its predecessor stopped.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from relay.config import HistoryConfig, LimitsConfig
 from relay.config.broker import BrokerConfig
 from relay.core.snapshot import BrokerReading
 from relay.links.backoff import RetryDelays
-from relay.links.broker_wire import PUBLISH_SCRIPT, Keys
+from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId
 from relay.links.outbox import Outbox
 
 log = logging.getLogger("relay.broker")
@@ -100,6 +104,8 @@ class Broker:
         # Set once the first session is up or has failed: what start() waits for.
         self._first_attempt = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        # Set when a handoff holds the first session back until the predecessor's position.
+        self._resume: asyncio.Event | None = None
         self._sink: OrderedSink | None = None
         # Posts queued so far, and those waiting for their place in Redis: a
         # POST is answered once everything queued before its answer is placed.
@@ -127,8 +133,19 @@ class Broker:
         That place is the cluster's order: a POST answered after this returns
         comes, on every node and worker, before any post made after the
         answer. Returns at once while Redis is not up (posts are delivered
-        locally then), and after ``timeout_seconds`` at the most.
+        locally then), and after ``timeout_seconds`` at the most. A successor
+        in a handoff (``hold_reading``) first waits for its first session, as
+        long as a start would and the predecessor's last posts may take:
+        answered earlier, a post could be placed after one posted to another
+        worker or node after the answer.
         """
+        if self._resume is not None and self.state is BrokerState.CONNECTING:
+            config = self.config
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(
+                    config.connect_timeout_seconds + 2 * config.timeout_seconds
+                ):
+                    await self._first_attempt.wait()
         if self.state is not BrokerState.UP or self._done >= self._queued:
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -164,11 +181,29 @@ class Broker:
         """
         self._sink = sink
         self._supervisor = asyncio.create_task(self._supervise(sink), name="relay-broker")
+        if self._resume is not None and not self._resume.is_set():
+            return  # nothing to wait for: the first session starts at resume_from
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(
                 self.config.connect_timeout_seconds + self.config.timeout_seconds
             ):
                 await self._first_attempt.wait()
+
+    @property
+    def inbound(self) -> Inbound:
+        """The receiving end, where its stream position is read (for a handoff)."""
+        return self._inbound
+
+    def hold_reading(self) -> None:
+        """Start no session before ``resume_from``: a successor in a handoff (call before start)."""
+        self._resume = asyncio.Event()
+
+    def resume_from(self, last_ids: dict[str, StreamId], synced_ms: int | None) -> None:
+        """Read the streams from this position on (the predecessor's): the first session starts."""
+        if self._resume is None or self._resume.is_set():
+            return
+        self._inbound.resume_from(last_ids, synced_ms)
+        self._resume.set()
 
     async def stop(self, grace: float) -> None:
         """Give queued posts up to ``grace`` seconds to be published, then disconnect."""
@@ -219,6 +254,8 @@ class Broker:
     # The session loop.
 
     async def _supervise(self, sink: OrderedSink) -> None:
+        if self._resume is not None:
+            await self._resume.wait()
         while True:
             try:
                 await self._session(sink)

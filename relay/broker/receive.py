@@ -8,6 +8,11 @@ bounds into the ``Notification`` the hub takes (one that is not a message is
 logged and left out), with its stream id, which says where it stands in its
 instance's order in Redis. Nothing after this module parses it again.
 
+A handoff (``relay.node.handoff``) reads where the node stands in every
+stream (``Inbound.position``) and has the successor start from exactly that
+position (``Inbound.resume_from``): its first reload then delivers what
+follows the position and only keeps what precedes it, as after a gap.
+
 This node's own messages come back too, and are handed over like the others:
 while Redis is up the hub holds what was posted here until it comes back, so
 that every node delivers every message in the one order Redis gave them.
@@ -87,6 +92,15 @@ class Inbound:
         # this node missed from those it has.
         self._last_ids: dict[str, StreamId] = {}
         self._synced_ms: int | None = None
+
+    def position(self) -> tuple[dict[str, StreamId], int | None]:
+        """The newest stream id seen per instance, and Redis' time (ms) at the last reload."""
+        return dict(self._last_ids), self._synced_ms
+
+    def resume_from(self, last_ids: dict[str, StreamId], synced_ms: int | None) -> None:
+        """Stand where another process stood: the next reload delivers only what follows."""
+        self._last_ids = dict(last_ids)
+        self._synced_ms = synced_ms
 
     def set_limits(self, limits: LimitsConfig) -> None:
         """Parse what comes next under these limits (a config reload)."""

@@ -273,6 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise_open_files_limit(config.limits)
         if pidfile is not None:
             pidfile.acquire()
+        handoff = _handoff(args, count)
         if count > 1:
             from relay.node.supervise import supervise
 
@@ -280,7 +281,6 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             from relay.node.runtime import serve_until_signalled
 
-            handoff = _handoff(args, count, config)
             run(serve_until_signalled(config, args.config, args.debug, role, handoff))
     except StartupError as exc:
         # Named as check-config names a problem: the file, then the field.
@@ -296,23 +296,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handoff(args: argparse.Namespace, workers: int, config: Config) -> Handoff | None:
-    """The handoff options of ``relay serve``, checked.
+def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
+    """The handoff options of ``relay serve`` (a worker's come from its supervisor), checked.
+
+    With several workers the supervisor gives each worker a socket of its own
+    and replaces them in turn on SIGUSR2 (``relay.workers.roll``): a socket
+    given (the systemd drop-in's) is not used, ``--take-over`` is refused.
 
     Raises:
-        StartupError: ``--take-over`` without a socket, with several workers,
-            or in broker mode.
+        StartupError: ``--take-over`` without a socket, or with several workers.
     """
-    if args.handoff_socket is None:
-        if args.take_over:
-            raise StartupError("--take-over needs --handoff-socket PATH")
+    if args.take_over and (args.handoff_socket is None or workers > 1):
+        raise StartupError(
+            "--take-over needs --handoff-socket PATH and one process (a --workers node "
+            "replaces its workers itself on SIGUSR2 to its supervisor)"
+        )
+    if args.handoff_socket is None or workers > 1:
         return None
-    if workers > 1 or args.worker_dir:
-        raise StartupError("--handoff-socket works with a single process (no --workers)")
-    if config.broker is not None:
-        # Both processes would read the broker's streams, with no cut between them:
-        # browsers would get messages twice or not at all.
-        raise StartupError("--handoff-socket does not work in broker mode yet")
     from relay.node.runtime import Handoff
 
     return Handoff(args.handoff_socket, args.take_over)

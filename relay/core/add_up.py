@@ -59,7 +59,9 @@ def add_up(slots: Sequence[WorkerSlot], *, own: WorkerReading, uptime_ms: int) -
         nodes=mine.nodes,
     )
     latency = add_latencies(reading.latency for reading in readings)
-    return NodeView(snapshot, latency, tuple(slots))
+    # The answering worker charts its own latencies itself; its siblings' are added to them.
+    recent = {reading.snapshot.fingerprint: reading.recent for reading in readings[1:]}
+    return NodeView(snapshot, latency, tuple(slots), recent)
 
 
 def add_latencies(histograms: Iterable[LatencyReading]) -> LatencyReading:

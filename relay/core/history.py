@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Set
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Set
+from typing import Any, NamedTuple
 
 from relay.core.encoded import EncodedMessage
 
@@ -108,6 +108,43 @@ class History:
         """Drop every message past its age in every instance, freeing the memory."""
         for instance in list(self._by_instance):
             self._live(instance)
+
+    def export(self) -> list[list[Any]]:
+        """Every message retained, as JSON-ready ``[instance, age, subscribers, payload]``.
+
+        The age (seconds) rather than the clock's reading: another process
+        (a restart) reads its own clock.
+        """
+        self.expire()
+        now = self._clock()
+        return [
+            [
+                instance,
+                now - entry.at,
+                sorted(entry.subscribers),
+                str(entry.message.payload, "utf-8"),
+            ]
+            for instance, entries in self._by_instance.items()
+            for entry in entries
+        ]
+
+    def restore(self, records: Iterable[Any], older_by: float = 0.0) -> int:
+        """Retain again what :meth:`export` gave (``older_by`` seconds ago); return how many.
+
+        A malformed record is skipped: a restart must not fail on its history.
+        """
+        now = self._clock()
+        restored = 0
+        for record in records:
+            try:
+                instance, age, subscribers, payload = record
+                at = now - float(age) - older_by
+                message = EncodedMessage(payload.encode() if isinstance(payload, str) else payload)
+                self.add(str(instance), frozenset(map(str, subscribers)), message, at)
+            except (TypeError, ValueError, AttributeError):
+                continue
+            restored += 1
+        return restored
 
     def _live(self, instance: str) -> deque[Entry]:
         entries = self._by_instance.get(instance)

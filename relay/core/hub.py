@@ -108,6 +108,8 @@ class Hub:
         self._clock = clock
         self._started = clock()
         self.forward = forward
+        #: Told of each post or broker message delivered here (announcements aside), in order.
+        self.routed: Callable[[str, EncodedMessage], None] | None = None
         self._index: SubscriptionIndex[Browser] = SubscriptionIndex()
         self._counters: dict[str, InstanceCounters] = {}
         #: Browsers counted under ``OVERFLOW_INSTANCE``, by the instance they named:
@@ -117,9 +119,7 @@ class Hub:
         #: their instance could not be counted on its own.
         self.overflowed = 0
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
-        #: Posted messages written to browsers, over every instance (replays and
-        #: announcements aside): read around a ``publish`` to tell whether the
-        #: post reached any browser, which its delivery latency is only measured for.
+        #: Posts written to browsers (replays, announcements aside): did a ``publish`` reach any.
         self.deliveries = 0
         self._held = HeldPosts(clock)
         self._ordered = False
@@ -165,20 +165,19 @@ class Hub:
         if idle and instance not in _KEPT:
             del self._counters[instance]
 
-    def subscribe(self, browser: Browser, keys: Sequence[str]) -> int:
+    def subscribe(self, browser: Browser, keys: Sequence[str], *, catch_up: bool = True) -> int:
         """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.
 
+        Not with ``catch_up=False``: a browser taken over in a handoff has them.
         Keys longer than the key length limit, and keys past the per-connection
         subscription limit, are refused. Returns how many were refused.
         """
-        max_length = self._limits.max_key_length
-        short = [key for key in keys if len(key) <= max_length]
+        short = [key for key in keys if len(key) <= self._limits.max_key_length]
         added, refused = self._index.subscribe(
             browser, browser.instance, short, self._limits.max_subscriptions
         )
-        for key in added:
-            latest = self._latest_announcement.get((browser.instance, key))
-            if latest is not None:
+        for key in added if catch_up else ():
+            if (latest := self._latest_announcement.get((browser.instance, key))) is not None:
                 browser.deliver(latest)
         return refused + len(keys) - len(short)
 
@@ -301,8 +300,7 @@ class Hub:
         For posts the broker will not return in time: Redis went away, or
         dropped them. Returns how many were delivered.
         """
-        released = self._held.release(older_than)
-        for post in released:
+        for post in (released := self._held.release(older_than)):
             self._keep_and_deliver(post.instance, post.subscribers, post.message)
         return len(released)
 
@@ -333,13 +331,15 @@ class Hub:
         node reports what it observes itself) nor kept in history; instead the
         latest one per key is sent to each browser the moment it subscribes.
         """
-        subscribers = frozenset(body.get("subscribers", ()))
         message = EncodedMessage(orjson.dumps(body))
-        for key in subscribers:
+        for key in (subscribers := frozenset(body.get("subscribers", ()))):
             self._latest_announcement[(instance, key)] = message
-        self._counters_of(instance).messages_out += self._deliver(instance, subscribers, message)
+        recipients = self._index.recipients(instance, subscribers)
+        self._counters_of(instance).messages_out += self._deliver_to(recipients, message)
 
     def _deliver(self, instance: str, keys: Iterable[str], message: EncodedMessage) -> int:
+        if self.routed is not None:  # a handoff passes it on, in this very order
+            self.routed(instance, message)
         return self._deliver_to(self._index.recipients(instance, keys), message)
 
     def _deliver_to(self, browsers: Sequence[Browser], message: EncodedMessage) -> int:

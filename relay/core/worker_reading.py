@@ -1,7 +1,8 @@
 """What one worker of a multi-process node tells its siblings, and the node they add up to.
 
 A worker's ``WorkerReading`` is its own ``NodeSnapshot`` plus what only the
-node's view needs from it (its slot, its pid, its delivery latencies). The
+node's view needs from it (its slot, its pid, its delivery latencies, and
+those of the last few seconds for the charts, ``relay.core.latency_slots``). The
 siblings exchange these as records (``relay.links.worker_wire``) and
 ``relay.core.add_up`` sums them into a ``NodeView``, which ``/status/``,
 ``/metrics`` and the status page of a ``--workers`` node read.
@@ -9,10 +10,11 @@ siblings exchange these as records (``relay.links.worker_wire``) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import NodeSnapshot
 
 #: A worker's state in the ``workers`` list.
@@ -56,6 +58,11 @@ class WorkerReading:
     #: databases): the answering worker's own stand for the node.
     snapshot: NodeSnapshot
     latency: LatencyReading = LatencyReading()
+    #: The charts' latencies of its last seconds (posts that reached a browser), finished slots.
+    recent: tuple[LatencySlot, ...] = ()
+    #: The relay version the worker runs ("" from a worker too old to say): after an
+    #: upgrade of the workers (SIGUSR2 to the supervisor) each shows the new one.
+    version: str = ""
 
     def entry(self) -> dict[str, Any]:
         """This worker in the ``workers`` list of ``/status/``."""
@@ -65,6 +72,7 @@ class WorkerReading:
             "index": self.index,
             "pid": self.pid,
             "restarts": self.restarts,
+            "version": self.version,
             "fingerprint": snapshot.fingerprint,
             "connections": snapshot.connections,
             "messages_in": sum(reading.messages_in for reading in readings),
@@ -99,6 +107,8 @@ class NodeView:
     latency: LatencyReading
     #: Every worker slot, in index order.
     workers: Sequence[WorkerSlot]
+    #: The other serving workers' recent latency slots by fingerprint, for the charts.
+    sibling_latencies: Mapping[str, tuple[LatencySlot, ...]] = field(default_factory=dict)
 
     @property
     def answering(self) -> int:

@@ -8,15 +8,22 @@ message; a message is a kind byte then a JSON body. File descriptors
 message. The conversation (``relay.node.handoff`` carries it out):
 
 - successor: ``HELLO`` {version, pid};
-- old: ``LISTENERS`` {kinds} + the client listening sockets, in config order;
+- old: ``LISTENERS`` {kinds[, position, verdicts]} + the client listening
+  sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
   batches; successor: ``ADOPTED`` {batch, count} for each;
 - old: ``FORWARD`` {instance, payload} for every message it routed since
   ``LISTENERS``, in the same ordered stream: a message forwarded after a
   connection's batch is the successor's to deliver to it, one forwarded
   before was delivered by the old process (the cut);
-- old: ``ADMIN`` + the admin listening sockets, then ``DONE`` once its own
-  admin listener has finished its last request.
+- old: ``ADMIN`` + the admin listening sockets, then ``DONE`` {moved[,
+  position]} once its own admin listener has finished its last request.
+
+In broker mode the old process also says where it stands in Redis' streams
+(``position``: the newest id per instance, Redis' time at its last reload)
+when it starts and when it is done: the successor reads the streams from
+exactly there. It also passes the cluster-status verdicts it has announced
+(``verdicts``), so that the successor does not announce them again.
 
 A browser connection's state at the cut is a :class:`ConnectionState`; the
 bytes it sent after its last complete frame are those its frame-level
@@ -32,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from relay.links.broker_wire import StreamId
+from relay.links.lease_wire import SharedVerdict, decode_verdict
 
 #: Bytes of a message in one datagram: under Linux's default socket buffer (208 KiB).
 PIECE_BYTES = 64 * 1024
@@ -218,3 +228,48 @@ def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:
 def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
     """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
     return {"kinds": list(kinds)}
+
+
+#: Where a broker-mode process stands in the streams: newest id per instance, last reload (ms).
+Position = tuple[dict[str, StreamId], int | None]
+
+
+def position_body(position: Position) -> dict[str, Any]:
+    """The ``position`` field of ``LISTENERS`` and ``DONE`` in broker mode."""
+    last_ids, synced_ms = position
+    ids = {instance: str(stream_id) for instance, stream_id in last_ids.items()}
+    return {"position": {"ids": ids, "synced": synced_ms}}
+
+
+def position_of(body: dict[str, Any]) -> Position | None:
+    """The position a ``LISTENERS`` or ``DONE`` body carries, or None (mesh mode).
+
+    Raises:
+        HandoffError: a ``position`` field that is not one.
+    """
+    raw = body.get("position")
+    if raw is None:
+        return None
+    try:
+        synced = raw["synced"]
+        ids = {str(name): StreamId.parse(value) for name, value in raw["ids"].items()}
+        return ids, None if synced is None else int(synced)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise HandoffError(f"not a stream position: {exc}") from None
+
+
+def verdicts_body(verdicts: Iterable[SharedVerdict]) -> dict[str, Any]:
+    """The ``verdicts`` field of ``LISTENERS``: the cluster-status verdicts announced already."""
+    return {"verdicts": [verdict.encode().decode() for verdict in verdicts]}
+
+
+def verdicts_of(body: dict[str, Any]) -> list[SharedVerdict]:
+    """The verdicts a ``LISTENERS`` body carries (none in mesh mode).
+
+    Raises:
+        HandoffError: one that is not a verdict.
+    """
+    try:
+        return [decode_verdict(str(raw)) for raw in body.get("verdicts", ())]
+    except (TypeError, ValueError) as exc:
+        raise HandoffError(f"not a cluster-status verdict: {exc}") from None

@@ -2,15 +2,17 @@
 
 Pure functions; no I/O. One JSON object::
 
-    {"v": 1, "index": 0, "pid": 4242, "restarts": 0,
+    {"v": 1, "index": 0, "pid": 4242, "restarts": 0, "version": "0.1.0",
      "snapshot": {"fingerprint": ..., "instances": {...}, "peers": [...], ...},
-     "latency": {"bounds": [...], "counts": [...], "total": 0.25}}
+     "latency": {"bounds": [...], "counts": [...], "total": 0.25},
+     "recent": [{"end": 8123.5, "count": 3, "total": 0.012, "maximum": 0.006}, ...]}
 
 The cluster-status reading and the ``nodes`` section are not sent (see
 ``WorkerReading``). A reader refuses another version, or any field of the
 wrong type, with ``ValueError``: the answering worker lists that sibling as
 "unreadable" rather than adding up figures it cannot trust. Unknown keys
-are ignored, so a later build may add fields within the same version.
+are ignored, so a later build may add fields within the same version
+(``recent`` came so: a record without it has no recent latencies).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import (
     BrokerReading,
     InstanceReading,
@@ -68,6 +71,8 @@ def encode(reading: WorkerReading) -> bytes:
                 "alerts": None if snapshot.alerts is None else dict(snapshot.alerts),
             },
             "latency": reading.latency,
+            "recent": list(reading.recent),
+            "version": reading.version,
         }
     )
 
@@ -92,6 +97,9 @@ def decode(raw: bytes) -> WorkerReading:
         restarts=_field(record, "restarts", "int"),
         snapshot=_snapshot(_object(record.get("snapshot"), "snapshot")),
         latency=_latency(_object(record.get("latency"), "latency")),
+        recent=_recent(record.get("recent", [])),
+        # Optional within format 1: during an upgrade an older worker may not send it.
+        version=_field(record, "version", "str | None") or "",
     )
 
 
@@ -135,6 +143,12 @@ def _latency(fields: Mapping[str, Any]) -> LatencyReading:
     return LatencyReading(
         tuple(float(b) for b in bounds), tuple(counts), float(_field(fields, "total", "float"))
     )
+
+
+def _recent(slots: object) -> tuple[LatencySlot, ...]:
+    if not isinstance(slots, list):
+        raise ValueError("recent: not a list")
+    return tuple(_flat(LatencySlot, slot, f"recent[{n}]") for n, slot in enumerate(slots))
 
 
 def _flat(cls: type[_T], value: object, where: str) -> _T:

@@ -220,7 +220,7 @@ class MovableConnection(BrowserConnection):
         self._open = self._counted = True
         hub = self._listener.hub
         hub.connect(self)
-        hub.subscribe(self, state.keys)
+        hub.subscribe(self, state.keys, catch_up=False)  # it got them from the old process
         if state.unparsed:
             self.data_received(state.unparsed)
 
@@ -289,7 +289,7 @@ class MovableConnection(BrowserConnection):
         hub = self._listener.hub
         self._open = self._counted = True
         hub.connect(self)
-        hub.subscribe(self, state.keys)
+        hub.subscribe(self, state.keys, catch_up=False)
         hub.replay(self, missed_ms)
         with contextlib.suppress(RuntimeError):
             self._transport.resume_reading()

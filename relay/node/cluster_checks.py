@@ -91,6 +91,19 @@ class ClusterChecks:
         elif self._monitor is not None:
             await self._monitor.stop()
 
+    def heard(self) -> list[SharedVerdict]:
+        """The last verdict of each kind announced here (broker mode; passed in a handoff)."""
+        return list(self._last.values())
+
+    def already_heard(self, verdicts: list[SharedVerdict]) -> None:
+        """Take ``verdicts`` as announced here: a successor's browsers got them already.
+
+        Call before ``start``, so that the read-back of the last verdicts announces nothing.
+        """
+        for verdict in verdicts:
+            if self._fence.admit(verdict.token):
+                self._last[verdict.kind] = verdict
+
     def reading(self) -> ClusterStatusReading:
         """What ``/cluster-status/`` shows: the live state here, or the last verdicts heard."""
         if self.lease is None:

@@ -19,6 +19,10 @@ forwarded before a connection's batch was written to it by the old process;
 one forwarded after it is the successor's to deliver. Posts are accepted by
 exactly one process (the old one until step 3, the successor after), so every
 browser gets every post once, in order, without the processes comparing ids.
+In broker mode what is forwarded is what the hub delivers, and the
+successor's broker reads Redis from the stream position where the old one
+stopped (``relay.node.handoff_cut``); presence, the cluster-status lease and
+alerts are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
 process serving: connections not adopted yet are resumed (what they missed
@@ -33,12 +37,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import __version__
 from relay.config import Config
-from relay.core.notification import bounds_of, parse_notification
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
@@ -46,11 +49,19 @@ from relay.links.handoff_wire import (
     HandoffError,
     Kind,
     batches,
-    forward_body,
     listener_kinds,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.handoff_cut import (
+    Resumption,
+    cannot_cut,
+    forward_routed,
+    heard_verdicts,
+    position,
+    read_listeners,
+)
 from relay.node.node import Node
+from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
 
@@ -174,6 +185,8 @@ async def _hand_over(moving: _Moving) -> None:
     node, channel = moving.node, moving.channel
     hello = await _answer(channel, Kind.HELLO)
     log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
+    if (reason := cannot_cut(node)) is not None:
+        raise HandoffError(reason)
     client_sockets = []
     for listener in node.client_listeners:
         sockets = listener.listening_sockets()
@@ -181,19 +194,12 @@ async def _hand_over(moving: _Moving) -> None:
             raise HandoffError("a client listener listens on several addresses")
         client_sockets.append(sockets[0])
     moving.spare_clients = [socket.socket(fileno=fd) for fd in _dup_all(client_sockets)]
-    hub = node.hub
-    original = hub.forward
-
-    def forward(instance: str, payload: memoryview, covered: frozenset[str]) -> None:
-        if original is not None:
-            original(instance, payload, covered)
-        if not channel.closed:
-            channel.send(Kind.FORWARD, forward_body(instance, payload))
-
-    hub.forward = forward
+    # From here on, in the same step as the position is read: the cut starts.
+    stop_forwarding = forward_routed(node, channel)
     try:
-        kinds = ["client"] * len(client_sockets)
-        channel.send(Kind.LISTENERS, listener_kinds(kinds), _dup_all(client_sockets), owned=True)
+        body = listener_kinds(["client"] * len(client_sockets)) | position(node)
+        body |= heard_verdicts(node)
+        channel.send(Kind.LISTENERS, body, _dup_all(client_sockets), owned=True)
         await _move_connections(moving)
         moving.stopped_accepting = True
         for listener in node.client_listeners:
@@ -206,10 +212,10 @@ async def _hand_over(moving: _Moving) -> None:
         )
         moving.admin_closed = True
         await node.close_admin()  # posts in flight are answered, and forwarded
-        channel.send(Kind.DONE, {"moved": moving.moved})
+        channel.send(Kind.DONE, {"moved": moving.moved} | position(node))
         await _answer(channel, Kind.DONE)
     finally:
-        hub.forward = original
+        stop_forwarding()
     for spare in (*moving.spare_clients, *moving.spare_admin):
         spare.close()
     log.info("handoff done: %d browser connections moved", moving.moved)
@@ -317,11 +323,16 @@ async def _recover(moving: _Moving) -> None:
     )
 
 
-async def take_over(config: Config, path: str) -> tuple[Node, Channel]:
+async def take_over(
+    config: Config, path: str, role: WorkerRole | None = None
+) -> tuple[Node, Channel, Resumption]:
     """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
 
-    Returns the node (client listeners started, admin not yet) and the channel
-    to go on with in ``adopt_all``.
+    ``role``: the node is one worker of a ``--workers`` node, taking over
+    from the worker of its slot.
+
+    Returns the node (client listeners started, admin not yet, broker held
+    back), the channel and the cut to go on with in ``adopt_all``.
 
     Raises:
         StartupError: no node waits at ``path``, or it does not hand over.
@@ -332,49 +343,56 @@ async def take_over(config: Config, path: str) -> tuple[Node, Channel]:
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
     channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
     try:
-        kind, _body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
     except (HandoffError, TimeoutError) as exc:
         channel.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
     sockets = [socket.socket(fileno=fd) for fd in fds]
-    if kind is not Kind.LISTENERS:
+    try:
+        if kind is not Kind.LISTENERS:
+            raise HandoffError(f"it sent {kind.name} first, not its listeners")
+        start = read_listeners(body)
+    except HandoffError as exc:
         channel.close()
-        raise StartupError(f"the relay at {path} sent {kind.name} first, not its listeners")
-    node = Node(config, connection_factory=MovableConnection)
+        for sock in sockets:
+            sock.close()
+        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
+    node = Node(config, connection_factory=MovableConnection, role=role)
+    resumption = Resumption(node, *start)
     await node.start(sockets, admin_later=True)
-    return node, channel
+    return node, channel, resumption
 
 
-async def adopt_all(node: Node, channel: Channel) -> None:
+async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
     """Adopt the connections, messages and admin listeners the old node sends, until DONE.
 
     If the old node goes away before it passed its admin listeners, they are
-    bound here as configured.
+    bound here as configured; either way the broker then reads from where the
+    old node stopped.
 
     Raises:
         StartupError: the admin listeners cannot start.
     """
-    bounds = bounds_of(node.config.limits)
     admin_started = False
     try:
         while True:
             kind, body, fds = await channel.receive()
             if kind is Kind.FORWARD:
-                payload = str(body["payload"]).encode()
-                notification = parse_notification(payload, **bounds)
-                node.hub.receive(str(body["instance"]), notification, payload)
+                resumption.forwarded(body)
             elif kind is Kind.CONNECTIONS:
                 await _adopt_batch(node, channel, body, fds)
             elif kind is Kind.ADMIN:
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
             elif kind is Kind.DONE:
+                resumption.done(body)
                 channel.send(Kind.DONE, {})
                 log.info("took over %s browser connections", body.get("moved"))
                 return
     except HandoffError as exc:
         log.error("the old process stopped handing over: %s", exc)
     finally:
+        resumption.resume()
         if not admin_started:
             await node.start_admin()
 
@@ -396,44 +414,3 @@ async def _adopt_batch(
     node.adopted += adopted
     log.debug("adopted a batch of %d browser connections", adopted)
     channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": adopted})
-
-
-async def serve_handing_over(
-    config: Config,
-    path: str,
-    *,
-    take_over_first: bool,
-    shutdown_trigger: Callable[[], Awaitable[object]],
-    on_ready: Callable[[Node], None] | None = None,
-) -> None:
-    """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
-
-    Raises:
-        StartupError: a listener could not start, or there is nothing to take over.
-    """
-    stop = asyncio.Event()
-    if take_over_first:
-        node, channel = await take_over(config, path)
-        try:
-            await adopt_all(node, channel)
-        except BaseException:
-            await node.stop()
-            raise
-        finally:
-            channel.close()
-    else:
-        node = Node(config, connection_factory=MovableConnection)
-        await node.start()
-    point = HandoffPoint(node, path, on_done=stop.set)
-    try:
-        point.start()
-        if on_ready is not None:
-            on_ready(node)
-        trigger = asyncio.ensure_future(shutdown_trigger())
-        handed = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({trigger, handed}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (trigger, handed):
-            waiter.cancel()
-    finally:
-        point.close(unlink=not stop.is_set())
-        await node.stop()

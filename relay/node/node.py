@@ -29,9 +29,8 @@ from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
-from relay.node.presence import new_presence
+from relay.node.presence import new_alerts, new_presence
 from relay.node.worker_figures import metrics_of, node_snapshot, status_of
-from relay.observe.alerts import AlertSender
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
@@ -85,7 +84,6 @@ class Node:
         #: The last minutes, for the status page's charts.
         self.series = parts.series
         self.status_monitor = new_monitor(config.cluster_status, parts.hub, parts.broker)
-        self.alerts = self._new_alerts()
         self.presence = new_presence(
             config,
             self.peers,
@@ -93,6 +91,14 @@ class Node:
             snapshot=self.snapshot,
             role=role,
             address=self._address,
+        )
+        # In broker mode the cluster-status lease holder speaks for the cluster.
+        self.alerts = new_alerts(
+            config,
+            self.hub.fingerprint,
+            snapshot=self.snapshot,
+            speaks=lambda: self.status_monitor is None or self.status_monitor.speaks_for_cluster,
+            presence=self.presence,
         )
         self.client_listeners: list[ClientListener] = []
         #: Whether the node serves (``/health/ready``): not until every listener
@@ -108,21 +114,10 @@ class Node:
         #: Set by ``hurry``: the drain closes every remaining browser at once.
         self._hurry = asyncio.Event()
 
-    def _new_alerts(self) -> AlertSender | None:
-        """The alert sender, when alerts are configured."""
-        if self.config.alerts is None:
-            return None
-        # In broker mode the cluster-status lease holder speaks for the cluster.
-        return AlertSender(
-            self.config.alerts,
-            node=self.hub.fingerprint,
-            snapshot=self.snapshot,
-            speaks=lambda: self.status_monitor is None or self.status_monitor.speaks_for_cluster,
-        )
-
     def _new_siblings(self, role: WorkerRole, clock: Callable[[], float]) -> Siblings:
         """This worker's view of the node's other workers."""
-        return Siblings(role, snapshot=self.snapshot, latency=self.metrics.latency, clock=clock)
+        latency, recent = self.metrics.latency, self._parts.series.recent_latencies
+        return Siblings(role, snapshot=self.snapshot, latency=latency, recent=recent, clock=clock)
 
     def _new_admin_state(self) -> AdminState:
         """What the admin handlers read, complete: what changes is read through callables."""
@@ -413,13 +408,13 @@ class Node:
     async def _announce(self) -> None:
         """Sample the node for the charts and announce its status to the page (one round).
 
-        A worker samples the whole node (its siblings' readings added up); the
-        latencies charted are those of the posts it took itself.
+        A worker samples the whole node (its siblings' readings added up),
+        the latencies of the posts every worker took included.
         """
         dashboard = self.config.dashboard
         if dashboard.enabled:
-            snapshot = await node_snapshot(self.siblings, self.snapshot)
-            sample = self._parts.series.sample(snapshot)
+            snapshot, others = await node_snapshot(self.siblings, self.snapshot)
+            sample = self._parts.series.sample(snapshot, others)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
 
 

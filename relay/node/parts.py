@@ -87,7 +87,9 @@ class Parts:
             broker=broker,
             admission=Admission(limits.max_connections, limits.max_connections_per_ip),
             overload=OverloadGuard(config.peering.when_full),
-            series=TimeSeries(clock, chart_capacity(config.dashboard)),
+            series=TimeSeries(
+                clock, chart_capacity(config.dashboard), config.dashboard.interval_seconds
+            ),
             tls=ListenerContexts(),
         )
 

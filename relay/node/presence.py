@@ -1,23 +1,30 @@
-"""Which presence a node keeps: in Redis (broker mode), over its peer links (a mesh), or none.
+"""Which presence a node keeps (in Redis, over its peer links, or none), and who sends its alerts.
 
 Broker mode announces in Redis (``relay.broker.presence``); a mesh (peers
 in ``cluster``, no broker) announces to the peers (``relay.peering.presence``).
 A worker of a ``--workers`` mesh node keeps none: its peers' announcements
 reach whichever worker accepts them, so no worker would hear every peer.
+
+Alerts follow presence: in a mesh the roster says which node sends the
+cluster's alerts (``relay.links.speaker``); otherwise ``speaks`` does.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from relay.broker.presence import Presence, presence_for
 from relay.config import Config
 from relay.core.snapshot import NodeSnapshot
+from relay.links.presence import GONE_AFTER
+from relay.links.speaker import MeshSpeaker
+from relay.observe.alerts import AlertSender
 from relay.peering.peers import PeerSet
 from relay.peering.presence import MeshPresence
 from relay.workers.plan import WorkerRole
 
-__all__ = ["AnyPresence", "new_presence"]
+__all__ = ["AnyPresence", "new_alerts", "new_presence"]
 
 AnyPresence = Presence | MeshPresence
 
@@ -44,3 +51,25 @@ def new_presence(
         snapshot=snapshot,
         address=address,
     )
+
+
+def new_alerts(
+    config: Config,
+    fingerprint: str,
+    *,
+    snapshot: Callable[[], NodeSnapshot],
+    speaks: Callable[[], bool],
+    presence: AnyPresence | None,
+) -> AlertSender | None:
+    """The alert sender of the node ``fingerprint``, when ``config`` has alerts.
+
+    In a mesh the oldest node of the roster sends; it waits the roster's
+    settle (``GONE_AFTER`` intervals, as ``relay.links.turnover``) to have
+    heard every peer before it may.
+    """
+    if config.alerts is None:
+        return None
+    mesh = None
+    if isinstance(presence, MeshPresence):
+        mesh = MeshSpeaker(time.monotonic, GONE_AFTER * presence.identity.interval)
+    return AlertSender(config.alerts, node=fingerprint, snapshot=snapshot, speaks=speaks, mesh=mesh)

@@ -18,10 +18,12 @@ from typing import Any
 
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
-from relay.node.handoff import serve_handing_over
+from relay.node.handoff_serve import serve_handing_over
 from relay.node.node import Node, serve
+from relay.node.restart import Restart, serve_restartable
 from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
+from relay.process.fdstore import FdStore
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
@@ -43,22 +45,47 @@ async def serve_until_signalled(
     As a worker (``role``), "systemd" is the supervisor, which set ``NOTIFY_SOCKET``.
     With ``handoff``, the node waits for a successor at its socket (and takes
     over from the node there first, if asked): see ``relay.node.handoff``.
+    Under systemd with a file descriptor store, a stop keeps the browsers
+    there for the next start: see ``relay.node.restart``.
     """
     loop = asyncio.get_running_loop()
     process = _ServingProcess(path, debug, role, handoff)
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
+    # Under systemd with a file descriptor store, a restart keeps the browsers there.
+    store = _restart_store(config, role)
     if handoff is None:
+        if store is not None:
+            await serve_restartable(
+                config, store, shutdown_trigger=process.stop.wait, on_ready=process.started
+            )
+            return
         await serve(config, shutdown_trigger=process.stop.wait, on_ready=process.started, role=role)
         return
+    # A reload hands the browsers over; with a store, a restart keeps them in systemd's.
+    restart = None if store is None else Restart(store, process.stop.wait, process.started)
     await serve_handing_over(
         config,
         handoff.path,
         take_over_first=handoff.take_over,
-        shutdown_trigger=process.stop.wait,
-        on_ready=process.started,
+        role=role,
+        shutdown_trigger=process.stop.wait if restart is None else restart.stopping,
+        on_ready=process.started if restart is None else restart.ready,
+        start=Node.start if restart is None else restart.start,
     )
+
+
+def _restart_store(config: Config, role: WorkerRole | None) -> FdStore | None:
+    """The file descriptor store of systemd, where relay can keep its browsers over a restart."""
+    store = FdStore.of() if role is None else None
+    if store is not None and config.broker is not None:
+        log.warning(
+            "systemd keeps a file descriptor store, which relay does not use in broker mode "
+            "yet: a restart closes the browsers"
+        )
+        return None
+    return store
 
 
 @dataclass(frozen=True)
@@ -123,10 +150,12 @@ class _ServingProcess:
         if self._handoff is None:
             systemd.ready(_describe(node))
             return
-        # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
-        upgrade = Upgrade(sys.argv)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
-        # Taken over: this process is the service's main process now, for Type=notify.
+        if self._role is None:  # a worker's successor is started by its supervisor
+            # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
+            upgrade = Upgrade(sys.argv)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
+        # Taken over: this process is the service's main process now, for Type=notify
+        # (a worker's supervisor tells by it which process of the slot is ready).
         main_pid = os.getpid() if self._handoff.take_over else None
         systemd.ready(_describe(node), main_pid=main_pid)
 

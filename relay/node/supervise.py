@@ -1,4 +1,4 @@
-"""The process around a --workers node's supervisor: stop signals, reloads on SIGHUP.
+"""The process around a --workers node's supervisor: stop signals, SIGHUP reloads, SIGUSR2.
 
 Apart from ``relay.node.runtime`` (the process around a serving node) because
 the supervisor serves nothing: it loads no listener, link or hub, none of
@@ -24,7 +24,7 @@ log = logging.getLogger("relay.cli")
 
 
 async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
-    """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them all."""
+    """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them, SIGUSR2 replaces them."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = Notifier()
@@ -53,4 +53,6 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # Each worker in turn to the code installed now (relay.workers.roll).
+    loop.add_signal_handler(signal.SIGUSR2, supervisor.upgrade)
     await supervisor.run(stop)

@@ -7,9 +7,10 @@ own snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import NodeSnapshot
 from relay.observe.worker_metrics import node_exposition
 from relay.workers.siblings import Siblings
@@ -33,8 +34,14 @@ def metrics_of(siblings: Siblings) -> Callable[[], Awaitable[bytes]]:
     return metrics
 
 
-async def node_snapshot(siblings: Siblings | None, own: Callable[[], NodeSnapshot]) -> NodeSnapshot:
-    """The snapshot the status page shows: the node's, or ``own()`` for a single process."""
+async def node_snapshot(
+    siblings: Siblings | None, own: Callable[[], NodeSnapshot]
+) -> tuple[NodeSnapshot, Mapping[str, tuple[LatencySlot, ...]]]:
+    """The snapshot the status page shows, and the other workers' recent latencies to chart.
+
+    For a single process: ``own()``, and no other latencies.
+    """
     if siblings is None:
-        return own()
-    return (await siblings.view()).snapshot
+        return own(), {}
+    view = await siblings.view()
+    return view.snapshot, view.sibling_latencies

@@ -2,13 +2,15 @@
 
 ``AlertSender`` reads the node's snapshot every ``interval_seconds``, and
 feeds what is wrong (``relay.core.alerts.problems``) to an episode tracker.
-Only the node that speaks for the cluster (in broker mode, the holder of the
-cluster-status lease) logs each episode's start and end as a WARNING and
-queues it for the webhook; the others follow the episodes silently, so that
-one taking over sends the end of an episode begun before, never its start
-again. The queue is bounded (the oldest alert is dropped when it is full)
-and a task of its own POSTs it, each alert tried ``attempts`` times with
-backoff: a webhook that is slow or down delays nothing else.
+Only the node that speaks for the cluster logs each episode's start and end
+as a WARNING and queues it for the webhook: in broker mode the holder of the
+cluster-status lease, in a mesh the oldest node of the roster
+(``relay.links.speaker``, which also says what a node taking over owes).
+The others follow the episodes silently, so that one taking over sends the
+end of an episode begun before, never its start again. The queue is bounded
+(the oldest alert is dropped when it is full) and a task of its own POSTs
+it, each alert tried ``attempts`` times with backoff: a webhook that is
+slow or down delays nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from relay.config.alerts import AlertsConfig
 from relay.core.alerts import AlertTracker, alert_body, problems, signature
 from relay.core.snapshot import NodeSnapshot
 from relay.links.backoff import Backoff
+from relay.links.speaker import MeshSpeaker, members_of
 from relay.process.periodic import every
 
 __all__ = ["SIGNATURE_HEADER", "AlertSender"]
@@ -45,14 +48,20 @@ class AlertSender:
         node: str,
         snapshot: Callable[[], NodeSnapshot],
         speaks: Callable[[], bool],
+        mesh: MeshSpeaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """Alert as ``node`` (its fingerprint) when ``speaks()``; nothing runs before start."""
+        """Alert as ``node`` (its fingerprint) when ``speaks()``; nothing runs before start.
+
+        In a mesh, ``mesh`` decides instead of ``speaks``, from the roster in
+        the snapshot's ``nodes``.
+        """
         self._config = config
         self._node = node
         self._snapshot = snapshot
         self._speaks = speaks
+        self._mesh = mesh
         self._clock = clock
         self._wall_clock = wall_clock
         self._tracker = AlertTracker(
@@ -105,8 +114,15 @@ class AlertSender:
 
     def check(self) -> None:
         """One look at the node: log and queue the episodes that began or ended."""
-        events = self._tracker.update(problems(self._snapshot()))
-        if not events or not self._speaks():
+        snapshot = self._snapshot()
+        events = self._tracker.update(problems(snapshot))
+        if self._mesh is not None:
+            # Every look, events or not: the speaker follows who sends, and when last heard.
+            members = () if snapshot.nodes is None else snapshot.nodes.get("members", ())
+            events = self._mesh.look(members_of(members), events)
+        elif not self._speaks():
+            return
+        if not events:
             return
         now_wall = self._wall_clock()
         now = self._clock()

@@ -7,21 +7,30 @@ posts that reached a browser: the node observes only those). Only
 the newest ``capacity`` samples are kept, so memory stays bounded (a few
 hundred bytes a sample). Pure: it reads ``NodeSnapshot`` values and a clock it
 is given, and does no I/O.
+
+A worker of a ``--workers`` node charts the whole node's latencies: it also
+keeps its own in short slots (``relay.core.latency_slots``), which its
+siblings read with its reading, and adds theirs to its own at each sample.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from relay.core.cluster_reading import ClusterStatusReading
+from relay.core.latency_slots import LatencySlot, LatencySlots, LatencyTotal, SiblingLatencies
 from relay.core.snapshot import NodeSnapshot
 
 #: Most samples kept, whatever the settings ask (10 minutes every 0.1 s).
 MAX_CAPACITY = 6000
+#: Latency slots per sample interval, and how many intervals of them a worker keeps
+#: for its siblings (more than one: they sample on their own timers, and ask late).
+SLOTS_PER_INTERVAL = 8
+KEEP_INTERVALS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,8 @@ class Sample:
     #: (connecting is not away); None otherwise.
     broker_queue: int | None = None
     broker_down: bool | None = None
+    #: How many posts the latency figures are over (every worker's, under ``--workers``).
+    latency_count: int = 0
 
 
 #: The field names, in order: the columns of ``TimeSeries.columns``.
@@ -60,18 +71,25 @@ SERIES = tuple(field.name for field in fields(Sample))
 class TimeSeries:
     """The newest samples of a node, oldest first."""
 
-    def __init__(self, clock: Callable[[], float], capacity: int) -> None:
-        """Keep up to ``capacity`` samples (at most ``MAX_CAPACITY``), timed by ``clock``."""
+    def __init__(self, clock: Callable[[], float], capacity: int, interval: float = 2.0) -> None:
+        """Keep up to ``capacity`` samples (at most ``MAX_CAPACITY``), timed by ``clock``.
+
+        ``interval`` is the seconds between samples (``dashboard.interval_seconds``).
+        """
         self._clock = clock
         self._samples: deque[Sample] = deque(maxlen=_bounded(capacity))
         self._last_counts: tuple[float, int, int] | None = None
-        self._latency_count = 0
-        self._latency_sum = 0.0
-        self._latency_max = 0.0
+        self._latency = LatencyTotal()
+        self._interval = interval
+        self._slots = LatencySlots(clock, *_slot_settings(interval))
+        self._siblings = SiblingLatencies()
 
-    def resize(self, capacity: int) -> None:
+    def resize(self, capacity: int, interval: float | None = None) -> None:
         """Keep up to ``capacity`` samples from now on, dropping the oldest if over."""
         self._samples = deque(self._samples, maxlen=_bounded(capacity))
+        if interval is not None and interval != self._interval:
+            self._interval = interval
+            self._slots.configure(*_slot_settings(interval))
 
     @property
     def capacity(self) -> int:
@@ -79,18 +97,27 @@ class TimeSeries:
         return self._samples.maxlen or 0
 
     def observe_latency(self, seconds: float) -> None:
-        """Count one POST's delivery latency towards the next sample."""
-        self._latency_count += 1
-        self._latency_sum += seconds
-        if seconds > self._latency_max:
-            self._latency_max = seconds
+        """Count one POST's delivery latency towards the next sample (and the siblings')."""
+        self._latency = self._latency.plus(1, seconds, seconds)
+        self._slots.observe(seconds)
 
-    def sample(self, snapshot: NodeSnapshot) -> Sample:
+    def recent_latencies(self) -> tuple[LatencySlot, ...]:
+        """This process' latency slots, for its sibling workers' samples."""
+        return self._slots.recent()
+
+    def sample(
+        self, snapshot: NodeSnapshot, siblings: Mapping[str, Sequence[LatencySlot]] | None = None
+    ) -> Sample:
         """Take a sample from ``snapshot`` now, keep it, and return it.
 
-        The first sample's rates are 0: there is nothing to measure them against.
+        ``siblings`` are the other workers' finished latency slots, by
+        worker: those not counted before count with this process' own. The
+        first sample's rates are 0: there is nothing to measure them against.
         """
         now = self._clock()
+        theirs = self._siblings.take(siblings or {})
+        latency = self._latency.plus(theirs.count, theirs.total, theirs.maximum)
+        self._latency = LatencyTotal()
         readings = snapshot.instances.values()
         messages_in = sum(r.messages_in for r in readings)
         messages_out = sum(r.messages_out for r in readings)
@@ -101,10 +128,9 @@ class TimeSeries:
             rate_out = max(messages_out - self._last_counts[2], 0) / elapsed
         self._last_counts = (now, messages_in, messages_out)
         mean = max_ms = None
-        if self._latency_count:
-            mean = round(self._latency_sum / self._latency_count * 1000, 3)
-            max_ms = round(self._latency_max * 1000, 3)
-        self._latency_count, self._latency_sum, self._latency_max = 0, 0.0, 0.0
+        if latency.count:
+            mean = round(latency.total / latency.count * 1000, 3)
+            max_ms = round(latency.maximum * 1000, 3)
         others = [peer for peer in snapshot.peers if not peer.is_self]
         healthy, total, read_only = _databases(snapshot.cluster_status)
         sample = Sample(
@@ -121,6 +147,7 @@ class TimeSeries:
             read_only=read_only,
             broker_queue=None if snapshot.broker is None else snapshot.broker.queue,
             broker_down=None if snapshot.broker is None else snapshot.broker.state == "down",
+            latency_count=latency.count,
         )
         self._samples.append(sample)
         return sample
@@ -157,6 +184,11 @@ def _databases(
     monitored = [db for db in cluster_status.databases if not db.disabled]
     healthy = sum(1 for db in monitored if db.health.healthy)
     return healthy, len(monitored), cluster_status.mode == "read-only"
+
+
+def _slot_settings(interval: float) -> tuple[float, float]:
+    """(slot width, seconds kept) for samples every ``interval`` seconds."""
+    return interval / SLOTS_PER_INTERVAL, KEEP_INTERVALS * interval
 
 
 def _bounded(capacity: int) -> int:

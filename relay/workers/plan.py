@@ -103,3 +103,8 @@ def sibling_socket(directory: Path, index: int) -> Path:
 def notify_socket(directory: Path, index: int) -> Path:
     """The datagram socket on which worker ``index`` tells the supervisor its state."""
     return directory / f"notify-{index}.sock"
+
+
+def handoff_socket(directory: Path, index: int) -> Path:
+    """Where worker ``index`` waits for its successor (``relay.workers.roll``)."""
+    return directory / f"handoff-{index}.sock"

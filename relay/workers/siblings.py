@@ -22,7 +22,9 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from relay import __version__
 from relay.core.add_up import add_up
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import NodeSnapshot
 from relay.core.worker_reading import (
     NOT_ANSWERING,
@@ -53,12 +55,14 @@ class Siblings:
         *,
         snapshot: Callable[[], NodeSnapshot],
         latency: Callable[[], LatencyReading],
+        recent: Callable[[], tuple[LatencySlot, ...]] = tuple,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Serve and gather readings for ``role``; the callables read this worker's own."""
         self.role = role
         self._snapshot = snapshot
         self._latency = latency
+        self._recent = recent
         self._clock = clock
         self._runner: web.AppRunner | None = None
         self._sessions: dict[int, aiohttp.ClientSession] = {}
@@ -92,6 +96,8 @@ class Siblings:
             restarts=role.generation,
             snapshot=self._snapshot(),
             latency=self._latency(),
+            recent=self._recent(),
+            version=__version__,
         )
 
     async def view(self) -> NodeView:

@@ -9,7 +9,9 @@ systemd is to the supervisor. It tells systemd ``READY=1`` once every worker
 serves, forwards SIGHUP (a reload) to every worker and reports ``READY=1``
 again once all of them have reloaded, and on SIGTERM stops them all. A
 worker that dies, or hangs (stops pinging its watchdog), is restarted with
-a backoff; the others never stop serving.
+a backoff; the others never stop serving. On SIGUSR2 it replaces its workers
+in turn with the code installed now, disconnecting no one
+(``relay.workers.roll``); it keeps running its own code.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from relay.config import Config
 from relay.errors import StartupError
 from relay.links.backoff import RetryDelays
-from relay.workers.plan import NodePlan, notify_socket
+from relay.workers.plan import NodePlan, handoff_socket, notify_socket
 from relay.workers.ports import PortReservation
+from relay.workers.roll import roll
+from relay.workers.slot import Slot
 
 log = logging.getLogger("relay.workers")
 
@@ -74,22 +77,6 @@ class ServiceManager(Protocol):
         """The supervisor is alive."""
 
 
-@dataclass
-class _Slot:
-    """One worker position: the process in it now, and its history."""
-
-    index: int
-    backoff: RetryDelays
-    process: asyncio.subprocess.Process | None = None
-    #: Times this slot's worker was restarted.
-    generation: int = 0
-    ready: bool = False
-    started_at: float = 0.0
-    last_ping: float = 0.0
-    #: Set at each READY=1: start-up, or the end of a reload.
-    readied: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class Supervisor:
     """Runs ``count`` workers of the node configured in ``path``."""
 
@@ -119,9 +106,7 @@ class Supervisor:
         self._systemd = systemd
         self._clock = clock
         self._python = python
-        self._slots = [
-            _Slot(index, backoff(RESTART_INITIAL, RESTART_MAX)) for index in range(count)
-        ]
+        self._slots = [Slot(index, backoff(RESTART_INITIAL, RESTART_MAX)) for index in range(count)]
         self._ports = PortReservation()
         self._plan: NodePlan | None = None
         self._directory: Path | None = None
@@ -132,6 +117,7 @@ class Supervisor:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
+        self._rolling = False
 
     @property
     def pids(self) -> list[int | None]:
@@ -176,6 +162,23 @@ class Supervisor:
         if self.up.is_set() and not self._stopping:
             self._background(self._reload(), "relay-workers-reload")
 
+    def upgrade(self) -> None:
+        """SIGUSR2: replace each worker in turn with the code installed now (``workers.roll``)."""
+        if not self.up.is_set() or self._stopping:
+            log.warning("received SIGUSR2 before the node serves or while it stops; ignored")
+        elif self._rolling:
+            log.warning("an upgrade of the workers is under way already; SIGUSR2 ignored")
+        else:
+            self._rolling = True
+            self._background(self._roll(), "relay-workers-upgrade")
+
+    async def _roll(self) -> None:
+        log.info("received SIGUSR2, replacing the %d workers in turn", self.count)
+        try:
+            await roll(self._slots, self._start_worker, self._clock)
+        finally:
+            self._rolling = False
+
     def describe(self) -> str:
         """The node's addresses, as systemd's status line and the ready log line give them."""
         assert self._plan is not None
@@ -216,9 +219,11 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         running = [
-            slot.process
+            process
             for slot in self._slots
-            if slot.process is not None and slot.process.returncode is None
+            # A successor taking a worker over when the node stops is stopped too.
+            for process in (slot.process, slot.successor)
+            if process is not None and process.returncode is None
         ]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
@@ -247,7 +252,17 @@ class Supervisor:
 
     # Workers.
 
-    async def _spawn(self, slot: _Slot) -> None:
+    async def _spawn(self, slot: Slot) -> None:
+        slot.ready = False
+        slot.readied.clear()
+        slot.started_at = slot.last_ping = self._clock()
+        slot.process = await self._start_worker(slot)
+        log.info("worker %d started as pid %d", slot.index, slot.process.pid)
+
+    async def _start_worker(
+        self, slot: Slot, *, take_over: bool = False
+    ) -> asyncio.subprocess.Process:
+        """Run ``relay serve`` for ``slot``: its worker, or (``take_over``) its successor."""
         assert self._directory is not None
         argv = [
             self._python,
@@ -262,26 +277,31 @@ class Supervisor:
             str(slot.index),
             "--worker-restarts",
             str(slot.generation),
+            "--handoff-socket",
+            str(handoff_socket(self._directory, slot.index)),
         ]
         if self._debug:
             argv.append("--debug")
+        if take_over:
+            argv.append("--take-over")
         env = dict(os.environ)
         env["NOTIFY_SOCKET"] = str(notify_socket(self._directory, slot.index))
         env["WATCHDOG_USEC"] = str(int(self._watchdog * 1_000_000))
         env.pop("WATCHDOG_PID", None)
-        slot.ready = False
-        slot.readied.clear()
-        slot.started_at = slot.last_ping = self._clock()
-        slot.process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
-        log.info("worker %d started as pid %d", slot.index, slot.process.pid)
 
-    async def _keep(self, slot: _Slot) -> None:
+    async def _keep(self, slot: Slot) -> None:
         """Wait for the slot's worker to end; restart it (unless the node is stopping)."""
         while True:
-            assert slot.process is not None
-            code = await slot.process.wait()
+            process = slot.process
+            assert process is not None
+            code = await process.wait()
+            if slot.rolling is not None:
+                await asyncio.shield(slot.rolling)  # the roll settles whose the slot is
+            if slot.process is not process:
+                continue  # it handed over to its successor, watched from now on
             slot.ready = False
             if self._stopping or (self._stop is not None and self._stop.is_set()):
                 return  # stopping: a Ctrl-C reaches the workers as soon as the supervisor
@@ -308,7 +328,7 @@ class Supervisor:
             slot.generation += 1
             await self._spawn(slot)
 
-    def _receive(self, sock: socket.socket, slot: _Slot) -> None:
+    def _receive(self, sock: socket.socket, slot: Slot) -> None:
         """Read the sd_notify datagrams waiting on a worker's socket."""
         while True:
             try:
@@ -321,8 +341,10 @@ class Supervisor:
             for line in data.decode("utf-8", "replace").splitlines():
                 self.notice(slot, line.strip())
 
-    def notice(self, slot: _Slot, line: str) -> None:
+    def notice(self, slot: Slot, line: str) -> None:
         """One sd_notify assignment from the slot's worker."""
+        if line != "WATCHDOG=1":
+            log.debug("worker %d says %s", slot.index, line)
         now = self._clock()
         if line == "READY=1":
             slot.last_ping = now
@@ -334,6 +356,9 @@ class Supervisor:
                 self._systemd.notify(f"STATUS={self.describe()}")
             if all(s.ready for s in self._slots):
                 self.up.set()
+        elif line.startswith("MAINPID="):
+            with contextlib.suppress(ValueError):
+                slot.main_pid = int(line.removeprefix("MAINPID="))
         elif line == "WATCHDOG=1":
             slot.last_ping = now
         elif line == "STOPPING=1":
@@ -400,7 +425,7 @@ class Supervisor:
                 self._stop.set()
 
     @staticmethod
-    def _pid(slot: _Slot) -> int:
+    def _pid(slot: Slot) -> int:
         return slot.process.pid if slot.process is not None else 0
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 
 import pytest
 
@@ -156,7 +157,16 @@ def test_connect_figures_add_up_the_generators() -> None:
     )
 
 
-def test_procfs_memory_of_this_process() -> None:
-    found = memory(os.getpid())
+def test_procfs_memory_of_an_idle_process() -> None:
+    # An idle process: this test's own process may allocate between the two
+    # files' reads (it did, under the whole suite), which these sums cannot bear.
+    script = "import sys; print('ready', flush=True); sys.stdin.read()"
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as idle:
+        assert idle.stdout is not None
+        assert idle.stdout.readline() == b"ready\n"
+        found = memory(idle.pid)
+        idle.kill()
     assert 0 < found["pss"] <= found["rss"]
     assert found["anon"] + found["file"] <= found["rss"]

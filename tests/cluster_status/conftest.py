@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from relay.cluster_status.monitor import ClusterStatusMonitor
 from relay.config.cluster_status import ClusterStatusConfig
@@ -22,7 +21,6 @@ from tests.cluster_status.helpers import (
     StartMonitor,
 )
 from tests.cluster_status.phorge_tables import PhorgeTables
-from tests.cluster_status.webhook import Receiver, serve
 from tests.mariadb_harness import MariaDBFactory, MariaDBServer, make_template
 
 _HERE = Path(__file__).parent
@@ -52,21 +50,6 @@ def mariadb(mariadb_template: Path, tmp_path: Path) -> Iterator[MariaDBFactory]:
     factory = MariaDBFactory(tmp_path / "servers", mariadb_template)
     yield factory
     factory.close()
-
-
-@pytest.fixture
-async def webhooks() -> AsyncIterator[list[web.AppRunner]]:
-    """The webhook servers a test starts; all are stopped at its end."""
-    runners: list[web.AppRunner] = []
-    yield runners
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def receiver(webhooks: list[web.AppRunner]) -> Receiver:
-    """A webhook that answers 204 to every alert and keeps it."""
-    return await serve(Receiver(), webhooks)
 
 
 def add_monitor_users(server: MariaDBServer) -> None:

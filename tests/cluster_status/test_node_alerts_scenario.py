@@ -8,19 +8,16 @@ port, which a restart keeps.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from tests.cluster_status.conftest import add_monitor_users
 from tests.cluster_status.helpers import host_entry
-from tests.cluster_status.webhook import Receiver, metric
+from tests.cluster_status.webhook import Receiver, metric, signed_alerts
 from tests.harness import Cluster, Relays
 from tests.mariadb_harness import MariaDBFactory
 from tests.redis_harness import RedisServer
@@ -34,14 +31,7 @@ INTERVAL = 0.5
 
 def node_alerts(receiver: Receiver, kind: str) -> list[dict[str, Any]]:
     """The alerts of ``kind`` received so far, each checked for its signature."""
-    found = []
-    for headers, body in receiver.alerts:
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["X-Relay-Signature"] == "sha256=" + expected
-        alert = orjson.loads(body)
-        if alert["kind"] == kind:
-            found.append(alert)
-    return found
+    return signed_alerts(receiver, SECRET, kind)
 
 
 async def start_cluster(

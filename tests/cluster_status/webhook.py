@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 
@@ -36,6 +39,18 @@ async def serve(receiver: Receiver, runners: list[web.AppRunner]) -> Receiver:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     return receiver
+
+
+def signed_alerts(receiver: Receiver, secret: str, kind: str) -> list[dict[str, Any]]:
+    """The alerts of ``kind`` received so far, each checked for its signature with ``secret``."""
+    found = []
+    for headers, body in receiver.alerts:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Relay-Signature"] == "sha256=" + expected
+        alert = orjson.loads(body)
+        if alert["kind"] == kind:
+            found.append(alert)
+    return found
 
 
 async def metric(session: aiohttp.ClientSession, node: Any, name: str) -> float:

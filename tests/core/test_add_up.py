@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from relay.core.add_up import add_latencies, add_up
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import (
     BrokerReading,
     InstanceReading,
@@ -84,6 +85,7 @@ def test_browsers_and_deliveries_add_up_messages_and_history_are_the_largest_cop
         "index": 1,
         "pid": 101,
         "restarts": 0,
+        "version": "",
         "fingerprint": "B",
         "connections": 2,
         "messages_in": 6,
@@ -203,6 +205,14 @@ def test_overload_and_alert_counters_add_up_and_the_cluster_view_is_the_answerin
     assert view.snapshot.overload == OverloadReading("refuse", True, 3, 2)
     assert view.snapshot.alerts == {"sent": 3, "failed": 1, "dropped": 0, "queue": 1}
     assert view.snapshot.nodes == nodes
+
+
+def test_the_siblings_recent_latencies_are_handed_to_the_answering_worker() -> None:
+    own = replace(reading(0, snapshot()), recent=(LatencySlot(1.0, 1, 0.1, 0.1),))
+    other = replace(reading(1, snapshot("B")), recent=(LatencySlot(2.0, 2, 0.2, 0.15),))
+    view = add_up(serving(own, other), own=own, uptime_ms=5)
+    # Its own are in its time series already: only the siblings' are added.
+    assert view.sibling_latencies == {"B": (LatencySlot(2.0, 2, 0.2, 0.15),)}
 
 
 def test_latencies_merge_bucket_by_bucket() -> None:

@@ -101,3 +101,24 @@ def test_a_message_from_the_past_takes_its_place_in_time() -> None:
     history.add("default", frozenset({"K"}), EncodedMessage(b"oldest"), clock.now - 20)
     history.add("default", frozenset({"K"}), EncodedMessage(b"c"), clock.now - 1)
     assert payloads(history.replay("default", {"K"}, 60.0)) == [b"b", b"c", b"d"]
+
+
+def test_history_exported_is_restored_with_its_ages_in_another_process() -> None:
+    old_clock = FakeClock()
+    old = History(10, 60, old_clock)
+    old.add("acme", frozenset({"A"}), msg('{"n":1}'))
+    old_clock.advance(30)
+    old.add("acme", frozenset({"A", "B"}), msg('{"n":2}'))
+    old.add("other", frozenset({"A"}), msg('{"n":3}'))
+    records = old.export()
+    assert records[0] == ["acme", 30.0, ["A"], '{"n":1}']
+    # The new process' clock reads something else; the restart itself took 20 s.
+    clock = FakeClock()
+    clock.advance(1000)
+    new = History(10, 60, clock)
+    assert new.restore([*records, ["bad"], ["acme", "x", [], "{}"]], older_by=20) == 3
+    assert payloads(new.replay("acme", {"A"}, 60)) == [b'{"n":1}', b'{"n":2}']
+    assert payloads(new.replay("acme", {"A"}, 40)) == [b'{"n":2}']
+    assert payloads(new.replay("other", {"A"}, 60)) == [b'{"n":3}']
+    clock.advance(11)  # the first is past 60 s now
+    assert payloads(new.replay("acme", {"B", "A"}, 60)) == [b'{"n":2}']

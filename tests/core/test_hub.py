@@ -12,7 +12,7 @@ from relay.core.encoded import EncodedMessage
 from relay.core.history import History
 from relay.core.hub import Hub, Outcome
 from relay.core.notification import parse_notification
-from tests.support import FakeClock
+from tests.support import FakeClock, notification
 
 
 class RecordingBrowser:
@@ -137,6 +137,16 @@ def test_announcements_stay_local_and_reach_late_subscribers() -> None:
     assert hub.status("default")["history.size"] == 0
 
 
+def test_a_browser_taken_over_in_a_handoff_is_not_sent_the_announcements_again() -> None:
+    hub, _ = make_hub()
+    hub.announce("default", {"subscribers": ["status"], "state": 1})
+    adopted = RecordingBrowser()
+    hub.connect(adopted)
+    hub.subscribe(adopted, ["status"], catch_up=False)  # it got state 1 from the old process
+    hub.announce("default", {"subscribers": ["status"], "state": 2})
+    assert [m["state"] for m in adopted.received] == [2]
+
+
 def test_status_counts_clients_and_messages_per_instance() -> None:
     clock = FakeClock()
     hub, _ = make_hub(clock)
@@ -255,3 +265,19 @@ def test_a_reloaded_broker_message_is_history_not_news() -> None:
     assert browser.received == []
     assert hub.replay(browser, 20_000) == 0  # it entered the cluster 30 s ago
     assert hub.replay(browser, 40_000) == 1
+
+
+def test_what_a_handoff_forwards_is_each_delivery_once_in_order_not_announcements() -> None:
+    hub, forwarded = make_hub()
+    routed: list[str] = []
+    hub.routed = lambda _instance, message: routed.append(orjson.loads(message.payload)["uniqueID"])
+    hub.set_ordering(True, hold_seconds=60)
+    assert post(hub, notification("K", unique_id="mine")) is Outcome.HELD
+    assert routed == []  # held for Redis' order: not delivered, not forwarded yet
+    from_broker(hub, notification("K", unique_id="theirs"))
+    stamped = bytes(forwarded[0][1])  # what Redis returns: the post as this node stamped it
+    hub.receive("default", parse_notification(stamped), stamped)
+    hub.receive("default", parse_notification(stamped), stamped)  # a retried copy
+    from_broker(hub, notification("K", unique_id="theirs"))  # another path's copy
+    hub.announce("default", {"subscribers": ["K"], "state": 1})
+    assert routed == ["theirs", "mine"]

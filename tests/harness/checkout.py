@@ -28,10 +28,18 @@ def second_checkout(directory: Path, version: str) -> dict[str, str]:
     """
     copy = directory / "relay"
     shutil.copytree(_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    init = copy / "__init__.py"
+    set_version(directory, version)
+    return {"PYTHONPATH": str(directory), "PYTHONSAFEPATH": "1"}
+
+
+def set_version(directory: Path, version: str) -> None:
+    """Give the checkout in ``directory`` the version ``version``: an upgrade installed in place.
+
+    Processes started from then on run it; those running keep what they imported.
+    """
+    init = directory / "relay" / "__init__.py"
     text, count = re.subn(
         r'^__version__ = ".*"$', f'__version__ = "{version}"', init.read_text(), flags=re.M
     )
     assert count == 1, f"no __version__ line in {init}"
     init.write_text(text)
-    return {"PYTHONPATH": str(directory), "PYTHONSAFEPATH": "1"}

@@ -34,7 +34,16 @@ START_WAIT = 3 * WAIT
 POLL = 0.05
 #: Settings a node inherits from the test's environment that would make it talk
 #: to the systemd running the tests (its own notify socket replaces them).
-_SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_SYSTEMD_VARIABLES = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    # A store would make a stop keep the browsers instead of closing them with 1001.
+    "FDSTORE",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 
 
 def hold_port(host: str, port: int = 0, within: float = WAIT) -> socket.socket:

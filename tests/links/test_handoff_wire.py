@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from relay.links.broker_wire import StreamId
 from relay.links.handoff_wire import (
     ConnectionState,
     HandoffError,
@@ -13,6 +14,8 @@ from relay.links.handoff_wire import (
     decode,
     encode,
     pieces,
+    position_body,
+    position_of,
 )
 
 STATE = ConnectionState(
@@ -67,3 +70,16 @@ def test_batches_bound_count_and_size() -> None:
     assert list(batches(states, count=3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(batches(states, size=STATE.size() * 2)) == [[0, 1], [2, 3], [4, 5], [6]]
     assert list(batches([], count=3)) == []
+
+
+def test_a_stream_position_round_trips_through_a_message() -> None:
+    position = ({"phorge": StreamId(1700000000000, 3)}, 1699999990000)
+    kind, body = decode(encode(Kind.DONE, {"moved": 2} | position_body(position)))
+    assert (kind, position_of(body)) == (Kind.DONE, position)
+    assert position_of({"moved": 2}) is None  # mesh mode: no position
+
+
+@pytest.mark.parametrize("raw", [{"ids": {"a": "x-y"}, "synced": 1}, {"ids": []}, "no"])
+def test_an_unreadable_position_is_a_handoff_error(raw: object) -> None:
+    with pytest.raises(HandoffError):
+        position_of({"position": raw})

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import (
     BrokerReading,
     InstanceReading,
@@ -100,6 +101,10 @@ readings = st.builds(
     restarts=counts,
     snapshot=snapshots,
     latency=latencies(),
+    recent=st.lists(
+        st.builds(LatencySlot, end=floats, count=counts, total=floats, maximum=floats),
+        max_size=4,
+    ).map(tuple),
 )
 
 
@@ -111,6 +116,12 @@ def test_any_reading_round_trips(reading: WorkerReading) -> None:
 def test_the_cluster_view_is_not_sent() -> None:
     snapshot = NodeSnapshot("A", 1, 0, {}, 0, {}, (), None, nodes={"members": []})
     assert decode(encode(WorkerReading(0, 1, 0, snapshot))).snapshot.nodes is None
+
+
+def test_a_record_without_recent_latencies_has_none() -> None:
+    fields = orjson.loads(record())
+    del fields["recent"]
+    assert decode(orjson.dumps(fields)).recent == ()
 
 
 def record(**changes: object) -> bytes:

@@ -12,6 +12,8 @@ honest expectation is exactly:
 - the browsers not passed (compressed ones, which cannot move, and the one in
   its handshake) stay with the old process and see nothing;
 - posts are accepted throughout; every browser gets every post.
+
+The same in broker mode, on a real redis-server.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
 from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
-from tests.support import WAIT, local_config
+from tests.support import WAIT, eventually, local_config
 
 #: Plain browsers: the new process adopts them all before it is killed.
 ADOPTED = 200
@@ -37,11 +40,15 @@ ADOPTED = 200
 COMPRESSED = 10
 
 
-def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+def _node(
+    relays: Relays, tmp_path: Path, name: str, *args: str, redis_url: str | None = None
+) -> RelayNode:
     # A long handshake limit: the browser in its handshake holds the handoff
     # open until the test has killed the new process.
     limits = {"max_connections_per_ip": 0, "handshake_seconds": 60}
     config = local_config(limits=limits, browsers={"compression": True})
+    if redis_url is not None:
+        config["broker"] = {"url": redis_url, **BROKER_TIMING}
     node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
     relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
     return node
@@ -58,18 +65,25 @@ async def _status(port: int) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["mesh", "broker"])
 async def test_a_successor_killed_half_way_strands_no_browser(
-    relays: Relays, tmp_path: Path
+    relays: Relays, tmp_path: Path, mode: str, request: pytest.FixtureRequest
 ) -> None:
+    redis_url = None
+    if mode == "broker":
+        redis_url = request.getfixturevalue("redis_server").url
     handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff, redis_url=redis_url)
+    old.start()
     # Connected first, so the old process has accepted it before the others;
     # its upgrade request comes only after the failure.
     late = socket.create_connection(("127.0.0.1", old.client_port))
     plain = await connect_many(old.client_port, ADOPTED)
     compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
     poster = Poster(old.admin_port)
-    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    new = _node(
+        relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", redis_url=redis_url
+    )
     new.spawn()  # never ready: it says READY=1 only once the handoff is done
     await asyncio.to_thread(
         old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
@@ -87,6 +101,12 @@ async def test_a_successor_killed_half_way_strands_no_browser(
     await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
     await poster.stop()
     everyone = [*back, *compressed, finished]
+
+    # In broker mode a post is answered once Redis has it, and delivered when Redis returns it.
+    async def delivered() -> bool:
+        return all(watcher.ids[-1:] == poster.posted[-1:] for watcher in everyone)
+
+    await eventually(delivered, "every browser got the last post")
     for watcher in everyone:
         await watcher.sync()
     assert not poster.failures

@@ -128,8 +128,8 @@ async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
         ({}, ("--take-over",), "--take-over needs --handoff-socket PATH"),
         (
             {"broker": {"url": "redis://127.0.0.1:1/0"}},
-            ("--handoff-socket", "h.sock"),
-            "--handoff-socket does not work in broker mode yet",
+            ("--workers", "2", "--handoff-socket", "h.sock", "--take-over"),
+            "a --workers node replaces its workers itself on SIGUSR2",
         ),
     ],
 )

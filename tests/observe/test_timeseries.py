@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from relay.core.cluster_reading import ClusterStatusReading, DatabaseReading, HealthReading
+from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import BrokerReading, InstanceReading, NodeSnapshot, PeerReading
 from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
@@ -90,6 +91,31 @@ def test_latency_is_the_mean_and_max_of_the_interval_then_starts_over() -> None:
     clock.advance(1.0)
     quiet = series.sample(snapshot())
     assert (quiet.latency_mean_ms, quiet.latency_max_ms) == (None, None)
+
+
+def test_a_worker_adds_its_siblings_latencies_to_its_own_merged_not_averaged() -> None:
+    clock = FakeClock()
+    series = TimeSeries(clock, 10, interval=1.0)
+    series.sample(snapshot())
+    series.observe_latency(0.001)  # one fast post here; the sibling had three slow ones
+    clock.advance(1.0)
+    sibling = {"W1": (LatencySlot(clock.now - 0.5, 3, 0.030, 0.020),)}
+    sample = series.sample(snapshot(), sibling)
+    assert sample.latency_count == 4
+    assert (sample.latency_mean_ms, sample.latency_max_ms) == (7.75, 20.0)
+    clock.advance(1.0)
+    again = series.sample(snapshot(), {"W1": (*sibling["W1"], LatencySlot(clock.now, 1, 5.0, 5.0))})
+    assert (again.latency_count, again.latency_max_ms) == (1, 5000.0)  # the new slot only
+
+
+def test_a_worker_keeps_its_latencies_in_slots_for_its_siblings() -> None:
+    clock = FakeClock(100.0)
+    series = TimeSeries(clock, 10, interval=2.0)
+    series.observe_latency(0.004)
+    clock.advance(0.25)
+    assert series.recent_latencies() == (LatencySlot(100.25, 1, 0.004, 0.004),)
+    series.resize(10, interval=4.0)
+    assert series.recent_latencies() == ()
 
 
 def test_peers_and_databases_are_summed_up_per_sample() -> None:

@@ -16,14 +16,12 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from aiohttp import web
 
 from relay.links.presence import GONE_AFTER, STALE_AFTER
-from tests.cluster_status.webhook import Receiver, serve
+from tests.cluster_status.webhook import Receiver, metric, signed_alerts
 from tests.harness import Relays
-from tests.support import WAIT, Admin, eventually
+from tests.support import WAIT, Admin, eventually, notification
 
 pytestmark = pytest.mark.slow
 
@@ -151,43 +149,76 @@ async def test_a_presence_record_needs_the_shared_secret_and_a_record(
         assert SECRET not in node.log
 
 
-async def test_in_a_mesh_each_remaining_node_alerts_once_that_a_killed_node_left(
-    relays: Relays, session: aiohttp.ClientSession
+async def test_in_a_mesh_one_node_alerts_that_a_killed_node_left_and_that_it_came_back(
+    relays: Relays, session: aiohttp.ClientSession, receiver: Receiver, tmp_path: Any
 ) -> None:
-    receiver = Receiver()
-    runners: list[web.AppRunner] = []
-    try:
-        await serve(receiver, runners)
-        cluster = await relays.mesh(
-            3,
-            peering={"presence_interval_seconds": INTERVAL},
-            alerts={"url": receiver.url, "interval_seconds": 0.1},
-        ).start()
-        admins = cluster.admins(session)
+    """The oldest node sends the mesh's alerts: kill it, and the next oldest takes over."""
+    secret_file = tmp_path / "alerts.secret"
+    secret_file.write_text(SECRET + "\n")
+    cluster = await relays.mesh(
+        3,
+        # Links retry often: a link down is up again soon after its peer is.
+        peering={"presence_interval_seconds": INTERVAL, "backoff_max_seconds": 0.3},
+        alerts={"url": receiver.url, "secret_file": str(secret_file), "interval_seconds": 0.1},
+    ).start()
+    admins = cluster.admins(session)
 
-        async def everyone_listed() -> bool:
-            return [len(await members(admin)) for admin in admins] == [3, 3, 3]
+    async def everyone_listed() -> bool:
+        return [len(await members(admin)) for admin in admins] == [3, 3, 3]
 
-        await eventually(everyone_listed, "each node lists three nodes")
-        place = f"{socket.gethostname()}:{cluster[2].admin_port}"
-        cluster[2].kill()
+    await eventually(everyone_listed, "each node lists three nodes")
+    # The sender is the oldest (then the smallest place): the one whose death is the hard case.
+    by_age = sorted(await members(admins[0]), key=lambda m: (m["started_at"], m["place"]))
+    index = {node.pid: at for at, node in enumerate(cluster)}
+    sender, successor = (cluster[index[m["pid"]]] for m in by_age[:2])
+    successor_fingerprint = by_age[1]["fingerprint"]
+    killed = cluster.nodes.index(sender)
+    place = f"{socket.gethostname()}:{sender.admin_port}"
+    sent_before = await metric(session, sender, "relay_alerts_sent_total")
+    sender.kill()
 
-        def left() -> list[tuple[str, str, str]]:
-            found = [orjson.loads(body) for _, body in receiver.alerts]
-            return [
-                (a["state"], a["subject"], a["node"]) for a in found if a["kind"] == "node-left"
-            ]
+    def left() -> list[dict[str, Any]]:
+        return signed_alerts(receiver, SECRET, "node-left")
 
-        async def alerted(count: int) -> bool:
-            return len(left()) >= count
+    async def alerted(count: int) -> bool:
+        return len(left()) >= count
 
-        await eventually(lambda: alerted(2), "both remaining nodes alert")
-        await cluster.start(2)
-        await eventually(lambda: alerted(4), "both alert its return")
-        alerts = left()
-        assert sorted(state for state, _, _ in alerts) == ["firing"] * 2 + ["resolved"] * 2
-        assert {subject for _, subject, _ in alerts} == {place}
-        assert len({sender for _, _, sender in alerts}) == 2  # each node alerts once, as itself
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    await eventually(lambda: alerted(1), "the successor alerts that the sender left")
+    # A link is seen down when it carries a message: one posted to each node that remains.
+    survivors = [node for node in cluster if node is not sender]
+    for at, node in enumerate(survivors):
+        admin = Admin(session, node.admin_port)
+        await admin.post(notification("PHID-MESH", unique_id=f"after-kill-{at}"))
+
+    def links() -> list[tuple[str, str, str]]:
+        found = signed_alerts(receiver, SECRET, "peer-down")
+        return [(a["state"], a["subject"], a["node"]) for a in found]
+
+    async def links_down(count: int) -> bool:
+        return len(links()) >= count
+
+    await eventually(lambda: links_down(2), "each remaining node alerts its link down")
+    await cluster.start(killed)
+    await eventually(lambda: alerted(2), "it alerts its return")
+    await eventually(lambda: links_down(4), "each link is alerted up again")
+
+    async def counted() -> bool:
+        values = [await metric(session, node, "relay_alerts_sent_total") for node in cluster]
+        return sent_before + sum(values) == len(receiver.alerts)
+
+    # Every node looks every 0.1 s and sees a node go within a few ms of the others.
+    await eventually(counted, "every alert sent is counted in /metrics")
+    alerts = left()
+    assert [(a["state"], a["subject"], a["node"]) for a in alerts] == [
+        ("firing", place, successor_fingerprint),
+        ("resolved", place, successor_fingerprint),
+    ]
+    assert alerts[0]["since"] == alerts[1]["since"]
+    warned = [node for node in cluster if f"alert firing: node {place} left" in node.log]
+    assert warned == [successor]
+    # A peer link is seen from its ends only: each node tells of its own link, once an episode.
+    link = f"127.0.0.1:{sender.admin_port}"
+    fingerprints = [m["fingerprint"] for m in by_age[1:]]
+    expected = [(state, link, at) for state in ("firing", "resolved") for at in fingerprints]
+    assert sorted(links()) == sorted(expected)
+    assert all(SECRET not in node.log for node in cluster)

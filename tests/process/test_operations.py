@@ -56,13 +56,18 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str) -> None:
     assert result.stderr == ""
 
 
-def test_the_handoff_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "drop_ins", [("handoff.conf",), ("fdstore.conf",), ("handoff.conf", "fdstore.conf")]
+)
+def test_the_drop_ins_pass_systemd_analyze_verify(
+    tmp_path: Path, drop_ins: tuple[str, ...]
+) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: install Debian's systemd package"
     relay = Path(sys.executable).parent / "relay"
-    drop_ins = tmp_path / "relay.service.d"
-    drop_ins.mkdir()
-    for name in ("relay.service", "relay.service.d/handoff.conf"):
+    drop_in_dir = tmp_path / "relay.service.d"
+    drop_in_dir.mkdir()
+    for name in ("relay.service", *(f"relay.service.d/{drop_in}" for drop_in in drop_ins)):
         text = (UNITS / name).read_text().replace("/opt/relay/bin/relay", str(relay))
         (tmp_path / name).write_text(text)
     # The unit path makes verify read the drop-in beside the unit (a bad key in it is reported).
@@ -76,7 +81,7 @@ def test_the_handoff_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    (drop_ins / "broken.conf").write_text("[Service]\nExecReloadd=/bin/true\n")
+    (drop_in_dir / "broken.conf").write_text("[Service]\nExecReloadd=/bin/true\n")
     broken = subprocess.run(
         [analyze, "verify", "--man=no", str(tmp_path / "relay.service")],
         capture_output=True,

@@ -7,6 +7,7 @@ both workers, posts over fresh connections (so both workers take some).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -164,3 +165,52 @@ async def test_the_status_page_of_either_worker_shows_the_whole_node(
             assert data["connections"] == browsers
         for browser in [*pages.values(), *others]:
             await browser.close()
+
+
+async def test_the_latency_chart_of_either_worker_counts_the_posts_every_worker_took(
+    relays: Relays, redis_server: RedisServer
+) -> None:
+    cluster = relays.broker(1, redis_server.url, workers=2, dashboard={"interval_seconds": 0.2})
+    [node] = await cluster.start()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # A page on each worker, each also a browser of the posts: a post then
+        # reaches a browser whichever worker takes it, so its latency is charted.
+        pages: dict[str, Browser] = {}
+        others: list[Browser] = []
+        async with asyncio.timeout(WAIT):
+            while len(pages) < 2:
+                browser = await Browser.open(node.client_port)
+                await browser.subscribe("relay.node", KEY)
+                fingerprint = (await browser.recv())["data"]["fingerprint"]
+                if fingerprint in pages:
+                    others.append(browser)
+                else:
+                    pages[fingerprint] = browser
+        for browser in others:
+            await browser.close()
+        answered_by = set()
+        for n in range(POSTS):
+            body = orjson.dumps(notification(KEY, unique_id=f"post-{n}"))
+            async with session.post(f"http://127.0.0.1:{node.admin_port}/", data=body) as reply:
+                assert reply.status == 200
+                answered_by.add((await reply.json())["fingerprint"])
+        assert len(answered_by) == 2, "the posts did not reach both workers"
+
+        for page in pages.values():
+            charted = 0
+            samples_after = 0
+            # Every post once; then a few more samples, in which a post counted
+            # twice (a sibling's slot taken again) would show.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WAIT):
+                    while samples_after < 5:
+                        data = (await page.recv()).get("data") or {}
+                        if "sample" not in data:
+                            continue  # a post
+                        charted += data["sample"]["latency_count"]
+                        if charted >= POSTS:
+                            samples_after += 1
+            assert (charted, samples_after) == (POSTS, 5), "posts charted, samples after"
+        for page in pages.values():
+            await page.close()

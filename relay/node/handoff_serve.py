@@ -1,0 +1,64 @@
+"""Serving with a handoff socket: take over from the node there first if asked, then wait.
+
+The process' whole life around ``relay.node.handoff``: what ``relay serve
+--handoff-socket PATH [--take-over]`` runs, a single-process node or one
+worker of a ``--workers`` node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from relay.config import Config
+from relay.listeners.handoff import MovableConnection
+from relay.node.handoff import HandoffPoint, adopt_all, take_over
+from relay.node.node import Node
+from relay.workers.plan import WorkerRole
+
+
+async def serve_handing_over(
+    config: Config,
+    path: str,
+    *,
+    take_over_first: bool,
+    role: WorkerRole | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    on_ready: Callable[[Node], None] | None = None,
+    start: Callable[[Node], Awaitable[None]] = Node.start,
+) -> None:
+    """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
+
+    With a ``role`` this process is one worker of a ``--workers`` node (the
+    supervisor gives each its own socket). ``start`` starts the node when it
+    takes over from no one (``relay.node.restart``'s).
+
+    Raises:
+        StartupError: a listener could not start, or there is nothing to take over.
+    """
+    stop = asyncio.Event()
+    if take_over_first:
+        node, channel, resumption = await take_over(config, path, role)
+        try:
+            await adopt_all(node, channel, resumption)
+        except BaseException:
+            await node.stop()
+            raise
+        finally:
+            channel.close()
+    else:
+        node = Node(config, connection_factory=MovableConnection, role=role)
+        await start(node)
+    point = HandoffPoint(node, path, on_done=stop.set)
+    try:
+        point.start()
+        if on_ready is not None:
+            on_ready(node)
+        trigger = asyncio.ensure_future(shutdown_trigger())
+        handed = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({trigger, handed}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (trigger, handed):
+            waiter.cancel()
+    finally:
+        point.close(unlink=not stop.is_set())
+        await node.stop()

@@ -1,0 +1,395 @@
+"""``systemctl restart`` that disconnects no one: browsers wait in systemd's file descriptor store.
+
+A restart is not a handoff (``relay.node.handoff``): the old process exits
+before the new one starts, and only systemd holds anything in between. Under
+systemd with a store (``relay.process.fdstore``: ``FileDescriptorStoreMax=``),
+a stop does not close the browsers. In order:
+
+1. the admin listening sockets are stored, then the admin listeners finish
+   the posts in flight and stop (a post that arrives later waits in the
+   kernel's backlog for the next process);
+2. the client listening sockets are stored and no longer accepted on;
+3. every browser connection that can move is cut at a frame boundary (the
+   handoff's cut: it owes nothing, nothing is read past the last frame) and
+   stored with its state in a memfd (``relay-state``); what cannot move (TLS,
+   permessage-deflate, still in its handshake) is closed with 1001 as at any stop.
+
+Every post the old process accepted was written to the browsers before the
+cut; every later one is the new process'. The next start takes the listeners
+(connects and posts waited in the backlog), adopts the browsers, then
+accepts posts, so every browser gets every post once, in order. A store
+that is stale or malformed is logged, its sockets closed, and relay starts
+clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from relay import __version__
+from relay.config import Config, ServerConfig
+from relay.core.history import History
+from relay.links.fdstore_wire import (
+    BROWSER,
+    STATE,
+    STATE_LIMIT,
+    FdStoreError,
+    Passed,
+    StoredState,
+    browser_room,
+    listener_name,
+    socket_key,
+)
+from relay.links.handoff_wire import ConnectionState
+from relay.listeners.handoff import MovableConnection, adopt
+from relay.node.node import Node
+from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
+
+log = logging.getLogger("relay.restart")
+
+#: How long a stop waits for browsers still in their handshake or with bytes to send.
+CUT_SECONDS = 2.0
+#: Pause between the rounds of that wait (a bounded poll: no event says a buffer emptied).
+CUT_POLL = 0.05
+
+
+class Restart:
+    """A node's side of a restart: adopt what systemd kept at start, store it all at the stop.
+
+    Made before the node (it takes what systemd passed at once); its
+    :meth:`start`, :meth:`ready` and :meth:`stopping` plug into a lifecycle,
+    ``serve_restartable``'s or the handoff's (``serve_handing_over``).
+    """
+
+    def __init__(
+        self,
+        store: FdStore,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        on_ready: Callable[[Node], None] | None = None,
+    ) -> None:
+        """Take the descriptors systemd passed; ``shutdown_trigger`` says when to stop.
+
+        ``on_ready(node)`` is called from :meth:`ready`.
+        """
+        self._store = store
+        self._trigger = shutdown_trigger
+        self._on_ready = on_ready
+        self._passed = take_passed()
+        self._node: Node | None = None
+
+    async def start(self, node: Node) -> None:
+        """Start ``node`` on what systemd kept (see :func:`adopt_passed`).
+
+        Raises:
+            StartupError: a listener could not start.
+        """
+        self._node = node
+        passed, self._passed = self._passed, Passed()
+        await adopt_passed(node, self._store, passed)
+
+    def ready(self, node: Node) -> None:
+        """``node`` serves (started here, or taken over from a predecessor)."""
+        self._node = node
+        if self._passed:
+            # Taken over from a predecessor: what systemd passed too is nobody's now.
+            passed, self._passed = self._passed, Passed()
+            log.warning("took over from a predecessor: closing what systemd kept")
+            self._store.remove(sorted(passed.names))
+            _close_all(passed.all_fds())
+        if self._on_ready is not None:
+            self._on_ready(node)
+
+    async def stopping(self) -> None:
+        """Wait for the shutdown trigger, then keep the browsers in systemd's store.
+
+        A failure is logged: the node's stop then closes them with 1001, as
+        at any stop.
+        """
+        await self._trigger()
+        if self._node is None:
+            return
+        try:
+            await store_for_restart(self._node, self._store)
+        except Exception:
+            log.exception("cannot keep the browsers in systemd's store; closing them")
+
+
+async def serve_restartable(
+    config: Config,
+    store: FdStore,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    """``serve`` that adopts what systemd kept at start and keeps its browsers there at a stop.
+
+    Raises:
+        StartupError: a listener could not start.
+    """
+    restart = Restart(store, shutdown_trigger, on_ready)
+    node = Node(config, connection_factory=MovableConnection)
+    await restart.start(node)
+    try:
+        restart.ready(node)
+        await restart.stopping()
+    finally:
+        await node.stop()
+
+
+async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
+    """Start ``node`` on what systemd passed: listeners, then browsers, then the admin side.
+
+    Every descriptor passed is this process' alone afterwards: systemd is
+    told to forget them (else it would keep each browser's connection open
+    after relay closed it).
+
+    Raises:
+        StartupError: a listener could not start; whatever had started is stopped.
+    """
+    if not passed:
+        await node.start()
+        return
+    state = _read_state(passed)
+    if state is not None and state.history:
+        # Before anyone connects: a browser that reconnected during the restart replays it.
+        restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
+        log.info("%d messages of history kept across the restart", restored)
+    clients = _listening(passed.clients, node.config.listeners("client"), "client")
+    admins = _listening(passed.admins, node.config.listeners("admin"), "admin")
+    for name, fd in passed.unknown:
+        log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
+        os.close(fd)
+    store.remove(sorted(passed.names))
+    await asyncio.to_thread(store.barrier)
+    try:
+        await node.start(clients, admin_later=True)
+    except BaseException:
+        _close_all(passed.browsers)
+        raise
+    # Before the admin side accepts: a post taken now reaches the adopted browsers too.
+    adopted, stale = await _adopt_browsers(node, passed.browsers, state)
+    await node.start_admin(admins)
+    node.adopted = adopted
+    log.info(
+        "restarted with systemd's file descriptor store: %d client and %d admin listeners "
+        "and %d browser connections adopted%s",
+        len(clients),
+        len(admins),
+        adopted,
+        f", {stale} stale ones closed" if stale else "",
+    )
+
+
+def _history(node: Node) -> History:
+    """The node's history. Node has no accessor for it: node.py is at its line limit."""
+    return node._parts.history
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _read_state(passed: Passed) -> StoredState | None:
+    """The state of the browsers passed, or None (logged) when there is none usable."""
+    state: StoredState | None = None
+    for fd in passed.states:
+        try:
+            if state is None:
+                state = StoredState.decode(read_memfd(fd, STATE_LIMIT))
+        except FdStoreError as exc:
+            log.error("systemd's store holds a state relay cannot use, starting clean: %s", exc)
+        finally:
+            os.close(fd)
+    if state is None and passed.browsers:
+        log.error(
+            "systemd kept %d browser connections without their state: closing them",
+            len(passed.browsers),
+        )
+    elif state is not None:
+        log.info(
+            "state stored by relay %s (pid %d) %.1f s ago", state.version, state.pid, state.age()
+        )
+    return state
+
+
+def _listening(fds: dict[int, int], servers: list[ServerConfig], kind: str) -> list[socket.socket]:
+    """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
+
+    The config may have changed between the stop and the start (a listener
+    added, removed, moved to another port): then they are bound afresh.
+    """
+    sockets = {index: sock for index, fd in fds.items() if (sock := _socket(fd)) is not None}
+    usable = sorted(sockets) == list(range(len(servers))) and all(
+        _listens_as(sockets[index], server) for index, server in enumerate(servers)
+    )
+    if usable:
+        return [sockets[index] for index in range(len(servers))]
+    if fds:
+        log.warning(
+            "systemd kept %d %s listening sockets that do not fit the config: binding afresh",
+            len(fds),
+            kind,
+        )
+    for sock in sockets.values():
+        sock.close()
+    return []
+
+
+def _socket(fd: int) -> socket.socket | None:
+    """The socket ``fd`` is; None (``fd`` closed) when it is no socket at all."""
+    try:
+        return socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _listens_as(sock: socket.socket, server: ServerConfig) -> bool:
+    """Whether ``sock`` is a TCP socket listening where ``server`` says (any port for 0)."""
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        port = sock.getsockname()[1]
+    except (OSError, IndexError, TypeError):
+        return False
+    return bool(
+        listening
+        and sock.type == socket.SOCK_STREAM
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and server.port in (0, port)
+    )
+
+
+async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None) -> tuple[int, int]:
+    """Adopt each passed browser socket with its stored state; close those without one.
+
+    Returns how many were adopted and how many closed.
+    """
+    adopted = stale = 0
+    age = 0.0 if state is None else max(0.0, state.age())
+    for fd in fds:
+        sock = _socket(fd)
+        if sock is None:
+            stale += 1
+            continue
+        try:
+            key = socket_key(sock.getsockname(), sock.getpeername())
+        except OSError:
+            key = ""  # the browser went away during the restart
+        found = None if state is None else state.connections.get(key)
+        if found is None or not 0 <= found.listener < len(node.client_listeners):
+            sock.close()
+            stale += 1
+            continue
+        # Its silence went on during the restart: the liveness check counts it.
+        found = dataclasses.replace(found, silent_for=found.silent_for + age)
+        try:
+            await adopt(node.client_listeners[found.listener], found, sock.detach())
+            adopted += 1
+        except OSError as exc:
+            log.warning("could not adopt a browser connection from %s: %s", found.address, exc)
+            stale += 1
+    return adopted, stale
+
+
+async def store_for_restart(node: Node, store: FdStore) -> None:
+    """Store the listeners and every browser that can move in systemd's store (see the module).
+
+    What is not stored stays with the node, whose stop closes it with 1001.
+
+    Raises:
+        OSError: systemd could not be told (the browsers cut are served again first).
+    """
+    stored: list[str] = []
+    for index, sock in enumerate(node.admin_sockets()):
+        stored.append(listener_name("admin", index))
+        store.store(stored[-1], [sock.fileno()])
+    await node.close_admin()  # posts in flight are answered (and delivered) first
+    for index, listener in enumerate(node.client_listeners):
+        for sock in listener.listening_sockets()[:1]:
+            stored.append(listener_name("client", index))
+            store.store(stored[-1], [sock.fileno()])
+        listener.stop_accepting()
+    cut = await _cut_browsers(node)
+    # Past FileDescriptorStoreMax= systemd would close them without a word; past what
+    # LISTEN_FDNAMES can name, it could not start relay again.
+    room = min(store.capacity - len(stored) - 1, browser_room([*stored, STATE]))
+    room = max(0, room)
+    kept, left = cut[:room], cut[room:]
+    cut_at = time.monotonic()
+    try:
+        _store_browsers(store, kept, _history(node).export())
+    except OSError:
+        left = cut
+        raise
+    finally:
+        for connection, state, _fd in left:
+            connection.resume(state, (time.monotonic() - cut_at) * 1000.0)
+    if not await asyncio.to_thread(store.barrier):
+        log.warning("systemd did not confirm that it keeps the browsers; they may be lost")
+    for connection, _state, _fd in kept:
+        connection.release()
+    await asyncio.sleep(0)  # their connection_lost runs before the drain looks at who is left
+    # Those left are closed at once, not spread over drain_seconds: systemd starts the
+    # next process only once this one exits, and the browsers kept wait for it.
+    node.hurry()
+    log.info(
+        "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
+        "file descriptor store%s",
+        len(kept),
+        len(stored),
+        f"; {len(left)} more than the store takes are closed" if left else "",
+    )
+
+
+def _store_browsers(
+    store: FdStore,
+    kept: list[tuple[MovableConnection, ConnectionState, int]],
+    history: list[Any],
+) -> None:
+    """Store the browsers' sockets, then their states keyed by each socket's addresses."""
+    states: dict[str, ConnectionState] = {}
+    for _connection, state, fd in kept:
+        sock = socket.socket(fileno=fd)
+        try:
+            states[socket_key(sock.getsockname(), sock.getpeername())] = state
+        except OSError:
+            pass  # gone already: stored without a state, closed by the next start
+        finally:
+            sock.detach()  # the transport still owns the descriptor
+    record = StoredState(os.getpid(), __version__, time.time(), states, history)
+    memfd = memfd_with(STATE, record.encode())
+    try:
+        store.store(BROWSER, [fd for _, _, fd in kept])
+        store.store(STATE, [memfd], poll=False)
+    finally:
+        os.close(memfd)
+
+
+async def _cut_browsers(node: Node) -> list[tuple[MovableConnection, ConnectionState, int]]:
+    """Cut every browser that can move, waiting (bounded) for those not ready yet."""
+    cut: list[tuple[MovableConnection, ConnectionState, int]] = []
+    deadline = time.monotonic() + CUT_SECONDS
+    while True:
+        waiting = moved = 0
+        for index, listener in enumerate(node.client_listeners):
+            for connection in listener.connections():
+                if not isinstance(connection, MovableConnection):
+                    continue
+                detached = connection.detach(index)
+                if detached is not None:
+                    cut.append((connection, *detached))
+                    moved += 1
+                elif connection.in_handshake:
+                    waiting += 1
+        # A round that moved some may have left some with bytes still to send.
+        if not (waiting or moved) or time.monotonic() > deadline:
+            return cut
+        await asyncio.sleep(CUT_POLL)

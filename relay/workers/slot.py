@@ -1,0 +1,30 @@
+"""One worker position of a ``--workers`` node, as the supervisor keeps it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from relay.links.backoff import RetryDelays
+
+
+@dataclass
+class Slot:
+    """One worker position: the process in it now, and its history."""
+
+    index: int
+    backoff: RetryDelays
+    process: asyncio.subprocess.Process | None = None
+    #: Times this slot's worker was restarted.
+    generation: int = 0
+    ready: bool = False
+    started_at: float = 0.0
+    last_ping: float = 0.0
+    #: Set at each READY=1: start-up, the end of a reload, or a successor that took over.
+    readied: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The pid the last ``MAINPID=`` named: a successor says it with its READY=1.
+    main_pid: int | None = None
+    #: Set while the worker is being replaced; done once the slot's process is settled.
+    rolling: asyncio.Future[None] | None = None
+    #: The new code taking this slot's worker over, until it is adopted or stopped.
+    successor: asyncio.subprocess.Process | None = None
