@@ -33,7 +33,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from relay.workers.slot import Slot
+from relay.workers.slot import Slot, WorkerProcess
 
 log = logging.getLogger("relay.workers")
 
@@ -43,7 +43,7 @@ TAKE_OVER_TIMEOUT = 60.0
 OLD_EXIT_TIMEOUT = 10.0
 
 #: Starts ``relay serve --take-over`` for a slot (``Supervisor._start_worker``).
-StartSuccessor = Callable[..., Awaitable[asyncio.subprocess.Process]]
+StartSuccessor = Callable[..., Awaitable[WorkerProcess]]
 
 
 async def roll(slots: Sequence[Slot], start: StartSuccessor, clock: Callable[[], float]) -> int:
@@ -112,9 +112,7 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         rolling.set_result(None)
 
 
-async def _taken_over(
-    slot: Slot, successor: asyncio.subprocess.Process, old: asyncio.subprocess.Process
-) -> bool:
+async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) -> bool:
     """Wait until ``successor`` has taken over; False if it ends or stalls first.
 
     It has once it reports ready on the slot's socket, or once the old worker
@@ -165,7 +163,7 @@ async def _taken_over(
         left.cancel()
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def _stop(process: WorkerProcess) -> None:
     """Stop a successor that did not take over (SIGTERM, then SIGKILL)."""
     if process.returncode is not None:
         return

@@ -4,8 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from relay.links.backoff import RetryDelays
+
+
+class WorkerProcess(Protocol):
+    """A worker process as the supervisor handles it: ``asyncio.subprocess.Process`` or forked."""
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has ended and been reaped (negative: killed by that signal)."""
+
+    async def wait(self) -> int:
+        """Wait until it ends; its exit status."""
+
+    def send_signal(self, number: int) -> None:
+        """Signal it; ProcessLookupError if it is gone."""
+
+    def kill(self) -> None:
+        """SIGKILL it."""
 
 
 @dataclass
@@ -14,7 +36,7 @@ class Slot:
 
     index: int
     backoff: RetryDelays
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
     #: Times this slot's worker was restarted.
     generation: int = 0
     ready: bool = False
@@ -27,4 +49,4 @@ class Slot:
     #: Set while the worker is being replaced; done once the slot's process is settled.
     rolling: asyncio.Future[None] | None = None
     #: The new code taking this slot's worker over, until it is adopted or stopped.
-    successor: asyncio.subprocess.Process | None = None
+    successor: WorkerProcess | None = None

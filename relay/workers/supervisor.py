@@ -1,8 +1,9 @@
-"""The supervisor of a multi-process node: spawns the workers, restarts them, speaks for the node.
+"""The supervisor of a multi-process node: starts the workers, restarts them, speaks for the node.
 
 It serves nothing itself. It reserves the node's ports (``ports.py``), writes
-the plan into a private run directory, and runs ``relay serve`` once per
-worker slot. Each worker tells it its state over the sd_notify protocol on a
+the plan into a private run directory, and starts ``relay serve`` once per
+worker slot, forked from a template process that imported its code
+(``spawn.py``). Each worker tells it its state over the sd_notify protocol on a
 datagram socket of its own (``READY=1``, ``WATCHDOG=1``...), so a worker
 needs no code of its own for it: the supervisor is to its workers what
 systemd is to the supervisor. It tells systemd ``READY=1`` once every worker
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -34,10 +33,11 @@ from typing import Protocol
 from relay.config import Config
 from relay.errors import StartupError
 from relay.links.backoff import RetryDelays
-from relay.workers.plan import NodePlan, handoff_socket, notify_socket
+from relay.workers.plan import NodePlan, notify_socket
 from relay.workers.ports import PortReservation
 from relay.workers.roll import roll
-from relay.workers.slot import Slot
+from relay.workers.slot import Slot, WorkerProcess
+from relay.workers.spawn import Spawner
 
 log = logging.getLogger("relay.workers")
 
@@ -54,8 +54,6 @@ RESTART_INITIAL = 0.1
 RESTART_MAX = 5.0
 #: A worker that served this long before dying is restarted without delay again.
 STABLE_SECONDS = 30.0
-
-_PR_SET_PDEATHSIG = 1
 
 
 class ServiceManager(Protocol):
@@ -118,6 +116,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
         self._rolling = False
+        self._spawner: Spawner | None = None
 
     @property
     def pids(self) -> list[int | None]:
@@ -175,6 +174,8 @@ class Supervisor:
     async def _roll(self) -> None:
         log.info("received SIGUSR2, replacing the %d workers in turn", self.count)
         try:
+            assert self._spawner is not None
+            await self._spawner.renew()  # the successors fork from the code on disk now
             await roll(self._slots, self._start_worker, self._clock)
         finally:
             self._rolling = False
@@ -200,6 +201,9 @@ class Supervisor:
         self._directory = Path(tempfile.mkdtemp(prefix="relay-workers-"))
         self._plan = NodePlan(self.count, ports, self._clock())
         self._plan.write(self._directory)
+        self._spawner = Spawner(
+            self._python, self._path, self._directory, debug=self._debug, watchdog=self._watchdog
+        )
         loop = asyncio.get_running_loop()
         for slot in self._slots:
             # A plain socket and a reader: uvloop has no unix datagram endpoints.
@@ -238,6 +242,8 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        if self._spawner is not None:
+            await self._spawner.close()
         loop = asyncio.get_running_loop()
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
@@ -259,38 +265,10 @@ class Supervisor:
         slot.process = await self._start_worker(slot)
         log.info("worker %d started as pid %d", slot.index, slot.process.pid)
 
-    async def _start_worker(
-        self, slot: Slot, *, take_over: bool = False
-    ) -> asyncio.subprocess.Process:
-        """Run ``relay serve`` for ``slot``: its worker, or (``take_over``) its successor."""
-        assert self._directory is not None
-        argv = [
-            self._python,
-            "-m",
-            "relay",
-            "serve",
-            "--config",
-            self._path,
-            "--worker-dir",
-            str(self._directory),
-            "--worker-index",
-            str(slot.index),
-            "--worker-restarts",
-            str(slot.generation),
-            "--handoff-socket",
-            str(handoff_socket(self._directory, slot.index)),
-        ]
-        if self._debug:
-            argv.append("--debug")
-        if take_over:
-            argv.append("--take-over")
-        env = dict(os.environ)
-        env["NOTIFY_SOCKET"] = str(notify_socket(self._directory, slot.index))
-        env["WATCHDOG_USEC"] = str(int(self._watchdog * 1_000_000))
-        env.pop("WATCHDOG_PID", None)
-        return await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
+    async def _start_worker(self, slot: Slot, *, take_over: bool = False) -> WorkerProcess:
+        """Start ``relay serve`` for ``slot``: its worker, or (``take_over``) its successor."""
+        assert self._spawner is not None
+        return await self._spawner.start(slot, take_over=take_over)
 
     async def _keep(self, slot: Slot) -> None:
         """Wait for the slot's worker to end; restart it (unless the node is stopping)."""
@@ -427,12 +405,6 @@ class Supervisor:
     @staticmethod
     def _pid(slot: Slot) -> int:
         return slot.process.pid if slot.process is not None else 0
-
-
-def _die_with_parent() -> None:
-    """In the worker, before exec: get SIGTERM if the supervisor dies, so no worker is orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_name(number: int) -> str:

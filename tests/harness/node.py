@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 
 from relay.config.hosts import url_host
+from relay.workers.spawn import TEMPLATE_NAME
 from tests.support import WAIT, Admin, Browser
 
 #: Bound on a start: several interpreters importing relay at once on a loaded
@@ -356,7 +357,10 @@ class RelayNode:
 
 
 def children_of(pid: int) -> set[int]:
-    """The pids whose parent is ``pid``, from /proc."""
+    """The pids whose parent is ``pid``, from /proc; not a ``--workers`` node's template process.
+
+    The template serves nothing: it forks the workers (``relay.workers.spawn``).
+    """
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -366,7 +370,8 @@ def children_of(pid: int) -> set[int]:
         except OSError:
             continue
         match = re.search(r"^PPid:\s+(\d+)$", status, re.MULTILINE)
-        if match and int(match.group(1)) == pid:
+        template = re.search(rf"^Name:\s+{TEMPLATE_NAME}$", status, re.MULTILINE)
+        if match and int(match.group(1)) == pid and not template:
             found.add(int(entry.name))
     return found
 
