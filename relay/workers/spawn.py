@@ -38,7 +38,10 @@ The design points:
 - **Which template.** A crash or watchdog restart forks from the current
   template: the code the node started with (or its last roll). A roll
   (SIGUSR2) starts a new template from the code on disk first, and the
-  successors fork from it.
+  successors fork from it. If that one does not start (broken code on
+  disk), the current template stays for restarts, and the roll's
+  successors are exec'd: they fail as the code on disk does, and the roll
+  stops as it did before.
 - **The template dying.** Asking a dead template fails at once (its socket
   ends); a new one is started for that same request. A worker restart is
   never blocked on it: if no template can start (the code on disk is
@@ -197,6 +200,8 @@ class Spawner:
         self._debug = debug
         self._watchdog = watchdog
         self._template: _Template | None = None
+        #: Set when a roll's new template did not start: its successors are exec'd.
+        self._exec_successors = False
         self._lock = asyncio.Lock()
         # Forked workers are re-parented here, where they can be watched and reaped.
         self._subreaper = prctl(_PR_SET_CHILD_SUBREAPER, 1)
@@ -217,7 +222,8 @@ class Spawner:
             "WATCHDOG_USEC": str(int(self._watchdog * 1_000_000)),
         }
         async with self._lock:
-            for _attempt in range(2):  # a template found dead is replaced once
+            # A template found dead is replaced once; a failed roll's successors are exec'd.
+            for _attempt in range(0 if take_over and self._exec_successors else 2):
                 template = await self._current()
                 if template is None:
                     break
@@ -232,10 +238,20 @@ class Spawner:
         return await self._exec(argv, env)
 
     async def renew(self) -> None:
-        """Replace the template with one running the code on disk now (a roll's successors)."""
+        """Replace the template with one running the code on disk now (a roll's successors).
+
+        If the new one does not start, the current one stays for restarts and
+        the successors are exec'd, so they fail (or run) as the code on disk does.
+        """
         async with self._lock:
-            await self._drop()
-            await self._current()
+            new = await self._start_template() if self._subreaper else None
+            self._exec_successors = new is None
+            if new is None:
+                log.warning("the new code's template process did not start; the roll execs")
+                return
+            old, self._template = self._template, new
+            if old is not None:
+                await old.stop()
 
     async def close(self) -> None:
         """Stop the template."""

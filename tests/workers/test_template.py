@@ -3,24 +3,31 @@
 A worker killed with SIGKILL comes back forked from the same template; a
 killed template is replaced and workers still restart; a forked worker keeps
 much less private memory than a process that imported everything itself;
-and SIGKILL to the supervisor leaves no worker nor template behind.
+SIGKILL to the supervisor leaves no worker nor template behind; and with no
+template, workers are exec'd as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import signal
 from pathlib import Path
 
+import orjson
 import pytest
 
-from relay.workers.spawn import TEMPLATE_NAME
+from relay.config import load_config
+from relay.links.backoff import Backoff
+from relay.process.systemd import Notifier
+from relay.workers.spawn import TEMPLATE_NAME, Spawner
+from relay.workers.supervisor import Supervisor
 from tests.harness import Relays, children_of
 from tests.redis_harness import RedisServer
-from tests.support import eventually
+from tests.support import WAIT, eventually, local_config
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +58,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def cmdline(pid: int) -> bytes:
+    """The process's command line, its arguments ended by NULs."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def forked_from_template(pid: int) -> bool:
     """Whether the worker ``pid`` was forked from the template (it has the template's argv)."""
-    return b"relay.cli.template" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b"relay.cli.template" in cmdline(pid)
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -128,3 +140,33 @@ async def test_no_process_is_left_behind_when_the_supervisor_is_killed(
         return not any(alive(pid) for pid in processes)
 
     await eventually(gone, "the workers and the template end with their supervisor")
+
+
+async def test_workers_are_exec_d_when_no_template_starts(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_template(self: Spawner) -> None:
+        return None
+
+    monkeypatch.setattr(Spawner, "_start_template", no_template)
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(local_config(workers=2, broker={"url": redis_server.url})))
+    supervisor = Supervisor(
+        load_config(path), str(path), count=2, systemd=Notifier({}), backoff=Backoff
+    )
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="relay.workers"):
+        running = asyncio.create_task(supervisor.run(stop))
+        try:
+            async with asyncio.timeout(WAIT):
+                await supervisor.up.wait()
+            for pid in supervisor.pids:
+                assert pid is not None
+                assert b"relay\x00serve\x00" in cmdline(pid)
+        finally:
+            stop.set()
+            await running
+    assert "worker 1: no template process; starting it by exec instead" in caplog.text
