@@ -90,7 +90,8 @@ def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
 
     ``processes`` starts with the supervisor (or is the lone process). The sum
     of PSS is what the node takes from the machine, each shared library page
-    counted once; the sum of RSS counts such a page once per process. MiB.
+    counted once; the sum of RSS counts such a page once per process; the sum
+    of private memory counts only what no other process maps. MiB.
     """
 
     def mib(value: int) -> float:
@@ -101,6 +102,9 @@ def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
     figures.update({f"{kind}_mib": mib(sum(p[kind] for p in processes)) for kind in kinds})
     figures.update({f"first_{kind}_mib": mib(processes[0][kind]) for kind in kinds})
     figures["per_process_pss_mib"] = [mib(p["pss"]) for p in processes]
+    if all("private" in p for p in processes):
+        figures["private_mib"] = mib(sum(p["private"] for p in processes))
+        figures["per_process_private_mib"] = [mib(p["private"]) for p in processes]
     return figures
 
 

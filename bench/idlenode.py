@@ -40,6 +40,9 @@ def run(bench: Bench, *, name: str, workers: int) -> Outcome:
         ),
         "parameters": {"workers": workers, "settle_seconds": SETTLE_SECONDS},
         "figures": figures,
-        "notes": [],
+        "notes": [
+            "processes: the supervisor, then its children (workers, and the template "
+            "process they are forked from)",
+        ],
     }
     return Outcome(result=result, latencies={})

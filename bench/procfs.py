@@ -51,7 +51,10 @@ def memory(pid: int) -> dict[str, int]:
     shared by seven processes is counted seven times in their sum; ``pss``
     (/proc/PID/smaps_rollup) charges each process its share of such pages, so
     the processes' PSS add up to what they take from the machine. ``anon`` and
-    ``file`` are RssAnon and RssFile from /proc/PID/status.
+    ``file`` are RssAnon and RssFile from /proc/PID/status: RssAnon counts an
+    anonymous page a worker still shares with the template it was forked
+    from (``relay.workers.spawn``) in each of them. ``private`` (Private_Clean
+    plus Private_Dirty) counts only the pages no other process maps.
     """
     found = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
@@ -67,6 +70,7 @@ def memory(pid: int) -> dict[str, int]:
         "pss": found["Pss"],
         "anon": status["RssAnon"],
         "file": status["RssFile"],
+        "private": found["Private_Clean"] + found["Private_Dirty"],
     }
 
 

@@ -35,6 +35,7 @@ WORKER_MODULES = (
     "relay.broker.link",
     "relay.broker.connect",
     "uvloop",
+    "encodings.idna",  # the broker's and listeners' host names
 )
 
 
