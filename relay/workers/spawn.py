@@ -164,14 +164,18 @@ class _Template:
         self.process = process
         self.reader = reader
         self.writer = writer
+        #: A request was cancelled or failed: its answer may still come, so ask no more.
+        self.broken = False
 
     async def fork(self, index: int, argv: Sequence[str], env: dict[str, str]) -> int:
         """Ask for worker ``index`` running ``argv``; its pid. Raises OSError or TimeoutError."""
         request = {"index": index, "argv": list(argv), "env": env}
+        self.broken = True
         self.writer.write(orjson.dumps(request) + b"\n")
         async with asyncio.timeout(ASK_TIMEOUT):
             await self.writer.drain()
             line = await self.reader.readline()
+        self.broken = False
         if not line:
             raise ConnectionError("the template process ended")
         answer = orjson.loads(line)
@@ -261,13 +265,13 @@ class Spawner:
     async def _current(self) -> _Template | None:
         """The running template, started anew if there is none; None if none can start."""
         template = self._template
-        if template is not None and template.process.returncode is None:
+        if template is not None and template.process.returncode is None and not template.broken:
             return template
         if template is not None:
+            code = template.process.returncode
+            how = "left a request unanswered" if code is None else f"exited with {code}"
             log.warning(
-                "the template process (pid %d) exited with %s; starting a new one",
-                template.process.pid,
-                template.process.returncode,
+                "the template process (pid %d) %s; starting a new one", template.process.pid, how
             )
             await self._drop()
         if not self._subreaper:
