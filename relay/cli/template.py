@@ -81,8 +81,9 @@ def _fork(request: dict[str, Any], control: int, supervisor: int) -> int:
     if middle == 0:  # the middle process: fork the worker, say its pid, exit
         try:
             os.close(read)
-            # Its own pid, taken now: in the worker, getppid() may already name the supervisor.
-            me = os.getpid()
+            # A pidfd of its own, handed down: its pid alone could already be reused
+            # (or getppid() name the supervisor) by the time the worker looks.
+            me = os.pidfd_open(os.getpid())
             worker = os.fork()
             if worker == 0:
                 _worker(request, me, supervisor)  # never returns
@@ -104,16 +105,21 @@ def _fork(request: dict[str, Any], control: int, supervisor: int) -> int:
 
 
 def _worker(request: dict[str, Any], middle: int, supervisor: int) -> None:
-    """In the forked worker: become what ``relay serve`` exec'd for a worker was; never returns."""
+    """In the forked worker: become what ``relay serve`` exec'd for a worker was; never returns.
+
+    ``middle`` is a pidfd of the process that forked it, ``supervisor`` the
+    supervisor's pid.
+    """
     code: int = 1
     try:
         # Nothing the template held: the control socket, the pipe to the middle process.
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        with contextlib.suppress(ProcessLookupError):
-            pidfd = os.pidfd_open(middle)
-            # Readable once the middle process has exited, after its children were re-parented.
-            select.select([pidfd], [], [])
-            os.close(pidfd)
+        os.closerange(3, middle)
+        os.closerange(middle + 1, os.sysconf("SC_OPEN_MAX"))
+        # Readable once the middle process has exited, after its children were re-parented.
+        poller = select.poll()
+        poller.register(middle, select.POLLIN)
+        poller.poll()
+        os.close(middle)
         set_process_name(f"relay-worker-{request['index']}")
         die_with_parent()  # set now: at the middle process's exit it would have fired
         if os.getppid() != supervisor:

@@ -23,15 +23,20 @@ The design points:
   ``asyncio.subprocess.Process`` it had, so restarts, the watchdog, reloads
   and the roll are the same code.
 - **Dying with the supervisor.** The worker waits until its middle parent has
-  exited (its pidfd becomes readable only after the kernel re-parented the
-  middle's children), then sets ``PR_SET_PDEATHSIG`` (it would fire at the
-  middle's exit if set before), then checks that its parent is the
-  supervisor (had the supervisor died in between, it exits).
+  exited: the middle opens a pidfd of itself before it forks, and that
+  pidfd becomes readable only after the kernel re-parented the middle's
+  children (a pid alone could be reused by then). Then the worker sets
+  ``PR_SET_PDEATHSIG`` (it would fire at the middle's exit if set before),
+  then checks that its parent is the supervisor (had the supervisor died in
+  between, or were it no subreaper, it exits with 1, as a failed worker).
 - **Descriptors.** The template inherits stdin (``/dev/null``), stdout and
   stderr, and its end of the socket pair (held as a bare number, owned by no
-  Python object). A worker closes every descriptor above 2 at once, so it
-  holds neither the control socket nor anything the template held; it opens
-  its own (notify socket, listeners, broker) as an exec'd worker does.
+  Python object), and whatever else the supervisor's loop leaves inheritable
+  (uvloop's spawning keeps a few duplicates of stdio). A worker closes every
+  descriptor above 2 at once but the middle's pidfd (closed once it has
+  served), so it holds neither the control socket nor anything the template
+  held; it opens its own (notify socket, listeners, broker) as an exec'd
+  worker does.
 - **Environment.** A worker sets its own ``NOTIFY_SOCKET`` and
   ``WATCHDOG_USEC``, drops ``WATCHDOG_PID``, restores the signal handlers a
   new interpreter has, and takes its role from its argv as before.
