@@ -11,7 +11,10 @@ under these names (``FDNAME=``):
 - ``relay-state``: a memfd holding a :class:`StoredState` (JSON), which says
   what each browser socket was (its :class:`ConnectionState`), keyed by the
   socket's own addresses: systemd passes the descriptors back in an order of
-  its own, so the key is what the kernel says the socket is, not a position.
+  its own, so the key is what the kernel says the socket is, not a position;
+  in broker mode it also says where the process stood in Redis' streams
+  (the handoff's :data:`~relay.links.handoff_wire.Position`), where the next
+  process starts reading.
 
 On the next start systemd passes them at descriptor 3 onwards with
 ``LISTEN_FDS``, ``LISTEN_FDNAMES`` and ``LISTEN_PID`` (sd_listen_fds(3)),
@@ -27,7 +30,13 @@ from typing import Any
 
 import orjson
 
-from relay.links.handoff_wire import ConnectionState, HandoffError
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Position,
+    position_body,
+    position_of,
+)
 
 #: The first descriptor systemd passes (``SD_LISTEN_FDS_START``).
 LISTEN_FDS_START = 3
@@ -130,7 +139,10 @@ class StoredState:
 
     ``history`` is the hub's history as ``relay.core.history`` exports it
     (opaque here), so a browser that reconnects after the restart still gets
-    its replay.
+    its replay. ``position`` (broker mode) is the newest stream id per
+    instance delivered to the browsers stored, and Redis' time at the last
+    reload: the next process reads the streams from exactly there, so what
+    Redis took during the gap reaches them once.
     """
 
     pid: int
@@ -138,6 +150,7 @@ class StoredState:
     stored_at: float
     connections: dict[str, ConnectionState] = field(default_factory=dict)
     history: list[Any] = field(default_factory=list)
+    position: Position | None = None
 
     def encode(self) -> bytes:
         """The state as JSON bytes."""
@@ -150,6 +163,7 @@ class StoredState:
                 "connections": {key: state.to_json() for key, state in self.connections.items()},
                 "history": self.history,
             }
+            | ({} if self.position is None else position_body(self.position))
         )
 
     @classmethod
@@ -177,6 +191,7 @@ class StoredState:
                     str(key): ConnectionState.from_json(value) for key, value in connections.items()
                 },
                 history=history,
+                position=position_of(raw),
             )
         except HandoffError as exc:
             raise FdStoreError(f"relay-state: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from relay.links.broker_wire import StreamId
 from relay.links.fdstore_wire import (
     FdStoreError,
     Passed,
@@ -118,6 +119,13 @@ def test_the_state_round_trips_and_knows_its_age() -> None:
     again = StoredState.decode(state.encode())
     assert again == state
     assert again.age(now=1002.5) == 2.5
+    assert again.position is None  # mesh mode: none stored
+
+
+def test_a_broker_mode_state_keeps_the_stream_position() -> None:
+    position = ({"default": StreamId(1700, 3), "other": StreamId(1701, 0)}, 1650)
+    state = StoredState(7, "1.2", 1000.0, {"k": STATE}, position=position)
+    assert StoredState.decode(state.encode()).position == position
 
 
 @pytest.mark.parametrize(
@@ -131,6 +139,13 @@ def test_the_state_round_trips_and_knows_its_age() -> None:
             {"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": {"k": {}}}
         ),
         orjson.dumps({"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": []}),
+        orjson.dumps(
+            {
+                "format": 1,
+                **{"pid": 1, "version": "v", "stored_at": 0, "connections": {}},
+                "position": {"ids": {"default": "nope"}, "synced": None},
+            }
+        ),
     ],
 )
 def test_a_malformed_state_is_refused(data: bytes) -> None:
