@@ -36,7 +36,10 @@ from relay.links.handoff_wire import (
     Position,
     position_body,
     position_of,
+    verdicts_body,
+    verdicts_of,
 )
+from relay.links.lease_wire import SharedVerdict
 
 #: The first descriptor systemd passes (``SD_LISTEN_FDS_START``).
 LISTEN_FDS_START = 3
@@ -142,7 +145,9 @@ class StoredState:
     its replay. ``position`` (broker mode) is the newest stream id per
     instance delivered to the browsers stored, and Redis' time at the last
     reload: the next process reads the streams from exactly there, so what
-    Redis took during the gap reaches them once.
+    Redis took during the gap reaches them once. ``verdicts`` (broker mode)
+    are the cluster-status verdicts announced to them already, which the
+    next process does not announce again (as a handoff's successor).
     """
 
     pid: int
@@ -151,6 +156,7 @@ class StoredState:
     connections: dict[str, ConnectionState] = field(default_factory=dict)
     history: list[Any] = field(default_factory=list)
     position: Position | None = None
+    verdicts: list[SharedVerdict] = field(default_factory=list)
 
     def encode(self) -> bytes:
         """The state as JSON bytes."""
@@ -164,6 +170,7 @@ class StoredState:
                 "history": self.history,
             }
             | ({} if self.position is None else position_body(self.position))
+            | (verdicts_body(self.verdicts) if self.verdicts else {})
         )
 
     @classmethod
@@ -192,6 +199,7 @@ class StoredState:
                 },
                 history=history,
                 position=position_of(raw),
+                verdicts=verdicts_of(raw),
             )
         except HandoffError as exc:
             raise FdStoreError(f"relay-state: {exc}") from None

@@ -51,9 +51,10 @@ from relay.links.fdstore_wire import (
     socket_key,
 )
 from relay.links.handoff_wire import ConnectionState, Position
+from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import MovableConnection, adopt
 from relay.node.node import Node
-from relay.node.restart_position import resume_at, stop_reading
+from relay.node.restart_position import heard, resume_at, stop_reading
 from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
 log = logging.getLogger("relay.restart")
@@ -335,7 +336,7 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     kept, left = cut[:room], cut[room:]
     cut_at = time.monotonic()
     try:
-        _store_browsers(store, kept, _history(node).export(), position)
+        _store_browsers(store, kept, _history(node).export(), position, heard(node))
     except OSError:
         left = cut
         raise
@@ -364,6 +365,7 @@ def _store_browsers(
     kept: list[tuple[MovableConnection, ConnectionState, int]],
     history: list[Any],
     position: Position | None,
+    verdicts: list[SharedVerdict],
 ) -> None:
     """Store the browsers' sockets, then their states keyed by each socket's addresses."""
     states: dict[str, ConnectionState] = {}
@@ -375,7 +377,7 @@ def _store_browsers(
             pass  # gone already: stored without a state, closed by the next start
         finally:
             sock.detach()  # the transport still owns the descriptor
-    record = StoredState(os.getpid(), __version__, time.time(), states, history, position)
+    record = StoredState(os.getpid(), __version__, time.time(), states, history, position, verdicts)
     memfd = memfd_with(STATE, record.encode())
     try:
         store.store(BROWSER, [fd for _, _, fd in kept])

@@ -9,7 +9,8 @@ instance, Redis' time at its last reload) goes into ``relay-state`` with
 them. The next process holds its broker back and reads from exactly that
 position (:func:`resume_at`, the handoff's ``Resumption``): what Redis took
 meanwhile (posts to other nodes, posts waiting in this node's admin backlog)
-reaches the kept browsers once, in Redis' order.
+reaches the kept browsers once, in Redis' order. The cluster-status verdicts
+announced to them (:func:`heard`) are stored too, and not announced again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from relay.broker.link import BrokerState
 from relay.links.fdstore_wire import StoredState
 from relay.links.handoff_wire import Position
+from relay.links.lease_wire import SharedVerdict
 from relay.node.handoff_cut import Resumption
 from relay.node.node import Node
 
@@ -71,4 +73,14 @@ def resume_at(node: Node, state: StoredState | None) -> Resumption | None:
     """
     if node.broker is None:
         return None
-    return Resumption(node, None if state is None else state.position)
+    if state is None:
+        return Resumption(node, None)
+    return Resumption(node, state.position, state.verdicts)
+
+
+def heard(node: Node) -> list[SharedVerdict]:
+    """The cluster-status verdicts announced to ``node``'s browsers (broker mode), to store."""
+    checks = node.status_monitor
+    if node.broker is None or checks is None:
+        return []
+    return checks.heard()

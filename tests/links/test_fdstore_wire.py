@@ -19,6 +19,7 @@ from relay.links.fdstore_wire import (
     store_message,
 )
 from relay.links.handoff_wire import ConnectionState
+from relay.links.lease_wire import SharedVerdict
 
 STATE = ConnectionState(
     listener=0,
@@ -128,6 +129,13 @@ def test_a_broker_mode_state_keeps_the_stream_position() -> None:
     assert StoredState.decode(state.encode()).position == position
 
 
+def test_a_broker_mode_state_keeps_the_verdicts_announced() -> None:
+    verdict = SharedVerdict(3, 7, "d7", {"type": "relay.cluster.databases", "uniqueID": "v7"})
+    state = StoredState(7, "1.2", 1000.0, verdicts=[verdict])
+    assert StoredState.decode(state.encode()).verdicts == [verdict]
+    assert StoredState.decode(StoredState(7, "1.2", 1000.0).encode()).verdicts == []
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -144,6 +152,13 @@ def test_a_broker_mode_state_keeps_the_stream_position() -> None:
                 "format": 1,
                 **{"pid": 1, "version": "v", "stored_at": 0, "connections": {}},
                 "position": {"ids": {"default": "nope"}, "synced": None},
+            }
+        ),
+        orjson.dumps(
+            {
+                "format": 1,
+                **{"pid": 1, "version": "v", "stored_at": 0, "connections": {}},
+                "verdicts": ["not a verdict"],
             }
         ),
     ],
