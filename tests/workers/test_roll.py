@@ -187,3 +187,5 @@ async def test_systemd_is_told_of_a_roll_and_a_sighup_during_it_reloads_once_it_
     await asyncio.to_thread(told, "READY=1")
     await asyncio.to_thread(node.wait_for_log, r"\[worker \d\]: configuration reloaded", 2)
     assert "not every worker finished its reload" not in node.log
+    # A successor is in its slot once it said READY=1: before, a SIGHUP would kill it.
+    assert "was killed" not in node.log
