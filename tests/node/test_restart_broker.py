@@ -56,16 +56,19 @@ async def _post(port: int, unique: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("handoff", [False, True], ids=["plain", "with-handoff-socket"])
 async def test_a_broker_mode_restart_delivers_what_other_nodes_took_during_the_gap(
-    systemd: FakeSystemd, relays: Relays, redis_server: RedisServer, tmp_path: Path
+    systemd: FakeSystemd, relays: Relays, redis_server: RedisServer, tmp_path: Path, handoff: bool
 ) -> None:
+    # With both drop-ins: a reload hands over, a restart keeps the browsers in the store.
+    args = ("--handoff-socket", str(tmp_path / "handoff.sock")) if handoff else ()
     path = tmp_path / "a.json"
     path.write_bytes(orjson.dumps(_broker_config(redis_server.url)))
     other = RelayNode("b", tmp_path / "b", _broker_config(redis_server.url), host="127.0.0.1")
     relays.clusters.append(Cluster("broker", [other]))  # stopped at the end of the test
     other.start()
     began = time.monotonic()
-    first = systemd.start("--config", str(path))
+    first = systemd.start("--config", str(path), *args)
     ports = await systemd.ready()
     watchers = await connect_many(ports["client"], BROWSERS)
     poster = Poster(other.admin_port)  # the application server posts to the other node
@@ -82,7 +85,7 @@ async def test_a_broker_mode_restart_delivers_what_other_nodes_took_during_the_g
     await eventually(lambda: posted(gap_from + 5), "five posts during the gap")
     # ... and one waits in `a`'s admin backlog, taken by the next process.
     backlog_post = asyncio.create_task(_post(ports["admin"], "backlog"))
-    systemd.start("--config", str(path))
+    systemd.start("--config", str(path), *args)
     assert await systemd.ready() == ports
     assert await backlog_post == 200
     after = len(poster.posted)
