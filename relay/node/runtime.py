@@ -140,7 +140,7 @@ class _ServingProcess:
             return
         if self._role is None:  # a worker's successor is started by its supervisor
             # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
-            upgrade = Upgrade(sys.argv)
+            upgrade = Upgrade(sys.argv, systemd, lambda: _describe(node))
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
         # Taken over: this process is the service's main process now, for Type=notify
         # (a worker's supervisor tells by it which process of the slot is ready).
