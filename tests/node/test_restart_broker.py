@@ -17,7 +17,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from relay.links.broker_wire import Keys
 from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.fdstore import FakeSystemd
@@ -52,6 +54,17 @@ async def _post(port: int, unique: str) -> int:
         session.post(f"http://127.0.0.1:{port}/", data=body) as response,
     ):
         return response.status
+
+
+async def _stream_order(url: str) -> list[str]:
+    """The uniqueIDs of the default instance's stream in Redis, in Redis' order."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        entries = await client.xrange(Keys("relay").stream("default"))
+    finally:
+        await client.aclose()
+    assert entries is not None
+    return [orjson.loads((fields or {})[b"p"])["uniqueID"] for _id, fields in entries]
 
 
 @pytest.mark.slow
@@ -101,9 +114,11 @@ async def test_a_broker_mode_restart_delivers_what_other_nodes_took_during_the_g
     for watcher in watchers:
         await watcher.sync()  # anything more (a duplicate) would have come by now
     during = poster.posted[gap_from:after]
+    in_redis = await _stream_order(redis_server.url)  # the cluster's one order
+    assert in_redis.count("backlog") == 1
     for watcher in watchers:
         assert watcher.ended is None
-        assert watcher.ids.count("backlog") == 1
+        assert watcher.ids == in_redis
         assert [unique for unique in watcher.ids if unique != "backlog"] == poster.posted
         assert set(during) <= set(watcher.ids)
     assert "with systemd's file descriptor store" in systemd.log()
