@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, handoff, hundredk, idlenode, procfs, report, scale, scenarios
+from bench import burst, cluster, handoff, hundredk, idlenode, procfs, report, scale, scenarios
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -135,7 +135,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "cluster-hop": (
         "3-node mesh: latency added by one peer hop",
         _with_bench(
-            lambda b, q: scenarios.cluster_hop(
+            lambda b, q: cluster.cluster_hop(
                 b,
                 name="cluster-hop",
                 browsers_per_node=20 if q else 200,
@@ -147,7 +147,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "mesh-3-2000": (
         "3-node full mesh, 2,000 posts/s to node 1: deliveries/s, loss, cross-node latency",
         _with_bench(
-            lambda b, q: scenarios.cluster_rate(
+            lambda b, q: cluster.cluster_rate(
                 b,
                 name="mesh-3-2000",
                 mode="mesh",
@@ -161,7 +161,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "broker-5-2000": (
         "5 nodes on one Redis, 2,000 posts/s to node 1: deliveries/s, loss, cross-node latency",
         _with_bench(
-            lambda b, q: scenarios.cluster_rate(
+            lambda b, q: cluster.cluster_rate(
                 b,
                 name="broker-5-2000",
                 mode="broker",
@@ -178,7 +178,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             outcome
             for directory, name in [(None, "mesh"), (scenarios.APHLICT_DIR, "aphlict-mesh")]
             if name == "mesh" or directory is not None
-            for outcome in scenarios.mesh_rate(
+            for outcome in cluster.mesh_rate(
                 factory,
                 name=name,
                 rates=[500, 2000] if q else [500, 1000, 2000, 4000],
@@ -191,7 +191,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "broker-5-max": (
         "5 nodes on one Redis, posting to node 1 as fast as it answers",
         _with_bench(
-            lambda b, q: scenarios.cluster_rate(
+            lambda b, q: cluster.cluster_rate(
                 b,
                 name="broker-5-max",
                 mode="broker",

@@ -11,7 +11,10 @@ under these names (``FDNAME=``):
 - ``relay-state``: a memfd holding a :class:`StoredState` (JSON), which says
   what each browser socket was (its :class:`ConnectionState`), keyed by the
   socket's own addresses: systemd passes the descriptors back in an order of
-  its own, so the key is what the kernel says the socket is, not a position.
+  its own, so the key is what the kernel says the socket is, not a position;
+  in broker mode it also says where the process stood in Redis' streams
+  (the handoff's :data:`~relay.links.handoff_wire.Position`), where the next
+  process starts reading.
 
 On the next start systemd passes them at descriptor 3 onwards with
 ``LISTEN_FDS``, ``LISTEN_FDNAMES`` and ``LISTEN_PID`` (sd_listen_fds(3)),
@@ -27,7 +30,16 @@ from typing import Any
 
 import orjson
 
-from relay.links.handoff_wire import ConnectionState, HandoffError
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Position,
+    position_body,
+    position_of,
+    verdicts_body,
+    verdicts_of,
+)
+from relay.links.lease_wire import SharedVerdict
 
 #: The first descriptor systemd passes (``SD_LISTEN_FDS_START``).
 LISTEN_FDS_START = 3
@@ -130,7 +142,12 @@ class StoredState:
 
     ``history`` is the hub's history as ``relay.core.history`` exports it
     (opaque here), so a browser that reconnects after the restart still gets
-    its replay.
+    its replay. ``position`` (broker mode) is the newest stream id per
+    instance delivered to the browsers stored, and Redis' time at the last
+    reload: the next process reads the streams from exactly there, so what
+    Redis took during the gap reaches them once. ``verdicts`` (broker mode)
+    are the cluster-status verdicts announced to them already, which the
+    next process does not announce again (as a handoff's successor).
     """
 
     pid: int
@@ -138,6 +155,8 @@ class StoredState:
     stored_at: float
     connections: dict[str, ConnectionState] = field(default_factory=dict)
     history: list[Any] = field(default_factory=list)
+    position: Position | None = None
+    verdicts: list[SharedVerdict] = field(default_factory=list)
 
     def encode(self) -> bytes:
         """The state as JSON bytes."""
@@ -150,6 +169,8 @@ class StoredState:
                 "connections": {key: state.to_json() for key, state in self.connections.items()},
                 "history": self.history,
             }
+            | ({} if self.position is None else position_body(self.position))
+            | (verdicts_body(self.verdicts) if self.verdicts else {})
         )
 
     @classmethod
@@ -177,6 +198,8 @@ class StoredState:
                     str(key): ConnectionState.from_json(value) for key, value in connections.items()
                 },
                 history=history,
+                position=position_of(raw),
+                verdicts=verdicts_of(raw),
             )
         except HandoffError as exc:
             raise FdStoreError(f"relay-state: {exc}") from None

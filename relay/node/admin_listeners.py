@@ -26,6 +26,10 @@ log = logging.getLogger("relay.node")
 
 #: How often a closing listener looks whether its last connections sent their request.
 _POLL_SECONDS = 0.01
+#: How long after its connect a connection that has sent no request is waited for when its
+#: listener closes: a post follows its connect within a round trip; a connection silent
+#: longer is an idle keep-alive one (a client's pool), not a post on its way.
+ON_ITS_WAY_SECONDS = 1.0
 
 
 class AdminListeners:
@@ -115,15 +119,21 @@ class AdminListeners:
         """Stop accepting (the successor accepts on the same sockets), then stop.
 
         A connection accepted just before, whose request has not arrived yet,
-        gets up to ``header_seconds`` to send it: aiohttp's shutdown closes an
-        idle connection unanswered, and that client's post would be lost.
+        gets until :data:`ON_ITS_WAY_SECONDS` after its connect (at most
+        ``header_seconds``) to send it: aiohttp's shutdown closes an idle
+        connection unanswered, and that client's post would be lost. One
+        silent longer is an idle keep-alive connection, closed as a server may
+        close any: waiting for it kept the old process of a handoff up to
+        ``header_seconds`` after its last browser left.
         """
         runners, self._runners = self._runners, []
         for runner in runners:
             for site in list(runner.sites):
                 await site.stop()
+        loop = asyncio.get_running_loop()
         for _ in range(max(1, round(header_seconds / _POLL_SECONDS))):
-            if not any(_awaiting_request(runner) for runner in runners):
+            waiting = sum(_request_on_its_way(runner, loop.time()) for runner in runners)
+            if not waiting:
                 break
             await asyncio.sleep(_POLL_SECONDS)  # aiohttp has no event for a request's arrival
         await asyncio.gather(*(runner.cleanup() for runner in runners))
@@ -134,8 +144,18 @@ class AdminListeners:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
 
 
-def _awaiting_request(runner: web.AppRunner) -> bool:
-    """Whether a connection of ``runner`` has not sent its first request yet."""
+def _request_on_its_way(runner: web.AppRunner, now: float) -> int:
+    """How many connections of ``runner`` have sent no request yet, connected lately.
+
+    Lately: less than :data:`ON_ITS_WAY_SECONDS` before ``now`` (the loop's time).
+    """
     server = runner.server
-    # aiohttp counts the requests it parsed on a connection; 0 means one is on its way.
-    return server is not None and any(h._request_count == 0 for h in server.connections)
+    if server is None:
+        return 0
+    # aiohttp counts the requests it parsed on a connection (0: none yet), and until
+    # the first one it closes the connection keepalive_timeout after it connected.
+    return sum(
+        h._request_count == 0
+        and now - (h._next_keepalive_close_time - h._keepalive_timeout) < ON_ITS_WAY_SECONDS
+        for h in server.connections
+    )

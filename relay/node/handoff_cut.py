@@ -179,5 +179,9 @@ class Resumption:
         if broker is None:
             return
         last_ids, synced_ms = self._position or ({}, None)
-        log.info("reading the broker's streams from where the old process stopped")
+        if self._position is None:
+            # A restart whose state has no position (stored in mesh mode, or unusable).
+            log.info("reading the broker's streams with no position to go on from, as at a start")
+        else:
+            log.info("reading the broker's streams from where the old process stopped")
         broker.resume_from(last_ids, synced_ms)

@@ -13,11 +13,14 @@ a stop does not close the browsers. In order:
    handoff's cut: it owes nothing, nothing is read past the last frame) and
    stored with its state in a memfd (``relay-state``); what cannot move (TLS,
    permessage-deflate, still in its handshake) is closed with 1001 as at any stop.
+   In broker mode the link to Redis stops first, and where it stood goes into
+   ``relay-state`` too (``relay.node.restart_position``).
 
 Every post the old process accepted was written to the browsers before the
 cut; every later one is the new process'. The next start takes the listeners
 (connects and posts waited in the backlog), adopts the browsers, then
-accepts posts, so every browser gets every post once, in order. A store
+accepts posts, so every browser gets every post once, in order (in broker
+mode: reads Redis from the stored position before it accepts posts). A store
 that is stale or malformed is logged, its sockets closed, and relay starts
 clean.
 """
@@ -47,9 +50,11 @@ from relay.links.fdstore_wire import (
     listener_name,
     socket_key,
 )
-from relay.links.handoff_wire import ConnectionState
+from relay.links.handoff_wire import ConnectionState, Position
+from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import MovableConnection, adopt
 from relay.node.node import Node
+from relay.node.restart_position import heard, resume_at, stop_reading
 from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
 log = logging.getLogger("relay.restart")
@@ -157,7 +162,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         await node.start()
         return
     state = _read_state(passed)
-    if state is not None and state.history:
+    # In broker mode Redis' streams are the history: the first reload fills it.
+    if state is not None and state.history and node.broker is None:
         # Before anyone connects: a browser that reconnected during the restart replays it.
         restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
         log.info("%d messages of history kept across the restart", restored)
@@ -168,6 +174,7 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         os.close(fd)
     store.remove(sorted(passed.names))
     await asyncio.to_thread(store.barrier)
+    resumption = resume_at(node, state)  # broker mode: read Redis once the browsers are back
     try:
         await node.start(clients, admin_later=True)
     except BaseException:
@@ -175,6 +182,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         raise
     # Before the admin side accepts: a post taken now reaches the adopted browsers too.
     adopted, stale = await _adopt_browsers(node, passed.browsers, state)
+    if resumption is not None:
+        resumption.resume()  # what Redis took during the gap reaches them now
     await node.start_admin(admins)
     node.adopted = adopted
     log.info(
@@ -317,6 +326,8 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
             stored.append(listener_name("client", index))
             store.store(stored[-1], [sock.fileno()])
         listener.stop_accepting()
+    # Broker mode: nothing more reaches the browsers; the next process goes on from here.
+    position = await stop_reading(node)
     cut = await _cut_browsers(node)
     # Past FileDescriptorStoreMax= systemd would close them without a word; past what
     # LISTEN_FDNAMES can name, it could not start relay again.
@@ -325,7 +336,7 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     kept, left = cut[:room], cut[room:]
     cut_at = time.monotonic()
     try:
-        _store_browsers(store, kept, _history(node).export())
+        _store_browsers(store, kept, _history(node).export(), position, heard(node))
     except OSError:
         left = cut
         raise
@@ -353,6 +364,8 @@ def _store_browsers(
     store: FdStore,
     kept: list[tuple[MovableConnection, ConnectionState, int]],
     history: list[Any],
+    position: Position | None,
+    verdicts: list[SharedVerdict],
 ) -> None:
     """Store the browsers' sockets, then their states keyed by each socket's addresses."""
     states: dict[str, ConnectionState] = {}
@@ -364,7 +377,7 @@ def _store_browsers(
             pass  # gone already: stored without a state, closed by the next start
         finally:
             sock.detach()  # the transport still owns the descriptor
-    record = StoredState(os.getpid(), __version__, time.time(), states, history)
+    record = StoredState(os.getpid(), __version__, time.time(), states, history, position, verdicts)
     memfd = memfd_with(STATE, record.encode())
     try:
         store.store(BROWSER, [fd for _, _, fd in kept])

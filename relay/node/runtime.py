@@ -54,7 +54,7 @@ async def serve_until_signalled(
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
     # Under systemd with a file descriptor store, a restart keeps the browsers there.
-    store = _restart_store(config, role)
+    store = FdStore.of() if role is None else None
     if handoff is None:
         if store is not None:
             await serve_restartable(
@@ -74,18 +74,6 @@ async def serve_until_signalled(
         on_ready=process.started if restart is None else restart.ready,
         start=Node.start if restart is None else restart.start,
     )
-
-
-def _restart_store(config: Config, role: WorkerRole | None) -> FdStore | None:
-    """The file descriptor store of systemd, where relay can keep its browsers over a restart."""
-    store = FdStore.of() if role is None else None
-    if store is not None and config.broker is not None:
-        log.warning(
-            "systemd keeps a file descriptor store, which relay does not use in broker mode "
-            "yet: a restart closes the browsers"
-        )
-        return None
-    return store
 
 
 @dataclass(frozen=True)
@@ -152,7 +140,7 @@ class _ServingProcess:
             return
         if self._role is None:  # a worker's successor is started by its supervisor
             # A successor on SIGUSR2 (systemd's ExecReload): an upgrade that disconnects no one.
-            upgrade = Upgrade(sys.argv)
+            upgrade = Upgrade(sys.argv, systemd, lambda: _describe(node))
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, upgrade.start)
         # Taken over: this process is the service's main process now, for Type=notify
         # (a worker's supervisor tells by it which process of the slot is ready).

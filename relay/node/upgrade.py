@@ -8,7 +8,9 @@ successor takes everything over (``relay.node.handoff``), then tells systemd
 ``MAINPID=`` its own pid with ``READY=1``, and the old process exits.
 
 A successor that cannot start or exits early leaves this process serving;
-its exit status is logged.
+its exit status is logged. systemd is told ``RELOADING=1`` when the
+successor starts, so ``systemctl reload`` returns only at a ``READY=1``: the
+successor's, or this process' own again after a successor that failed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from relay.process.systemd import Notifier
 
 log = logging.getLogger("relay.handoff")
 
@@ -50,9 +54,19 @@ def successor_environ(environ: Mapping[str, str]) -> dict[str, str]:
 class Upgrade:
     """Starts at most one successor at a time and reaps it if it ends while this node serves."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        """Prepare to start the successor of a node started with ``argv``."""
+    def __init__(
+        self,
+        argv: Sequence[str],
+        systemd: Notifier | None = None,
+        describe: Callable[[], str] = str,
+    ) -> None:
+        """Prepare to start the successor of a node started with ``argv``.
+
+        ``systemd`` is told of the upgrade; ``describe`` gives its status line.
+        """
         self._command = successor_command(argv)
+        self._systemd = systemd
+        self._describe = describe
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
 
@@ -72,6 +86,8 @@ class Upgrade:
             return
         self._process = process
         log.info("received SIGUSR2, started the new code (pid %d) to take over", process.pid)
+        if self._systemd is not None:
+            self._systemd.reloading()  # until the successor's READY=1 (or ours, if it fails)
         # A pidfd tells the loop when the child ends, without a thread blocked in wait().
         self._pidfd = os.pidfd_open(process.pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._ended)
@@ -89,3 +105,5 @@ class Upgrade:
             code,
         )
         self._process = self._pidfd = None
+        if self._systemd is not None:
+            self._systemd.ready(self._describe())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger("relay.systemd")
@@ -52,8 +53,14 @@ class Notifier:
             self.notify(f"MAINPID={main_pid}", "READY=1", f"STATUS={status}")
 
     def reloading(self) -> None:
-        """A configuration reload has begun."""
-        self.notify("RELOADING=1")
+        """A reload (or an upgrade) has begun; ``READY=1`` says it ended.
+
+        ``MONOTONIC_USEC=`` is when, on ``CLOCK_MONOTONIC``: systemd 253 and
+        later want it with ``RELOADING=1`` (``Type=notify-reload`` checks it
+        against when it sent the signal).
+        """
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}")
 
     def stopping(self) -> None:
         """Shutdown has begun."""

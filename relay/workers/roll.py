@@ -13,7 +13,9 @@ other workers go on as they were), then reports ``MAINPID=<its pid>`` and
 which it does only after its handoff). The supervisor then adopts it into
 the slot: its exit, restarts and watchdog are the slot's from now on, and
 the old worker's exit, once it has handed everything over, is not a crash.
-Once the old worker has exited, the next slot follows.
+The slot counts as ready (a reload's SIGHUP reaches it) only once the
+successor said ``READY=1``: it handles SIGHUP only from then on. Once the
+old worker has exited and the successor is ready, the next slot follows.
 
 A successor that exits, or is not ready within ``TAKE_OVER_TIMEOUT``, is
 stopped and logged; the old worker keeps serving what it still holds (as a
@@ -41,6 +43,8 @@ log = logging.getLogger("relay.workers")
 TAKE_OVER_TIMEOUT = 60.0
 #: How long the old worker may take to exit once its successor is ready, before it is killed.
 OLD_EXIT_TIMEOUT = 10.0
+#: How long a successor may take to say ``READY=1`` once the old worker exited after its handoff.
+READY_SECONDS = 5.0
 
 #: Starts ``relay serve --take-over`` for a slot (``Supervisor._start_worker``).
 StartSuccessor = Callable[..., Awaitable[WorkerProcess]]
@@ -91,7 +95,10 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         # stop of the node, which cancels the roll, stops the successor too.)
         slot.process, slot.successor = successor, None
         slot.started_at = slot.last_ping = clock()
-        slot.ready = True
+        slot.ready = False
+        # Ready once it said so: before that it may not handle SIGHUP yet (a reload
+        # right after the roll killed it), and it says so just after the old one's exit.
+        slot.ready = await _said_ready(slot, successor)
         try:
             await asyncio.wait_for(asyncio.shield(old.wait()), OLD_EXIT_TIMEOUT)
         except TimeoutError:
@@ -161,6 +168,27 @@ async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) 
     finally:
         ended.cancel()
         left.cancel()
+
+
+async def _said_ready(slot: Slot, successor: WorkerProcess) -> bool:
+    """Wait (at most ``READY_SECONDS``) for ``successor``'s ``READY=1``; whether it came.
+
+    One that comes later still makes the slot ready (``Supervisor.notice``).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READY_SECONDS):
+            while slot.main_pid != successor.pid:
+                slot.readied.clear()
+                await slot.readied.wait()
+    if slot.main_pid != successor.pid:
+        log.warning(
+            "worker %d: the new code (pid %d) has not said it is ready %.0f s after taking over",
+            slot.index,
+            successor.pid,
+            READY_SECONDS,
+        )
+        return False
+    return True
 
 
 async def _stop(process: WorkerProcess) -> None:

@@ -302,7 +302,15 @@ class Spawner:
             return None
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+        except OSError as exc:
+            log.error("cannot talk to the template process: %s", exc)
+            ours.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            return None
         template = _Template(process, reader, writer)
         try:
             async with asyncio.timeout(TEMPLATE_START_TIMEOUT):

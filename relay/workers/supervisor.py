@@ -8,7 +8,8 @@ datagram socket of its own (``READY=1``, ``WATCHDOG=1``...), so a worker
 needs no code of its own for it: the supervisor is to its workers what
 systemd is to the supervisor. It tells systemd ``READY=1`` once every worker
 serves, forwards SIGHUP (a reload) to every worker and reports ``READY=1``
-again once all of them have reloaded, and on SIGTERM stops them all. A
+again once all of them have reloaded (a reload and a SIGUSR2 roll take turns,
+each told to systemd: ``relay.workers.changes``), and on SIGTERM stops them all. A
 worker that dies, or hangs (stops pinging its watchdog), is restarted with
 a backoff; the others never stop serving. On SIGUSR2 it replaces its workers
 in turn with the code installed now, disconnecting no one
@@ -28,14 +29,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from relay.config import Config
 from relay.errors import StartupError
 from relay.links.backoff import RetryDelays
+from relay.workers.changes import Changes, ServiceManager
 from relay.workers.plan import NodePlan, notify_socket
 from relay.workers.ports import PortReservation
-from relay.workers.roll import roll
 from relay.workers.slot import Slot, WorkerProcess
 from relay.workers.spawn import Spawner
 
@@ -45,8 +45,6 @@ log = logging.getLogger("relay.workers")
 START_TIMEOUT = 30.0
 #: Time workers get to stop (browsers closed with 1001) before they are killed.
 STOP_GRACE = 10.0
-#: Time workers get to finish a reload before the node reports ready anyway.
-RELOAD_TIMEOUT = 10.0
 #: A worker whose event loop has not pinged for this long is hung: it is killed.
 WORKER_WATCHDOG = 10.0
 #: Restart delays: the first restart is at once, repeated deaths back off to the max.
@@ -54,25 +52,6 @@ RESTART_INITIAL = 0.1
 RESTART_MAX = 5.0
 #: A worker that served this long before dying is restarted without delay again.
 STABLE_SECONDS = 30.0
-
-
-class ServiceManager(Protocol):
-    """Who the supervisor reports the node's state to (``relay.process.systemd.Notifier``)."""
-
-    #: Seconds between watchdog pings it expects, or None.
-    watchdog_interval: float | None
-
-    def notify(self, *assignments: str) -> None:
-        """Send raw assignments such as ``STATUS=...``."""
-
-    def ready(self, status: str) -> None:
-        """The node serves."""
-
-    def reloading(self) -> None:
-        """A reload has begun."""
-
-    def watchdog(self) -> None:
-        """The supervisor is alive."""
 
 
 class Supervisor:
@@ -115,7 +94,8 @@ class Supervisor:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
-        self._rolling = False
+        # Reloads and upgrades, in turn (each watches the slots' READY=1).
+        self._changes = Changes(self._slots, systemd, self.describe, self._start_worker, clock)
         self._spawner: Spawner | None = None
 
     @property
@@ -159,26 +139,21 @@ class Supervisor:
     def reload(self) -> None:
         """Forward a reload (SIGHUP) to every worker; report ready once all have reloaded."""
         if self.up.is_set() and not self._stopping:
-            self._background(self._reload(), "relay-workers-reload")
+            self._background(self._changes.reload(), "relay-workers-reload")
 
     def upgrade(self) -> None:
         """SIGUSR2: replace each worker in turn with the code installed now (``workers.roll``)."""
         if not self.up.is_set() or self._stopping:
             log.warning("received SIGUSR2 before the node serves or while it stops; ignored")
-        elif self._rolling:
-            log.warning("an upgrade of the workers is under way already; SIGUSR2 ignored")
-        else:
-            self._rolling = True
-            self._background(self._roll(), "relay-workers-upgrade")
+        elif self._changes.wants_roll():
+            self._background(self._upgrade(), "relay-workers-upgrade")
 
-    async def _roll(self) -> None:
-        log.info("received SIGUSR2, replacing the %d workers in turn", self.count)
+    async def _upgrade(self) -> None:
+        assert self._spawner is not None
         try:
-            assert self._spawner is not None
             await self._spawner.renew()  # the successors fork from the code on disk now
-            await roll(self._slots, self._start_worker, self._clock)
         finally:
-            self._rolling = False
+            await self._changes.roll()  # after wants_roll(), always: it ends the turn
 
     def describe(self) -> str:
         """The node's addresses, as systemd's status line and the ready log line give them."""
@@ -346,25 +321,6 @@ class Supervisor:
         description = self.describe()
         log.info("relay node ready: %s", description)
         self._systemd.ready(description)
-
-    async def _reload(self) -> None:
-        log.info("forwarding the reload to %d workers", self.count)
-        self._systemd.reloading()
-        waiting = []
-        for slot in self._slots:
-            process = slot.process
-            if process is None or process.returncode is not None or not slot.ready:
-                continue  # a worker starting now reads the file as it is anyway
-            slot.readied.clear()
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGHUP)
-                waiting.append(slot.readied.wait())
-        try:
-            async with asyncio.timeout(RELOAD_TIMEOUT):
-                await asyncio.gather(*waiting)
-        except TimeoutError:
-            log.warning("not every worker finished its reload within %.0f s", RELOAD_TIMEOUT)
-        self._systemd.ready(self.describe())
 
     async def _watch(self) -> None:
         """Kill hung workers; ping systemd's watchdog while the supervisor runs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from relay.links.broker_wire import StreamId
 from relay.links.fdstore_wire import (
     FdStoreError,
     Passed,
@@ -18,6 +19,7 @@ from relay.links.fdstore_wire import (
     store_message,
 )
 from relay.links.handoff_wire import ConnectionState
+from relay.links.lease_wire import SharedVerdict
 
 STATE = ConnectionState(
     listener=0,
@@ -118,6 +120,20 @@ def test_the_state_round_trips_and_knows_its_age() -> None:
     again = StoredState.decode(state.encode())
     assert again == state
     assert again.age(now=1002.5) == 2.5
+    assert again.position is None  # mesh mode: none stored
+
+
+def test_a_broker_mode_state_keeps_the_stream_position() -> None:
+    position = ({"default": StreamId(1700, 3), "other": StreamId(1701, 0)}, 1650)
+    state = StoredState(7, "1.2", 1000.0, {"k": STATE}, position=position)
+    assert StoredState.decode(state.encode()).position == position
+
+
+def test_a_broker_mode_state_keeps_the_verdicts_announced() -> None:
+    verdict = SharedVerdict(3, 7, "d7", {"type": "relay.cluster.databases", "uniqueID": "v7"})
+    state = StoredState(7, "1.2", 1000.0, verdicts=[verdict])
+    assert StoredState.decode(state.encode()).verdicts == [verdict]
+    assert StoredState.decode(StoredState(7, "1.2", 1000.0).encode()).verdicts == []
 
 
 @pytest.mark.parametrize(
@@ -131,6 +147,20 @@ def test_the_state_round_trips_and_knows_its_age() -> None:
             {"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": {"k": {}}}
         ),
         orjson.dumps({"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": []}),
+        orjson.dumps(
+            {
+                "format": 1,
+                **{"pid": 1, "version": "v", "stored_at": 0, "connections": {}},
+                "position": {"ids": {"default": "nope"}, "synced": None},
+            }
+        ),
+        orjson.dumps(
+            {
+                "format": 1,
+                **{"pid": 1, "version": "v", "stored_at": 0, "connections": {}},
+                "verdicts": ["not a verdict"],
+            }
+        ),
     ],
 )
 def test_a_malformed_state_is_refused(data: bytes) -> None:

@@ -2,7 +2,8 @@
 
 No systemd here: the harness gives each node a notify socket of its own (a
 real unix datagram socket in the test), which receives what systemd would:
-the successor's ``MAINPID=`` and ``READY=1``.
+the old process' ``RELOADING=1``, then the successor's ``MAINPID=`` and
+``READY=1`` (or the old process' own ``READY=1`` after a failed successor).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _stop(pid: int) -> None:
         os.close(pidfd)
 
 
+def _reloading(text: str) -> bool:
+    """``RELOADING=1`` with its time, as systemd 253 and later want it."""
+    return text.startswith("RELOADING=1\nMONOTONIC_USEC=")
+
+
 def _old_node(relays: Relays, tmp_path: Path) -> RelayNode:
     config = local_config(limits={"max_connections_per_ip": 0})
     args = ("--handoff-socket", str(tmp_path / "handoff.sock"))
@@ -69,7 +75,12 @@ async def test_a_successor_that_cannot_start_leaves_the_node_serving(
     # The operator broke the config before reloading: the new code refuses to start.
     old.config_path.write_text('{"servers": "not a list"}')
     old.signal(signal.SIGUSR2)
+    # systemctl reload waits from here...
+    await asyncio.to_thread(old.next_notice, _reloading)
     await asyncio.to_thread(old.wait_for_log, r"exited with status 1; this process keeps serving")
+    # ... until the old process, serving on, says it is ready again.
+    ready = await asyncio.to_thread(old.next_notice, lambda text: text.startswith("READY=1"))
+    assert "MAINPID=" not in ready
     assert old.running
     poster = Poster(old.admin_port)
 
@@ -95,6 +106,7 @@ async def test_sigusr2_hands_everyone_to_a_successor_that_systemd_follows(
     watchers = await connect_many(old.client_port, BROWSERS)
     poster = Poster(old.admin_port)
     old.signal(signal.SIGUSR2)
+    await asyncio.to_thread(old.next_notice, _reloading)  # systemctl reload waits from here
     notice = await asyncio.to_thread(old.next_notice, lambda text: "MAINPID=" in text)
     fields = dict(line.split("=", 1) for line in notice.splitlines())
     successor = int(fields["MAINPID"])

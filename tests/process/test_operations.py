@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ def test_notifier_speaks_to_abstract_and_path_sockets(tmp_path: Path) -> None:
             assert listener.recv(1024) == b"READY=1\nSTATUS=serving"
             notifier.ready("taken over", main_pid=4242)  # an upgrade: systemd follows the pid
             assert listener.recv(1024) == b"MAINPID=4242\nREADY=1\nSTATUS=taken over"
+            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            notifier.reloading()
+            reloading, stamp = listener.recv(1024).decode().split("\n")
+            # systemd 253+ (Type=notify-reload) wants when, on CLOCK_MONOTONIC.
+            assert reloading == "RELOADING=1"
+            assert stamp.startswith("MONOTONIC_USEC=")
+            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            assert before <= int(stamp.removeprefix("MONOTONIC_USEC=")) <= after
     Notifier({}).ready("not under systemd: nothing is sent, nothing fails")
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
 

@@ -164,3 +164,28 @@ async def test_a_node_stopped_during_a_roll_leaves_no_process_behind(
     for pid in (*workers, successor):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.timeout(120)
+async def test_systemd_is_told_of_a_roll_and_a_sighup_during_it_reloads_once_it_ends(
+    relays: Relays, redis_server: RedisServer
+) -> None:
+    [node] = await relays.broker(1, {"url": redis_server.url, **BROKER_TIMING}, workers=2).start()
+
+    def told(prefix: str) -> str:
+        return node.next_notice(lambda text: text.startswith(prefix))
+
+    node.signal(signal.SIGUSR2)
+    # systemctl reload waits for READY=1 from here (Type=notify-reload wants the time too).
+    await asyncio.to_thread(told, "RELOADING=1\nMONOTONIC_USEC=")
+    node.signal(signal.SIGHUP)  # while the first successor starts
+    await asyncio.to_thread(node.wait_for_log, "this reload follows once it ends")
+    await asyncio.to_thread(told, "READY=1")
+    assert "all 2 workers replaced by the new code" in node.log  # READY=1 once the roll ended
+    assert "configuration reloaded" not in node.log
+    await asyncio.to_thread(told, "RELOADING=1\nMONOTONIC_USEC=")  # then the reload
+    await asyncio.to_thread(told, "READY=1")
+    await asyncio.to_thread(node.wait_for_log, r"\[worker \d\]: configuration reloaded", 2)
+    assert "not every worker finished its reload" not in node.log
+    # A successor is in its slot once it said READY=1: before, a SIGHUP would kill it.
+    assert "was killed" not in node.log

@@ -113,7 +113,7 @@ def test_supervisor_holds_the_pidfile_forwards_reloads_and_stops_its_workers(
     assert len(workers) == 2
 
     node.signal(signal.SIGHUP)
-    node.next_notice(lambda text: text == "RELOADING=1")
+    node.next_notice(lambda text: text.startswith("RELOADING=1\nMONOTONIC_USEC="))
     node.next_notice(lambda text: text.startswith("READY=1"))
     # READY comes only once both workers have reloaded.
     node.wait_for_log(r"\[worker \d\]: configuration reloaded", count=2)

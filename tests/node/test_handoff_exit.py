@@ -1,0 +1,75 @@
+"""The old process of a handoff exits promptly once its last browser moved.
+
+Idle keep-alive connections to the admin port (an application server's pool,
+opened ahead and not used yet) used to keep it up to ``admin_header_seconds``
+in the closing of its admin listener, waiting for a request that was not on
+its way: a bench run saw ~3 s between the successor's admin listener and the
+old process' ``handoff done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.harness.cluster import Cluster, Relays
+from tests.harness.node import RelayNode
+from tests.node.handoff_parts import Poster, close_all, connect_many
+from tests.support import WAIT, local_config
+
+#: Long, so that waiting for the idle connections would show.
+HEADER_SECONDS = 30.0
+
+
+def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
+    config = local_config(
+        limits={"max_connections_per_ip": 0, "admin_header_seconds": HEADER_SECONDS}
+    )
+    node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
+    return node
+
+
+def _logged_at(log: str, text: str) -> datetime:
+    line = next(line for line in log.splitlines() if text in line)
+    stamp = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", line)
+    assert stamp is not None, line
+    return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_idle_admin_connections_do_not_keep_the_old_process(
+    relays: Relays, tmp_path: Path
+) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
+    watchers = await connect_many(old.client_port, 20)
+    # An application server's pool: connected, no request sent yet.
+    idle = [socket.create_connection(("127.0.0.1", old.admin_port)) for _ in range(4)]
+    poster = Poster(old.admin_port)  # posts in flight throughout, each on a new connection
+    try:
+        new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+        await asyncio.to_thread(new.start)
+        assert await asyncio.to_thread(old.wait) == 0
+        took = _logged_at(old.log, "handoff done") - _logged_at(old.log, "handing over to relay")
+        # Bounded well below HEADER_SECONDS: the idle connections were not waited for.
+        assert took.total_seconds() < HEADER_SECONDS / 3
+        for sock in idle:
+            sock.settimeout(WAIT)
+            assert sock.recv(1) == b""  # closed by the old process, unanswered: nothing asked
+        await poster.stop()
+        assert not poster.failures  # the posts on their way were answered, by one or the other
+        for watcher in watchers:
+            await watcher.sync()
+            assert watcher.ended is None
+            assert watcher.ids == poster.posted
+    finally:
+        for sock in idle:
+            sock.close()
+    await close_all(watchers)
