@@ -263,9 +263,13 @@ class Spawner:
                 await old.stop()
 
     async def close(self) -> None:
-        """Stop the template."""
+        """Stop the template; this process is no subreaper any more (its workers have stopped)."""
         async with self._lock:
             await self._drop()
+        if self._subreaper:
+            # The process may live on (a test's supervisor): orphans go to init again.
+            prctl(_PR_SET_CHILD_SUBREAPER, 0)
+            self._subreaper = False
 
     async def _current(self) -> _Template | None:
         """The running template, started anew if there is none; None if none can start."""
