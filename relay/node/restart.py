@@ -12,7 +12,8 @@ a stop does not close the browsers. In order:
 3. every browser connection that can move is cut at a frame boundary (the
    handoff's cut: it owes nothing, nothing is read past the last frame) and
    stored with its state in a memfd (``relay-state``); what cannot move (TLS,
-   permessage-deflate, still in its handshake) is closed with 1001 as at any stop.
+   permessage-deflate, still in its handshake, or with bytes still in this
+   process' buffer once a round moves no one) is closed with 1001 as at any stop.
    In broker mode the link to Redis stops first, and where it stood goes into
    ``relay-state`` too (``relay.node.restart_position``).
 
@@ -59,7 +60,9 @@ from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
 log = logging.getLogger("relay.restart")
 
-#: How long a stop waits for browsers still in their handshake or with bytes to send.
+#: How long a stop waits for browsers still in their handshake. One with bytes still to
+#: send gets another round only while the last round moved some: no event says its buffer
+#: emptied, and a browser that reads nothing would hold every stop for the whole wait.
 CUT_SECONDS = 2.0
 #: Pause between the rounds of that wait (a bounded poll: no event says a buffer emptied).
 CUT_POLL = 0.05
