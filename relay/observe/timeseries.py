@@ -31,6 +31,9 @@ MAX_CAPACITY = 6000
 #: for its siblings (more than one: they sample on their own timers, and ask late).
 SLOTS_PER_INTERVAL = 8
 KEEP_INTERVALS = 3
+#: Seconds of slots kept at least: a sibling that samples late (a busy host, a pause of
+#: its loop) still finds the slots since its last sample, at a short interval too.
+KEEP_AT_LEAST = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +191,7 @@ def _databases(
 
 def _slot_settings(interval: float) -> tuple[float, float]:
     """(slot width, seconds kept) for samples every ``interval`` seconds."""
-    return interval / SLOTS_PER_INTERVAL, KEEP_INTERVALS * interval
+    return interval / SLOTS_PER_INTERVAL, max(KEEP_INTERVALS * interval, KEEP_AT_LEAST)
 
 
 def _bounded(capacity: int) -> int:

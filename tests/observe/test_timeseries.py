@@ -7,7 +7,7 @@ from dataclasses import replace
 from relay.core.cluster_reading import ClusterStatusReading, DatabaseReading, HealthReading
 from relay.core.latency_slots import LatencySlot
 from relay.core.snapshot import BrokerReading, InstanceReading, NodeSnapshot, PeerReading
-from relay.observe.timeseries import MAX_CAPACITY, SERIES, TimeSeries, capacity_for
+from relay.observe.timeseries import KEEP_AT_LEAST, MAX_CAPACITY, SERIES, TimeSeries, capacity_for
 from tests.support import FakeClock
 
 
@@ -116,6 +116,14 @@ def test_a_worker_keeps_its_latencies_in_slots_for_its_siblings() -> None:
     assert series.recent_latencies() == (LatencySlot(100.25, 1, 0.004, 0.004),)
     series.resize(10, interval=4.0)
     assert series.recent_latencies() == ()
+
+
+def test_at_a_short_interval_the_slots_outlive_a_sibling_that_samples_late() -> None:
+    clock = FakeClock(100.0)
+    series = TimeSeries(clock, 10, interval=0.2)
+    series.observe_latency(0.004)
+    clock.advance(KEEP_AT_LEAST - 0.1)  # ten intervals without a sample
+    assert [slot.count for slot in series.recent_latencies()] == [1]
 
 
 def test_peers_and_databases_are_summed_up_per_sample() -> None:
