@@ -271,5 +271,7 @@ def _outcome(
         "node_log_problems": problems[:20],
         # What the supervisor said about the roll, with its times: where the time went.
         "roll_log": [line.strip() for line in log if "relay.workers:" in line][-30:],
+        # And what each worker said about its handoff: where each one's time went.
+        "handoff_log": [line.strip() for line in log if "relay.handoff" in line][:80],
     }
     return Outcome(result=result, latencies={})
