@@ -9,8 +9,10 @@ exits; its CPU time is read from it after it exits and before it is reaped.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import shutil
 import time
@@ -28,31 +30,48 @@ SAMPLE_INTERVAL = 0.1
 SUCCESSOR_SUFFIX = "+handoff-bench"
 
 
-def successor_checkout(directory: Path) -> tuple[Path, str]:
+def successor_checkout(directory: Path, suffix: str = SUCCESSOR_SUFFIX) -> tuple[Path, str]:
     """Copy the ``relay`` package under test into ``directory`` with a version of its own.
 
-    Returns the directory (for ``RelayNode(relay_src=...)``) and the new version.
+    The version is the package's with ``suffix`` added. Returns the directory
+    (for ``RelayNode(relay_src=...)``) and the new version.
     """
     copy = directory / "relay"
     shutil.copytree(
         Path(relay_root()) / "relay", copy, ignore=shutil.ignore_patterns("__pycache__")
     )
-    init = copy / "__init__.py"
+    version = set_version(directory, suffix)
+    # Compiled now, as an install compiles it: else the successor's start would
+    # include compiling every module, which no real upgrade pays.
+    compile_relay(str(directory))
+    return directory, version
+
+
+def set_version(directory: Path, suffix: str) -> str:
+    """Give the copy in ``directory`` the version it came with plus ``suffix``; returns it.
+
+    Run on a copy in use, it is an upgrade in place (as a package manager's):
+    processes started from now on import the new version, running ones keep theirs.
+
+    Raises:
+        RuntimeError: the package has no ``__version__`` line.
+    """
+    init = directory / "relay" / "__init__.py"
     version = ""
 
     def patch(match: re.Match[str]) -> str:
         nonlocal version
-        version = match.group(1) + SUCCESSOR_SUFFIX
+        # Any suffix an earlier call added is replaced, not added to.
+        version = match.group(1).partition("+")[0] + suffix
         return f'__version__ = "{version}"'
 
     text, count = re.subn(r'^__version__ = "(.*)"$', patch, init.read_text(), flags=re.M)
     if count != 1:
         raise RuntimeError(f"no __version__ line in {init}")
     init.write_text(text)
-    # Compiled now, as an install compiles it: else the successor's start would
-    # include compiling every module, which no real upgrade pays.
-    compile_relay(str(directory))
-    return directory, version
+    # Forced: within the same second as the copy, the bytecode's source mtime would match.
+    py_compile.compile(str(init), cfile=importlib.util.cache_from_source(str(init)))
+    return version
 
 
 def watch(old: RelayNode, new: RelayNode, deadline: float) -> tuple[list[hf.Sample], float, float]:

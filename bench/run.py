@@ -24,7 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from bench import burst, cluster, handoff, hundredk, idlenode, procfs, report, scale, scenarios
+from bench import (
+    burst,
+    cluster,
+    handoff,
+    hundredk,
+    idlenode,
+    procfs,
+    report,
+    roll,
+    scale,
+    scenarios,
+)
 from bench.harness import Bench
 from bench.scenarios import Outcome
 from bench.server import relay_root
@@ -245,6 +256,13 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
             factory, name="handoff", setup=handoff.QUICK if q else handoff.Setup(handoff.BROWSERS)
         ),
     ),
+    "100k-roll": (
+        "the 100k node's workers replaced in turn (SIGUSR2) while posts go on: roll time, "
+        "browsers closed, deliveries lost, latency during it (--browsers N)",
+        lambda q, factory: roll.run(
+            factory, name="100k-roll", setup=roll.QUICK if q else roll.Setup(roll.BROWSERS)
+        ),
+    ),
     "sweep": (
         "throughput against subscriber count",
         lambda q, factory: [
@@ -349,8 +367,8 @@ def _parser() -> argparse.ArgumentParser:
         "--browsers",
         type=int,
         metavar="N",
-        help=f"browsers of the 100k scenario (default {hundredk.BROWSERS}) and of the handoff "
-        f"one (default {handoff.BROWSERS}); fewer to try it out",
+        help=f"browsers of the 100k and 100k-roll scenarios (default {hundredk.BROWSERS}) and "
+        f"of the handoff one (default {handoff.BROWSERS}); fewer to try it out",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
@@ -377,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         burst.BEFORE_DIR = args.before.resolve()
     burst.WAIT_QUIET = args.wait_quiet
     if args.browsers:
-        hundredk.BROWSERS = handoff.BROWSERS = args.browsers
+        hundredk.BROWSERS = handoff.BROWSERS = roll.BROWSERS = args.browsers
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")

@@ -299,6 +299,10 @@ class BrowserAgent(_Agent):
                 browser.abort()
 
 
+#: A post answered later than this (seconds) is reported with its seq and times.
+SLOW_POST = 0.5
+
+
 class PosterAgent(_Agent):
     """An application server posting notifications, at a rate or as fast as it can.
 
@@ -352,8 +356,11 @@ class PosterAgent(_Agent):
         issued = 0
         failed: list[int] = []
         statuses: dict[int, int] = {}
+        # Posts answered late: with several in flight, one held up can be overtaken by the next.
+        slow: list[list[float]] = []
 
         async def send(connection: PostConnection, seq: int) -> None:
+            sent = time.monotonic()
             # CLOCK_REALTIME, as the kernel's receive stamps the browsers compare it with.
             body = self._body(seq, time.time_ns())
             try:
@@ -372,6 +379,8 @@ class PosterAgent(_Agent):
             statuses[status] = statuses.get(status, 0) + 1
             if status != 200:
                 failed.append(seq)
+            if time.monotonic() - sent > SLOW_POST:
+                slow.append([seq, round(sent - started, 3), round(time.monotonic() - sent, 3)])
 
         async def as_fast_as_possible(connection: PostConnection) -> None:
             nonlocal issued
@@ -420,6 +429,7 @@ class PosterAgent(_Agent):
             "ok": statuses.get(200, 0),
             "statuses": statuses,
             "failed": failed,
+            "slow": slow,
             "seq_base": base,
             "started": started,
             "ended": ended,
