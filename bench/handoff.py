@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import footprint, handoff_nodes, procfs, sources
+from bench import footprint, handoff_nodes, hundredk, procfs
 from bench import handoff_figures as hf
 from bench.cpuquota import CpuQuotas
 from bench.harness import READY_TIMEOUT, Bench, Group, Worker, receive_all
 from bench.hundredk import CONNECT_TIMEOUT, OWN_STRIDE, SETTLE
-from bench.scenarios import BROWSER_KEYS, OWN_KEY, SHARED_KEY, Outcome
+from bench.scenarios import OWN_KEY, SHARED_KEY, Outcome
 from bench.server import RelayNode, node_config
 
 #: Browsers of the full scenario: what one process holds under a 20,000 open-files limit,
@@ -84,7 +84,9 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
         base_fds = old.open_fds()
         rss_idle = procfs.rss_bytes(old.pid)
         began = time.monotonic()
-        browsers = _start_browsers(bench, quotas, old, setup)
+        browsers = hundredk.start_generators(
+            bench, quotas, old, setup, _seqs(setup)[2], keep_sent=True
+        )
         ready = receive_all(browsers, CONNECT_TIMEOUT + 30.0)
         connect_s = time.monotonic() - began
         figures, latencies = _run_posts(bench, quotas, old, new, setup, browsers, base_fds)
@@ -99,40 +101,6 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
     outcome = _outcome(name, setup, figures, quotas, logs)
     outcome.latencies = latencies
     return [outcome]
-
-
-def _start_browsers(bench: Bench, quotas: CpuQuotas, node: RelayNode, setup: Setup) -> list[Worker]:
-    """The generators (in the loadgen quota) and the probes (outside it); not waited for."""
-    shares = sources.plan(setup.browsers - setup.probes, setup.generators)
-    after = ipaddress.IPv4Address(shares[-1].sources[-1]) + 1
-    probe = sources.Share(setup.browsers - setup.probes, setup.probes, (str(after),))
-    started = []
-    for share, group_name in [*((s, "browsers") for s in shares), (probe, "probe")]:
-        if not share.count:
-            continue
-        group = {
-            "name": group_name,
-            "port": node.client_port,
-            "count": share.count,
-            "first_index": share.first,
-            "keys": BROWSER_KEYS,
-            "sources": list(share.sources),
-        }
-        spec = {
-            "role": "browsers",
-            "groups": [group],
-            "tag": bench.tag,
-            "seen_size": _seqs(setup)[2],
-            "connect_timeout": CONNECT_TIMEOUT,
-            "count_failures": True,
-            "keep_sent": True,
-        }
-        worker = Worker(spec)
-        if group_name == "browsers":
-            quotas.add("loadgen", worker.pid)
-        started.append(worker)
-    bench.workers.extend(started)
-    return started
 
 
 def _seqs(setup: Setup) -> tuple[int, int, int]:

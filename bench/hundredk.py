@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -201,7 +201,10 @@ def _connect(
     memory_before = _memory(node)
     cpu_before = node.cpu_seconds()
     began = time.monotonic()
-    started = _start_generators(bench, quotas, node, setup, shares)
+    seen_size = round(
+        setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
+    )
+    started = start_generators(bench, quotas, node, setup, seen_size)
     reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
     seconds = time.monotonic() - began
     cpu = node.cpu_seconds() - cpu_before
@@ -279,19 +282,42 @@ def _rejected(admin_port: int) -> dict[str, float] | str:
     return found or "none"
 
 
-def _start_generators(
-    bench: Bench, quotas: CpuQuotas, node: RelayNode, setup: Setup, shares: list[sources.Share]
-) -> list[Worker]:
-    """One process per share in the generators' quota, and one for the probes outside it.
+class GeneratorSetup(Protocol):
+    """What ``start_generators`` reads of a scenario's setup."""
 
-    Each inherits the coordinator's open-files limit, raised to the hard limit.
+    @property
+    def browsers(self) -> int:
+        """Browsers in all, probes included."""
+
+    @property
+    def probes(self) -> int:
+        """Browsers in the probes' process, outside the generators' quota."""
+
+    @property
+    def generators(self) -> int:
+        """Generator processes sharing the other browsers."""
+
+
+def start_generators(
+    bench: Bench,
+    quotas: CpuQuotas,
+    node: RelayNode,
+    setup: GeneratorSetup,
+    seen_size: int,
+    *,
+    keep_sent: bool = False,
+) -> list[Worker]:
+    """One process per share of ``setup.browsers`` in the generators' quota, and the probes.
+
+    The probes are the last browsers, from
+    an address of their own, in a process outside the quota; the processes
+    are not waited for. Each inherits the coordinator's open-files limit,
+    raised to the hard limit. With ``keep_sent`` the browsers keep each
+    message's post time (the handoff's before/during/after figures need it).
     """
-    # The probes come last, from an address of their own.
+    shares = sources.plan(setup.browsers - setup.probes, setup.generators)
     after = ipaddress.IPv4Address(shares[-1].sources[-1]) + 1
     probe = sources.Share(setup.browsers - setup.probes, setup.probes, (str(after),))
-    seen_size = round(
-        setup.shared_rate * setup.shared_duration + setup.own_rate * setup.own_duration
-    )
     started = []
     for share, group_name in [*((s, "browsers") for s in shares), (probe, "probe")]:
         if not share.count:
@@ -311,6 +337,7 @@ def _start_generators(
             "seen_size": seen_size,
             "connect_timeout": CONNECT_TIMEOUT,
             "count_failures": True,
+            "keep_sent": keep_sent,
         }
         worker = Worker(spec)
         if group_name == "browsers":

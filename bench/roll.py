@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import footprint, handoff, handoff_nodes, procfs
+from bench import footprint, handoff, handoff_nodes, hundredk, procfs
 from bench import handoff_figures as hf
 from bench import roll_figures as rf
 from bench.cpuquota import CpuQuotas
@@ -106,7 +106,9 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
             quotas.group(f"worker{i + 1}", setup.worker_cores)
             quotas.add(f"worker{i + 1}", pid)
         began = time.monotonic()
-        browsers = handoff._start_browsers(bench, quotas, node, hs)
+        browsers = hundredk.start_generators(
+            bench, quotas, node, hs, handoff._seqs(hs)[2], keep_sent=True
+        )
         ready = receive_all(browsers, CONNECT_TIMEOUT + 30.0)
         connect = {
             "connected": sum(r["ready"] for r in ready),
