@@ -132,7 +132,8 @@ class FakeSystemd:
         async with asyncio.timeout(START_WAIT):
             text = await self._ready.get()
         status = next(line for line in text.splitlines() if line.startswith("STATUS="))
-        clients, _, admins = status.partition(", admin on ")
+        # A node says "..., admin on ..."; a --workers node's supervisor "...; admin on ...".
+        clients, _, admins = status.replace("; admin on ", ", admin on ").partition(", admin on ")
         return {
             "client": int(clients.rsplit(":", 1)[1]),
             "admin": int(admins.split(", ")[0].rsplit(":", 1)[1]),
