@@ -9,6 +9,8 @@ a stop does not close the browsers. In order:
    the posts in flight and stop (a post that arrives later waits in the
    kernel's backlog for the next process);
 2. the client listening sockets are stored and no longer accepted on;
+   (a listener whose ``listen`` resolves to several addresses is not stored,
+   as the handoff refuses it: the next start binds it afresh);
 3. every browser connection that can move is cut at a frame boundary (the
    handoff's cut: it owes nothing, nothing is read past the last frame) and
    stored with its state in a memfd (``relay-state``); what cannot move (TLS,
@@ -192,8 +194,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
     log.info(
         "restarted with systemd's file descriptor store: %d client and %d admin listeners "
         "and %d browser connections adopted%s",
-        len(clients),
-        len(admins),
+        sum(sock is not None for sock in clients),
+        sum(sock is not None for sock in admins),
         adopted,
         f", {stale} stale ones closed" if stale else "",
     )
@@ -232,18 +234,23 @@ def _read_state(passed: Passed) -> StoredState | None:
     return state
 
 
-def _listening(fds: dict[int, int], servers: list[ServerConfig], kind: str) -> list[socket.socket]:
+def _listening(
+    fds: dict[int, int], servers: list[ServerConfig], kind: str
+) -> list[socket.socket | None]:
     """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
 
-    The config may have changed between the stop and the start (a listener
-    added, removed, moved to another port): then they are bound afresh.
+    None for a listener not stored (one on several addresses: see
+    :func:`_keepable`), which is bound afresh. The config may have changed
+    between the stop and the start (a listener removed, moved to another
+    port): then they are all bound afresh.
     """
     sockets = {index: sock for index, fd in fds.items() if (sock := _socket(fd)) is not None}
-    usable = sorted(sockets) == list(range(len(servers))) and all(
-        _listens_as(sockets[index], server) for index, server in enumerate(servers)
+    usable = len(sockets) == len(fds) and all(
+        index < len(servers) and _listens_as(sock, servers[index])
+        for index, sock in sockets.items()
     )
     if usable:
-        return [sockets[index] for index in range(len(servers))]
+        return [sockets.get(index) for index in range(len(servers))]
     if fds:
         log.warning(
             "systemd kept %d %s listening sockets that do not fit the config: binding afresh",
@@ -320,12 +327,13 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         OSError: systemd could not be told (the browsers cut are served again first).
     """
     stored: list[str] = []
-    for index, sock in enumerate(node.admin_sockets()):
-        stored.append(listener_name("admin", index))
-        store.store(stored[-1], [sock.fileno()])
+    for index, sockets in enumerate(node.admin.listening()):
+        if (sock := _keepable("admin", index, sockets)) is not None:
+            stored.append(listener_name("admin", index))
+            store.store(stored[-1], [sock.fileno()])
     await node.close_admin()  # posts in flight are answered (and delivered) first
     for index, listener in enumerate(node.client_listeners):
-        for sock in listener.listening_sockets()[:1]:
+        if (sock := _keepable("client", index, listener.listening_sockets())) is not None:
             stored.append(listener_name("client", index))
             store.store(stored[-1], [sock.fileno()])
         listener.stop_accepting()
@@ -361,6 +369,27 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         len(stored),
         f"; {len(left)} more than the store takes are closed" if left else "",
     )
+
+
+def _keepable(kind: str, index: int, sockets: list[socket.socket]) -> socket.socket | None:
+    """The one listening socket of the ``index``-th ``kind`` listener to store, else None.
+
+    A listener whose ``listen`` resolves to several addresses is not stored,
+    as the handoff refuses it: stored as one, the next start would serve one
+    address family of it only. It is bound afresh (logged): connects and
+    posts to it during the gap are refused instead of waiting in a backlog.
+    """
+    if len(sockets) == 1:
+        return sockets[0]
+    if sockets:
+        log.warning(
+            "the %s listener %d listens on %d addresses: not kept in systemd's store, the next "
+            "start binds it afresh (what connects to it meanwhile is refused)",
+            kind,
+            index,
+            len(sockets),
+        )
+    return None
 
 
 def _store_browsers(

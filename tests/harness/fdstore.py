@@ -50,6 +50,8 @@ class FakeSystemd:
         self.directory = directory
         self.capacity = capacity
         self._name = f"relay-fdstore-test-{secrets.token_hex(8)}"
+        #: ``$NOTIFY_SOCKET`` of the service (an abstract socket's name).
+        self.notify_socket = "@" + self._name
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind("\0" + self._name)
         self._sock.setblocking(False)
@@ -103,7 +105,7 @@ class FakeSystemd:
         }
         environ |= {
             "PYTHONUNBUFFERED": "1",
-            "NOTIFY_SOCKET": "@" + self._name,
+            "NOTIFY_SOCKET": self.notify_socket,
             "FDSTORE": str(self.capacity),
         }
         if fds:
