@@ -161,7 +161,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
     after relay closed it).
 
     Raises:
-        StartupError: a listener could not start; whatever had started is stopped.
+        StartupError: a listener could not start; whatever had started is stopped
+            (the browsers adopted by then are closed with 1001, as at any stop).
     """
     if not passed:
         await node.start()
@@ -185,11 +186,20 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
     except BaseException:
         _close_all(passed.browsers)
         raise
-    # Before the admin side accepts: a post taken now reaches the adopted browsers too.
-    adopted, stale = await _adopt_browsers(node, passed.browsers, state)
-    if resumption is not None:
-        resumption.resume()  # what Redis took during the gap reaches them now
-    await node.start_admin(admins)
+    try:
+        # Before the admin side accepts: a post taken now reaches the adopted browsers too.
+        adopted, stale = await _adopt_browsers(node, passed.browsers, state)
+        if resumption is not None:
+            resumption.resume()  # what Redis took during the gap reaches them now
+        await node.start_admin(admins)
+    except BaseException:
+        # Else the node would serve on without an admin side (or the process exit under
+        # it): its browsers are told 1001, as at any stop, and reconnect.
+        await node.stop()
+        for sock in admins:  # those no listener took (closing one twice does nothing)
+            if sock is not None:
+                sock.close()
+        raise
     node.adopted = adopted
     log.info(
         "restarted with systemd's file descriptor store: %d client and %d admin listeners "

@@ -1,11 +1,13 @@
-"""A restart with listeners on several addresses: each comes back serving all of them.
+"""A restart in one process: listeners on several addresses, and a start that fails.
 
-In process, with :class:`~tests.harness.fdstore.FakeSystemd` as systemd: a
-node stores itself (``store_for_restart``) and a second one adopts what the
-fake kept (``adopt_passed``). ``dual.test`` resolves to 127.0.0.1 and ::1
-(``getaddrinfo`` is replaced), so a listener there has two sockets: the
-restart does not store it (as the handoff refuses it) and binds it afresh,
-while the listener beside it, on one address, keeps its socket.
+With :class:`~tests.harness.fdstore.FakeSystemd` as systemd, in this
+process: a node stores itself (``store_for_restart``) and a second one
+adopts what the fake kept (``adopt_passed``). ``dual.test`` resolves to
+127.0.0.1 and ::1 (``getaddrinfo`` is replaced), so a listener there has
+two sockets: the restart does not store it (as the handoff refuses it) and
+binds it afresh, while the listener beside it, on one address, keeps its
+socket. A start that fails after adopting stops the node: its browsers get
+1001, not a connection dropped without a close frame.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 import pytest
 
 from relay.config import parse_config
+from relay.errors import StartupError
 from relay.links.fdstore_wire import Passed
 from relay.listeners.handoff import MovableConnection
 from relay.node.node import Node
@@ -30,7 +33,7 @@ from relay.node.restart import adopt_passed, store_for_restart
 from relay.process.fdstore import FdStore
 from tests.harness.fdstore import FakeSystemd
 from tests.node.handoff_parts import Watcher, close_all
-from tests.support import eventually, free_ports, local_config, notification
+from tests.support import WAIT, eventually, free_ports, local_config, notification
 
 #: A name that resolves to one IPv4 and one IPv6 address.
 DUAL = "dual.test"
@@ -124,3 +127,31 @@ async def test_listeners_on_several_addresses_come_back_on_all_of_them(
         await close_all([watcher, v6])
     finally:
         await new.stop()
+
+
+async def test_a_start_that_fails_after_adopting_closes_the_browsers_with_1001(
+    systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(local_config())
+    store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "100"})
+    assert store is not None
+    old = Node(config, connection_factory=MovableConnection)
+    await old.start()
+    watcher = await Watcher.open(old.client_addresses[0][1])
+    await store_for_restart(old, store)
+    await old.stop()
+    assert watcher.ended is None  # kept in the store
+    passed = Passed.sort([(name, os.dup(fd)) for name, fd in systemd.stored])
+    new = Node(config, connection_factory=MovableConnection)
+
+    async def start_admin(*_args: object) -> None:
+        raise StartupError("servers[1].ssl_cert: cannot read the certificate")
+
+    # As an unreadable admin certificate would: once the browsers are adopted.
+    monkeypatch.setattr(new, "start_admin", start_admin)
+    with pytest.raises(StartupError):
+        await adopt_passed(new, store, passed)
+    async with asyncio.timeout(WAIT):
+        await watcher.task
+    assert watcher.ws.close_code == 1001  # going away: told, as at any stop
+    assert new.client_listeners == []  # the node stopped
