@@ -20,7 +20,9 @@ a stop does not close the browsers. In order:
    ``relay-state`` too (``relay.node.restart_position``).
 
 Every post the old process accepted was written to the browsers before the
-cut; every later one is the new process'. The next start takes the listeners
+cut; every later one is the new process'. In a mesh, peers' messages come
+through the admin port only (closed before the cut): what they route during
+the gap waits in its backlog, as posts do. The next start takes the listeners
 (connects and posts waited in the backlog), adopts the browsers, then
 accepts posts, so every browser gets every post once, in order (in broker
 mode: reads Redis from the stored position before it accepts posts). A store
@@ -40,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay import __version__
-from relay.config import Config, ServerConfig
+from relay.config import Config
 from relay.core.history import History
 from relay.links.fdstore_wire import (
     BROWSER,
@@ -57,6 +59,7 @@ from relay.links.handoff_wire import ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import MovableConnection, adopt
 from relay.node.node import Node
+from relay.node.restart_listeners import keepable, listening, socket_of
 from relay.node.restart_position import heard, resume_at, stop_reading
 from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
@@ -173,8 +176,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         # Before anyone connects: a browser that reconnected during the restart replays it.
         restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
         log.info("%d messages of history kept across the restart", restored)
-    clients = _listening(passed.clients, node.config.listeners("client"), "client")
-    admins = _listening(passed.admins, node.config.listeners("admin"), "admin")
+    clients = listening(passed.clients, node.config.listeners("client"), "client")
+    admins = listening(passed.admins, node.config.listeners("admin"), "admin")
     for name, fd in passed.unknown:
         log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
         os.close(fd)
@@ -244,58 +247,6 @@ def _read_state(passed: Passed) -> StoredState | None:
     return state
 
 
-def _listening(
-    fds: dict[int, int], servers: list[ServerConfig], kind: str
-) -> list[socket.socket | None]:
-    """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
-
-    None for a listener not stored (one on several addresses: see
-    :func:`_keepable`), which is bound afresh. The config may have changed
-    between the stop and the start (a listener removed, moved to another
-    port): then they are all bound afresh.
-    """
-    sockets = {index: sock for index, fd in fds.items() if (sock := _socket(fd)) is not None}
-    usable = len(sockets) == len(fds) and all(
-        index < len(servers) and _listens_as(sock, servers[index])
-        for index, sock in sockets.items()
-    )
-    if usable:
-        return [sockets.get(index) for index in range(len(servers))]
-    if fds:
-        log.warning(
-            "systemd kept %d %s listening sockets that do not fit the config: binding afresh",
-            len(fds),
-            kind,
-        )
-    for sock in sockets.values():
-        sock.close()
-    return []
-
-
-def _socket(fd: int) -> socket.socket | None:
-    """The socket ``fd`` is; None (``fd`` closed) when it is no socket at all."""
-    try:
-        return socket.socket(fileno=fd)
-    except OSError:
-        os.close(fd)
-        return None
-
-
-def _listens_as(sock: socket.socket, server: ServerConfig) -> bool:
-    """Whether ``sock`` is a TCP socket listening where ``server`` says (any port for 0)."""
-    try:
-        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        port = sock.getsockname()[1]
-    except (OSError, IndexError, TypeError):
-        return False
-    return bool(
-        listening
-        and sock.type == socket.SOCK_STREAM
-        and sock.family in (socket.AF_INET, socket.AF_INET6)
-        and server.port in (0, port)
-    )
-
-
 async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None) -> tuple[int, int]:
     """Adopt each passed browser socket with its stored state; close those without one.
 
@@ -304,7 +255,7 @@ async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None)
     adopted = stale = 0
     age = 0.0 if state is None else max(0.0, state.age())
     for fd in fds:
-        sock = _socket(fd)
+        sock = socket_of(fd)
         if sock is None:
             stale += 1
             continue
@@ -338,12 +289,12 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     """
     stored: list[str] = []
     for index, sockets in enumerate(node.admin.listening()):
-        if (sock := _keepable("admin", index, sockets)) is not None:
+        if (sock := keepable("admin", index, sockets)) is not None:
             stored.append(listener_name("admin", index))
             store.store(stored[-1], [sock.fileno()])
     await node.close_admin()  # posts in flight are answered (and delivered) first
     for index, listener in enumerate(node.client_listeners):
-        if (sock := _keepable("client", index, listener.listening_sockets())) is not None:
+        if (sock := keepable("client", index, listener.listening_sockets())) is not None:
             stored.append(listener_name("client", index))
             store.store(stored[-1], [sock.fileno()])
         listener.stop_accepting()
@@ -379,27 +330,6 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         len(stored),
         f"; {len(left)} more than the store takes are closed" if left else "",
     )
-
-
-def _keepable(kind: str, index: int, sockets: list[socket.socket]) -> socket.socket | None:
-    """The one listening socket of the ``index``-th ``kind`` listener to store, else None.
-
-    A listener whose ``listen`` resolves to several addresses is not stored,
-    as the handoff refuses it: stored as one, the next start would serve one
-    address family of it only. It is bound afresh (logged): connects and
-    posts to it during the gap are refused instead of waiting in a backlog.
-    """
-    if len(sockets) == 1:
-        return sockets[0]
-    if sockets:
-        log.warning(
-            "the %s listener %d listens on %d addresses: not kept in systemd's store, the next "
-            "start binds it afresh (what connects to it meanwhile is refused)",
-            kind,
-            index,
-            len(sockets),
-        )
-    return None
 
 
 def _store_browsers(
