@@ -46,11 +46,13 @@ class AdminListeners:
         self,
         servers: Sequence[tuple[str, ServerConfig]],
         limits: LimitsConfig,
-        sockets: Sequence[socket.socket] = (),
+        sockets: Sequence[socket.socket | None] = (),
         *,
         grace: float,
     ) -> None:
         """Start one listener per ``(index, server)``: bound as configured, or on ``sockets``.
+
+        A listener whose socket is None or missing is bound as configured.
 
         ``grace`` bounds how long a stop waits for the requests in flight.
 
@@ -104,6 +106,16 @@ class AdminListeners:
     def addresses(self) -> list[tuple[str, int]]:
         """(host, port) of each admin listener, in config order."""
         return [tuple(runner.addresses[0][:2]) for runner in self._runners]
+
+    def listening(self) -> list[list[socket.socket]]:
+        """Each listener's listening sockets (several where its ``listen`` names several)."""
+        found: list[list[socket.socket]] = []
+        for runner in self._runners:
+            found.append([])
+            for site in runner.sites:
+                server = cast(asyncio.Server | None, site._server)  # private: as in sockets()
+                found[-1].extend([] if server is None else server.sockets)
+        return found
 
     def sockets(self) -> list[socket.socket]:
         """The listening sockets, in config order (for a handoff)."""

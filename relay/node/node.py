@@ -141,7 +141,7 @@ class Node:
         )
 
     async def start(
-        self, client_sockets: Sequence[socket.socket] = (), *, admin_later: bool = False
+        self, client_sockets: Sequence[socket.socket | None] = (), *, admin_later: bool = False
     ) -> None:
         """Start the client listeners, then the admin listeners.
 
@@ -242,7 +242,7 @@ class Node:
             await self.siblings.stop()
         log.info("relay node %s stopped", self.hub.fingerprint)
 
-    async def start_admin(self, sockets: Sequence[socket.socket] = ()) -> None:
+    async def start_admin(self, sockets: Sequence[socket.socket | None] = ()) -> None:
         """Start the admin listeners: bound as configured, or on ``sockets`` (config order).
 
         Raises:

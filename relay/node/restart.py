@@ -9,6 +9,8 @@ a stop does not close the browsers. In order:
    the posts in flight and stop (a post that arrives later waits in the
    kernel's backlog for the next process);
 2. the client listening sockets are stored and no longer accepted on;
+   (a listener whose ``listen`` resolves to several addresses is not stored,
+   as the handoff refuses it: the next start binds it afresh);
 3. every browser connection that can move is cut at a frame boundary (the
    handoff's cut: it owes nothing, nothing is read past the last frame) and
    stored with its state in a memfd (``relay-state``); what cannot move (TLS,
@@ -18,7 +20,9 @@ a stop does not close the browsers. In order:
    ``relay-state`` too (``relay.node.restart_position``).
 
 Every post the old process accepted was written to the browsers before the
-cut; every later one is the new process'. The next start takes the listeners
+cut; every later one is the new process'. In a mesh, peers' messages come
+through the admin port only (closed before the cut): what they route during
+the gap waits in its backlog, as posts do. The next start takes the listeners
 (connects and posts waited in the backlog), adopts the browsers, then
 accepts posts, so every browser gets every post once, in order (in broker
 mode: reads Redis from the stored position before it accepts posts). A store
@@ -38,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay import __version__
-from relay.config import Config, ServerConfig
+from relay.config import Config
 from relay.core.history import History
 from relay.links.fdstore_wire import (
     BROWSER,
@@ -55,6 +59,7 @@ from relay.links.handoff_wire import ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import MovableConnection, adopt
 from relay.node.node import Node
+from relay.node.restart_listeners import keepable, listening, socket_of
 from relay.node.restart_position import heard, resume_at, stop_reading
 from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
@@ -159,7 +164,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
     after relay closed it).
 
     Raises:
-        StartupError: a listener could not start; whatever had started is stopped.
+        StartupError: a listener could not start; whatever had started is stopped
+            (the browsers adopted by then are closed with 1001, as at any stop).
     """
     if not passed:
         await node.start()
@@ -170,8 +176,8 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         # Before anyone connects: a browser that reconnected during the restart replays it.
         restored = _history(node).restore(state.history, older_by=max(0.0, state.age()))
         log.info("%d messages of history kept across the restart", restored)
-    clients = _listening(passed.clients, node.config.listeners("client"), "client")
-    admins = _listening(passed.admins, node.config.listeners("admin"), "admin")
+    clients = listening(passed.clients, node.config.listeners("client"), "client")
+    admins = listening(passed.admins, node.config.listeners("admin"), "admin")
     for name, fd in passed.unknown:
         log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
         os.close(fd)
@@ -183,17 +189,26 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
     except BaseException:
         _close_all(passed.browsers)
         raise
-    # Before the admin side accepts: a post taken now reaches the adopted browsers too.
-    adopted, stale = await _adopt_browsers(node, passed.browsers, state)
-    if resumption is not None:
-        resumption.resume()  # what Redis took during the gap reaches them now
-    await node.start_admin(admins)
+    try:
+        # Before the admin side accepts: a post taken now reaches the adopted browsers too.
+        adopted, stale = await _adopt_browsers(node, passed.browsers, state)
+        if resumption is not None:
+            resumption.resume()  # what Redis took during the gap reaches them now
+        await node.start_admin(admins)
+    except BaseException:
+        # Else the node would serve on without an admin side (or the process exit under
+        # it): its browsers are told 1001, as at any stop, and reconnect.
+        await node.stop()
+        for sock in admins:  # those no listener took (closing one twice does nothing)
+            if sock is not None:
+                sock.close()
+        raise
     node.adopted = adopted
     log.info(
         "restarted with systemd's file descriptor store: %d client and %d admin listeners "
         "and %d browser connections adopted%s",
-        len(clients),
-        len(admins),
+        sum(sock is not None for sock in clients),
+        sum(sock is not None for sock in admins),
         adopted,
         f", {stale} stale ones closed" if stale else "",
     )
@@ -232,53 +247,6 @@ def _read_state(passed: Passed) -> StoredState | None:
     return state
 
 
-def _listening(fds: dict[int, int], servers: list[ServerConfig], kind: str) -> list[socket.socket]:
-    """The passed listening sockets of ``kind`` in config order; none (closed) if they do not fit.
-
-    The config may have changed between the stop and the start (a listener
-    added, removed, moved to another port): then they are bound afresh.
-    """
-    sockets = {index: sock for index, fd in fds.items() if (sock := _socket(fd)) is not None}
-    usable = sorted(sockets) == list(range(len(servers))) and all(
-        _listens_as(sockets[index], server) for index, server in enumerate(servers)
-    )
-    if usable:
-        return [sockets[index] for index in range(len(servers))]
-    if fds:
-        log.warning(
-            "systemd kept %d %s listening sockets that do not fit the config: binding afresh",
-            len(fds),
-            kind,
-        )
-    for sock in sockets.values():
-        sock.close()
-    return []
-
-
-def _socket(fd: int) -> socket.socket | None:
-    """The socket ``fd`` is; None (``fd`` closed) when it is no socket at all."""
-    try:
-        return socket.socket(fileno=fd)
-    except OSError:
-        os.close(fd)
-        return None
-
-
-def _listens_as(sock: socket.socket, server: ServerConfig) -> bool:
-    """Whether ``sock`` is a TCP socket listening where ``server`` says (any port for 0)."""
-    try:
-        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        port = sock.getsockname()[1]
-    except (OSError, IndexError, TypeError):
-        return False
-    return bool(
-        listening
-        and sock.type == socket.SOCK_STREAM
-        and sock.family in (socket.AF_INET, socket.AF_INET6)
-        and server.port in (0, port)
-    )
-
-
 async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None) -> tuple[int, int]:
     """Adopt each passed browser socket with its stored state; close those without one.
 
@@ -287,7 +255,7 @@ async def _adopt_browsers(node: Node, fds: list[int], state: StoredState | None)
     adopted = stale = 0
     age = 0.0 if state is None else max(0.0, state.age())
     for fd in fds:
-        sock = _socket(fd)
+        sock = socket_of(fd)
         if sock is None:
             stale += 1
             continue
@@ -320,12 +288,13 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         OSError: systemd could not be told (the browsers cut are served again first).
     """
     stored: list[str] = []
-    for index, sock in enumerate(node.admin_sockets()):
-        stored.append(listener_name("admin", index))
-        store.store(stored[-1], [sock.fileno()])
+    for index, sockets in enumerate(node.admin.listening()):
+        if (sock := keepable("admin", index, sockets)) is not None:
+            stored.append(listener_name("admin", index))
+            store.store(stored[-1], [sock.fileno()])
     await node.close_admin()  # posts in flight are answered (and delivered) first
     for index, listener in enumerate(node.client_listeners):
-        for sock in listener.listening_sockets()[:1]:
+        if (sock := keepable("client", index, listener.listening_sockets())) is not None:
             stored.append(listener_name("client", index))
             store.store(stored[-1], [sock.fileno()])
         listener.stop_accepting()

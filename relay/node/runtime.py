@@ -23,7 +23,7 @@ from relay.node.node import Node, serve
 from relay.node.restart import Restart, serve_restartable
 from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
-from relay.process.fdstore import FdStore
+from relay.process.fdstore import FdStore, drop_passed
 from relay.process.logs import configure_logging, reopen_log_files
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
@@ -55,6 +55,10 @@ async def serve_until_signalled(
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
     # Under systemd with a file descriptor store, a restart keeps the browsers there.
     store = FdStore.of() if role is None else None
+    if store is None:
+        # Else what systemd passed holds the ports this process binds, at every start.
+        why = "in a worker" if role is not None else "without $FDSTORE (FileDescriptorStoreMax=)"
+        drop_passed(why)
     if handoff is None:
         if store is not None:
             await serve_restartable(

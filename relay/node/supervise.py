@@ -15,6 +15,7 @@ import signal
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
 from relay.links.backoff import Backoff
+from relay.process.fdstore import drop_passed
 from relay.process.logs import configure_logging
 from relay.process.systemd import Notifier
 from relay.workers.supervisor import Supervisor
@@ -25,6 +26,9 @@ log = logging.getLogger("relay.cli")
 
 async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
     """Run ``count`` workers until SIGTERM or SIGINT; SIGHUP reloads them, SIGUSR2 replaces them."""
+    # Before the ports are reserved: a listening socket systemd kept for a single-process
+    # node holds its port, and the workers serve none of the browsers kept.
+    drop_passed("under --workers")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = Notifier()

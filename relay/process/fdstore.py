@@ -162,3 +162,31 @@ def take_passed(environ: MutableMapping[str, str] = os.environ) -> Passed:
     for _, fd in named:
         os.set_inheritable(fd, False)  # not to a successor that relay starts (SIGUSR2)
     return Passed.sort(named)
+
+
+def drop_passed(reason: str, environ: MutableMapping[str, str] = os.environ) -> int:
+    """Close what systemd passed and make it forget it: relay does not use the store ``reason``.
+
+    Kept, the listening sockets (bound without SO_REUSEPORT) would hold the
+    ports relay binds afresh, which then fails with EADDRINUSE, and systemd
+    would pass them again at every start; the browsers kept there are
+    dropped (closed: they reconnect). Imports nothing heavy: a ``--workers``
+    supervisor calls it. Returns how many descriptors were closed.
+    """
+    address = environ.get("NOTIFY_SOCKET", "")
+    passed = take_passed(environ)
+    fds = passed.all_fds()
+    if not fds:
+        return 0
+    log.warning(
+        "systemd passed %d descriptors from its file descriptor store, which relay does not "
+        "use %s: closing them (%d browser connections kept there reconnect)",
+        len(fds),
+        reason,
+        len(passed.browsers),
+    )
+    if address:
+        FdStore(address, 0).remove(sorted(passed.names))
+    for fd in fds:
+        os.close(fd)
+    return len(fds)

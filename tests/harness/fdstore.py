@@ -50,6 +50,8 @@ class FakeSystemd:
         self.directory = directory
         self.capacity = capacity
         self._name = f"relay-fdstore-test-{secrets.token_hex(8)}"
+        #: ``$NOTIFY_SOCKET`` of the service (an abstract socket's name).
+        self.notify_socket = "@" + self._name
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind("\0" + self._name)
         self._sock.setblocking(False)
@@ -103,7 +105,7 @@ class FakeSystemd:
         }
         environ |= {
             "PYTHONUNBUFFERED": "1",
-            "NOTIFY_SOCKET": "@" + self._name,
+            "NOTIFY_SOCKET": self.notify_socket,
             "FDSTORE": str(self.capacity),
         }
         if fds:
@@ -132,7 +134,8 @@ class FakeSystemd:
         async with asyncio.timeout(START_WAIT):
             text = await self._ready.get()
         status = next(line for line in text.splitlines() if line.startswith("STATUS="))
-        clients, _, admins = status.partition(", admin on ")
+        # A node says "..., admin on ..."; a --workers node's supervisor "...; admin on ...".
+        clients, _, admins = status.replace("; admin on ", ", admin on ").partition(", admin on ")
         return {
             "client": int(clients.rsplit(":", 1)[1]),
             "admin": int(admins.split(", ")[0].rsplit(":", 1)[1]),
