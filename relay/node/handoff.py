@@ -26,7 +26,11 @@ alerts are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
 process serving: connections not adopted yet are resumed (what they missed
-is replayed from history), and it accepts again on the sockets it kept.
+is replayed from history), and it accepts again on the sockets it kept. It
+then says ``ABORT`` with the batches it resumed; the successor, on that or
+on a channel that ends before ``DONE``, gives those back (drops its
+descriptor only), closes the others it adopted (1001: they reconnect to the
+old process and replay) and exits, so that one process serves, not two.
 """
 
 from __future__ import annotations
@@ -48,10 +52,12 @@ from relay.links.handoff_wire import (
     ConnectionState,
     HandoffError,
     Kind,
+    abort_body,
     batches,
     listener_kinds,
+    resumed_of,
 )
-from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.listeners.handoff import Channel, MovableConnection, adopt, cut_movable
 from relay.node.handoff_cut import (
     Resumption,
     cannot_cut,
@@ -145,10 +151,10 @@ class HandoffPoint:
             await _hand_over(moving)
         except (HandoffError, OSError, TimeoutError) as exc:
             log.error("handoff failed, this process keeps serving: %s", exc or "no answer")
-            await _recover(moving)
+            await _give_up(moving)
         except Exception:
             log.exception("handoff failed, this process keeps serving")
-            await _recover(moving)
+            await _give_up(moving)
         else:
             self.close(unlink=False)  # the successor listens at the path now
             self._on_done()
@@ -221,15 +227,6 @@ async def _hand_over(moving: _Moving) -> None:
     log.info("handoff done: %d browser connections moved", moving.moved)
 
 
-def _handshaking(node: Node) -> int:
-    """How many browsers are still in their handshake here (each moves once open)."""
-    return sum(
-        isinstance(connection, MovableConnection) and connection.in_handshake
-        for listener in node.client_listeners
-        for connection in listener.connections()
-    )
-
-
 async def _move_stragglers(moving: _Moving) -> None:
     """Move the browsers that finish their handshake now, until none is left in one (bounded).
 
@@ -239,7 +236,7 @@ async def _move_stragglers(moving: _Moving) -> None:
     """
     node, channel = moving.node, moving.channel
     limit = node.config.limits.handshake_seconds
-    waiting = _handshaking(node)
+    moved, waiting = await _move_connections(moving)
     if waiting:
         log.info(
             "%d browser connections moved; waiting up to %g s for %d still in their handshake",
@@ -248,31 +245,27 @@ async def _move_stragglers(moving: _Moving) -> None:
             waiting,
         )
     deadline = time.monotonic() + limit
-    while await _move_connections(moving) or _handshaking(node):
+    while moved or waiting:
         if channel.closed:
             raise HandoffError("the successor closed the handoff channel")
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(STRAGGLER_POLL)
+        moved, waiting = await _move_connections(moving)
 
 
-async def _move_connections(moving: _Moving) -> int:
-    """Cut, pass and release every connection that can move now; return how many moved."""
+async def _move_connections(moving: _Moving) -> tuple[int, int]:
+    """Cut, pass and release every connection that can move now.
+
+    Returns how many moved and how many are still in their handshake here
+    (each moves once open).
+    """
     node, channel = moving.node, moving.channel
     total = 0
     while True:
-        cut: list[tuple[MovableConnection, ConnectionState, int]] = []
-        for index, listener in enumerate(node.client_listeners):
-            for connection in listener.connections():
-                if not isinstance(connection, MovableConnection):
-                    continue
-                detached = connection.detach(index)
-                if detached is not None:
-                    cut.append((connection, *detached))
-                    if len(cut) >= ROUND_CONNECTIONS:
-                        break
+        cut, waiting = cut_movable(node.client_listeners, ROUND_CONNECTIONS)
         if not cut:
-            return total
+            return total, waiting
         # Sent in the same step as the cut: any message routed later is forwarded after them.
         now = time.monotonic()
         first = moving.batches_sent
@@ -294,6 +287,20 @@ async def _move_connections(moving: _Moving) -> int:
                 connection.release()
             moving.moved += len(done)
         total += len(cut)
+
+
+async def _give_up(moving: _Moving) -> None:
+    """Serve again, then tell the successor (if it listens) which batches are served here."""
+    resumed = list(moving.pending)
+    try:
+        await _recover(moving)
+    finally:
+        channel = moving.channel
+        # Bounded: a successor that stalled may never read it (it then sees the end).
+        with contextlib.suppress(HandoffError, TimeoutError):
+            channel.send(Kind.ABORT, abort_body(resumed))
+            async with asyncio.timeout(ANSWER_SECONDS):
+                await channel.flush()
 
 
 async def _recover(moving: _Moving) -> None:
@@ -366,51 +373,73 @@ async def take_over(
 async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
     """Adopt the connections, messages and admin listeners the old node sends, until DONE.
 
-    If the old node goes away before it passed its admin listeners, they are
-    bound here as configured; either way the broker then reads from where the
-    old node stopped.
-
     Raises:
-        StartupError: the admin listeners cannot start.
+        StartupError: the admin listeners cannot start, or the old node said
+            ``ABORT`` or the channel ended before ``DONE``. The connections the
+            old node may still serve are given back; ``node.stop`` closes the rest.
     """
     admin_started = False
+    adopted: dict[int, list[MovableConnection]] = {}
     try:
         while True:
             kind, body, fds = await channel.receive()
             if kind is Kind.FORWARD:
                 resumption.forwarded(body)
             elif kind is Kind.CONNECTIONS:
-                await _adopt_batch(node, channel, body, fds)
+                number = int(str(body.get("batch", len(adopted))))
+                adopted[number] = await _adopt_batch(node, channel, body, fds)
             elif kind is Kind.ADMIN:
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
+            elif kind is Kind.ABORT:
+                resumed = resumed_of(body)
+                _give_back(adopted, resumed)
+                raise StartupError(
+                    f"the old process failed to hand over and serves again: {len(resumed)} "
+                    "batches of browser connections given back to it, the others closed"
+                )
             elif kind is Kind.DONE:
                 resumption.done(body)
                 channel.send(Kind.DONE, {})
                 log.info("took over %s browser connections", body.get("moved"))
-                return
-    except HandoffError as exc:
-        log.error("the old process stopped handing over: %s", exc)
-    finally:
-        resumption.resume()
-        if not admin_started:
-            await node.start_admin()
+                break
+    except (HandoffError, ValueError) as exc:
+        # Whether the old process still serves them is unknown: drop only this
+        # process' descriptors. Those it released end with this process (and
+        # their browsers reconnect); those it kept, it serves on.
+        _give_back(adopted, None)
+        raise StartupError(f"the old process stopped before the handoff was done: {exc}") from None
+    resumption.resume()
+    if not admin_started:
+        await node.start_admin()
+
+
+def _give_back(adopted: dict[int, list[MovableConnection]], batches: set[int] | None) -> None:
+    """Drop this process' descriptor of the connections in ``batches`` (None: all)."""
+    given = 0
+    for number, connections in adopted.items():
+        if batches is None or number in batches:
+            for connection in connections:
+                connection.release()
+            given += len(connections)
+    log.error("the handoff failed: %d adopted browser connections left to the old process", given)
 
 
 async def _adopt_batch(
     node: Node, channel: Channel, body: dict[str, object], fds: list[int]
-) -> None:
+) -> list[MovableConnection]:
+    """Serve one batch of passed browser sockets here; acknowledge it; return them."""
     records = body.get("connections")
     if not isinstance(records, list) or len(records) != len(fds):
         raise HandoffError("a batch whose records and sockets do not match")
-    adopted = 0
+    adopted: list[MovableConnection] = []
     for raw, fd in zip(records, fds, strict=True):
         state = ConnectionState.from_json(raw)
         try:
-            await adopt(node.client_listeners[state.listener], state, fd)
-            adopted += 1
+            adopted.append(await adopt(node.client_listeners[state.listener], state, fd))
         except (OSError, IndexError) as exc:
             log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
-    node.adopted += adopted
-    log.debug("adopted a batch of %d browser connections", adopted)
-    channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": adopted})
+    node.adopted += len(adopted)
+    log.debug("adopted a batch of %d browser connections", len(adopted))
+    channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": len(adopted)})
+    return adopted
