@@ -441,5 +441,7 @@ async def _adopt_batch(
             log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
     node.adopted += len(adopted)
     log.debug("adopted a batch of %d browser connections", len(adopted))
-    channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": len(adopted)})
+    # The old process may have given up meanwhile: what it sent before it closed says so.
+    with contextlib.suppress(HandoffError):
+        channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": len(adopted)})
     return adopted
