@@ -66,7 +66,7 @@ async def test_a_successor_reads_the_streams_from_the_position_it_was_given(
 
         await eventually(held, "the successor took the post")
         assert not posting.done()
-        resumption.resume()  # as after DONE: the broker reads from the position given
+        resumption.resume()  # the broker reads from the position it was given
         await posting
         await _post(session, old, "p-12")
         seen: list[dict[str, Any]] = []
