@@ -17,7 +17,11 @@ message. The conversation (``relay.node.handoff`` carries it out):
   connection's batch is the successor's to deliver to it, one forwarded
   before was delivered by the old process (the cut);
 - old: ``ADMIN`` + the admin listening sockets, then ``DONE`` {moved[,
-  position]} once its own admin listener has finished its last request.
+  position]} once its own admin listener has finished its last request;
+- old, instead of the rest, when it gives up and serves again: ``ABORT``
+  {resumed: [batch numbers]}, the batches whose connections it serves
+  again (their acknowledgement did not reach it). The successor then exits:
+  a channel that ends before ``DONE`` is a failed handoff too.
 
 In broker mode the old process also says where it stands in Redis' streams
 (``position``: the newest id per instance, Redis' time at its last reload)
@@ -68,6 +72,7 @@ class Kind(enum.IntEnum):
     FORWARD = 5
     ADMIN = 6
     DONE = 7
+    ABORT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,23 @@ def batches(
 def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:
     """The body of a ``FORWARD`` message: a message as the old process encoded it."""
     return {"instance": instance, "payload": bytes(payload).decode()}
+
+
+def abort_body(resumed: Iterable[int]) -> dict[str, Any]:
+    """The body of an ``ABORT`` message: the batches the old process serves again."""
+    return {"resumed": sorted(resumed)}
+
+
+def resumed_of(body: dict[str, Any]) -> set[int]:
+    """The batch numbers an ``ABORT`` body names.
+
+    Raises:
+        HandoffError: a ``resumed`` field that is not a list of numbers.
+    """
+    try:
+        return {int(number) for number in body["resumed"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HandoffError(f"not a list of batches: {exc}") from None
 
 
 def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from websockets.protocol import State
 
@@ -39,6 +40,9 @@ from relay.links.handoff_wire import (
     pieces,
 )
 from relay.listeners.browser import BrowserConnection, ConnectionContext
+
+if TYPE_CHECKING:
+    from relay.listeners.client_listener import ClientListener
 
 log = logging.getLogger("relay.handoff")
 
@@ -64,6 +68,9 @@ class Channel:
         )
         self._reassembly = Reassembly(MESSAGE_LIMIT)
         self._fds: list[int] = []
+        #: Set while nothing waits to be sent.
+        self._flushed = asyncio.Event()
+        self._flushed.set()
         self.closed = False
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -93,6 +100,7 @@ class Channel:
         for part in parts[:-1]:
             self._outgoing.append((part, [], []))
         self._outgoing.append((parts[-1], list(fds), list(fds) if owned else []))
+        self._flushed.clear()
         if len(self._outgoing) == len(parts):
             self._write()
 
@@ -116,6 +124,12 @@ class Channel:
             for fd in owned:
                 os.close(fd)
         self._loop.remove_writer(self._sock.fileno())
+        self._flushed.set()
+
+    async def flush(self) -> bool:
+        """Wait until all that was queued is sent (or the channel closed); whether it was sent."""
+        await self._flushed.wait()
+        return not self.closed
 
     def _writable(self) -> None:
         self._write()
@@ -176,6 +190,7 @@ class Channel:
         self._fds = []
         self._sock.close()
         self._incoming.put_nowait(None)
+        self._flushed.set()  # nothing more will be sent
 
 
 class MovableConnection(BrowserConnection):
@@ -295,8 +310,37 @@ class MovableConnection(BrowserConnection):
             self._transport.resume_reading()
 
 
-async def adopt(listener: ConnectionContext, state: ConnectionState, fd: int) -> None:
-    """Serve the passed browser socket ``fd`` from ``listener``, resuming ``state``.
+#: One connection cut: the connection, its state, its socket's descriptor.
+Cut = tuple["MovableConnection", ConnectionState, int]
+
+
+def cut_movable(
+    listeners: Sequence[ClientListener], limit: int | None = None
+) -> tuple[list[Cut], int]:
+    """Detach the connections of ``listeners`` (a node's, in config order) that can move now.
+
+    At most ``limit`` of them (None: all), across every listener. Returns the
+    cut and how many of those looked at are still in their handshake (they
+    can move once open; a caller that got ``limit`` should look again anyway).
+    """
+    cut: list[Cut] = []
+    waiting = 0
+    for index, listener in enumerate(listeners):
+        for connection in listener.connections():
+            if limit is not None and len(cut) >= limit:
+                return cut, waiting
+            if not isinstance(connection, MovableConnection):
+                continue
+            detached = connection.detach(index)
+            if detached is not None:
+                cut.append((connection, *detached))
+            elif connection.in_handshake:
+                waiting += 1
+    return cut, waiting
+
+
+async def adopt(listener: ConnectionContext, state: ConnectionState, fd: int) -> MovableConnection:
+    """Serve the passed browser socket ``fd`` from ``listener``, resuming ``state``; return it.
 
     Raises:
         OSError: ``fd`` is not a usable socket (it is closed).
@@ -308,3 +352,4 @@ async def adopt(listener: ConnectionContext, state: ConnectionState, fd: int) ->
     except BaseException:
         sock.close()
         raise
+    return connection

@@ -26,7 +26,11 @@ alerts are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
 process serving: connections not adopted yet are resumed (what they missed
-is replayed from history), and it accepts again on the sockets it kept.
+is replayed from history), and it accepts again on the sockets it kept. It
+then says ``ABORT`` with the batches it resumed; the successor, on that or
+on a channel that ends before ``DONE``, gives those back (drops its
+descriptor only), closes the others it adopted (1001: they reconnect to the
+old process and replay) and exits, so that one process serves, not two.
 """
 
 from __future__ import annotations
@@ -40,28 +44,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from relay import __version__
-from relay.config import Config
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
     ConnectionState,
     HandoffError,
     Kind,
+    abort_body,
     batches,
     listener_kinds,
 )
-from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.listeners.handoff import Channel, MovableConnection, cut_movable
 from relay.node.handoff_cut import (
-    Resumption,
     cannot_cut,
     forward_routed,
     heard_verdicts,
     position,
-    read_listeners,
 )
 from relay.node.node import Node
-from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
 
@@ -144,11 +144,11 @@ class HandoffPoint:
         try:
             await _hand_over(moving)
         except (HandoffError, OSError, TimeoutError) as exc:
-            log.error("handoff failed, this process keeps serving: %s", exc or "no answer")
-            await _recover(moving)
+            log.error("handoff failed, this process keeps serving: %s", str(exc) or "no answer")
+            await _give_up(moving)
         except Exception:
             log.exception("handoff failed, this process keeps serving")
-            await _recover(moving)
+            await _give_up(moving)
         else:
             self.close(unlink=False)  # the successor listens at the path now
             self._on_done()
@@ -221,15 +221,6 @@ async def _hand_over(moving: _Moving) -> None:
     log.info("handoff done: %d browser connections moved", moving.moved)
 
 
-def _handshaking(node: Node) -> int:
-    """How many browsers are still in their handshake here (each moves once open)."""
-    return sum(
-        isinstance(connection, MovableConnection) and connection.in_handshake
-        for listener in node.client_listeners
-        for connection in listener.connections()
-    )
-
-
 async def _move_stragglers(moving: _Moving) -> None:
     """Move the browsers that finish their handshake now, until none is left in one (bounded).
 
@@ -239,7 +230,7 @@ async def _move_stragglers(moving: _Moving) -> None:
     """
     node, channel = moving.node, moving.channel
     limit = node.config.limits.handshake_seconds
-    waiting = _handshaking(node)
+    moved, waiting = await _move_connections(moving)
     if waiting:
         log.info(
             "%d browser connections moved; waiting up to %g s for %d still in their handshake",
@@ -248,31 +239,27 @@ async def _move_stragglers(moving: _Moving) -> None:
             waiting,
         )
     deadline = time.monotonic() + limit
-    while await _move_connections(moving) or _handshaking(node):
+    while moved or waiting:
         if channel.closed:
             raise HandoffError("the successor closed the handoff channel")
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(STRAGGLER_POLL)
+        moved, waiting = await _move_connections(moving)
 
 
-async def _move_connections(moving: _Moving) -> int:
-    """Cut, pass and release every connection that can move now; return how many moved."""
+async def _move_connections(moving: _Moving) -> tuple[int, int]:
+    """Cut, pass and release every connection that can move now.
+
+    Returns how many moved and how many are still in their handshake here
+    (each moves once open).
+    """
     node, channel = moving.node, moving.channel
     total = 0
     while True:
-        cut: list[tuple[MovableConnection, ConnectionState, int]] = []
-        for index, listener in enumerate(node.client_listeners):
-            for connection in listener.connections():
-                if not isinstance(connection, MovableConnection):
-                    continue
-                detached = connection.detach(index)
-                if detached is not None:
-                    cut.append((connection, *detached))
-                    if len(cut) >= ROUND_CONNECTIONS:
-                        break
+        cut, waiting = cut_movable(node.client_listeners, ROUND_CONNECTIONS)
         if not cut:
-            return total
+            return total, waiting
         # Sent in the same step as the cut: any message routed later is forwarded after them.
         now = time.monotonic()
         first = moving.batches_sent
@@ -294,6 +281,20 @@ async def _move_connections(moving: _Moving) -> int:
                 connection.release()
             moving.moved += len(done)
         total += len(cut)
+
+
+async def _give_up(moving: _Moving) -> None:
+    """Serve again, then tell the successor (if it listens) which batches are served here."""
+    resumed = list(moving.pending)
+    try:
+        await _recover(moving)
+    finally:
+        channel = moving.channel
+        # Bounded: a successor that stalled may never read it (it then sees the end).
+        with contextlib.suppress(HandoffError, TimeoutError):
+            channel.send(Kind.ABORT, abort_body(resumed))
+            async with asyncio.timeout(ANSWER_SECONDS):
+                await channel.flush()
 
 
 async def _recover(moving: _Moving) -> None:
@@ -321,96 +322,3 @@ async def _recover(moving: _Moving) -> None:
         moving.moved,
         resumed,
     )
-
-
-async def take_over(
-    config: Config, path: str, role: WorkerRole | None = None
-) -> tuple[Node, Channel, Resumption]:
-    """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
-
-    ``role``: the node is one worker of a ``--workers`` node, taking over
-    from the worker of its slot.
-
-    Returns the node (client listeners started, admin not yet, broker held
-    back), the channel and the cut to go on with in ``adopt_all``.
-
-    Raises:
-        StartupError: no node waits at ``path``, or it does not hand over.
-    """
-    try:
-        channel = await Channel.connect(path)
-    except OSError as exc:
-        raise StartupError(f"no relay to take over from at {path}: {exc}") from None
-    channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
-    try:
-        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
-    except (HandoffError, TimeoutError) as exc:
-        channel.close()
-        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
-    sockets = [socket.socket(fileno=fd) for fd in fds]
-    try:
-        if kind is not Kind.LISTENERS:
-            raise HandoffError(f"it sent {kind.name} first, not its listeners")
-        start = read_listeners(body)
-    except HandoffError as exc:
-        channel.close()
-        for sock in sockets:
-            sock.close()
-        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
-    node = Node(config, connection_factory=MovableConnection, role=role)
-    resumption = Resumption(node, *start)
-    await node.start(sockets, admin_later=True)
-    return node, channel, resumption
-
-
-async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
-    """Adopt the connections, messages and admin listeners the old node sends, until DONE.
-
-    If the old node goes away before it passed its admin listeners, they are
-    bound here as configured; either way the broker then reads from where the
-    old node stopped.
-
-    Raises:
-        StartupError: the admin listeners cannot start.
-    """
-    admin_started = False
-    try:
-        while True:
-            kind, body, fds = await channel.receive()
-            if kind is Kind.FORWARD:
-                resumption.forwarded(body)
-            elif kind is Kind.CONNECTIONS:
-                await _adopt_batch(node, channel, body, fds)
-            elif kind is Kind.ADMIN:
-                await node.start_admin([socket.socket(fileno=fd) for fd in fds])
-                admin_started = True
-            elif kind is Kind.DONE:
-                resumption.done(body)
-                channel.send(Kind.DONE, {})
-                log.info("took over %s browser connections", body.get("moved"))
-                return
-    except HandoffError as exc:
-        log.error("the old process stopped handing over: %s", exc)
-    finally:
-        resumption.resume()
-        if not admin_started:
-            await node.start_admin()
-
-
-async def _adopt_batch(
-    node: Node, channel: Channel, body: dict[str, object], fds: list[int]
-) -> None:
-    records = body.get("connections")
-    if not isinstance(records, list) or len(records) != len(fds):
-        raise HandoffError("a batch whose records and sockets do not match")
-    adopted = 0
-    for raw, fd in zip(records, fds, strict=True):
-        state = ConnectionState.from_json(raw)
-        try:
-            await adopt(node.client_listeners[state.listener], state, fd)
-            adopted += 1
-        except (OSError, IndexError) as exc:
-            log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
-    node.adopted += adopted
-    log.debug("adopted a batch of %d browser connections", adopted)
-    channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": adopted})

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from relay.config import Config
 from relay.listeners.handoff import MovableConnection
-from relay.node.handoff import HandoffPoint, adopt_all, take_over
+from relay.node.handoff import HandoffPoint
+from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
 from relay.workers.plan import WorkerRole
 
@@ -42,13 +43,22 @@ async def serve_handing_over(
         try:
             await adopt_all(node, channel, resumption)
         except BaseException:
+            # Those it adopted and still holds reconnect at once, to the old process
+            # if it serves again; this process must not serve beside it.
+            node.hurry()
             await node.stop()
             raise
         finally:
             channel.close()
     else:
         node = Node(config, connection_factory=MovableConnection, role=role)
-        await start(node)
+        try:
+            await start(node)
+        except BaseException:
+            # It may have started listeners, or adopted browsers from systemd
+            # (``relay.node.restart``): they get 1001 rather than a dead socket.
+            await node.stop()
+            raise
     point = HandoffPoint(node, path, on_done=stop.set)
     try:
         point.start()

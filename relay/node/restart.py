@@ -57,7 +57,7 @@ from relay.links.fdstore_wire import (
 )
 from relay.links.handoff_wire import ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
-from relay.listeners.handoff import MovableConnection, adopt
+from relay.listeners.handoff import MovableConnection, adopt, cut_movable
 from relay.node.node import Node
 from relay.node.restart_listeners import keepable, listening, socket_of
 from relay.node.restart_position import heard, resume_at, stop_reading
@@ -363,18 +363,9 @@ async def _cut_browsers(node: Node) -> list[tuple[MovableConnection, ConnectionS
     cut: list[tuple[MovableConnection, ConnectionState, int]] = []
     deadline = time.monotonic() + CUT_SECONDS
     while True:
-        waiting = moved = 0
-        for index, listener in enumerate(node.client_listeners):
-            for connection in listener.connections():
-                if not isinstance(connection, MovableConnection):
-                    continue
-                detached = connection.detach(index)
-                if detached is not None:
-                    cut.append((connection, *detached))
-                    moved += 1
-                elif connection.in_handshake:
-                    waiting += 1
+        more, waiting = cut_movable(node.client_listeners)
+        cut += more
         # A round that moved some may have left some with bytes still to send.
-        if not (waiting or moved) or time.monotonic() > deadline:
+        if not (waiting or more) or time.monotonic() > deadline:
             return cut
         await asyncio.sleep(CUT_POLL)

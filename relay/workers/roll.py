@@ -155,6 +155,16 @@ async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) 
                 waiting = {readied, ended} | ({left} if not left.done() else set())
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 readied.cancel()
+        # Its READY=1 may have come just before it exited: a successor gone is not adopted.
+        if successor.returncode is not None:
+            log.error(
+                "worker %d: the new code (pid %d) exited with status %d as it took over; "
+                "the worker keeps serving",
+                slot.index,
+                successor.pid,
+                successor.returncode,
+            )
+            return False
         return True
     except TimeoutError:
         log.error(

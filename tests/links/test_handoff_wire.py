@@ -10,12 +10,14 @@ from relay.links.handoff_wire import (
     HandoffError,
     Kind,
     Reassembly,
+    abort_body,
     batches,
     decode,
     encode,
     pieces,
     position_body,
     position_of,
+    resumed_of,
 )
 
 STATE = ConnectionState(
@@ -83,3 +85,14 @@ def test_a_stream_position_round_trips_through_a_message() -> None:
 def test_an_unreadable_position_is_a_handoff_error(raw: object) -> None:
     with pytest.raises(HandoffError):
         position_of({"position": raw})
+
+
+def test_an_abort_names_the_batches_the_old_process_serves_again() -> None:
+    kind, body = decode(encode(Kind.ABORT, abort_body({3, 1})))
+    assert kind is Kind.ABORT
+    assert resumed_of(body) == {1, 3}
+    assert resumed_of(abort_body([])) == set()
+    with pytest.raises(HandoffError, match="not a list of batches"):
+        resumed_of({"resumed": ["x"]})
+    with pytest.raises(HandoffError):
+        resumed_of({})

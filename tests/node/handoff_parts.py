@@ -2,7 +2,8 @@
 
 A :class:`Watcher` is one browser subscribed to ``K`` that keeps every
 message id it receives and how its connection ended; a :class:`Poster` is an
-application server posting ``RATE`` messages a second to an admin port.
+application server posting ``RATE`` messages a second to an admin port;
+:func:`read_status` reads a node's ``/status/``.
 """
 
 from __future__ import annotations
@@ -121,3 +122,13 @@ async def close_all(watchers: list[Watcher]) -> None:
     """Close every watcher's connection and wait for its reader to end."""
     await asyncio.gather(*(watcher.ws.close() for watcher in watchers))
     await asyncio.gather(*(watcher.task for watcher in watchers))
+
+
+async def read_status(port: int) -> dict[str, Any]:
+    """The ``/status/`` document of the admin ``port`` on 127.0.0.1."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/status/") as response,
+    ):
+        document: dict[str, Any] = await response.json()
+    return document

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import websockets
 
@@ -20,7 +18,7 @@ from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.checkout import second_checkout
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
-from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
+from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many, read_status
 from tests.redis_harness import RedisServer
 from tests.support import eventually, local_config
 
@@ -55,15 +53,6 @@ async def _newcomers(port: int, stop: asyncio.Event, refused: list[str]) -> list
             refused.append(str(exc))
         await asyncio.sleep(0.02)  # the pace of new browsers
     return joined
-
-
-async def _status(port: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/status/") as response,
-    ):
-        status: dict[str, Any] = await response.json()
-    return status
 
 
 @pytest.mark.slow
@@ -109,7 +98,7 @@ async def test_a_broker_mode_handoff_disconnects_no_one_and_cuts_by_stream_posit
     for watcher in joined:
         assert watcher.ended is None
         assert watcher.ids == posted[len(posted) - len(watcher.ids) :]
-    status = await _status(new.admin_port)
+    status = await read_status(new.admin_port)
     assert status["clients.active"] == BROWSERS + len(joined)
     assert status["process"]["version"] == NEW_VERSION
     assert status["process"]["pid"] == new.pid
@@ -131,5 +120,5 @@ async def test_no_handoff_begins_while_redis_is_away(relays: Relays, tmp_path: P
     assert "handoff failed, this process keeps serving: the broker is" in old.log
     await watcher.sync()
     assert watcher.ended is None
-    assert (await _status(old.admin_port))["clients.active"] == 1
+    assert (await read_status(old.admin_port))["clients.active"] == 1
     await close_all([watcher])

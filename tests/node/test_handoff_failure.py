@@ -14,6 +14,13 @@ honest expectation is exactly:
 - posts are accepted throughout; every browser gets every post.
 
 The same in broker mode, on a real redis-server.
+
+The other way round, the old process gives up while its successor lives: the
+successor is stopped (SIGSTOP) before the old process says ``DONE``, so the
+old process' wait for its answer times out, as on a loaded box. The old one
+serves again (admin sockets included); once the successor runs again it reads
+``ABORT`` and exits 1 instead of serving beside it: the browsers it adopted
+are closed (1001) and come back to the old process, the others see nothing.
 """
 
 from __future__ import annotations
@@ -23,15 +30,16 @@ import re
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
-import aiohttp
+import orjson
 import pytest
+import websockets
 
+from relay.node.handoff import ANSWER_SECONDS
 from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
-from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
+from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many, read_status
 from tests.support import WAIT, eventually, local_config
 
 #: Plain browsers: the new process adopts them all before it is killed.
@@ -52,15 +60,6 @@ def _node(
     node = RelayNode(name, tmp_path / name, config, host="127.0.0.1", args=args)
     relays.clusters.append(Cluster("mesh", [node]))  # stopped at the end of the test
     return node
-
-
-async def _status(port: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/status/") as response,
-    ):
-        status: dict[str, Any] = await response.json()
-    return status
 
 
 @pytest.mark.slow
@@ -119,8 +118,78 @@ async def test_a_successor_killed_half_way_strands_no_browser(
     # The late browser subscribed after the failure: the tail of the posts, once each.
     assert finished.ended is None
     assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
-    status = await _status(old.admin_port)
+    status = await read_status(old.admin_port)
     assert status["clients.active"] == len(everyone)
     assert status["process"]["pid"] == old.pid
     assert re.search(r"handoff failed.*: the successor closed the handoff channel", old.log)
+    await close_all(everyone)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_an_old_process_that_recovers_leaves_no_successor_serving(
+    relays: Relays, tmp_path: Path
+) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff)
+    old.start()
+    late = socket.create_connection(("127.0.0.1", old.client_port))
+    plain = await connect_many(old.client_port, ADOPTED)
+    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
+    poster = Poster(old.admin_port)
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    new.spawn()
+    await asyncio.to_thread(
+        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
+    )
+    new.signal(signal.SIGSTOP)
+    # Its handshake done, the old process hands its admin sockets over and says DONE;
+    # no DONE comes back.
+    url = f"ws://127.0.0.1:{old.client_port}/"
+
+    async def connect_late() -> websockets.ClientConnection:
+        return await websockets.connect(url, ping_interval=None, sock=late)
+
+    opening = asyncio.create_task(connect_late())
+    failed = "handoff failed, this process keeps serving: no answer"
+    await asyncio.to_thread(old.wait_for_log, failed, timeout=ANSWER_SECONDS + WAIT)
+    new.signal(signal.SIGCONT)
+    assert await asyncio.to_thread(new.wait) == 1
+    assert "the old process gave up on the handoff at its end" in new.log
+    assert "waiting for a successor" not in new.log  # the old one's socket is left alone
+    await asyncio.to_thread(old.wait_for_log, f"{ADOPTED} connections had moved, 0 resumed here")
+    # The browsers it adopted were closed, and come back to the old process.
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*(watcher.task for watcher in plain))
+    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in plain))
+    for before, after in zip(plain, back, strict=True):
+        await after.replay(before.last_heard)
+    # The late one stayed with the old process: served on the same connection.
+    ws = await opening
+    await ws.send(orjson.dumps({"command": "subscribe", "data": ["K"]}).decode())
+    finished = Watcher(ws)
+    await finished.sync()
+    await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
+    await poster.stop()
+    everyone = [*back, *compressed, finished]
+
+    async def delivered() -> bool:
+        return all(watcher.ids[-1:] == poster.posted[-1:] for watcher in everyone)
+
+    await eventually(delivered, "every browser got the last post")
+    for watcher in everyone:
+        await watcher.sync()
+    assert not poster.failures
+    for before, after in zip(plain, back, strict=True):
+        assert before.ended is not None
+        assert before.ws.close_code == 1001  # closed by the successor, not lost with it
+        assert set(before.ids + after.ids) == set(poster.posted)
+    for watcher in compressed:
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted
+    assert finished.ended is None
+    assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
+    status = await read_status(old.admin_port)
+    assert status["clients.active"] == len(everyone)
+    assert status["process"]["pid"] == old.pid
     await close_all(everyone)

@@ -25,7 +25,7 @@ import websockets
 
 from tests.harness.fdstore import FakeSystemd
 from tests.harness.node import START_WAIT
-from tests.node.handoff_parts import Poster, Watcher, close_all, connect_many
+from tests.node.handoff_parts import Poster, Watcher, close_all, connect_many, read_status
 from tests.support import WAIT, eventually, local_config, notification
 
 #: Browsers on the node when it restarts: more than one SCM_RIGHTS message (253) holds.
@@ -46,15 +46,6 @@ def _config(tmp_path: Path, **sections: Any) -> str:
     path = tmp_path / "relay.json"
     path.write_bytes(orjson.dumps(local_config(limits={"max_connections_per_ip": 0}, **sections)))
     return str(path)
-
-
-async def _status(port: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/status/") as response,
-    ):
-        result: dict[str, Any] = await response.json()
-        return result
 
 
 async def _post(port: int, unique: str) -> int:
@@ -130,7 +121,7 @@ async def test_a_restart_keeps_every_browser_and_every_post(
     # Subscribed once the new process ran: every post from some point on, in order.
     tail = [unique for unique in newcomer.ids if unique != "gap"]
     assert tail == poster.posted[len(poster.posted) - len(tail) :]
-    process = (await _status(ports["admin"]))["process"]
+    process = (await read_status(ports["admin"]))["process"]
     assert (process["pid"], process["adopted"]) == (second.pid, BROWSERS)
     assert f"and {BROWSERS} browser connections adopted" in systemd.log()
     assert f"{BROWSERS} browser connections and 2 listeners kept" in systemd.log(0)
@@ -169,7 +160,7 @@ async def test_a_stale_state_closes_the_browsers_and_starts_clean(
     assert "without their state: closing them" in log
     assert "and 0 browser connections adopted, 5 stale ones closed" in log
     again = await Watcher.open(ports["client"])
-    assert (await _status(ports["admin"]))["process"]["adopted"] == 0
+    assert (await read_status(ports["admin"]))["process"]["adopted"] == 0
     await close_all([again])
 
 
@@ -215,7 +206,7 @@ async def test_browsers_over_the_store_s_capacity_are_closed_with_1001(
     for watcher in kept:
         await watcher.sync()  # served by the new process
         assert watcher.ended is None
-    assert (await _status(ports["admin"]))["process"]["adopted"] == 3
+    assert (await read_status(ports["admin"]))["process"]["adopted"] == 3
     await close_all(kept)
 
 
@@ -279,7 +270,7 @@ async def test_a_reload_then_a_restart_keeps_every_browser(
         await watcher.sync()
         assert watcher.ended is None
         assert watcher.ids == poster.posted
-    process = (await _status(ports["admin"]))["process"]
+    process = (await read_status(ports["admin"]))["process"]
     assert (process["pid"], process["adopted"]) == (third.pid, 50)
     await close_all(watchers)
 
@@ -314,7 +305,7 @@ async def test_a_store_of_garbage_is_closed_and_relay_starts_clean(
     assert "'someone-else': not relay's" in log
     assert "and 0 browser connections adopted, 1 stale ones closed" in log
     late = await Watcher.open(ports["client"])
-    assert (await _status(ports["admin"]))["process"]["adopted"] == 0
+    assert (await read_status(ports["admin"]))["process"]["adopted"] == 0
     await close_all([late])
 
 
@@ -339,5 +330,5 @@ async def test_browsers_that_cannot_move_are_closed_with_1001_and_the_rest_kept(
     for watcher in plain:
         await watcher.sync()
         assert watcher.ended is None
-    assert (await _status(ports["admin"]))["process"]["adopted"] == 3
+    assert (await read_status(ports["admin"]))["process"]["adopted"] == 3
     await close_all(plain)

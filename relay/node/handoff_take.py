@@ -1,0 +1,163 @@
+"""A successor's side of a handoff (``relay.node.handoff``): take over, or give back.
+
+``take_over`` connects to the old process and starts a node on the client
+listening sockets it passes; ``adopt_all`` adopts what follows until
+``DONE``. A handoff that fails on the old side (``ABORT``, or a channel that
+ends before ``DONE`` and its confirmation) raises: what the old process may
+still serve is given back, and the caller stops the node, so that two
+processes never serve the same sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from relay import __version__
+from relay.config import Config
+from relay.errors import StartupError
+from relay.links.handoff_wire import ConnectionState, HandoffError, Kind, resumed_of
+from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.handoff import ANSWER_SECONDS
+from relay.node.handoff_cut import Resumption, read_listeners
+from relay.node.node import Node
+from relay.workers.plan import WorkerRole
+
+log = logging.getLogger("relay.handoff")
+
+
+async def take_over(
+    config: Config, path: str, role: WorkerRole | None = None
+) -> tuple[Node, Channel, Resumption]:
+    """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
+
+    ``role``: the node is one worker of a ``--workers`` node, taking over
+    from the worker of its slot.
+
+    Returns the node (client listeners started, admin not yet, broker held
+    back), the channel and the cut to go on with in ``adopt_all``.
+
+    Raises:
+        StartupError: no node waits at ``path``, or it does not hand over.
+    """
+    try:
+        channel = await Channel.connect(path)
+    except OSError as exc:
+        raise StartupError(f"no relay to take over from at {path}: {exc}") from None
+    channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
+    try:
+        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+    except (HandoffError, TimeoutError) as exc:
+        channel.close()
+        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    try:
+        if kind is not Kind.LISTENERS:
+            raise HandoffError(f"it sent {kind.name} first, not its listeners")
+        start = read_listeners(body)
+    except HandoffError as exc:
+        channel.close()
+        for sock in sockets:
+            sock.close()
+        raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
+    node = Node(config, connection_factory=MovableConnection, role=role)
+    resumption = Resumption(node, *start)
+    await node.start(sockets, admin_later=True)
+    return node, channel, resumption
+
+
+async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
+    """Adopt the connections, messages and admin listeners the old node sends, until DONE.
+
+    Raises:
+        StartupError: the admin listeners cannot start, or the old node said
+            ``ABORT`` or the channel ended before ``DONE``. The connections the
+            old node may still serve are given back; ``node.stop`` closes the rest.
+    """
+    admin_started = False
+    adopted: dict[int, list[MovableConnection]] = {}
+    try:
+        while True:
+            kind, body, fds = await channel.receive()
+            if kind is Kind.FORWARD:
+                resumption.forwarded(body)
+            elif kind is Kind.CONNECTIONS:
+                number = int(str(body.get("batch", len(adopted))))
+                adopted[number] = await _adopt_batch(node, channel, body, fds)
+            elif kind is Kind.ADMIN:
+                await node.start_admin([socket.socket(fileno=fd) for fd in fds])
+                admin_started = True
+            elif kind is Kind.ABORT:
+                resumed = resumed_of(body)
+                _give_back(adopted, resumed)
+                raise StartupError(
+                    f"the old process failed to hand over and serves again: {len(resumed)} "
+                    "batches of browser connections given back to it, the others closed"
+                )
+            elif kind is Kind.DONE:
+                resumption.done(body)
+                with contextlib.suppress(HandoffError):  # it may have given up: read on
+                    channel.send(Kind.DONE, {})
+                await _confirmed(channel, adopted)
+                log.info("took over %s browser connections", body.get("moved"))
+                break
+    except (HandoffError, ValueError) as exc:
+        # Whether the old process still serves them is unknown: drop only this
+        # process' descriptors. Those it released end with this process (and
+        # their browsers reconnect); those it kept, it serves on.
+        _give_back(adopted, None)
+        raise StartupError(f"the old process stopped before the handoff was done: {exc}") from None
+    resumption.resume()
+    if not admin_started:
+        await node.start_admin()
+
+
+async def _confirmed(channel: Channel, adopted: dict[int, list[MovableConnection]]) -> None:
+    """Wait for the old process to close the channel on our ``DONE``: it gave up if it says ABORT.
+
+    Raises:
+        StartupError: it said ``ABORT`` (its wait for our ``DONE`` timed out).
+    """
+    with contextlib.suppress(TimeoutError, HandoffError):
+        async with asyncio.timeout(ANSWER_SECONDS):
+            while True:  # what it forwards now is the broker's to deliver here
+                kind, body, _fds = await channel.receive()
+                if kind is Kind.ABORT:
+                    _give_back(adopted, resumed_of(body))
+                    raise StartupError("the old process gave up on the handoff at its end")
+
+
+def _give_back(adopted: dict[int, list[MovableConnection]], batches: set[int] | None) -> None:
+    """Drop this process' descriptor of the connections in ``batches`` (None: all)."""
+    given = 0
+    for number, connections in adopted.items():
+        if batches is None or number in batches:
+            for connection in connections:
+                connection.release()
+            given += len(connections)
+    log.error("the handoff failed: %d adopted browser connections left to the old process", given)
+
+
+async def _adopt_batch(
+    node: Node, channel: Channel, body: dict[str, object], fds: list[int]
+) -> list[MovableConnection]:
+    """Serve one batch of passed browser sockets here; acknowledge it; return them."""
+    records = body.get("connections")
+    if not isinstance(records, list) or len(records) != len(fds):
+        raise HandoffError("a batch whose records and sockets do not match")
+    adopted: list[MovableConnection] = []
+    for raw, fd in zip(records, fds, strict=True):
+        state = ConnectionState.from_json(raw)
+        try:
+            adopted.append(await adopt(node.client_listeners[state.listener], state, fd))
+        except (OSError, IndexError) as exc:
+            log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
+    node.adopted += len(adopted)
+    log.debug("adopted a batch of %d browser connections", len(adopted))
+    # The old process may have given up meanwhile: what it sent before it closed says so.
+    with contextlib.suppress(HandoffError):
+        channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": len(adopted)})
+    return adopted
