@@ -40,6 +40,7 @@ from relay.links.handoff_wire import (
     pieces,
 )
 from relay.listeners.browser import BrowserConnection, ConnectionContext
+from relay.process.peer_process import peer_pid
 
 if TYPE_CHECKING:
     from relay.listeners.client_listener import ClientListener
@@ -72,6 +73,11 @@ class Channel:
         self._flushed = asyncio.Event()
         self._flushed.set()
         self.closed = False
+        #: The pid of the process at the other end, read while the socket is
+        #: open (the channel may have ended by the time someone asks).
+        self.peer_pid: int | None = None
+        with contextlib.suppress(OSError):
+            self.peer_pid = peer_pid(sock)
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod

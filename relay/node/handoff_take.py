@@ -3,9 +3,10 @@
 ``take_over`` connects to the old process and starts a node on the client
 listening sockets it passes; ``adopt_all`` adopts what follows until
 ``DONE``. A handoff that fails on the old side (``ABORT``, or a channel that
-ends before ``DONE`` and its confirmation) raises: what the old process may
-still serve is given back, and the caller stops the node, so that two
-processes never serve the same sockets.
+ends before ``DONE`` and its confirmation while the old process lives on)
+raises: what the old process may still serve is given back, and the caller
+stops the node, so that two processes never serve the same sockets. When the
+channel ended because the old process died, this one serves on alone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ from relay.listeners.handoff import Channel, MovableConnection, adopt
 from relay.node.handoff import ANSWER_SECONDS
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
+from relay.process.peer_process import WatchedProcess
 from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
+
+#: After the channel ends before DONE, how long the old process may take to be
+#: seen as exited (it closes its descriptors a moment before that) if it died.
+OLD_EXIT_SECONDS = 1.0
 
 
 async def take_over(
@@ -79,6 +85,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
     """
     admin_started = False
     adopted: dict[int, list[MovableConnection]] = {}
+    old = WatchedProcess(channel.peer_pid) if channel.peer_pid else None
     try:
         while True:
             kind, body, fds = await channel.receive()
@@ -105,11 +112,28 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 log.info("took over %s browser connections", body.get("moved"))
                 break
     except (HandoffError, ValueError) as exc:
-        # Whether the old process still serves them is unknown: drop only this
-        # process' descriptors. Those it released end with this process (and
-        # their browsers reconnect); those it kept, it serves on.
-        _give_back(adopted, None)
-        raise StartupError(f"the old process stopped before the handoff was done: {exc}") from None
+        if old is not None and await old.exited(OLD_EXIT_SECONDS):
+            # Nobody else serves them now: this process serves on, and takes
+            # the browsers the old one held as they reconnect (it holds the
+            # client listening sockets); the admin port is bound afresh.
+            log.error(
+                "the old process (pid %d) died during the handoff (%s): this process serves on "
+                "with the %d browser connections it adopted",
+                old.pid,
+                exc,
+                sum(len(connections) for connections in adopted.values()),
+            )
+        else:
+            # Whether the old process still serves them is unknown: drop only
+            # this process' descriptors. Those it released end with this
+            # process (and their browsers reconnect); those it kept, it serves on.
+            _give_back(adopted, None)
+            raise StartupError(
+                f"the old process stopped before the handoff was done: {exc}"
+            ) from None
+    finally:
+        if old is not None:
+            old.close()
     resumption.resume()
     if not admin_started:
         await node.start_admin()

@@ -193,3 +193,58 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     assert status["clients.active"] == len(everyone)
     assert status["process"]["pid"] == old.pid
     await close_all(everyone)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_successor_whose_old_process_dies_half_way_serves_on(
+    relays: Relays, tmp_path: Path
+) -> None:
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff)
+    old.start()
+    late = socket.create_connection(("127.0.0.1", old.client_port))
+    plain = await connect_many(old.client_port, ADOPTED)
+    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
+    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
+    new.spawn()
+    await asyncio.to_thread(
+        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
+    )
+    old.signal(signal.SIGKILL)  # as an out-of-memory kill would, half-way
+    died = rf"the old process \(pid {old.pid}\) died during the handoff.*{ADOPTED} browser"
+    await asyncio.to_thread(new.wait_for_log, died)
+    # The admin port is bound afresh: the configured one in production, one
+    # the OS picks here (the test's configs say port 0).
+    ready = r"admin listener ready on http://127\.0\.0\.1:(\d+)"
+    await asyncio.to_thread(new.wait_for_log, ready)
+    admin = int(re.findall(ready, new.log)[-1])
+    poster = Poster(admin)
+
+    async def new_posts_accepted() -> bool:
+        return len(poster.posted) >= 10
+
+    await eventually(new_posts_accepted, "the new process accepted 10 posts")
+    await poster.stop()
+    assert not poster.failures
+    after = poster.posted
+
+    async def delivered() -> bool:
+        return all(watcher.ids[-1:] == after[-1:] for watcher in plain)
+
+    await eventually(delivered, "every adopted browser got the last post")
+    for watcher in plain:
+        await watcher.sync()
+        assert watcher.ended is None  # never noticed that the old process died
+        assert watcher.ids[-len(after) :] == after
+    # Those the old process still held lost their connection with it, and
+    # reconnect where the new process accepts.
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*(watcher.task for watcher in compressed))
+    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in compressed))
+    status = await read_status(admin)
+    assert status["process"]["pid"] == new.pid
+    assert status["process"]["adopted"] == ADOPTED
+    assert status["clients.active"] == ADOPTED + len(back)
+    late.close()
+    await close_all([*plain, *back])
