@@ -140,7 +140,7 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
     with quotas, factory() as bench:
         redis = bench.redis()
         node = bench.node(node_config(broker=redis.url), workers=setup.workers)
-        worker_pids = node.pids()[1:]
+        worker_pids = node.worker_pids()
         quotas.group("loadgen", setup.loadgen_cores)
         for i, pid in enumerate(worker_pids):
             quotas.group(f"worker{i + 1}", setup.worker_cores)

@@ -36,6 +36,11 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def command_name(pid: int) -> str:
+    """Process ``pid``'s command name (/proc/PID/comm: what prctl(PR_SET_NAME) set)."""
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of process ``pid`` (VmRSS), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -102,7 +102,7 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
         redis = bench.redis()
         node = bench.node(node_config(broker=redis.url), workers=setup.workers, relay_src=code)
         quotas.group("loadgen", setup.loadgen_cores)
-        for i, pid in enumerate(node.pids()[1:]):
+        for i, pid in enumerate(node.worker_pids()):
             quotas.group(f"worker{i + 1}", setup.worker_cores)
             quotas.add(f"worker{i + 1}", pid)
         began = time.monotonic()

@@ -54,6 +54,11 @@ def compile_relay(source: str) -> None:
     compileall.compile_dir(Path(source) / "relay", quiet=1)
 
 
+#: The command name of the process a ``--workers`` node forks its workers from
+#: (``relay.workers.spawn.TEMPLATE_NAME``; not imported, the bench may run another checkout).
+TEMPLATE = "relay-template"
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago (for peers that must know it in advance)."""
     with socket.socket() as sock:
@@ -212,6 +217,12 @@ class RelayNode:
         if self.workers <= 1:
             return [self.pid]
         return [self.pid, *procfs.children(self.pid)]
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve browsers: the workers, not the supervisor or their template."""
+        if self.workers <= 1:
+            return [self.pid]
+        return [pid for pid in procfs.children(self.pid) if procfs.command_name(pid) != TEMPLATE]
 
     def rss_bytes(self) -> int:
         """The node's resident memory."""
