@@ -428,8 +428,11 @@ def _drive(
     ]
     if "probe" in m.groups and m.groups["probe"].received:
         figures["probe_latency_ms"] = percentiles(m.groups["probe"].latencies)
+    workers = set(node.worker_pids())
     figures["worker_cores_used"] = [
-        round(cpu / m.window, 3) for cpu in figures["node_cpu_s_per_process"][1:]
+        round(cpu / m.window, 3)
+        for pid, cpu in zip(pids, figures["node_cpu_s_per_process"], strict=True)
+        if pid in workers
     ]
     figures["loadgen_cores_used"] = round(m.loadgen_cpu / m.window, 3)
     figures["cpu_throttled_share"] = footprint.throttled_share(
