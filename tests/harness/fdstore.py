@@ -129,9 +129,12 @@ class FakeSystemd:
     async def ready(self) -> dict[str, int]:
         """Wait for the next ``READY=1``; return the client and admin ports of its ``STATUS=``.
 
-        Bounded by ``START_WAIT``: several interpreters starting on a loaded machine are slow.
+        Bounded by twice ``START_WAIT``: several interpreters starting on a loaded
+        machine are slow, and a ``--workers`` start here is two in a row (a lone
+        process, then a supervisor, its template and workers, all under coverage
+        in CI, where one run took more than ``START_WAIT``).
         """
-        async with asyncio.timeout(START_WAIT):
+        async with asyncio.timeout(2 * START_WAIT):
             text = await self._ready.get()
         status = next(line for line in text.splitlines() if line.startswith("STATUS="))
         # A node says "..., admin on ..."; a --workers node's supervisor "...; admin on ...".
