@@ -30,6 +30,7 @@ import re
 import signal
 import socket
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -62,6 +63,42 @@ def _node(
     return node
 
 
+class _HalfWay(NamedTuple):
+    """A handoff held open half-way: the new process adopted every plain browser."""
+
+    old: RelayNode
+    new: RelayNode
+    #: Accepted by the old process before the others; its upgrade request has not come.
+    late: socket.socket
+    plain: list[Watcher]
+    compressed: list[Watcher]
+    #: Posting to the old process since before the handoff began (None: no poster).
+    poster: Poster | None
+
+
+async def _half_way(
+    relays: Relays, tmp_path: Path, *, redis_url: str | None = None, posting: bool = True
+) -> _HalfWay:
+    """Start the old process with browsers, then its successor; return once half-way."""
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff, redis_url=redis_url)
+    old.start()
+    # Connected first, so the old process has accepted it before the others;
+    # its upgrade request comes only after the failure.
+    late = socket.create_connection(("127.0.0.1", old.client_port))
+    plain = await connect_many(old.client_port, ADOPTED)
+    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
+    poster = Poster(old.admin_port) if posting else None
+    new = _node(
+        relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", redis_url=redis_url
+    )
+    new.spawn()  # never ready: it says READY=1 only once the handoff is done
+    await asyncio.to_thread(
+        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
+    )
+    return _HalfWay(old, new, late, plain, compressed, poster)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["mesh", "broker"])
@@ -71,22 +108,10 @@ async def test_a_successor_killed_half_way_strands_no_browser(
     redis_url = None
     if mode == "broker":
         redis_url = request.getfixturevalue("redis_server").url
-    handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff, redis_url=redis_url)
-    old.start()
-    # Connected first, so the old process has accepted it before the others;
-    # its upgrade request comes only after the failure.
-    late = socket.create_connection(("127.0.0.1", old.client_port))
-    plain = await connect_many(old.client_port, ADOPTED)
-    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
-    poster = Poster(old.admin_port)
-    new = _node(
-        relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", redis_url=redis_url
+    old, new, late, plain, compressed, poster = await _half_way(
+        relays, tmp_path, redis_url=redis_url
     )
-    new.spawn()  # never ready: it says READY=1 only once the handoff is done
-    await asyncio.to_thread(
-        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
-    )
+    assert poster is not None
     new.signal(signal.SIGKILL)
     await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
     assert f"{ADOPTED} connections had moved, 0 resumed here" in old.log
@@ -130,18 +155,8 @@ async def test_a_successor_killed_half_way_strands_no_browser(
 async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     relays: Relays, tmp_path: Path
 ) -> None:
-    handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff)
-    old.start()
-    late = socket.create_connection(("127.0.0.1", old.client_port))
-    plain = await connect_many(old.client_port, ADOPTED)
-    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
-    poster = Poster(old.admin_port)
-    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
-    new.spawn()
-    await asyncio.to_thread(
-        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
-    )
+    old, new, late, plain, compressed, poster = await _half_way(relays, tmp_path)
+    assert poster is not None
     new.signal(signal.SIGSTOP)
     # Its handshake done, the old process hands its admin sockets over and says DONE;
     # no DONE comes back.
@@ -200,17 +215,7 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
 async def test_a_successor_whose_old_process_dies_half_way_serves_on(
     relays: Relays, tmp_path: Path
 ) -> None:
-    handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff)
-    old.start()
-    late = socket.create_connection(("127.0.0.1", old.client_port))
-    plain = await connect_many(old.client_port, ADOPTED)
-    compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
-    new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
-    new.spawn()
-    await asyncio.to_thread(
-        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
-    )
+    old, new, late, plain, compressed, _ = await _half_way(relays, tmp_path, posting=False)
     old.signal(signal.SIGKILL)  # as an out-of-memory kill would, half-way
     died = rf"the old process \(pid {old.pid}\) died during the handoff.*{ADOPTED} browser"
     await asyncio.to_thread(new.wait_for_log, died)
