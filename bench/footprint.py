@@ -40,6 +40,8 @@ def memory_figures(
     pss_after: list[int] | None = None,
     anon_before: list[int] | None = None,
     anon_after: list[int] | None = None,
+    resident_before: int | None = None,
+    resident_after: int | None = None,
 ) -> dict[str, Any]:
     """Node RSS and PSS (every process: supervisor and workers) and kernel TCP memory per browser.
 
@@ -52,7 +54,9 @@ def memory_figures(
     shares a page out among every process mapping it, the load generators'
     Pythons too, so the node's PSS falls as they start: the anonymous sum,
     its own memory apart from files, grows by what the browsers cost.
-    KiB per browser is given for the growth and for the total.
+    ``resident_*`` is the node's resident set taken as a whole
+    (``procfs.resident_set_bytes``): every page any of its processes holds,
+    once. KiB per browser is given for the growth and for the total.
     """
     per = max(browsers, 1)
     kernel = sockstat_after["mem_bytes"] - sockstat_before["mem_bytes"]
@@ -65,16 +69,10 @@ def memory_figures(
     for kind, (start, end) in sums.items():
         if start is None or end is None:
             continue
-        before, after = sum(start), sum(end)
-        figures.update(
-            {
-                f"{kind}_before_mib": round(before / KIB / KIB, 1),
-                f"{kind}_after_mib": round(after / KIB / KIB, 1),
-                f"{kind}_per_process_after_mib": [round(r / KIB / KIB, 1) for r in end],
-                f"{kind}_growth_kib_per_browser": round((after - before) / per / KIB, 2),
-                f"{kind}_total_kib_per_browser": round(after / per / KIB, 2),
-            }
-        )
+        figures.update(_per_browser(kind, sum(start), sum(end), per))
+        figures[f"{kind}_per_process_after_mib"] = [round(r / KIB / KIB, 1) for r in end]
+    if resident_before is not None and resident_after is not None:
+        figures.update(_per_browser("resident_set", resident_before, resident_after, per))
     figures.update(
         {
             "kernel_tcp_mem_growth_mib": round(kernel / KIB / KIB, 1),
@@ -85,13 +83,25 @@ def memory_figures(
     return figures
 
 
-def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
+def _per_browser(kind: str, before: int, after: int, browsers: int) -> dict[str, float]:
+    """A node total (bytes) before and after: MiB, and KiB per browser of growth and total."""
+    return {
+        f"{kind}_before_mib": round(before / KIB / KIB, 1),
+        f"{kind}_after_mib": round(after / KIB / KIB, 1),
+        f"{kind}_growth_kib_per_browser": round((after - before) / browsers / KIB, 2),
+        f"{kind}_total_kib_per_browser": round(after / browsers / KIB, 2),
+    }
+
+
+def node_memory(processes: list[dict[str, int]], resident_set: int | None = None) -> dict[str, Any]:
     """A node's memory from each of its processes' ``procfs.memory``: sums and the first one.
 
     ``processes`` starts with the supervisor (or is the lone process). The sum
     of PSS is what the node takes from the machine, each shared library page
     counted once; the sum of RSS counts such a page once per process; the sum
-    of private memory counts only what no other process maps. MiB.
+    of private memory counts only what no other process maps;
+    ``resident_set`` (``procfs.resident_set_bytes``) is every page any of
+    them holds, once. MiB.
     """
 
     def mib(value: int) -> float:
@@ -105,6 +115,8 @@ def node_memory(processes: list[dict[str, int]]) -> dict[str, Any]:
     if all("private" in p for p in processes):
         figures["private_mib"] = mib(sum(p["private"] for p in processes))
         figures["per_process_private_mib"] = [mib(p["private"]) for p in processes]
+    if resident_set is not None:
+        figures["resident_set_mib"] = mib(resident_set)
     return figures
 
 

@@ -199,6 +199,7 @@ def _connect(
     shares = sources.plan(setup.browsers - setup.probes, setup.generators)
     rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
     memory_before = _memory(node)
+    resident_before = procfs.resident_set_bytes(node.pids())
     cpu_before = node.cpu_seconds()
     began = time.monotonic()
     seen_size = round(
@@ -210,6 +211,7 @@ def _connect(
     cpu = node.cpu_seconds() - cpu_before
     rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
     memory_after = _memory(node)
+    resident_after = procfs.resident_set_bytes(node.pids())
     try:
         spread = browsers_per_worker(node.admin_port)
     except OSError:
@@ -232,6 +234,8 @@ def _connect(
                 pss_after=memory_after["pss"],
                 anon_before=memory_before["anon"],
                 anon_after=memory_after["anon"],
+                resident_before=resident_before,
+                resident_after=resident_after,
             ),
             # The sockets' own kernel objects (not their buffers), for both ends of each.
             "kernel_slab_growth_mib": round((memory["Slab"] - slab_before) / 1024 / 1024, 1),

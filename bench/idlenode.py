@@ -30,7 +30,9 @@ def run(bench: Bench, *, name: str, workers: int) -> Outcome:
     start_seconds = time.monotonic() - began
     time.sleep(SETTLE_SECONDS)  # not readiness (awaited above): letting start-up's work end
     pids = node.pids()
-    figures = footprint.node_memory([procfs.memory(pid) for pid in pids])
+    figures = footprint.node_memory(
+        [procfs.memory(pid) for pid in pids], procfs.resident_set_bytes(pids)
+    )
     figures["start_seconds"] = round(start_seconds, 2)
     result = {
         "scenario": name,

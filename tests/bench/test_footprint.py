@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from bench.footprint import (
     quota_use,
     throttled_share,
 )
-from bench.procfs import memory
+from bench.procfs import memory, resident_set_bytes
 
 SOCKSTAT = """sockets: used 200154
 TCP: inuse 200011 orphan 0 tw 12 alloc 200020 mem 51234
@@ -80,6 +82,25 @@ def test_pss_beside_rss_counts_shared_pages_once() -> None:
     assert figures["rss_total_kib_per_browser"] == round(670 * 1024 / 100_000, 2)
     assert figures["anon_before_mib"] == 318.0
     assert figures["anon_growth_kib_per_browser"] == 1.84
+    assert "resident_set_after_mib" not in figures  # only when it was read
+
+
+def test_resident_set_per_browser_beside_the_sums() -> None:
+    mib = 1024 * 1024
+    sockstat = {"inuse": 0, "alloc": 0, "tw": 0, "mem_bytes": 0}
+    figures = memory_figures(
+        [40 * mib] * 2,
+        [90 * mib] * 2,
+        sockstat,
+        sockstat,
+        51_200,
+        resident_before=60 * mib,
+        resident_after=160 * mib,
+    )
+    assert figures["resident_set_before_mib"] == 60.0
+    assert figures["resident_set_after_mib"] == 160.0
+    assert figures["resident_set_growth_kib_per_browser"] == 2.0
+    assert figures["resident_set_total_kib_per_browser"] == 3.2
 
 
 def test_node_memory_sums_rss_and_pss_and_names_the_supervisor() -> None:
@@ -170,3 +191,26 @@ def test_procfs_memory_of_an_idle_process() -> None:
         idle.kill()
     assert 0 < found["pss"] <= found["rss"]
     assert found["anon"] + found["file"] <= found["rss"]
+
+
+def test_resident_set_counts_pages_forked_processes_share_once() -> None:
+    # A parent with 64 MiB of its own, and a forked child that still shares
+    # them: the RSS sum counts them twice, the resident set once.
+    script = (
+        "import os, sys; block = bytearray(64 << 20); pid = os.fork(); "
+        "print(pid or os.getpid(), flush=True) if pid else None; sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        pids = [parent.pid, child]
+        rss = [memory(pid)["rss"] for pid in pids]
+        together = resident_set_bytes(pids)
+        alone = resident_set_bytes([parent.pid])
+        parent.kill()
+        os.kill(child, signal.SIGKILL)
+    assert min(rss) > 64 << 20
+    assert alone <= together < sum(rss) - (60 << 20)
+    assert together - alone < 8 << 20  # the child's own pages: a stack, a few COW pages
