@@ -70,6 +70,8 @@ def _twenty_thousand(quick: bool, factory: Callable[[], Bench]) -> list[Outcome]
                 duration=3 if quick else 10,
                 workers=4,
                 aphlict=aphlict,
+                # What each server wrote when, apart from the Python generators' lag.
+                kernel_stamps=True,
             )
     return outcomes
 

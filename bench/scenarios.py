@@ -93,6 +93,7 @@ def fanout(
     idle_name: str | None = None,
     broker: bool = False,
     aphlict: Path | None = None,
+    kernel_stamps: bool = False,
 ) -> list[Outcome]:
     """``browsers`` browsers on one node, all subscribed to the key posted ``rate`` times/s.
 
@@ -102,7 +103,9 @@ def fanout(
     With ``broker``, the node runs in broker mode on a Redis of its own: what
     the cluster-wide order costs a node's own browsers. With ``aphlict`` (an
     extraction of its server), the node is one Aphlict process instead, under
-    the same browsers and posts, for figures beside relay's.
+    the same browsers and posts, for figures beside relay's. ``kernel_stamps``
+    adds each delivery's kernel arrival (``bench.kstamp``) beside its read
+    time: what the server wrote when, apart from the load generators' lag.
     """
     if aphlict is not None:
         node = bench.aphlict_node(aphlict, free_port(), free_port(), [], name="aphlict")
@@ -111,7 +114,13 @@ def fanout(
     posts = round(rate * duration)
     outcomes = []
     browser_workers, idle_outcome = _connect(
-        bench, node, idle_name or "", browsers, max(workers, _workers_for(browsers)), posts
+        bench,
+        node,
+        idle_name or "",
+        browsers,
+        max(workers, _workers_for(browsers)),
+        posts,
+        kernel_stamps=kernel_stamps,
     )
     if idle_name:
         outcomes.append(idle_outcome)
@@ -139,10 +148,19 @@ def fanout(
                 "figures": _delivery_figures(m, cpu_node=node.name),
                 "notes": idle_outcome.result["notes"],
             },
-            latencies={name: np.concatenate([g.latencies for g in m.groups.values()])},
+            latencies=_latency_series(name, m, kernel_stamps),
         )
     )
     return outcomes
+
+
+def _latency_series(name: str, m: Measurement, kernel_stamps: bool) -> dict[str, np.ndarray]:
+    """The read times of a run under ``name``, and (stamped) its arrivals beside them."""
+    read = np.concatenate([g.latencies for g in m.groups.values()])
+    if not kernel_stamps:
+        return {name: read}
+    arrival = np.concatenate([g.arrivals for g in m.groups.values()])
+    return {f"{name} read": read, f"{name} arrival": arrival}
 
 
 def idle(bench: Bench, *, name: str, browsers: int) -> list[Outcome]:
@@ -153,7 +171,14 @@ def idle(bench: Bench, *, name: str, browsers: int) -> list[Outcome]:
 
 
 def _connect(
-    bench: Bench, node: RelayNode, name: str, browsers: int, workers: int, seen_size: int
+    bench: Bench,
+    node: RelayNode,
+    name: str,
+    browsers: int,
+    workers: int,
+    seen_size: int,
+    *,
+    kernel_stamps: bool = False,
 ) -> tuple[list[Worker], Outcome]:
     """Connect browsers (as many as the node's open-files limit allows) and measure its memory."""
     wanted = browsers
@@ -164,6 +189,7 @@ def _connect(
         [{"name": "browsers", "port": node.client_port, "count": browsers, "keys": BROWSER_KEYS}],
         workers=workers,
         seen_size=seen_size,
+        kernel_stamps=kernel_stamps,
     )
     rss_after = node.rss_bytes()
     cpu = node.cpu_seconds() - cpu_before
