@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import footprint
+
 #: Clock ticks per second, the unit of utime and stime in /proc/PID/stat.
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -198,3 +200,20 @@ def wait_until_quiet(limit: float, busy_below: float = 0.15, sample: float = 1.0
         busy = 1 - (after["idle"] - before["idle"]) / total if total > 0 else 0.0
         if busy < busy_below or time.monotonic() >= deadline:
             return busy
+
+
+def wait_for_time_wait(limit: float, below: int = 1000, interval: float = 1.0) -> int:
+    """Wait (at most ``limit`` seconds) until fewer than ``below`` TCP sockets are in TIME_WAIT.
+
+    A scenario that ends with 100,000 browsers leaves their closed sockets in
+    TIME_WAIT for a minute, each holding its local port; a port that bind()
+    took stays out of connect()'s own choice meanwhile, so the next scenario's
+    browsers would fail with "cannot assign requested address". Returns the
+    count last read.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        count = footprint.parse_sockstat(Path("/proc/net/sockstat").read_text())["tw"]
+        if count < below or time.monotonic() >= deadline:
+            return count
+        time.sleep(interval)  # a bounded poll of the kernel's count
