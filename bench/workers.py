@@ -200,16 +200,6 @@ class BrowserAgent(_Agent):
         """
         deadline = time.monotonic() + command["timeout"]
         browsers = [b for group in self.groups.values() for b in group]
-        if command.get("barrier"):
-            # relay hands a message to every recipient's connection before it answers
-            # the POST, and each connection writes in order: a pong asked for after
-            # the last answer comes after every message.
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                async with asyncio.timeout(remaining):
-                    await asyncio.gather(*(b.ping() for b in browsers if not b.closed))
-            except TimeoutError:
-                pass
         ranges = [tuple(r) for r in command["expected"]]
         owner_ranges = [tuple(r) for r in command.get("owner_ranges", ())]
         if command.get("owner") and not owner_ranges:
@@ -219,23 +209,40 @@ class BrowserAgent(_Agent):
         if ranges:
             expected_each = sum(hi - lo for lo, hi in ranges) - len(_within(command, ranges))
             target += expected_each * len(browsers)
-        # Messages relay chose to drop never come: stop once nothing has arrived for a while.
-        received = sum(t.received for t in self.tallies.values())
-        changed = time.monotonic()
-        while received < target:
-            now = time.monotonic()
-            if now >= deadline or now - changed >= QUIESCENCE:
-                break
-            await asyncio.sleep(COMPLETION_POLL)
-            latest = sum(t.received for t in self.tallies.values())
-            if latest != received:
-                received, changed = latest, time.monotonic()
+        await self._arrived(target, deadline)
+        if command.get("barrier"):
+            # relay hands a message to every recipient's connection before it answers
+            # the POST, and each connection writes in order: a pong asked for after
+            # the last answer comes after every message. Asked only once the messages
+            # came (or stopped coming): 20,000 pings sent at once with the last answer
+            # made relay answer them amid the last post's fan-out, and that post's
+            # p99 was 1.4 s against 0.3-0.7 s for the others.
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.gather(*(b.ping() for b in browsers if not b.closed))
+            except TimeoutError:
+                pass
         return {
             "groups": {
                 name: self._report(name, ranges, command, None if owned is None else owned[name])
                 for name in self.groups
             }
         }
+
+    async def _arrived(self, target: int, deadline: float) -> None:
+        """Wait until ``target`` messages arrived, none arrived for a while, or ``deadline``."""
+        # Messages relay chose to drop never come: stop once nothing has arrived for a while.
+        received = sum(t.received for t in self.tallies.values())
+        changed = time.monotonic()
+        while received < target:
+            now = time.monotonic()
+            if now >= deadline or now - changed >= QUIESCENCE:
+                return
+            await asyncio.sleep(COMPLETION_POLL)  # a bounded poll of the tallies
+            latest = sum(t.received for t in self.tallies.values())
+            if latest != received:
+                received, changed = latest, time.monotonic()
 
     def _owned(
         self, ranges: list[tuple[int, ...]], command: dict[str, Any]
