@@ -140,7 +140,7 @@ class BrowserAgent(_Agent):
         (by error) rather than failing the worker.
         """
         started = time.monotonic()
-        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        limit = asyncio.Semaphore(self.spec.get("connect_concurrency", CONNECT_CONCURRENCY))
         tag, seen_size = self.spec["tag"], self.spec["seen_size"]
         kernel_stamps = bool(self.spec.get("kernel_stamps"))
         failures: dict[str, int] = {}
