@@ -114,7 +114,7 @@ class Tally:
         self.last = 0.0
 
 
-async def _connected_socket(port: int, source: str) -> socket.socket:
+async def connected_from(port: int, source: str) -> socket.socket:
     """A TCP socket connected from ``source`` (any free port) to ``port`` on 127.0.0.1.
 
     The port is chosen by connect(), not bind() (IP_BIND_ADDRESS_NO_PORT): bind()
@@ -198,7 +198,7 @@ class LeanBrowser(asyncio.Protocol):
             return cls(subscribe, tag, seen_size, tally, kernel_stamps)
 
         if source:
-            sock = await _connected_socket(port, source)
+            sock = await connected_from(port, source)
             _transport, browser = await loop.create_connection(factory, sock=sock)
         else:
             _transport, browser = await loop.create_connection(factory, "127.0.0.1", port)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
-from bench.wsclient import LeanBrowser, Tally, subscribe_frame, unique_id
+from bench.wsclient import LeanBrowser, Tally, connected_from, subscribe_frame, unique_id
 
 TAG = "abcdefgh"
 
@@ -52,3 +53,29 @@ async def test_a_frame_split_over_two_reads_takes_the_second_reads_times() -> No
     browser._received(frame[10:], now=3_000, arrived=2_500)
     assert list(tally.latencies_ns) == [2_000]
     assert list(tally.arrivals_ns) == [1_500]
+
+
+async def test_a_browser_from_a_source_address_connects_from_it() -> None:
+    # The port is left to connect() (IP_BIND_ADDRESS_NO_PORT): the 100k scenario's
+    # generators open 100,000 connections from 12 addresses this way.
+    peers: list[str] = []
+    all_in = asyncio.Event()
+
+    def accepted(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
+        writer.close()
+        if len(peers) == 3:
+            all_in.set()
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        socks = [await connected_from(port, "127.0.0.3") for _ in range(3)]
+        try:
+            assert all(s.getsockname()[0] == "127.0.0.3" for s in socks)
+            assert len({s.getsockname()[1] for s in socks}) == 3
+            await asyncio.wait_for(all_in.wait(), 5)
+        finally:
+            for sock in socks:
+                sock.close()
+    assert peers == ["127.0.0.3"] * 3
