@@ -8,6 +8,7 @@
 - ``history``: per-instance history bounded by count and age;
 - ``dedup``: recently seen message identities, bounded;
 - ``hub``: routing to history, local browsers and peers;
+- ``instance_counts``: Aphlict's per-instance counters, in bounded memory;
 - ``admission``: connection caps per node and per address;
 - ``coalescer``: one write per browser per loop turn; a window only when busy;
 - ``fingerprint``: the node's random identity;

@@ -5,13 +5,8 @@ to a message's keys, and the outbound peer links, in that one direction. It
 does no I/O of its own: browsers are objects with a ``deliver`` method that
 must not block, and peers are reached through the ``forward`` callable.
 
-It also keeps Aphlict's per-instance counters, in bounded memory: anyone who
-reaches the admin or client port can name a new instance, so at most
-``limits.max_instances`` are counted one by one (each is a series in every
-per-instance metric), further ones together under ``OVERFLOW_INSTANCE``; and
-an instance without browsers that has been quiet for as long as history keeps
-messages is forgotten, its counts added to ``OVERFLOW_INSTANCE`` so that the
-node's totals never go down.
+It also keeps Aphlict's per-instance counters, in bounded memory
+(``relay.core.instance_counts``).
 
 In broker mode, while the broker orders the cluster's messages
 (``set_ordering``), a post is held (``relay.core.held``) and delivered when the
@@ -22,9 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -34,18 +27,12 @@ from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.held import HeldPosts, late_hold
 from relay.core.history import History
-from relay.core.instances import DEFAULT_INSTANCE, OVERFLOW_INSTANCE
+from relay.core.instance_counts import InstanceCounters, InstanceCounts
 from relay.core.notification import Notification
 from relay.core.snapshot import InstanceReading
 from relay.core.subscriptions import SubscriptionIndex
 
 log = logging.getLogger("relay.hub")
-
-#: Longer instance names are counted under ``OVERFLOW_INSTANCE``: no install names
-#: its instances so, and each name counted is a label in several metrics.
-MAX_COUNTED_NAME = 64
-#: Instances counted for as long as the node runs, whatever they do.
-_KEPT = frozenset({DEFAULT_INSTANCE, OVERFLOW_INSTANCE})
 
 #: ``forward(instance, payload, covered)``: hand a stamped message on, except to the nodes
 #: in ``covered``: those that have it (its ``touched`` list, this node included) and those
@@ -75,18 +62,6 @@ class Outcome(enum.Enum):
     HELD = "held"
 
 
-@dataclass(slots=True)
-class InstanceCounters:
-    """Aphlict's per-instance status counters."""
-
-    clients_active: int = 0
-    clients_total: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    #: When the instance last had a post, a message or a browser come or go (clock seconds).
-    last_active: float = 0.0
-
-
 class Hub:
     """Routes notifications to history, local browsers and peers."""
 
@@ -111,13 +86,7 @@ class Hub:
         #: Told of each post or broker message delivered here (announcements aside), in order.
         self.routed: Callable[[str, EncodedMessage], None] | None = None
         self._index: SubscriptionIndex[Browser] = SubscriptionIndex()
-        self._counters: dict[str, InstanceCounters] = {}
-        #: Browsers counted under ``OVERFLOW_INSTANCE``, by the instance they named:
-        #: that instance is not counted on its own while any of them is connected.
-        self._overflow_browsers: Counter[str] = Counter()
-        #: Posts, messages and browsers counted under ``OVERFLOW_INSTANCE`` because
-        #: their instance could not be counted on its own.
-        self.overflowed = 0
+        self._counts = InstanceCounts(clock, self._limits)
         self._latest_announcement: dict[tuple[str, str], EncodedMessage] = {}
         #: Posts written to browsers (replays, announcements aside): did a ``publish`` reach any.
         self.deliveries = 0
@@ -131,39 +100,23 @@ class Hub:
 
         Subscriptions already held past a lowered cap are kept; new ones are refused.
         """
-        self._limits = limits
+        self._limits = self._counts.limits = limits
+
+    @property
+    def overflowed(self) -> int:
+        """Posts, messages and browsers counted under the overflow label, not their own."""
+        return self._counts.overflowed
 
     # Browsers.
 
     def connect(self, browser: Browser) -> None:
         """Count a browser that completed its handshake."""
-        counters = self._counters_of(browser.instance)
-        if browser.instance not in self._counters:
-            self._overflow_browsers[browser.instance] += 1
-        counters.clients_active += 1
-        counters.clients_total += 1
+        self._counts.browser_came(browser.instance)
 
     def disconnect(self, browser: Browser) -> None:
-        """Forget a browser that went away, with all its subscriptions.
-
-        An instance that only browsers ever named (nothing was posted to it)
-        is forgotten with its last browser: instance names come from URLs,
-        and counters must not pile up for names anyone can invent.
-        """
+        """Forget a browser that went away, with all its subscriptions."""
         self._index.forget(browser)
-        instance = browser.instance
-        if self._overflow_browsers[instance]:
-            # Counted under the overflow label when it connected: leaves from there.
-            self._overflow_browsers[instance] -= 1
-            if not self._overflow_browsers[instance]:
-                del self._overflow_browsers[instance]
-            self._counters[OVERFLOW_INSTANCE].clients_active -= 1
-            return
-        counters = self._counters_of(instance)
-        counters.clients_active -= 1
-        idle = not counters.clients_active and not counters.messages_in
-        if idle and instance not in _KEPT:
-            del self._counters[instance]
+        self._counts.browser_left(browser.instance)
 
     def subscribe(self, browser: Browser, keys: Sequence[str], *, catch_up: bool = True) -> int:
         """Subscribe ``browser`` to ``keys``; send it the latest announcement on each new key.
@@ -208,7 +161,7 @@ class Hub:
             start -= 1
             budget -= len(messages[start].frame)
         sent = sum(self._deliver_to((browser,), message) for message in messages[start:])
-        self._counters_of(browser.instance).messages_out += sent
+        self._counts.of(browser.instance).messages_out += sent
         return sent
 
     # Notifications.
@@ -224,7 +177,7 @@ class Hub:
         nodes the sending peer reaches itself; they, the nodes in ``touched``
         and this node make up the ``covered`` set handed to ``forward``.
         """
-        counters = self._counters_of(instance)
+        counters = self._counts.of(instance)
         counters.messages_in += 1
         if self.fingerprint in notification.touched:
             return Outcome.LOOPED
@@ -271,7 +224,7 @@ class Hub:
             return Outcome.DELIVERED
         if self.fingerprint in notification.touched:
             return Outcome.LOOPED  # posted here: delivered when it was posted
-        counters = self._counters_of(instance)
+        counters = self._counts.of(instance)
         counters.messages_in += 1
         if not self._recent.first_sighting((instance, notification.identity())):
             return Outcome.DUPLICATE
@@ -320,7 +273,7 @@ class Hub:
         self._history.add(instance, subscribers, message)
         delivered = self._deliver(instance, subscribers, message)
         # Counted where its post was (that instance's own, or the overflow label's).
-        counters = self._counters.get(instance) or self._overflow()
+        counters = self._counts.posted_in(instance)
         counters.messages_out += delivered
         self.deliveries += delivered
 
@@ -335,7 +288,7 @@ class Hub:
         for key in (subscribers := frozenset(body.get("subscribers", ()))):
             self._latest_announcement[(instance, key)] = message
         recipients = self._index.recipients(instance, subscribers)
-        self._counters_of(instance).messages_out += self._deliver_to(recipients, message)
+        self._counts.of(instance).messages_out += self._deliver_to(recipients, message)
 
     def _deliver(self, instance: str, keys: Iterable[str], message: EncodedMessage) -> int:
         if self.routed is not None:  # a handoff passes it on, in this very order
@@ -365,15 +318,7 @@ class Hub:
         held for the broker's order longer than it promised are delivered here.
         """
         self._history.expire()
-        cutoff = self._clock() - self._history.max_age
-        idle = [
-            instance
-            for instance, counters in self._counters.items()
-            if counters.last_active < cutoff and not counters.clients_active
-        ]
-        for instance in idle:
-            if instance not in _KEPT:
-                self._fold(self._counters.pop(instance))
+        self._counts.forget_idle(self._clock() - self._history.max_age)
         if self._ordered and self._held:
             late_hold(self.release_held(older_than=self._hold_seconds), self._hold_seconds)
 
@@ -387,7 +332,7 @@ class Hub:
 
     def reading(self, instance: str) -> InstanceReading:
         """The counters and history of ``instance`` (zeros for one never seen)."""
-        counters = self._counters.get(instance) or InstanceCounters()
+        counters = self._counts.get(instance) or InstanceCounters()
         oldest = self._history.oldest_age(instance)
         return InstanceReading(
             clients_active=counters.clients_active,
@@ -400,51 +345,8 @@ class Hub:
 
     def readings(self) -> dict[str, InstanceReading]:
         """The reading of every instance seen so far."""
-        return {instance: self.reading(instance) for instance in self._counters}
+        return {instance: self.reading(instance) for instance in self._counts}
 
     def status(self, instance: str) -> dict[str, Any]:
         """The status Aphlict reports for ``instance``, key for key."""
         return self.reading(instance).aphlict_status(instance, self.uptime_ms())
-
-    def _counters_of(self, instance: str) -> InstanceCounters:
-        """The counters ``instance`` counts in now, marked active."""
-        counters = self._counters.get(instance)
-        if counters is None:
-            counters = self._start_counting(instance)
-        counters.last_active = self._clock()
-        return counters
-
-    def _start_counting(self, instance: str) -> InstanceCounters:
-        """New counters for ``instance``, or the overflow label's when it may not have its own."""
-        counted = len(self._counters) - (OVERFLOW_INSTANCE in self._counters)
-        if instance == DEFAULT_INSTANCE or (
-            counted < self._limits.max_instances
-            and len(instance) <= MAX_COUNTED_NAME
-            and instance != OVERFLOW_INSTANCE
-            and instance not in self._overflow_browsers
-        ):
-            counters = self._counters[instance] = InstanceCounters()
-            return counters
-        if not self.overflowed:
-            log.warning(
-                "counting instances past limits.max_instances (%d), or with names over %d "
-                'characters, together as "%s" (logged once; see relay_instances_overflow_total)',
-                self._limits.max_instances,
-                MAX_COUNTED_NAME,
-                OVERFLOW_INSTANCE,
-            )
-        self.overflowed += 1
-        return self._overflow()
-
-    def _overflow(self) -> InstanceCounters:
-        counters = self._counters.get(OVERFLOW_INSTANCE)
-        if counters is None:
-            counters = self._counters[OVERFLOW_INSTANCE] = InstanceCounters()
-        return counters
-
-    def _fold(self, counters: InstanceCounters) -> None:
-        """Add a forgotten instance's counts to the overflow label's."""
-        into = self._overflow()
-        into.clients_total += counters.clients_total
-        into.messages_in += counters.messages_in
-        into.messages_out += counters.messages_out

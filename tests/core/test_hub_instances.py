@@ -9,7 +9,8 @@ import pytest
 from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.history import History
-from relay.core.hub import MAX_COUNTED_NAME, Hub
+from relay.core.hub import Hub
+from relay.core.instance_counts import MAX_COUNTED_NAME
 from relay.core.instances import OVERFLOW_INSTANCE
 from tests.core.test_hub import RecordingBrowser, post
 from tests.support import FakeClock

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.core.hub import MAX_COUNTED_NAME
+from relay.core.instance_counts import MAX_COUNTED_NAME
 from relay.core.instances import OVERFLOW_INSTANCE
 from relay.node.node import Node
 from tests.fuzz.run import METRICS_BOUND
