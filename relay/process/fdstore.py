@@ -185,8 +185,14 @@ def drop_passed(reason: str, environ: MutableMapping[str, str] = os.environ) -> 
         reason,
         len(passed.browsers),
     )
-    if address:
-        FdStore(address, 0).remove(sorted(passed.names))
+    store = FdStore(address, 0) if address else None
+    if store is not None:
+        store.remove(sorted(passed.names))
     for fd in fds:
         os.close(fd)
+    if store is not None:
+        # systemd closes its duplicates when it reads the removal, and until then the
+        # listening sockets among them hold their ports: a bind right after failed with
+        # EADDRINUSE whenever systemd was slower than this process (seen under load).
+        store.barrier()
     return len(fds)
