@@ -4,9 +4,11 @@
 listening sockets it passes; ``adopt_all`` adopts what follows until
 ``DONE``. A handoff that fails on the old side (``ABORT``, or a channel that
 ends before ``DONE`` and its confirmation while the old process lives on)
-raises: what the old process may still serve is given back, and the caller
-stops the node, so that two processes never serve the same sockets. When the
-channel ended because the old process died, this one serves on alone.
+raises: what the old process may still serve is given back (on ``ABORT``,
+confirmed with ``RELEASED``: the old process resumes those batches only
+then, see ``relay.node.handoff_abort``), and the caller stops the node, so
+that two processes never serve the same sockets. When the channel ended
+because the old process died, this one serves on alone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import socket
 from relay import __version__
 from relay.config import Config
 from relay.errors import StartupError
-from relay.links.handoff_wire import ConnectionState, HandoffError, Kind, resumed_of
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Kind,
+    released_body,
+    resumed_of,
+)
 from relay.listeners.handoff import Channel, MovableConnection, adopt
 from relay.node.handoff import ANSWER_SECONDS
 from relay.node.handoff_cut import Resumption, read_listeners
@@ -98,8 +106,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
             elif kind is Kind.ABORT:
-                resumed = resumed_of(body)
-                _give_back(adopted, resumed)
+                resumed = await _release(channel, adopted, body)
                 raise StartupError(
                     f"the old process failed to hand over and serves again: {len(resumed)} "
                     "batches of browser connections given back to it, the others closed"
@@ -150,8 +157,27 @@ async def _confirmed(channel: Channel, adopted: dict[int, list[MovableConnection
             while True:  # what it forwards now is the broker's to deliver here
                 kind, body, _fds = await channel.receive()
                 if kind is Kind.ABORT:
-                    _give_back(adopted, resumed_of(body))
+                    await _release(channel, adopted, body)
                     raise StartupError("the old process gave up on the handoff at its end")
+
+
+async def _release(
+    channel: Channel, adopted: dict[int, list[MovableConnection]], abort: dict[str, object]
+) -> set[int]:
+    """Give back the batches ``ABORT`` names; say ``RELEASED`` (the old one resumes them then).
+
+    Returns the batch numbers.
+
+    Raises:
+        HandoffError: the body is not a list of batches.
+    """
+    resumed = resumed_of(abort)
+    _give_back(adopted, resumed)
+    with contextlib.suppress(HandoffError, TimeoutError):
+        channel.send(Kind.RELEASED, released_body(resumed))
+        async with asyncio.timeout(ANSWER_SECONDS):  # it is waiting for it: sent at once
+            await channel.flush()
+    return resumed
 
 
 def _give_back(adopted: dict[int, list[MovableConnection]], batches: set[int] | None) -> None:
