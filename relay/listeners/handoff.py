@@ -169,7 +169,26 @@ class Channel:
         Raises:
             HandoffError: the other process closed the channel or sent garbage.
         """
-        item = await self._incoming.get()
+        return self._item(await self._incoming.get())
+
+    def receive_now(self) -> tuple[Kind, dict[str, object], list[int]] | None:
+        """The next message if one has arrived (read from the socket now), else None.
+
+        For a deadline that passed: a message that came in the same moment
+        is read, whichever of the two the loop saw first.
+
+        Raises:
+            HandoffError: the other process closed the channel or sent garbage.
+        """
+        if not self.closed:
+            self._readable()
+        if self._incoming.empty():
+            return None
+        return self._item(self._incoming.get_nowait())
+
+    def _item(
+        self, item: tuple[Kind, dict[str, object], list[int]] | None
+    ) -> tuple[Kind, dict[str, object], list[int]]:
         if item is None:
             self._incoming.put_nowait(None)  # every later receive fails too
             raise HandoffError("the other process closed the handoff channel")
