@@ -26,6 +26,13 @@ message. The conversation (``relay.node.handoff`` carries it out):
   ``RELEASED`` or the successor's exit (``relay.node.handoff_abort``). A
   channel that ends before ``DONE`` is a failed handoff too.
 
+After its ``DONE`` the old process sends nothing more, and after its own
+``DONE`` neither does the successor (but ``RELEASED`` in answer to a late
+``ABORT``): whichever closes first leaves nothing unread at the other end.
+(Closing a unix socket with unread data resets the other end, and the
+kernel reports the reset before the datagrams still queued there, so a
+forwarded message left unread would hide the ``DONE`` behind it.)
+
 In broker mode the old process also says where it stands in Redis' streams
 (``position``: the newest id per instance, Redis' time at its last reload)
 when it starts and when it is done: the successor reads the streams from

@@ -33,6 +33,14 @@ socket is ever served by both. The successor, on ``ABORT`` or on a channel
 that ends before ``DONE``, gives those back (drops its descriptor only),
 closes the others it adopted (1001: they reconnect to the old process and
 replay) and exits, so that one process serves, not two.
+
+The end is the old process reading the successor's ``DONE``: from then on
+it never serves again, and it closes the channel and exits. It stops
+forwarding as it says its own ``DONE`` (what it routes later is the
+successor's to read from Redis or its peers), so that neither side ever
+closes the channel with something unread: on a unix socket that resets the
+other end, which then loses the ``DONE`` queued behind the reset and would
+take a clean end for a failure.
 """
 
 from __future__ import annotations
@@ -203,10 +211,15 @@ async def _hand_over(moving: Moving) -> None:
         )
         moving.admin_closed = True
         await node.close_admin()  # posts in flight are answered, and forwarded
+        # DONE is the last message: the successor reads from Redis from DONE's
+        # position on (in a mesh it takes every post now, peers' too), so what
+        # is routed here later is not its to deliver, and left unread it would
+        # reset the channel when the successor closes it.
+        stop_forwarding()
         channel.send(Kind.DONE, {"moved": moving.moved} | position(node))
         await _answer(channel, Kind.DONE)
     finally:
-        stop_forwarding()
+        stop_forwarding()  # idempotent
     moving.close_spares()
     log.info("handoff done: %d browser connections moved", moving.moved)
 
