@@ -62,7 +62,7 @@ from relay.links.handoff_wire import (
     listener_kinds,
 )
 from relay.listeners.handoff import Channel, cut_movable
-from relay.node.handoff_abort import Moving, give_up
+from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (
     cannot_cut,
     forward_routed,
@@ -128,7 +128,7 @@ class HandoffPoint:
         self._task = asyncio.get_running_loop().create_task(self._run(Channel(conn)))
 
     async def _run(self, channel: Channel) -> None:
-        moving = Moving(self._node, channel)
+        moving = Moving(self._node, channel, watch(channel))
         try:
             await _hand_over(moving)
         except (HandoffError, OSError, TimeoutError) as exc:
@@ -137,14 +137,12 @@ class HandoffPoint:
         except Exception:
             log.exception("handoff failed, this process keeps serving")
             await give_up(moving)
-        except asyncio.CancelledError:
-            moving.close_spares()  # the node stops: nothing to accept on again
-            raise
         else:
             self.close(unlink=False)  # the successor listens at the path now
             self._on_done()
         finally:
             channel.close()
+            moving.close()  # spares left (if cancelled: the node stops) and the watch
 
     def close(self, *, unlink: bool = True) -> None:
         """Stop waiting for a successor; remove the socket file unless a successor owns it."""

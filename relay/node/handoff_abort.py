@@ -17,9 +17,10 @@ the old process resumes nothing and accepts on nothing until it *knows*
    ``DONE`` read meanwhile changes nothing, the ``ABORT`` is on its way;
 3. without that answer (the channel ended, or the successor hangs) only the
    process table can tell: a successor that has exited holds nothing (its
-   pid, from the channel's peer credentials, is watched through a pidfd);
-   one that lives but does not answer is killed (SIGKILL through the pidfd,
-   which cannot hit a reused pid) and waited for.
+   pid, from the channel's peer credentials, is watched through a pidfd
+   opened as the handoff begins, so a reused pid is never taken for it);
+   one that lives but does not answer is killed (SIGKILL through the pidfd)
+   and waited for.
 
 Only then are the batches resumed (what they missed is replayed from
 history) and the listening sockets kept in spare accepted on again
@@ -61,6 +62,8 @@ class Moving:
 
     node: Node
     channel: Channel
+    #: The successor's process, watched from the start (``watch``).
+    successor: WatchedProcess | None = None
     #: Duplicates of the listening sockets, kept to accept again after a failure.
     spare_clients: list[socket.socket] = field(default_factory=list)
     spare_admin: list[socket.socket] = field(default_factory=list)
@@ -76,11 +79,27 @@ class Moving:
     stopped_accepting: bool = False
     admin_closed: bool = False
 
+    def close(self) -> None:
+        """Stop watching the successor; close what is kept in spare."""
+        if self.successor is not None:
+            self.successor.close()
+        self.close_spares()
+
     def close_spares(self) -> None:
         """Close the listening sockets kept in spare (those not accepted on again)."""
         for spare in (*self.spare_clients, *self.spare_admin):
             spare.close()
         self.spare_clients, self.spare_admin = [], []
+
+
+def watch(channel: Channel) -> WatchedProcess | None:
+    """The process at the other end of ``channel``, watched from now on (None: no pid).
+
+    Opened as the handoff begins, while that process is connected: once it
+    has exited and been reaped (by the supervisor, or by this process, whose
+    child it is after an upgrade on SIGUSR2), its pid may name another.
+    """
+    return WatchedProcess(channel.peer_pid) if channel.peer_pid else None
 
 
 async def give_up(moving: Moving) -> None:
@@ -106,34 +125,29 @@ async def take_back(moving: Moving) -> None:
     if await _released(channel, deadline):
         log.info("the successor released the %d batches this process serves again", len(reclaimed))
         return
-    pid = channel.peer_pid
-    successor = WatchedProcess(pid) if pid else None
-    try:
-        exited = None
-        if successor is not None:
-            exited = await successor.exited(max(0.0, deadline - loop.time()))
-        if exited:
-            return
-        if exited is None or successor is None:
-            log.warning(
-                "cannot tell whether the successor (pid %s) still holds browser connections "
-                "(no pidfd here); serving them again",
-                pid,
-            )
-            return
-        log.error(
-            "the successor (pid %d) neither released %d batches of browser connections nor "
-            "exited within %g s: killing it, so that no browser is served by two processes",
-            successor.pid,
-            len(reclaimed),
-            RELEASE_SECONDS,
+    successor = moving.successor
+    exited = None
+    if successor is not None:
+        exited = await successor.exited(max(0.0, deadline - loop.time()))
+    if exited:
+        return
+    if exited is None or successor is None:
+        log.warning(
+            "cannot tell whether the successor (pid %s) still holds browser connections "
+            "(no pidfd here); serving them again",
+            channel.peer_pid,
         )
-        successor.kill()
-        if not await successor.exited(KILLED_SECONDS):
-            log.error("the successor (pid %d) still runs after SIGKILL", successor.pid)
-    finally:
-        if successor is not None:
-            successor.close()
+        return
+    log.error(
+        "the successor (pid %d) neither released %d batches of browser connections nor "
+        "exited within %g s: killing it, so that no browser is served by two processes",
+        successor.pid,
+        len(reclaimed),
+        RELEASE_SECONDS,
+    )
+    successor.kill()
+    if not await successor.exited(KILLED_SECONDS):
+        log.error("the successor (pid %d) still runs after SIGKILL", successor.pid)
 
 
 async def _released(channel: Channel, deadline: float) -> bool:

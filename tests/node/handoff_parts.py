@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -131,9 +132,10 @@ async def close_all(watchers: list[Watcher]) -> None:
 class StandIn:
     """Stands in for ``WatchedProcess``: a process that runs until "killed"."""
 
-    def __init__(self, pid: int) -> None:
-        """Watch (pretend to watch) ``pid``."""
+    def __init__(self, pid: int, by: str) -> None:
+        """Watch (pretend to watch) ``pid`` for the module named ``by``."""
         self.pid = pid
+        self.by = by
         self.killed = False
 
     async def exited(self, within: float) -> bool:
@@ -153,13 +155,16 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> list[Sta
     """Make ``modules`` watch processes with stand-ins; return each one made, in order."""
     made: list[StandIn] = []
 
-    def watch(pid: int) -> StandIn:
-        made.append(StandIn(pid))
-        return made[-1]
+    def watcher(by: str) -> Callable[[int], StandIn]:
+        def watch(pid: int) -> StandIn:
+            made.append(StandIn(pid, by))
+            return made[-1]
+
+        return watch
 
     for module in modules:
         # raising=False: a module that watches no process yet (before a fix) still runs.
-        monkeypatch.setattr(module, "WatchedProcess", watch, raising=False)
+        monkeypatch.setattr(module, "WatchedProcess", watcher(module.__name__), raising=False)
     return made
 
 

@@ -129,9 +129,10 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
             async with asyncio.timeout(WAIT):
                 await adopt_all(successor, channel, resumption)  # serves on
             assert hung.is_set()
-            [old_process] = watched
+            [old_process] = [process for process in watched if process.by == handoff_take.__name__]
             assert old_process.pid == os.getpid()  # the old side: this process here
             assert old_process.killed
+            assert [process.killed for process in watched] == [False, True]  # not the successor
             assert "has not confirmed the end of the handoff" in caplog.text
             assert successor.hub.subscription_count() == 1
         finally:
