@@ -18,10 +18,20 @@ message. The conversation (``relay.node.handoff`` carries it out):
   before was delivered by the old process (the cut);
 - old: ``ADMIN`` + the admin listening sockets, then ``DONE`` {moved[,
   position]} once its own admin listener has finished its last request;
-- old, instead of the rest, when it gives up and serves again: ``ABORT``
-  {resumed: [batch numbers]}, the batches whose connections it serves
-  again (their acknowledgement did not reach it). The successor then exits:
-  a channel that ends before ``DONE`` is a failed handoff too.
+- old, instead of the rest, when it gives up: ``ABORT`` {resumed: [batch
+  numbers]}, the batches whose connections it will serve again (their
+  acknowledgement did not reach it); successor: ``RELEASED`` {released:
+  [batch numbers]} once it has dropped its descriptors of them, and it then
+  exits without serving. The old process resumes those batches only after
+  ``RELEASED`` or the successor's exit (``relay.node.handoff_abort``). A
+  channel that ends before ``DONE`` is a failed handoff too.
+
+After its ``DONE`` the old process sends nothing more, and after its own
+``DONE`` neither does the successor (but ``RELEASED`` in answer to a late
+``ABORT``): whichever closes first leaves nothing unread at the other end.
+(Closing a unix socket with unread data resets the other end, and the
+kernel reports the reset before the datagrams still queued there, so a
+forwarded message left unread would hide the ``DONE`` behind it.)
 
 In broker mode the old process also says where it stands in Redis' streams
 (``position``: the newest id per instance, Redis' time at its last reload)
@@ -73,6 +83,7 @@ class Kind(enum.IntEnum):
     ADMIN = 6
     DONE = 7
     ABORT = 8
+    RELEASED = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +242,7 @@ def forward_body(instance: str, payload: bytes | memoryview) -> dict[str, Any]:
 
 
 def abort_body(resumed: Iterable[int]) -> dict[str, Any]:
-    """The body of an ``ABORT`` message: the batches the old process serves again."""
+    """The body of an ``ABORT`` message: the batches the old process serves again once released."""
     return {"resumed": sorted(resumed)}
 
 
@@ -243,6 +254,23 @@ def resumed_of(body: dict[str, Any]) -> set[int]:
     """
     try:
         return {int(number) for number in body["resumed"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HandoffError(f"not a list of batches: {exc}") from None
+
+
+def released_body(released: Iterable[int]) -> dict[str, Any]:
+    """The body of a ``RELEASED`` message: the batches the successor no longer holds."""
+    return {"released": sorted(released)}
+
+
+def released_of(body: dict[str, Any]) -> set[int]:
+    """The batch numbers a ``RELEASED`` body names.
+
+    Raises:
+        HandoffError: a ``released`` field that is not a list of numbers.
+    """
+    try:
+        return {int(number) for number in body["released"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise HandoffError(f"not a list of batches: {exc}") from None
 

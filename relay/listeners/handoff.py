@@ -73,6 +73,8 @@ class Channel:
         self._flushed = asyncio.Event()
         self._flushed.set()
         self.closed = False
+        #: Why the channel ended, for the error a later ``receive`` raises.
+        self._ended = "the other process closed the handoff channel"
         #: The pid of the process at the other end, read while the socket is
         #: open (the channel may have ended by the time someone asks).
         self.peer_pid: int | None = None
@@ -169,15 +171,40 @@ class Channel:
         Raises:
             HandoffError: the other process closed the channel or sent garbage.
         """
-        item = await self._incoming.get()
+        return self._item(await self._incoming.get())
+
+    def receive_now(self) -> tuple[Kind, dict[str, object], list[int]] | None:
+        """The next message if one has arrived (read from the socket now), else None.
+
+        For a deadline that passed: a message that came in the same moment
+        is read, whichever of the two the loop saw first.
+
+        Raises:
+            HandoffError: the other process closed the channel or sent garbage.
+        """
+        if not self.closed:
+            self._readable()
+        if self._incoming.empty():
+            return None
+        return self._item(self._incoming.get_nowait())
+
+    def _item(
+        self, item: tuple[Kind, dict[str, object], list[int]] | None
+    ) -> tuple[Kind, dict[str, object], list[int]]:
         if item is None:
             self._incoming.put_nowait(None)  # every later receive fails too
-            raise HandoffError("the other process closed the handoff channel")
+            raise HandoffError(self._ended)
         return item
 
     def _lost(self, exc: Exception | None) -> None:
-        if exc is not None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            # The other process closed its end (a reset only says it left
+            # something unread): the caller decides whether that was a failure.
+            log.debug("the handoff channel ended: %s", exc)
+            self._ended = f"the other process closed the handoff channel ({exc.strerror})"
+        elif exc is not None:
             log.warning("handoff channel failed: %s", exc)
+            self._ended = f"the handoff channel failed: {exc}"
         self.close()
 
     def close(self) -> None:

@@ -25,12 +25,22 @@ stopped (``relay.node.handoff_cut``); presence, the cluster-status lease and
 alerts are each process' own (README, "Upgrading without disconnecting anyone").
 
 A failure (the successor exits, stalls, or sends garbage) leaves the old
-process serving: connections not adopted yet are resumed (what they missed
-is replayed from history), and it accepts again on the sockets it kept. It
-then says ``ABORT`` with the batches it resumed; the successor, on that or
-on a channel that ends before ``DONE``, gives those back (drops its
-descriptor only), closes the others it adopted (1001: they reconnect to the
-old process and replay) and exits, so that one process serves, not two.
+process serving: it says ``ABORT`` with the batches not acknowledged yet,
+and resumes them (what they missed is replayed from history) and accepts
+again on the sockets it kept only once the successor has released them or
+is gone, a hung one killed (``relay.node.handoff_abort``), so that no
+socket is ever served by both. The successor, on ``ABORT`` or on a channel
+that ends before ``DONE``, gives those back (drops its descriptor only),
+closes the others it adopted (1001: they reconnect to the old process and
+replay) and exits, so that one process serves, not two.
+
+The end is the old process reading the successor's ``DONE``: from then on
+it never serves again, and it closes the channel and exits. It stops
+forwarding as it says its own ``DONE`` (what it routes later is the
+successor's to read from Redis or its peers), so that neither side ever
+closes the channel with something unread: on a unix socket that resets the
+other end, which then loses the ``DONE`` queued behind the reset and would
+take a clean end for a failure.
 """
 
 from __future__ import annotations
@@ -42,19 +52,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
-    ConnectionState,
     HandoffError,
     Kind,
-    abort_body,
     batches,
     listener_kinds,
 )
-from relay.listeners.handoff import Channel, MovableConnection, cut_movable
+from relay.listeners.handoff import Channel, cut_movable
+from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (
     cannot_cut,
     forward_routed,
@@ -71,26 +79,6 @@ ANSWER_SECONDS = 30.0
 ROUND_CONNECTIONS = 5 * BATCH_SOCKETS
 #: Pause between rounds that wait for connections still in their handshake (a bounded poll).
 STRAGGLER_POLL = 0.05
-
-
-@dataclass
-class _Moving:
-    """The old process' side of one handoff: what it must undo if the successor fails."""
-
-    node: Node
-    channel: Channel
-    #: Duplicates of the listening sockets, kept to accept again after a failure.
-    spare_clients: list[socket.socket] = field(default_factory=list)
-    spare_admin: list[socket.socket] = field(default_factory=list)
-    #: Batch number -> its connections, cut but not acknowledged yet.
-    pending: dict[int, list[tuple[MovableConnection, ConnectionState]]] = field(
-        default_factory=dict
-    )
-    cut_at: dict[int, float] = field(default_factory=dict)
-    batches_sent: int = 0
-    moved: int = 0
-    stopped_accepting: bool = False
-    admin_closed: bool = False
 
 
 class HandoffPoint:
@@ -140,20 +128,21 @@ class HandoffPoint:
         self._task = asyncio.get_running_loop().create_task(self._run(Channel(conn)))
 
     async def _run(self, channel: Channel) -> None:
-        moving = _Moving(self._node, channel)
+        moving = Moving(self._node, channel, watch(channel))
         try:
             await _hand_over(moving)
         except (HandoffError, OSError, TimeoutError) as exc:
             log.error("handoff failed, this process keeps serving: %s", str(exc) or "no answer")
-            await _give_up(moving)
+            await give_up(moving)
         except Exception:
             log.exception("handoff failed, this process keeps serving")
-            await _give_up(moving)
+            await give_up(moving)
         else:
             self.close(unlink=False)  # the successor listens at the path now
             self._on_done()
         finally:
             channel.close()
+            moving.close()  # spares left (if cancelled: the node stops) and the watch
 
     def close(self, *, unlink: bool = True) -> None:
         """Stop waiting for a successor; remove the socket file unless a successor owns it."""
@@ -168,7 +157,14 @@ class HandoffPoint:
 
 
 async def _answer(channel: Channel, expected: Kind) -> dict[str, object]:
-    kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+    try:
+        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+    except TimeoutError:
+        # One that came as the deadline passed counts: a process stopped for
+        # a while sees both at once, and the loop may run the timer first.
+        if (item := channel.receive_now()) is None:
+            raise
+        kind, body, fds = item
     for fd in fds:
         os.close(fd)
     if kind is not expected:
@@ -180,7 +176,7 @@ def _dup_all(sockets: list[socket.socket]) -> list[int]:
     return [os.dup(sock.fileno()) for sock in sockets]
 
 
-async def _hand_over(moving: _Moving) -> None:
+async def _hand_over(moving: Moving) -> None:
     """The old process' side, from HELLO to DONE."""
     node, channel = moving.node, moving.channel
     hello = await _answer(channel, Kind.HELLO)
@@ -200,6 +196,7 @@ async def _hand_over(moving: _Moving) -> None:
         body = listener_kinds(["client"] * len(client_sockets)) | position(node)
         body |= heard_verdicts(node)
         channel.send(Kind.LISTENERS, body, _dup_all(client_sockets), owned=True)
+        moving.passed = True
         await _move_connections(moving)
         moving.stopped_accepting = True
         for listener in node.client_listeners:
@@ -212,16 +209,20 @@ async def _hand_over(moving: _Moving) -> None:
         )
         moving.admin_closed = True
         await node.close_admin()  # posts in flight are answered, and forwarded
+        # DONE is the last message: the successor reads from Redis from DONE's
+        # position on (in a mesh it takes every post now, peers' too), so what
+        # is routed here later is not its to deliver, and left unread it would
+        # reset the channel when the successor closes it.
+        stop_forwarding()
         channel.send(Kind.DONE, {"moved": moving.moved} | position(node))
         await _answer(channel, Kind.DONE)
     finally:
-        stop_forwarding()
-    for spare in (*moving.spare_clients, *moving.spare_admin):
-        spare.close()
+        stop_forwarding()  # idempotent
+    moving.close_spares()
     log.info("handoff done: %d browser connections moved", moving.moved)
 
 
-async def _move_stragglers(moving: _Moving) -> None:
+async def _move_stragglers(moving: Moving) -> None:
     """Move the browsers that finish their handshake now, until none is left in one (bounded).
 
     Raises:
@@ -248,7 +249,7 @@ async def _move_stragglers(moving: _Moving) -> None:
         moved, waiting = await _move_connections(moving)
 
 
-async def _move_connections(moving: _Moving) -> tuple[int, int]:
+async def _move_connections(moving: Moving) -> tuple[int, int]:
     """Cut, pass and release every connection that can move now.
 
     Returns how many moved and how many are still in their handshake here
@@ -281,44 +282,3 @@ async def _move_connections(moving: _Moving) -> tuple[int, int]:
                 connection.release()
             moving.moved += len(done)
         total += len(cut)
-
-
-async def _give_up(moving: _Moving) -> None:
-    """Serve again, then tell the successor (if it listens) which batches are served here."""
-    resumed = list(moving.pending)
-    try:
-        await _recover(moving)
-    finally:
-        channel = moving.channel
-        # Bounded: a successor that stalled may never read it (it then sees the end).
-        with contextlib.suppress(HandoffError, TimeoutError):
-            channel.send(Kind.ABORT, abort_body(resumed))
-            async with asyncio.timeout(ANSWER_SECONDS):
-                await channel.flush()
-
-
-async def _recover(moving: _Moving) -> None:
-    """After a failed handoff: serve again what was cut but not adopted, accept again."""
-    node = moving.node
-    now = time.monotonic()
-    resumed = 0
-    for number, cut in moving.pending.items():
-        missed_ms = (now - moving.cut_at[number]) * 1000.0
-        for connection, state in cut:
-            connection.resume(state, missed_ms)
-            resumed += 1
-    moving.pending.clear()
-    if moving.stopped_accepting:
-        for listener, spare in zip(node.client_listeners, moving.spare_clients, strict=False):
-            await listener.accept(spare)
-        moving.spare_clients = []
-    if moving.admin_closed:
-        await node.start_admin(moving.spare_admin)
-        moving.spare_admin = []
-    for spare in (*moving.spare_clients, *moving.spare_admin):
-        spare.close()
-    log.warning(
-        "after the failed handoff: %d connections had moved, %d resumed here",
-        moving.moved,
-        resumed,
-    )

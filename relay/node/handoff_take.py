@@ -3,10 +3,24 @@
 ``take_over`` connects to the old process and starts a node on the client
 listening sockets it passes; ``adopt_all`` adopts what follows until
 ``DONE``. A handoff that fails on the old side (``ABORT``, or a channel that
-ends before ``DONE`` and its confirmation while the old process lives on)
-raises: what the old process may still serve is given back, and the caller
-stops the node, so that two processes never serve the same sockets. When the
-channel ended because the old process died, this one serves on alone.
+ends before ``DONE`` while the old process lives on) raises: what the old
+process may still serve is given back (on ``ABORT``, confirmed with
+``RELEASED``: the old process resumes those batches only then, see
+``relay.node.handoff_abort``), and the caller stops the node, so that two
+processes never serve the same sockets. When the channel ended because the
+old process died, this one serves on alone.
+
+Once both have said ``DONE``, the handoff is done when the old process closes the
+channel: it does so when it has read this one's ``DONE``, and it never
+serves again after that. Before that it may still give up (its wait for
+this ``DONE`` timed out, the ``DONE`` in flight): its ``ABORT`` comes first.
+An old process that neither closes nor says anything within
+``ANSWER_SECONDS`` (its own deadline passed before this one's) is alive but
+hung, and would decide whenever it wakes: it is killed, and this process
+serves on alone. It holds nothing by then (every batch acknowledged, its
+admin listener closed), so nothing is lost; under systemd this process says
+it is the main process first, as the old one's death would otherwise end
+the service.
 """
 
 from __future__ import annotations
@@ -20,12 +34,19 @@ import socket
 from relay import __version__
 from relay.config import Config
 from relay.errors import StartupError
-from relay.links.handoff_wire import ConnectionState, HandoffError, Kind, resumed_of
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Kind,
+    released_body,
+    resumed_of,
+)
 from relay.listeners.handoff import Channel, MovableConnection, adopt
 from relay.node.handoff import ANSWER_SECONDS
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
+from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
@@ -98,8 +119,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
             elif kind is Kind.ABORT:
-                resumed = resumed_of(body)
-                _give_back(adopted, resumed)
+                resumed = await _release(channel, adopted, body)
                 raise StartupError(
                     f"the old process failed to hand over and serves again: {len(resumed)} "
                     "batches of browser connections given back to it, the others closed"
@@ -108,7 +128,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 resumption.done(body)
                 with contextlib.suppress(HandoffError):  # it may have given up: read on
                     channel.send(Kind.DONE, {})
-                await _confirmed(channel, adopted)
+                await _confirmed(node, channel, adopted, old)
                 log.info("took over %s browser connections", body.get("moved"))
                 break
     except (HandoffError, ValueError) as exc:
@@ -139,19 +159,75 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
         await node.start_admin()
 
 
-async def _confirmed(channel: Channel, adopted: dict[int, list[MovableConnection]]) -> None:
-    """Wait for the old process to close the channel on our ``DONE``: it gave up if it says ABORT.
+async def _confirmed(
+    node: Node,
+    channel: Channel,
+    adopted: dict[int, list[MovableConnection]],
+    old: WatchedProcess | None,
+) -> None:
+    """Wait for the old process to close the channel on our ``DONE``; kill it if it hangs.
 
     Raises:
         StartupError: it said ``ABORT`` (its wait for our ``DONE`` timed out).
     """
-    with contextlib.suppress(TimeoutError, HandoffError):
+    try:
         async with asyncio.timeout(ANSWER_SECONDS):
-            while True:  # what it forwards now is the broker's to deliver here
+            while True:
                 kind, body, _fds = await channel.receive()
                 if kind is Kind.ABORT:
-                    _give_back(adopted, resumed_of(body))
+                    await _release(channel, adopted, body)
                     raise StartupError("the old process gave up on the handoff at its end")
+    except HandoffError:
+        return  # it read our DONE and closed the channel: done
+    except TimeoutError:
+        pass
+    # Its ABORT may have come as the deadline passed.
+    with contextlib.suppress(HandoffError):
+        while (item := channel.receive_now()) is not None:
+            kind, body, _fds = item
+            if kind is Kind.ABORT:
+                await _release(channel, adopted, body)
+                raise StartupError("the old process gave up on the handoff at its end")
+    if old is None or (exited := await old.exited(0)) is None:
+        log.warning(
+            "the old process has not closed the handoff channel %g s after its end, and "
+            "whether it still runs cannot be known here; serving on",
+            ANSWER_SECONDS,
+        )
+        return
+    if exited:
+        return  # it died meanwhile: this process serves alone
+    if node.role is None:
+        # Under systemd the old process is the service's main process until now.
+        Notifier().notify(f"MAINPID={os.getpid()}")
+    log.error(
+        "the old process (pid %d) has not confirmed the end of the handoff in %g s though "
+        "it runs (hung?): killing it, so that it never serves beside this process",
+        old.pid,
+        ANSWER_SECONDS,
+    )
+    old.kill()
+    if not await old.exited(OLD_EXIT_SECONDS):
+        log.error("the old process (pid %d) still runs after SIGKILL", old.pid)
+
+
+async def _release(
+    channel: Channel, adopted: dict[int, list[MovableConnection]], abort: dict[str, object]
+) -> set[int]:
+    """Give back the batches ``ABORT`` names; say ``RELEASED`` (the old one resumes them then).
+
+    Returns the batch numbers.
+
+    Raises:
+        HandoffError: the body is not a list of batches.
+    """
+    resumed = resumed_of(abort)
+    _give_back(adopted, resumed)
+    with contextlib.suppress(HandoffError, TimeoutError):
+        channel.send(Kind.RELEASED, released_body(resumed))
+        async with asyncio.timeout(ANSWER_SECONDS):  # it is waiting for it: sent at once
+            await channel.flush()
+    return resumed
 
 
 def _give_back(adopted: dict[int, list[MovableConnection]], batches: set[int] | None) -> None:

@@ -1,10 +1,12 @@
-"""Whether a process has exited, seen through a pidfd: a handoff successor asks it of the old one.
+"""Whether a process has exited, seen through a pidfd; and a kill that cannot hit a reused pid.
 
 A channel that ends before the handoff is done means one of two things: the
 old process gave up and serves again, or it died. Only the process table
 tells them apart, and a pid alone cannot (a dead child stays a zombie, whose
 pid still answers ``kill(pid, 0)``, until its parent reaps it); a pidfd
-becomes readable once the process has exited, zombie or not.
+becomes readable once the process has exited, zombie or not. Each side of
+a handoff asks it of the other, and kills the other through it when that
+one hangs (``relay.node.handoff_abort``, ``relay.node.handoff_take``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import signal
 import socket
 import struct
 
@@ -53,6 +57,8 @@ class WatchedProcess:
             return True
         if self._pidfd is None:
             return None
+        if select.select([self._pidfd], [], [], 0)[0]:
+            return True  # exited already: no wait, even with ``within`` 0
         loop = asyncio.get_running_loop()
         ended = asyncio.Event()
         loop.add_reader(self._pidfd, ended.set)
@@ -63,6 +69,20 @@ class WatchedProcess:
             return False
         finally:
             loop.remove_reader(self._pidfd)
+        return True
+
+    def kill(self) -> bool:
+        """Send SIGKILL through the pidfd (never to a pid reused since); whether it was sent.
+
+        False when it cannot be sent safely (no pidfd) or the process is gone.
+        """
+        if self._gone or self._pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            self._gone = True
+            return False
         return True
 
     def close(self) -> None:

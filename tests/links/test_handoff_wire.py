@@ -17,6 +17,8 @@ from relay.links.handoff_wire import (
     pieces,
     position_body,
     position_of,
+    released_body,
+    released_of,
     resumed_of,
 )
 
@@ -96,3 +98,12 @@ def test_an_abort_names_the_batches_the_old_process_serves_again() -> None:
         resumed_of({"resumed": ["x"]})
     with pytest.raises(HandoffError):
         resumed_of({})
+
+
+def test_released_names_the_batches_the_successor_gave_back() -> None:
+    kind, body = decode(encode(Kind.RELEASED, released_body({2, 0})))
+    assert kind is Kind.RELEASED
+    assert released_of(body) == {0, 2}
+    assert released_of(released_body([])) == set()
+    with pytest.raises(HandoffError, match="not a list of batches"):
+        released_of({"released": [None]})

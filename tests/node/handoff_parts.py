@@ -3,7 +3,9 @@
 A :class:`Watcher` is one browser subscribed to ``K`` that keeps every
 message id it receives and how its connection ended; a :class:`Poster` is an
 application server posting ``RATE`` messages a second to an admin port;
-:func:`read_status` reads a node's ``/status/``.
+:func:`read_status` reads a node's ``/status/``. :class:`StandIn` takes the
+place of the other side's pid watcher when both sides of a handoff run in
+the test's process (whose pid they would otherwise watch, and kill).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import websockets
 
 from tests.support import WAIT, notification
@@ -122,6 +127,45 @@ async def close_all(watchers: list[Watcher]) -> None:
     """Close every watcher's connection and wait for its reader to end."""
     await asyncio.gather(*(watcher.ws.close() for watcher in watchers))
     await asyncio.gather(*(watcher.task for watcher in watchers))
+
+
+class StandIn:
+    """Stands in for ``WatchedProcess``: a process that runs until "killed"."""
+
+    def __init__(self, pid: int, by: str) -> None:
+        """Watch (pretend to watch) ``pid`` for the module named ``by``."""
+        self.pid = pid
+        self.by = by
+        self.killed = False
+
+    async def exited(self, within: float) -> bool:
+        """Whether it was "killed"; no wait (it is this process, which runs)."""
+        return self.killed
+
+    def kill(self) -> bool:
+        """Record the kill instead of sending it."""
+        self.killed = True
+        return True
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def stand_ins(monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> list[StandIn]:
+    """Make ``modules`` watch processes with stand-ins; return each one made, in order."""
+    made: list[StandIn] = []
+
+    def watcher(by: str) -> Callable[[int], StandIn]:
+        def watch(pid: int) -> StandIn:
+            made.append(StandIn(pid, by))
+            return made[-1]
+
+        return watch
+
+    for module in modules:
+        # raising=False: a module that watches no process yet (before a fix) still runs.
+        monkeypatch.setattr(module, "WatchedProcess", watcher(module.__name__), raising=False)
+    return made
 
 
 async def read_status(port: int) -> dict[str, Any]:

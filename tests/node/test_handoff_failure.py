@@ -18,9 +18,15 @@ The same in broker mode, on a real redis-server.
 The other way round, the old process gives up while its successor lives: the
 successor is stopped (SIGSTOP) before the old process says ``DONE``, so the
 old process' wait for its answer times out, as on a loaded box. The old one
-serves again (admin sockets included); once the successor runs again it reads
-``ABORT`` and exits 1 instead of serving beside it: the browsers it adopted
-are closed (1001) and come back to the old process, the others see nothing.
+says ``ABORT`` and serves again (admin sockets included) only once the
+successor cannot serve beside it:
+
+- woken (SIGCONT), the successor reads ``ABORT``, says ``RELEASED`` and exits
+  1: the browsers it adopted are closed (1001) and come back to the old
+  process, the others see nothing;
+- left stopped (hung), it is killed by the old process ``RELEASE_SECONDS``
+  later: the browsers it adopted lose their connection with it (1006) and
+  come back the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import pytest
 import websockets
 
 from relay.node.handoff import ANSWER_SECONDS
+from relay.node.handoff_abort import RELEASE_SECONDS
 from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
@@ -152,8 +159,9 @@ async def test_a_successor_killed_half_way_strands_no_browser(
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("successor", ["wakes", "hangs"])
 async def test_an_old_process_that_recovers_leaves_no_successor_serving(
-    relays: Relays, tmp_path: Path
+    relays: Relays, tmp_path: Path, successor: str
 ) -> None:
     old, new, late, plain, compressed, poster = await _half_way(relays, tmp_path)
     assert poster is not None
@@ -168,9 +176,17 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     opening = asyncio.create_task(connect_late())
     failed = "handoff failed, this process keeps serving: no answer"
     await asyncio.to_thread(old.wait_for_log, failed, timeout=ANSWER_SECONDS + WAIT)
-    new.signal(signal.SIGCONT)
-    assert await asyncio.to_thread(new.wait) == 1
-    assert "the old process gave up on the handoff at its end" in new.log
+    if successor == "wakes":
+        new.signal(signal.SIGCONT)
+        assert await asyncio.to_thread(new.wait) == 1
+        assert "the old process gave up on the handoff at its end" in new.log
+        assert "the successor released the 0 batches" in old.log
+        closed_with = 1001  # closed by the successor, not lost with it
+    else:
+        killed = rf"the successor \(pid {new.pid}\) neither released 0 batches .* killing it"
+        await asyncio.to_thread(old.wait_for_log, killed, timeout=RELEASE_SECONDS + WAIT)
+        assert await asyncio.to_thread(new.wait) == -signal.SIGKILL
+        closed_with = 1006  # lost with it
     assert "waiting for a successor" not in new.log  # the old one's socket is left alone
     await asyncio.to_thread(old.wait_for_log, f"{ADOPTED} connections had moved, 0 resumed here")
     # The browsers it adopted were closed, and come back to the old process.
@@ -197,7 +213,7 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     assert not poster.failures
     for before, after in zip(plain, back, strict=True):
         assert before.ended is not None
-        assert before.ws.close_code == 1001  # closed by the successor, not lost with it
+        assert before.ws.close_code == closed_with
         assert set(before.ids + after.ids) == set(poster.posted)
     for watcher in compressed:
         assert watcher.ended is None

@@ -1,16 +1,27 @@
-"""A successor that adopted a batch the old process then resumed gives it back untouched.
+"""A batch the old process takes back is served by one process at a time, never by two.
 
 In process: the old node's wait for the successor's acknowledgement is made
-short and the successor reads nothing until the old one has given up, as
-when a loaded box stalls it. The old process resumes the batch and says
-``ABORT``; the successor, reading on, adopts the batch, then must drop only
-its own descriptors (no close frame) and fail, while the old process goes
-on serving the same browsers on the same connections.
+short, so that it gives up, as on a loaded box. Both sides watch the other's
+pid through stand-ins (the other side is this very process).
+
+- The successor stalls and reads nothing until the old process has given
+  up: it then adopts the batch, reads the ``ABORT`` behind it and gives the
+  batch back (no close frame); the old process serves on the same browsers
+  on the same connections.
+- The successor adopts the batch and serves it at once, but its ``ADOPTED``
+  is still in flight when the old process gives up, and it reads the
+  ``ABORT`` only when the test lets it. Until then the old process must not
+  serve the batch (it used to resume it at once: both processes read and
+  wrote the same sockets until the successor read the ``ABORT``); once the
+  successor says ``RELEASED``, it does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +30,31 @@ import pytest
 
 from relay.config import parse_config
 from relay.errors import StartupError
+from relay.links.handoff_wire import HandoffError, Kind
 from relay.listeners.handoff import MovableConnection
-from relay.node import handoff
+from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
+from relay.node.node import Node
 from tests.broker.test_broker import StartNode, collect, open_browser
-from tests.support import Admin, local_config, notification
+from tests.node.handoff_parts import stand_ins
+from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 BROWSERS = 3
 
 
-async def test_a_batch_the_old_process_resumed_is_given_back(
-    start_node: StartNode,
-    session: aiohttp.ClientSession,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def _config() -> dict[str, Any]:
+    return local_config(limits={"max_connections_per_ip": 0})
+
+
+async def _old_node(start_node: StartNode) -> tuple[Node, list[Browser]]:
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    return old, [await open_browser(old, "PHID-G") for _ in range(BROWSERS)]
+
+
+async def _served_here_once(
+    old: Node, session: aiohttp.ClientSession, browsers: Sequence[Browser]
 ) -> None:
-    monkeypatch.setattr(handoff, "ANSWER_SECONDS", 0.2)
-    config = local_config(limits={"max_connections_per_ip": 0})
-    old = await start_node(config, connection_factory=MovableConnection)
-    browsers = [await open_browser(old, "PHID-G") for _ in range(BROWSERS)]
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
-        successor, channel, resumption = await take_over(parse_config(config), path)
-        try:
-            # Nothing read here until the old process gave up: its wait times out.
-            handing = point._task  # the old side's handoff, under way since LISTENERS
-            assert handing is not None
-            await asyncio.wait_for(handing, 10)
-            with pytest.raises(StartupError, match="serves again: 1 batches"):
-                await adopt_all(successor, channel, resumption)
-        finally:
-            channel.close()
-            await successor.stop()
-    finally:
-        point.close()
+    """A post to ``old`` reaches each browser once, on the connection it had."""
     admin = Admin(session, old.admin_addresses[0][1])
     status, _ = await admin.post(notification("PHID-G", unique_id="after"))
     assert status == 200
@@ -63,3 +63,105 @@ async def test_a_batch_the_old_process_resumed_is_given_back(
         await collect(browser, got, 1, "the old process still serves the browser")
         assert [message["uniqueID"] for message in got] == ["after"]
         await browser.close()
+
+
+async def test_a_batch_the_old_process_resumed_is_given_back(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(handoff, "ANSWER_SECONDS", 0.2)
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    old, browsers = await _old_node(start_node)
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            # Nothing read here until the old process gave up: its wait timed out.
+            async def gave_up() -> bool:
+                return "handoff failed, this process keeps serving" in caplog.text
+
+            await eventually(gave_up, "the old process gave up")
+            with pytest.raises(StartupError, match="serves again: 1 batches"):
+                await adopt_all(successor, channel, resumption)
+            handing = point._task  # the old side's handoff: it resumes the batch now
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)
+        finally:
+            channel.close()
+            await successor.stop()
+    finally:
+        point.close()
+    assert "the successor released the 1 batches" in caplog.text
+    await _served_here_once(old, session, browsers)
+
+
+async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handoff, "ANSWER_SECONDS", 0.2)
+    watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
+    old, browsers = await _old_node(start_node)
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        # The successor's ADOPTED is in flight until the ABORT behind it has
+        # come; the successor reads that ABORT only once the test says so.
+        in_flight: list[dict[str, object]] = []
+        aborted, go_on = asyncio.Event(), asyncio.Event()
+        send, receive = channel.send, channel.receive
+
+        def send_late(
+            kind: Kind, body: dict[str, object], fds: Sequence[int] = (), *, owned: bool = False
+        ) -> None:
+            if kind is Kind.ADOPTED and not aborted.is_set():
+                in_flight.append(body)
+            else:
+                send(kind, body, fds, owned=owned)
+
+        async def receive_held() -> tuple[Kind, dict[str, object], list[int]]:
+            item = await receive()
+            if item[0] is Kind.ABORT:
+                with contextlib.suppress(HandoffError):  # it may be gone already
+                    for body in in_flight:
+                        send(Kind.ADOPTED, body)  # arrives now, after the old process gave up
+                aborted.set()
+                await go_on.wait()
+            return item
+
+        monkeypatch.setattr(channel, "send", send_late)
+        monkeypatch.setattr(channel, "receive", receive_held)
+        adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
+        try:
+            async with asyncio.timeout(WAIT):
+                await aborted.wait()
+            # The successor serves the batch, and has not read the ABORT: the
+            # old process, which gave up, must not serve it too.
+            assert successor.hub.subscription_count() == BROWSERS
+            assert old.hub.subscription_count() == 0
+            go_on.set()
+            with pytest.raises(StartupError, match="serves again: 1 batches"):
+                await adopting
+            handing = point._task
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)
+        finally:
+            go_on.set()
+            adopting.cancel()
+            channel.close()
+            await successor.stop()
+    finally:
+        point.close()
+    assert old.hub.subscription_count() == BROWSERS  # resumed once released
+    assert not any(process.killed for process in watched)  # it answered: nobody killed
+    await _served_here_once(old, session, browsers)

@@ -1,8 +1,9 @@
-"""Whether a process has exited, seen through a pidfd (``relay.process.peer_process``)."""
+"""A process watched through a pidfd: has it exited; kill it (``relay.process.peer_process``)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,3 +48,16 @@ def test_peer_pid_is_the_other_end_of_a_unix_socket() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         assert peer_pid(ours) == os.getpid()
+
+
+async def test_a_hung_process_is_killed_through_its_pidfd() -> None:
+    with _sleeper() as child:
+        watched = WatchedProcess(child.pid)
+        try:
+            child.send_signal(signal.SIGSTOP)  # hung: a stopped process still dies of SIGKILL
+            assert watched.kill() is True
+            assert await watched.exited(5.0) is True
+            assert child.wait() == -signal.SIGKILL
+            assert watched.kill() is False  # gone: nothing sent
+        finally:
+            watched.close()

@@ -97,6 +97,12 @@ async def test_sigusr2_replaces_each_worker_in_turn_and_disconnects_no_one(
     assert node.running  # the supervisor itself keeps running (its old code)
     assert "was killed" not in node.log
     assert "exited with" not in node.log
+    # Each handoff ended cleanly: no old worker took it for a failed one (a
+    # 100k roll once saw a reset channel, and the old worker serve again),
+    # and each exited by itself.
+    assert node.log.count("handoff done: ") == 2
+    for problem in ("handoff failed", "handoff channel failed", "did not exit in"):
+        assert problem not in node.log
     await close_all(watchers)
 
 

@@ -1,0 +1,193 @@
+"""The old process' side of a failed handoff: take back from the successor, then serve again.
+
+The old process gives up (``relay.node.handoff``) when its successor exits,
+stalls or sends garbage. It may then serve again only what the successor
+can no longer serve, or both would read and write the same browser sockets
+(split frames, duplicate or lost messages). That is more than a theory: a
+successor whose ``ADOPTED`` is in flight when the old process' wait for it
+times out already serves the batch the old one believes it still holds. So
+the old process resumes nothing and accepts on nothing until it *knows*
+(:func:`take_back`):
+
+1. it says ``ABORT``, naming the batches whose acknowledgement it has not
+   read (those it means to serve again);
+2. it waits, at most ``RELEASE_SECONDS``, for the successor's ``RELEASED``:
+   the successor has dropped its descriptors of those batches and exits
+   without serving (``relay.node.handoff_take``); a late ``ADOPTED`` or
+   ``DONE`` read meanwhile changes nothing, the ``ABORT`` is on its way;
+3. without that answer (the channel ended, or the successor hangs) only the
+   process table can tell: a successor that has exited holds nothing (its
+   pid, from the channel's peer credentials, is watched through a pidfd
+   opened as the handoff begins, so a reused pid is never taken for it);
+   one that lives but does not answer is killed (SIGKILL through the pidfd)
+   and waited for.
+
+Only then are the batches resumed (what they missed is replayed from
+history) and the listening sockets kept in spare accepted on again
+(:func:`give_up`). The alternative, resuming at once and counting on the
+``ABORT`` to stop the successor, leaves both serving until the successor
+reads it, which for a stalled process is any time. A hung successor costs
+the browsers it had adopted (the kernel closes their sockets with it; they
+reconnect here and replay), never a socket served twice. A process without
+pidfds (Linux before 5.3) cannot know; it serves again after the wait and
+says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from relay.links.handoff_wire import ConnectionState, HandoffError, Kind, abort_body
+from relay.listeners.handoff import Channel, MovableConnection
+from relay.node.node import Node
+from relay.process.peer_process import WatchedProcess
+
+log = logging.getLogger("relay.handoff")
+
+#: How long the old process waits for ``RELEASED`` (or the successor's exit) before killing it.
+RELEASE_SECONDS = 10.0
+#: How long a killed successor may take to be seen exited.
+KILLED_SECONDS = 5.0
+
+
+@dataclass
+class Moving:
+    """The old process' side of one handoff: what it must undo if the successor fails."""
+
+    node: Node
+    channel: Channel
+    #: The successor's process, watched from the start (``watch``).
+    successor: WatchedProcess | None = None
+    #: Duplicates of the listening sockets, kept to accept again after a failure.
+    spare_clients: list[socket.socket] = field(default_factory=list)
+    spare_admin: list[socket.socket] = field(default_factory=list)
+    #: Batch number -> its connections, cut but not acknowledged yet.
+    pending: dict[int, list[tuple[MovableConnection, ConnectionState]]] = field(
+        default_factory=dict
+    )
+    cut_at: dict[int, float] = field(default_factory=dict)
+    batches_sent: int = 0
+    moved: int = 0
+    #: Whether the successor got the listening sockets (it may serve from then on).
+    passed: bool = False
+    stopped_accepting: bool = False
+    admin_closed: bool = False
+
+    def close(self) -> None:
+        """Stop watching the successor; close what is kept in spare."""
+        if self.successor is not None:
+            self.successor.close()
+        self.close_spares()
+
+    def close_spares(self) -> None:
+        """Close the listening sockets kept in spare (those not accepted on again)."""
+        for spare in (*self.spare_clients, *self.spare_admin):
+            spare.close()
+        self.spare_clients, self.spare_admin = [], []
+
+
+def watch(channel: Channel) -> WatchedProcess | None:
+    """The process at the other end of ``channel``, watched from now on (None: no pid).
+
+    Opened as the handoff begins, while that process is connected: once it
+    has exited and been reaped (by the supervisor, or by this process, whose
+    child it is after an upgrade on SIGUSR2), its pid may name another.
+    """
+    return WatchedProcess(channel.peer_pid) if channel.peer_pid else None
+
+
+async def give_up(moving: Moving) -> None:
+    """After a failed handoff: take back what the successor holds, then serve it again here."""
+    await take_back(moving)
+    await _recover(moving)
+
+
+async def take_back(moving: Moving) -> None:
+    """Say ``ABORT``; return once the successor released the pending batches or is gone.
+
+    A successor that neither answers nor exits within ``RELEASE_SECONDS``
+    is killed first.
+    """
+    channel = moving.channel
+    reclaimed = sorted(moving.pending)
+    with contextlib.suppress(HandoffError):  # it may have closed the channel: see below
+        channel.send(Kind.ABORT, abort_body(reclaimed))
+    if not moving.passed:
+        return  # it got nothing: there is nothing it could serve
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RELEASE_SECONDS
+    if await _released(channel, deadline):
+        log.info("the successor released the %d batches this process serves again", len(reclaimed))
+        return
+    successor = moving.successor
+    exited = None
+    if successor is not None:
+        exited = await successor.exited(max(0.0, deadline - loop.time()))
+    if exited:
+        return
+    if exited is None or successor is None:
+        log.warning(
+            "cannot tell whether the successor (pid %s) still holds browser connections "
+            "(no pidfd here); serving them again",
+            channel.peer_pid,
+        )
+        return
+    log.error(
+        "the successor (pid %d) neither released %d batches of browser connections nor "
+        "exited within %g s: killing it, so that no browser is served by two processes",
+        successor.pid,
+        len(reclaimed),
+        RELEASE_SECONDS,
+    )
+    successor.kill()
+    if not await successor.exited(KILLED_SECONDS):
+        log.error("the successor (pid %d) still runs after SIGKILL", successor.pid)
+
+
+async def _released(channel: Channel, deadline: float) -> bool:
+    """Read until the successor's ``RELEASED``; False if the channel ends or ``deadline`` passes.
+
+    ``deadline`` is on the loop's clock.
+    """
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                kind, _body, fds = await channel.receive()
+                for fd in fds:  # nothing it sends carries any: keep no stray one
+                    os.close(fd)
+                if kind is Kind.RELEASED:
+                    return True
+    except (HandoffError, TimeoutError):
+        return False
+
+
+async def _recover(moving: Moving) -> None:
+    """After a failed handoff: serve again what was cut but not adopted, accept again."""
+    node = moving.node
+    now = time.monotonic()
+    resumed = 0
+    for number, cut in moving.pending.items():
+        missed_ms = (now - moving.cut_at[number]) * 1000.0
+        for connection, state in cut:
+            connection.resume(state, missed_ms)
+            resumed += 1
+    moving.pending.clear()
+    if moving.stopped_accepting:
+        for listener, spare in zip(node.client_listeners, moving.spare_clients, strict=False):
+            await listener.accept(spare)
+        moving.spare_clients = []
+    if moving.admin_closed:
+        await node.start_admin(moving.spare_admin)
+        moving.spare_admin = []
+    moving.close_spares()
+    log.warning(
+        "after the failed handoff: %d connections had moved, %d resumed here",
+        moving.moved,
+        resumed,
+    )

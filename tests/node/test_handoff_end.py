@@ -1,0 +1,148 @@
+"""The end of a handoff: certain, and clean in the logs.
+
+In process, both sides in the test's event loop; each watches the other's
+pid through a stand-in (the other side is this very process).
+
+- A successor that closes the channel as soon as it has said ``DONE`` (as
+  one did before it waited for the old process to close it) leaves nothing
+  unread: the old process forwards nothing after its own ``DONE``. It used
+  to forward what it routed until it read the successor's ``DONE``; the
+  close then reset the channel, the kernel reported the reset before the
+  ``DONE`` queued behind it, and the old process logged ``handoff channel
+  failed: connection reset``, served again, and never exited by itself (a
+  ``--workers`` roll of 100,000 browsers had it killed 10 s later).
+- An old process that hangs after its ``DONE`` (it never reads the
+  successor's) used to leave the successor assuming success after
+  ``ANSWER_SECONDS``, while the old one could still wake, give up and serve
+  beside it: the successor now kills it, says so, and serves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.config import parse_config
+from relay.core.notification import parse_notification
+from relay.links.handoff_wire import Kind
+from relay.listeners.handoff import Channel, MovableConnection
+from relay.node import handoff, handoff_abort, handoff_take
+from relay.node.handoff_take import adopt_all, take_over
+from tests.broker.test_broker import StartNode, open_browser
+from tests.node.handoff_parts import stand_ins
+from tests.support import WAIT, local_config
+
+
+def _config() -> dict[str, Any]:
+    return local_config(limits={"max_connections_per_ip": 0})
+
+
+def _problems(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("relay.handoff") and record.levelno >= logging.WARNING
+    ]
+
+
+async def test_a_successor_that_closes_at_once_after_its_done_ends_the_handoff_cleanly(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    browser = await open_browser(old, "PHID-E")
+    path = str(tmp_path / "handoff.sock")
+    done = asyncio.Event()
+    point = handoff.HandoffPoint(old, path, on_done=done.set)
+    point.start()
+    try:
+        successor, channel, _resumption = await take_over(parse_config(_config()), path)
+        try:
+            # The successor's side by hand: answer each batch, read up to DONE.
+            while True:
+                kind, body, fds = await channel.receive()
+                for fd in fds:
+                    os.close(fd)  # the browsers and admin sockets stay the old one's here
+                if kind is Kind.CONNECTIONS:
+                    channel.send(Kind.ADOPTED, {"batch": body["batch"], "count": len(fds)})
+                elif kind is Kind.DONE:
+                    break
+            # The old process routes a message now, waiting for the successor's
+            # DONE (a peer's, or one Redis returns); then that DONE comes, and
+            # the channel closes at once, before anything more is read here.
+            raw = orjson.dumps({"subscribers": ["PHID-E"], "uniqueID": "late"})
+            old.hub.publish("default", parse_notification(raw))
+            channel.send(Kind.DONE, {})
+            channel.close()
+            handing = point._task
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)
+        finally:
+            channel.close()
+            await successor.stop()
+    finally:
+        point.close()
+    assert done.is_set()  # so the old process exits by itself
+    assert "handoff done: 1 browser connections moved" in caplog.text
+    assert not _problems(caplog)
+    assert not any(process.killed for process in watched)
+    await browser.ws.close()
+
+
+async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(handoff_take, "ANSWER_SECONDS", 0.2)
+    watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
+    answer = handoff._answer
+    hung = asyncio.Event()
+
+    async def hang_at_the_end(channel: Channel, expected: Kind) -> dict[str, object]:
+        if expected is Kind.DONE:  # alive, but it never reads the successor's DONE
+            hung.set()
+            await asyncio.Event().wait()
+        return await answer(channel, expected)
+
+    monkeypatch.setattr(handoff, "_answer", hang_at_the_end)
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    browser = await open_browser(old, "PHID-E")
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            async with asyncio.timeout(WAIT):
+                await adopt_all(successor, channel, resumption)  # serves on
+            assert hung.is_set()
+            [old_process] = [process for process in watched if process.by == handoff_take.__name__]
+            assert old_process.pid == os.getpid()  # the old side: this process here
+            assert old_process.killed
+            assert [process.killed for process in watched] == [False, True]  # not the successor
+            assert "has not confirmed the end of the handoff" in caplog.text
+            assert successor.hub.subscription_count() == 1
+        finally:
+            channel.close()
+            handing = point._task
+            if handing is not None:
+                handing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handing
+            await successor.stop()
+    finally:
+        point.close()
+    await browser.ws.close()
