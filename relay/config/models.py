@@ -167,6 +167,11 @@ class LimitsConfig(_Section):
     #: browsers naming further ones are counted together under "(other)".
     max_instances: int = Field(default=256, ge=1)
 
+    # Upgrades (relay.node.handoff).
+    #: How long either side of a handoff waits for the other's next answer before it
+    #: gives up (the old process serves on) or, at the end, kills a hung old process.
+    handoff_answer_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+
     # Browser side.
     #: Largest message a browser may send (a subscribe list, say); larger closes with 1009.
     browser_message_bytes: int = Field(default=64 * 1024, ge=1024)

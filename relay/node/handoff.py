@@ -73,8 +73,6 @@ from relay.node.node import Node
 
 log = logging.getLogger("relay.handoff")
 
-#: How long the old process waits for each answer before it gives up and keeps serving.
-ANSWER_SECONDS = 30.0
 #: Connections cut in one round (their batches are sent at once, then acknowledged).
 ROUND_CONNECTIONS = 5 * BATCH_SOCKETS
 #: Pause between rounds that wait for connections still in their handshake (a bounded poll).
@@ -156,9 +154,10 @@ class HandoffPoint:
                 os.unlink(self._path)
 
 
-async def _answer(channel: Channel, expected: Kind) -> dict[str, object]:
+async def _answer(moving: Moving, expected: Kind) -> dict[str, object]:
+    channel = moving.channel
     try:
-        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+        kind, body, fds = await asyncio.wait_for(channel.receive(), moving.answer_seconds)
     except TimeoutError:
         # One that came as the deadline passed counts: a process stopped for
         # a while sees both at once, and the loop may run the timer first.
@@ -179,7 +178,7 @@ def _dup_all(sockets: list[socket.socket]) -> list[int]:
 async def _hand_over(moving: Moving) -> None:
     """The old process' side, from HELLO to DONE."""
     node, channel = moving.node, moving.channel
-    hello = await _answer(channel, Kind.HELLO)
+    hello = await _answer(moving, Kind.HELLO)
     log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
     if (reason := cannot_cut(node)) is not None:
         raise HandoffError(reason)
@@ -215,7 +214,7 @@ async def _hand_over(moving: Moving) -> None:
         # reset the channel when the successor closes it.
         stop_forwarding()
         channel.send(Kind.DONE, {"moved": moving.moved} | position(node))
-        await _answer(channel, Kind.DONE)
+        await _answer(moving, Kind.DONE)
     finally:
         stop_forwarding()  # idempotent
     moving.close_spares()
@@ -276,7 +275,7 @@ async def _move_connections(moving: Moving) -> tuple[int, int]:
                 [cut[i][2] for i in indices],
             )
         for number in range(first, moving.batches_sent):
-            adopted = await _answer(channel, Kind.ADOPTED)
+            adopted = await _answer(moving, Kind.ADOPTED)
             done = moving.pending.pop(int(str(adopted.get("batch", number))), [])
             for connection, _state in done:
                 connection.release()

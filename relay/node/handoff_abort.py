@@ -79,6 +79,11 @@ class Moving:
     stopped_accepting: bool = False
     admin_closed: bool = False
 
+    @property
+    def answer_seconds(self) -> float:
+        """How long to wait for each answer of the successor (``limits.handoff_answer_seconds``)."""
+        return self.node.config.limits.handoff_answer_seconds
+
     def close(self) -> None:
         """Stop watching the successor; close what is kept in spare."""
         if self.successor is not None:

@@ -15,7 +15,8 @@ channel: it does so when it has read this one's ``DONE``, and it never
 serves again after that. Before that it may still give up (its wait for
 this ``DONE`` timed out, the ``DONE`` in flight): its ``ABORT`` comes first.
 An old process that neither closes nor says anything within
-``ANSWER_SECONDS`` (its own deadline passed before this one's) is alive but
+``limits.handoff_answer_seconds`` (its own deadline, the same length, passed
+before this one's) is alive but
 hung, and would decide whenever it wakes: it is killed, and this process
 serves on alone. It holds nothing by then (every batch acknowledged, its
 admin listener closed), so nothing is lost; under systemd this process says
@@ -42,7 +43,6 @@ from relay.links.handoff_wire import (
     resumed_of,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
-from relay.node.handoff import ANSWER_SECONDS
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
@@ -76,7 +76,9 @@ async def take_over(
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
     channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
     try:
-        kind, body, fds = await asyncio.wait_for(channel.receive(), ANSWER_SECONDS)
+        kind, body, fds = await asyncio.wait_for(
+            channel.receive(), config.limits.handoff_answer_seconds
+        )
     except (HandoffError, TimeoutError) as exc:
         channel.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
@@ -119,7 +121,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 await node.start_admin([socket.socket(fileno=fd) for fd in fds])
                 admin_started = True
             elif kind is Kind.ABORT:
-                resumed = await _release(channel, adopted, body)
+                resumed = await _release(node, channel, adopted, body)
                 raise StartupError(
                     f"the old process failed to hand over and serves again: {len(resumed)} "
                     "batches of browser connections given back to it, the others closed"
@@ -170,12 +172,13 @@ async def _confirmed(
     Raises:
         StartupError: it said ``ABORT`` (its wait for our ``DONE`` timed out).
     """
+    seconds = node.config.limits.handoff_answer_seconds
     try:
-        async with asyncio.timeout(ANSWER_SECONDS):
+        async with asyncio.timeout(seconds):
             while True:
                 kind, body, _fds = await channel.receive()
                 if kind is Kind.ABORT:
-                    await _release(channel, adopted, body)
+                    await _release(node, channel, adopted, body)
                     raise StartupError("the old process gave up on the handoff at its end")
     except HandoffError:
         return  # it read our DONE and closed the channel: done
@@ -186,13 +189,13 @@ async def _confirmed(
         while (item := channel.receive_now()) is not None:
             kind, body, _fds = item
             if kind is Kind.ABORT:
-                await _release(channel, adopted, body)
+                await _release(node, channel, adopted, body)
                 raise StartupError("the old process gave up on the handoff at its end")
     if old is None or (exited := await old.exited(0)) is None:
         log.warning(
             "the old process has not closed the handoff channel %g s after its end, and "
             "whether it still runs cannot be known here; serving on",
-            ANSWER_SECONDS,
+            seconds,
         )
         return
     if exited:
@@ -204,7 +207,7 @@ async def _confirmed(
         "the old process (pid %d) has not confirmed the end of the handoff in %g s though "
         "it runs (hung?): killing it, so that it never serves beside this process",
         old.pid,
-        ANSWER_SECONDS,
+        seconds,
     )
     old.kill()
     if not await old.exited(OLD_EXIT_SECONDS):
@@ -212,7 +215,10 @@ async def _confirmed(
 
 
 async def _release(
-    channel: Channel, adopted: dict[int, list[MovableConnection]], abort: dict[str, object]
+    node: Node,
+    channel: Channel,
+    adopted: dict[int, list[MovableConnection]],
+    abort: dict[str, object],
 ) -> set[int]:
     """Give back the batches ``ABORT`` names; say ``RELEASED`` (the old one resumes them then).
 
@@ -225,7 +231,8 @@ async def _release(
     _give_back(adopted, resumed)
     with contextlib.suppress(HandoffError, TimeoutError):
         channel.send(Kind.RELEASED, released_body(resumed))
-        async with asyncio.timeout(ANSWER_SECONDS):  # it is waiting for it: sent at once
+        # It is waiting for it: sent at once.
+        async with asyncio.timeout(node.config.limits.handoff_answer_seconds):
             await channel.flush()
     return resumed
 

@@ -13,7 +13,7 @@ pid through a stand-in (the other side is this very process).
   ``--workers`` roll of 100,000 browsers had it killed 10 s later).
 - An old process that hangs after its ``DONE`` (it never reads the
   successor's) used to leave the successor assuming success after
-  ``ANSWER_SECONDS``, while the old one could still wake, give up and serve
+  ``limits.handoff_answer_seconds``, while the old one could still wake, give up and serve
   beside it: the successor now kills it, says so, and serves on.
 """
 
@@ -32,16 +32,19 @@ import pytest
 from relay.config import parse_config
 from relay.core.notification import parse_notification
 from relay.links.handoff_wire import Kind
-from relay.listeners.handoff import Channel, MovableConnection
+from relay.listeners.handoff import MovableConnection
 from relay.node import handoff, handoff_abort, handoff_take
+from relay.node.handoff_abort import Moving
 from relay.node.handoff_take import adopt_all, take_over
 from tests.broker.test_broker import StartNode, open_browser
 from tests.node.handoff_parts import stand_ins
 from tests.support import WAIT, local_config
 
 
-def _config() -> dict[str, Any]:
-    return local_config(limits={"max_connections_per_ip": 0})
+def _config(answer_seconds: float = 30.0) -> dict[str, Any]:
+    return local_config(
+        limits={"max_connections_per_ip": 0, "handoff_answer_seconds": answer_seconds}
+    )
 
 
 def _problems(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -106,16 +109,15 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(handoff_take, "ANSWER_SECONDS", 0.2)
     watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
     answer = handoff._answer
     hung = asyncio.Event()
 
-    async def hang_at_the_end(channel: Channel, expected: Kind) -> dict[str, object]:
+    async def hang_at_the_end(moving: Moving, expected: Kind) -> dict[str, object]:
         if expected is Kind.DONE:  # alive, but it never reads the successor's DONE
             hung.set()
             await asyncio.Event().wait()
-        return await answer(channel, expected)
+        return await answer(moving, expected)
 
     monkeypatch.setattr(handoff, "_answer", hang_at_the_end)
     old = await start_node(_config(), connection_factory=MovableConnection)
@@ -124,7 +126,8 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
     point = handoff.HandoffPoint(old, path, on_done=lambda: None)
     point.start()
     try:
-        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        # The successor gives the old process 0.2 s to confirm the end.
+        successor, channel, resumption = await take_over(parse_config(_config(0.2)), path)
         try:
             async with asyncio.timeout(WAIT):
                 await adopt_all(successor, channel, resumption)  # serves on

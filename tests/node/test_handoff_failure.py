@@ -42,7 +42,6 @@ import orjson
 import pytest
 import websockets
 
-from relay.node.handoff import ANSWER_SECONDS
 from relay.node.handoff_abort import RELEASE_SECONDS
 from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
@@ -54,6 +53,9 @@ from tests.support import WAIT, eventually, local_config
 ADOPTED = 200
 #: Browsers with permessage-deflate: they cannot move, the old process keeps them.
 COMPRESSED = 10
+#: ``limits.handoff_answer_seconds`` of both processes: the tests that wait for a
+#: side to give up wait this long, not the default 30 s (answers take milliseconds).
+ANSWER_SECONDS = 6.0
 
 
 def _node(
@@ -61,7 +63,11 @@ def _node(
 ) -> RelayNode:
     # A long handshake limit: the browser in its handshake holds the handoff
     # open until the test has killed the new process.
-    limits = {"max_connections_per_ip": 0, "handshake_seconds": 60}
+    limits = {
+        "max_connections_per_ip": 0,
+        "handshake_seconds": 60,
+        "handoff_answer_seconds": ANSWER_SECONDS,
+    }
     config = local_config(limits=limits, browsers={"compression": True})
     if redis_url is not None:
         config["broker"] = {"url": redis_url, **BROKER_TIMING}

@@ -42,12 +42,15 @@ from tests.support import WAIT, Admin, Browser, eventually, local_config, notifi
 BROWSERS = 3
 
 
-def _config() -> dict[str, Any]:
-    return local_config(limits={"max_connections_per_ip": 0})
+def _config(answer_seconds: float = 30.0) -> dict[str, Any]:
+    return local_config(
+        limits={"max_connections_per_ip": 0, "handoff_answer_seconds": answer_seconds}
+    )
 
 
 async def _old_node(start_node: StartNode) -> tuple[Node, list[Browser]]:
-    old = await start_node(_config(), connection_factory=MovableConnection)
+    """The old node: it gives up 0.2 s after a question its successor does not answer."""
+    old = await start_node(_config(0.2), connection_factory=MovableConnection)
     return old, [await open_browser(old, "PHID-G") for _ in range(BROWSERS)]
 
 
@@ -72,7 +75,6 @@ async def test_a_batch_the_old_process_resumed_is_given_back(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(handoff, "ANSWER_SECONDS", 0.2)
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     caplog.set_level(logging.INFO, "relay.handoff")
     old, browsers = await _old_node(start_node)
@@ -107,7 +109,6 @@ async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(handoff, "ANSWER_SECONDS", 0.2)
     watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
     old, browsers = await _old_node(start_node)
     path = str(tmp_path / "handoff.sock")
