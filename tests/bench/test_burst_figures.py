@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.burst import _summary
+from bench.burst import _summary, least_disturbed
 from bench.harness import Group
 from bench.scenarios import Outcome
 
@@ -70,3 +70,13 @@ def test_a_group_gathers_each_workers_arrivals_in_milliseconds() -> None:
         )
     assert list(group.arrivals) == [1.0, 2.0]
     assert Group().arrivals.size == 0
+
+
+def test_the_kept_round_is_the_least_disturbed_and_the_median_of_the_quiet_ones() -> None:
+    # CPU rounds on a quiet machine: every round equally undisturbed, so the median.
+    cpu = [_cpu(us) for us in (4.71, 5.19, 5.41, 5.28, 5.13)]
+    assert least_disturbed(cpu).result["figures"]["server_cpu_us_per_delivery"] == 5.19
+    # A latency round disturbed by other work is not kept, however good it looks.
+    latency = [_latency(40, 20, 5.0), _latency(60, 35, 0.0), _latency(50, 30, 0.05)]
+    kept = least_disturbed(latency).result["figures"]
+    assert kept["arrival_latency_ms"]["p99"] == 30  # of two quiet rounds, the lower is the median
