@@ -188,10 +188,16 @@ async def test_systemd_is_told_of_a_roll_and_a_sighup_during_it_reloads_once_it_
     await asyncio.to_thread(node.wait_for_log, "this reload follows once it ends")
     await asyncio.to_thread(told, "READY=1")
     assert "all 2 workers replaced by the new code" in node.log  # READY=1 once the roll ended
-    assert "configuration reloaded" not in node.log
     await asyncio.to_thread(told, "RELOADING=1\nMONOTONIC_USEC=")  # then the reload
     await asyncio.to_thread(told, "READY=1")
     await asyncio.to_thread(node.wait_for_log, r"\[worker \d\]: configuration reloaded", 2)
+    # In that order: the reload waited for the roll. (Read at the end: the reload
+    # follows the roll's READY=1 at once, so a look at the log in between races it.)
+    log = node.log
+    reloaded = re.search(r"\[worker \d\]: configuration reloaded", log)
+    assert reloaded is not None
+    replaced = log.index("all 2 workers replaced by the new code")
+    assert replaced < log.index("forwarding the reload to 2 workers") < reloaded.start()
     assert "not every worker finished its reload" not in node.log
     # A successor is in its slot once it said READY=1: before, a SIGHUP would kill it.
     assert "was killed" not in node.log
