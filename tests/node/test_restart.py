@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,6 @@ from tests.support import WAIT, eventually, local_config, notification
 
 #: Browsers on the node when it restarts: more than one SCM_RIGHTS message (253) holds.
 BROWSERS = int(os.environ.get("RELAY_RESTART_BROWSERS", "300"))
-
-
-@pytest.fixture
-async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
-    """The fake systemd; every process it started is killed at the end."""
-    fake = FakeSystemd(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 def _config(tmp_path: Path, **sections: Any) -> str:

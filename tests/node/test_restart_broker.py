@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -29,16 +28,6 @@ from tests.redis_harness import RedisServer
 from tests.support import WAIT, eventually, local_config, notification
 
 BROWSERS = 50
-
-
-@pytest.fixture
-async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
-    """The fake systemd; every process it started is killed at the end."""
-    fake = FakeSystemd(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 def _broker_config(redis_url: str) -> dict[str, object]:

@@ -16,8 +16,6 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,16 +35,6 @@ from tests.support import WAIT, eventually, free_ports, local_config, notificati
 
 #: A name that resolves to one IPv4 and one IPv6 address.
 DUAL = "dual.test"
-
-
-@pytest.fixture
-async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
-    """The fake systemd, in this process."""
-    fake = FakeSystemd(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ down) and reach the kept browsers from the next process, once, in order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -26,16 +25,6 @@ from tests.node.handoff_parts import Poster, close_all, connect_many
 from tests.support import WAIT, eventually, free_ports, local_config
 
 BROWSERS = 20
-
-
-@pytest.fixture
-async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
-    """The fake systemd; every process it started is killed at the end."""
-    fake = FakeSystemd(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 def _mesh_config(client: int, admin: int, peer_admin: int) -> dict[str, object]:

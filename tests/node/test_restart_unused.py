@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from tests.harness.fdstore import FakeSystemd
 from tests.node.handoff_parts import Watcher, close_all, connect_many
 from tests.redis_harness import RedisServer
 from tests.support import WAIT, free_ports, local_config
-
-
-@pytest.fixture
-async def systemd(tmp_path: Path) -> AsyncIterator[FakeSystemd]:
-    """The fake systemd; every process it started is killed at the end."""
-    fake = FakeSystemd(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 def _config(tmp_path: Path, **sections: Any) -> str:
