@@ -112,6 +112,57 @@ async def _half_way(
     return _HalfWay(old, new, late, plain, compressed, poster)
 
 
+async def _come_back(old: RelayNode, plain: list[Watcher]) -> list[Watcher]:
+    """Wait for each adopted browser to see its connection end; it comes back and replays."""
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*(watcher.task for watcher in plain))
+    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in plain))
+    for before, after in zip(plain, back, strict=True):
+        await after.replay(before.last_heard)
+    return back
+
+
+async def _served_here(
+    old: RelayNode,
+    poster: Poster,
+    plain: list[Watcher],
+    back: list[Watcher],
+    compressed: list[Watcher],
+    finished: Watcher,
+    closed_with: int | None = None,
+) -> list[Watcher]:
+    """Every browser got every post it should have from ``old``, which serves them all now.
+
+    ``closed_with``: the close code the adopted browsers saw (None: not checked).
+    Returns every browser connected now.
+    """
+    everyone = [*back, *compressed, finished]
+
+    # In broker mode a post is answered once Redis has it, and delivered when Redis returns it.
+    async def delivered() -> bool:
+        return all(watcher.ids[-1:] == poster.posted[-1:] for watcher in everyone)
+
+    await eventually(delivered, "every browser got the last post")
+    for watcher in everyone:
+        await watcher.sync()
+    assert not poster.failures
+    for before, after in zip(plain, back, strict=True):
+        assert before.ended is not None  # lost with the successor
+        if closed_with is not None:
+            assert before.ws.close_code == closed_with
+        assert set(before.ids + after.ids) == set(poster.posted)
+    for watcher in compressed:
+        assert watcher.ended is None
+        assert watcher.ids == poster.posted  # served by the old process throughout
+    # The late browser subscribed after the failure: the tail of the posts, once each.
+    assert finished.ended is None
+    assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
+    status = await read_status(old.admin_port)
+    assert status["clients.active"] == len(everyone)
+    assert status["process"]["pid"] == old.pid
+    return everyone
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["mesh", "broker"])
@@ -128,37 +179,11 @@ async def test_a_successor_killed_half_way_strands_no_browser(
     new.signal(signal.SIGKILL)
     await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
     assert f"{ADOPTED} connections had moved, 0 resumed here" in old.log
-    # Every adopted browser saw its connection end, and comes back as Phorge's client does.
-    async with asyncio.timeout(WAIT):
-        await asyncio.gather(*(watcher.task for watcher in plain))
-    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in plain))
-    for before, after in zip(plain, back, strict=True):
-        await after.replay(before.last_heard)
+    back = await _come_back(old, plain)  # as Phorge's client does
     finished = await Watcher.open(old.client_port, sock=late)
     await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
     await poster.stop()
-    everyone = [*back, *compressed, finished]
-
-    # In broker mode a post is answered once Redis has it, and delivered when Redis returns it.
-    async def delivered() -> bool:
-        return all(watcher.ids[-1:] == poster.posted[-1:] for watcher in everyone)
-
-    await eventually(delivered, "every browser got the last post")
-    for watcher in everyone:
-        await watcher.sync()
-    assert not poster.failures
-    for before, after in zip(plain, back, strict=True):
-        assert before.ended is not None  # lost with the killed process
-        assert set(before.ids + after.ids) == set(poster.posted)
-    for watcher in compressed:
-        assert watcher.ended is None
-        assert watcher.ids == poster.posted  # served by the old process throughout
-    # The late browser subscribed after the failure: the tail of the posts, once each.
-    assert finished.ended is None
-    assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
-    status = await read_status(old.admin_port)
-    assert status["clients.active"] == len(everyone)
-    assert status["process"]["pid"] == old.pid
+    everyone = await _served_here(old, poster, plain, back, compressed, finished)
     assert re.search(r"handoff failed.*: the successor closed the handoff channel", old.log)
     await close_all(everyone)
 
@@ -196,11 +221,7 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     assert "waiting for a successor" not in new.log  # the old one's socket is left alone
     await asyncio.to_thread(old.wait_for_log, f"{ADOPTED} connections had moved, 0 resumed here")
     # The browsers it adopted were closed, and come back to the old process.
-    async with asyncio.timeout(WAIT):
-        await asyncio.gather(*(watcher.task for watcher in plain))
-    back = await asyncio.gather(*(Watcher.open(old.client_port) for _ in plain))
-    for before, after in zip(plain, back, strict=True):
-        await after.replay(before.last_heard)
+    back = await _come_back(old, plain)
     # The late one stayed with the old process: served on the same connection.
     ws = await opening
     await ws.send(orjson.dumps({"command": "subscribe", "data": ["K"]}).decode())
@@ -208,27 +229,7 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     await finished.sync()
     await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
     await poster.stop()
-    everyone = [*back, *compressed, finished]
-
-    async def delivered() -> bool:
-        return all(watcher.ids[-1:] == poster.posted[-1:] for watcher in everyone)
-
-    await eventually(delivered, "every browser got the last post")
-    for watcher in everyone:
-        await watcher.sync()
-    assert not poster.failures
-    for before, after in zip(plain, back, strict=True):
-        assert before.ended is not None
-        assert before.ws.close_code == closed_with
-        assert set(before.ids + after.ids) == set(poster.posted)
-    for watcher in compressed:
-        assert watcher.ended is None
-        assert watcher.ids == poster.posted
-    assert finished.ended is None
-    assert finished.ids == poster.posted[len(poster.posted) - len(finished.ids) :]
-    status = await read_status(old.admin_port)
-    assert status["clients.active"] == len(everyone)
-    assert status["process"]["pid"] == old.pid
+    everyone = await _served_here(old, poster, plain, back, compressed, finished, closed_with)
     await close_all(everyone)
 
 
