@@ -115,7 +115,7 @@ class Timeline:
         while not self._stop.wait(SAMPLE_INTERVAL):
             try:
                 rss = sum(_rss(self.node))
-                tcp = _sockstat()
+                tcp = procfs.sockstat()
             except (OSError, ValueError):
                 continue  # a worker being restarted: skip this sample
             self.series["t"].append(round(time.monotonic() - self.began, 1))
@@ -132,12 +132,6 @@ def _memory(node: RelayNode) -> dict[str, list[int]]:
     """The node's processes' PSS and anonymous memory (``procfs.memory``), by kind."""
     found = [procfs.memory(pid) for pid in node.pids()]
     return {kind: [m[kind] for m in found] for kind in ("pss", "anon")}
-
-
-def _sockstat() -> dict[str, int]:
-    return footprint.parse_sockstat(
-        Path("/proc/net/sockstat").read_text(), os.sysconf("SC_PAGESIZE")
-    )
 
 
 def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcome]:
@@ -203,7 +197,7 @@ def _connect(
 ) -> _Connected:
     """Open every browser from the generators, each in the loadgen quota; memory around it."""
     shares = sources.plan(setup.browsers - setup.probes, setup.generators)
-    rss_before, tcp_before, slab_before = _rss(node), _sockstat(), procfs.meminfo()["Slab"]
+    rss_before, tcp_before, slab_before = _rss(node), procfs.sockstat(), procfs.meminfo()["Slab"]
     memory_before = _memory(node)
     resident_before = procfs.resident_set_bytes(node.pids())
     cpu_before = node.cpu_seconds()
@@ -215,7 +209,7 @@ def _connect(
     reports = receive_all(started, CONNECT_TIMEOUT + 30.0)
     seconds = time.monotonic() - began
     cpu = node.cpu_seconds() - cpu_before
-    rss_after, tcp_after, memory = _rss(node), _sockstat(), procfs.meminfo()
+    rss_after, tcp_after, memory = _rss(node), procfs.sockstat(), procfs.meminfo()
     memory_after = _memory(node)
     resident_after = procfs.resident_set_bytes(node.pids())
     try:

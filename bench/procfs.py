@@ -202,6 +202,13 @@ def wait_until_quiet(limit: float, busy_below: float = 0.15, sample: float = 1.0
             return busy
 
 
+def sockstat() -> dict[str, int]:
+    """The machine's TCP sockets now (``footprint.parse_sockstat`` of /proc/net/sockstat)."""
+    return footprint.parse_sockstat(
+        Path("/proc/net/sockstat").read_text(), os.sysconf("SC_PAGESIZE")
+    )
+
+
 def wait_for_time_wait(limit: float, below: int = 1000, interval: float = 1.0) -> int:
     """Wait (at most ``limit`` seconds) until fewer than ``below`` TCP sockets are in TIME_WAIT.
 
@@ -213,7 +220,7 @@ def wait_for_time_wait(limit: float, below: int = 1000, interval: float = 1.0) -
     """
     deadline = time.monotonic() + limit
     while True:
-        count = footprint.parse_sockstat(Path("/proc/net/sockstat").read_text())["tw"]
+        count = sockstat()["tw"]
         if count < below or time.monotonic() >= deadline:
             return count
         time.sleep(interval)  # a bounded poll of the kernel's count
