@@ -252,10 +252,7 @@ def resumed_of(body: dict[str, Any]) -> set[int]:
     Raises:
         HandoffError: a ``resumed`` field that is not a list of numbers.
     """
-    try:
-        return {int(number) for number in body["resumed"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HandoffError(f"not a list of batches: {exc}") from None
+    return _batches(body, "resumed")
 
 
 def released_body(released: Iterable[int]) -> dict[str, Any]:
@@ -269,8 +266,17 @@ def released_of(body: dict[str, Any]) -> set[int]:
     Raises:
         HandoffError: a ``released`` field that is not a list of numbers.
     """
+    return _batches(body, "released")
+
+
+def _batches(body: dict[str, Any], field: str) -> set[int]:
+    """The batch numbers in ``body[field]``.
+
+    Raises:
+        HandoffError: a field that is missing or not a list of numbers.
+    """
     try:
-        return {int(number) for number in body["released"]}
+        return {int(number) for number in body[field]}
     except (KeyError, TypeError, ValueError) as exc:
         raise HandoffError(f"not a list of batches: {exc}") from None
 
