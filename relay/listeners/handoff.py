@@ -173,11 +173,25 @@ class Channel:
         """
         return self._item(await self._incoming.get())
 
+    async def receive_within(
+        self, seconds: float
+    ) -> tuple[Kind, dict[str, object], list[int]] | None:
+        """The next message if it comes within ``seconds``, else None.
+
+        One that came in the same moment as the deadline counts, whichever of
+        the two the loop saw first: a process stopped for a while and woken
+        sees both at once.
+
+        Raises:
+            HandoffError: the other process closed the channel or sent garbage.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                return await self.receive()
+        return self.receive_now()
+
     def receive_now(self) -> tuple[Kind, dict[str, object], list[int]] | None:
         """The next message if one has arrived (read from the socket now), else None.
-
-        For a deadline that passed: a message that came in the same moment
-        is read, whichever of the two the loop saw first.
 
         Raises:
             HandoffError: the other process closed the channel or sent garbage.

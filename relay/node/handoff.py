@@ -53,6 +53,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from relay.config import LimitsConfig
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
@@ -62,6 +63,7 @@ from relay.links.handoff_wire import (
     listener_kinds,
 )
 from relay.listeners.handoff import Channel, cut_movable
+from relay.node.admin_listeners import ON_ITS_WAY_SECONDS
 from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (
     cannot_cut,
@@ -69,7 +71,7 @@ from relay.node.handoff_cut import (
     heard_verdicts,
     position,
 )
-from relay.node.node import Node
+from relay.node.node import SHUTDOWN_GRACE, Node
 
 log = logging.getLogger("relay.handoff")
 
@@ -154,16 +156,23 @@ class HandoffPoint:
                 os.unlink(self._path)
 
 
+def longest_quiet(limits: LimitsConfig) -> float:
+    """The longest a successor waits for the old process' next message before ``DONE``.
+
+    The old process sends nothing but forwarded messages while it waits for
+    browsers still in their handshake (``_move_stragglers``) and then for the
+    admin requests on their way and in flight (``Node.close_admin``); past
+    those, its successor's answer deadline. An old process silent longer is
+    hung (``relay.node.handoff_take``).
+    """
+    admin = min(ON_ITS_WAY_SECONDS, limits.admin_header_seconds) + SHUTDOWN_GRACE
+    return limits.handshake_seconds + admin + limits.handoff_answer_seconds
+
+
 async def _answer(moving: Moving, expected: Kind) -> dict[str, object]:
-    channel = moving.channel
-    try:
-        kind, body, fds = await asyncio.wait_for(channel.receive(), moving.answer_seconds)
-    except TimeoutError:
-        # One that came as the deadline passed counts: a process stopped for
-        # a while sees both at once, and the loop may run the timer first.
-        if (item := channel.receive_now()) is None:
-            raise
-        kind, body, fds = item
+    if (item := await moving.channel.receive_within(moving.answer_seconds)) is None:
+        raise TimeoutError
+    kind, body, fds = item
     for fd in fds:
         os.close(fd)
     if kind is not expected:

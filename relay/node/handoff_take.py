@@ -8,7 +8,11 @@ process may still serve is given back (on ``ABORT``, confirmed with
 ``RELEASED``: the old process resumes those batches only then, see
 ``relay.node.handoff_abort``), and the caller stops the node, so that two
 processes never serve the same sockets. When the channel ended because the
-old process died, this one serves on alone.
+old process died, this one serves on alone. So it does when the old process
+lives but says nothing for longer than it ever does while it works
+(``relay.node.handoff.longest_quiet``): it is hung, and is killed first.
+The browsers it still held lose their connection with it and reconnect
+here; those adopted see nothing.
 
 Once both have said ``DONE``, the handoff is done when the old process closes the
 channel: it does so when it has read this one's ``DONE``, and it never
@@ -43,6 +47,7 @@ from relay.links.handoff_wire import (
     resumed_of,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.handoff import longest_quiet
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
@@ -54,6 +59,10 @@ log = logging.getLogger("relay.handoff")
 #: After the channel ends before DONE, how long the old process may take to be
 #: seen as exited (it closes its descriptors a moment before that) if it died.
 OLD_EXIT_SECONDS = 1.0
+
+
+class _Hung(Exception):
+    """The old process has said nothing for longer than it ever does while it works."""
 
 
 async def take_over(
@@ -75,13 +84,14 @@ async def take_over(
     except OSError as exc:
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
     channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
+    seconds = config.limits.handoff_answer_seconds
     try:
-        kind, body, fds = await asyncio.wait_for(
-            channel.receive(), config.limits.handoff_answer_seconds
-        )
-    except (HandoffError, TimeoutError) as exc:
+        if (first := await channel.receive_within(seconds)) is None:
+            raise HandoffError(f"no answer in {seconds:g} s")
+    except HandoffError as exc:
         channel.close()
         raise StartupError(f"the relay at {path} did not hand over: {exc}") from None
+    kind, body, fds = first
     sockets = [socket.socket(fileno=fd) for fd in fds]
     try:
         if kind is not Kind.LISTENERS:
@@ -109,9 +119,12 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
     admin_started = False
     adopted: dict[int, list[MovableConnection]] = {}
     old = WatchedProcess(channel.peer_pid) if channel.peer_pid else None
+    quiet = longest_quiet(node.config.limits)
     try:
         while True:
-            kind, body, fds = await channel.receive()
+            if (item := await channel.receive_within(quiet)) is None:
+                raise _Hung(f"nothing said for {quiet:g} s")
+            kind, body, fds = item
             if kind is Kind.FORWARD:
                 resumption.forwarded(body)
             elif kind is Kind.CONNECTIONS:
@@ -133,15 +146,18 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 await _confirmed(node, channel, adopted, old)
                 log.info("took over %s browser connections", body.get("moved"))
                 break
-    except (HandoffError, ValueError) as exc:
+    except (HandoffError, ValueError, _Hung) as exc:
+        if isinstance(exc, _Hung) and old is not None:
+            await _kill_hung(node, old, f"has said nothing for {quiet:g} s in mid-handoff")
         if old is not None and await old.exited(OLD_EXIT_SECONDS):
             # Nobody else serves them now: this process serves on, and takes
             # the browsers the old one held as they reconnect (it holds the
             # client listening sockets); the admin port is bound afresh.
             log.error(
-                "the old process (pid %d) died during the handoff (%s): this process serves on "
+                "the old process (pid %d) %s during the handoff (%s): this process serves on "
                 "with the %d browser connections it adopted",
                 old.pid,
+                "was killed" if isinstance(exc, _Hung) else "died",
                 exc,
                 sum(len(connections) for connections in adopted.values()),
             )
@@ -173,24 +189,17 @@ async def _confirmed(
         StartupError: it said ``ABORT`` (its wait for our ``DONE`` timed out).
     """
     seconds = node.config.limits.handoff_answer_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     try:
-        async with asyncio.timeout(seconds):
-            while True:
-                kind, body, _fds = await channel.receive()
-                if kind is Kind.ABORT:
-                    await _release(node, channel, adopted, body)
-                    raise StartupError("the old process gave up on the handoff at its end")
-    except HandoffError:
-        return  # it read our DONE and closed the channel: done
-    except TimeoutError:
-        pass
-    # Its ABORT may have come as the deadline passed.
-    with contextlib.suppress(HandoffError):
-        while (item := channel.receive_now()) is not None:
+        # Until the deadline, and then what came as it passed.
+        while (item := await channel.receive_within(deadline - loop.time())) is not None:
             kind, body, _fds = item
             if kind is Kind.ABORT:
                 await _release(node, channel, adopted, body)
                 raise StartupError("the old process gave up on the handoff at its end")
+    except HandoffError:
+        return  # it read our DONE and closed the channel: done
     if old is None or (exited := await old.exited(0)) is None:
         log.warning(
             "the old process has not closed the handoff channel %g s after its end, and "
@@ -200,14 +209,24 @@ async def _confirmed(
         return
     if exited:
         return  # it died meanwhile: this process serves alone
+    await _kill_hung(node, old, f"has not confirmed the end of the handoff in {seconds:g} s")
+
+
+async def _kill_hung(node: Node, old: WatchedProcess, why: str) -> None:
+    """Kill the old process, which ``why`` though it runs, and wait to see it exit.
+
+    It would decide whenever it woke, and might serve beside this process.
+    """
+    if await old.exited(0) is not False:
+        return  # gone already, or not to be known (then not to be killed either)
     if node.role is None:
         # Under systemd the old process is the service's main process until now.
         Notifier().notify(f"MAINPID={os.getpid()}")
     log.error(
-        "the old process (pid %d) has not confirmed the end of the handoff in %g s though "
-        "it runs (hung?): killing it, so that it never serves beside this process",
+        "the old process (pid %d) %s though it runs (hung?): killing it, so that it never "
+        "serves beside this process",
         old.pid,
-        seconds,
+        why,
     )
     old.kill()
     if not await old.exited(OLD_EXIT_SECONDS):

@@ -27,6 +27,11 @@ successor cannot serve beside it:
 - left stopped (hung), it is killed by the old process ``RELEASE_SECONDS``
   later: the browsers it adopted lose their connection with it (1006) and
   come back the same way.
+
+And the old process lost half-way, killed or stopped for good (then its
+successor kills it once it has said nothing for longer than it ever does
+while it works): the successor serves on alone, the browsers it adopted see
+nothing, the others reconnect to it.
 """
 
 from __future__ import annotations
@@ -56,16 +61,25 @@ COMPRESSED = 10
 #: ``limits.handoff_answer_seconds`` of both processes: the tests that wait for a
 #: side to give up wait this long, not the default 30 s (answers take milliseconds).
 ANSWER_SECONDS = 6.0
+#: ``limits.handshake_seconds``: the browser in its handshake holds the handoff
+#: open this long, until the test has stopped or killed a process.
+HANDSHAKE_SECONDS = 60.0
+#: The same where a successor waits for a hung old process: it waits this (the old
+#: one's wait for the browser), plus 3 s, plus its answer deadline, before it kills it.
+SHORT_HANDSHAKE_SECONDS = 4.0
 
 
 def _node(
-    relays: Relays, tmp_path: Path, name: str, *args: str, redis_url: str | None = None
+    relays: Relays,
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    redis_url: str | None = None,
+    handshake_seconds: float = HANDSHAKE_SECONDS,
 ) -> RelayNode:
-    # A long handshake limit: the browser in its handshake holds the handoff
-    # open until the test has killed the new process.
     limits = {
         "max_connections_per_ip": 0,
-        "handshake_seconds": 60,
+        "handshake_seconds": handshake_seconds,
         "handoff_answer_seconds": ANSWER_SECONDS,
     }
     config = local_config(limits=limits, browsers={"compression": True})
@@ -90,11 +104,24 @@ class _HalfWay(NamedTuple):
 
 
 async def _half_way(
-    relays: Relays, tmp_path: Path, *, redis_url: str | None = None, posting: bool = True
+    relays: Relays,
+    tmp_path: Path,
+    *,
+    redis_url: str | None = None,
+    posting: bool = True,
+    handshake_seconds: float = HANDSHAKE_SECONDS,
 ) -> _HalfWay:
     """Start the old process with browsers, then its successor; return once half-way."""
     handoff = str(tmp_path / "handoff.sock")
-    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff, redis_url=redis_url)
+    old = _node(
+        relays,
+        tmp_path,
+        "old",
+        "--handoff-socket",
+        handoff,
+        redis_url=redis_url,
+        handshake_seconds=handshake_seconds,
+    )
     old.start()
     # Connected first, so the old process has accepted it before the others;
     # its upgrade request comes only after the failure.
@@ -103,11 +130,19 @@ async def _half_way(
     compressed = await connect_many(old.client_port, COMPRESSED, compression="deflate")
     poster = Poster(old.admin_port) if posting else None
     new = _node(
-        relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over", redis_url=redis_url
+        relays,
+        tmp_path,
+        "new",
+        "--handoff-socket",
+        handoff,
+        "--take-over",
+        redis_url=redis_url,
+        handshake_seconds=handshake_seconds,
     )
     new.spawn()  # never ready: it says READY=1 only once the handoff is done
     await asyncio.to_thread(
-        old.wait_for_log, rf"{ADOPTED} browser connections moved; waiting up to 60 s for 1 "
+        old.wait_for_log,
+        rf"{ADOPTED} browser connections moved; waiting up to {handshake_seconds:g} s for 1 ",
     )
     return _HalfWay(old, new, late, plain, compressed, poster)
 
@@ -235,12 +270,24 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-async def test_a_successor_whose_old_process_dies_half_way_serves_on(
-    relays: Relays, tmp_path: Path
+@pytest.mark.parametrize("old_process", ["dies", "hangs"])
+async def test_a_successor_whose_old_process_dies_or_hangs_half_way_serves_on(
+    relays: Relays, tmp_path: Path, old_process: str
 ) -> None:
-    old, new, late, plain, compressed, _ = await _half_way(relays, tmp_path, posting=False)
-    old.signal(signal.SIGKILL)  # as an out-of-memory kill would, half-way
-    died = rf"the old process \(pid {old.pid}\) died during the handoff.*{ADOPTED} browser"
+    old, new, late, plain, compressed, _ = await _half_way(
+        relays, tmp_path, posting=False, handshake_seconds=SHORT_HANDSHAKE_SECONDS
+    )
+    if old_process == "dies":
+        old.signal(signal.SIGKILL)  # as an out-of-memory kill would, half-way
+        ended = "died"
+    else:
+        old.signal(signal.SIGSTOP)  # alive, but it will never say another word
+        quiet = SHORT_HANDSHAKE_SECONDS + 3 + ANSWER_SECONDS
+        hung = rf"the old process \(pid {old.pid}\) has said nothing for {quiet:g} s .* killing"
+        await asyncio.to_thread(new.wait_for_log, hung, timeout=quiet + WAIT)
+        ended = "was killed"
+    assert await asyncio.to_thread(old.wait) == -signal.SIGKILL
+    died = rf"the old process \(pid {old.pid}\) {ended} during the handoff.*{ADOPTED} browser"
     await asyncio.to_thread(new.wait_for_log, died)
     # The admin port is bound afresh: the configured one in production, one
     # the OS picks here (the test's configs say port 0).
