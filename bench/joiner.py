@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.workers import _Agent
+from bench.agent import Agent
 from bench.wsclient import LeanBrowser, Tally, subscribe_frame
 
 #: Longest one browser may take from connect to its confirmed subscription.
@@ -23,7 +23,7 @@ JOIN_TIMEOUT = 10.0
 JOINER_KEY = "PHID-BENCH-JOINER-{index:08d}"
 
 
-class JoinerAgent(_Agent):
+class JoinerAgent(Agent):
     """Opens browsers at ``rate`` per second for ``duration`` seconds on ``go``."""
 
     async def setup(self) -> dict[str, Any]:

@@ -21,7 +21,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.agent import Agent
 from bench.httpclient import PostConnection
+from bench.joiner import JoinerAgent
 from bench.sources import owner_of, source_for
 from bench.wsclient import LeanBrowser, Tally, subscribe_frame, unique_id
 
@@ -56,10 +58,8 @@ def run_worker(conn: Connection, spec: dict[str, Any]) -> None:
                 os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + spec["yield_cpu"]
             )
 
-    agent: _Agent
+    agent: Agent
     if spec["role"] == "joiner":
-        from bench.joiner import JoinerAgent
-
         agent = JoinerAgent(conn, spec)
     elif spec["role"] == "browsers":
         agent = BrowserAgent(conn, spec)
@@ -79,49 +79,7 @@ def _within(command: dict[str, Any], ranges: list[tuple[int, ...]]) -> list[int]
     return [s for s in command.get("excluded", ()) if any(lo <= s < hi for lo, hi in ranges)]
 
 
-class _Agent:
-    """The command loop shared by both roles."""
-
-    def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
-        self.conn = conn
-        self.spec = spec
-        self._commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def run(self) -> None:
-        """Set up, report ready, then serve commands until ``close``."""
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._read_command)
-        # uvloop made the pipe non-blocking; reports can be megabytes, so sending must block.
-        os.set_blocking(self.conn.fileno(), True)
-        try:
-            self.conn.send(await self.setup())
-            while True:
-                command = await self._commands.get()
-                if command["op"] == "close":
-                    break
-                self.conn.send(await self.handle(command))
-        finally:
-            loop.remove_reader(self.conn.fileno())
-            self.teardown()
-
-    def _read_command(self) -> None:
-        try:
-            self._commands.put_nowait(self.conn.recv())
-        except EOFError:
-            # The coordinator went away: stop.
-            self._commands.put_nowait({"op": "close"})
-
-    async def setup(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def teardown(self) -> None:
-        raise NotImplementedError
-
-
-class BrowserAgent(_Agent):
+class BrowserAgent(Agent):
     """Browsers in groups (one group per node and key set); each group keeps one tally."""
 
     def __init__(self, conn: Connection, spec: dict[str, Any]) -> None:
@@ -310,7 +268,7 @@ class BrowserAgent(_Agent):
 SLOW_POST = 0.5
 
 
-class PosterAgent(_Agent):
+class PosterAgent(Agent):
     """An application server posting notifications, at a rate or as fast as it can.
 
     At a rate, ``burst`` posts (default 1) leave together, each on its own
