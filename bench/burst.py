@@ -20,11 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import procfs
 from bench.harness import Bench
-from bench.scenarios import BROWSER_KEYS, SHARED_KEY, Outcome, _delivery_figures
+from bench.scenarios import (
+    BROWSER_KEYS,
+    SHARED_KEY,
+    Outcome,
+    delivery_figures,
+    latency_series,
+)
 from bench.server import node_config
 
 #: The checkout to compare with (``--before DIR``); None runs this relay alone.
@@ -151,8 +155,6 @@ def _run(
         connections=max(8, burst),
     )
     m = bench.drive(browser_workers, [poster], barrier=True)
-    latencies = np.concatenate([g.latencies for g in m.groups.values()])
-    arrivals = np.concatenate([g.arrivals for g in m.groups.values()])
     return Outcome(
         result={
             "scenario": name,
@@ -161,10 +163,10 @@ def _run(
                 f"for {duration:g} s; relay from {source or 'this checkout'}"
             ),
             "parameters": {"browsers": browsers, "rate": rate, "burst": burst},
-            "figures": _delivery_figures(m),
+            "figures": delivery_figures(m),
             "notes": [],
         },
-        latencies={f"{name} read": latencies, f"{name} arrival": arrivals},
+        latencies=latency_series(name, m, kernel_stamps),
     )
 
 

@@ -21,7 +21,7 @@ from bench.scenarios import (
     BROWSER_KEYS,
     SHARED_KEY,
     Outcome,
-    _delivery_figures,
+    delivery_figures,
 )
 from bench.server import free_port, node_config
 
@@ -59,7 +59,7 @@ def cluster_hop(
         connections=4,
     )
     m = bench.drive(browser_workers, [poster], barrier=False, settle=10.0)
-    figures = _delivery_figures(m, cpu_node="node1")
+    figures = delivery_figures(m, cpu_node="node1")
     direct = m.groups["direct"].latencies
     hop = np.concatenate([g.latencies for n, g in m.groups.items() if n != "direct"])
     direct_p, hop_p = percentiles(direct), percentiles(hop)
@@ -150,7 +150,7 @@ def cluster_rate(
     )
     redis_cpu_before = redis.cpu_seconds() if redis is not None else 0.0
     m = bench.drive(browser_workers, [poster], barrier=False, settle=15.0)
-    figures = _delivery_figures(m, cpu_node="node1")
+    figures = delivery_figures(m, cpu_node="node1")
     direct = m.groups["direct"].latencies
     cross = np.concatenate([g.latencies for n, g in m.groups.items() if n != "direct"])
     figures["latency_direct_ms"] = percentiles(direct)
@@ -279,7 +279,7 @@ def mesh_rate(
             )
             m = bench.drive(browser_workers, [poster], barrier=False, settle=15.0)
             peers = _peer_totals(ports) if aphlict is None else {}
-        figures = _delivery_figures(m, cpu_node="node1")
+        figures = delivery_figures(m, cpu_node="node1")
         figures["asked_posts_per_s"] = rate
         figures["refused_503"] = sum(p["statuses"].get(503, 0) for p in m.posts)
         figures["node_cpu_s"] = {n: round(c, 3) for n, c in m.node_cpu.items()}

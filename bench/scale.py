@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.harness import Bench
-from bench.scenarios import BROWSER_KEYS, SHARED_KEY, Outcome, _delivery_figures
+from bench.scenarios import BROWSER_KEYS, SHARED_KEY, Outcome, delivery_figures
 from bench.server import RedisProcess, node_config
 
 #: Load-generator processes holding the browsers (each its own core's worth of Python).
@@ -109,7 +109,7 @@ def _one(
     # No ping barrier: a browser's pong says nothing of what its worker has yet
     # to receive from Redis; the wait ends when every expected message arrived.
     m = bench.drive(browser_workers, [poster], barrier=False, settle=30.0)
-    figures = _delivery_figures(m)
+    figures = delivery_figures(m)
     figures["redis_cpu_s"] = round(redis.cpu_seconds() - redis_before, 3)
     figures["browsers_per_worker"] = spread
     return Outcome(

@@ -42,7 +42,7 @@ def _workers_for(browsers: int, minimum: int = 1) -> int:
     return max(minimum, -(-browsers // BROWSERS_PER_WORKER))
 
 
-def _delivery_figures(m: Measurement, cpu_node: str = "relay") -> dict[str, Any]:
+def delivery_figures(m: Measurement, cpu_node: str = "relay") -> dict[str, Any]:
     """The delivery figures common to every scenario that posts."""
     everything = Group()
     for group in m.groups.values():
@@ -145,16 +145,16 @@ def fanout(
                     + (" on one Aphlict process" if aphlict is not None else "")
                 ),
                 "parameters": {**idle_outcome.result["parameters"], "rate": rate},
-                "figures": _delivery_figures(m, cpu_node=node.name),
+                "figures": delivery_figures(m, cpu_node=node.name),
                 "notes": idle_outcome.result["notes"],
             },
-            latencies=_latency_series(name, m, kernel_stamps),
+            latencies=latency_series(name, m, kernel_stamps),
         )
     )
     return outcomes
 
 
-def _latency_series(name: str, m: Measurement, kernel_stamps: bool) -> dict[str, np.ndarray]:
+def latency_series(name: str, m: Measurement, kernel_stamps: bool) -> dict[str, np.ndarray]:
     """The read times of a run under ``name``, and (stamped) its arrivals beside them."""
     read = np.concatenate([g.latencies for g in m.groups.values()])
     if not kernel_stamps:
@@ -264,7 +264,7 @@ def throughput(
         for i in range(posters)
     ]
     m = bench.drive(browser_workers, poster_workers, barrier=not peers, settle=30.0)
-    figures = _delivery_figures(m)
+    figures = delivery_figures(m)
     notes: list[str] = []
     if peers:
         # The headline figures are the posted node's; its peers' are reported apart.
@@ -344,7 +344,7 @@ def sweep(
                 connections=16 if count < 100 else 4,
             )
             m = bench.drive(browser_workers, [poster], barrier=True, settle=30.0)
-        figures = _delivery_figures(m)
+        figures = delivery_figures(m)
         points.append(
             {
                 "subscribers": count,
