@@ -33,6 +33,9 @@ log = logging.getLogger("relay.client")
 
 #: Refused connections are summed up in one log line at most this often (seconds).
 REFUSAL_LOG_INTERVAL = 10.0
+#: Connections whose liveness one turn of the loop checks (and pings) before
+#: it lets posts through: ~0.1 ms of checks, a few ms with every one pinged.
+SWEEP_SLICE = 256
 
 
 class ClientListener:
@@ -222,15 +225,26 @@ class ClientListener:
         limits = self.limits
         return min(limits.ping_interval_seconds, limits.ping_timeout_seconds) / 4
 
-    def _sweep(self) -> None:
-        """Check every connection's liveness (one round)."""
-        now = time.monotonic()
-        for connection in list(self._connections):
-            try:
-                connection.check_liveness(now)
-            except Exception:
-                log.exception("checking a browser's liveness failed; dropping it")
-                connection.abort()
+    async def _sweep(self) -> None:
+        """Check every connection's liveness (one round), a slice per turn of the loop.
+
+        A round pings the browsers gone silent since the last one (about a
+        quarter of them when they all connected within one ping interval) and
+        reads their pongs: at 16,000 browsers a worker, done in one turn, it
+        held every post behind it (own-key posts to 100,000 browsers: p99 329 ms,
+        4 ms with no pings). Between slices, posts are delivered.
+        """
+        connections = list(self._connections)
+        for start in range(0, len(connections), SWEEP_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            now = time.monotonic()
+            for connection in connections[start : start + SWEEP_SLICE]:
+                try:
+                    connection.check_liveness(now)
+                except Exception:
+                    log.exception("checking a browser's liveness failed; dropping it")
+                    connection.abort()
 
 
 def _allowed_origins(browsers: BrowsersConfig) -> Sequence[Origin | None] | None:
