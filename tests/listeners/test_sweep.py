@@ -1,10 +1,13 @@
-"""The liveness sweep checks browsers a slice at a time, and posts go out between slices.
+"""The liveness sweep: a pass over every browser in steps, each a slice per turn of the loop.
 
-One round checks every browser of the listener, and pings those gone silent:
-at 16,000 browsers a worker, done in one turn of the loop, it held every post
-behind it for hundreds of milliseconds. Here a post is published while a
-round over three slices of browsers is under way: the browser subscribed to
-it is written to before the round's last check, not after it.
+A pass checks every browser of the listener, and pings those gone silent:
+at 16,000 browsers a worker, done at once, it held every post behind it for
+hundreds of milliseconds.
+
+- A pass is spread over ``SWEEP_STEPS`` steps, each checking an equal share
+  of the browsers, every browser once.
+- Within a step, a post published as it begins (three slices of browsers
+  here) is written to its browser before the step's last check, not after.
 """
 
 from __future__ import annotations
@@ -15,39 +18,68 @@ import orjson
 import pytest
 
 from relay.core.notification import parse_notification
+from relay.listeners import client_listener
 from relay.listeners.browser import BrowserConnection
-from relay.listeners.client_listener import SWEEP_SLICE
+from relay.listeners.client_listener import SWEEP_SLICE, SWEEP_STEPS
 from relay.node.node import Node
 from tests.broker.test_broker import StartNode, open_browser
+from tests.support import local_config
+
+#: The node's own sweep waits 22 s before its first step: the tests step it themselves.
+_QUIET = local_config(limits={"ping_interval_seconds": 3600, "ping_timeout_seconds": 3600})
 
 
 class _Checked:
-    """Stands for one browser in the round: says when it is checked.
+    """Stands for one browser in the sweep: says when it is checked.
 
-    The first one checked publishes a post (the round's order is the set's).
+    With ``posting``, the first one checked publishes a post (the order is the set's).
     """
 
-    def __init__(self, node: Node, events: list[str]) -> None:
+    def __init__(self, node: Node, events: list[object], *, posting: bool = True) -> None:
         self._node = node
         self._events = events
+        self._posting = posting
 
     def check_liveness(self, now: float) -> None:
-        if "check" not in self._events:  # a post arrives as the round begins
+        if self._posting and "check" not in self._events:  # a post comes as the step begins
             raw = orjson.dumps({"subscribers": ["PHID-K"], "uniqueID": "during"})
             self._node.hub.publish("default", parse_notification(raw))
-        self._events.append("check")
+        self._events.append("check" if self._posting else self)
 
     def abort(self) -> None:
         """Not called: checking never fails here."""
 
 
-async def test_a_post_goes_out_between_slices_of_a_liveness_round(
+async def test_a_pass_checks_every_browser_once_in_equal_steps(start_node: StartNode) -> None:
+    node = await start_node(_QUIET)
+    listener = node.client_listeners[0]
+    checked: list[object] = []
+    stand_ins = [_Checked(node, checked, posting=False) for _ in range(10 * SWEEP_STEPS)]
+    for stand_in in stand_ins:
+        listener.track(cast(BrowserConnection, stand_in))
+    try:
+        steps = []
+        for _ in range(SWEEP_STEPS):
+            before = len(checked)
+            await listener._sweep()
+            steps.append(len(checked) - before)
+        assert steps == [10] * SWEEP_STEPS
+        assert sorted(map(id, checked)) == sorted(map(id, stand_ins))
+        await listener._sweep()  # the next pass begins: the first share again
+        assert len(checked) == 10 * SWEEP_STEPS + 10
+    finally:
+        for stand_in in stand_ins:
+            listener.untrack(cast(BrowserConnection, stand_in))
+
+
+async def test_a_post_goes_out_between_slices_of_a_liveness_step(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = await start_node()
+    monkeypatch.setattr(client_listener, "SWEEP_STEPS", 1)  # the whole pass in one step
+    node = await start_node(_QUIET)
     browser = await open_browser(node, "PHID-K")
     listener = node.client_listeners[0]
-    events: list[str] = []
+    events: list[object] = []
     write_queued = BrowserConnection.write_queued
 
     def recorded(connection: BrowserConnection, now: float) -> None:
