@@ -5,7 +5,8 @@ at 16,000 browsers a worker, done at once, it held every post behind it for
 hundreds of milliseconds.
 
 - A pass is spread over ``SWEEP_STEPS`` steps, each checking an equal share
-  of the browsers, every browser once.
+  of the browsers, every browser once; with no browser, the sweep wakes
+  once a pass.
 - Within a step, a post published as it begins (three slices of browsers
   here) is written to its browser before the step's last check, not after.
 """
@@ -57,6 +58,8 @@ async def test_a_pass_checks_every_browser_once_in_equal_steps(start_node: Start
     stand_ins = [_Checked(node, checked, posting=False) for _ in range(10 * SWEEP_STEPS)]
     for stand_in in stand_ins:
         listener.track(cast(BrowserConnection, stand_in))
+    pass_seconds = 3600 / 4  # a quarter of the ping interval (and timeout)
+    assert listener._sweep_interval() == pass_seconds / SWEEP_STEPS
     try:
         steps = []
         for _ in range(SWEEP_STEPS):
@@ -70,6 +73,7 @@ async def test_a_pass_checks_every_browser_once_in_equal_steps(start_node: Start
     finally:
         for stand_in in stand_ins:
             listener.untrack(cast(BrowserConnection, stand_in))
+    assert listener._sweep_interval() == pass_seconds  # no browser: one wake a pass
 
 
 async def test_a_post_goes_out_between_slices_of_a_liveness_step(
