@@ -111,12 +111,33 @@ async def take_over(
 async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:
     """Adopt the connections, messages and admin listeners the old node sends, until DONE.
 
+    The admin listening sockets are served only once the handoff is done (or
+    the old process is gone): until then the old process may still give up
+    and accept on them again, and a post this process had taken meanwhile
+    would reach none of the browsers (those it adopted go back, and the old
+    process' history never had it). Posts wait in the sockets' backlog for
+    those moments, never refused.
+
     Raises:
         StartupError: the admin listeners cannot start, or the old node said
             ``ABORT`` or the channel ended before ``DONE``. The connections the
             old node may still serve are given back; ``node.stop`` closes the rest.
     """
-    admin_started = False
+    admin: list[socket.socket] = []
+    try:
+        await _adopt_until_done(node, channel, resumption, admin)
+    except BaseException:
+        for sock in admin:
+            sock.close()  # this process' copies only: the old one accepts on its own
+        raise
+    resumption.resume()
+    await node.start_admin(admin)  # none passed (the old process died first): bound afresh
+
+
+async def _adopt_until_done(
+    node: Node, channel: Channel, resumption: Resumption, admin: list[socket.socket]
+) -> None:
+    """``adopt_all``'s reading of the channel; the admin sockets passed go into ``admin``."""
     adopted: dict[int, list[MovableConnection]] = {}
     old = WatchedProcess(channel.peer_pid) if channel.peer_pid else None
     quiet = longest_quiet(node.config.limits)
@@ -131,8 +152,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
                 number = int(str(body.get("batch", len(adopted))))
                 adopted[number] = await _adopt_batch(node, channel, body, fds)
             elif kind is Kind.ADMIN:
-                await node.start_admin([socket.socket(fileno=fd) for fd in fds])
-                admin_started = True
+                admin.extend(socket.socket(fileno=fd) for fd in fds)
             elif kind is Kind.ABORT:
                 resumed = await _release(node, channel, adopted, body)
                 raise StartupError(
@@ -152,7 +172,8 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
         if old is not None and await old.exited(OLD_EXIT_SECONDS):
             # Nobody else serves them now: this process serves on, and takes
             # the browsers the old one held as they reconnect (it holds the
-            # client listening sockets); the admin port is bound afresh.
+            # client listening sockets); the admin port is bound afresh unless
+            # it was passed already.
             log.error(
                 "the old process (pid %d) %s during the handoff (%s): this process serves on "
                 "with the %d browser connections it adopted",
@@ -172,9 +193,6 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
     finally:
         if old is not None:
             old.close()
-    resumption.resume()
-    if not admin_started:
-        await node.start_admin()
 
 
 async def _confirmed(

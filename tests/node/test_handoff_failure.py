@@ -22,8 +22,9 @@ says ``ABORT`` and serves again (admin sockets included) only once the
 successor cannot serve beside it:
 
 - woken (SIGCONT), the successor reads ``ABORT``, says ``RELEASED`` and exits
-  1: the browsers it adopted are closed (1001) and come back to the old
-  process, the others see nothing;
+  1, never having accepted on the admin sockets passed to it (posts wait in
+  their backlog until the handoff is done): the browsers it adopted are
+  closed (1001) and come back to the old process, the others see nothing;
 - left stopped (hung), it is killed by the old process ``RELEASE_SECONDS``
   later: the browsers it adopted lose their connection with it (1006) and
   come back the same way.
@@ -254,6 +255,10 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
         assert await asyncio.to_thread(new.wait) == -signal.SIGKILL
         closed_with = 1006  # lost with it
     assert "waiting for a successor" not in new.log  # the old one's socket is left alone
+    # Nor did it take a post: one it took would have reached no browser (the old
+    # process' history never had it), as it did now and then when it accepted
+    # on the admin sockets as soon as they were passed.
+    assert "admin listener ready" not in new.log
     await asyncio.to_thread(old.wait_for_log, f"{ADOPTED} connections had moved, 0 resumed here")
     # The browsers it adopted were closed, and come back to the old process.
     back = await _come_back(old, plain)
