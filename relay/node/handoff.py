@@ -17,7 +17,8 @@ The cut is by position in one ordered stream: from step 1 on, every message
 the old process routes is also *forwarded* down the same channel. A message
 forwarded before a connection's batch was written to it by the old process;
 one forwarded after it is the successor's to deliver. Posts are accepted by
-exactly one process (the old one until step 3, the successor after), so every
+exactly one process (the old one until step 3, the successor once the
+handoff is done: it holds the admin sockets unserved until then), so every
 browser gets every post once, in order, without the processes comparing ids.
 In broker mode what is forwarded is what the hub delivers, and the
 successor's broker reads Redis from the stream position where the old one
