@@ -33,12 +33,26 @@ def test_no_stamp_other_messages_and_truncated_ones_give_zero() -> None:
     assert kstamp.stamp_ns([other, stamp]) == 5_000_000_006
 
 
+def _stamping(sender: socket.socket, receiver: socket.socket) -> bool:
+    """Whether a byte sent now arrives stamped (read at once)."""
+    sender.sendall(b"w")
+    _data, ancillary, _flags, _address = receiver.recvmsg(16, kstamp.ANCILLARY_SIZE)
+    return kstamp.stamp_ns(ancillary) != 0
+
+
 def test_a_loopback_tcp_read_carries_a_realtime_stamp_between_send_and_read() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     with listener, socket.create_connection(listener.getsockname()) as sender:
         receiver, _ = listener.accept()
         with receiver:
             kstamp.enable(receiver)
+            # When no socket of the machine wanted stamps, Linux turns them on
+            # from a work queue, a moment after the first asks: the first bytes
+            # may come unstamped (a CI run saw it). A bounded poll until they do.
+            deadline = time.monotonic() + 2.0
+            while not _stamping(sender, receiver):
+                assert time.monotonic() < deadline, "the kernel never stamped a read"
+                time.sleep(0.001)
             sent = time.time_ns()
             sender.sendall(b"x" * 100)
             time.sleep(0.05)
