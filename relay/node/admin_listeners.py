@@ -156,6 +156,15 @@ class AdminListeners:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
 
 
+def longest_hand_over(header_seconds: float, grace: float) -> float:
+    """The longest ``AdminListeners.hand_over`` takes with ``grace`` given at start.
+
+    Its wait for requests on their way ends once none connected lately (or
+    ``header_seconds`` on), then aiohttp answers those in flight within the grace.
+    """
+    return min(ON_ITS_WAY_SECONDS, header_seconds) + grace
+
+
 def _request_on_its_way(runner: web.AppRunner, now: float) -> int:
     """How many connections of ``runner`` have sent no request yet, connected lately.
 

@@ -64,7 +64,7 @@ from relay.links.handoff_wire import (
     listener_kinds,
 )
 from relay.listeners.handoff import Channel, cut_movable
-from relay.node.admin_listeners import ON_ITS_WAY_SECONDS
+from relay.node.admin_listeners import longest_hand_over
 from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (
     cannot_cut,
@@ -166,7 +166,7 @@ def longest_quiet(limits: LimitsConfig) -> float:
     those, its successor's answer deadline. An old process silent longer is
     hung (``relay.node.handoff_take``).
     """
-    admin = min(ON_ITS_WAY_SECONDS, limits.admin_header_seconds) + SHUTDOWN_GRACE
+    admin = longest_hand_over(limits.admin_header_seconds, SHUTDOWN_GRACE)
     return limits.handshake_seconds + admin + limits.handoff_answer_seconds
 
 
