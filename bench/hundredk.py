@@ -335,8 +335,8 @@ def start_generators(
     raised to the hard limit. With ``keep_sent`` the browsers keep each
     message's post time (the handoff's before/during/after figures need it).
     With ``kernel_stamps`` each delivery's arrival on the browser's socket is
-    tallied beside its read (``bench.kstamp``): a generator reading 16,000
-    sockets on its share of 0.6 core reads the last ones seconds late, which
+    tallied beside its read (``bench.kstamp``): a generator reading thousands
+    of sockets on its share of 0.6 core reads the last ones seconds late, which
     is its own backlog, not relay's.
     """
     shares = sources.plan(setup.browsers - setup.probes, setup.generators)

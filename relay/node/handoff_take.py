@@ -20,12 +20,11 @@ serves again after that. Before that it may still give up (its wait for
 this ``DONE`` timed out, the ``DONE`` in flight): its ``ABORT`` comes first.
 An old process that neither closes nor says anything within
 ``limits.handoff_answer_seconds`` (its own deadline, the same length, passed
-before this one's) is alive but
-hung, and would decide whenever it wakes: it is killed, and this process
-serves on alone. It holds nothing by then (every batch acknowledged, its
-admin listener closed), so nothing is lost; under systemd this process says
-it is the main process first, as the old one's death would otherwise end
-the service.
+before this one's) is alive but hung, and would decide whenever it wakes: it
+is killed, and this process serves on alone. It holds nothing by then
+(every batch acknowledged, its admin listener closed), so nothing is lost;
+under systemd this process says it is the main process first, as the old
+one's death would otherwise end the service.
 """
 
 from __future__ import annotations
