@@ -1,9 +1,9 @@
 """A relay node's lifecycle: start its parts and listeners in order, stop them in reverse.
 
-``serve(config, shutdown_trigger=...)`` is the whole server as one awaitable
-(the CLI runs it, adding signals, reloads and systemd notifications); tests
-start a ``Node`` directly and read back the ports the OS picked. The parts
-are built in ``relay.node.parts``, a reload is applied by ``relay.node.reload``.
+``relay.node.runtime`` runs a ``Node`` in the process (adding signals,
+reloads and systemd notifications); tests start a ``Node`` directly and
+read back the ports the OS picked. The parts are built in
+``relay.node.parts``, a reload is applied by ``relay.node.reload``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from relay import __version__
 from relay.config import Config, ServerConfig
@@ -30,6 +30,7 @@ from relay.node import reload
 from relay.node.admin_listeners import AdminListeners
 from relay.node.parts import Parts, new_monitor
 from relay.node.presence import new_alerts, new_presence
+from relay.node.stop_watch import StopWatch
 from relay.node.worker_figures import metrics_of, node_snapshot, status_of
 from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
@@ -217,30 +218,44 @@ class Node:
         """
         self.ready = False
         await self._drain()
+        watch = StopWatch()  # from here on every step is bounded: say which one overruns
+        try:
+            await self._stop_parts(watch)
+        finally:
+            watch.close()
+        log.info("relay node %s stopped", self.hub.fingerprint)
+
+    async def _stop_parts(self, watch: StopWatch) -> None:
+        """Stop everything but the browsers (drained already), each step named for ``watch``."""
         if self.alerts is not None:
-            await self.alerts.stop()
+            await watch.step("alerts", self.alerts.stop())
         if self.status_monitor is not None:
-            await self.status_monitor.stop()
+            await watch.step("cluster-status monitor", self.status_monitor.stop())
         background, self._background = self._background, []
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await watch.step(f"background task {task.get_name()}", task)
         # Admin and client listeners wind down together (each within the
         # grace), then peers drain: at most 3 s after the drain.
-        await asyncio.gather(
-            self.admin.stop(),
-            *(listener.stop(SHUTDOWN_GRACE) for listener in self.client_listeners),
+        await watch.step(
+            "admin and client listeners",
+            asyncio.gather(
+                self.admin.stop(),
+                *(listener.stop(SHUTDOWN_GRACE) for listener in self.client_listeners),
+            ),
         )
         self.client_listeners.clear()
-        await asyncio.gather(
-            *([self.presence.stop()] if self.presence is not None else []),
-            self.peers.stop(PEER_DRAIN_GRACE),
-            *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
+        await watch.step(
+            "presence, peers and broker",
+            asyncio.gather(
+                *([self.presence.stop()] if self.presence is not None else []),
+                self.peers.stop(PEER_DRAIN_GRACE),
+                *([self.broker.stop(PEER_DRAIN_GRACE)] if self.broker is not None else []),
+            ),
         )
         if self.siblings is not None:
-            await self.siblings.stop()
-        log.info("relay node %s stopped", self.hub.fingerprint)
+            await watch.step("siblings' socket", self.siblings.stop())
 
     async def start_admin(self, sockets: Sequence[socket.socket | None] = ()) -> None:
         """Start the admin listeners: bound as configured, or on ``sockets`` (config order).
@@ -416,28 +431,3 @@ class Node:
             snapshot, others = await node_snapshot(self.siblings, self.snapshot)
             sample = self._parts.series.sample(snapshot, others)
             self.hub.announce(dashboard.instance, status_message(snapshot, dashboard.key, sample))
-
-
-async def serve(
-    config: Config,
-    *,
-    shutdown_trigger: Callable[[], Awaitable[object]],
-    on_ready: Callable[[Node], None] | None = None,
-    role: WorkerRole | None = None,
-) -> None:
-    """Run a relay node until ``shutdown_trigger()`` completes, then stop it gracefully.
-
-    ``on_ready(node)`` is called once every listener is up. The trigger is
-    only called then too, so nothing is left un-awaited when start fails.
-
-    Raises:
-        StartupError: a listener could not start.
-    """
-    node = Node(config, role=role)
-    await node.start()
-    try:
-        if on_ready is not None:
-            on_ready(node)
-        await shutdown_trigger()
-    finally:
-        await node.stop()

@@ -12,14 +12,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Config, load_config
 from relay.errors import ConfigError, StartupError
 from relay.node.handoff_serve import serve_handing_over
-from relay.node.node import Node, serve
+from relay.node.node import Node
 from relay.node.restart import Restart, serve_restartable
 from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
@@ -192,3 +192,28 @@ def _describe(node: Node) -> str:
     clients = ", ".join(f"{host}:{port}" for host, port in node.client_addresses)
     admins = ", ".join(f"{host}:{port}" for host, port in node.admin_addresses)
     return f"serving browsers on {clients}, admin on {admins}"
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    on_ready: Callable[[Node], None] | None = None,
+    role: WorkerRole | None = None,
+) -> None:
+    """Run a relay node until ``shutdown_trigger()`` completes, then stop it gracefully.
+
+    ``on_ready(node)`` is called once every listener is up. The trigger is
+    only called then too, so nothing is left un-awaited when start fails.
+
+    Raises:
+        StartupError: a listener could not start.
+    """
+    node = Node(config, role=role)
+    await node.start()
+    try:
+        if on_ready is not None:
+            on_ready(node)
+        await shutdown_trigger()
+    finally:
+        await node.stop()
