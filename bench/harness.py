@@ -178,9 +178,11 @@ class Measurement:
     node_cpu: dict[str, float]
     loadgen_cpu: float
     machine_busy: float
-    #: CPU seconds used during the window by processes outside the benchmark.
+    #: CPU seconds used during the window by processes outside the benchmark, and
+    #: by softirq work not done in the benchmark's processes (an upper bound).
     other_cpu: float
-    #: CPU seconds spent in interrupt context (softirq: loopback TCP), charged to no process.
+    #: CPU seconds spent in interrupt context (softirq: loopback TCP); part of it is
+    #: also in the processes' CPU seconds (``bench.procfs.machine_cpu``).
     interrupt_cpu: float
     #: CPU seconds the hypervisor gave to other guests.
     steal_cpu: float
@@ -379,7 +381,10 @@ class Bench:
         loadgen_cpu = sum(procfs.cpu_seconds(w.pid) for w in self.workers) - loadgen_before
         machine = {k: v - machine_before[k] for k, v in procfs.machine_cpu().items()}
         own = procfs.cpu_seconds(os.getpid()) - own_before
-        other = machine["tasks"] - sum(node_cpu.values()) - loadgen_cpu - own
+        # The processes' CPU includes the softirq ticks that interrupted them, which
+        # /proc/stat counts apart from its tasks' time: compare with both together.
+        busy = machine["tasks"] + machine["interrupts"]
+        other = busy - sum(node_cpu.values()) - loadgen_cpu - own
         groups: dict[str, Group] = {}
         for report in reports:
             for name, group_report in report["groups"].items():

@@ -128,10 +128,12 @@ def open_fds(pid: int) -> int:
 def machine_cpu() -> dict[str, float]:
     """CPU seconds of the whole machine so far, from /proc/stat, by kind.
 
-    ``tasks`` is time charged to processes (user, nice, system), ``interrupts``
-    time in interrupt and softirq context (loopback TCP is partly processed
-    there, charged to no process), ``steal`` time the hypervisor gave to others,
-    and ``total`` everything including idle.
+    ``tasks`` is user, nice and system time, ``interrupts`` time in interrupt
+    and softirq context (loopback TCP is partly processed there), ``steal``
+    time the hypervisor gave to others, and ``total`` everything including
+    idle. With tick-based accounting (no ``CONFIG_IRQ_TIME_ACCOUNTING``) a
+    softirq tick is also charged to the process it interrupted: the
+    ``interrupts`` time then overlaps processes' own CPU times.
     """
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
