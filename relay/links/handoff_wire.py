@@ -21,10 +21,13 @@ message. The conversation (``relay.node.handoff`` carries it out):
 - old, instead of the rest, when it gives up: ``ABORT`` {resumed: [batch
   numbers]}, the batches whose connections it will serve again (their
   acknowledgement did not reach it); successor: ``RELEASED`` {released:
-  [batch numbers]} once it has dropped its descriptors of them, and it then
-  exits without serving. The old process resumes those batches only after
-  ``RELEASED`` or the successor's exit (``relay.node.handoff_abort``). A
-  channel that ends before ``DONE`` is a failed handoff too.
+  [batch numbers][, keys: [[batch, position, [keys]]]]} once it has dropped
+  its descriptors of them, and it then exits without serving. ``keys`` are
+  the subscriptions of each connection that changed them while the
+  successor served it (by its batch and its record's position there). The
+  old process resumes those batches only after ``RELEASED`` or the
+  successor's exit (``relay.node.handoff_abort``). A channel that ends
+  before ``DONE`` is a failed handoff too.
 
 After its ``DONE`` the old process sends nothing more, and after its own
 ``DONE`` neither does the successor (but ``RELEASED`` in answer to a late
@@ -48,7 +51,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,9 +258,42 @@ def resumed_of(body: dict[str, Any]) -> set[int]:
     return _batches(body, "resumed")
 
 
-def released_body(released: Iterable[int]) -> dict[str, Any]:
-    """The body of a ``RELEASED`` message: the batches the successor no longer holds."""
-    return {"released": sorted(released)}
+#: A connection in a handoff: its batch's number and its record's position in the batch.
+Place = tuple[int, int]
+
+
+def released_body(
+    released: Iterable[int], keys: Mapping[Place, Iterable[str]] | None = None
+) -> dict[str, Any]:
+    """The body of a ``RELEASED`` message: the batches the successor no longer holds.
+
+    ``keys``: the subscriptions of each connection that changed them while
+    the successor served it, which the old process resumes it with.
+    """
+    body: dict[str, Any] = {"released": sorted(released)}
+    if keys:
+        body["keys"] = [[batch, index, sorted(of)] for (batch, index), of in sorted(keys.items())]
+    return body
+
+
+def released_keys(body: dict[str, Any]) -> dict[Place, tuple[str, ...]]:
+    """The changed subscriptions a ``RELEASED`` body gives, by connection (none: no change).
+
+    Raises:
+        HandoffError: a ``keys`` field that is not a list of [batch, position, [keys]].
+    """
+    try:
+        return {
+            (int(batch), int(index)): _strings(keys) for batch, index, keys in body.get("keys", ())
+        }
+    except (TypeError, ValueError) as exc:
+        raise HandoffError(f"not a list of changed subscriptions: {exc}") from None
+
+
+def _strings(values: Any) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise TypeError("keys are not a list of strings")
+    return tuple(values)
 
 
 def released_of(body: dict[str, Any]) -> set[int]:

@@ -14,7 +14,9 @@ the old process resumes nothing and accepts on nothing until it *knows*
 2. it waits, at most ``RELEASE_SECONDS``, for the successor's ``RELEASED``:
    the successor has dropped its descriptors of those batches and exits
    without serving (``relay.node.handoff_take``); a late ``ADOPTED`` or
-   ``DONE`` read meanwhile changes nothing, the ``ABORT`` is on its way;
+   ``DONE`` read meanwhile changes nothing, the ``ABORT`` is on its way.
+   ``RELEASED`` also carries the subscriptions that browsers changed while
+   the successor served them, which they are resumed with;
 3. without that answer (the channel ended, or the successor hangs) only the
    process table can tell: a successor that has exited holds nothing (its
    pid, from the channel's peer credentials, is watched through a pidfd
@@ -37,13 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from relay.links.handoff_wire import ConnectionState, HandoffError, Kind, abort_body
+from relay.links.handoff_wire import (
+    ConnectionState,
+    HandoffError,
+    Kind,
+    Place,
+    abort_body,
+    released_keys,
+)
 from relay.listeners.handoff import Channel, MovableConnection
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
@@ -72,6 +83,8 @@ class Moving:
         default_factory=dict
     )
     cut_at: dict[int, float] = field(default_factory=dict)
+    #: Subscriptions changed in the successor, by connection: ``RELEASED`` says them.
+    keys_changed: dict[Place, tuple[str, ...]] = field(default_factory=dict)
     batches_sent: int = 0
     moved: int = 0
     #: Whether the successor got the listening sockets (it may serve from then on).
@@ -127,8 +140,16 @@ async def take_back(moving: Moving) -> None:
         return  # it got nothing: there is nothing it could serve
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RELEASE_SECONDS
-    if await _released(channel, deadline):
+    if (released := await _released(channel, deadline)) is not None:
         log.info("the successor released the %d batches this process serves again", len(reclaimed))
+        try:
+            moving.keys_changed = released_keys(released)
+        except HandoffError as exc:
+            log.warning(
+                "the successor's changed subscriptions are unreadable (%s): resuming "
+                "the connections with those of the cut",
+                exc,
+            )
         return
     successor = moving.successor
     exited = None
@@ -155,21 +176,21 @@ async def take_back(moving: Moving) -> None:
         log.error("the successor (pid %d) still runs after SIGKILL", successor.pid)
 
 
-async def _released(channel: Channel, deadline: float) -> bool:
-    """Read until the successor's ``RELEASED``; False if the channel ends or ``deadline`` passes.
+async def _released(channel: Channel, deadline: float) -> dict[str, Any] | None:
+    """Read until the successor's ``RELEASED``; its body, or None: the channel ended, or time did.
 
     ``deadline`` is on the loop's clock.
     """
     try:
         async with asyncio.timeout_at(deadline):
             while True:
-                kind, _body, fds = await channel.receive()
+                kind, body, fds = await channel.receive()
                 for fd in fds:  # nothing it sends carries any: keep no stray one
                     os.close(fd)
                 if kind is Kind.RELEASED:
-                    return True
+                    return body
     except (HandoffError, TimeoutError):
-        return False
+        return None
 
 
 async def _recover(moving: Moving) -> None:
@@ -179,7 +200,9 @@ async def _recover(moving: Moving) -> None:
     resumed = 0
     for number, cut in moving.pending.items():
         missed_ms = (now - moving.cut_at[number]) * 1000.0
-        for connection, state in cut:
+        for index, (connection, state) in enumerate(cut):
+            if (keys := moving.keys_changed.get((number, index))) is not None:
+                state = dataclasses.replace(state, keys=keys)
             connection.resume(state, missed_ms)
             resumed += 1
     moving.pending.clear()

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 
 from relay import __version__
 from relay.config import Config
@@ -42,6 +43,7 @@ from relay.links.handoff_wire import (
     ConnectionState,
     HandoffError,
     Kind,
+    Place,
     released_body,
     resumed_of,
 )
@@ -62,6 +64,19 @@ OLD_EXIT_SECONDS = 1.0
 
 class _Hung(Exception):
     """The old process has said nothing for longer than it ever does while it works."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopted:
+    """A connection adopted here, with its record's position in its batch and its keys then."""
+
+    index: int
+    keys: frozenset[str]
+    connection: MovableConnection
+
+
+#: Batch number -> the connections adopted of it.
+_Batches = dict[int, list[_Adopted]]
 
 
 async def take_over(
@@ -137,7 +152,7 @@ async def _adopt_until_done(
     node: Node, channel: Channel, resumption: Resumption, admin: list[socket.socket]
 ) -> None:
     """``adopt_all``'s reading of the channel; the admin sockets passed go into ``admin``."""
-    adopted: dict[int, list[MovableConnection]] = {}
+    adopted: _Batches = {}
     old = WatchedProcess(channel.peer_pid) if channel.peer_pid else None
     quiet = longest_quiet(node.config.limits)
     try:
@@ -179,7 +194,7 @@ async def _adopt_until_done(
                 old.pid,
                 "was killed" if isinstance(exc, _Hung) else "died",
                 exc,
-                sum(len(connections) for connections in adopted.values()),
+                sum(len(batch) for batch in adopted.values()),
             )
         else:
             # Whether the old process still serves them is unknown: drop only
@@ -197,7 +212,7 @@ async def _adopt_until_done(
 async def _confirmed(
     node: Node,
     channel: Channel,
-    adopted: dict[int, list[MovableConnection]],
+    adopted: _Batches,
     old: WatchedProcess | None,
 ) -> None:
     """Wait for the old process to close the channel on our ``DONE``; kill it if it hangs.
@@ -251,51 +266,62 @@ async def _kill_hung(node: Node, old: WatchedProcess, why: str) -> None:
 
 
 async def _release(
-    node: Node,
-    channel: Channel,
-    adopted: dict[int, list[MovableConnection]],
-    abort: dict[str, object],
+    node: Node, channel: Channel, adopted: _Batches, abort: dict[str, object]
 ) -> set[int]:
     """Give back the batches ``ABORT`` names; say ``RELEASED`` (the old one resumes them then).
 
+    With them go the subscriptions browsers changed while this process
+    served them: the old one resumes those rather than the cut's.
     Returns the batch numbers.
 
     Raises:
         HandoffError: the body is not a list of batches.
     """
     resumed = resumed_of(abort)
+    changed = _changed_keys(node, adopted, resumed)  # read before the hub forgets them
     _give_back(adopted, resumed)
     with contextlib.suppress(HandoffError, TimeoutError):
-        channel.send(Kind.RELEASED, released_body(resumed))
+        channel.send(Kind.RELEASED, released_body(resumed, changed))
         # It is waiting for it: sent at once.
         async with asyncio.timeout(node.config.limits.handoff_answer_seconds):
             await channel.flush()
     return resumed
 
 
-def _give_back(adopted: dict[int, list[MovableConnection]], batches: set[int] | None) -> None:
+def _changed_keys(node: Node, adopted: _Batches, batches: set[int]) -> dict[Place, frozenset[str]]:
+    """The keys of each connection in ``batches`` that changed its subscriptions here."""
+    changed = {}
+    for number in batches:
+        for one in adopted.get(number, ()):
+            if (keys := node.hub.keys_of(one.connection)) != one.keys:
+                changed[number, one.index] = keys
+    return changed
+
+
+def _give_back(adopted: _Batches, batches: set[int] | None) -> None:
     """Drop this process' descriptor of the connections in ``batches`` (None: all)."""
     given = 0
-    for number, connections in adopted.items():
+    for number, batch in adopted.items():
         if batches is None or number in batches:
-            for connection in connections:
-                connection.release()
-            given += len(connections)
+            for one in batch:
+                one.connection.release()
+            given += len(batch)
     log.error("the handoff failed: %d adopted browser connections left to the old process", given)
 
 
 async def _adopt_batch(
     node: Node, channel: Channel, body: dict[str, object], fds: list[int]
-) -> list[MovableConnection]:
+) -> list[_Adopted]:
     """Serve one batch of passed browser sockets here; acknowledge it; return them."""
     records = body.get("connections")
     if not isinstance(records, list) or len(records) != len(fds):
         raise HandoffError("a batch whose records and sockets do not match")
-    adopted: list[MovableConnection] = []
-    for raw, fd in zip(records, fds, strict=True):
+    adopted: list[_Adopted] = []
+    for index, (raw, fd) in enumerate(zip(records, fds, strict=True)):
         state = ConnectionState.from_json(raw)
         try:
-            adopted.append(await adopt(node.client_listeners[state.listener], state, fd))
+            connection = await adopt(node.client_listeners[state.listener], state, fd)
+            adopted.append(_Adopted(index, frozenset(state.keys), connection))
         except (OSError, IndexError) as exc:
             log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
     node.adopted += len(adopted)

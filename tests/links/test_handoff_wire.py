@@ -18,6 +18,7 @@ from relay.links.handoff_wire import (
     position_body,
     position_of,
     released_body,
+    released_keys,
     released_of,
     resumed_of,
 )
@@ -107,3 +108,17 @@ def test_released_names_the_batches_the_successor_gave_back() -> None:
     assert released_of(released_body([])) == set()
     with pytest.raises(HandoffError, match="not a list of batches"):
         released_of({"released": [None]})
+
+
+def test_released_carries_the_subscriptions_changed_in_the_successor() -> None:
+    changed = {(2, 5): frozenset({"PHID-B", "PHID-A"}), (0, 0): frozenset()}
+    _, body = decode(encode(Kind.RELEASED, released_body({0, 2}, changed)))
+    assert released_of(body) == {0, 2}
+    assert released_keys(body) == {(2, 5): ("PHID-A", "PHID-B"), (0, 0): ()}
+    assert released_keys(released_body([1])) == {}  # none changed (or an older successor)
+
+
+@pytest.mark.parametrize("raw", [[[0, 1]], [[0, 1, "PHID-A"]], [[0, 1, [2]]], [["x", 1, []]], "no"])
+def test_unreadable_changed_subscriptions_are_a_handoff_error(raw: object) -> None:
+    with pytest.raises(HandoffError, match="not a list of changed subscriptions"):
+        released_keys({"released": [0], "keys": raw})

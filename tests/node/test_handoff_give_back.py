@@ -31,7 +31,7 @@ import pytest
 from relay.config import parse_config
 from relay.errors import StartupError
 from relay.links.handoff_wire import HandoffError, Kind
-from relay.listeners.handoff import MovableConnection
+from relay.listeners.handoff import Channel, MovableConnection
 from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
@@ -103,6 +103,39 @@ async def test_a_batch_the_old_process_resumed_is_given_back(
     await _served_here_once(old, session, browsers)
 
 
+class AdoptedInFlight:
+    """The successor's ``ADOPTED`` stays in flight until the ``ABORT`` behind it has come.
+
+    The successor then reads that ``ABORT`` only once the test sets ``go_on``;
+    until then it serves the batch it adopted, while the old process has given up.
+    """
+
+    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.aborted, self.go_on = asyncio.Event(), asyncio.Event()
+        self._in_flight: list[dict[str, object]] = []
+        self._send, self._receive = channel.send, channel.receive
+        monkeypatch.setattr(channel, "send", self._send_late)
+        monkeypatch.setattr(channel, "receive", self._receive_held)
+
+    def _send_late(
+        self, kind: Kind, body: dict[str, object], fds: Sequence[int] = (), *, owned: bool = False
+    ) -> None:
+        if kind is Kind.ADOPTED and not self.aborted.is_set():
+            self._in_flight.append(body)
+        else:
+            self._send(kind, body, fds, owned=owned)
+
+    async def _receive_held(self) -> tuple[Kind, dict[str, object], list[int]]:
+        item = await self._receive()
+        if item[0] is Kind.ABORT:
+            with contextlib.suppress(HandoffError):  # it may be gone already
+                for body in self._in_flight:
+                    self._send(Kind.ADOPTED, body)  # arrives now, after the old process gave up
+            self.aborted.set()
+            await self.go_on.wait()
+        return item
+
+
 async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
     start_node: StartNode,
     session: aiohttp.ClientSession,
@@ -116,48 +149,23 @@ async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
     point.start()
     try:
         successor, channel, resumption = await take_over(parse_config(_config()), path)
-        # The successor's ADOPTED is in flight until the ABORT behind it has
-        # come; the successor reads that ABORT only once the test says so.
-        in_flight: list[dict[str, object]] = []
-        aborted, go_on = asyncio.Event(), asyncio.Event()
-        send, receive = channel.send, channel.receive
-
-        def send_late(
-            kind: Kind, body: dict[str, object], fds: Sequence[int] = (), *, owned: bool = False
-        ) -> None:
-            if kind is Kind.ADOPTED and not aborted.is_set():
-                in_flight.append(body)
-            else:
-                send(kind, body, fds, owned=owned)
-
-        async def receive_held() -> tuple[Kind, dict[str, object], list[int]]:
-            item = await receive()
-            if item[0] is Kind.ABORT:
-                with contextlib.suppress(HandoffError):  # it may be gone already
-                    for body in in_flight:
-                        send(Kind.ADOPTED, body)  # arrives now, after the old process gave up
-                aborted.set()
-                await go_on.wait()
-            return item
-
-        monkeypatch.setattr(channel, "send", send_late)
-        monkeypatch.setattr(channel, "receive", receive_held)
+        held = AdoptedInFlight(channel, monkeypatch)
         adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
         try:
             async with asyncio.timeout(WAIT):
-                await aborted.wait()
+                await held.aborted.wait()
             # The successor serves the batch, and has not read the ABORT: the
             # old process, which gave up, must not serve it too.
             assert successor.hub.subscription_count() == BROWSERS
             assert old.hub.subscription_count() == 0
-            go_on.set()
+            held.go_on.set()
             with pytest.raises(StartupError, match="serves again: 1 batches"):
                 await adopting
             handing = point._task
             assert handing is not None
             await asyncio.wait_for(handing, WAIT)
         finally:
-            go_on.set()
+            held.go_on.set()
             adopting.cancel()
             channel.close()
             await successor.stop()
@@ -166,3 +174,53 @@ async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
     assert old.hub.subscription_count() == BROWSERS  # resumed once released
     assert not any(process.killed for process in watched)  # it answered: nobody killed
     await _served_here_once(old, session, browsers)
+
+
+async def test_subscriptions_changed_in_the_successor_go_back_with_the_batch(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    old, browsers = await _old_node(start_node)
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        held = AdoptedInFlight(channel, monkeypatch)
+        adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
+        try:
+            async with asyncio.timeout(WAIT):
+                await held.aborted.wait()
+            # While the successor serves it, one browser follows another object
+            # and another stops following the shared one.
+            await browsers[0].subscribe("PHID-NEW")
+            await browsers[1].unsubscribe("PHID-G")
+            assert successor.hub.subscription_count() == BROWSERS
+            held.go_on.set()
+            with pytest.raises(StartupError, match="serves again: 1 batches"):
+                await adopting
+            handing = point._task
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)
+        finally:
+            held.go_on.set()
+            adopting.cancel()
+            channel.close()
+            await successor.stop()
+    finally:
+        point.close()
+    # The old process serves them again as the successor left them.
+    admin = Admin(session, old.admin_addresses[0][1])
+    for key in ("PHID-NEW", "PHID-G"):
+        status, _ = await admin.post(notification(key, unique_id=key))
+        assert status == 200
+    got: list[dict[str, Any]] = []
+    await collect(browsers[0], got, 2, "the browser that followed PHID-NEW gets both")
+    assert sorted(message["uniqueID"] for message in got) == ["PHID-G", "PHID-NEW"]
+    got = []
+    await collect(browsers[2], got, 1, "the others get the shared key's")
+    assert [message["uniqueID"] for message in got] == ["PHID-G"]
+    assert await browsers[1].drain() == []  # it unsubscribed: nothing
