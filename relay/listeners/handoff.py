@@ -287,6 +287,11 @@ class MovableConnection(BrowserConnection):
             self.data_received(state.unparsed)
 
     @property
+    def is_open(self) -> bool:
+        """Whether the WebSocket is open here: messages are delivered, commands read."""
+        return self._open
+
+    @property
     def in_handshake(self) -> bool:
         """Whether the WebSocket handshake is still under way (the connection cannot move yet)."""
         return self._ws is None and not self._closing

@@ -293,7 +293,8 @@ def _changed_keys(node: Node, adopted: _Batches, batches: set[int]) -> dict[Plac
     changed = {}
     for number in batches:
         for one in adopted.get(number, ()):
-            if (keys := node.hub.keys_of(one.connection)) != one.keys:
+            # One closed here says nothing: the old process finds it closed too.
+            if one.connection.is_open and (keys := node.hub.keys_of(one.connection)) != one.keys:
                 changed[number, one.index] = keys
     return changed
 
@@ -312,18 +313,34 @@ def _give_back(adopted: _Batches, batches: set[int] | None) -> None:
 async def _adopt_batch(
     node: Node, channel: Channel, body: dict[str, object], fds: list[int]
 ) -> list[_Adopted]:
-    """Serve one batch of passed browser sockets here; acknowledge it; return them."""
+    """Serve one batch of passed browser sockets here; acknowledge it; return them.
+
+    Raises:
+        HandoffError: the batch is unreadable; none of it was served here.
+    """
     records = body.get("connections")
-    if not isinstance(records, list) or len(records) != len(fds):
-        raise HandoffError("a batch whose records and sockets do not match")
+    try:
+        if not isinstance(records, list) or len(records) != len(fds):
+            raise HandoffError("a batch whose records and sockets do not match")
+        # Every record is read before any socket is served: a bad one fails the
+        # batch whole, and none of its sockets is left served here unknown.
+        states = [ConnectionState.from_json(raw) for raw in records]
+    except HandoffError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    listeners = node.client_listeners
     adopted: list[_Adopted] = []
-    for index, (raw, fd) in enumerate(zip(records, fds, strict=True)):
-        state = ConnectionState.from_json(raw)
+    for index, (state, fd) in enumerate(zip(states, fds, strict=True)):
         try:
-            connection = await adopt(node.client_listeners[state.listener], state, fd)
-            adopted.append(_Adopted(index, frozenset(state.keys), connection))
-        except (OSError, IndexError) as exc:
+            if not 0 <= state.listener < len(listeners):
+                os.close(fd)
+                raise OSError(f"no client listener {state.listener} here")
+            connection = await adopt(listeners[state.listener], state, fd)
+        except OSError as exc:
             log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
+            continue
+        adopted.append(_Adopted(index, frozenset(state.keys), connection))
     node.adopted += len(adopted)
     log.debug("adopted a batch of %d browser connections", len(adopted))
     # The old process may have given up meanwhile: what it sent before it closed says so.

@@ -14,6 +14,9 @@ pid through stand-ins (the other side is this very process).
   serve the batch (it used to resume it at once: both processes read and
   wrote the same sockets until the successor read the ``ABORT``); once the
   successor says ``RELEASED``, it does.
+- The same, with browsers that subscribe and unsubscribe while the
+  successor serves them: the old process resumes them with those
+  subscriptions, not the ones they had at the cut.
 """
 
 from __future__ import annotations
