@@ -217,8 +217,9 @@ class Node:
         and peers stop as before.
         """
         self.ready = False
+        started = asyncio.get_running_loop().time()
         await self._drain()
-        watch = StopWatch()  # from here on every step is bounded: say which one overruns
+        watch = StopWatch(started)  # from here on every step is bounded: say which one overruns
         try:
             await self._stop_parts(watch)
         finally:

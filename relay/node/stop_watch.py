@@ -1,9 +1,9 @@
 """Saying where a node's stop is stuck, while it is stuck.
 
 Past the drain, every step of ``Node.stop`` is bounded (a grace, a timeout),
-so the whole takes a few seconds; a supervisor or systemd kills a process
+and together they take about 3 s; a supervisor or systemd kills a process
 that takes much longer, and the log would then end mid-stop with no word
-of why. ``StopWatch`` runs the steps by name and, once the stop has taken
+of why. ``StopWatch`` runs those steps by name and, once they have taken
 ``OVERRUN_SECONDS``, logs the step under way and where every task waits
 (``relay.process.waiting_tasks``), then again each ``OVERRUN_SECONDS`` until
 the stop ends.
@@ -20,10 +20,11 @@ from relay.process.waiting_tasks import where_tasks_wait
 
 log = logging.getLogger("relay.node")
 
-#: How long the steps after the drain may take before the stop is reported
-#: as overrunning: their bounds add up to about 4 s; a ``--workers``
-#: supervisor kills an old worker after 10 s.
-OVERRUN_SECONDS = 5.0
+#: How long the steps after the drain may take before the stop is reported as
+#: overrunning. Short enough to be logged before a kill: a ``--workers``
+#: supervisor kills an old worker 10 s after asking it to stop, and the drain
+#: (``shutdown.drain_seconds``, 5 s by default) comes first.
+OVERRUN_SECONDS = 4.0
 
 T = TypeVar("T")
 
@@ -31,10 +32,13 @@ T = TypeVar("T")
 class StopWatch:
     """The step a stop is at, reported with every task's wait once it overruns."""
 
-    def __init__(self, overrun_seconds: float = OVERRUN_SECONDS) -> None:
-        """Start watching now (call from the stopping task); ``close`` ends it."""
+    def __init__(self, started: float, overrun_seconds: float = OVERRUN_SECONDS) -> None:
+        """Watch from now on a stop that began at ``started`` (the loop's clock); ``close`` ends it.
+
+        Call from the stopping task, once the drain is over.
+        """
         self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
+        self._started = started
         self._period = overrun_seconds
         self._step = "starting"
         self._handle = self._loop.call_later(overrun_seconds, self._overrun)
@@ -49,11 +53,14 @@ class StopWatch:
         self._handle.cancel()
 
     def _overrun(self) -> None:
-        elapsed = self._loop.time() - self._started
-        log.warning(
-            "stopping has taken %.0f s, still at: %s; tasks waiting: %s",
-            elapsed,
-            self._step,
-            "; ".join(where_tasks_wait()) or "none",
-        )
         self._handle = self._loop.call_later(self._period, self._overrun)
+        try:
+            waiting = "; ".join(where_tasks_wait()) or "none"
+        except Exception as exc:  # a report must never be what breaks the stop
+            waiting = f"unknown ({exc!r})"
+        log.warning(
+            "stopping has taken %.0f s (the drain included), still at: %s; tasks waiting: %s",
+            self._loop.time() - self._started,
+            self._step,
+            waiting,
+        )

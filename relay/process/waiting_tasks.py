@@ -52,7 +52,7 @@ def _awaiting(coro: object) -> list[FrameType]:
 def _where(frames: list[FrameType]) -> str:
     """The innermost relay frame of a chain of frames (outermost first), and the innermost one."""
     if not frames:
-        return "not started"
+        return "no Python frame"  # a coroutine written in C
     innermost = frames[-1]
     own = next((f for f in reversed(frames) if _is_relays(f)), None)
     if own is None or own is innermost:
