@@ -21,10 +21,12 @@ message. The conversation (``relay.node.handoff`` carries it out):
 - old, instead of the rest, when it gives up: ``ABORT`` {resumed: [batch
   numbers]}, the batches whose connections it will serve again (their
   acknowledgement did not reach it); successor: ``RELEASED`` {released:
-  [batch numbers][, keys: [[batch, position, [keys]]]]} once it has dropped
-  its descriptors of them, and it then exits without serving. ``keys`` are
-  the subscriptions of each connection that changed them while the
-  successor served it (by its batch and its record's position there). The
+  [batch numbers][, keys: [[batch, position, [keys]]], unadopted: [[batch,
+  position]]]} once it has dropped its descriptors of them, and it then
+  exits without serving. ``keys`` are the subscriptions of each connection
+  that changed them while the successor served it, ``unadopted`` the
+  connections it could not serve (each by its batch and its record's
+  position there). The
   old process resumes those batches only after ``RELEASED`` or the
   successor's exit (``relay.node.handoff_abort``). A channel that ends
   before ``DONE`` is a failed handoff too.
@@ -263,17 +265,40 @@ Place = tuple[int, int]
 
 
 def released_body(
-    released: Iterable[int], keys: Mapping[Place, Iterable[str]] | None = None
+    released: Iterable[int],
+    keys: Mapping[Place, Iterable[str]] | None = None,
+    unadopted: Iterable[Place] = (),
 ) -> dict[str, Any]:
     """The body of a ``RELEASED`` message: the batches the successor no longer holds.
 
     ``keys``: the subscriptions of each connection that changed them while
-    the successor served it, which the old process resumes it with.
+    the successor served it, which the old process resumes it with;
+    ``unadopted``: the connections it could not serve at all (the others got
+    every message forwarded after their batch).
     """
     body: dict[str, Any] = {"released": sorted(released)}
     if keys:
         body["keys"] = [[batch, index, sorted(of)] for (batch, index), of in sorted(keys.items())]
+    # Always there, if empty: a successor that does not say it (older code) may
+    # have failed to serve some, and the old process then replays from the cut.
+    body["unadopted"] = [list(place) for place in sorted(unadopted)]
     return body
+
+
+def released_unadopted(body: dict[str, Any]) -> set[Place] | None:
+    """The connections a ``RELEASED`` body says the successor could not serve.
+
+    None when it does not say (a successor of older code): any may have failed.
+
+    Raises:
+        HandoffError: an ``unadopted`` field that is not a list of [batch, position].
+    """
+    if "unadopted" not in body:
+        return None
+    try:
+        return {(int(batch), int(index)) for batch, index in body["unadopted"]}
+    except (TypeError, ValueError) as exc:
+        raise HandoffError(f"not a list of connections: {exc}") from None
 
 
 def released_keys(body: dict[str, Any]) -> dict[Place, tuple[str, ...]]:

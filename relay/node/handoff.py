@@ -200,7 +200,13 @@ async def _hand_over(moving: Moving) -> None:
         client_sockets.append(sockets[0])
     moving.spare_clients = [socket.socket(fileno=fd) for fd in _dup_all(client_sockets)]
     # From here on, in the same step as the position is read: the cut starts.
-    stop_forwarding = forward_routed(node, channel)
+    unhook = forward_routed(node, channel)
+
+    def stop_forwarding() -> None:
+        unhook()  # idempotent
+        if moving.forwarded_until is None:
+            moving.forwarded_until = time.monotonic()
+
     try:
         body = listener_kinds(["client"] * len(client_sockets)) | position(node)
         body |= heard_verdicts(node)

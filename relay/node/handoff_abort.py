@@ -16,7 +16,8 @@ the old process resumes nothing and accepts on nothing until it *knows*
    without serving (``relay.node.handoff_take``); a late ``ADOPTED`` or
    ``DONE`` read meanwhile changes nothing, the ``ABORT`` is on its way.
    ``RELEASED`` also carries the subscriptions that browsers changed while
-   the successor served them, which they are resumed with;
+   the successor served them, which they are resumed with, and the
+   connections it could not serve;
 3. without that answer (the channel ended, or the successor hangs) only the
    process table can tell: a successor that has exited holds nothing (its
    pid, from the channel's peer credentials, is watched through a pidfd
@@ -25,7 +26,9 @@ the old process resumes nothing and accepts on nothing until it *knows*
    and waited for.
 
 Only then are the batches resumed (what they missed is replayed from
-history) and the listening sockets kept in spare accepted on again
+history: from their cut, or, for each connection the successor served,
+from the moment forwarding stopped, since it delivered every message
+forwarded after the batch) and the listening sockets kept in spare accepted on again
 (:func:`give_up`). The alternative, resuming at once and counting on the
 ``ABORT`` to stop the successor, leaves both serving until the successor
 reads it, which for a stalled process is any time. A hung successor costs
@@ -54,6 +57,8 @@ from relay.links.handoff_wire import (
     Place,
     abort_body,
     released_keys,
+    released_of,
+    released_unadopted,
 )
 from relay.listeners.handoff import Channel, MovableConnection
 from relay.node.node import Node
@@ -83,7 +88,12 @@ class Moving:
         default_factory=dict
     )
     cut_at: dict[int, float] = field(default_factory=dict)
-    #: Subscriptions changed in the successor, by connection: ``RELEASED`` says them.
+    #: When this process stopped forwarding what it routes (None: not yet).
+    forwarded_until: float | None = None
+    #: What ``RELEASED`` said: the batches the successor served until then, the
+    #: connections of those it could not serve, and the subscriptions changed there.
+    served_there: set[int] = field(default_factory=set)
+    unadopted: set[Place] = field(default_factory=set)
     keys_changed: dict[Place, tuple[str, ...]] = field(default_factory=dict)
     batches_sent: int = 0
     moved: int = 0
@@ -143,13 +153,21 @@ async def take_back(moving: Moving) -> None:
     if (released := await _released(channel, deadline)) is not None:
         log.info("the successor released the %d batches this process serves again", len(reclaimed))
         try:
-            moving.keys_changed = released_keys(released)
+            keys, unadopted, served = (
+                released_keys(released),
+                released_unadopted(released),
+                released_of(released),
+            )
         except HandoffError as exc:
             log.warning(
-                "the successor's changed subscriptions are unreadable (%s): resuming "
-                "the connections with those of the cut",
+                "the successor's account of the batches it served is unreadable (%s): "
+                "resuming them as cut, replaying from the cut",
                 exc,
             )
+            return
+        moving.keys_changed = keys
+        if unadopted is not None:  # else which it served is not known: replay from the cut
+            moving.unadopted, moving.served_there = unadopted, served
         return
     successor = moving.successor
     exited = None
@@ -196,14 +214,18 @@ async def _released(channel: Channel, deadline: float) -> dict[str, Any] | None:
 async def _recover(moving: Moving) -> None:
     """After a failed handoff: serve again what was cut but not adopted, accept again."""
     node = moving.node
-    now = time.monotonic()
     resumed = 0
     for number, cut in moving.pending.items():
-        missed_ms = (now - moving.cut_at[number]) * 1000.0
         for index, (connection, state) in enumerate(cut):
-            if (keys := moving.keys_changed.get((number, index))) is not None:
+            place = (number, index)
+            if (keys := moving.keys_changed.get(place)) is not None:
                 state = dataclasses.replace(state, keys=keys)
-            connection.resume(state, missed_ms)
+            since = moving.cut_at[number]
+            if number in moving.served_there and place not in moving.unadopted:
+                # The successor delivered all that was forwarded after the batch.
+                since = moving.forwarded_until or since
+            # Read now, not once for all: nothing is routed during this loop.
+            connection.resume(state, (time.monotonic() - since) * 1000.0)
             resumed += 1
     moving.pending.clear()
     if moving.stopped_accepting:

@@ -75,8 +75,16 @@ class _Adopted:
     connection: MovableConnection
 
 
-#: Batch number -> the connections adopted of it.
-_Batches = dict[int, list[_Adopted]]
+@dataclass(slots=True)
+class _Batch:
+    """One batch passed here: the connections adopted, and the positions of those that failed."""
+
+    adopted: list[_Adopted]
+    unadopted: list[int]
+
+
+#: Batch number -> the batch.
+_Batches = dict[int, _Batch]
 
 
 async def take_over(
@@ -194,7 +202,7 @@ async def _adopt_until_done(
                 old.pid,
                 "was killed" if isinstance(exc, _Hung) else "died",
                 exc,
-                sum(len(batch) for batch in adopted.values()),
+                sum(len(batch.adopted) for batch in adopted.values()),
             )
         else:
             # Whether the old process still serves them is unknown: drop only
@@ -279,9 +287,14 @@ async def _release(
     """
     resumed = resumed_of(abort)
     changed = _changed_keys(node, adopted, resumed)  # read before the hub forgets them
+    unadopted = [
+        (number, index)
+        for number in resumed
+        for index in (adopted[number].unadopted if number in adopted else ())
+    ]
     _give_back(adopted, resumed)
     with contextlib.suppress(HandoffError, TimeoutError):
-        channel.send(Kind.RELEASED, released_body(resumed, changed))
+        channel.send(Kind.RELEASED, released_body(resumed, changed, unadopted))
         # It is waiting for it: sent at once.
         async with asyncio.timeout(node.config.limits.handoff_answer_seconds):
             await channel.flush()
@@ -292,7 +305,7 @@ def _changed_keys(node: Node, adopted: _Batches, batches: set[int]) -> dict[Plac
     """The keys of each connection in ``batches`` that changed its subscriptions here."""
     changed = {}
     for number in batches:
-        for one in adopted.get(number, ()):
+        for one in adopted[number].adopted if number in adopted else ():
             # One closed here says nothing: the old process finds it closed too.
             if one.connection.is_open and (keys := node.hub.keys_of(one.connection)) != one.keys:
                 changed[number, one.index] = keys
@@ -304,15 +317,15 @@ def _give_back(adopted: _Batches, batches: set[int] | None) -> None:
     given = 0
     for number, batch in adopted.items():
         if batches is None or number in batches:
-            for one in batch:
+            for one in batch.adopted:
                 one.connection.release()
-            given += len(batch)
+            given += len(batch.adopted)
     log.error("the handoff failed: %d adopted browser connections left to the old process", given)
 
 
 async def _adopt_batch(
     node: Node, channel: Channel, body: dict[str, object], fds: list[int]
-) -> list[_Adopted]:
+) -> _Batch:
     """Serve one batch of passed browser sockets here; acknowledge it; return them.
 
     Raises:
@@ -330,7 +343,7 @@ async def _adopt_batch(
             os.close(fd)
         raise
     listeners = node.client_listeners
-    adopted: list[_Adopted] = []
+    batch = _Batch([], [])
     for index, (state, fd) in enumerate(zip(states, fds, strict=True)):
         try:
             if not 0 <= state.listener < len(listeners):
@@ -339,11 +352,13 @@ async def _adopt_batch(
             connection = await adopt(listeners[state.listener], state, fd)
         except OSError as exc:
             log.warning("could not adopt a browser connection from %s: %s", state.address, exc)
+            batch.unadopted.append(index)
             continue
-        adopted.append(_Adopted(index, frozenset(state.keys), connection))
-    node.adopted += len(adopted)
-    log.debug("adopted a batch of %d browser connections", len(adopted))
+        batch.adopted.append(_Adopted(index, frozenset(state.keys), connection))
+    count = len(batch.adopted)
+    node.adopted += count
+    log.debug("adopted a batch of %d browser connections", count)
     # The old process may have given up meanwhile: what it sent before it closed says so.
     with contextlib.suppress(HandoffError):
-        channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": len(adopted)})
-    return adopted
+        channel.send(Kind.ADOPTED, {"batch": body.get("batch"), "count": count})
+    return batch

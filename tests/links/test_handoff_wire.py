@@ -20,6 +20,7 @@ from relay.links.handoff_wire import (
     released_body,
     released_keys,
     released_of,
+    released_unadopted,
     resumed_of,
 )
 
@@ -116,6 +117,16 @@ def test_released_carries_the_subscriptions_changed_in_the_successor() -> None:
     assert released_of(body) == {0, 2}
     assert released_keys(body) == {(2, 5): ("PHID-A", "PHID-B"), (0, 0): ()}
     assert released_keys(released_body([1])) == {}  # none changed (or an older successor)
+
+
+def test_released_names_the_connections_the_successor_could_not_serve() -> None:
+    _, body = decode(encode(Kind.RELEASED, released_body({0, 2}, None, [(2, 4), (0, 1)])))
+    assert released_unadopted(body) == {(0, 1), (2, 4)}
+    assert released_unadopted(released_body([1])) == set()  # it served every one
+    # An older successor does not say: any may have failed.
+    assert released_unadopted({"released": [1]}) is None
+    with pytest.raises(HandoffError, match="not a list of connections"):
+        released_unadopted({"released": [1], "unadopted": [[1]]})
 
 
 @pytest.mark.parametrize("raw", [[[0, 1]], [[0, 1, "PHID-A"]], [[0, 1, [2]]], [["x", 1, []]], "no"])

@@ -51,9 +51,11 @@ def _config(answer_seconds: float = 30.0) -> dict[str, Any]:
     )
 
 
-async def _old_node(start_node: StartNode) -> tuple[Node, list[Browser]]:
-    """The old node: it gives up 0.2 s after a question its successor does not answer."""
-    old = await start_node(_config(0.2), connection_factory=MovableConnection)
+async def _old_node(
+    start_node: StartNode, answer_seconds: float = 0.2
+) -> tuple[Node, list[Browser]]:
+    """The old node: it gives up ``answer_seconds`` after a question its successor leaves open."""
+    old = await start_node(_config(answer_seconds), connection_factory=MovableConnection)
     return old, [await open_browser(old, "PHID-G") for _ in range(BROWSERS)]
 
 
@@ -114,7 +116,7 @@ class AdoptedInFlight:
     """
 
     def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.aborted, self.go_on = asyncio.Event(), asyncio.Event()
+        self.adopted, self.aborted, self.go_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._in_flight: list[dict[str, object]] = []
         self._send, self._receive = channel.send, channel.receive
         monkeypatch.setattr(channel, "send", self._send_late)
@@ -125,6 +127,7 @@ class AdoptedInFlight:
     ) -> None:
         if kind is Kind.ADOPTED and not self.aborted.is_set():
             self._in_flight.append(body)
+            self.adopted.set()
         else:
             self._send(kind, body, fds, owned=owned)
 
@@ -227,3 +230,50 @@ async def test_subscriptions_changed_in_the_successor_go_back_with_the_batch(
     await collect(browsers[2], got, 1, "the others get the shared key's")
     assert [message["uniqueID"] for message in got] == ["PHID-G"]
     assert await browsers[1].drain() == []  # it unsubscribed: nothing
+
+
+async def test_a_post_the_successor_delivered_is_not_replayed_when_the_batch_goes_back(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    # 2 s for the post below to be made before the old process gives up.
+    old, browsers = await _old_node(start_node, answer_seconds=2.0)
+    admin = Admin(session, old.admin_addresses[0][1])
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        held = AdoptedInFlight(channel, monkeypatch)
+        adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
+        try:
+            async with asyncio.timeout(WAIT):
+                await held.adopted.wait()
+            # Posted to the old process, forwarded, and delivered by the successor.
+            status, _ = await admin.post(notification("PHID-G", unique_id="during"))
+            assert status == 200
+            async with asyncio.timeout(WAIT):
+                await held.aborted.wait()
+            held.go_on.set()
+            with pytest.raises(StartupError, match="serves again: 1 batches"):
+                await adopting
+            handing = point._task
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)
+        finally:
+            held.go_on.set()
+            adopting.cancel()
+            channel.close()
+            await successor.stop()
+    finally:
+        point.close()
+    status, _ = await admin.post(notification("PHID-G", unique_id="after"))
+    assert status == 200
+    for browser in browsers:
+        got: list[dict[str, Any]] = []
+        await collect(browser, got, 2, "the post during the handoff, then the one after")
+        # Once each: the old process does not replay what the successor delivered.
+        assert [message["uniqueID"] for message in got] == ["during", "after"]
