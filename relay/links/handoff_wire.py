@@ -26,10 +26,9 @@ message. The conversation (``relay.node.handoff`` carries it out):
   exits without serving. ``keys`` are the subscriptions of each connection
   that changed them while the successor served it, ``unadopted`` the
   connections it could not serve (each by its batch and its record's
-  position there). The
-  old process resumes those batches only after ``RELEASED`` or the
-  successor's exit (``relay.node.handoff_abort``). A channel that ends
-  before ``DONE`` is a failed handoff too.
+  position there). The old process resumes those batches only after
+  ``RELEASED`` or the successor's exit (``relay.node.handoff_abort``). A
+  channel that ends before ``DONE`` is a failed handoff too.
 
 After its ``DONE`` the old process sends nothing more, and after its own
 ``DONE`` neither does the successor (but ``RELEASED`` in answer to a late

@@ -28,8 +28,8 @@ the old process resumes nothing and accepts on nothing until it *knows*
 Only then are the batches resumed (what they missed is replayed from
 history: from their cut, or, for each connection the successor served,
 from the moment forwarding stopped, since it delivered every message
-forwarded after the batch) and the listening sockets kept in spare accepted on again
-(:func:`give_up`). The alternative, resuming at once and counting on the
+forwarded after the batch) and the listening sockets kept in spare
+accepted on again (:func:`give_up`). The alternative, resuming at once and counting on the
 ``ABORT`` to stop the successor, leaves both serving until the successor
 reads it, which for a stalled process is any time. A hung successor costs
 the browsers it had adopted (the kernel closes their sockets with it; they
