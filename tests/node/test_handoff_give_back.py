@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +142,16 @@ class AdoptedInFlight:
         return item
 
 
-async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
-    start_node: StartNode,
-    session: aiohttp.ClientSession,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
-    old, browsers = await _old_node(start_node)
+@contextlib.asynccontextmanager
+async def served_then_given_back(
+    old: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Node, AdoptedInFlight]]:
+    """A successor adopts ``old``'s batch and serves it while ``old`` gives up; then gives it back.
+
+    The body runs while the successor serves the batch, its ``ADOPTED`` in
+    flight (``AdoptedInFlight``); on leaving, the successor reads the
+    ``ABORT``, gives the batch back and fails, and the old process resumes it.
+    """
     path = str(tmp_path / "handoff.sock")
     point = handoff.HandoffPoint(old, path, on_done=lambda: None)
     point.start()
@@ -158,16 +160,13 @@ async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
         held = AdoptedInFlight(channel, monkeypatch)
         adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
         try:
+            yield successor, held
             async with asyncio.timeout(WAIT):
                 await held.aborted.wait()
-            # The successor serves the batch, and has not read the ABORT: the
-            # old process, which gave up, must not serve it too.
-            assert successor.hub.subscription_count() == BROWSERS
-            assert old.hub.subscription_count() == 0
             held.go_on.set()
             with pytest.raises(StartupError, match="serves again: 1 batches"):
                 await adopting
-            handing = point._task
+            handing = point._task  # the old side's handoff: it resumes the batch now
             assert handing is not None
             await asyncio.wait_for(handing, WAIT)
         finally:
@@ -177,6 +176,23 @@ async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
             await successor.stop()
     finally:
         point.close()
+
+
+async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watched = stand_ins(monkeypatch, handoff_abort, handoff_take)
+    old, browsers = await _old_node(start_node)
+    async with served_then_given_back(old, tmp_path, monkeypatch) as (successor, held):
+        async with asyncio.timeout(WAIT):
+            await held.aborted.wait()
+        # The successor serves the batch, and has not read the ABORT: the
+        # old process, which gave up, must not serve it too.
+        assert successor.hub.subscription_count() == BROWSERS
+        assert old.hub.subscription_count() == 0
     assert old.hub.subscription_count() == BROWSERS  # resumed once released
     assert not any(process.killed for process in watched)  # it answered: nobody killed
     await _served_here_once(old, session, browsers)
@@ -190,34 +206,14 @@ async def test_subscriptions_changed_in_the_successor_go_back_with_the_batch(
 ) -> None:
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     old, browsers = await _old_node(start_node)
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
-        successor, channel, resumption = await take_over(parse_config(_config()), path)
-        held = AdoptedInFlight(channel, monkeypatch)
-        adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
-        try:
-            async with asyncio.timeout(WAIT):
-                await held.aborted.wait()
-            # While the successor serves it, one browser follows another object
-            # and another stops following the shared one.
-            await browsers[0].subscribe("PHID-NEW")
-            await browsers[1].unsubscribe("PHID-G")
-            assert successor.hub.subscription_count() == BROWSERS
-            held.go_on.set()
-            with pytest.raises(StartupError, match="serves again: 1 batches"):
-                await adopting
-            handing = point._task
-            assert handing is not None
-            await asyncio.wait_for(handing, WAIT)
-        finally:
-            held.go_on.set()
-            adopting.cancel()
-            channel.close()
-            await successor.stop()
-    finally:
-        point.close()
+    async with served_then_given_back(old, tmp_path, monkeypatch) as (successor, held):
+        async with asyncio.timeout(WAIT):
+            await held.aborted.wait()
+        # While the successor serves it, one browser follows another object
+        # and another stops following the shared one.
+        await browsers[0].subscribe("PHID-NEW")
+        await browsers[1].unsubscribe("PHID-G")
+        assert successor.hub.subscription_count() == BROWSERS
     # The old process serves them again as the successor left them.
     admin = Admin(session, old.admin_addresses[0][1])
     for key in ("PHID-NEW", "PHID-G"):
@@ -242,34 +238,12 @@ async def test_a_post_the_successor_delivered_is_not_replayed_when_the_batch_goe
     # 2 s for the post below to be made before the old process gives up.
     old, browsers = await _old_node(start_node, answer_seconds=2.0)
     admin = Admin(session, old.admin_addresses[0][1])
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
-        successor, channel, resumption = await take_over(parse_config(_config()), path)
-        held = AdoptedInFlight(channel, monkeypatch)
-        adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
-        try:
-            async with asyncio.timeout(WAIT):
-                await held.adopted.wait()
-            # Posted to the old process, forwarded, and delivered by the successor.
-            status, _ = await admin.post(notification("PHID-G", unique_id="during"))
-            assert status == 200
-            async with asyncio.timeout(WAIT):
-                await held.aborted.wait()
-            held.go_on.set()
-            with pytest.raises(StartupError, match="serves again: 1 batches"):
-                await adopting
-            handing = point._task
-            assert handing is not None
-            await asyncio.wait_for(handing, WAIT)
-        finally:
-            held.go_on.set()
-            adopting.cancel()
-            channel.close()
-            await successor.stop()
-    finally:
-        point.close()
+    async with served_then_given_back(old, tmp_path, monkeypatch) as (_, held):
+        async with asyncio.timeout(WAIT):
+            await held.adopted.wait()
+        # Posted to the old process, forwarded, and delivered by the successor.
+        status, _ = await admin.post(notification("PHID-G", unique_id="during"))
+        assert status == 200
     status, _ = await admin.post(notification("PHID-G", unique_id="after"))
     assert status == 200
     for browser in browsers:
