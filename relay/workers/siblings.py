@@ -71,7 +71,11 @@ class Siblings:
         """Answer siblings on this worker's private socket."""
         app = web.Application()
         app.router.add_get(READING_PATH, self._serve_reading)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A reading takes microseconds to answer: a stop waits that long for one
+        # in progress, not aiohttp's 60 s (a --workers supervisor kills at 10).
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SIBLING_TIMEOUT
+        )
         await runner.setup()
         path = self.role.socket_path(self.role.index)
         path.unlink(missing_ok=True)  # left by this slot's previous worker, if it died
