@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import footprint, handoff_nodes, hundredk, procfs
+from bench import footprint, generators, handoff_nodes, procfs
 from bench import handoff_figures as hf
 from bench.cpuquota import CpuQuotas
+from bench.generators import CONNECT_TIMEOUT
 from bench.harness import READY_TIMEOUT, Bench, Group, Worker, receive_all
-from bench.hundredk import CONNECT_TIMEOUT, OWN_STRIDE, SETTLE
+from bench.hundredk import OWN_STRIDE, SETTLE
 from bench.scenarios import OWN_KEY, SHARED_KEY, Outcome
 from bench.server import RelayNode, node_config
 
@@ -84,7 +85,7 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
         base_fds = old.open_fds()
         rss_idle = procfs.rss_bytes(old.pid)
         began = time.monotonic()
-        browsers = hundredk.start_generators(
+        browsers = generators.start_generators(
             bench, quotas, old, setup, _seqs(setup)[2], keep_sent=True
         )
         ready = receive_all(browsers, CONNECT_TIMEOUT + 30.0)

@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import footprint, handoff, handoff_nodes, hundredk, procfs
+from bench import footprint, generators, handoff, handoff_nodes, procfs
 from bench import handoff_figures as hf
 from bench import roll_figures as rf
 from bench.cpuquota import CpuQuotas
+from bench.generators import CONNECT_TIMEOUT
 from bench.harness import READY_TIMEOUT, Bench, receive_all
-from bench.hundredk import CONNECT_TIMEOUT, _rejected
+from bench.hundredk import _rejected
 from bench.scenarios import Outcome
 from bench.server import RelayNode, node_config
 
@@ -106,7 +107,7 @@ def run(factory: Callable[[], Bench], *, name: str, setup: Setup) -> list[Outcom
             quotas.group(f"worker{i + 1}", setup.worker_cores)
             quotas.add(f"worker{i + 1}", pid)
         began = time.monotonic()
-        browsers = hundredk.start_generators(
+        browsers = generators.start_generators(
             bench, quotas, node, hs, handoff._seqs(hs)[2], keep_sent=True
         )
         ready = receive_all(browsers, CONNECT_TIMEOUT + 30.0)
