@@ -189,3 +189,32 @@ def test_text_conversion() -> None:
 def test_its_errors_are_relay_errors() -> None:
     """The CLI and callers catch RelayError for anything relay raises on purpose."""
     assert issubclass(RepositoryReadError, RelayError)
+
+
+async def test_a_server_that_never_greets_gets_its_connection_closed_at_the_timeout() -> None:
+    # A real socket: the connect succeeds, the MySQL greeting never comes.
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+    server_ends: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server_ends.append(writer)
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = ConnectionTarget("127.0.0.1", port, "monitor", SecretStr("pw"))
+    try:
+        check = driver.DatabaseChecker(
+            target, connect_timeout=0.2, query_timeout=0.2, clock=asyncio.get_running_loop().time
+        )
+        outcome = await check.check()
+        assert outcome.error_message == "timed out after 0.2 s while connecting"
+        reader = await asyncio.wait_for(accepted.get(), 1)
+        # relay hung up when it gave up, rather than leaving the socket to the
+        # garbage collector (an open connection on the server until then).
+        assert await asyncio.wait_for(reader.read(), 1) == b""
+    finally:
+        for writer in server_ends:
+            writer.close()
+        server.close()
+        await server.wait_closed()
