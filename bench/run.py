@@ -248,7 +248,11 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
         "100,000 browsers on one --workers 6 node (broker mode): connect rate, memory, "
         "1 post/s to all, 10 posts/s to own keys (--browsers N for fewer)",
         lambda q, factory: (
-            hundredk.run(factory, name="100k", setup=hundredk.Setup(browsers=hundredk.BROWSERS))
+            hundredk.run(
+                factory,
+                name="100k",
+                setup=hundredk.Setup(browsers=hundredk.BROWSERS, **hundredk.SHAPE),
+            )
             if not q
             else hundredk.run(factory, name="100k", setup=hundredk.QUICK)
         ),
@@ -374,6 +378,22 @@ def _parser() -> argparse.ArgumentParser:
         help=f"browsers of the 100k and 100k-roll scenarios (default {hundredk.BROWSERS}) and "
         f"of the handoff one (default {handoff.BROWSERS}); fewer to try it out",
     )
+    shape = parser.add_argument_group(
+        "the 100k scenario's shape", "to measure what one more worker, or more CPU, changes"
+    )
+    shape.add_argument("--workers", type=int, metavar="N", help="relay workers (default 6)")
+    shape.add_argument(
+        "--worker-cores",
+        type=float,
+        metavar="C",
+        help="each worker's CPU quota, in cores (default 0.22)",
+    )
+    shape.add_argument(
+        "--loadgen-cores",
+        type=float,
+        metavar="C",
+        help="the load generators' CPU quota together, in cores (default 0.6)",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
 
@@ -400,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     burst.WAIT_QUIET = args.wait_quiet
     if args.browsers:
         hundredk.BROWSERS = handoff.BROWSERS = roll.BROWSERS = args.browsers
+    for field in ("workers", "worker_cores", "loadgen_cores"):
+        if getattr(args, field) is not None:
+            hundredk.SHAPE[field] = getattr(args, field)
     if args.list:
         for name, (what, _) in SCENARIOS.items():
             print(f"{name:20} {what}")
