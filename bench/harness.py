@@ -116,6 +116,7 @@ class Group:
     last: float = 0.0
     latency_parts: list[np.ndarray] = field(default_factory=list)
     arrival_parts: list[np.ndarray] = field(default_factory=list)
+    exact_arrival_parts: list[np.ndarray] = field(default_factory=list)
     #: When each delivery was posted (monotonic ns), where the browsers kept it.
     sent_parts: list[np.ndarray] = field(default_factory=list)
 
@@ -131,6 +132,8 @@ class Group:
         self.last = max(self.last, report["last"])
         self.latency_parts.append(np.frombuffer(report["latencies_ns"], dtype=np.int64) / 1e6)
         self.arrival_parts.append(np.frombuffer(report["arrivals_ns"], dtype=np.int64) / 1e6)
+        exact = report.get("exact_arrivals_ns", b"")
+        self.exact_arrival_parts.append(np.frombuffer(exact, dtype=np.int64) / 1e6)
         self.sent_parts.append(np.frombuffer(report.get("sent_ns", b""), dtype=np.int64))
 
     @property
@@ -146,6 +149,13 @@ class Group:
         if not self.arrival_parts:
             return np.empty(0)
         return np.concatenate(self.arrival_parts)
+
+    @property
+    def exact_arrivals(self) -> np.ndarray:
+        """The arrivals whose stamp is exact (``bench.wsclient.Tally.arrivals_ns``), in ms."""
+        if not self.exact_arrival_parts:
+            return np.empty(0)
+        return np.concatenate(self.exact_arrival_parts)
 
     @property
     def sent_ns(self) -> np.ndarray:

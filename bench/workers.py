@@ -249,6 +249,7 @@ class BrowserAgent(Agent):
             "last": tally.last,
             "latencies_ns": tally.latencies_ns.tobytes(),
             "arrivals_ns": tally.arrivals_ns.tobytes(),
+            "exact_arrivals_ns": tally.exact_arrivals_ns.tobytes(),
             "sent_ns": b"" if tally.sent_ns is None else tally.sent_ns.tobytes(),
         }
         # Each finish reports only what arrived since the previous one.

@@ -86,6 +86,7 @@ class Tally:
         "arrivals_ns",
         "disordered",
         "dups",
+        "exact_arrivals_ns",
         "foreign",
         "last",
         "latencies_ns",
@@ -98,8 +99,15 @@ class Tally:
         """An empty tally; with ``keep_sent``, each delivery's post time is kept too."""
         #: Post to read, per delivery.
         self.latencies_ns = array("q")
-        #: Post to the kernel queueing the bytes on the browser's socket (stamped browsers only).
+        #: Post to the kernel's receive stamp of the read that took the message (stamped
+        #: browsers only). The kernel stamps a read with its **newest** bytes' arrival
+        #: (and merges a newer segment's stamp into an unread one's), so this is exact
+        #: for the message that ended the read and an upper bound for any before it:
+        #: a browser reading late takes two posts' messages in one read, and the first
+        #: gets the second's stamp.
         self.arrivals_ns = array("q")
+        #: The exact subset: the message that ended its read, on a drained socket.
+        self.exact_arrivals_ns = array("q")
         #: When each delivery was posted (monotonic ns, as the coordinator's clock), in
         #: the order of ``latencies_ns``: a scenario that changes something mid-run
         #: splits the latencies by it.
@@ -254,7 +262,9 @@ class LeanBrowser(asyncio.Protocol):
             self._stop_stamped_reading()
             transport.close()
             return
-        self._received(data, _realtime_ns(), kstamp.stamp_ns(ancillary))
+        self._received(
+            data, _realtime_ns(), kstamp.stamp_ns(ancillary), drained=len(data) < RECV_SIZE
+        )
 
     def _start_stamped_reading(self) -> None:
         """From now on read with recvmsg, on a duplicate of the socket, instead of the transport.
@@ -276,7 +286,7 @@ class LeanBrowser(asyncio.Protocol):
             asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
 
-    def _received(self, data: bytes, now: int, arrived: int) -> None:
+    def _received(self, data: bytes, now: int, arrived: int, *, drained: bool = True) -> None:
         """Split the bytes into frames; one read time (and kernel stamp) serves every frame.
 
         This runs once per delivery on the load generator's side, so it avoids a
@@ -284,7 +294,8 @@ class LeanBrowser(asyncio.Protocol):
         braces, and by a full parse of every ``VERIFY_EVERY``-th frame), and the
         uniqueID and post time are found by searching for their keys. ``now`` is
         the read time and ``arrived`` the kernel's receive stamp (0: none), both
-        CLOCK_REALTIME nanoseconds as the poster's.
+        CLOCK_REALTIME nanoseconds as the poster's. The stamp is exact only for a
+        message whose frame ends what a ``drained`` read took (``Tally.arrivals_ns``).
         """
         buffer = self._buffer + data if self._buffer else data
         if not self._handshaken:
@@ -295,6 +306,7 @@ class LeanBrowser(asyncio.Protocol):
         counted = tally.received
         size = len(buffer)
         pos = 0
+        last_arrival = 0  # of the last message of this read, until a frame follows it
         while size - pos >= 2:
             first, length = buffer[pos], buffer[pos + 1] & 0x7F
             start = pos + 2
@@ -312,6 +324,7 @@ class LeanBrowser(asyncio.Protocol):
             if end > size:
                 break
             pos = end
+            last_arrival = 0
             if first != 0x81:  # relay sends whole (FIN) text frames, pings and a close
                 self._on_control(first & 0x0F, buffer[start:end])
                 continue
@@ -342,13 +355,16 @@ class LeanBrowser(asyncio.Protocol):
             sent = int(buffer[at + 5 : at + 25])
             tally.latencies_ns.append(now - sent)
             if arrived:
-                tally.arrivals_ns.append(arrived - sent)
+                last_arrival = arrived - sent
+                tally.arrivals_ns.append(last_arrival)
             if tally.sent_ns is not None:
                 # The stamp is CLOCK_REALTIME; the coordinator's phase times are monotonic.
                 tally.sent_ns.append(sent - _REALTIME_AHEAD_NS)
             tally.received += 1
             if tally.received % VERIFY_EVERY == 0:
                 self._verify(buffer[start:end])
+        if last_arrival and pos == size and drained:
+            tally.exact_arrivals_ns.append(last_arrival)
         if tally.received != counted:
             # Monotonic, as the poster's start and end times it is compared with.
             tally.last = (now - _REALTIME_AHEAD_NS) / 1e9

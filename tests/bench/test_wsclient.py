@@ -34,6 +34,23 @@ async def test_each_frame_gets_the_read_time_and_the_kernel_stamp_of_its_read() 
     assert list(tally.latencies_ns) == [9_000, 8_000]
     assert list(tally.arrivals_ns) == [3_000, 2_000]
     assert tally.received == 2
+    # Only the frame that ended the read is known to have arrived at the stamp.
+    assert list(tally.exact_arrivals_ns) == [2_000]
+
+
+async def test_a_read_that_ends_in_another_frame_or_fills_the_buffer_has_no_exact_stamp() -> None:
+    tally = Tally()
+    browser = _browser(tally)
+    pong = b'{"type":"pong"}'
+    browser._received(
+        _server_frame(0, 1_000) + struct.pack("!BB", 0x81, len(pong)) + pong,
+        now=9_000,
+        arrived=4_000,
+    )
+    # A full read may have left newer bytes of the same stamped segment unread.
+    browser._received(_server_frame(1, 2_000), now=9_000, arrived=4_000, drained=False)
+    assert list(tally.arrivals_ns) == [3_000, 2_000]
+    assert list(tally.exact_arrivals_ns) == []
 
 
 async def test_without_a_kernel_stamp_only_the_read_time_is_tallied() -> None:
@@ -53,6 +70,7 @@ async def test_a_frame_split_over_two_reads_takes_the_second_reads_times() -> No
     browser._received(frame[10:], now=3_000, arrived=2_500)
     assert list(tally.latencies_ns) == [2_000]
     assert list(tally.arrivals_ns) == [1_500]
+    assert list(tally.exact_arrivals_ns) == [1_500]
 
 
 async def test_a_browser_from_a_source_address_connects_from_it() -> None:
