@@ -166,13 +166,26 @@ def fanout(
     return outcomes
 
 
-def latency_series(name: str, m: Measurement, kernel_stamps: bool) -> dict[str, np.ndarray]:
-    """The read times of a run under ``name``, and (stamped) its arrivals beside them."""
+def latency_series(
+    name: str, m: Measurement, kernel_stamps: bool, *, exact: bool = False
+) -> dict[str, np.ndarray]:
+    """The read times of a run under ``name``, and (stamped) its arrivals beside them.
+
+    With ``exact``, the exactly stamped arrivals too, where some are not (a
+    browser read late): the other arrivals are then upper bounds.
+    """
     read = np.concatenate([g.latencies for g in m.groups.values()])
     if not kernel_stamps:
         return {name: read}
     arrival = np.concatenate([g.arrivals for g in m.groups.values()])
-    return {f"{name} read": read, f"{name} arrival": arrival}
+    exactly = np.concatenate([g.exact_arrivals for g in m.groups.values()])
+    if not exact or exactly.size == arrival.size:
+        return {f"{name} read": read, f"{name} arrival": arrival}
+    return {
+        f"{name} read": read,
+        f"{name} arrival, upper bound": arrival,
+        f"{name} arrival, exact": exactly,
+    }
 
 
 def idle(bench: Bench, *, name: str, browsers: int) -> list[Outcome]:
