@@ -20,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from relay.core.worker_reading import LatencyReading, NodeView
-from relay.observe.metrics import snapshot_families
+from relay.observe.metrics import DELIVERY_LATENCY_HELP, snapshot_families
 
 
 def node_exposition(view: NodeView) -> bytes:
@@ -36,7 +36,7 @@ def latency_family(latency: LatencyReading) -> HistogramMetricFamily:
     les = [repr(bound) for bound in latency.bounds] + ["+Inf"]
     return HistogramMetricFamily(
         "relay_delivery_latency_seconds",
-        "Time from a POST's arrival to the socket writes of its local deliveries.",
+        DELIVERY_LATENCY_HELP,
         buckets=list(zip(les, latency.counts, strict=True)),
         sum_value=latency.total,
     )
