@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
+from collections.abc import Iterator
 
 from bench import kstamp
 
@@ -40,28 +42,31 @@ def _stamping(sender: socket.socket, receiver: socket.socket) -> bool:
     return kstamp.stamp_ns(ancillary) != 0
 
 
-def _wait_until_stamping(sender: socket.socket, receiver: socket.socket) -> None:
-    # When no socket of the machine wanted stamps, Linux turns them on from a
-    # work queue, a moment after the first asks: the first bytes may come
-    # unstamped (a CI run saw it). A bounded poll until they do.
-    deadline = time.monotonic() + 2.0
-    while not _stamping(sender, receiver):
-        assert time.monotonic() < deadline, "the kernel never stamped a read"
-        time.sleep(0.001)
-
-
-def test_a_loopback_tcp_read_carries_a_realtime_stamp_between_send_and_read() -> None:
+@contextlib.contextmanager
+def _stamped_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A loopback TCP connection whose receiving end gets stamped reads."""
     listener = socket.create_server(("127.0.0.1", 0))
     with listener, socket.create_connection(listener.getsockname()) as sender:
         receiver, _ = listener.accept()
         with receiver:
             kstamp.enable(receiver)
-            _wait_until_stamping(sender, receiver)
-            sent = time.time_ns()
-            sender.sendall(b"x" * 100)
-            time.sleep(0.05)
-            data, ancillary, _flags, _address = receiver.recvmsg(4096, kstamp.ANCILLARY_SIZE)
-            read = time.time_ns()
+            # When no socket of the machine wanted stamps, Linux turns them on
+            # from a work queue, a moment after the first asks: the first bytes
+            # may come unstamped (a CI run saw it). A bounded poll until they do.
+            deadline = time.monotonic() + 2.0
+            while not _stamping(sender, receiver):
+                assert time.monotonic() < deadline, "the kernel never stamped a read"
+                time.sleep(0.001)
+            yield sender, receiver
+
+
+def test_a_loopback_tcp_read_carries_a_realtime_stamp_between_send_and_read() -> None:
+    with _stamped_pair() as (sender, receiver):
+        sent = time.time_ns()
+        sender.sendall(b"x" * 100)
+        time.sleep(0.05)
+        data, ancillary, _flags, _address = receiver.recvmsg(4096, kstamp.ANCILLARY_SIZE)
+        read = time.time_ns()
     assert data == b"x" * 100
     stamp = kstamp.stamp_ns(ancillary)
     # Queued after the send began and well before the read, 50 ms later.
@@ -71,17 +76,15 @@ def test_a_loopback_tcp_read_carries_a_realtime_stamp_between_send_and_read() ->
 def test_a_read_of_two_sends_is_stamped_with_the_newer_one() -> None:
     # Why the bench counts only a read's last message as exactly stamped: the
     # older bytes of a late read carry the newer send's arrival.
-    listener = socket.create_server(("127.0.0.1", 0))
-    with listener, socket.create_connection(listener.getsockname()) as sender:
-        receiver, _ = listener.accept()
-        with receiver:
-            kstamp.enable(receiver)
-            _wait_until_stamping(sender, receiver)
-            sender.sendall(b"a" * 100)
-            time.sleep(0.05)  # the gap being measured, not a synchronisation
-            second = time.time_ns()
-            sender.sendall(b"b" * 100)
-            time.sleep(0.01)
-            data, ancillary, _flags, _address = receiver.recvmsg(4096, kstamp.ANCILLARY_SIZE)
+    with _stamped_pair() as (sender, receiver):
+        sender.sendall(b"a" * 100)
+        time.sleep(0.05)  # the gap being measured, not a synchronisation
+        second = time.time_ns()
+        sender.sendall(b"b" * 100)
+        deadline = time.monotonic() + 2.0
+        while len(receiver.recv(4096, socket.MSG_PEEK)) < 200:
+            assert time.monotonic() < deadline, "the second send never arrived"
+            time.sleep(0.001)
+        data, ancillary, _flags, _address = receiver.recvmsg(4096, kstamp.ANCILLARY_SIZE)
     assert data == b"a" * 100 + b"b" * 100
     assert kstamp.stamp_ns(ancillary) >= second
