@@ -39,7 +39,7 @@ from bench.server import RelayNode, node_config
 #: Browsers of the full scenario (``--browsers N`` sets fewer, to try it out).
 BROWSERS = 100_000
 #: Set by ``--workers N``, ``--worker-cores C`` and ``--loadgen-cores C``: what one
-#: more worker, or more of the machine for the workers, changes (None: ``Setup``'s).
+#: more worker, or more of the machine for the workers, changes (a field not set: ``Setup``'s).
 SHAPE: dict[str, Any] = {}
 
 #: Consecutive own-key posts go to browsers this far apart (a prime: every browser once).
