@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,14 +83,43 @@ def relays(tmp_path: Path) -> Iterator[Relays]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
-    item: pytest.Item,
+    item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed test that ran relay nodes shows the end of their logs in its report."""
+    """A failed test that ran relay nodes shows the end of their logs in its report.
+
+    A failure made of unraisable exceptions (objects whose finaliser warned,
+    found by a garbage collection, perhaps of an earlier test's objects)
+    names what they were in its one-line summary, which a CI excerpt keeps
+    when it cuts the tracebacks.
+    """
     report: pytest.TestReport = yield
     harness = getattr(item, "funcargs", {}).get("relays")
     if report.failed and isinstance(harness, Relays) and harness.nodes:
         report.sections.append(("relay logs", harness.report()))
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if report.failed and call.excinfo is not None and crash is not None:
+        summary = unraisable_summary(call.excinfo.value)
+        if summary:
+            crash.message += f": {summary}"
     return report
+
+
+def unraisable_summary(exc: BaseException) -> str | None:
+    """What a group of unraisable-exception warnings held, counted by kind (None: no such group).
+
+    Addresses and numbers are blanked so that twenty unclosed sockets count as one kind.
+    """
+    if not isinstance(exc, BaseExceptionGroup) or not all(
+        isinstance(sub, pytest.PytestUnraisableExceptionWarning) for sub in exc.exceptions
+    ):
+        return None
+    kinds: Counter[str] = Counter()
+    for sub in exc.exceptions:
+        ignored_in = str(sub).splitlines()[0] if str(sub) else "?"
+        cause = sub.__cause__
+        what = f"{ignored_in} <- {type(cause).__name__}: {cause}" if cause else ignored_in
+        kinds[re.sub(r"0x[0-9a-fA-F]+|\d+", "N", what)[:200]] += 1
+    return "; ".join(f"{count} x {what}" for what, count in kinds.most_common(3))
 
 
 @pytest.fixture
