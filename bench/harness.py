@@ -139,30 +139,27 @@ class Group:
     @property
     def latencies(self) -> np.ndarray:
         """Every delivery's latency in milliseconds."""
-        if not self.latency_parts:
-            return np.empty(0)
-        return np.concatenate(self.latency_parts)
+        return _joined(self.latency_parts)
 
     @property
     def arrivals(self) -> np.ndarray:
         """Post to the kernel's receive stamp, in ms (browsers with kernel stamps only)."""
-        if not self.arrival_parts:
-            return np.empty(0)
-        return np.concatenate(self.arrival_parts)
+        return _joined(self.arrival_parts)
 
     @property
     def exact_arrivals(self) -> np.ndarray:
         """The arrivals whose stamp is exact (``bench.wsclient.Tally.arrivals_ns``), in ms."""
-        if not self.exact_arrival_parts:
-            return np.empty(0)
-        return np.concatenate(self.exact_arrival_parts)
+        return _joined(self.exact_arrival_parts)
 
     @property
     def sent_ns(self) -> np.ndarray:
         """When each delivery of ``latencies`` was posted (empty unless the browsers kept it)."""
-        if not self.sent_parts:
-            return np.empty(0, dtype=np.int64)
-        return np.concatenate(self.sent_parts)
+        return _joined(self.sent_parts, np.int64)
+
+
+def _joined(parts: list[np.ndarray], dtype: type = np.float64) -> np.ndarray:
+    """The workers' parts of one series as one array (empty, of ``dtype``, when none came)."""
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
 def percentiles(latencies: np.ndarray) -> dict[str, float | None]:
