@@ -115,7 +115,7 @@ def unraisable_summary(exc: BaseException) -> str | None:
         return None
     kinds: Counter[str] = Counter()
     for sub in exc.exceptions:
-        ignored_in = str(sub).splitlines()[0] if str(sub) else "?"
+        ignored_in = (str(sub).splitlines() or ["?"])[0]
         cause = sub.__cause__
         what = f"{ignored_in} <- {type(cause).__name__}: {cause}" if cause else ignored_in
         kinds[re.sub(r"0x[0-9a-fA-F]+|\d+", "N", what)[:200]] += 1
