@@ -16,8 +16,12 @@ message. The conversation (``relay.node.handoff`` carries it out):
   ``LISTENERS``, in the same ordered stream: a message forwarded after a
   connection's batch is the successor's to deliver to it, one forwarded
   before was delivered by the old process (the cut);
-- old: ``ADMIN`` + the admin listening sockets, then ``DONE`` {moved[,
-  position]} once its own admin listener has finished its last request;
+- old: ``ADMIN`` + the admin listening sockets; then, where it had any,
+  ``ADMIN_CONNECTIONS`` {listeners: [index per socket]} + the admin
+  connections that had sent nothing yet when it stopped accepting (served
+  by the successor from ``DONE`` on, as the listening sockets are); then
+  ``DONE`` {moved[, position]} once its own admin listener has finished its
+  last request;
 - old, instead of the rest, when it gives up: ``ABORT`` {resumed: [batch
   numbers]}, the batches whose connections it will serve again (their
   acknowledgement did not reach it); successor: ``RELEASED`` {released:
@@ -88,6 +92,8 @@ class Kind(enum.IntEnum):
     DONE = 7
     ABORT = 8
     RELEASED = 9
+    #: Admin connections that had sent nothing when the old process stopped accepting.
+    ADMIN_CONNECTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +350,26 @@ def _batches(body: dict[str, Any], field: str) -> set[int]:
 def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
     """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
     return {"kinds": list(kinds)}
+
+
+def admin_connections_body(listeners: Sequence[int]) -> dict[str, Any]:
+    """The body of an ``ADMIN_CONNECTIONS`` message: each passed socket's admin listener."""
+    return {"listeners": list(listeners)}
+
+
+def admin_listeners_of(body: dict[str, Any], count: int) -> list[int]:
+    """The admin listener (index in config order) of each of the ``count`` sockets passed.
+
+    Raises:
+        HandoffError: a ``listeners`` field that is not one number per socket.
+    """
+    try:
+        listeners = [int(index) for index in body["listeners"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HandoffError(f"not a list of admin listeners: {exc}") from None
+    if len(listeners) != count:
+        raise HandoffError(f"{len(listeners)} admin listeners named for {count} connections")
+    return listeners
 
 
 #: Where a broker-mode process stands in the streams: newest id per instance, last reload (ms).

@@ -11,6 +11,8 @@ from relay.links.handoff_wire import (
     Kind,
     Reassembly,
     abort_body,
+    admin_connections_body,
+    admin_listeners_of,
     batches,
     decode,
     encode,
@@ -133,3 +135,23 @@ def test_released_names_the_connections_the_successor_could_not_serve() -> None:
 def test_unreadable_changed_subscriptions_are_a_handoff_error(raw: object) -> None:
     with pytest.raises(HandoffError, match="not a list of changed subscriptions"):
         released_keys({"released": [0], "keys": raw})
+
+
+def test_waiting_admin_connections_name_their_listeners() -> None:
+    body = decode(encode(Kind.ADMIN_CONNECTIONS, admin_connections_body([0, 1, 0])))[1]
+    assert admin_listeners_of(body, 3) == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        ({}, "not a list of admin listeners"),
+        ({"listeners": ["first"]}, "not a list of admin listeners"),
+        ({"listeners": [0, 1]}, "2 admin listeners named for 3 connections"),
+    ],
+)
+def test_admin_connections_without_one_listener_each_are_a_handoff_error(
+    body: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(HandoffError, match=refusal):
+        admin_listeners_of(body, 3)
