@@ -2,18 +2,23 @@
 
 One runner per ``admin`` server entry, in config order, each serving the
 node's one ``AdminState``. A handoff (``relay.node.handoff``) takes their
-listening sockets and then closes them here without cutting a request off.
+listening sockets, then the connections that have sent nothing yet (the
+successor serves those, so a client that connected just before is answered
+however late its request comes), and then closes the listeners here
+without cutting a request off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from relay.config import LimitsConfig, ServerConfig
 from relay.config.hosts import base_url
@@ -21,6 +26,7 @@ from relay.config.tls import ListenerContexts
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
 from relay.listeners.binding import bound
 from relay.listeners.http_guard import guard_server
+from relay.listeners.untouched import read_nothing
 
 log = logging.getLogger("relay.node")
 
@@ -30,6 +36,18 @@ _POLL_SECONDS = 0.01
 #: listener closes: a post follows its connect within a round trip; a connection silent
 #: longer is an idle keep-alive one (a client's pool), not a post on its way.
 ON_ITS_WAY_SECONDS = 1.0
+#: Loop turns a connection accepted just before accepting stopped takes to reach aiohttp
+#: (asyncio: a task, then a callback; uvloop: a callback).
+_ACCEPT_TURNS = 3
+
+
+class WaitingConnection(NamedTuple):
+    """An admin connection that had sent nothing yet when its listener stopped accepting."""
+
+    #: Its admin listener: the index among the node's, in config order.
+    listener: int
+    #: A descriptor of its own, which the holder closes (or serves).
+    sock: socket.socket
 
 
 class AdminListeners:
@@ -127,21 +145,62 @@ class AdminListeners:
                 found.extend([] if server is None else server.sockets)
         return found
 
+    async def serve(self, waiting: Sequence[WaitingConnection]) -> None:
+        """Serve connections another process took out of its listeners (``take_untouched``).
+
+        Each is served as a connection its own listener had just accepted. One
+        whose listener is not here, or which is gone already, is closed (logged).
+        """
+        loop = asyncio.get_running_loop()
+        for listener, sock in waiting:
+            server = self._runners[listener].server if listener < len(self._runners) else None
+            try:
+                if server is None:
+                    raise OSError(f"this process has no admin listener {listener}")
+                await loop.connect_accepted_socket(server, sock)
+            except OSError as exc:
+                log.warning("could not serve an admin connection passed on: %s", exc)
+                sock.close()
+
+    async def stop_accepting(self) -> None:
+        """Accept no more connections (again: nothing); those accepted are served on."""
+        for runner in self._runners:
+            for site in list(runner.sites):
+                await site.stop()
+        for _ in range(_ACCEPT_TURNS):
+            await asyncio.sleep(0)  # not a wait for time: the turns named above
+
+    def take_untouched(self) -> list[WaitingConnection]:
+        """Take out each connection that has given this process no byte, to be served elsewhere.
+
+        Call it once accepting stopped (``stop_accepting``). Each is returned
+        as a descriptor of its own and closed here: this process' descriptor
+        only, so its client sees nothing, and what it sends waits in the
+        kernel for whoever serves the descriptor. TLS connections stay (their
+        state cannot move), as do those this process read a byte of.
+        """
+        taken: list[WaitingConnection] = []
+        for index, runner in enumerate(self._runners):
+            for handler in [] if runner.server is None else list(runner.server.connections):
+                if (sock := _take_if_untouched(handler)) is not None:
+                    taken.append(WaitingConnection(index, sock))
+        return taken
+
     async def hand_over(self, header_seconds: float) -> None:
         """Stop accepting (the successor accepts on the same sockets), then stop.
 
-        A connection accepted just before, whose request has not arrived yet,
+        A connection accepted just before, whose request has begun to arrive,
         gets until :data:`ON_ITS_WAY_SECONDS` after its connect (at most
-        ``header_seconds``) to send it: aiohttp's shutdown closes an idle
-        connection unanswered, and that client's post would be lost. One
-        silent longer is an idle keep-alive connection, closed as a server may
-        close any: waiting for it kept the old process of a handoff up to
-        ``header_seconds`` after its last browser left.
+        ``header_seconds``) to complete it: aiohttp's shutdown closes a
+        connection without a request unanswered, and that client's post would
+        be lost. One silent longer is an idle keep-alive connection, closed as
+        a server may close any: waiting for it kept the old process of a
+        handoff up to ``header_seconds`` after its last browser left. (A
+        handoff first takes out those that sent nothing at all:
+        ``take_untouched``.)
         """
+        await self.stop_accepting()
         runners, self._runners = self._runners, []
-        for runner in runners:
-            for site in list(runner.sites):
-                await site.stop()
         loop = asyncio.get_running_loop()
         for _ in range(max(1, round(header_seconds / _POLL_SECONDS))):
             waiting = sum(_request_on_its_way(runner, loop.time()) for runner in runners)
@@ -177,6 +236,23 @@ def _request_on_its_way(runner: web.AppRunner, now: float) -> int:
     # the first one it closes the connection keepalive_timeout after it connected.
     return sum(
         h._request_count == 0
+        and h.transport is not None  # None: closed (taken out, or gone)
         and now - (h._next_keepalive_close_time - h._keepalive_timeout) < ON_ITS_WAY_SECONDS
         for h in server.connections
     )
+
+
+def _take_if_untouched(handler: RequestHandler) -> socket.socket | None:
+    """A descriptor of ``handler``'s connection, closed here, if it gave this process no byte."""
+    transport = handler.transport
+    # aiohttp counts the requests it parsed on a connection: one with a request
+    # is answered here (and a keep-alive one may have a next one buffered).
+    if transport is None or handler._request_count or transport.get_extra_info("sslcontext"):
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None or not read_nothing(raw.fileno()):
+        return None
+    # In the same loop turn as the question: nothing is read in between.
+    taken = socket.socket(fileno=os.dup(raw.fileno()))
+    handler.force_close()
+    return taken

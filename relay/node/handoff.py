@@ -10,8 +10,9 @@ order (the messages are in ``relay.links.handoff_wire``):
 2. every browser connection, in batches, each cut at a frame boundary with
    its state; the old process stops reading it, has nothing left to write
    to it, and the hub forgets it, in one step;
-3. the admin listening sockets, once the old process holds no browsers; it
-   finishes the posts in flight, then says ``DONE`` and exits.
+3. the admin listening sockets, once the old process holds no browsers and
+   has finished the posts in flight, with the admin connections on which no
+   request had come yet; then it says ``DONE`` and exits.
 
 The cut is by position in one ordered stream: from step 1 on, every message
 the old process routes is also *forwarded* down the same channel. A message
@@ -60,6 +61,7 @@ from relay.links.handoff_wire import (
     BATCH_SOCKETS,
     HandoffError,
     Kind,
+    admin_connections_body,
     batches,
     listener_kinds,
 )
@@ -219,11 +221,20 @@ async def _hand_over(moving: Moving) -> None:
         await _move_stragglers(moving)
         admin = node.admin_sockets()
         moving.spare_admin = [socket.socket(fileno=fd) for fd in _dup_all(admin)]
-        channel.send(
-            Kind.ADMIN, listener_kinds(["admin"] * len(admin)), _dup_all(admin), owned=True
-        )
         moving.admin_closed = True
+        moving.spare_waiting = await node.take_waiting_admin()
         await node.close_admin()  # posts in flight are answered, and forwarded
+        # Sent once nothing here serves them: a failure to send finds them all in spare.
+        channel.send(
+            Kind.ADMIN,
+            listener_kinds(["admin"] * len(admin)),
+            _dup_all(moving.spare_admin),
+            owned=True,
+        )
+        if waiting := moving.spare_waiting:
+            listeners = [connection.listener for connection in waiting]
+            fds = _dup_all([connection.sock for connection in waiting])
+            channel.send(Kind.ADMIN_CONNECTIONS, admin_connections_body(listeners), fds, owned=True)
         # DONE is the last message: the successor reads from Redis from DONE's
         # position on (in a mesh it takes every post now, peers' too), so what
         # is routed here later is not its to deliver, and left unread it would
@@ -233,8 +244,13 @@ async def _hand_over(moving: Moving) -> None:
         await _answer(moving, Kind.DONE)
     finally:
         stop_forwarding()  # idempotent
+    passed_on = len(moving.spare_waiting)
     moving.close_spares()
-    log.info("handoff done: %d browser connections moved", moving.moved)
+    log.info(
+        "handoff done: %d browser connections moved%s",
+        moving.moved,
+        f", {passed_on} admin connections with no request yet passed on" if passed_on else "",
+    )
 
 
 async def _move_stragglers(moving: Moving) -> None:

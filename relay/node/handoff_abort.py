@@ -61,6 +61,7 @@ from relay.links.handoff_wire import (
     released_unadopted,
 )
 from relay.listeners.handoff import Channel, MovableConnection
+from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
 
@@ -83,6 +84,8 @@ class Moving:
     #: Duplicates of the listening sockets, kept to accept again after a failure.
     spare_clients: list[socket.socket] = field(default_factory=list)
     spare_admin: list[socket.socket] = field(default_factory=list)
+    #: Duplicates of the admin connections taken out before any request came, likewise.
+    spare_waiting: list[WaitingConnection] = field(default_factory=list)
     #: Batch number -> its connections, cut but not acknowledged yet.
     pending: dict[int, list[tuple[MovableConnection, ConnectionState]]] = field(
         default_factory=dict
@@ -114,10 +117,11 @@ class Moving:
         self.close_spares()
 
     def close_spares(self) -> None:
-        """Close the listening sockets kept in spare (those not accepted on again)."""
-        for spare in (*self.spare_clients, *self.spare_admin):
+        """Close the sockets kept in spare (those not served again)."""
+        waiting = [connection.sock for connection in self.spare_waiting]
+        for spare in (*self.spare_clients, *self.spare_admin, *waiting):
             spare.close()
-        self.spare_clients, self.spare_admin = [], []
+        self.spare_clients, self.spare_admin, self.spare_waiting = [], [], []
 
 
 def watch(channel: Channel) -> WatchedProcess | None:
@@ -233,8 +237,8 @@ async def _recover(moving: Moving) -> None:
             await listener.accept(spare)
         moving.spare_clients = []
     if moving.admin_closed:
-        await node.start_admin(moving.spare_admin)
-        moving.spare_admin = []
+        await node.start_admin(moving.spare_admin, moving.spare_waiting)
+        moving.spare_admin, moving.spare_waiting = [], []
     moving.close_spares()
     log.warning(
         "after the failed handoff: %d connections had moved, %d resumed here",

@@ -44,10 +44,12 @@ from relay.links.handoff_wire import (
     HandoffError,
     Kind,
     Place,
+    admin_listeners_of,
     released_body,
     resumed_of,
 )
 from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.node.admin_listeners import WaitingConnection
 from relay.node.handoff import longest_quiet
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
@@ -146,20 +148,30 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
             old node may still serve are given back; ``node.stop`` closes the rest.
     """
     admin: list[socket.socket] = []
+    waiting: list[WaitingConnection] = []
     try:
-        await _adopt_until_done(node, channel, resumption, admin)
+        await _adopt_until_done(node, channel, resumption, admin, waiting)
     except BaseException:
-        for sock in admin:
-            sock.close()  # this process' copies only: the old one accepts on its own
+        for sock in [*admin, *(connection.sock for connection in waiting)]:
+            sock.close()  # this process' copies only: the old one serves its own
         raise
     resumption.resume()
-    await node.start_admin(admin)  # none passed (the old process died first): bound afresh
+    # None passed (the old process died first): bound afresh.
+    await node.start_admin(admin, waiting)
 
 
 async def _adopt_until_done(
-    node: Node, channel: Channel, resumption: Resumption, admin: list[socket.socket]
+    node: Node,
+    channel: Channel,
+    resumption: Resumption,
+    admin: list[socket.socket],
+    waiting: list[WaitingConnection],
 ) -> None:
-    """``adopt_all``'s reading of the channel; the admin sockets passed go into ``admin``."""
+    """``adopt_all``'s reading of the channel.
+
+    The admin listening sockets passed go into ``admin``, the admin
+    connections with no request yet into ``waiting``.
+    """
     adopted: _Batches = {}
     old = WatchedProcess(channel.peer_pid) if channel.peer_pid else None
     quiet = longest_quiet(node.config.limits)
@@ -175,6 +187,15 @@ async def _adopt_until_done(
                 adopted[number] = await _adopt_batch(node, channel, body, fds)
             elif kind is Kind.ADMIN:
                 admin.extend(socket.socket(fileno=fd) for fd in fds)
+            elif kind is Kind.ADMIN_CONNECTIONS:
+                passed = [socket.socket(fileno=fd) for fd in fds]
+                try:
+                    listeners = admin_listeners_of(body, len(passed))
+                except HandoffError:
+                    for sock in passed:
+                        sock.close()
+                    raise
+                waiting.extend(map(WaitingConnection, listeners, passed))
             elif kind is Kind.ABORT:
                 resumed = await _release(node, channel, adopted, body)
                 raise StartupError(

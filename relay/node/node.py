@@ -27,7 +27,7 @@ from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
 from relay.node import reload
-from relay.node.admin_listeners import AdminListeners
+from relay.node.admin_listeners import AdminListeners, WaitingConnection
 from relay.node.parts import Parts, new_monitor
 from relay.node.presence import new_alerts, new_presence
 from relay.node.stop_watch import StopWatch
@@ -258,8 +258,15 @@ class Node:
         if self.siblings is not None:
             await watch.step("siblings' socket", self.siblings.stop())
 
-    async def start_admin(self, sockets: Sequence[socket.socket | None] = ()) -> None:
+    async def start_admin(
+        self,
+        sockets: Sequence[socket.socket | None] = (),
+        waiting: Sequence[WaitingConnection] = (),
+    ) -> None:
         """Start the admin listeners: bound as configured, or on ``sockets`` (config order).
+
+        Then serve ``waiting``: admin connections a process handing over had
+        accepted, on which no request had come yet.
 
         Raises:
             StartupError: a listener could not start.
@@ -267,10 +274,16 @@ class Node:
         await self.admin.start(
             self._servers("admin"), self.config.limits, sockets, grace=SHUTDOWN_GRACE
         )
+        await self.admin.serve(waiting)
 
     def admin_sockets(self) -> list[socket.socket]:
         """The admin listeners' listening sockets, in config order (for a handoff)."""
         return self.admin.sockets()
+
+    async def take_waiting_admin(self) -> list[WaitingConnection]:
+        """Stop accepting admin connections; take out those with no byte sent yet (a handoff's)."""
+        await self.admin.stop_accepting()
+        return self.admin.take_untouched()
 
     async def close_admin(self) -> None:
         """Stop the admin listeners for a successor, cutting no request off."""

@@ -2,7 +2,8 @@
 
 A :class:`Watcher` is one browser subscribed to ``K`` that keeps every
 message id it receives and how its connection ended; a :class:`Poster` is an
-application server posting ``RATE`` messages a second to an admin port;
+application server posting ``RATE`` messages a second to an admin port
+(``post_over`` posts once over a connection opened earlier);
 :func:`read_status` reads a node's ``/status/``. :class:`StandIn` takes the
 place of the other side's pid watcher when both sides of a handoff run in
 the test's process (whose pid they would otherwise watch, and kill).
@@ -112,6 +113,22 @@ class Poster:
         """Stop posting, once the post under way is answered."""
         self._stop.set()
         await self.task
+
+
+def post_over(sock: socket.socket, unique_id: str) -> int:
+    """POST a notification to ``K`` over ``sock`` (connected to an admin port); its status.
+
+    Blocking (run it in a thread): an application server that opened its
+    connection earlier and uses it only now.
+    """
+    body = orjson.dumps(notification("K", unique_id=unique_id))
+    head = f"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(body)}\r\n"
+    sock.settimeout(WAIT)
+    sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return int(answer.split(b" ", 2)[1]) if answer else 0
 
 
 async def connect_many(port: int, count: int, **kwargs: Any) -> list[Watcher]:

@@ -52,7 +52,15 @@ from relay.node.handoff_abort import RELEASE_SECONDS
 from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
-from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many, read_status
+from tests.node.handoff_parts import (
+    RATE,
+    Poster,
+    Watcher,
+    close_all,
+    connect_many,
+    post_over,
+    read_status,
+)
 from tests.support import WAIT, eventually, local_config
 
 #: Plain browsers: the new process adopts them all before it is killed.
@@ -233,6 +241,10 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     old, new, late, plain, compressed, poster = await _half_way(relays, tmp_path)
     assert poster is not None
     new.signal(signal.SIGSTOP)
+    # An application server's connection, opened now and used only after the
+    # failure: the old process passes it on with its admin sockets, unused...
+    pooled = socket.create_connection(("127.0.0.1", old.admin_port))
+    await read_status(old.admin_port)  # accepted after it: so it was accepted
     # Its handshake done, the old process hands its admin sockets over and says DONE;
     # no DONE comes back.
     url = f"ws://127.0.0.1:{old.client_port}/"
@@ -270,6 +282,12 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
     await poster.stop()
     everyone = await _served_here(old, poster, plain, back, compressed, finished, closed_with)
+    # ... and serves it again itself.
+    with pooled:
+        assert await asyncio.to_thread(post_over, pooled, "pooled") == 200
+    for watcher in everyone:
+        await watcher.sync()
+        assert watcher.ids[-1] == "pooled"
     await close_all(everyone)
 
 
