@@ -6,6 +6,9 @@ under these names (``FDNAME=``):
 
 - ``relay-client-N`` / ``relay-admin-N``: the N-th client / admin listening
   socket, in config order;
+- ``relay-waiting-N``: each connection the N-th admin listener had accepted
+  with no byte read yet (an application server's post on its way, or a pool
+  opened ahead), served by the next process as if it had accepted it;
 - ``b``: every browser socket that can move, in messages of at most
   :data:`FDS_PER_MESSAGE` (a name of one letter: see :func:`browser_room`);
 - ``relay-state``: a memfd holding a :class:`StoredState` (JSON), which says
@@ -48,6 +51,7 @@ FDS_PER_MESSAGE = 253
 #: The names relay stores under (``FDNAME=``); a client listener's is ``relay-client-N``.
 CLIENT = "relay-client"
 ADMIN = "relay-admin"
+WAITING = "relay-waiting"
 BROWSER = "b"
 STATE = "relay-state"
 #: The format of ``relay-state``; a state of another version is stale.
@@ -66,6 +70,11 @@ class FdStoreError(ValueError):
 def listener_name(kind: str, index: int) -> str:
     """The ``FDNAME`` of the ``index``-th listening socket of ``kind`` (client or admin)."""
     return f"relay-{kind}-{index}"
+
+
+def waiting_name(index: int) -> str:
+    """The ``FDNAME`` of an admin connection with nothing read, of the ``index``-th listener."""
+    return f"{WAITING}-{index}"
 
 
 def store_message(name: str, *, poll: bool = True) -> bytes:
@@ -220,6 +229,8 @@ class Passed:
     clients: dict[int, int] = field(default_factory=dict)
     admins: dict[int, int] = field(default_factory=dict)
     browsers: list[int] = field(default_factory=list)
+    #: Admin connections with nothing read: (the index of their listener, descriptor).
+    waiting: list[tuple[int, int]] = field(default_factory=list)
     states: list[int] = field(default_factory=list)
     #: Descriptors under names relay does not know (another program's, an older relay's).
     unknown: list[tuple[str, int]] = field(default_factory=list)
@@ -234,6 +245,8 @@ class Passed:
                 passed.browsers.append(fd)
             elif name == STATE:
                 passed.states.append(fd)
+            elif kind == WAITING and index.isdigit() and int(index) < 1000:
+                passed.waiting.append((int(index), fd))
             elif kind in (CLIENT, ADMIN) and index.isdigit() and int(index) < 1000:
                 listeners = passed.clients if kind == CLIENT else passed.admins
                 if int(index) in listeners:
@@ -249,6 +262,7 @@ class Passed:
         """Every name passed, to tell systemd to forget them once relay holds the descriptors."""
         names = {listener_name("client", i) for i in self.clients}
         names |= {listener_name("admin", i) for i in self.admins}
+        names |= {waiting_name(i) for i, _ in self.waiting}
         if self.browsers:
             names.add(BROWSER)
         if self.states:
@@ -261,10 +275,18 @@ class Passed:
             *self.clients.values(),
             *self.admins.values(),
             *self.browsers,
+            *(fd for _, fd in self.waiting),
             *self.states,
             *(fd for _, fd in self.unknown),
         ]
 
     def __bool__(self) -> bool:
         """Whether systemd passed anything at all."""
-        return bool(self.clients or self.admins or self.browsers or self.states or self.unknown)
+        return bool(
+            self.clients
+            or self.admins
+            or self.browsers
+            or self.waiting
+            or self.states
+            or self.unknown
+        )

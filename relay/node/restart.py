@@ -54,10 +54,12 @@ from relay.links.fdstore_wire import (
     browser_room,
     listener_name,
     socket_key,
+    waiting_name,
 )
 from relay.links.handoff_wire import ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
 from relay.listeners.handoff import MovableConnection, adopt, cut_movable
+from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.node.restart_listeners import keepable, listening, socket_of
 from relay.node.restart_position import heard, resume_at, stop_reading
@@ -178,6 +180,11 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         log.info("%d messages of history kept across the restart", restored)
     clients = listening(passed.clients, node.config.listeners("client"), "client")
     admins = listening(passed.admins, node.config.listeners("admin"), "admin")
+    waiting = [
+        WaitingConnection(index, sock)
+        for index, fd in passed.waiting
+        if (sock := socket_of(fd)) is not None
+    ]
     for name, fd in passed.unknown:
         log.warning("closing descriptor %d that systemd kept as %r: not relay's", fd, name)
         os.close(fd)
@@ -188,28 +195,32 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         await node.start(clients, admin_later=True)
     except BaseException:
         _close_all(passed.browsers)
+        for held in waiting:
+            held.sock.close()
         raise
     try:
         # Before the admin side accepts: a post taken now reaches the adopted browsers too.
         adopted, stale = await _adopt_browsers(node, passed.browsers, state)
         if resumption is not None:
             resumption.resume()  # what Redis took during the gap reaches them now
-        await node.start_admin(admins)
+        await node.start_admin(admins, waiting)
     except BaseException:
         # Else the node would serve on without an admin side (or the process exit under
         # it): its browsers are told 1001, as at any stop, and reconnect.
         await node.stop()
-        for sock in admins:  # those no listener took (closing one twice does nothing)
-            if sock is not None:
-                sock.close()
+        # Those no listener took (closing one twice does nothing).
+        for kept in [*admins, *(held.sock for held in waiting)]:
+            if kept is not None:
+                kept.close()
         raise
     node.adopted = adopted
     log.info(
         "restarted with systemd's file descriptor store: %d client and %d admin listeners "
-        "and %d browser connections adopted%s",
+        "and %d browser connections adopted%s%s",
         sum(sock is not None for sock in clients),
         sum(sock is not None for sock in admins),
         adopted,
+        f", {len(waiting)} admin connections with no request yet served" if waiting else "",
         f", {stale} stale ones closed" if stale else "",
     )
 
@@ -292,7 +303,15 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         if (sock := keepable("admin", index, sockets)) is not None:
             stored.append(listener_name("admin", index))
             store.store(stored[-1], [sock.fileno()])
+    waiting = await node.take_waiting_admin()
     await node.close_admin()  # posts in flight are answered (and delivered) first
+    try:
+        for held in waiting:
+            stored.append(waiting_name(held.listener))
+            store.store(stored[-1], [held.sock.fileno()])
+    finally:
+        for held in waiting:
+            held.sock.close()  # systemd keeps its own duplicates
     for index, listener in enumerate(node.client_listeners):
         if (sock := keepable("client", index, listener.listening_sockets())) is not None:
             stored.append(listener_name("client", index))
@@ -325,9 +344,10 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     node.hurry()
     log.info(
         "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
-        "file descriptor store%s",
+        "file descriptor store%s%s",
         len(kept),
-        len(stored),
+        len(stored) - len(waiting),
+        f", and {len(waiting)} admin connections with no request yet" if waiting else "",
         f"; {len(left)} more than the store takes are closed" if left else "",
     )
 

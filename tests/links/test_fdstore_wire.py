@@ -90,11 +90,15 @@ def test_passed_descriptors_are_sorted_by_name() -> None:
             ("relay-client-0", 8),
             ("other", 9),
             ("relay-client-x", 10),
+            ("relay-waiting-1", 11),
+            ("relay-waiting-0", 12),
+            ("relay-waiting-1", 13),
         ]
     )
     assert passed.clients == {0: 5}
     assert passed.admins == {0: 3}
     assert passed.browsers == [4, 6]
+    assert passed.waiting == [(1, 11), (0, 12), (1, 13)]
     assert passed.states == [7]
     assert passed.unknown == [("relay-client-0", 8), ("other", 9), ("relay-client-x", 10)]
     assert passed.names == {
@@ -104,9 +108,12 @@ def test_passed_descriptors_are_sorted_by_name() -> None:
         "relay-state",
         "other",
         "relay-client-x",
+        "relay-waiting-0",
+        "relay-waiting-1",
     }
-    assert sorted(passed.all_fds()) == list(range(3, 11))
+    assert sorted(passed.all_fds()) == list(range(3, 14))
     assert passed
+    assert Passed.sort([("relay-waiting-0", 3)])  # all that was kept: still something
     assert not Passed.sort([])
 
 

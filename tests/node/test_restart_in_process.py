@@ -24,13 +24,13 @@ import pytest
 
 from relay.config import parse_config
 from relay.errors import StartupError
-from relay.links.fdstore_wire import Passed
+from relay.links.fdstore_wire import Passed, waiting_name
 from relay.listeners.handoff import MovableConnection
 from relay.node.node import Node
 from relay.node.restart import adopt_passed, store_for_restart
 from relay.process.fdstore import FdStore
 from tests.harness.fdstore import FakeSystemd
-from tests.node.handoff_parts import Watcher, close_all
+from tests.node.handoff_parts import Watcher, close_all, post_over, read_status
 from tests.support import WAIT, eventually, free_ports, local_config, notification
 
 #: A name that resolves to one IPv4 and one IPv6 address.
@@ -143,3 +143,36 @@ async def test_a_start_that_fails_after_adopting_closes_the_browsers_with_1001(
         await watcher.task
     assert watcher.ws.close_code == 1001  # going away: told, as at any stop
     assert new.client_listeners == []  # the node stopped
+
+
+async def test_an_admin_connection_with_nothing_sent_yet_is_kept_and_answered_after(
+    systemd: FakeSystemd, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(local_config())
+    store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "100"})
+    assert store is not None
+    old = Node(config, connection_factory=MovableConnection)
+    await old.start()
+    watcher = await Watcher.open(old.client_addresses[0][1])
+    # An application server's connection, opened before the stop and used after the start.
+    pooled = socket.create_connection(("127.0.0.1", old.admin_addresses[0][1]))
+    await read_status(old.admin_addresses[0][1])  # accepted after it: so it was accepted
+    with caplog.at_level(logging.INFO, "relay.restart"):
+        await store_for_restart(old, store)
+    await old.stop()
+    assert "and 1 admin connections with no request yet" in caplog.text
+    assert systemd.names().count(waiting_name(0)) == 1
+    passed = Passed.sort([(name, os.dup(fd)) for name, fd in systemd.stored])
+    new = Node(config, connection_factory=MovableConnection)
+    try:
+        with caplog.at_level(logging.INFO, "relay.restart"):
+            await adopt_passed(new, store, passed)
+        assert "1 admin connections with no request yet served" in caplog.text
+        assert await asyncio.to_thread(post_over, pooled, "pooled") == 200
+        await watcher.sync()
+        assert watcher.ids == ["pooled"]
+        assert watcher.ended is None  # kept across the restart
+    finally:
+        pooled.close()
+        await close_all([watcher])
+        await new.stop()
