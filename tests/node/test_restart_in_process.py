@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 import pytest
 
-from relay.config import parse_config
+from relay.config import Config, parse_config
 from relay.errors import StartupError
 from relay.links.fdstore_wire import Passed, waiting_name
 from relay.listeners.handoff import MovableConnection
@@ -117,15 +117,20 @@ async def test_listeners_on_several_addresses_come_back_on_all_of_them(
         await new.stop()
 
 
-async def test_a_start_that_fails_after_adopting_closes_the_browsers_with_1001(
-    systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _node_with_a_browser(systemd: FakeSystemd) -> tuple[Config, FdStore, Node, Watcher]:
+    """A node (the default test config) with one browser, and a store kept by ``systemd``."""
     config = parse_config(local_config())
     store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "100"})
     assert store is not None
     old = Node(config, connection_factory=MovableConnection)
     await old.start()
-    watcher = await Watcher.open(old.client_addresses[0][1])
+    return config, store, old, await Watcher.open(old.client_addresses[0][1])
+
+
+async def test_a_start_that_fails_after_adopting_closes_the_browsers_with_1001(
+    systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, store, old, watcher = await _node_with_a_browser(systemd)
     await store_for_restart(old, store)
     await old.stop()
     assert watcher.ended is None  # kept in the store
@@ -148,12 +153,7 @@ async def test_a_start_that_fails_after_adopting_closes_the_browsers_with_1001(
 async def test_an_admin_connection_with_nothing_sent_yet_is_kept_and_answered_after(
     systemd: FakeSystemd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(local_config())
-    store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "100"})
-    assert store is not None
-    old = Node(config, connection_factory=MovableConnection)
-    await old.start()
-    watcher = await Watcher.open(old.client_addresses[0][1])
+    config, store, old, watcher = await _node_with_a_browser(systemd)
     # An application server's connection, opened before the stop and used after the start.
     pooled = socket.create_connection(("127.0.0.1", old.admin_addresses[0][1]))
     await read_status(old.admin_addresses[0][1])  # accepted after it: so it was accepted
