@@ -37,7 +37,7 @@ _POLL_SECONDS = 0.01
 #: longer is an idle keep-alive one (a client's pool), not a post on its way.
 ON_ITS_WAY_SECONDS = 1.0
 #: Loop turns a connection accepted just before accepting stopped takes to reach aiohttp
-#: (asyncio: a task, then a callback; uvloop: a callback).
+#: (uvloop: a callback; asyncio: a task, then a callback).
 _ACCEPT_TURNS = 3
 
 
@@ -158,30 +158,58 @@ class AdminListeners:
                 if server is None:
                     raise OSError(f"this process has no admin listener {listener}")
                 await loop.connect_accepted_socket(server, sock)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: not a stream socket
                 log.warning("could not serve an admin connection passed on: %s", exc)
                 sock.close()
 
     async def stop_accepting(self) -> None:
         """Accept no more connections (again: nothing); those accepted are served on."""
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, asyncio.BaseEventLoop):
+            # asyncio's own loop (3.11) drops a connection it accepted in the turn
+            # before its server closes (Server._attach asserts, quietly): stop
+            # reading the listening sockets first, let those arrive, then close.
+            for sock in self.sockets():
+                loop.remove_reader(sock.fileno())
+            await _turns()
         for runner in self._runners:
             for site in list(runner.sites):
                 await site.stop()
-        for _ in range(_ACCEPT_TURNS):
-            await asyncio.sleep(0)  # not a wait for time: the turns named above
+        await _turns()
 
-    def take_untouched(self) -> list[WaitingConnection]:
+    async def wait_for_requests(self, header_seconds: float) -> None:
+        """Wait while a connection accepted just before has not sent its request.
+
+        Call it once accepting stopped. A connection gets until
+        :data:`ON_ITS_WAY_SECONDS` after its connect (at most
+        ``header_seconds``) to complete its request: aiohttp's shutdown closes
+        a connection without a request unanswered, and that client's post
+        would be lost. One silent longer is an idle keep-alive connection:
+        waiting for it kept the old process of a handoff up to
+        ``header_seconds`` after its last browser left.
+        """
+        loop = asyncio.get_running_loop()
+        for _ in range(max(1, round(header_seconds / _POLL_SECONDS))):
+            waiting = sum(_request_on_its_way(runner, loop.time()) for runner in self._runners)
+            if not waiting:
+                break
+            await asyncio.sleep(_POLL_SECONDS)  # aiohttp has no event for a request's arrival
+
+    def take_untouched(self, limit: int | None = None) -> list[WaitingConnection]:
         """Take out each connection that has given this process no byte, to be served elsewhere.
 
-        Call it once accepting stopped (``stop_accepting``). Each is returned
-        as a descriptor of its own and closed here: this process' descriptor
-        only, so its client sees nothing, and what it sends waits in the
-        kernel for whoever serves the descriptor. TLS connections stay (their
-        state cannot move), as do those this process read a byte of.
+        At most ``limit`` (None: all). Call it once accepting stopped
+        (``stop_accepting``). Each is returned as a descriptor of its own and
+        closed here: this process' descriptor only, so its client sees
+        nothing, and what it sends waits in the kernel for whoever serves the
+        descriptor. TLS connections stay (their state cannot move), as do
+        those this process read a byte of.
         """
         taken: list[WaitingConnection] = []
         for index, runner in enumerate(self._runners):
             for handler in [] if runner.server is None else list(runner.server.connections):
+                if limit is not None and len(taken) >= limit:
+                    return taken
                 if (sock := _take_if_untouched(handler)) is not None:
                     taken.append(WaitingConnection(index, sock))
         return taken
@@ -189,30 +217,24 @@ class AdminListeners:
     async def hand_over(self, header_seconds: float) -> None:
         """Stop accepting (the successor accepts on the same sockets), then stop.
 
-        A connection accepted just before, whose request has begun to arrive,
-        gets until :data:`ON_ITS_WAY_SECONDS` after its connect (at most
-        ``header_seconds``) to complete it: aiohttp's shutdown closes a
-        connection without a request unanswered, and that client's post would
-        be lost. One silent longer is an idle keep-alive connection, closed as
-        a server may close any: waiting for it kept the old process of a
-        handoff up to ``header_seconds`` after its last browser left. (A
-        handoff first takes out those that sent nothing at all:
+        Requests on their way are waited for (``wait_for_requests``), those
+        in flight answered; idle connections are closed, as a server may close
+        any. (A handoff first takes out those that sent nothing at all:
         ``take_untouched``.)
         """
         await self.stop_accepting()
-        runners, self._runners = self._runners, []
-        loop = asyncio.get_running_loop()
-        for _ in range(max(1, round(header_seconds / _POLL_SECONDS))):
-            waiting = sum(_request_on_its_way(runner, loop.time()) for runner in runners)
-            if not waiting:
-                break
-            await asyncio.sleep(_POLL_SECONDS)  # aiohttp has no event for a request's arrival
-        await asyncio.gather(*(runner.cleanup() for runner in runners))
+        await self.wait_for_requests(header_seconds)
+        await self.stop()
 
     async def stop(self) -> None:
         """Stop every listener once its requests in flight are answered (within the grace)."""
         runners, self._runners = self._runners, []
         await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+
+async def _turns() -> None:
+    for _ in range(_ACCEPT_TURNS):
+        await asyncio.sleep(0)  # not a wait for time: the loop turns named above
 
 
 def longest_hand_over(header_seconds: float, grace: float) -> float:
