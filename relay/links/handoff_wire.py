@@ -7,7 +7,9 @@ message; a message is a kind byte then a JSON body. File descriptors
 (listening sockets, browser sockets) travel with the last piece of their
 message. The conversation (``relay.node.handoff`` carries it out):
 
-- successor: ``HELLO`` {version, pid};
+- successor: ``HELLO`` {version, pid[, admin_connections: true]} (the
+  last: it takes ``ADMIN_CONNECTIONS``; an older successor does not say, and
+  is sent none);
 - old: ``LISTENERS`` {kinds[, position, verdicts]} + the client listening
   sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
@@ -19,7 +21,8 @@ message. The conversation (``relay.node.handoff`` carries it out):
 - old: ``ADMIN`` + the admin listening sockets; then, where it had any,
   ``ADMIN_CONNECTIONS`` {listeners: [index per socket]} + the admin
   connections that had sent nothing yet when it stopped accepting (served
-  by the successor from ``DONE`` on, as the listening sockets are); then
+  by the successor from ``DONE`` on, as the listening sockets are; in
+  messages of at most :data:`BATCH_SOCKETS`); then
   ``DONE`` {moved[, position]} once its own admin listener has finished its
   last request;
 - old, instead of the rest, when it gives up: ``ABORT`` {resumed: [batch
@@ -350,6 +353,16 @@ def _batches(body: dict[str, Any], field: str) -> set[int]:
 def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
     """The body of a ``LISTENERS`` or ``ADMIN`` message: what each passed socket serves."""
     return {"kinds": list(kinds)}
+
+
+def hello_body(version: str, pid: int) -> dict[str, Any]:
+    """The body of the successor's ``HELLO``: who it is, and that it takes admin connections."""
+    return {"version": version, "pid": pid, "admin_connections": True}
+
+
+def takes_admin_connections(hello: dict[str, Any]) -> bool:
+    """Whether the successor that said ``hello`` takes ``ADMIN_CONNECTIONS``."""
+    return hello.get("admin_connections") is True
 
 
 def admin_connections_body(listeners: Sequence[int]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from relay.links.handoff_wire import (
     admin_connections_body,
     batches,
     listener_kinds,
+    takes_admin_connections,
 )
 from relay.listeners.handoff import Channel, cut_movable
 from relay.node.admin_listeners import longest_hand_over
@@ -222,7 +223,8 @@ async def _hand_over(moving: Moving) -> None:
         admin = node.admin_sockets()
         moving.spare_admin = [socket.socket(fileno=fd) for fd in _dup_all(admin)]
         moving.admin_closed = True
-        moving.spare_waiting = await node.take_waiting_admin()
+        if takes_admin_connections(hello):  # an older successor is sent none: closed here
+            moving.spare_waiting = await node.take_waiting_admin()
         await node.close_admin()  # posts in flight are answered, and forwarded
         # Sent once nothing here serves them: a failure to send finds them all in spare.
         channel.send(
@@ -231,10 +233,12 @@ async def _hand_over(moving: Moving) -> None:
             _dup_all(moving.spare_admin),
             owned=True,
         )
-        if waiting := moving.spare_waiting:
-            listeners = [connection.listener for connection in waiting]
-            fds = _dup_all([connection.sock for connection in waiting])
-            channel.send(Kind.ADMIN_CONNECTIONS, admin_connections_body(listeners), fds, owned=True)
+        waiting = moving.spare_waiting
+        for start in range(0, len(waiting), BATCH_SOCKETS):  # as many as one message carries
+            batch = waiting[start : start + BATCH_SOCKETS]
+            body = admin_connections_body([connection.listener for connection in batch])
+            fds = _dup_all([connection.sock for connection in batch])
+            channel.send(Kind.ADMIN_CONNECTIONS, body, fds, owned=True)
         # DONE is the last message: the successor reads from Redis from DONE's
         # position on (in a mesh it takes every post now, peers' too), so what
         # is routed here later is not its to deliver, and left unread it would

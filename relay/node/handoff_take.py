@@ -45,6 +45,7 @@ from relay.links.handoff_wire import (
     Kind,
     Place,
     admin_listeners_of,
+    hello_body,
     released_body,
     resumed_of,
 )
@@ -107,7 +108,7 @@ async def take_over(
         channel = await Channel.connect(path)
     except OSError as exc:
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
-    channel.send(Kind.HELLO, {"version": __version__, "pid": os.getpid()})
+    channel.send(Kind.HELLO, hello_body(__version__, os.getpid()))
     seconds = config.limits.handoff_answer_seconds
     try:
         if (first := await channel.receive_within(seconds)) is None:
@@ -156,8 +157,13 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
             sock.close()  # this process' copies only: the old one serves its own
         raise
     resumption.resume()
-    # None passed (the old process died first): bound afresh.
-    await node.start_admin(admin, waiting)
+    try:
+        # None passed (the old process died first): bound afresh.
+        await node.start_admin(admin, waiting)
+    except BaseException:
+        for connection in waiting:  # not served: this process is about to exit
+            connection.sock.close()
+        raise
 
 
 async def _adopt_until_done(

@@ -16,6 +16,7 @@ from relay.links.handoff_wire import (
     batches,
     decode,
     encode,
+    hello_body,
     pieces,
     position_body,
     position_of,
@@ -24,6 +25,7 @@ from relay.links.handoff_wire import (
     released_of,
     released_unadopted,
     resumed_of,
+    takes_admin_connections,
 )
 
 STATE = ConnectionState(
@@ -155,3 +157,8 @@ def test_admin_connections_without_one_listener_each_are_a_handoff_error(
 ) -> None:
     with pytest.raises(HandoffError, match=refusal):
         admin_listeners_of(body, 3)
+
+
+def test_a_successor_says_it_takes_admin_connections_and_an_older_one_does_not() -> None:
+    assert takes_admin_connections(hello_body("0.2.0", 17))
+    assert not takes_admin_connections({"version": "0.1.0", "pid": 17})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.links.fdstore_wire import FDS_PER_MESSAGE
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import RelayNode
 from tests.node.handoff_parts import Poster, close_all, connect_many, post_over
@@ -27,6 +28,9 @@ from tests.support import local_config
 
 #: Long, so that waiting for the idle connections would show.
 HEADER_SECONDS = 30.0
+#: Application servers' pools, opened ahead: more than one message of the
+#: handoff can carry (Linux passes at most 253 descriptors at once).
+IDLE = FDS_PER_MESSAGE + 10
 
 
 def _node(relays: Relays, tmp_path: Path, name: str, *args: str) -> RelayNode:
@@ -54,7 +58,7 @@ async def test_idle_admin_connections_do_not_keep_the_old_process(
     old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
     watchers = await connect_many(old.client_port, 20)
     # An application server's pool: connected, no request sent yet.
-    idle = [socket.create_connection(("127.0.0.1", old.admin_port)) for _ in range(4)]
+    idle = [socket.create_connection(("127.0.0.1", old.admin_port)) for _ in range(IDLE)]
     poster = Poster(old.admin_port)  # posts in flight throughout, each on a new connection
     try:
         new = _node(relays, tmp_path, "new", "--handoff-socket", handoff, "--take-over")
