@@ -7,7 +7,10 @@ a stop does not close the browsers. In order:
 
 1. the admin listening sockets are stored, then the admin listeners finish
    the posts in flight and stop (a post that arrives later waits in the
-   kernel's backlog for the next process);
+   kernel's backlog for the next process); a connection still silent a
+   second after its connect (an application server's pool) is stored too
+   (``relay-waiting-N``), up to :data:`WAITING_KEPT`, for the next process
+   to serve;
 2. the client listening sockets are stored and no longer accepted on;
    (a listener whose ``listen`` resolves to several addresses is not stored,
    as the handoff refuses it: the next start binds it afresh);
@@ -73,6 +76,10 @@ log = logging.getLogger("relay.restart")
 CUT_SECONDS = 2.0
 #: Pause between the rounds of that wait (a bounded poll: no event says a buffer emptied).
 CUT_POLL = 0.05
+#: Most admin connections with nothing read kept in the store (the others are closed, as
+#: idle ones): each takes a place in FileDescriptorStoreMax= and a name in
+#: LISTEN_FDNAMES (the room of 8 browsers); an application server's pool is a few.
+WAITING_KEPT = 100
 
 
 class Restart:
@@ -303,7 +310,12 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         if (sock := keepable("admin", index, sockets)) is not None:
             stored.append(listener_name("admin", index))
             store.store(stored[-1], [sock.fileno()])
-    waiting = await node.take_waiting_admin()
+    # Posts on their way are answered here; a connection still silent then
+    # (an application server's pool) is kept for the next process.
+    await node.admin.stop_accepting()
+    await node.admin.wait_for_requests(node.config.limits.admin_header_seconds)
+    room = store.capacity - len(stored) - len(node.client_listeners) - 1  # 1: the state
+    waiting = node.admin.take_untouched(max(0, min(WAITING_KEPT, room)))
     await node.close_admin()  # posts in flight are answered (and delivered) first
     try:
         for held in waiting:
