@@ -74,3 +74,19 @@ async def test_a_connection_for_a_listener_this_node_lacks_is_closed_and_logged(
         )
         client.settimeout(WAIT)
         assert client.recv(1) == b""  # closed: its client retries elsewhere
+
+
+async def test_no_more_are_taken_out_than_asked_for(node: Node) -> None:
+    address = ("127.0.0.1", _admin_port(node))
+    pooled = [socket.create_connection(address) for _ in range(3)]
+    try:
+        await _accepted(node, 3)
+        await node.admin.stop_accepting()
+        taken = node.admin.take_untouched(limit=2)
+        assert len(taken) == 2
+        await _accepted(node, 1)  # the third stays, served here
+        for connection in taken:
+            connection.sock.close()
+    finally:
+        for sock in pooled:
+            sock.close()

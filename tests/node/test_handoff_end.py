@@ -15,6 +15,9 @@ pid through a stand-in (the other side is this very process).
   successor's) used to leave the successor assuming success after
   ``limits.handoff_answer_seconds``, while the old one could still wake, give up and serve
   beside it: the successor now kills it, says so, and serves on.
+- Admin connections the successor cannot read (a garbled
+  ``ADMIN_CONNECTIONS``) fail the handoff there, and the old process, which
+  kept its own copies, serves them again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +35,14 @@ import pytest
 
 from relay.config import parse_config
 from relay.core.notification import parse_notification
+from relay.errors import StartupError
 from relay.links.handoff_wire import Kind
 from relay.listeners.handoff import MovableConnection
 from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_abort import Moving
 from relay.node.handoff_take import adopt_all, take_over
 from tests.broker.test_broker import StartNode, open_browser
-from tests.node.handoff_parts import stand_ins
+from tests.node.handoff_parts import post_over, read_status, stand_ins
 from tests.support import WAIT, local_config
 
 
@@ -149,3 +154,38 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
     finally:
         point.close()
     await browser.ws.close()
+
+
+async def test_admin_connections_the_successor_cannot_read_are_served_by_the_old_process(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    garbled: dict[str, Any] = {"listeners": "garbled"}
+    monkeypatch.setattr(handoff, "admin_connections_body", lambda _listeners: garbled)
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    port = old.admin_addresses[0][1]
+    # An application server's pool, opened before the handoff and used after it.
+    pooled = socket.create_connection(("127.0.0.1", port))
+    await read_status(port)  # accepted after it: so it was accepted
+    path = str(tmp_path / "handoff.sock")
+    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
+    point.start()
+    try:
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            with pytest.raises(StartupError, match="not a list of admin listeners"):
+                await adopt_all(successor, channel, resumption)
+        finally:
+            channel.close()
+            await successor.stop()
+        handing = point._task
+        assert handing is not None
+        await asyncio.wait_for(handing, WAIT)  # it gave up, and serves again
+        assert "handoff failed, this process keeps serving" in caplog.text
+        assert await asyncio.to_thread(post_over, pooled, "pooled") == 200
+    finally:
+        pooled.close()
+        point.close()
