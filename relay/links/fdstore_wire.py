@@ -7,7 +7,7 @@ under these names (``FDNAME=``):
 - ``relay-client-N`` / ``relay-admin-N``: the N-th client / admin listening
   socket, in config order;
 - ``relay-waiting-N``: each connection the N-th admin listener had accepted
-  with no byte read yet (an application server's post on its way, or a pool
+  and read no byte of by the time it stopped (an application server's pool
   opened ahead), served by the next process as if it had accepted it;
 - ``b``: every browser socket that can move, in messages of at most
   :data:`FDS_PER_MESSAGE` (a name of one letter: see :func:`browser_room`);
