@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness import Relays
 from tests.harness.checkout import second_checkout, set_version
 from tests.harness.node import POLL, START_WAIT
-from tests.node.handoff_parts import RATE, Poster, close_all, connect_many
+from tests.node.handoff_parts import RATE, Poster, close_all, connect_many, post_over
 from tests.redis_harness import RedisServer
 from tests.support import eventually
 from tests.workers.test_acceptance import status
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.slow
 BROWSERS = int(os.environ.get("RELAY_HANDOFF_BROWSERS", "200"))
 OLD_VERSION = "0.1.0+workers-before"
 NEW_VERSION = "0.1.0+workers-after"
+#: Admin connections opened before the roll, silent through it.
+POOLED = 20
 
 
 async def _workers(port: int) -> list[dict[str, Any]]:
@@ -67,6 +70,8 @@ async def test_sigusr2_replaces_each_worker_in_turn_and_disconnects_no_one(
     assert [worker["version"] for worker in before] == [OLD_VERSION, OLD_VERSION]
     old_pids = {worker["pid"] for worker in before}
     poster = Poster(node.admin_port)
+    # Application servers' pools, opened before the roll and used after it.
+    pooled = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(POOLED)]
     set_version(checkout_dir, NEW_VERSION)  # the package upgraded in place
     node.signal(signal.SIGUSR2)
     deadline = time.monotonic() + 2 * START_WAIT
@@ -76,7 +81,13 @@ async def test_sigusr2_replaces_each_worker_in_turn_and_disconnects_no_one(
         await asyncio.sleep(POLL)  # a log line, which nothing can be told about
     await asyncio.sleep(10 / RATE)  # a few more posts, to the new workers alone
     await poster.stop()
-    posted = poster.posted
+    # Each old worker passed those it had accepted to its successor, which answers them.
+    passed = re.findall(r"(\d+) admin connections with no request yet passed on", node.log)
+    assert sum(map(int, passed)) >= POOLED
+    for number, sock in enumerate(pooled):
+        with sock:
+            assert await asyncio.to_thread(post_over, sock, f"pooled{number}") == 200
+    posted = poster.posted + [f"pooled{number}" for number in range(POOLED)]
 
     # A post is answered once Redis has it; it reaches browsers when Redis returns it.
     async def delivered() -> bool:
