@@ -8,21 +8,10 @@ import pytest
 
 from relay.core.encoded import EncodedMessage
 from relay.core.held import HeldPosts, late_hold
+from tests.support import FakeClock
 
 
-class Clock:
-    """Monotonic seconds the test moves."""
-
-    def __init__(self) -> None:
-        """Start at 0."""
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        """The time now."""
-        return self.now
-
-
-def _held(clock: Clock, *ids: str) -> HeldPosts:
+def _held(clock: FakeClock, *ids: str) -> HeldPosts:
     """Posts ``ids`` held one second apart, the first at the clock's time now."""
     held = HeldPosts(clock)
     for unique in ids:
@@ -33,7 +22,7 @@ def _held(clock: Clock, *ids: str) -> HeldPosts:
 
 
 def test_a_post_the_broker_returns_is_taken_once() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = _held(clock, "a", "b")
     post = held.take(("phorge", "b"))
     assert post is not None
@@ -49,7 +38,7 @@ def test_a_post_the_broker_returns_is_taken_once() -> None:
 
 
 def test_posts_held_too_long_are_released_oldest_first_and_the_rest_wait() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = _held(clock, "a", "b", "c", "d")  # accepted at 0, 1, 2 and 3
     held.take(("phorge", "b"))
     clock.now = 4.5

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
+import pytest
 
 from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
@@ -281,3 +283,25 @@ def test_what_a_handoff_forwards_is_each_delivery_once_in_order_not_announcement
     from_broker(hub, notification("K", unique_id="theirs"))  # another path's copy
     hub.announce("default", {"subscribers": ["K"], "state": 1})
     assert routed == ["theirs", "mine"]
+
+
+def test_a_held_post_the_broker_never_returns_is_delivered_here_once_its_hold_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    hub, _ = make_hub(clock)
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    hub.set_ordering(True, hold_seconds=5)
+    assert post(hub, notification("K", unique_id="dropped")) is Outcome.HELD
+    clock.advance(4)
+    hub.expire()
+    assert browser.received == []  # Redis may still return it
+    clock.advance(2)
+    with caplog.at_level(logging.WARNING, logger="relay.hub"):
+        hub.expire()
+    assert [message["uniqueID"] for message in browser.received] == ["dropped"]
+    assert "delivered 1 post here without the broker's order" in caplog.text
+    hub.expire()
+    assert len(browser.received) == 1  # once
