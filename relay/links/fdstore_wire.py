@@ -6,9 +6,11 @@ under these names (``FDNAME=``):
 
 - ``relay-client-N`` / ``relay-admin-N``: the N-th client / admin listening
   socket, in config order;
-- ``relay-waiting-N``: each connection the N-th admin listener had accepted
-  and read no byte of by the time it stopped (an application server's pool
-  opened ahead), served by the next process as if it had accepted it;
+- ``relay-waiting-N``: each plain connection the N-th admin listener had
+  accepted and still read no byte of a second after its connect, when it
+  stopped (an application server's pool opened ahead; at most
+  ``relay.node.restart.WAITING_KEPT``), served by the next process as if
+  it had accepted it;
 - ``b``: every browser socket that can move, in messages of at most
   :data:`FDS_PER_MESSAGE` (a name of one letter: see :func:`browser_room`);
 - ``relay-state``: a memfd holding a :class:`StoredState` (JSON), which says

@@ -20,7 +20,7 @@ message. The conversation (``relay.node.handoff`` carries it out):
   before was delivered by the old process (the cut);
 - old: ``ADMIN`` + the admin listening sockets; then, where it had any,
   ``ADMIN_CONNECTIONS`` {listeners: [index per socket]} + the admin
-  connections that had sent nothing yet when it stopped accepting (served
+  connections it had read nothing of when it stopped accepting (served
   by the successor from ``DONE`` on, as the listening sockets are; in
   messages of at most :data:`BATCH_SOCKETS`); then
   ``DONE`` {moved[, position]} once its own admin listener has finished its
@@ -382,6 +382,8 @@ def admin_listeners_of(body: dict[str, Any], count: int) -> list[int]:
         raise HandoffError(f"not a list of admin listeners: {exc}") from None
     if len(listeners) != count:
         raise HandoffError(f"{len(listeners)} admin listeners named for {count} connections")
+    if any(index < 0 for index in listeners):
+        raise HandoffError(f"not a list of admin listeners: {listeners} names one below 0")
     return listeners
 
 

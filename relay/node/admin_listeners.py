@@ -150,16 +150,25 @@ class AdminListeners:
 
         Each is served as a connection its own listener had just accepted. One
         whose listener is not here, or which is gone already, is closed (logged).
+        They are this method's from the call on: those not served when it ends
+        (cancelled) are closed too, and the caller closes none of them.
         """
         loop = asyncio.get_running_loop()
-        for listener, sock in waiting:
-            server = self._runners[listener].server if listener < len(self._runners) else None
-            try:
-                if server is None:
-                    raise OSError(f"this process has no admin listener {listener}")
-                await loop.connect_accepted_socket(server, sock)
-            except (OSError, ValueError) as exc:  # ValueError: not a stream socket
-                log.warning("could not serve an admin connection passed on: %s", exc)
+        left = list(waiting)
+        try:
+            while left:
+                listener, sock = left.pop(0)
+                runners = self._runners
+                server = runners[listener].server if 0 <= listener < len(runners) else None
+                try:
+                    if server is None:
+                        raise OSError(f"this process has no admin listener {listener}")
+                    await loop.connect_accepted_socket(server, sock)
+                except (OSError, ValueError) as exc:  # ValueError: not a stream socket
+                    log.warning("could not serve an admin connection passed on: %s", exc)
+                    sock.close()
+        finally:
+            for _listener, sock in left:
                 sock.close()
 
     async def stop_accepting(self) -> None:

@@ -11,8 +11,8 @@ order (the messages are in ``relay.links.handoff_wire``):
    its state; the old process stops reading it, has nothing left to write
    to it, and the hub forgets it, in one step;
 3. the admin listening sockets, once the old process holds no browsers and
-   has finished the posts in flight, with the admin connections on which no
-   request had come yet; then it says ``DONE`` and exits.
+   has finished the posts in flight, with the plain admin connections it
+   had read nothing of; then it says ``DONE`` and exits.
 
 The cut is by position in one ordered stream: from step 1 on, every message
 the old process routes is also *forwarded* down the same channel. A message

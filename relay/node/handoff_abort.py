@@ -237,8 +237,9 @@ async def _recover(moving: Moving) -> None:
             await listener.accept(spare)
         moving.spare_clients = []
     if moving.admin_closed:
-        await node.start_admin(moving.spare_admin, moving.spare_waiting)
-        moving.spare_admin, moving.spare_waiting = [], []
+        waiting, moving.spare_waiting = moving.spare_waiting, []  # start_admin's from here
+        await node.start_admin(moving.spare_admin, waiting)
+        moving.spare_admin = []
     moving.close_spares()
     log.warning(
         "after the failed handoff: %d connections had moved, %d resumed here",

@@ -157,13 +157,7 @@ async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> Non
             sock.close()  # this process' copies only: the old one serves its own
         raise
     resumption.resume()
-    try:
-        # None passed (the old process died first): bound afresh.
-        await node.start_admin(admin, waiting)
-    except BaseException:
-        for connection in waiting:  # not served: this process is about to exit
-            connection.sock.close()
-        raise
+    await node.start_admin(admin, waiting)  # none passed (the old process died first): bound afresh
 
 
 async def _adopt_until_done(

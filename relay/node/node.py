@@ -266,14 +266,20 @@ class Node:
         """Start the admin listeners: bound as configured, or on ``sockets`` (config order).
 
         Then serve ``waiting``: admin connections a process handing over had
-        accepted, on which no request had come yet.
+        accepted and read nothing of. They are this method's from the call on
+        (closed if they cannot be served); the caller closes none of them.
 
         Raises:
             StartupError: a listener could not start.
         """
-        await self.admin.start(
-            self._servers("admin"), self.config.limits, sockets, grace=SHUTDOWN_GRACE
-        )
+        try:
+            await self.admin.start(
+                self._servers("admin"), self.config.limits, sockets, grace=SHUTDOWN_GRACE
+            )
+        except BaseException:
+            for connection in waiting:
+                connection.sock.close()
+            raise
         await self.admin.serve(waiting)
 
     def admin_sockets(self) -> list[socket.socket]:

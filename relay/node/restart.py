@@ -210,12 +210,14 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         adopted, stale = await _adopt_browsers(node, passed.browsers, state)
         if resumption is not None:
             resumption.resume()  # what Redis took during the gap reaches them now
-        await node.start_admin(admins, waiting)
+        handed, waiting = waiting, []  # start_admin's from the call on
+        await node.start_admin(admins, handed)
     except BaseException:
         # Else the node would serve on without an admin side (or the process exit under
         # it): its browsers are told 1001, as at any stop, and reconnect.
         await node.stop()
-        # Those no listener took (closing one twice does nothing).
+        # Those no listener took (closing one twice does nothing), and the
+        # waiting connections start_admin was not given.
         for kept in [*admins, *(held.sock for held in waiting)]:
             if kept is not None:
                 kept.close()
@@ -227,7 +229,7 @@ async def adopt_passed(node: Node, store: FdStore, passed: Passed) -> None:
         sum(sock is not None for sock in clients),
         sum(sock is not None for sock in admins),
         adopted,
-        f", {len(waiting)} admin connections with no request yet served" if waiting else "",
+        f", {len(handed)} admin connections with no request yet served" if handed else "",
         f", {stale} stale ones closed" if stale else "",
     )
 
