@@ -150,6 +150,7 @@ def test_waiting_admin_connections_name_their_listeners() -> None:
         ({}, "not a list of admin listeners"),
         ({"listeners": ["first"]}, "not a list of admin listeners"),
         ({"listeners": [0, 1]}, "2 admin listeners named for 3 connections"),
+        ({"listeners": [0, -1, 0]}, "names one below 0"),
     ],
 )
 def test_admin_connections_without_one_listener_each_are_a_handoff_error(

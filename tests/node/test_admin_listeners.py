@@ -56,10 +56,40 @@ async def test_only_connections_that_sent_nothing_move_and_the_other_node_answer
         assert await asyncio.to_thread(post_over, silent, "late") == 200
         await watcher.sync()
         assert watcher.ids == ["late"]
+        # The two that stayed are still the old node's, and it answers them.
+        begun.sendall(b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        used.sendall(b"GET /status/ HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.to_thread(_read_all, begun)).startswith(b"HTTP/1.1 4")  # "{}"
+        # After the rest of its first answer, the second.
+        assert b"HTTP/1.1 200" in await asyncio.to_thread(_read_all, used)
     finally:
         for sock in (silent, begun, used):
             sock.close()
         await close_all([watcher])
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """What ``sock`` receives until its peer closes (blocking: run it in a thread)."""
+    sock.settimeout(WAIT)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+async def test_a_connection_accepted_in_the_loop_turn_before_accepting_stops_is_kept(
+    node: Node,
+) -> None:
+    # asyncio's own loop has accepted it two turns on, but not yet made its
+    # transport: closing the server then dropped it, unanswered.
+    client = socket.create_connection(("127.0.0.1", _admin_port(node)))
+    with client:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await node.admin.stop_accepting()
+        taken = node.admin.take_untouched()
+        assert len(taken) == 1
+        taken[0].sock.close()
 
 
 async def test_a_connection_for_a_listener_this_node_lacks_is_closed_and_logged(

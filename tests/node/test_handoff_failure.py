@@ -90,6 +90,8 @@ def _node(
         "max_connections_per_ip": 0,
         "handshake_seconds": handshake_seconds,
         "handoff_answer_seconds": ANSWER_SECONDS,
+        # Room for an admin connection passed on, silent through a failed handoff.
+        "admin_header_seconds": 30.0,
     }
     config = local_config(limits=limits, browsers={"compression": True})
     if redis_url is not None:

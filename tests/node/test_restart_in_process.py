@@ -176,3 +176,22 @@ async def test_an_admin_connection_with_nothing_sent_yet_is_kept_and_answered_af
         pooled.close()
         await close_all([watcher])
         await new.stop()
+
+
+async def test_no_admin_connection_is_kept_where_the_store_has_no_room_for_it(
+    systemd: FakeSystemd,
+) -> None:
+    config = parse_config(local_config())
+    # One admin and one client listener and the state: nothing more fits.
+    store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "3"})
+    assert store is not None
+    old = Node(config, connection_factory=MovableConnection)
+    await old.start()
+    pooled = socket.create_connection(("127.0.0.1", old.admin_addresses[0][1]))
+    with pooled:
+        await read_status(old.admin_addresses[0][1])  # accepted after it: so it was accepted
+        await store_for_restart(old, store)
+        await old.stop()
+        assert sorted(set(systemd.names())) == ["relay-admin-0", "relay-client-0", "relay-state"]
+        pooled.settimeout(WAIT)
+        assert await asyncio.to_thread(pooled.recv, 1) == b""  # closed, as an idle one

@@ -57,7 +57,8 @@ async def test_sigusr2_replaces_each_worker_in_turn_and_disconnects_no_one(
         {"url": redis_server.url, **BROKER_TIMING},
         workers=2,
         env=checkout,
-        limits={"max_connections_per_ip": 0},
+        # Room for the pooled admin connections, silent through the roll.
+        limits={"max_connections_per_ip": 0, "admin_header_seconds": 30.0},
     ).start()
     watchers = await connect_many(node.client_port, BROWSERS)
 
