@@ -2,10 +2,10 @@
 
 One runner per ``admin`` server entry, in config order, each serving the
 node's one ``AdminState``. A handoff (``relay.node.handoff``) takes their
-listening sockets, then the connections that have sent nothing yet (the
-successor serves those, so a client that connected just before is answered
-however late its request comes), and then closes the listeners here
-without cutting a request off.
+listening sockets, then the plain connections this process has read
+nothing of (the successor serves those, so a client that connected just
+before is answered when its request comes), and then closes the listeners
+here without cutting a request off.
 """
 
 from __future__ import annotations

@@ -287,7 +287,7 @@ class Node:
         return self.admin.sockets()
 
     async def take_waiting_admin(self) -> list[WaitingConnection]:
-        """Stop accepting admin connections; take out those with no byte sent yet (a handoff's)."""
+        """Stop accepting admin connections; take out those read nothing of (a handoff's)."""
         await self.admin.stop_accepting()
         return self.admin.take_untouched()
 

@@ -318,7 +318,7 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     await node.admin.wait_for_requests(node.config.limits.admin_header_seconds)
     room = store.capacity - len(stored) - len(node.client_listeners) - 1  # 1: the state
     waiting = node.admin.take_untouched(max(0, min(WAITING_KEPT, room)))
-    await node.close_admin()  # posts in flight are answered (and delivered) first
+    await node.admin.stop()  # posts in flight are answered (and delivered) first
     try:
         for held in waiting:
             stored.append(waiting_name(held.listener))
