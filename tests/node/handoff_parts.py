@@ -12,9 +12,11 @@ the test's process (whose pid they would otherwise watch, and kill).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +25,8 @@ import orjson
 import pytest
 import websockets
 
+from relay.node.handoff import HandoffPoint
+from relay.node.node import Node
 from tests.support import WAIT, notification
 
 #: Posts per second during a handoff.
@@ -129,6 +133,20 @@ def post_over(sock: socket.socket, unique_id: str) -> int:
     while chunk := sock.recv(65536):
         answer += chunk
     return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+@contextlib.asynccontextmanager
+async def handoff_point(
+    old: Node, tmp_path: Path, on_done: Callable[[], None] = lambda: None
+) -> AsyncIterator[tuple[HandoffPoint, str]]:
+    """``old`` waiting for a successor at a socket in ``tmp_path``: the point and its path."""
+    path = str(tmp_path / "handoff.sock")
+    point = HandoffPoint(old, path, on_done=on_done)
+    point.start()
+    try:
+        yield point, path
+    finally:
+        point.close()
 
 
 async def connect_many(port: int, count: int, **kwargs: Any) -> list[Watcher]:

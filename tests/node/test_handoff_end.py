@@ -42,7 +42,7 @@ from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_abort import Moving
 from relay.node.handoff_take import adopt_all, take_over
 from tests.broker.test_broker import StartNode, open_browser
-from tests.node.handoff_parts import post_over, read_status, stand_ins
+from tests.node.handoff_parts import handoff_point, post_over, read_status, stand_ins
 from tests.support import WAIT, local_config
 
 
@@ -70,11 +70,8 @@ async def test_a_successor_that_closes_at_once_after_its_done_ends_the_handoff_c
     caplog.set_level(logging.INFO, "relay.handoff")
     old = await start_node(_config(), connection_factory=MovableConnection)
     browser = await open_browser(old, "PHID-E")
-    path = str(tmp_path / "handoff.sock")
     done = asyncio.Event()
-    point = handoff.HandoffPoint(old, path, on_done=done.set)
-    point.start()
-    try:
+    async with handoff_point(old, tmp_path, on_done=done.set) as (point, path):
         successor, channel, _resumption = await take_over(parse_config(_config()), path)
         try:
             # The successor's side by hand: answer each batch, read up to DONE.
@@ -99,8 +96,6 @@ async def test_a_successor_that_closes_at_once_after_its_done_ends_the_handoff_c
         finally:
             channel.close()
             await successor.stop()
-    finally:
-        point.close()
     assert done.is_set()  # so the old process exits by itself
     assert "handoff done: 1 browser connections moved" in caplog.text
     assert not _problems(caplog)
@@ -127,10 +122,7 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
     monkeypatch.setattr(handoff, "_answer", hang_at_the_end)
     old = await start_node(_config(), connection_factory=MovableConnection)
     browser = await open_browser(old, "PHID-E")
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
+    async with handoff_point(old, tmp_path) as (point, path):
         # The successor gives the old process 0.2 s to confirm the end.
         successor, channel, resumption = await take_over(parse_config(_config(0.2)), path)
         try:
@@ -151,8 +143,6 @@ async def test_a_successor_kills_an_old_process_that_hangs_after_its_done(
                 with contextlib.suppress(asyncio.CancelledError):
                     await handing
             await successor.stop()
-    finally:
-        point.close()
     await browser.ws.close()
 
 
@@ -170,22 +160,17 @@ async def test_admin_connections_the_successor_cannot_read_are_served_by_the_old
     # An application server's pool, opened before the handoff and used after it.
     pooled = socket.create_connection(("127.0.0.1", port))
     await read_status(port)  # accepted after it: so it was accepted
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
-        successor, channel, resumption = await take_over(parse_config(_config()), path)
-        try:
-            with pytest.raises(StartupError, match="not a list of admin listeners"):
-                await adopt_all(successor, channel, resumption)
-        finally:
-            channel.close()
-            await successor.stop()
-        handing = point._task
-        assert handing is not None
-        await asyncio.wait_for(handing, WAIT)  # it gave up, and serves again
-        assert "handoff failed, this process keeps serving" in caplog.text
-        assert await asyncio.to_thread(post_over, pooled, "pooled") == 200
-    finally:
-        pooled.close()
-        point.close()
+    with pooled:
+        async with handoff_point(old, tmp_path) as (point, path):
+            successor, channel, resumption = await take_over(parse_config(_config()), path)
+            try:
+                with pytest.raises(StartupError, match="not a list of admin listeners"):
+                    await adopt_all(successor, channel, resumption)
+            finally:
+                channel.close()
+                await successor.stop()
+            handing = point._task
+            assert handing is not None
+            await asyncio.wait_for(handing, WAIT)  # it gave up, and serves again
+            assert "handoff failed, this process keeps serving" in caplog.text
+            assert await asyncio.to_thread(post_over, pooled, "pooled") == 200

@@ -35,11 +35,11 @@ from relay.config import parse_config
 from relay.errors import StartupError
 from relay.links.handoff_wire import HandoffError, Kind
 from relay.listeners.handoff import Channel, MovableConnection
-from relay.node import handoff, handoff_abort, handoff_take
+from relay.node import handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
 from tests.broker.test_broker import StartNode, collect, open_browser
-from tests.node.handoff_parts import stand_ins
+from tests.node.handoff_parts import handoff_point, stand_ins
 from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
 
 BROWSERS = 3
@@ -83,10 +83,7 @@ async def test_a_batch_the_old_process_resumed_is_given_back(
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     caplog.set_level(logging.INFO, "relay.handoff")
     old, browsers = await _old_node(start_node)
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
+    async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
             # Nothing read here until the old process gave up: its wait timed out.
@@ -102,8 +99,6 @@ async def test_a_batch_the_old_process_resumed_is_given_back(
         finally:
             channel.close()
             await successor.stop()
-    finally:
-        point.close()
     assert "the successor released the 1 batches" in caplog.text
     await _served_here_once(old, session, browsers)
 
@@ -152,10 +147,7 @@ async def served_then_given_back(
     flight (``AdoptedInFlight``); on leaving, the successor reads the
     ``ABORT``, gives the batch back and fails, and the old process resumes it.
     """
-    path = str(tmp_path / "handoff.sock")
-    point = handoff.HandoffPoint(old, path, on_done=lambda: None)
-    point.start()
-    try:
+    async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         held = AdoptedInFlight(channel, monkeypatch)
         adopting = asyncio.create_task(adopt_all(successor, channel, resumption))
@@ -174,8 +166,6 @@ async def served_then_given_back(
             adopting.cancel()
             channel.close()
             await successor.stop()
-    finally:
-        point.close()
 
 
 async def test_a_batch_adopted_before_the_abort_is_not_served_twice(
