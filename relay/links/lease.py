@@ -4,7 +4,8 @@ Pure; the clock is injected and Redis is someone else's (``relay.broker.status_l
 One node per cluster holds the lease and runs the checks. The lease is a
 Redis key set with ``NX PX ttl``; its holder extends it every ``ttl / 3``
 by a compare-and-extend, and every other node tries to take it as often.
-Each take draws a *fencing token* (Redis ``INCR``), larger than any before.
+Each take draws a *fencing token* (Redis ``INCR``), larger than any before
+(a lost counter starts again from Redis' clock: ``lease_wire.TAKE_SCRIPT``).
 
 Safety: the holder counts the lease as its own only until ``ttl`` after it
 *sent* the last command that set or extended it (Redis' copy cannot expire

@@ -38,8 +38,20 @@ __all__ = [
 #: KEYS: lease, token counter; ARGV: fingerprint, ttl ms. Returns the new
 #: token, or 0 when another node holds the lease. The token is drawn only
 #: when the lease is free, so tokens do not grow with every attempt.
+#:
+#: A missing counter starts from Redis' clock in milliseconds, not from 0: a
+#: Redis without persistence comes back empty after a restart, and every
+#: node ignores verdicts whose token is below the largest it has seen, so a
+#: counter counting from 1 again would silence the cluster's status until
+#: every node restarted. The old counter grew by one per take, far fewer than
+#: one per millisecond (a take needs the lease free), so it stayed below the
+#: clock it started from; the new one starts above it.
 TAKE_SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[2], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)))
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
   return token

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 import redis.asyncio as aioredis
 
 from relay.broker.status_lease import StatusLease
@@ -21,6 +23,7 @@ class Node:
         self.news = asyncio.Event()
         self.tokens: list[int] = []
         self.acquired = asyncio.Event()
+        self.lost = asyncio.Event()
         self.lease = StatusLease(
             config,
             name,
@@ -36,10 +39,12 @@ class Node:
 
     async def _acquire(self, token: int) -> None:
         self.tokens.append(token)
+        self.lost.clear()
         self.acquired.set()
 
     async def _lose(self) -> None:
         self.acquired.clear()
+        self.lost.set()
 
 
 def message(unique_id: str) -> dict[str, object]:
@@ -89,3 +94,37 @@ async def test_one_holder_hands_over_on_stop_and_a_stale_one_cannot_publish(
     assert refused == 0
     await client.aclose()
     await second.lease.stop()
+
+
+async def test_a_redis_that_comes_back_empty_gives_a_larger_token_than_any_before(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis without persistence restarts with no token counter: tokens must still grow.
+
+    Every node ignores verdicts whose token is below the largest it has seen,
+    so a counter starting again from 1 would silence the cluster's status
+    until every node restarted.
+    """
+    caplog.set_level(logging.INFO, logger="relay.broker.lease")
+    config = BrokerConfig(url=redis_server.url, timeout_seconds=0.2)
+    node = Node(config, "only")
+    await node.lease.start()
+    async with asyncio.timeout(WAIT):
+        await node.acquired.wait()
+    [before] = node.tokens
+
+    redis_server.kill()
+    async with asyncio.timeout(WAIT):
+        await node.lost.wait()
+    assert not node.lease.holding
+    # Lost to an outage, not to another node: it alone can speak of it.
+    assert node.lease.speaks_for_cluster
+    assert any("Redis does not answer" in m for m in caplog.messages)
+
+    redis_server.start()  # the same port, and nothing of the old data
+    async with asyncio.timeout(WAIT):
+        await node.acquired.wait()
+    assert node.lease.holding
+    assert node.tokens[-1] > before
+    assert any("Redis answers again" in m for m in caplog.messages)
+    await node.lease.stop()

@@ -104,6 +104,13 @@ class Watcher:
         return fresh
 
 
+async def everyone_sees(watchers: list[Watcher], replica: MariaDBServer, status: str) -> bool:
+    """Whether every watcher's last status message reports the replica in ``status``."""
+    for watcher in watchers:
+        await watcher.take()
+    return all(w.messages and replica_status(w.messages[-1], replica) == status for w in watchers)
+
+
 async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
     relays: Relays,
     redis_server: RedisServer,
@@ -114,14 +121,9 @@ async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
     cluster = await start_watching(relays, redis_server, master, replica)
     watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
 
-    async def everyone_sees(status: str) -> bool:
-        for watcher in watchers:
-            await watcher.take()
-        return all(
-            w.messages and replica_status(w.messages[-1], replica) == status for w in watchers
-        )
-
-    await eventually(lambda: everyone_sees("okay"), "every browser sees replication okay")
+    await eventually(
+        lambda: everyone_sees(watchers, replica, "okay"), "every browser sees replication okay"
+    )
     alive = [0, 1, 2]
     [holder] = await holders(cluster, session, alive)
 
@@ -165,9 +167,11 @@ async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
 
     # Each change reaches every remaining browser once.
     replica.stop_sql_thread()
-    await eventually(lambda: everyone_sees("not-replicating"), "the SQL thread stopped")
+    await eventually(
+        lambda: everyone_sees(watchers, replica, "not-replicating"), "the SQL thread stopped"
+    )
     replica.start_sql_thread()
-    await eventually(lambda: everyone_sees("okay"), "replication running again")
+    await eventually(lambda: everyone_sees(watchers, replica, "okay"), "replication running again")
     for watcher in watchers:
         await watcher.take()
     sequences = [[m["uniqueID"] for m in w.messages] for w in watchers]
@@ -175,5 +179,43 @@ async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
     assert len(set(sequences[0])) == len(sequences[0])
     statuses = [replica_status(m, replica) for m in watchers[0].messages]
     assert statuses.count("not-replicating") == 1
+    for watcher in watchers:
+        await watcher.browser.close()
+
+
+async def test_a_redis_that_restarts_empty_does_not_silence_the_status(
+    relays: Relays,
+    redis_server: RedisServer,
+    pair: tuple[MariaDBServer, MariaDBServer],
+    session: aiohttp.ClientSession,
+) -> None:
+    """A broker without persistence loses the lease's token counter; browsers still hear news."""
+    master, replica = pair
+    cluster = await start_watching(relays, redis_server, master, replica)
+    watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
+    await eventually(
+        lambda: everyone_sees(watchers, replica, "okay"), "every browser sees replication okay"
+    )
+    # A graceful stop hands the lease on: every node has now seen a second, larger token.
+    alive = [0, 1, 2]
+    [holder] = await holders(cluster, session, alive)
+    cluster[holder].stop()
+    alive.remove(holder)
+    watchers.pop(holder)
+
+    async def taken_over() -> bool:
+        return len(await holders(cluster, session, alive)) == 1
+
+    await eventually(taken_over, "another node holds the lease")
+
+    # Redis restarts with none of its data, as a broker without persistence does.
+    redis_server.kill()
+    redis_server.start()
+    await eventually(taken_over, "a node holds the lease in the new Redis")
+    replica.stop_sql_thread()
+    await eventually(
+        lambda: everyone_sees(watchers, replica, "not-replicating"),
+        "every remaining browser sees the SQL thread stopped",
+    )
     for watcher in watchers:
         await watcher.browser.close()
