@@ -18,6 +18,8 @@ pid through a stand-in (the other side is this very process).
 - Admin connections the successor cannot read (a garbled
   ``ADMIN_CONNECTIONS``) fail the handoff there, and the old process, which
   kept its own copies, serves them again.
+- A successor of an older release, whose ``HELLO`` does not offer to take
+  admin connections, is sent none, and the handoff completes.
 """
 
 from __future__ import annotations
@@ -174,3 +176,47 @@ async def test_admin_connections_the_successor_cannot_read_are_served_by_the_old
             await asyncio.wait_for(handing, WAIT)  # it gave up, and serves again
             assert "handoff failed, this process keeps serving" in caplog.text
             assert await asyncio.to_thread(post_over, pooled, "pooled") == 200
+
+
+async def test_an_older_successor_is_sent_no_admin_connections_and_the_handoff_completes(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A successor of a release before ``ADMIN_CONNECTIONS`` says nothing of them in its HELLO.
+
+    It would refuse the message kind and fail the handoff, so the old process
+    sends it none: it closes its silent connections itself, as releases
+    before did, and every browser still moves.
+    """
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    monkeypatch.setattr(
+        handoff_take, "hello_body", lambda version, pid: {"version": version, "pid": pid}
+    )
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    port = old.admin_addresses[0][1]
+    browser = await open_browser(old, "PHID-E")
+    pooled = socket.create_connection(("127.0.0.1", port))
+    await read_status(port)  # accepted after it: so it was accepted
+    with pooled:
+        async with handoff_point(old, tmp_path) as (point, path):
+            successor, channel, resumption = await take_over(parse_config(_config()), path)
+            try:
+                async with asyncio.timeout(WAIT):
+                    await adopt_all(successor, channel, resumption)
+                handing = point._task
+                assert handing is not None
+                await asyncio.wait_for(handing, WAIT)
+                assert "handoff done: 1 browser connections moved" in caplog.text
+                assert "passed on" not in caplog.text
+                assert not _problems(caplog)
+                # Closed by the old process, not left to hang: the client's pool opens anew.
+                pooled.settimeout(WAIT)
+                assert await asyncio.to_thread(pooled.recv, 1) == b""
+                assert (await read_status(successor.admin_addresses[0][1]))["clients.active"] == 1
+            finally:
+                channel.close()
+                await successor.stop()
+    await browser.ws.close()
