@@ -372,6 +372,11 @@ class BrowserConnection(asyncio.Protocol):
             hub.unsubscribe(self, command.keys)
         elif isinstance(command, Replay):
             hub.replay(self, command.age_ms)
+            # Written now, not with the rest of this read: a replay can be
+            # ``replay_bytes``, and a browser that sends many in one write and
+            # reads none must meet the outbound bound (``pause_writing``) at the
+            # first write past it, not after relay has queued them all.
+            self._flush()
         else:
             self.deliver(_PONG)
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 import websockets
 
+from tests.fuzz.wire import TEXT, frame
 from tests.support import WAIT, Admin, RelayProcess, eventually, local_config, post_raw, rss_bytes
 from tests.tools.readers import handshake
 
@@ -324,3 +325,52 @@ async def test_a_dropped_slow_browser_is_reset_and_its_queued_data_freed_at_once
     assert left == [], left  # reset: not even an empty FIN-WAIT or TIME-WAIT socket remains
     assert freed_after < 2.0
     assert still_serving == 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory the process has had (VmHWM), from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+
+async def test_replays_asked_again_and_again_by_a_browser_that_reads_none_stay_bounded(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """2,000 replay commands in one write, none of the answers read: 1.2 GB, once.
+
+    Each replay answers with up to ``replay_bytes`` (512 KiB) of history; all
+    of one read's replays used to be queued before the first write, where the
+    outbound bound is checked, and stalled every other browser meanwhile.
+    """
+    relay = await asyncio.to_thread(start_relay, tmp_path)
+    admin = Admin(session, relay.admin_ports[0])
+    pad = "x" * 4000
+    for n in range(140):  # 560 KB retained for the key: a replay sends its full 512 KiB
+        assert (await admin.post({"subscribers": ["PHID-REPLAY"], "n": n, "pad": pad}))[0] == 200
+    stalled = await asyncio.to_thread(handshake, relay.client_ports[0], "PHID-REPLAY", 4096)
+    replay = frame(TEXT, orjson.dumps({"command": "replay", "data": {"age": 60_000}}))
+    before = peak_rss_bytes(relay.pid)
+    try:
+        stalled.setblocking(True)
+        await asyncio.to_thread(stalled.sendall, replay * 2000)
+
+        async def dropped() -> bool:
+            return any("stopped reading" in line for _, line in relay.timed_lines)
+
+        await eventually(dropped, "relay drops the browser that reads none of its replays")
+        async with websockets.connect(f"ws://127.0.0.1:{relay.client_ports[0]}/") as other:
+            await other.send(
+                orjson.dumps({"command": "subscribe", "data": ["PHID-OTHER"]}).decode()
+            )
+            await other.send(orjson.dumps({"command": "ping"}).decode())
+            async with asyncio.timeout(WAIT):
+                assert orjson.loads(await other.recv()) == {"type": "pong"}
+            assert (await admin.post({"subscribers": ["PHID-OTHER"], "n": "after"}))[0] == 200
+            async with asyncio.timeout(WAIT):
+                assert orjson.loads(await other.recv())["n"] == "after"
+        growth = peak_rss_bytes(relay.pid) - before
+    finally:
+        stalled.close()
+        relay.kill()
+    # At most the 1 MiB bound and one replay on top of it (1.2 GB before).
+    assert growth < 16 * MIB, growth / MIB
