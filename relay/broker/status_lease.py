@@ -58,15 +58,17 @@ class StatusLease:
         ttl: float,
         *,
         on_verdict: Callable[[SharedVerdict], None],
-        on_acquire: Callable[[int], Awaitable[None]],
+        on_acquire: Callable[[int, dict[str, SharedVerdict]], Awaitable[None]],
         on_lose: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Compete for a lease of ``ttl`` seconds in ``config``'s Redis; nothing runs before start.
 
         ``on_verdict`` gets every verdict read from Redis (the node's own
-        too, and the same one more than once); ``on_acquire(token)`` and
-        ``on_lose()`` are awaited when this node starts and stops checking.
+        too, and the same one more than once); ``on_acquire(token, stored)``
+        and ``on_lose()`` are awaited when this node starts and stops
+        checking. ``stored`` is the last verdict of each kind Redis held when
+        this node took the lease: what the other nodes can have heard.
         """
         self._config = config
         self._fingerprint = fingerprint
@@ -77,6 +79,8 @@ class StatusLease:
         self._on_acquire = on_acquire
         self._on_lose = on_lose
         self._pending: dict[str, SharedVerdict] = {}
+        #: The verdicts Redis held when this node last took the lease.
+        self._stored: dict[str, SharedVerdict] = {}
         self._wake = asyncio.Event()
         self._client: aioredis.Redis | None = None
         self._sentinel: Sentinel | None = None
@@ -196,7 +200,7 @@ class StatusLease:
             await client.eval(TAKE_SCRIPT, 2, keys.lease, keys.token, self._fingerprint, ttl_ms)
         )
         # Read back before taking over: the new holder starts from the last verdicts.
-        await self._reload(client)
+        self._stored = await self._reload(client)
         if taken:
             return self._lease.took(taken, sent_at)
         return self._lease.refused()
@@ -207,7 +211,7 @@ class StatusLease:
             log.info(
                 "cluster status: this node runs the checks now (lease token %s)", self._lease.token
             )
-            await self._on_acquire(self._lease.token or 0)
+            await self._on_acquire(self._lease.token or 0, self._stored)
         elif change is LeaseChange.LOST:
             log.warning("cluster status: this node stopped running the checks: %s", why)
             await self._on_lose()
@@ -271,17 +275,22 @@ class StatusLease:
                     await pubsub.aclose()
             await asyncio.sleep(backoff.next_delay())
 
-    async def _reload(self, client: aioredis.Redis) -> None:
+    async def _reload(self, client: aioredis.Redis) -> dict[str, SharedVerdict]:
+        """Hear the last verdict of each kind Redis holds; return them by kind."""
+        stored = {}
         for raw in (await client.hgetall(self._keys.verdicts)).values():
-            self._heard(raw)
+            if (verdict := self._heard(raw)) is not None:
+                stored[verdict.kind] = verdict
+        return stored
 
-    def _heard(self, raw: bytes | str) -> None:
+    def _heard(self, raw: bytes | str) -> SharedVerdict | None:
         try:
             verdict = decode_verdict(raw)
         except ValueError as exc:
             log.warning("cluster status: ignored a verdict from Redis: %s", exc)
-            return
+            return None
         self._on_verdict(verdict)
+        return verdict
 
 
 def _describe(exc: BaseException) -> str:

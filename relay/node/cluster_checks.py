@@ -140,6 +140,11 @@ class ClusterChecks:
         last = self._last.get(verdict.kind)
         if last is not None and verdict.order <= last.order:
             return  # a copy (the channel and the read-back both bring each one)
+        if last is not None and verdict.digest == last.digest:
+            # The same state again, from a holder that started without it in
+            # Redis (see ``_acquired``): kept, but browsers have it already.
+            self._last[verdict.kind] = verdict
+            return
         self._last[verdict.kind] = verdict
         try:
             self._heard_reading()
@@ -152,8 +157,16 @@ class ClusterChecks:
             return
         self._announce(self._config.instance, verdict.message)
 
-    async def _acquired(self, token: int) -> None:
-        digests = {kind: verdict.digest for kind, verdict in self._last.items()}
+    async def _acquired(self, token: int, stored: dict[str, SharedVerdict]) -> None:
+        # Start as if announced only from what Redis holds too. A verdict known
+        # here alone (checked while Redis was away, or lost with an emptied
+        # Redis) goes out again at the first check, as a fresh one; nodes that
+        # have its state already keep it quietly (the same digest, ``_heard``).
+        digests = {
+            kind: verdict.digest
+            for kind, verdict in self._last.items()
+            if kind in stored and stored[kind].digest == verdict.digest
+        }
         resume = resume_from(digests, _data(self._last.get(DATABASES_TYPE)))
         monitor = _monitor_class()(
             self._config, lambda message: self._checked(token, message), resume=resume

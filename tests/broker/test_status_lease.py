@@ -37,7 +37,7 @@ class Node:
         self.heard.append(verdict)
         self.news.set()
 
-    async def _acquire(self, token: int) -> None:
+    async def _acquire(self, token: int, _stored: dict[str, SharedVerdict]) -> None:
         self.tokens.append(token)
         self.lost.clear()
         self.acquired.set()

@@ -8,6 +8,7 @@ say which nodes query them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -53,11 +54,23 @@ def made_since(server: MariaDBServer, before: dict[str, int], index: int) -> int
 async def start_watching(
     relays: Relays, redis: RedisServer, master: MariaDBServer, replica: MariaDBServer
 ) -> Cluster:
+    return await watching(relays, redis, master, replica).start()
+
+
+def watching(
+    relays: Relays,
+    redis: RedisServer,
+    master: MariaDBServer,
+    replica: MariaDBServer,
+    size: int = 3,
+    lease_seconds: float = LEASE_SECONDS,
+) -> Cluster:
+    """``size`` nodes (not started) that watch the pair, each as a database user of its own."""
     for server in (master, replica):
         server.sql("SET GLOBAL userstat = 1")
-        for index in range(3):
+        for index in range(size):
             server.create_user(node_user(index), MONITOR_PASSWORD, MONITOR_PRIVILEGES)
-    cluster = relays.broker(3, {"url": redis.url, **BROKER})
+    cluster = relays.broker(size, {"url": redis.url, **BROKER})
     for index, node in enumerate(cluster):
         user = node_user(index)
         node.config["cluster_status"] = {
@@ -69,9 +82,9 @@ async def start_watching(
             "connect_timeout_seconds": 1,
             "query_timeout_seconds": 1,
             "repository": {"enabled": False},
-            "lease_seconds": LEASE_SECONDS,
+            "lease_seconds": lease_seconds,
         }
-    return await cluster.start()
+    return cluster
 
 
 async def holders(cluster: Cluster, session: aiohttp.ClientSession, alive: list[int]) -> list[int]:
@@ -218,4 +231,63 @@ async def test_a_redis_that_restarts_empty_does_not_silence_the_status(
         "every remaining browser sees the SQL thread stopped",
     )
     for watcher in watchers:
+        # Each state once: the holder in the new Redis publishes the last verdict
+        # again, and a node that has it already does not announce it again.
+        await watcher.take()
+        statuses = [replica_status(m, replica) for m in watcher.messages]
+        assert statuses == ["okay", "not-replicating"], statuses
+        await watcher.browser.close()
+
+
+async def lease_of(cluster: Cluster, session: aiohttp.ClientSession, index: int) -> Any:
+    """What node ``index``'s ``/cluster-status/`` says of the lease: holder and token."""
+    async with session.get(cluster[index].admin_url + "/cluster-status/") as response:
+        return (await response.json())["lease"]
+
+
+async def test_a_change_seen_while_redis_was_away_reaches_the_nodes_that_come_after(
+    relays: Relays,
+    redis_server: RedisServer,
+    pair: tuple[MariaDBServer, MariaDBServer],
+    session: aiohttp.ClientSession,
+) -> None:
+    """The holder checks on while Redis is away, until its lease lapses; what it saw then counts.
+
+    It announces a change to its own browsers at once, but cannot publish it;
+    taking the lease again once Redis is back, it used to start from that
+    change as if published, so Redis, and every other node, never had it.
+    """
+    master, replica = pair
+    cluster = watching(relays, redis_server, master, replica, size=2, lease_seconds=3.0)
+    await asyncio.to_thread(cluster[0].start)
+    first = Watcher(await cluster[0].browser(DATABASES))
+    await eventually(lambda: everyone_sees([first], replica, "okay"), "the holder sees okay")
+    before = await lease_of(cluster, session, 0)
+    assert before["holder"]
+
+    redis_server.kill()
+    replica.stop_sql_thread()
+    # Seen before Redis is back, so by the holder's checks under its lease (the
+    # checks stop when it lapses), while nothing could be published.
+    await eventually(
+        lambda: everyone_sees([first], replica, "not-replicating"), "the holder sees the change"
+    )
+    redis_server.start()  # back, and empty
+
+    async def holds_again() -> bool:
+        lease = await lease_of(cluster, session, 0)
+        return bool(lease["holder"]) and lease["token"] != before["token"]
+
+    await eventually(holds_again, "the first node takes the lease in the new Redis")
+    await asyncio.to_thread(cluster[1].start)
+    second = Watcher(await cluster[1].browser(DATABASES))
+    await eventually(
+        lambda: everyone_sees([second], replica, "not-replicating"),
+        "a node started after Redis came back hears the change",
+    )
+    assert not (await lease_of(cluster, session, 1))["holder"]  # heard, not checked itself
+    await first.take()
+    statuses = [replica_status(m, replica) for m in first.messages]
+    assert statuses == ["okay", "not-replicating"]  # each once: not again when republished
+    for watcher in (first, second):
         await watcher.browser.close()
