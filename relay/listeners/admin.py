@@ -44,6 +44,10 @@ from relay.listeners.status_page import StaticFile, page_routes
 log = logging.getLogger("relay.admin")
 
 
+#: Where aiohttp's message about a malformed request starts quoting the client's bytes.
+_QUOTED_BYTES = re.compile(r"\s(?:bytearray\()?b['\"]")
+
+
 class _MalformedRequests(logging.Filter):
     """Turn aiohttp's traceback for a request it could not parse into one WARNING line.
 
@@ -63,9 +67,10 @@ class _MalformedRequests(logging.Filter):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg = "refused a malformed request from %s: %s"
             # aiohttp's message goes on to quote the client's bytes (a header
-            # line, say, which could carry a secret) and put a caret under the
-            # fault: only its words are kept.
-            words = re.split(r"\sb['\"]", str(error.message), maxsplit=1)[0]
+            # line or a request target, say, which could carry a secret), as
+            # b'...' or bytearray(b'...'), and put a caret under the fault: only
+            # its words are kept.
+            words = _QUOTED_BYTES.split(str(error.message), maxsplit=1)[0]
             record.args = (remote, " ".join(words.split()).rstrip(":"))
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None

@@ -181,11 +181,19 @@ async def test_a_client_leaving_mid_body_is_a_debug_line_only(
     assert not [r for r in caplog.records if r.levelno > logging.WARNING or r.exc_info]
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n",
+        # aiohttp quotes a request target as bytearray(b'...'), not b'...'.
+        b"GET /status/?token=" + SECRET * 1000 + b" HTTP/1.1\r\nHost: relay\r\n\r\n",
+    ],
+    ids=["header", "target"],
+)
 async def test_malformed_http_is_one_warning_without_the_clients_bytes(
-    node: Node, caplog: pytest.LogCaptureFixture
+    node: Node, caplog: pytest.LogCaptureFixture, request_bytes: bytes
 ) -> None:
-    request = b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n"
-    status, _, _ = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request)
+    status, _, _ = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request_bytes)
     assert status == 400
     [record] = [r for r in caplog.records if r.name == "relay.admin.http"]
     assert record.levelname == "WARNING"
@@ -193,6 +201,7 @@ async def test_malformed_http_is_one_warning_without_the_clients_bytes(
     assert record.getMessage() == (
         "refused a malformed request from 127.0.0.1: Got more than 8190 bytes when reading"
     )
+    assert SECRET.decode() not in caplog.text
 
 
 async def test_a_disabled_status_page_is_a_json_404(
