@@ -52,7 +52,9 @@ class JsonFormatter(logging.Formatter):
 
 
 # websockets reports every connection open and close at INFO: per-connection
-# detail, which relay keeps at DEBUG.
+# detail, shown only with --debug. Never below INFO, even then: at DEBUG it
+# writes out every header of every handshake (a browser's Cookie and
+# Authorization among them) and every frame's content.
 _CHATTY_LOGGERS = ("relay.browser.websocket",)
 
 
@@ -98,7 +100,7 @@ def configure_logging(
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
 
 
 class _WorkerField(logging.Filter):

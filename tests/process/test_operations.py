@@ -321,3 +321,31 @@ def test_a_bad_peer_ca_file_stops_serve_with_a_clear_message(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "peering.ca_file: cannot load the CA file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_debug_logging_keeps_a_browsers_cookie_and_credentials_out(tmp_path: Path) -> None:
+    """--debug shows relay's own detail, never the handshake's headers or the frames' content.
+
+    websockets' own DEBUG lines quote every header a browser sends (its
+    Phorge session cookie among them) and every frame.
+    """
+    config = tmp_path / "relay.json"
+    config.write_bytes(orjson.dumps(local_config()))
+    node = await asyncio.to_thread(RelayProcess(config, ["--debug"]).start)
+    lines = node.follow_log()
+    try:
+        headers = {"Cookie": "phsid=SESSION-SECRET-1", "Authorization": "Basic U0VDUkVULTI="}
+        browser = await Browser.open(node.client_ports[0], additional_headers=headers)
+        await browser.subscribe("PHID-A")
+        await browser.close()
+
+        async def disconnected() -> bool:
+            return any("disconnected" in line for _, line in lines)
+
+        await eventually(disconnected, "relay logs the browser leaving, at DEBUG")
+    finally:
+        node.signal(signal.SIGTERM)
+        _, output = await asyncio.to_thread(node.wait)
+    assert " DEBUG relay.browser: browser 127.0.0.1 connected" in output
+    for secret in ("SESSION-SECRET-1", "U0VDUkVULTI="):
+        assert secret not in output
