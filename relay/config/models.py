@@ -117,11 +117,17 @@ class PeerConfig(_Section):
         return base_url(self.protocol, self.host, self.port)
 
 
+#: Default bound of the message bytes history keeps, all instances together.
+HISTORY_MAX_BYTES = 64 * 1024 * 1024
+
+
 class HistoryConfig(_Section):
     """What each instance keeps for ``replay``: the last N messages of the last T seconds."""
 
     max_messages: int = Field(default=4096, ge=0)
     max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    #: The most message bytes kept, all instances together (relay's own; Aphlict has no bound).
+    max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=1024)
 
 
 class PeeringConfig(_Section):

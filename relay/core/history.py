@@ -2,16 +2,26 @@
 
 History is per instance, so a replay never hands one tenant's messages to
 another's browser (Aphlict keeps one list for all). Time is injected.
+
+The bytes retained are bounded too, all instances together: N messages of
+up to ``admin_body_bytes`` each, in as many instances as posters name, would
+otherwise hold gigabytes. Past the bound an instance's oldest messages make
+room for its new one; an instance with none to give up (the others hold the
+bytes) keeps no new message until older ones expire.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Set
 from typing import Any, NamedTuple
 
+from relay.config.models import HISTORY_MAX_BYTES
 from relay.core.encoded import EncodedMessage
+
+log = logging.getLogger("relay.history")
 
 
 class Entry(NamedTuple):
@@ -22,25 +32,46 @@ class Entry(NamedTuple):
     message: EncodedMessage
 
 
-class History:
-    """Per-instance message history bounded by count and age."""
+#: The least time between two sweeps of every instance for a message that finds no room.
+SWEEP_SECONDS = 1.0
 
-    def __init__(self, max_messages: int, max_age: float, clock: Callable[[], float]) -> None:
-        """Keep at most ``max_messages`` per instance, none older than ``max_age`` seconds."""
+
+class History:
+    """Per-instance message history bounded by count and age, and by bytes in all."""
+
+    def __init__(
+        self,
+        max_messages: int,
+        max_age: float,
+        clock: Callable[[], float],
+        max_bytes: int = HISTORY_MAX_BYTES,
+    ) -> None:
+        """Keep at most ``max_messages`` per instance, none older than ``max_age`` seconds.
+
+        And at most ``max_bytes`` of messages (their frames) in all.
+        """
         self._max_messages = max_messages
         self._max_age = max_age
+        self._max_bytes = max_bytes
         self._clock = clock
         self._by_instance: dict[str, deque[Entry]] = {}
+        #: The frames' bytes of every entry kept.
+        self.bytes = 0
+        #: Messages not kept because other instances held the byte bound.
+        self.crowded_out = 0
+        self._swept_at = float("-inf")
+        self._warned = False
 
-    def resize(self, max_messages: int, max_age: float) -> None:
+    def resize(self, max_messages: int, max_age: float, max_bytes: int) -> None:
         """Apply new bounds (a config reload), keeping the newest messages that still fit."""
         self._max_messages = max_messages
         self._max_age = max_age
+        self._max_bytes = max_bytes
         for instance, entries in list(self._by_instance.items()):
-            if max_messages == 0:
+            while entries and (len(entries) > max_messages or self.bytes > max_bytes):
+                self._drop_oldest(entries)
+            if not entries:
                 del self._by_instance[instance]
-            else:
-                self._by_instance[instance] = deque(entries, maxlen=max_messages)
 
     @property
     def max_age(self) -> float:
@@ -61,27 +92,43 @@ class History:
         broker has, is placed in time order; one already past the age bound is
         not kept.
         """
-        if self._max_messages == 0:
+        size = len(message.frame)
+        if self._max_messages == 0 or size > self._max_bytes:
             return
         now = self._clock()
         if at is None:
             at = now
         elif at < now - self._max_age:
             return
+        if self.bytes + size > self._max_bytes and now - self._swept_at >= SWEEP_SECONDS:
+            # Expired messages of any instance may hold the bytes until the
+            # housekeeping's next pass; at most one sweep a second on this path.
+            self._swept_at = now
+            self.expire()
         entries = self._by_instance.get(instance)
         if entries is None:
-            entries = self._by_instance[instance] = deque(maxlen=self._max_messages)
-        entry = Entry(at, subscribers, message)
+            entries = self._by_instance[instance] = deque()
         if not entries or entries[-1].at <= at:
-            entries.append(entry)
-            return
-        position = bisect.bisect_right(entries, at, key=lambda entry: entry.at)
-        if len(entries) == entries.maxlen:
+            position = len(entries)
+        else:
+            position = bisect.bisect_right(entries, at, key=lambda entry: entry.at)
+        if self.bytes + size > self._max_bytes:
+            self._bound_reached()
+        # Room by count, then by bytes, made from this instance's oldest messages.
+        while entries and (
+            len(entries) >= self._max_messages or self.bytes + size > self._max_bytes
+        ):
             if position == 0:
                 return  # older than everything kept, and no room: it would go first
-            entries.popleft()
+            self._drop_oldest(entries)
             position -= 1
-        entries.insert(position, entry)
+        if self.bytes + size > self._max_bytes:
+            self.crowded_out += 1  # the other instances hold the bytes
+            if not entries:
+                del self._by_instance[instance]
+            return
+        entries.insert(position, Entry(at, subscribers, message))
+        self.bytes += size
 
     def replay(self, instance: str, keys: Set[str], age: float) -> list[EncodedMessage]:
         """Messages of the last ``age`` seconds for any of ``keys``, oldest first."""
@@ -152,7 +199,20 @@ class History:
             return deque()
         cutoff = self._clock() - self._max_age
         while entries and entries[0].at < cutoff:
-            entries.popleft()
+            self._drop_oldest(entries)
         if not entries:
             del self._by_instance[instance]
         return entries
+
+    def _bound_reached(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "history holds %d bytes of messages, its bound (history.max_bytes): from now on "
+                "messages may leave it before their age or count bound, and an instance whose "
+                "others hold the bytes keeps no new one until they expire (logged once)",
+                self.bytes,
+            )
+
+    def _drop_oldest(self, entries: deque[Entry]) -> None:
+        self.bytes -= len(entries.popleft().message.frame)

@@ -53,7 +53,12 @@ class Parts:
     def build(cls, config: Config, secret: Secret | None, clock: Callable[[], float]) -> Parts:
         """Every part for ``config``, under a new fingerprint; nothing is started."""
         fingerprint = new_fingerprint()
-        history = History(config.history.max_messages, config.history.max_age_seconds, clock)
+        history = History(
+            config.history.max_messages,
+            config.history.max_age_seconds,
+            clock,
+            config.history.max_bytes,
+        )
         # Remember identities at least as long as history keeps messages, so a
         # late copy never gets delivered next to the original.
         recent = RecentIds(dedup_window(config.history), RECENT_IDS_CAPACITY, clock)

@@ -86,7 +86,9 @@ async def apply(change: Reload, parts: Parts, listeners: Iterable[ClientListener
     limits = config.limits
     parts.tls.renew()
     parts.hub.set_limits(limits)
-    parts.history.resize(config.history.max_messages, config.history.max_age_seconds)
+    parts.history.resize(
+        config.history.max_messages, config.history.max_age_seconds, config.history.max_bytes
+    )
     if parts.broker is not None:
         parts.broker.configure(config.history, limits)
     parts.recent.set_window(dedup_window(config.history))

@@ -1,4 +1,4 @@
-"""Per-instance history bounded by count and age, on a fake clock."""
+"""Per-instance history bounded by count and age, and by bytes in all, on a fake clock."""
 
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ def test_resize_keeps_the_newest_that_fit() -> None:
     history = History(10, 60, clock)
     for n in range(6):
         history.add("default", frozenset({"A"}), msg(str(n)))
-    history.resize(3, 60)
+    history.resize(3, 60, 1 << 20)
     assert payloads(history.replay("default", {"A"}, 60)) == [b"3", b"4", b"5"]
     history.add("default", frozenset({"A"}), msg("6"))
     assert history.size("default") == 3
-    history.resize(0, 60)
+    history.resize(0, 60, 1 << 20)
     assert history.size("default") == 0
 
 
@@ -122,3 +122,61 @@ def test_history_exported_is_restored_with_its_ages_in_another_process() -> None
     assert payloads(new.replay("other", {"A"}, 60)) == [b'{"n":3}']
     clock.advance(11)  # the first is past 60 s now
     assert payloads(new.replay("acme", {"B", "A"}, 60)) == [b'{"n":2}']
+
+
+def sized(n: int, size: int) -> EncodedMessage:
+    """A message whose frame is exactly ``size`` bytes (a 2-byte header under 126)."""
+    return EncodedMessage(str(n).encode().ljust(size - 2, b" "))
+
+
+def test_the_byte_bound_drops_an_instances_oldest_for_its_new_message() -> None:
+    history = History(100, 60, FakeClock(), max_bytes=1000)
+    for n in range(12):
+        history.add("default", frozenset({"A"}), sized(n, 100))
+    assert history.bytes == 1000
+    assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == list(range(2, 12))
+
+
+def test_an_instance_cannot_take_the_bytes_others_hold() -> None:
+    """Instances filling the bound cost a new one its history, not its delivery.
+
+    The bound holds, and what is crowded out is counted.
+    """
+    clock = FakeClock()
+    history = History(100, 60, clock, max_bytes=1000)
+    history.add("tenant", frozenset({"A"}), sized(0, 100))
+    for n in range(20):
+        history.add(f"noise-{n}", frozenset({"A"}), sized(n, 100))
+    assert history.bytes == 1000
+    assert history.crowded_out == 11
+    # The tenant keeps its own, and makes room for its next from it.
+    history.add("tenant", frozenset({"A"}), sized(1, 100))
+    assert payloads(history.replay("tenant", {"A"}, 60)) == [sized(1, 100).frame[2:]]
+    # Once the others expire, there is room again.
+    clock.advance(30)
+    history.add("tenant", frozenset({"A"}), sized(2, 100))
+    clock.advance(31)
+    history.add("new", frozenset({"A"}), sized(3, 100))
+    assert history.size("new") == 1
+    assert history.bytes == 200  # the tenant's last, and the new instance's
+
+
+def test_a_message_larger_than_the_bound_is_not_kept() -> None:
+    history = History(100, 60, FakeClock(), max_bytes=1000)
+    history.add("default", frozenset({"A"}), sized(0, 100))
+    history.add("default", frozenset({"A"}), sized(1, 1001))
+    assert history.size("default") == 1
+    assert history.bytes == 100
+
+
+def test_resize_to_fewer_bytes_keeps_the_newest_and_expiry_gives_bytes_back() -> None:
+    clock = FakeClock()
+    history = History(100, 60, clock, max_bytes=1000)
+    for n in range(8):
+        history.add("default", frozenset({"A"}), sized(n, 100))
+    history.resize(100, 60, 500)
+    assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == [3, 4, 5, 6, 7]
+    assert history.bytes == 500
+    clock.advance(61)
+    history.expire()
+    assert history.bytes == 0

@@ -374,3 +374,32 @@ async def test_replays_asked_again_and_again_by_a_browser_that_reads_none_stay_b
         relay.kill()
     # At most the 1 MiB bound and one replay on top of it (1.2 GB before).
     assert growth < 16 * MIB, growth / MIB
+
+
+async def test_history_keeps_its_byte_bound_across_instances(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Large posts to several instances used to be kept whole: 4,096 per instance, each."""
+    relay = await asyncio.to_thread(start_relay, tmp_path, history={"max_bytes": 4 * MIB})
+    admin = Admin(session, relay.admin_ports[0])
+    pad = "x" * (200 * 1024)
+    try:
+        before = rss_bytes(relay.pid)
+        for n in range(400):  # 80 MB in all
+            body = {"subscribers": ["PHID-BIG"], "n": n, "pad": pad}
+            assert (await admin.post(body, instance=f"tenant-{n % 8}"))[0] == 200
+        growth = rss_bytes(relay.pid) - before
+        # A browser arriving now still replays what its instance kept: its newest.
+        replayed: list[int] = []
+        async with websockets.connect(f"ws://127.0.0.1:{relay.client_ports[0]}/~tenant-7/") as ws:
+            await ws.send(orjson.dumps({"command": "subscribe", "data": ["PHID-BIG"]}).decode())
+            await ws.send(orjson.dumps({"command": "replay", "data": {"age": 60_000}}).decode())
+            async with asyncio.timeout(WAIT):
+                while not replayed or replayed[-1] != 399:
+                    replayed.append(orjson.loads(await ws.recv())["n"])
+    finally:
+        relay.kill()
+    assert growth < 30 * MIB, growth / MIB  # 80 MB kept before
+    assert replayed == [391, 399]  # a share of the 4 MiB: the last two of its 50
+    [bound] = [line for _, line in relay.timed_lines if "history.max_bytes" in line]
+    assert " WARNING " in bound
