@@ -349,9 +349,13 @@ def _json_error(status: int, message: str, headers: dict[str, str] | None = None
 
 
 async def _add_slash(request: web.Request) -> web.Response:
-    """Redirect ``/page`` to ``/page/``, keeping the query."""
-    query = request.query_string
-    raise web.HTTPPermanentRedirect(location=request.path + "/" + (f"?{query}" if query else ""))
+    """Redirect ``/page`` to ``/page/``, keeping the query as it came.
+
+    Encoded, not decoded: ``?next=a%23b`` must not come back as ``?next=a#b``,
+    a query cut short by a fragment.
+    """
+    _, mark, query = request.raw_path.partition("?")
+    raise web.HTTPPermanentRedirect(location=request.path + "/" + (mark + query if query else ""))
 
 
 #: Headers of aiohttp's own refusals worth keeping on the JSON ones (405's Allow, 401's...).

@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from relay import __version__
 from relay.core.snapshot import NodeSnapshot
@@ -143,6 +144,12 @@ async def test_relays_own_pages_without_the_slash_redirect(
     async with admin.session.get(f"{admin.base}/{page}?x=1", allow_redirects=False) as r:
         assert r.status == 308
         assert r.headers["Location"] == f"/{page}/?x=1"
+    # The query keeps its value: decoded and written back, %23 became a fragment.
+    url = URL(f"{admin.base}/{page}?next=%2F%2Felsewhere.example%23", encoded=True)
+    async with admin.session.get(url, allow_redirects=False) as r:
+        location = URL(r.headers["Location"])
+        assert location.path == f"/{page}/"
+        assert location.query["next"] == "//elsewhere.example#"
     async with admin.session.get(f"{admin.base}/dashboard") as r:
         assert r.status == 200
         assert r.url.path == "/dashboard/"
