@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http import HttpProcessingError
+from aiohttp.web_urldispatcher import _default_expect_handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import AdminConfig, LimitsConfig
@@ -38,7 +39,7 @@ from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 from relay.links.presence import PRESENCE_PATH, Announcement
-from relay.listeners.admin_body import JSON, error_text, read_body, refusal
+from relay.listeners.admin_body import JSON, body_too_large, error_text, read_body, refusal
 from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
@@ -158,9 +159,12 @@ def create_admin_app(state: AdminState) -> web.Application:
         middlewares=[_json_errors, _network_guard],
     )
     app[STATE] = state
-    app.router.add_post("/", post_notification)
-    app.router.add_post(BATCH_PATH, post_batch)
-    app.router.add_post(PRESENCE_PATH, post_presence)
+    for path, handler in (
+        ("/", post_notification),
+        (BATCH_PATH, post_batch),
+        (PRESENCE_PATH, post_presence),
+    ):
+        app.router.add_post(path, handler, expect_handler=_continue_unless_refused)
     app.router.add_get("/status/", get_status)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health/live", get_live)
@@ -326,6 +330,30 @@ async def _authorised_body(request: web.Request) -> tuple[AdminState, AdminSetti
     return state, settings, await read_body(request, settings.limits)
 
 
+async def _continue_unless_refused(request: web.Request) -> None:
+    """Answer ``Expect: 100-continue`` with the refusal when the headers already earn one.
+
+    Not ``100 Continue`` and then 401, 403 or 413: the client would upload a
+    body only to have it refused (RFC 9110 has the server send the final
+    status instead). Runs before the middlewares, so it checks the network too.
+
+    Raises:
+        web.HTTPException: the refusal, closing the connection (no body follows).
+    """
+    settings = request.app[STATE].settings()
+    limit = settings.limits.admin_body_bytes
+    try:
+        _check_network(request)
+        _check_secret(request, settings.secret)
+        if (request.content_length or 0) > limit:
+            raise body_too_large(limit)
+    except web.HTTPException as refused:
+        refused.force_close()
+        raise
+    # aiohttp's own answer from here: 100 Continue (417 for another expectation).
+    await _default_expect_handler(request)
+
+
 def _check_secret(request: web.Request, secret: Secret | None) -> None:
     """Refuse a POST without the configured shared secret (when one is configured)."""
     if secret is None:
@@ -394,6 +422,12 @@ def _describe(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def _network_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer 403 to clients outside ``allowed_networks`` (when any are configured)."""
+    _check_network(request)
+    return await handler(request)
+
+
+def _check_network(request: web.Request) -> None:
+    """Refuse a client outside ``allowed_networks`` (when any are configured)."""
     allowed = request.app[STATE].settings().allowed_networks
     if allowed:
         try:
@@ -405,4 +439,3 @@ async def _network_guard(request: web.Request, handler: Handler) -> web.StreamRe
         if address is None or not any(address in network for network in allowed):
             log.warning("refused an admin request from %s: not in allowed_networks", request.remote)
             raise refusal(web.HTTPForbidden, "this address may not use the admin port")
-    return await handler(request)

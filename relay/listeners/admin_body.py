@@ -37,7 +37,7 @@ async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
     limit = limits.admin_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise _too_large(limit)
+        raise body_too_large(limit)
     try:
         if declared is not None and request.content.is_eof():
             # The whole body came with the headers, as a small POST does: take it
@@ -45,7 +45,7 @@ async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
             # have inflated past the limit).
             body = request.content.read_nowait()
             if len(body) > limit:
-                raise _too_large(limit)
+                raise body_too_large(limit)
             return body
         chunks = []
         size = 0
@@ -53,7 +53,7 @@ async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large(limit)
+                    raise body_too_large(limit)
                 chunks.append(chunk)
     except TimeoutError:
         log.warning("a POST body from %s was too slow; cut off", request.remote)
@@ -83,7 +83,8 @@ def _undecodable(request: web.Request, exc: web.RequestPayloadError) -> web.HTTP
     return answer
 
 
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+def body_too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+    """The 413 for a body over ``limit`` bytes (logged)."""
     log.warning("refused a POST body over the %d-byte limit", limit)
     return web.HTTPRequestEntityTooLarge(
         max_size=limit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -189,3 +190,53 @@ async def test_a_peer_refusing_messages_shows_refused_and_is_logged_once(
     assert reading.last_error is not None
     assert reading.last_error.startswith("HTTP 401")
     assert caplog.text.count("refuses messages") == 1
+
+
+def ask_to_continue(port: int, head: bytes, body: bytes) -> list[bytes]:
+    """POST with ``Expect: 100-continue``, sending ``body`` only after a 100; the status lines."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: relay\r\nExpect: 100-continue\r\n" + head + b"\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer and (piece := sock.recv(65536)):
+            answer += piece
+        if answer.startswith(b"HTTP/1.1 100 "):
+            sock.sendall(body)
+            while piece := sock.recv(65536):
+                answer += piece
+                if b"\r\n\r\n" in answer.split(b"\r\n\r\n", 1)[1]:
+                    break
+        return [line for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+@pytest.mark.parametrize(
+    ("head", "guard", "status"),
+    [
+        (b"Content-Length: 50\r\n", "secret", b"401"),
+        (b"Content-Length: 50\r\nAuthorization: Bearer wrong\r\n", "secret", b"403"),
+        (b"Content-Length: 10000000000\r\n", None, b"413"),
+        (b"Content-Length: 50\r\n", "networks", b"403"),
+    ],
+    ids=["no secret", "wrong secret", "too large", "other network"],
+)
+async def test_a_post_the_headers_refuse_gets_no_100_continue(
+    start_node: StartNode, secret_file: str, head: bytes, guard: str | None, status: bytes
+) -> None:
+    """RFC 9110: the final status instead of inviting a body that will be refused."""
+    admin = {
+        "secret": {"secret_file": secret_file},
+        "networks": {"allowed_networks": ["10.0.0.0/8"]},
+        None: {},
+    }[guard]
+    node = await start_node(local_config(admin=admin))
+    lines = await asyncio.to_thread(ask_to_continue, node.admin_addresses[0][1], head, b"")
+    assert [line.split(b" ")[1] for line in lines] == [status]
+
+
+async def test_a_post_the_headers_allow_gets_100_continue_then_its_answer(
+    start_node: StartNode, secret_file: str
+) -> None:
+    node = await start_node(local_config(admin={"secret_file": secret_file}))
+    body = orjson.dumps(notification("PHID-A"))
+    head = f"Content-Length: {len(body)}\r\nAuthorization: Bearer {SECRET}\r\n".encode()
+    lines = await asyncio.to_thread(ask_to_continue, node.admin_addresses[0][1], head, body)
+    assert [line.split(b" ")[1] for line in lines] == [b"100", b"200"]
