@@ -99,7 +99,9 @@ class StatusLease:
         """Whether this node sends the cluster's alerts.
 
         It does while it holds the lease, and after losing it to an outage of
-        Redis (no other node can know it is the one then).
+        Redis until Redis answers it again (no other node can know it is the
+        one then). An outage's end is sent by the node that sent its start,
+        speaking or not (``relay.links.lease_speaker``).
         """
         return self._lease.holding or self._lease.lost_to_outage
 

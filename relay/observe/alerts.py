@@ -7,7 +7,9 @@ as a WARNING and queues it for the webhook: in broker mode the holder of the
 cluster-status lease, in a mesh the oldest node of the roster
 (``relay.links.speaker``, which also says what a node taking over owes).
 The others follow the episodes silently, so that one taking over sends the
-end of an episode begun before, never its start again. The queue is bounded
+end of an episode begun before, never its start again; an outage of Redis
+is the exception, its end sent by the node that sent its start
+(``relay.links.lease_speaker``). The queue is bounded
 (the oldest alert is dropped when it is full) and a task of its own POSTs
 it, each alert tried ``attempts`` times with backoff: a webhook that is
 slow or down delays nothing else.
@@ -27,6 +29,7 @@ from relay.config.alerts import AlertsConfig
 from relay.core.alerts import AlertTracker, alert_body, problems, signature
 from relay.core.snapshot import NodeSnapshot
 from relay.links.backoff import Backoff
+from relay.links.lease_speaker import LeaseSpeaker
 from relay.links.speaker import MeshSpeaker, members_of
 from relay.process.periodic import every
 
@@ -62,6 +65,7 @@ class AlertSender:
         self._snapshot = snapshot
         self._speaks = speaks
         self._mesh = mesh
+        self._lease = LeaseSpeaker()
         self._clock = clock
         self._wall_clock = wall_clock
         self._tracker = AlertTracker(
@@ -120,8 +124,8 @@ class AlertSender:
             # Every look, events or not: the speaker follows who sends, and when last heard.
             members = () if snapshot.nodes is None else snapshot.nodes.get("members", ())
             events = self._mesh.look(members_of(members), events)
-        elif not self._speaks():
-            return
+        else:
+            events = self._lease.look(self._speaks(), events)
         if not events:
             return
         now_wall = self._wall_clock()
