@@ -187,6 +187,7 @@ async def post_notification(request: web.Request) -> web.Response:
     try:
         notification = parse_notification(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
+        log.warning("refused a post from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
     # refused: a peer's message was accepted by another node already.

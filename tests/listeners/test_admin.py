@@ -111,7 +111,11 @@ async def test_clients_total_counts_every_browser_ever(
     ],
 )
 async def test_bad_bodies_get_a_clear_400(
-    admin: Admin, open_browser: OpenBrowser, raw: bytes, reason: str
+    admin: Admin,
+    open_browser: OpenBrowser,
+    caplog: pytest.LogCaptureFixture,
+    raw: bytes,
+    reason: str,
 ) -> None:
     # A listener is connected: Aphlict answers 500 in that case, relay 400.
     browser = await open_browser()
@@ -120,6 +124,10 @@ async def test_bad_bodies_get_a_clear_400(
     assert status == 400
     assert reason in body["error"]
     assert await browser.drain() == []
+    # The operator learns of it too: an application server posting wrongly.
+    [line] = [r for r in caplog.records if r.getMessage().startswith("refused a post from")]
+    assert line.levelname == "WARNING"
+    assert reason in line.getMessage()
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("PUT", "/"), ("DELETE", "/")])
