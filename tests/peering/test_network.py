@@ -286,11 +286,21 @@ async def test_a_partitioned_node_misses_messages_then_gets_new_ones_after_heali
         await mesh.all_arrive(before, [0, 1, 2], "every node has the first messages")
 
         namespaces.cut(2)
+        # The others learn node 2 is down when a post to it times out. Until then it
+        # is up with a queue that fills, and when_full "refuse" refuses posts on
+        # purpose: a few posts first, and the burst once both know.
+        during = [f"during-{n:04d}" for n in range(1000)]
+        statuses = await mesh.post_many(during[:10], [0, 1])
+
+        async def both_see_it_down() -> bool:
+            links = [(await mesh.status(i))["cluster"][2] for i in (0, 1)]
+            return all(link["state"] == "down" for link in links)
+
+        await eventually(both_see_it_down, "nodes 0 and 1 see node 2 down")
         # While cut off: nodes 0 and 1 keep taking posts (8 KB each); their queues for
         # node 2 and their histories are bounded, so their memory must level off.
         pids = [mesh.nodes[i].pid for i in (0, 1)]  # type: ignore[union-attr]
-        during = [f"during-{n:04d}" for n in range(1000)]
-        statuses = await mesh.post_many(during[:300], [0, 1], pad=8000)
+        statuses |= await mesh.post_many(during[10:300], [0, 1], pad=8000)
         rss_early = [rss_kib(pid) for pid in pids]
         statuses |= await mesh.post_many(during[300:], [0, 1], pad=8000)
         rss_late = [rss_kib(pid) for pid in pids]
