@@ -33,11 +33,11 @@ from relay.links.presence import (
     Identity,
     PresenceKeys,
     Rates,
-    Roster,
     announcement,
     parse_listing,
 )
 from relay.links.presence_log import PresenceLog
+from relay.links.roster import Roster
 
 log = logging.getLogger("relay.broker.presence")
 
