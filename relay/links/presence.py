@@ -47,18 +47,20 @@ FORMAT = 1
 PRESENCE_PATH = "/peer/presence"
 
 #: Stores one announcement, indexes it, forgets the index entries whose
-#: record expired, and returns Redis' time (ms) followed by (fingerprint,
+#: record expired, and returns Redis' time (ms), 1 if this node's record was
+#: still there before it (0: expired, or Redis lost it), then (fingerprint,
 #: announced at ms, record) for every node still announced under the prefix.
 #: KEYS[1]: the index; ARGV: record key head, fingerprint, record, expiry (ms).
 ANNOUNCE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[4])
+local kept = redis.call('EXISTS', ARGV[1] .. ARGV[2])
 redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 local names = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local out = {now}
+local out = {now, kept}
 for i = 1, #names, 2 do
   local record = redis.call('GET', ARGV[1] .. names[i])
   if record then
@@ -262,18 +264,29 @@ class Sighting:
     age: float
 
 
-def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
-    """The announce script's reply as sightings, and how many records were unreadable.
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One round's reading of the prefix, as the announce script returned it."""
+
+    sightings: list[Sighting]
+    #: Records under the prefix that are not relay's, or not of this format.
+    unreadable: int
+    #: Whether this node's own record was still in Redis when it announced.
+    own_kept: bool
+
+
+def parse_listing(reply: Sequence[Any]) -> Listing:
+    """The announce script's reply as sightings, counting the unreadable records.
 
     Raises:
         ValueError: the reply does not have the script's shape.
     """
-    if not reply or (len(reply) - 1) % 3:
+    if len(reply) < 2 or (len(reply) - 2) % 3:
         raise ValueError("a presence listing of the wrong shape")
     now_ms = int(reply[0])
     sightings = []
     unreadable = 0
-    for at in range(1, len(reply), 3):
+    for at in range(2, len(reply), 3):
         _, score, record = reply[at : at + 3]
         try:
             found = Announcement.decode(bytes(record))
@@ -282,4 +295,4 @@ def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
             continue
         age = max(0, now_ms - int(float(score))) / 1000
         sightings.append(Sighting(found, age))
-    return sightings, unreadable
+    return Listing(sightings, unreadable, own_kept=bool(int(reply[1])))

@@ -31,6 +31,11 @@ class Roster:
     mode each announcement a peer posts as it comes (``heard``). Either way
     an announcement's age is measured on one clock only: Redis', then this
     node's since the reading, or this node's from the moment it arrived.
+
+    A reading after a recovery lists only the nodes that announced since
+    Redis came back (or came back empty): the others are held, not gone,
+    until they have gone unheard for the gone bound while this node could
+    hear them (see ``update``).
     """
 
     def __init__(
@@ -47,29 +52,78 @@ class Roster:
         #: By fingerprint: the last announcement and when it was made, on ``clock``.
         self._heard: dict[str, tuple[Announcement, float]] = {}
         self._read = False
+        #: When the last reading was taken, on ``clock``: None before the first.
+        self._read_at: float | None = None
+        #: Nodes missing from the readings since a recovery, by fingerprint:
+        #: how long this node could not hear them, which their age leaves out.
+        self._held: dict[str, float] = {}
         self.turnover = Turnover(clock, settle)
         #: Why the last announcement failed; None once one succeeds.
         self.last_error: str | None = None
         self.unreadable = 0
 
-    def update(self, sightings: Sequence[Sighting], unreadable: int = 0) -> None:
-        """Take a new reading of every node, made now (those not in it are gone)."""
+    def update(
+        self, sightings: Sequence[Sighting], unreadable: int = 0, *, own_kept: bool = True
+    ) -> None:
+        """Take a new reading of every node, made now: those not in it are gone...
+
+        ...unless the reading follows a recovery: a round that succeeds after
+        failed ones, or one that found this node's own record no longer in
+        Redis (``own_kept`` false) before its expiry, because Redis lost it
+        (restarted empty). Such a reading lists only the nodes that announced
+        since, so the nodes of the last reading that it misses are held: their
+        age leaves out the time since that reading, and they are gone once it
+        passes the gone bound. A node that announces meanwhile was never away;
+        one that left is gone ``GONE_AFTER`` intervals after the recovery at
+        the latest.
+        """
         now = self._clock()
-        self._heard = {
+        reading = {
             s.announcement.identity.fingerprint: (s.announcement, now - s.age) for s in sightings
         }
+        if self._recovering(now, own_kept):
+            assert self._read_at is not None
+            deaf = now - self._read_at
+            for fingerprint in self._heard.keys() - reading.keys():
+                self._held[fingerprint] = self._held.get(fingerprint, 0.0) + deaf
+        self._held = {
+            fingerprint: deaf
+            for fingerprint, deaf in self._held.items()
+            if fingerprint not in reading and not self._gone(fingerprint, now)
+        }
+        for fingerprint in self._held:
+            reading[fingerprint] = self._heard[fingerprint]
+        self._heard = reading
         self._read = True
+        self._read_at = now
         self.unreadable = unreadable
         self.last_error = None
+
+    def _recovering(self, now: float, own_kept: bool) -> bool:
+        """Whether a reading made now may miss nodes that are there (see ``update``)."""
+        if self._read_at is None:
+            return False  # nothing known to miss
+        if self.last_error is not None:
+            return True
+        # This node's record expires GONE_AFTER intervals after it announced:
+        # missing sooner, Redis lost it, and every other record with it.
+        return not own_kept and now - self._read_at < GONE_AFTER * self.own.interval
+
+    def _gone(self, fingerprint: str, now: float) -> bool:
+        """Whether a process in the roster is gone by now; a held one by its held age."""
+        found, made = self._heard[fingerprint]
+        age = now - made - self._held.get(fingerprint, 0.0)
+        return freshness(age, found.identity.interval) is Freshness.GONE
 
     def heard(self, found: Announcement) -> None:
         """One node's announcement, just arrived; forget those gone by now."""
         now = self._clock()
         self._heard[found.identity.fingerprint] = (found, now)
+        self._held.pop(found.identity.fingerprint, None)
         self._read = True
-        for fingerprint, (record, made) in list(self._heard.items()):
-            if freshness(now - made, record.identity.interval) is Freshness.GONE:
-                del self._heard[fingerprint]
+        for fingerprint in [f for f in self._heard if self._gone(f, now)]:
+            del self._heard[fingerprint]
+            self._held.pop(fingerprint, None)
 
     def failed(self, reason: str) -> None:
         """The last round could not reach Redis; the old reading keeps ageing."""
@@ -84,13 +138,15 @@ class Roster:
         """Every process not gone, as of now, ordered by node and worker."""
         now = self._clock()
         rows = []
-        for found, made in self._heard.values():
+        for fingerprint, (found, made) in self._heard.items():
+            if self._gone(fingerprint, now):
+                continue
             ident = found.identity
             age = max(0.0, now - made)
             verdict = freshness(age, ident.interval)
-            if verdict is Freshness.GONE:
-                continue
-            rows.append(_member(found, verdict, age, ident.fingerprint == self.own.fingerprint))
+            if verdict is Freshness.GONE:  # held: missed rounds, not gone
+                verdict = Freshness.STALE
+            rows.append(_member(found, verdict, age, fingerprint == self.own.fingerprint))
         rows.sort(key=lambda row: (row["node"], row["worker"] or 0, row["fingerprint"]))
         return rows
 

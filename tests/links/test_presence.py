@@ -134,8 +134,8 @@ def test_an_announcement_sums_up_the_snapshot() -> None:
     assert (announcement(later, IDENTITY, rates).rate_in, found.rate_out) == (3.0, 0.0)
 
 
-def listing(now_ms: int, *entries: tuple[Announcement | bytes, int]) -> list[object]:
-    reply: list[object] = [now_ms]
+def listing(now_ms: int, *entries: tuple[Announcement | bytes, int], kept: int = 1) -> list[object]:
+    reply: list[object] = [now_ms, kept]
     for found, at_ms in entries:
         raw = found if isinstance(found, bytes) else found.encode()
         reply += [b"fp", str(at_ms).encode(), raw]
@@ -143,9 +143,10 @@ def listing(now_ms: int, *entries: tuple[Announcement | bytes, int]) -> list[obj
 
 
 def test_a_listing_gives_ages_on_redis_clock_and_counts_unreadable_records() -> None:
-    sightings, unreadable = parse_listing(listing(10_000, (record(), 7_500), (b"junk", 9_000)))
-    assert sightings == [Sighting(record(), 2.5)]
-    assert unreadable == 1
-    for broken in ([], [1, b"fp"]):
+    found = parse_listing(listing(10_000, (record(), 7_500), (b"junk", 9_000)))
+    assert found.sightings == [Sighting(record(), 2.5)]
+    assert (found.unreadable, found.own_kept) == (1, True)
+    assert not parse_listing(listing(10_000, kept=0)).own_kept  # Redis lost this node's record
+    for broken in ([], [1], [1, 1, b"fp"]):
         with pytest.raises(ValueError, match="wrong shape"):
             parse_listing(broken)
