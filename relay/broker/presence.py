@@ -5,7 +5,10 @@ its own: the announce script (``relay.links.presence``) stores this process'
 record with its expiry and returns every record under the prefix, which the
 :class:`Roster` keeps for ``/status/``. A round that cannot reach Redis is
 noted and tried again next interval; meanwhile the last reading ages, so the
-other nodes turn stale, then gone, as they would if they had stopped. The
+other nodes turn stale, then gone, as they would if they had stopped. After
+it, and after Redis lost every record (the script says whether this
+process' own was still there), the roster holds the nodes the first
+readings miss until they could have announced again. The
 first reading logs how many other nodes share the prefix: a node started on
 the wrong Redis, or with the default prefix next to a production cluster,
 says so at once.
@@ -33,11 +36,11 @@ from relay.links.presence import (
     Identity,
     PresenceKeys,
     Rates,
-    Roster,
     announcement,
     parse_listing,
 )
 from relay.links.presence_log import PresenceLog
+from relay.links.roster import Roster
 
 log = logging.getLogger("relay.broker.presence")
 
@@ -158,6 +161,6 @@ class Presence:
             keys=[self._keys.index],
             args=[self._keys.record_head, self.identity.fingerprint, record.encode(), expiry_ms],
         )
-        sightings, unreadable = parse_listing(reply)
-        self.roster.update(sightings, unreadable)
+        listing = parse_listing(reply)
+        self.roster.update(listing.sightings, listing.unreadable, own_kept=listing.own_kept)
         self._changes.seen(self.roster.others())

@@ -6,8 +6,8 @@ stored under ``<prefix>:presence:<fingerprint>`` with an expiry of
 ``GONE_AFTER`` intervals, its fingerprint indexed in the sorted set
 ``<prefix>:presence`` scored by Redis' time of the announcement. The same
 round reads every announcement back (``broker/presence.py`` does the Redis
-side); a :class:`Roster` keeps the last reading and ages it on an injected
-clock, so a verdict is as of the moment it is asked for:
+side); a :class:`~relay.links.roster.Roster` keeps the last reading and
+ages it on an injected clock, so a verdict is as of the moment it is asked for:
 
 - fresh: announced within ``STALE_AFTER`` intervals (a healthy node's age
   reaches two intervals at most: one between its announcements, one between
@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +36,6 @@ import orjson
 
 from relay import __version__
 from relay.core.snapshot import NodeSnapshot
-from relay.links.turnover import Turnover
 
 #: An announcement older than this many of its node's intervals is stale...
 STALE_AFTER = 2.5
@@ -48,18 +47,20 @@ FORMAT = 1
 PRESENCE_PATH = "/peer/presence"
 
 #: Stores one announcement, indexes it, forgets the index entries whose
-#: record expired, and returns Redis' time (ms) followed by (fingerprint,
+#: record expired, and returns Redis' time (ms), 1 if this node's record was
+#: still there before it (0: expired, or Redis lost it), then (fingerprint,
 #: announced at ms, record) for every node still announced under the prefix.
 #: KEYS[1]: the index; ARGV: record key head, fingerprint, record, expiry (ms).
 ANNOUNCE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[4])
+local kept = redis.call('EXISTS', ARGV[1] .. ARGV[2])
 redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 local names = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local out = {now}
+local out = {now, kept}
 for i = 1, #names, 2 do
   local record = redis.call('GET', ARGV[1] .. names[i])
   if record then
@@ -263,18 +264,29 @@ class Sighting:
     age: float
 
 
-def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
-    """The announce script's reply as sightings, and how many records were unreadable.
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One round's reading of the prefix, as the announce script returned it."""
+
+    sightings: list[Sighting]
+    #: Records under the prefix that are not relay's, or not of this format.
+    unreadable: int
+    #: Whether this node's own record was still in Redis when it announced.
+    own_kept: bool
+
+
+def parse_listing(reply: Sequence[Any]) -> Listing:
+    """The announce script's reply as sightings, counting the unreadable records.
 
     Raises:
         ValueError: the reply does not have the script's shape.
     """
-    if not reply or (len(reply) - 1) % 3:
+    if len(reply) < 2 or (len(reply) - 2) % 3:
         raise ValueError("a presence listing of the wrong shape")
     now_ms = int(reply[0])
     sightings = []
     unreadable = 0
-    for at in range(1, len(reply), 3):
+    for at in range(2, len(reply), 3):
         _, score, record = reply[at : at + 3]
         try:
             found = Announcement.decode(bytes(record))
@@ -283,148 +295,4 @@ def parse_listing(reply: Sequence[Any]) -> tuple[list[Sighting], int]:
             continue
         age = max(0, now_ms - int(float(score))) / 1000
         sightings.append(Sighting(found, age))
-    return sightings, unreadable
-
-
-class Roster:
-    """Who announces in the cluster, as last heard, aged on an injected clock.
-
-    Broker mode hands it each whole reading of the prefix (``update``); mesh
-    mode each announcement a peer posts as it comes (``heard``). Either way
-    an announcement's age is measured on one clock only: Redis', then this
-    node's since the reading, or this node's from the moment it arrived.
-    """
-
-    def __init__(
-        self, own: Identity, prefix: str | None, clock: Callable[[], float], settle: float = 0.0
-    ) -> None:
-        """Hold readings for the process ``own``, under ``prefix`` (None: a mesh).
-
-        ``settle``: nodes first heard this long after the first reading
-        count as joining (``relay.links.turnover``).
-        """
-        self.own = own
-        self.prefix = prefix
-        self._clock = clock
-        #: By fingerprint: the last announcement and when it was made, on ``clock``.
-        self._heard: dict[str, tuple[Announcement, float]] = {}
-        self._read = False
-        self.turnover = Turnover(clock, settle)
-        #: Why the last announcement failed; None once one succeeds.
-        self.last_error: str | None = None
-        self.unreadable = 0
-
-    def update(self, sightings: Sequence[Sighting], unreadable: int = 0) -> None:
-        """Take a new reading of every node, made now (those not in it are gone)."""
-        now = self._clock()
-        self._heard = {
-            s.announcement.identity.fingerprint: (s.announcement, now - s.age) for s in sightings
-        }
-        self._read = True
-        self.unreadable = unreadable
-        self.last_error = None
-
-    def heard(self, found: Announcement) -> None:
-        """One node's announcement, just arrived; forget those gone by now."""
-        now = self._clock()
-        self._heard[found.identity.fingerprint] = (found, now)
-        self._read = True
-        for fingerprint, (record, made) in list(self._heard.items()):
-            if freshness(now - made, record.identity.interval) is Freshness.GONE:
-                del self._heard[fingerprint]
-
-    def failed(self, reason: str) -> None:
-        """The last round could not reach Redis; the old reading keeps ageing."""
-        self.last_error = reason
-
-    def others(self) -> list[str]:
-        """The other nodes (not this one, nor its sibling workers) in the last reading."""
-        nodes = {found.identity.node for found, _ in self._heard.values()}
-        return sorted(nodes - {self.own.node})
-
-    def members(self) -> list[dict[str, Any]]:
-        """Every process not gone, as of now, ordered by node and worker."""
-        now = self._clock()
-        rows = []
-        for found, made in self._heard.values():
-            ident = found.identity
-            age = max(0.0, now - made)
-            verdict = freshness(age, ident.interval)
-            if verdict is Freshness.GONE:
-                continue
-            rows.append(_member(found, verdict, age, ident.fingerprint == self.own.fingerprint))
-        rows.sort(key=lambda row: (row["node"], row["worker"] or 0, row["fingerprint"]))
-        return rows
-
-    def status(self) -> dict[str, Any]:
-        """The ``nodes`` entry of ``/status/``: members, totals, who came and who left."""
-        members = self.members()
-        self._look(members)
-        return {
-            "prefix": self.prefix,
-            "interval_seconds": self.own.interval,
-            "stale_after_seconds": STALE_AFTER * self.own.interval,
-            "gone_after_seconds": GONE_AFTER * self.own.interval,
-            "last_error": self.last_error,
-            "unreadable": self.unreadable,
-            "members": members,
-            "totals": totals(members),
-            "joined": self.turnover.joined(),
-            "left": self.turnover.left(),
-        }
-
-    def _look(self, members: Sequence[Mapping[str, Any]]) -> None:
-        """Show the turnover who is present, unless there is nothing trustworthy to show.
-
-        Before the first reading nothing is known; while this node cannot
-        reach Redis, its reading only ages (every node would seem to leave),
-        so the last look stands until a round succeeds.
-        """
-        if not self._read or self.last_error is not None:
-            return
-        own = {m["place"] for m in members if m["self"]}
-        self.turnover.look({m["place"] for m in members} - own)
-
-
-def _member(found: Announcement, verdict: Freshness, age: float, is_self: bool) -> dict[str, Any]:
-    ident = found.identity
-    return {
-        "node": ident.node,
-        "worker": ident.worker,
-        "fingerprint": ident.fingerprint,
-        "host": ident.host,
-        "pid": ident.pid,
-        "self": is_self,
-        "version": ident.version,
-        "state": verdict.value,
-        "last_seen_seconds": round(age, 1),
-        "started_at": ident.started_at,
-        "browsers": found.browsers,
-        "rate_in": found.rate_in,
-        "rate_out": found.rate_out,
-        "broker": found.broker_state,
-        "broker_queue": found.broker_queue,
-        "peers_up": found.peers_up,
-        "peers": found.peers,
-        "cluster_status": found.cluster_status,
-        "address": found.address,
-        # What a node is known by across restarts; a record without an address, by its node.
-        "place": found.address or ident.node,
-    }
-
-
-def totals(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The cluster's figures over ``members``: nodes, processes, browsers, rates, stale ones.
-
-    Browsers and deliveries happen on one process each and add up.
-    """
-    return {
-        "nodes": len({m["node"] for m in members}),
-        "processes": len(members),
-        "stale": sum(1 for m in members if m["state"] != Freshness.FRESH.value),
-        "browsers": sum(int(m["browsers"]) for m in members),
-        # Every node takes in every message of the cluster (that is how they
-        # meet), so the cluster's rate in is the largest, not the sum.
-        "rate_in": max((float(m["rate_in"]) for m in members), default=0.0),
-        "rate_out": round(sum(float(m["rate_out"]) for m in members), 1),
-    }
+    return Listing(sightings, unreadable, own_kept=bool(int(reply[1])))

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.core.snapshot import NodeSnapshot
-from relay.links.presence import GONE_AFTER, Announcement, Identity, Rates, Roster, announcement
+from relay.links.presence import GONE_AFTER, Announcement, Identity, Rates, announcement
 from relay.links.presence_log import PresenceLog
+from relay.links.roster import Roster
 from relay.peering.peers import PeerLink, PeerSet
 from relay.process.periodic import every
 
