@@ -51,12 +51,6 @@ def made_since(server: MariaDBServer, before: dict[str, int], index: int) -> int
     return connections(server).get(node_user(index), 0) - before.get(node_user(index), 0)
 
 
-async def start_watching(
-    relays: Relays, redis: RedisServer, master: MariaDBServer, replica: MariaDBServer
-) -> Cluster:
-    return await watching(relays, redis, master, replica).start()
-
-
 def watching(
     relays: Relays,
     redis: RedisServer,
@@ -124,6 +118,18 @@ async def everyone_sees(watchers: list[Watcher], replica: MariaDBServer, status:
     return all(w.messages and replica_status(w.messages[-1], replica) == status for w in watchers)
 
 
+async def watched_and_okay(
+    relays: Relays, redis: RedisServer, master: MariaDBServer, replica: MariaDBServer
+) -> tuple[Cluster, list[Watcher]]:
+    """Three nodes watching the pair, each with a browser that has seen replication okay."""
+    cluster = await watching(relays, redis, master, replica).start()
+    watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
+    await eventually(
+        lambda: everyone_sees(watchers, replica, "okay"), "every browser sees replication okay"
+    )
+    return cluster, watchers
+
+
 async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
     relays: Relays,
     redis_server: RedisServer,
@@ -131,12 +137,7 @@ async def test_one_node_checks_and_another_takes_over_when_it_is_killed(
     session: aiohttp.ClientSession,
 ) -> None:
     master, replica = pair
-    cluster = await start_watching(relays, redis_server, master, replica)
-    watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
-
-    await eventually(
-        lambda: everyone_sees(watchers, replica, "okay"), "every browser sees replication okay"
-    )
+    cluster, watchers = await watched_and_okay(relays, redis_server, master, replica)
     alive = [0, 1, 2]
     [holder] = await holders(cluster, session, alive)
 
@@ -204,11 +205,7 @@ async def test_a_redis_that_restarts_empty_does_not_silence_the_status(
 ) -> None:
     """A broker without persistence loses the lease's token counter; browsers still hear news."""
     master, replica = pair
-    cluster = await start_watching(relays, redis_server, master, replica)
-    watchers = [Watcher(await node.browser(DATABASES)) for node in cluster]
-    await eventually(
-        lambda: everyone_sees(watchers, replica, "okay"), "every browser sees replication okay"
-    )
+    cluster, watchers = await watched_and_okay(relays, redis_server, master, replica)
     # A graceful stop hands the lease on: every node has now seen a second, larger token.
     alive = [0, 1, 2]
     [holder] = await holders(cluster, session, alive)

@@ -3,7 +3,7 @@
 A :class:`Watcher` is one browser subscribed to ``K`` that keeps every
 message id it receives and how its connection ended; a :class:`Poster` is an
 application server posting ``RATE`` messages a second to an admin port
-(``post_over`` posts once over a connection opened earlier);
+(``post_over`` posts once over a connection opened earlier, ``pooled_connection``);
 :func:`read_status` reads a node's ``/status/``. :class:`StandIn` takes the
 place of the other side's pid watcher when both sides of a handoff run in
 the test's process (whose pid they would otherwise watch, and kill).
@@ -133,6 +133,17 @@ def post_over(sock: socket.socket, unique_id: str) -> int:
     while chunk := sock.recv(65536):
         answer += chunk
     return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+async def pooled_connection(port: int) -> socket.socket:
+    """An application server's connection to the admin ``port``, opened now and used later.
+
+    Returned once the node has accepted it: a request on a connection opened
+    after it has been answered.
+    """
+    pooled = socket.create_connection(("127.0.0.1", port))
+    await read_status(port)
+    return pooled
 
 
 @contextlib.asynccontextmanager

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,13 @@ from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_abort import Moving
 from relay.node.handoff_take import adopt_all, take_over
 from tests.broker.test_broker import StartNode, open_browser
-from tests.node.handoff_parts import handoff_point, post_over, read_status, stand_ins
+from tests.node.handoff_parts import (
+    handoff_point,
+    pooled_connection,
+    post_over,
+    read_status,
+    stand_ins,
+)
 from tests.support import WAIT, local_config
 
 
@@ -160,8 +165,7 @@ async def test_admin_connections_the_successor_cannot_read_are_served_by_the_old
     old = await start_node(_config(), connection_factory=MovableConnection)
     port = old.admin_addresses[0][1]
     # An application server's pool, opened before the handoff and used after it.
-    pooled = socket.create_connection(("127.0.0.1", port))
-    await read_status(port)  # accepted after it: so it was accepted
+    pooled = await pooled_connection(port)
     with pooled:
         async with handoff_point(old, tmp_path) as (point, path):
             successor, channel, resumption = await take_over(parse_config(_config()), path)
@@ -198,8 +202,7 @@ async def test_an_older_successor_is_sent_no_admin_connections_and_the_handoff_c
     old = await start_node(_config(), connection_factory=MovableConnection)
     port = old.admin_addresses[0][1]
     browser = await open_browser(old, "PHID-E")
-    pooled = socket.create_connection(("127.0.0.1", port))
-    await read_status(port)  # accepted after it: so it was accepted
+    pooled = await pooled_connection(port)
     with pooled:
         async with handoff_point(old, tmp_path) as (point, path):
             successor, channel, resumption = await take_over(parse_config(_config()), path)

@@ -58,6 +58,7 @@ from tests.node.handoff_parts import (
     Watcher,
     close_all,
     connect_many,
+    pooled_connection,
     post_over,
     read_status,
 )
@@ -245,8 +246,7 @@ async def test_an_old_process_that_recovers_leaves_no_successor_serving(
     new.signal(signal.SIGSTOP)
     # An application server's connection, opened now and used only after the
     # failure: the old process passes it on with its admin sockets, unused...
-    pooled = socket.create_connection(("127.0.0.1", old.admin_port))
-    await read_status(old.admin_port)  # accepted after it: so it was accepted
+    pooled = await pooled_connection(old.admin_port)
     # Its handshake done, the old process hands its admin sockets over and says DONE;
     # no DONE comes back.
     url = f"ws://127.0.0.1:{old.client_port}/"

@@ -30,7 +30,7 @@ from relay.node.node import Node
 from relay.node.restart import adopt_passed, store_for_restart
 from relay.process.fdstore import FdStore
 from tests.harness.fdstore import FakeSystemd
-from tests.node.handoff_parts import Watcher, close_all, post_over, read_status
+from tests.node.handoff_parts import Watcher, close_all, pooled_connection, post_over
 from tests.support import WAIT, eventually, free_ports, local_config, notification
 
 #: A name that resolves to one IPv4 and one IPv6 address.
@@ -155,8 +155,7 @@ async def test_an_admin_connection_with_nothing_sent_yet_is_kept_and_answered_af
 ) -> None:
     config, store, old, watcher = await _node_with_a_browser(systemd)
     # An application server's connection, opened before the stop and used after the start.
-    pooled = socket.create_connection(("127.0.0.1", old.admin_addresses[0][1]))
-    await read_status(old.admin_addresses[0][1])  # accepted after it: so it was accepted
+    pooled = await pooled_connection(old.admin_addresses[0][1])
     with caplog.at_level(logging.INFO, "relay.restart"):
         await store_for_restart(old, store)
     await old.stop()
@@ -187,9 +186,8 @@ async def test_no_admin_connection_is_kept_where_the_store_has_no_room_for_it(
     assert store is not None
     old = Node(config, connection_factory=MovableConnection)
     await old.start()
-    pooled = socket.create_connection(("127.0.0.1", old.admin_addresses[0][1]))
+    pooled = await pooled_connection(old.admin_addresses[0][1])
     with pooled:
-        await read_status(old.admin_addresses[0][1])  # accepted after it: so it was accepted
         await store_for_restart(old, store)
         await old.stop()
         assert sorted(set(systemd.names())) == ["relay-admin-0", "relay-client-0", "relay-state"]
