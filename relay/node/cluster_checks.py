@@ -140,11 +140,6 @@ class ClusterChecks:
         last = self._last.get(verdict.kind)
         if last is not None and verdict.order <= last.order:
             return  # a copy (the channel and the read-back both bring each one)
-        if last is not None and verdict.digest == last.digest:
-            # The same state again, from a holder that started without it in
-            # Redis (see ``_acquired``): kept, but browsers have it already.
-            self._last[verdict.kind] = verdict
-            return
         self._last[verdict.kind] = verdict
         try:
             self._heard_reading()
@@ -154,6 +149,10 @@ class ClusterChecks:
                 del self._last[verdict.kind]
             else:
                 self._last[verdict.kind] = last
+            return
+        if last is not None and verdict.digest == last.digest:
+            # The same state again, from a holder that started without it in
+            # Redis (see ``_acquired``): kept, but browsers have it already.
             return
         self._announce(self._config.instance, verdict.message)
 
