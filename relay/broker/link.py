@@ -87,7 +87,9 @@ class Broker:
         self._ping_channel = self._keys.ping_channel(fingerprint)
         self._origin = fingerprint.encode()
         self._clock = clock
-        self._outbox = Outbox(config.queue_size, config.queue_max_age_seconds, clock)
+        self._outbox = Outbox(
+            config.queue_size, config.queue_max_age_seconds, clock, config.queue_max_bytes
+        )
         self._backoff = backoff
         self._inbound = Inbound(self._keys, limits, clock)
         self.configure(history, limits)

@@ -27,6 +27,9 @@ from pydantic import (
 
 from relay.config.secrets import read_secret_validated
 
+#: Default bound of the bytes one queue of outgoing messages holds (to Redis, or to one peer).
+QUEUE_MAX_BYTES = 64 * 1024 * 1024
+
 __all__ = ["BrokerConfig", "SentinelAddress"]
 
 _SCHEMES = ("redis", "rediss", "unix")
@@ -71,6 +74,8 @@ class BrokerConfig(BaseModel):
     prefix: str = "relay"
     #: Posts waiting to be published while Redis is away; the oldest are dropped past this.
     queue_size: int = Field(default=10_000, ge=1)
+    #: ...or past this many bytes of them (large posts: 10,000 of 1 MiB would be 10 GB).
+    queue_max_bytes: int = Field(default=QUEUE_MAX_BYTES, ge=64 * 1024)
     #: Queued posts older than this are dropped: a replay would not return them any more.
     queue_max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     #: Time to open a connection to Redis.

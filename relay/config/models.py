@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relay.config.alerts import AlertsConfig
-from relay.config.broker import BrokerConfig
+from relay.config.broker import QUEUE_MAX_BYTES, BrokerConfig
 from relay.config.cluster_status import ClusterStatusConfig
 from relay.config.hosts import base_url
 
@@ -137,6 +137,8 @@ class PeeringConfig(_Section):
     timeout_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
     #: Messages queued per peer while it is slow or down; the oldest are dropped first.
     queue_size: int = Field(default=1000, ge=1)
+    #: ...and at most this many bytes of them per peer.
+    queue_max_bytes: int = Field(default=QUEUE_MAX_BYTES, ge=64 * 1024)
     #: Queued messages older than this are dropped: replay would not return them anyway.
     queue_max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     #: Concurrent POSTs per peer over its keep-alive connections.

@@ -3,9 +3,11 @@
 Pure: no I/O, time injected. Each peer link keeps one for the messages it
 forwards, taking them one at a time; the broker link keeps one for the
 posts it publishes to Redis, taking them in batches. While the other side
-is away messages pile up here; past ``capacity`` the oldest is dropped, and
-one older than ``max_age`` is dropped when its turn comes (a replay would
-not return it any more). Both are counted.
+is away messages pile up here; past ``capacity`` messages or ``max_bytes``
+the oldest is dropped, and one older than ``max_age`` is dropped when its
+turn comes (a replay would not return it any more). All are counted. The
+byte bound matters for large posts: 10,000 of up to ``admin_body_bytes``
+each would otherwise be gigabytes, queued for a Redis or a peer that is away.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from relay.config.broker import QUEUE_MAX_BYTES
 
 
 @dataclass(slots=True)
@@ -28,30 +32,53 @@ class Outgoing:
     queued_at: float
     record: bytes | None = None
 
+    @property
+    def size(self) -> int:
+        """The bytes it holds: the payload, and the record when there is one."""
+        return len(self.payload) + (len(self.record) if self.record is not None else 0)
+
 
 class Outbox:
     """A bounded FIFO of outgoing messages, with a count of those it had to drop."""
 
-    def __init__(self, capacity: int, max_age: float, clock: Callable[[], float]) -> None:
-        """Hold at most ``capacity`` messages, none older than ``max_age`` seconds."""
+    def __init__(
+        self,
+        capacity: int,
+        max_age: float,
+        clock: Callable[[], float],
+        max_bytes: int = QUEUE_MAX_BYTES,
+    ) -> None:
+        """Hold at most ``capacity`` messages and ``max_bytes``, none older than ``max_age`` s."""
         self._items: deque[Outgoing] = deque()
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._max_age = max_age
         self._clock = clock
+        #: The bytes of every message queued.
+        self.bytes = 0
+        self._last_size = 0
         #: Messages never sent: the queue was full, or they waited too long.
         self.dropped = 0
 
     def put(self, instance: str, payload: memoryview | bytes, record: bytes | None = None) -> None:
-        """Queue a message, dropping the oldest one when full."""
-        if len(self._items) >= self._capacity:
-            self._items.popleft()
+        """Queue a message, dropping the oldest ones when full."""
+        item = Outgoing(instance, payload, self._clock(), record)
+        size = self._last_size = item.size
+        if size > self._max_bytes:
+            self.dropped += 1  # it alone would pass the bound
+            return
+        while self._items and (
+            len(self._items) >= self._capacity or self.bytes + size > self._max_bytes
+        ):
+            self._popleft()
             self.dropped += 1
-        self._items.append(Outgoing(instance, payload, self._clock(), record))
+        self._items.append(item)
+        self.bytes += size
 
     @property
     def full(self) -> bool:
-        """True when one more message would push the oldest out."""
-        return len(self._items) >= self._capacity
+        """True when one more message (of the last one's size) would push the oldest out."""
+        return len(self._items) >= self._capacity or self.bytes + self._last_size > self._max_bytes
 
     def take(self) -> Outgoing | None:
         """The oldest message still fresh enough to send, or None."""
@@ -64,7 +91,7 @@ class Outbox:
         items = self._items
         batch: list[Outgoing] = []
         while items and len(batch) < most:
-            item = items.popleft()
+            item = self._popleft()
             if item.queued_at >= cutoff:
                 batch.append(item)
             else:
@@ -81,14 +108,26 @@ class Outbox:
         Where newer messages filled the queue meanwhile, the oldest of the
         batch are the ones dropped.
         """
-        room = self._capacity - len(self._items)
-        keep = batch[max(0, len(batch) - room) :] if room > 0 else []
-        self.dropped += len(batch) - len(keep)
+        room, room_bytes = self._capacity - len(self._items), self._max_bytes - self.bytes
+        start = len(batch)
+        while start and room > 0 and batch[start - 1].size <= room_bytes:
+            start -= 1
+            room -= 1
+            room_bytes -= batch[start].size
+        keep = batch[start:]
+        self.dropped += start
         self._items.extendleft(reversed(keep))
+        self.bytes += sum(item.size for item in keep)
 
     def clear(self) -> None:
         """Forget every queued message (a peer that turned out to be this node)."""
         self._items.clear()
+        self.bytes = 0
+
+    def _popleft(self) -> Outgoing:
+        item = self._items.popleft()
+        self.bytes -= item.size
+        return item
 
     def __len__(self) -> int:
         """How many messages wait to be sent."""

@@ -104,7 +104,9 @@ class PeerLinkState:
         self.peer = peer
         self._own_fingerprint = own_fingerprint
         self._clock = clock
-        self.outbox = Outbox(settings.queue_size, settings.queue_max_age_seconds, clock)
+        self.outbox = Outbox(
+            settings.queue_size, settings.queue_max_age_seconds, clock, settings.queue_max_bytes
+        )
         self._backoff = backoff or Backoff(
             settings.backoff_initial_seconds, settings.backoff_max_seconds
         )

@@ -152,6 +152,34 @@ async def test_redis_down_costs_nothing_local_and_the_queue_catches_up(
         await b.close()
 
 
+async def test_large_posts_queued_for_an_absent_redis_keep_to_the_byte_bound(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    """30 posts of 200 KB while Redis is away: only the newest 1 MiB waits for it."""
+    here, there = await start_nodes(
+        start_node, redis_server, 2, queue_max_bytes=1024 * 1024, **FAST
+    )
+    admin = Admin(session, here.admin_addresses[0][1])
+    remote = await open_browser(there, "PHID-L")
+    redis_server.kill()
+    pad = "x" * (200 * 1024)
+    for n in range(30):
+        status, _ = await admin.post(notification("PHID-L", unique_id=f"l-{n}", pad=pad))
+        assert status == 200
+
+    async def bounded() -> bool:
+        broker = (await admin.status())["broker"]
+        return bool(broker["state"] == "down" and broker["queue"] == 5)
+
+    await eventually(bounded, "the broker is reported down with the newest 5 posts queued")
+    assert (await admin.status())["broker"]["dropped"] == 25
+    await asyncio.to_thread(redis_server.start)
+    seen: list[dict[str, Any]] = []
+    await collect(remote, seen, 5, "the queued posts reached the other node")
+    assert [m["uniqueID"] for m in seen] == [f"l-{n}" for n in range(25, 30)]
+    await remote.close()
+
+
 async def test_a_hung_redis_is_detected_and_left_behind(
     redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:

@@ -110,3 +110,57 @@ def test_a_failed_batch_goes_back_in_front_in_its_order() -> None:
     queue.put_back_batch(batch)  # room for one: the newer of the two is kept
     assert queue.dropped == 1
     assert names(queue.take_batch(10)) == [b"b", b"c", b"d", b"e"]
+
+
+def test_the_byte_bound_drops_the_oldest_and_counts_them() -> None:
+    outbox = Outbox(100, 60, FakeClock(), max_bytes=1000)
+    for n in range(12):
+        outbox.put("default", str(n).encode().ljust(100), record=None)
+    assert outbox.bytes == 1000
+    assert outbox.dropped == 2
+    assert outbox.full  # one more of the same size would push the oldest out
+    assert [int(p) for p in drain(outbox)] == list(range(2, 12))
+    assert outbox.bytes == 0
+    assert not outbox.full
+
+
+def test_a_record_counts_with_its_payload() -> None:
+    outbox = Outbox(100, 60, FakeClock(), max_bytes=1000)
+    outbox.put("default", b"p" * 300, record=b"r" * 300)
+    outbox.put("default", b"p" * 300, record=b"r" * 300)
+    assert len(outbox) == 1
+    assert outbox.bytes == 600
+
+
+def test_a_message_over_the_byte_bound_alone_is_dropped_and_the_rest_kept() -> None:
+    outbox = Outbox(100, 60, FakeClock(), max_bytes=1000)
+    outbox.put("default", b"small")
+    outbox.put("default", b"x" * 1001)
+    assert drain(outbox) == [b"small"]
+    assert outbox.dropped == 1
+
+
+def test_put_back_keeps_the_newest_of_the_batch_that_fit_in_the_bytes() -> None:
+    outbox = Outbox(100, 60, FakeClock(), max_bytes=1000)
+    for n in range(4):
+        outbox.put("default", str(n).encode().ljust(300))
+    batch = outbox.take_batch(4)
+    assert outbox.bytes == 0
+    outbox.put("default", b"new".ljust(300))  # arrived while the batch was out
+    outbox.put_back_batch(batch)
+    # Room for two of the batch beside the new one: its newest two.
+    assert [p.strip() for p in drain(outbox)] == [b"2", b"3", b"new"]
+    assert outbox.dropped == 2
+
+
+def test_expired_and_cleared_messages_give_their_bytes_back() -> None:
+    clock = FakeClock()
+    outbox = Outbox(100, 60, clock, max_bytes=1000)
+    outbox.put("default", b"x" * 400)
+    clock.advance(61)
+    outbox.put("default", b"y" * 400)
+    assert [bytes(p)[:1] for p in drain(outbox)] == [b"y"]
+    assert outbox.bytes == 0
+    outbox.put("default", b"z" * 400)
+    outbox.clear()
+    assert outbox.bytes == 0
