@@ -11,16 +11,19 @@ its own link, and while it lasts no node can hear another, so none can
 follow what another sent. :class:`LeaseSpeaker` gives each such episode to
 one node, the one that told its start:
 
-- a node tells the start if it speaks at the look that sees it, and spoke
-  at the look before (a node that has just taken the lease took it from a
-  Redis that answered; an outage it sees then began under its predecessor);
+- a node tells the start if it speaks at the look that sees it;
 - that node tells the end, whether it still speaks or not (after an outage
   longer than the lease, another node may hold the lease by then);
 - a node that did not tell the start never tells the end.
 
 So an outage is one start and one end from one node, and never an end
 without its start. Limits: an outage whose teller dies before it ends has
-no end; one that no speaking node saw (Redis back within a look) is not told.
+no end; one that no speaking node saw (Redis back within a look) is not
+told. And one that begins while two nodes speak, in the moments after an
+earlier outage (the old holder, which lost the lease to it, speaks until
+Redis answers it again; the new one holds the lease) is told by both: told
+twice rather than not at all, as it would be if a node that has just taken
+the lease left it to a predecessor that may have stopped.
 """
 
 from __future__ import annotations
@@ -39,17 +42,12 @@ class LeaseSpeaker:
     """This node's part in broker mode's alerts: what to send of each look's episodes."""
 
     def __init__(self) -> None:
-        """Start having looked at nothing and told nothing."""
-        #: Whether this node spoke at the last look; None before the first.
-        self._spoke: bool | None = None
+        """Start having told nothing."""
         #: The keys of the ``SEEN_ALONE`` episodes whose start this node told.
         self._told: set[str] = set()
 
     def look(self, speaks: bool, events: Iterable[AlertEvent]) -> list[AlertEvent]:
         """The events to send of ``events``, given whether this node ``speaks`` for the cluster."""
-        # At the first look there is no predecessor to leave an outage to.
-        settled = speaks and self._spoke is not False
-        self._spoke = speaks
         chosen = []
         for event in events:
             key = event.problem.key
@@ -60,7 +58,7 @@ class LeaseSpeaker:
                 if key in self._told:
                     self._told.discard(key)
                     chosen.append(event)
-            elif settled:
+            elif speaks:
                 self._told.add(key)
                 chosen.append(event)
         return chosen

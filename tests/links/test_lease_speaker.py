@@ -114,23 +114,32 @@ def test_no_end_without_its_start_when_the_renewal_is_refused() -> None:
     assert new.sent == []
 
 
-def test_a_node_that_has_just_taken_the_lease_leaves_the_outage_to_its_predecessor() -> None:
-    """It took the lease from a Redis that answered: an outage it sees now began before."""
+def test_an_outage_just_after_a_clean_handover_is_told_by_the_new_holder() -> None:
+    """The old holder stopped (the lease released): no one else can tell it."""
+    clock = FakeClock()
+    old, new = Node(clock), Node(clock)
+    old.look(speaks=True, redis_down=False)
+    new.look(speaks=False, redis_down=False)
+    clock.advance(1)  # the old holder stopped; the new one took the lease
+    new.look(speaks=True, redis_down=True)  # its first look since it took the lease
+    clock.advance(1)
+    new.look(speaks=True, redis_down=False)
+    assert new.sent == [("broker-lost", "firing"), ("broker-lost", "resolved")]
+
+
+def test_an_outage_while_two_nodes_speak_is_told_by_both() -> None:
+    """The documented limit: the old holder speaks on until Redis answers it again."""
     clock = FakeClock()
     old, new = Node(clock), Node(clock)
     old.look(speaks=True, redis_down=False)
     new.look(speaks=False, redis_down=False)
     clock.advance(1)
     old.look(speaks=True, redis_down=True)
-    new.look(speaks=True, redis_down=True)  # its first look since it took the lease
+    new.look(speaks=True, redis_down=True)
     clock.advance(1)
     old.look(speaks=False, redis_down=False)
     new.look(speaks=True, redis_down=False)
     assert old.sent == [("broker-lost", "firing"), ("broker-lost", "resolved")]
-    assert new.sent == []
-    clock.advance(1)
-    new.look(speaks=True, redis_down=True)  # holding since: the next outage is its own
-    new.look(speaks=True, redis_down=False)
     assert new.sent == [("broker-lost", "firing"), ("broker-lost", "resolved")]
 
 
