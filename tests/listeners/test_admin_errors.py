@@ -182,25 +182,38 @@ async def test_a_client_leaving_mid_body_is_a_debug_line_only(
 
 
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("request_bytes", "fault"),
     [
-        b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n",
+        (
+            b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET * 1000 + b"\r\n\r\n",
+            "Got more than 8190 bytes when reading",
+        ),
         # aiohttp quotes a request target as bytearray(b'...'), not b'...'.
-        b"GET /status/?token=" + SECRET * 1000 + b" HTTP/1.1\r\nHost: relay\r\n\r\n",
+        (
+            b"GET /status/?token=" + SECRET * 1000 + b" HTTP/1.1\r\nHost: relay\r\n\r\n",
+            "Got more than 8190 bytes when reading",
+        ),
+        # ...and an absolute target it cannot read is the whole message, unquoted.
+        (
+            b"GET http://user:" + SECRET + b"@/status/ HTTP/1.1\r\nHost: relay\r\n\r\n",
+            "the request target is not a valid URL",
+        ),
+        (
+            b"GET http://[::1/status/?token=" + SECRET + b" HTTP/1.1\r\nHost: relay\r\n\r\n",
+            "the request target is not a valid URL",
+        ),
     ],
-    ids=["header", "target"],
+    ids=["header", "target", "credentials", "broken host"],
 )
 async def test_malformed_http_is_one_warning_without_the_clients_bytes(
-    node: Node, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+    node: Node, caplog: pytest.LogCaptureFixture, request_bytes: bytes, fault: str
 ) -> None:
     status, _, _ = await asyncio.to_thread(exchange, node.admin_addresses[0][1], request_bytes)
     assert status == 400
     [record] = [r for r in caplog.records if r.name == "relay.admin.http"]
     assert record.levelname == "WARNING"
     assert record.exc_info is None
-    assert record.getMessage() == (
-        "refused a malformed request from 127.0.0.1: Got more than 8190 bytes when reading"
-    )
+    assert record.getMessage() == f"refused a malformed request from 127.0.0.1: {fault}"
     assert SECRET.decode() not in caplog.text
 
 
