@@ -5,9 +5,9 @@ another's browser (Aphlict keeps one list for all). Time is injected.
 
 The bytes retained are bounded too, all instances together: N messages of
 up to ``admin_body_bytes`` each, in as many instances as posters name, would
-otherwise hold gigabytes. Past the bound an instance's oldest messages make
-room for its new one; an instance with none to give up (the others hold the
-bytes) keeps no new message until older ones expire.
+otherwise hold gigabytes. Past the bound the instance holding the most bytes
+gives up its oldest messages (the one adding, when it holds at least an
+equal share), so a busy instance cannot take a quiet one's history away.
 """
 
 from __future__ import annotations
@@ -55,10 +55,9 @@ class History:
         self._max_bytes = max_bytes
         self._clock = clock
         self._by_instance: dict[str, deque[Entry]] = {}
-        #: The frames' bytes of every entry kept.
+        #: The frames' bytes of every entry kept, in all and by instance.
         self.bytes = 0
-        #: Messages not kept because other instances held the byte bound.
-        self.crowded_out = 0
+        self._bytes_of: dict[str, int] = {}
         self._swept_at = float("-inf")
         self._warned = False
 
@@ -68,10 +67,10 @@ class History:
         self._max_age = max_age
         self._max_bytes = max_bytes
         for instance, entries in list(self._by_instance.items()):
-            while entries and (len(entries) > max_messages or self.bytes > max_bytes):
-                self._drop_oldest(entries)
-            if not entries:
-                del self._by_instance[instance]
+            while len(entries) > max_messages:
+                self._drop_oldest(instance)
+        while self.bytes > max_bytes:
+            self._drop_oldest(self._largest())
 
     @property
     def max_age(self) -> float:
@@ -105,30 +104,28 @@ class History:
             # housekeeping's next pass; at most one sweep a second on this path.
             self._swept_at = now
             self.expire()
-        entries = self._by_instance.get(instance)
-        if entries is None:
-            entries = self._by_instance[instance] = deque()
+        entries = self._by_instance.get(instance) or deque()
         if not entries or entries[-1].at <= at:
             position = len(entries)
         else:
             position = bisect.bisect_right(entries, at, key=lambda entry: entry.at)
-        if self.bytes + size > self._max_bytes:
-            self._bound_reached()
-        # Room by count, then by bytes, made from this instance's oldest messages.
-        while entries and (
-            len(entries) >= self._max_messages or self.bytes + size > self._max_bytes
-        ):
-            if position == 0:
-                return  # older than everything kept, and no room: it would go first
-            self._drop_oldest(entries)
-            position -= 1
-        if self.bytes + size > self._max_bytes:
-            self.crowded_out += 1  # the other instances hold the bytes
-            if not entries:
-                del self._by_instance[instance]
-            return
+        # Room by count, from this instance's oldest; then by bytes, from the
+        # instance holding the most (this one's oldest when that is this one).
+        while len(entries) >= self._max_messages or self.bytes + size > self._max_bytes:
+            if len(entries) >= self._max_messages:
+                victim = instance
+            else:
+                self._bound_reached()
+                victim = self._largest(instance)
+            if victim == instance:
+                if position == 0:
+                    return  # older than everything it keeps, and no room: it would go first
+                position -= 1
+            self._drop_oldest(victim)
         entries.insert(position, Entry(at, subscribers, message))
+        self._by_instance[instance] = entries
         self.bytes += size
+        self._bytes_of[instance] = self._bytes_of.get(instance, 0) + size
 
     def replay(self, instance: str, keys: Set[str], age: float) -> list[EncodedMessage]:
         """Messages of the last ``age`` seconds for any of ``keys``, oldest first."""
@@ -199,20 +196,35 @@ class History:
             return deque()
         cutoff = self._clock() - self._max_age
         while entries and entries[0].at < cutoff:
-            self._drop_oldest(entries)
-        if not entries:
-            del self._by_instance[instance]
+            self._drop_oldest(instance)
         return entries
+
+    def _largest(self, adding: str | None = None) -> str:
+        """The instance to give up bytes: ``adding`` if it holds an equal share or more.
+
+        Else the one holding the most (a scan, only when the bound is reached).
+        """
+        held = self._bytes_of
+        if adding is not None and held.get(adding, 0) * len(held) >= self.bytes:
+            return adding
+        return max(held, key=held.__getitem__)
 
     def _bound_reached(self) -> None:
         if not self._warned:
             self._warned = True
             log.warning(
-                "history holds %d bytes of messages, its bound (history.max_bytes): from now on "
-                "messages may leave it before their age or count bound, and an instance whose "
-                "others hold the bytes keeps no new one until they expire (logged once)",
-                self.bytes,
+                "history reached its bound of %d bytes of messages (history.max_bytes): from "
+                "now on the instance holding the most gives up its oldest messages before their "
+                "age or count bound (logged once)",
+                self._max_bytes,
             )
 
-    def _drop_oldest(self, entries: deque[Entry]) -> None:
-        self.bytes -= len(entries.popleft().message.frame)
+    def _drop_oldest(self, instance: str) -> None:
+        """Forget ``instance``'s oldest message (and the instance, once it has none)."""
+        entries = self._by_instance[instance]
+        size = len(entries.popleft().message.frame)
+        self.bytes -= size
+        self._bytes_of[instance] -= size
+        if not entries:
+            del self._by_instance[instance]
+            del self._bytes_of[instance]

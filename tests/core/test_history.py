@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from relay.core.encoded import EncodedMessage
 from relay.core.history import History
 from tests.support import FakeClock
@@ -137,28 +140,43 @@ def test_the_byte_bound_drops_an_instances_oldest_for_its_new_message() -> None:
     assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == list(range(2, 12))
 
 
-def test_an_instance_cannot_take_the_bytes_others_hold() -> None:
-    """Instances filling the bound cost a new one its history, not its delivery.
-
-    The bound holds, and what is crowded out is counted.
-    """
+def test_a_busy_instance_cannot_take_a_quiet_ones_history_away() -> None:
+    """Past the bound, the instance holding the most gives up its oldest messages."""
     clock = FakeClock()
     history = History(100, 60, clock, max_bytes=1000)
-    history.add("tenant", frozenset({"A"}), sized(0, 100))
-    for n in range(20):
-        history.add(f"noise-{n}", frozenset({"A"}), sized(n, 100))
+    history.add("quiet", frozenset({"A"}), sized(0, 100))
+    for n in range(600):  # ten minutes of a message a second
+        history.add("busy", frozenset({"A"}), sized(n, 100))
+        clock.advance(1)
+        if n % 30 == 0:
+            history.add("quiet", frozenset({"A"}), sized(n, 100))
     assert history.bytes == 1000
-    assert history.crowded_out == 11
-    # The tenant keeps its own, and makes room for its next from it.
-    history.add("tenant", frozenset({"A"}), sized(1, 100))
-    assert payloads(history.replay("tenant", {"A"}, 60)) == [sized(1, 100).frame[2:]]
-    # Once the others expire, there is room again.
-    clock.advance(30)
-    history.add("tenant", frozenset({"A"}), sized(2, 100))
-    clock.advance(31)
-    history.add("new", frozenset({"A"}), sized(3, 100))
-    assert history.size("new") == 1
-    assert history.bytes == 200  # the tenant's last, and the new instance's
+    assert history.size("quiet") == 2  # its last two (a minute's worth)
+    assert history.size("busy") == 8
+
+
+def test_room_comes_from_the_largest_instance_not_the_one_adding() -> None:
+    history = History(100, 60, FakeClock(), max_bytes=1000)
+    for n in range(3):
+        history.add("small", frozenset({"A"}), sized(n, 100))
+    for n in range(7):
+        history.add("large", frozenset({"A"}), sized(n, 100))
+    # "small" holds less than its share: "large" gives up its oldest.
+    history.add("small", frozenset({"A"}), sized(3, 100))
+    assert (history.size("small"), history.size("large")) == (4, 6)
+    # A new instance is kept too, at the largest one's cost.
+    history.add("new", frozenset({"A"}), sized(0, 100))
+    assert (history.size("new"), history.size("large")) == (1, 5)
+
+
+def test_a_message_from_the_past_with_no_room_in_the_bytes_is_not_kept() -> None:
+    clock = FakeClock()
+    history = History(100, 60, clock, max_bytes=300)
+    for n in range(3):
+        history.add("default", frozenset({"A"}), sized(n, 100), clock.now - 10 + n)
+    history.add("default", frozenset({"A"}), sized(9, 100), clock.now - 20)
+    assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == [0, 1, 2]
+    assert history.bytes == 300
 
 
 def test_a_message_larger_than_the_bound_is_not_kept() -> None:
@@ -174,9 +192,43 @@ def test_resize_to_fewer_bytes_keeps_the_newest_and_expiry_gives_bytes_back() ->
     history = History(100, 60, clock, max_bytes=1000)
     for n in range(8):
         history.add("default", frozenset({"A"}), sized(n, 100))
+    history.add("other", frozenset({"A"}), sized(0, 100))
     history.resize(100, 60, 500)
-    assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == [3, 4, 5, 6, 7]
+    # The largest gives up its oldest first: the other instance keeps its one.
+    assert [int(p) for p in payloads(history.replay("default", {"A"}, 60))] == [4, 5, 6, 7]
+    assert history.size("other") == 1
     assert history.bytes == 500
     clock.advance(61)
     history.expire()
     assert history.bytes == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),  # instance
+            st.integers(min_value=3, max_value=400),  # frame size
+            st.integers(min_value=-30, max_value=0),  # arrived this long ago
+            st.integers(min_value=0, max_value=20),  # then the clock moves on
+            st.sampled_from([None, None, None, "expire", "resize"]),
+        ),
+        max_size=80,
+    )
+)
+def test_the_bytes_kept_are_the_frames_kept_and_within_every_bound(
+    steps: list[tuple[str, int, int, int, str | None]],
+) -> None:
+    clock = FakeClock()
+    history = History(5, 60, clock, max_bytes=1000)
+    for n, (instance, size, ago, later, also) in enumerate(steps):
+        history.add(instance, frozenset({"A"}), sized(n, size), clock.now + ago)
+        clock.advance(later)
+        if also == "expire":
+            history.expire()
+        elif also == "resize":
+            history.resize(4, 60, 700)
+        history.expire()
+        kept = {i: history.replay(i, {"A"}, 60) for i in "abc"}
+        assert history.bytes == sum(len(m.frame) for ms in kept.values() for m in ms)
+        assert history.bytes <= history._max_bytes
+        assert all(len(ms) <= history._max_messages for ms in kept.values())
