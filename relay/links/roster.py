@@ -54,9 +54,11 @@ class Roster:
         self._read = False
         #: When the last reading was taken, on ``clock``: None before the first.
         self._read_at: float | None = None
-        #: Nodes missing from the readings since a recovery, by fingerprint:
-        #: how long this node could not hear them, which their age leaves out.
-        self._held: dict[str, float] = {}
+        #: Nodes not heard afresh since a recovery, by fingerprint: how long this
+        #: node could not hear them (which their age leaves out), and the time of
+        #: the last reading before the first such recovery (an announcement made
+        #: after it is fresh).
+        self._held: dict[str, tuple[float, float]] = {}
         self.turnover = Turnover(clock, settle)
         #: Why the last announcement failed; None once one succeeds.
         self.last_error: str | None = None
@@ -71,11 +73,12 @@ class Roster:
         failed ones, or one that found this node's own record no longer in
         Redis (``own_kept`` false) before its expiry, because Redis lost it
         (restarted empty). Such a reading lists only the nodes that announced
-        since, so the nodes of the last reading that it misses are held: their
-        age leaves out the time since that reading, and they are gone once it
-        passes the gone bound. A node that announces meanwhile was never away;
-        one that left is gone ``GONE_AFTER`` intervals after the recovery at
-        the latest.
+        since, and records made before that may expire before their nodes'
+        next round: every node known is held until it announces afresh, its
+        age leaving out the time since the last reading, and is gone once
+        that passes the gone bound. A node that announces meanwhile was never
+        away; one that left is gone ``GONE_AFTER`` intervals after the
+        recovery at the latest.
         """
         now = self._clock()
         reading = {
@@ -83,16 +86,21 @@ class Roster:
         }
         if self._recovering(now, own_kept):
             assert self._read_at is not None
-            deaf = now - self._read_at
-            for fingerprint in self._heard.keys() - reading.keys():
-                self._held[fingerprint] = self._held.get(fingerprint, 0.0) + deaf
-        self._held = {
-            fingerprint: deaf
-            for fingerprint, deaf in self._held.items()
-            if fingerprint not in reading and not self._gone(fingerprint, now)
-        }
-        for fingerprint in self._held:
-            reading[fingerprint] = self._heard[fingerprint]
+            deaf, before = now - self._read_at, self._read_at
+            # Every node known may have missed rounds meanwhile, whether this
+            # reading misses it or still lists the record it made before.
+            for fingerprint in self._heard:
+                credit, since = self._held.get(fingerprint, (0.0, before))
+                self._held[fingerprint] = (credit + deaf, since)
+        held = {}
+        for fingerprint, (credit, since) in self._held.items():
+            found, made = reading.get(fingerprint) or self._heard[fingerprint]
+            if made > since:
+                continue  # announced since: heard afresh
+            if not _gone(found, now - made - credit):
+                held[fingerprint] = (credit, since)
+                reading[fingerprint] = (found, made)
+        self._held = held
         self._heard = reading
         self._read = True
         self._read_at = now
@@ -112,8 +120,8 @@ class Roster:
     def _gone(self, fingerprint: str, now: float) -> bool:
         """Whether a process in the roster is gone by now; a held one by its held age."""
         found, made = self._heard[fingerprint]
-        age = now - made - self._held.get(fingerprint, 0.0)
-        return freshness(age, found.identity.interval) is Freshness.GONE
+        credit, _ = self._held.get(fingerprint, (0.0, 0.0))
+        return _gone(found, now - made - credit)
 
     def heard(self, found: Announcement) -> None:
         """One node's announcement, just arrived; forget those gone by now."""
@@ -178,6 +186,11 @@ class Roster:
             return
         own = {m["place"] for m in members if m["self"]}
         self.turnover.look({m["place"] for m in members} - own)
+
+
+def _gone(found: Announcement, age: float) -> bool:
+    """Whether an announcement ``age`` seconds old (as heard) is gone."""
+    return freshness(age, found.identity.interval) is Freshness.GONE
 
 
 def _member(found: Announcement, verdict: Freshness, age: float, is_self: bool) -> dict[str, Any]:

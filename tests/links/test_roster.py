@@ -216,3 +216,28 @@ def test_time_away_adds_up_over_recoveries_one_after_the_other() -> None:
     clock.advance(0.5)  # web2 was heard 0.5 s before, so 0.5 s later
     roster.update([Sighting(MINE, 0.0)])
     assert roster.status()["left"] == ["web2:22281", "web3:22281"]
+
+
+def test_a_record_that_outlived_a_short_outage_still_counts_the_time_away() -> None:
+    """The first reading after Redis is back may still list a node's old record.
+
+    It expires before that node's first round after the outage (delayed by its
+    own failing round's timeouts): the next reading misses it, and it has not
+    left.
+    """
+    clock = FakeClock()
+    roster = three_nodes(clock)
+    clock.advance(2.0)
+    roster.failed("timed out")
+    clock.advance(4.0)
+    # Back: web2's record from before the outage is still there, 6.5 s old.
+    roster.update([Sighting(MINE, 0.0), Sighting(WEB2, 6.5), Sighting(WEB3, 0.2)])
+    clock.advance(2.0)
+    roster.update([Sighting(MINE, 0.0), Sighting(WEB3, 0.2)])  # web2's has expired
+    assert roster.status()["left"] == []
+    assert roster.others() == ["web2:7", "web3:4"]
+    clock.advance(1.0)
+    roster.update([Sighting(MINE, 0.0), Sighting(WEB2, 0.3), Sighting(WEB3, 0.2)])
+    clock.advance(1.0)
+    roster.update([Sighting(MINE, 0.0), Sighting(WEB3, 0.2)])  # heard afresh, then stopped
+    assert roster.status()["left"] == ["web2:22281"]
