@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http import HttpProcessingError
-from aiohttp.http_exceptions import InvalidURLError
 from aiohttp.web_urldispatcher import _default_expect_handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -41,25 +39,10 @@ from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 from relay.links.presence import PRESENCE_PATH, Announcement
 from relay.listeners.admin_body import JSON, body_too_large, error_text, read_body, refusal
+from relay.listeners.http_guard import fault_words
 from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
-
-
-#: Where aiohttp's message about a malformed request starts quoting the client's bytes
-#: (b'...', bytearray(b'...'), or a str's repr in the pure-Python parser's messages).
-_QUOTED_BYTES = re.compile(r"\s(?:bytearray\()?b?['\"]")
-#: The most of aiohttp's words a line keeps.
-_MOST_WORDS = 120
-
-
-def _fault(error: HttpProcessingError) -> str:
-    """What was wrong with a malformed request, in aiohttp's words without the client's bytes."""
-    if isinstance(error, InvalidURLError):
-        # Its message is the request target itself, unquoted: credentials, tokens.
-        return "the request target is not a valid URL"
-    words = _QUOTED_BYTES.split(str(error.message), maxsplit=1)[0]
-    return " ".join(words.split()).rstrip(":")[:_MOST_WORDS]
 
 
 class _MalformedRequests(logging.Filter):
@@ -83,7 +66,7 @@ class _MalformedRequests(logging.Filter):
             # aiohttp's message goes on to quote the client's bytes (a header
             # line or a request target, say, which could carry a secret) and put
             # a caret under the fault: only its words are kept.
-            record.args = (remote, _fault(error))
+            record.args = (remote, fault_words(error))
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True

@@ -217,6 +217,31 @@ async def test_malformed_http_is_one_warning_without_the_clients_bytes(
     assert SECRET.decode() not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST / HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"POST / HTTP/1.1\r\nAuthorization: Bearer " + SECRET + b"\x01\r\n\r\n",
+        b"GET http://user:" + SECRET + b"@/status/ HTTP/1.1\r\nHost: relay\r\n\r\n",
+    ],
+    ids=["chunk size", "two lengths", "control character", "target"],
+)
+async def test_a_request_aiohttp_cannot_parse_gets_a_json_400_without_its_bytes(
+    node: Node, request_bytes: bytes
+) -> None:
+    """Refused by aiohttp itself, which answers in plain text quoting the request back."""
+    status, headers, body = await asyncio.to_thread(
+        exchange, node.admin_addresses[0][1], request_bytes
+    )
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers["Connection"] == "close"
+    error = orjson.loads(body)["error"]
+    assert error
+    assert SECRET.decode() not in error
+
+
 async def test_a_disabled_status_page_is_a_json_404(
     start_node: Callable[..., Awaitable[Node]], session: aiohttp.ClientSession
 ) -> None:
