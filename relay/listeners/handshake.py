@@ -89,10 +89,11 @@ class Handshake:
         self.protocol.receive_data(data)
         events = self.protocol.events_received()
         requests = [event for event in events if isinstance(event, Request)]
-        if requests and rest and self._ends_early(rest):
+        if requests and rest and _asks_to_upgrade(requests[0]) and self._ends_early(rest):
             # RFC 6455 has the browser wait for the answer before it sends frames;
             # websockets, reading them first, ends the connection on one that
             # closes or breaks the protocol without answering, and so does relay.
+            # (What follows a plain HTTP request is no frame: it gets its 501.)
             self.protocol.fail(CloseCode.PROTOCOL_ERROR, "frames sent before the answer")
         return requests, rest
 
@@ -108,8 +109,7 @@ class Handshake:
         A 503 is counted on ``gate``. Not sent yet: ``protocol.send_response`` does.
         """
         ws = self.protocol
-        upgrade = ", ".join(request.headers.get_all("Upgrade"))  # .get() raises on two
-        if "websocket" not in upgrade.lower():
+        if not _asks_to_upgrade(request):
             return ws.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         if gate.draining:
             # Not logged: during a drain every reconnecting browser would be a line.
@@ -119,3 +119,9 @@ class Handshake:
             gate.refused("connection limit", address, refusal)
             return ws.reject(503, f"relay cannot take this connection: {refusal}\n")
         return ws.accept(request)
+
+
+def _asks_to_upgrade(request: Request) -> bool:
+    """Whether ``request`` asks for a WebSocket, not plain HTTP."""
+    upgrade = ", ".join(request.headers.get_all("Upgrade"))  # .get() raises on two
+    return "websocket" in upgrade.lower()

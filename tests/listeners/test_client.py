@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -25,6 +26,22 @@ async def test_plain_http_gets_501_use_websockets(node: Node) -> None:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as r:
         assert r.status == 501
         assert await r.text() == "HTTP/501 Use Websockets\n"
+
+
+async def test_plain_http_sent_with_more_after_it_still_gets_501(node: Node) -> None:
+    """Two pipelined GETs: the bytes after the first are no WebSocket frames."""
+    request = b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n"
+
+    def exchange() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.client_addresses[0][1])) as sock:
+            sock.settimeout(WAIT)
+            sock.sendall(request * 2)
+            answer = b""
+            while piece := sock.recv(65536):
+                answer += piece
+            return answer
+
+    assert (await asyncio.to_thread(exchange)).startswith(b"HTTP/1.1 501 ")
 
 
 @pytest.mark.parametrize("path", ["/", "/ws/", "/~acme/", "/some/prefix/~acme", "/x?y=1"])
