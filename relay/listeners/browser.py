@@ -372,10 +372,7 @@ class BrowserConnection(asyncio.Protocol):
             hub.unsubscribe(self, command.keys)
         elif isinstance(command, Replay):
             hub.replay(self, command.age_ms)
-            # Written now, not with the rest of this read: a replay can be
-            # ``replay_bytes``, and a browser that sends many in one write and
-            # reads none must meet the outbound bound (``pause_writing``) at the
-            # first write past it, not after relay has queued them all.
+            # Written now: many replays in one read meet the outbound bound one by one.
             self._flush()
         else:
             self.deliver(_PONG)
@@ -400,11 +397,9 @@ class BrowserConnection(asyncio.Protocol):
     # Writing and closing.
 
     def _close_too_slow(self) -> None:
-        """Reset a browser whose outbound buffer passed its bound.
+        """Reset a browser whose outbound buffer passed its bound, freeing both buffers at once.
 
-        A close frame would only queue behind the megabyte it is not reading,
-        so there is no closing handshake to wait for: the reset frees relay's
-        buffer and the kernel's at once.
+        A close frame would only queue behind the megabyte it is not reading.
         """
         self._listener.rejected["too slow"] += 1
         log.warning(
