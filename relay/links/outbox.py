@@ -63,10 +63,11 @@ class Outbox:
     def put(self, instance: str, payload: memoryview | bytes, record: bytes | None = None) -> None:
         """Queue a message, dropping the oldest ones when full."""
         item = Outgoing(instance, payload, self._clock(), record)
-        size = self._last_size = item.size
+        size = item.size
         if size > self._max_bytes:
             self.dropped += 1  # it alone would pass the bound
             return
+        self._last_size = size
         while self._items and (
             len(self._items) >= self._capacity or self.bytes + size > self._max_bytes
         ):
@@ -78,7 +79,10 @@ class Outbox:
     @property
     def full(self) -> bool:
         """True when one more message (of the last one's size) would push the oldest out."""
-        return len(self._items) >= self._capacity or self.bytes + self._last_size > self._max_bytes
+        items = self._items
+        return len(items) >= self._capacity or (
+            bool(items) and self.bytes + self._last_size > self._max_bytes
+        )
 
     def take(self) -> Outgoing | None:
         """The oldest message still fresh enough to send, or None."""

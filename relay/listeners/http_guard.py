@@ -79,10 +79,7 @@ class _JsonRefusals(RequestHandler):
     ) -> web.StreamResponse:
         """The JSON answer for a request aiohttp could not parse or handle (closing)."""
         super().handle_error(request, status, exc, message)  # logs; refuses a started answer
-        if isinstance(exc, HttpProcessingError):
-            words = fault_words(exc)
-        else:
-            words = HTTPStatus(status).phrase.lower()
+        words = fault_words(exc) if isinstance(exc, HttpProcessingError) else ""
         answer = _refusal(status, words or HTTPStatus(status).phrase.lower())
         answer.force_close()
         return answer

@@ -136,8 +136,10 @@ def test_a_message_over_the_byte_bound_alone_is_dropped_and_the_rest_kept() -> N
     outbox = Outbox(100, 60, FakeClock(), max_bytes=1000)
     outbox.put("default", b"small")
     outbox.put("default", b"x" * 1001)
+    assert not outbox.full  # it does not make the queue refuse what follows
     assert drain(outbox) == [b"small"]
     assert outbox.dropped == 1
+    assert not outbox.full  # an empty queue is never full
 
 
 def test_put_back_keeps_the_newest_of_the_batch_that_fit_in_the_bytes() -> None:
