@@ -242,19 +242,20 @@ class Passed:
         """Sort ``(name, fd)`` pairs (from :func:`listen_fds`) by what relay stored them as."""
         passed = cls()
         for name, fd in named:
-            kind, _, index = name.rpartition("-")
+            kind, _, digits = name.rpartition("-")
+            index = int(digits) if digits.isdigit() and int(digits) < 1000 else None
             if name == BROWSER:
                 passed.browsers.append(fd)
             elif name == STATE:
                 passed.states.append(fd)
-            elif kind == WAITING and index.isdigit() and int(index) < 1000:
-                passed.waiting.append((int(index), fd))
-            elif kind in (CLIENT, ADMIN) and index.isdigit() and int(index) < 1000:
+            elif kind == WAITING and index is not None:
+                passed.waiting.append((index, fd))
+            elif kind in (CLIENT, ADMIN) and index is not None:
                 listeners = passed.clients if kind == CLIENT else passed.admins
-                if int(index) in listeners:
+                if index in listeners:
                     passed.unknown.append((name, fd))  # stored twice: keep the first
                 else:
-                    listeners[int(index)] = fd
+                    listeners[index] = fd
             else:
                 passed.unknown.append((name, fd))
         return passed
