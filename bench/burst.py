@@ -15,13 +15,14 @@ with other work, turns spread the disturbance over both sides.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import procfs
-from bench.harness import Bench
+from bench.harness import Bench, Worker
 from bench.scenarios import (
     BROWSER_KEYS,
     SHARED_KEY,
@@ -51,6 +52,14 @@ KERNEL_STAMPS = True
 #: pass. Remote browsers would not; with the arrival stamped by the kernel,
 #: their own lag no longer shows in the figure the targets use.
 BROWSER_YIELD = 10
+#: Keep the node on one core and the browsers and the poster on the other(s),
+#: as remote browsers and application servers would be: left to the
+#: scheduler, one of the two browser processes shares relay's core, and each
+#: wakeup of it during a burst's write pass costs relay the CPU (same code,
+#: 2026-12-07: arrival p99 17.6-23.2 ms over five rounds unpinned, 14.3-19.4
+#: pinned). Loopback still charges the browsers' receiving TCP work to relay's
+#: core. Needs two CPUs; with fewer, nothing is pinned (and the result says so).
+PIN_CORES = True
 #: The figures set side by side for each side, and where they are in a result.
 _LATENCY = ("p50", "p99", "max")
 
@@ -154,6 +163,7 @@ def _run(
         burst=burst,
         connections=max(8, burst),
     )
+    pinned = _pin(node.pid, [*browser_workers, poster])
     m = bench.drive(browser_workers, [poster], barrier=True)
     return Outcome(
         result={
@@ -162,12 +172,33 @@ def _run(
                 f"{browsers} browsers, {rate:g} posts/s of 200 bytes, {burst} at a time, "
                 f"for {duration:g} s; relay from {source or 'this checkout'}"
             ),
-            "parameters": {"browsers": browsers, "rate": rate, "burst": burst},
+            "parameters": {
+                "browsers": browsers,
+                "rate": rate,
+                "burst": burst,
+                "node_cores": pinned[0],
+                "load_cores": pinned[1],
+            },
             "figures": delivery_figures(m),
             "notes": [],
         },
         latencies=latency_series(name, m, kernel_stamps),
     )
+
+
+def _pin(node_pid: int, load: list[Worker]) -> tuple[list[int], list[int]]:
+    """Pin the node to the first CPU and ``load`` to the others; the CPUs of each (empty: none).
+
+    Unpinned (``PIN_CORES`` off, or one CPU only) returns two empty lists.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not PIN_CORES or len(cpus) < 2:
+        return [], []
+    node_cpus, load_cpus = cpus[:1], cpus[1:]
+    procfs.pin(node_pid, set(node_cpus))
+    for worker in load:
+        procfs.pin(worker.pid, set(load_cpus))
+    return node_cpus, load_cpus
 
 
 #: Rounds whose other processes' CPU is within this of the least (seconds) count as

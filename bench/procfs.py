@@ -41,6 +41,12 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of process ``pid`` on ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 def command_name(pid: int) -> str:
     """Process ``pid``'s command name (/proc/PID/comm: what prctl(PR_SET_NAME) set)."""
     return Path(f"/proc/{pid}/comm").read_text().strip()
