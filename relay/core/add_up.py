@@ -105,6 +105,7 @@ def _instance(a: InstanceReading, b: InstanceReading) -> InstanceReading:
         messages_in=max(a.messages_in, b.messages_in),
         messages_out=a.messages_out + b.messages_out,
         history_size=max(a.history_size, b.history_size),
+        history_bytes=max(a.history_bytes, b.history_bytes),
         history_age_ms=max(ages) if ages else None,
     )
 

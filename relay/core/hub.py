@@ -340,6 +340,7 @@ class Hub:
             messages_in=counters.messages_in,
             messages_out=counters.messages_out,
             history_size=self.history_size(instance),
+            history_bytes=self._history.bytes_of(instance),
             history_age_ms=None if oldest is None else int(oldest * 1000),
         )
 

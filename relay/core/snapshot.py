@@ -26,6 +26,8 @@ class InstanceReading:
     messages_in: int = 0
     messages_out: int = 0
     history_size: int = 0
+    #: Bytes of the retained messages' frames (what ``history.max_bytes`` bounds).
+    history_bytes: int = 0
     #: Age of the oldest retained message in milliseconds; None when none is retained.
     history_age_ms: int | None = None
 

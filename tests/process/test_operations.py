@@ -242,7 +242,7 @@ async def test_metrics_parse_and_move_with_traffic(
     await browser.subscribe("A", "B")
     for n in range(3):
         await admin.post(notification("A", n=n), instance="acme")
-    await browser.drain()
+    received = await browser.drain()
     after = await scrape()
     assert after["relay_browser_connections{}"] == before["relay_browser_connections{}"] + 1
     assert after["relay_subscriptions{}"] == 2
@@ -250,6 +250,12 @@ async def test_metrics_parse_and_move_with_traffic(
     assert after["relay_messages_out_total{instance=acme}"] == 3
     assert after["relay_browser_handshakes_total{instance=acme}"] == 1
     assert after["relay_history_messages{instance=acme}"] == 3
+    # The frames kept: each message's JSON and its header (RFC 6455: 2 bytes under 126
+    # bytes of payload, 4 bytes up to 64 KiB).
+    sizes = [len(orjson.dumps(message)) for message in received]
+    assert len(sizes) == 3 and max(sizes) < 65536
+    frames = sum(size + (2 if size < 126 else 4) for size in sizes)
+    assert after["relay_history_bytes{instance=acme}"] == frames
     assert after["relay_delivery_latency_seconds_count{}"] == 3
 
 
