@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -40,6 +40,7 @@ from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEAD
 from relay.links.presence import PRESENCE_PATH, Announcement
 from relay.listeners.admin_body import JSON, body_too_large, error_text, read_body, refusal
 from relay.listeners.http_guard import fault_words
+from relay.listeners.refusal_lines import RefusalLines
 from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
@@ -134,6 +135,8 @@ class AdminState:
     placed: Callable[[], Awaitable[None]] | None = None
     #: Mesh mode: keeps a peer's presence record (None: presence is not kept here).
     heard: Callable[[Announcement], None] | None = None
+    #: When a refused request last got its log line, by kind.
+    refusal_lines: RefusalLines = field(default_factory=RefusalLines)
 
 
 STATE = web.AppKey("state", AdminState)
@@ -181,7 +184,7 @@ async def post_notification(request: web.Request) -> web.Response:
     try:
         notification = parse_notification(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
-        log.warning("refused a post from %s: %s", request.remote, exc)
+        _log_refusal(request, "post", "refused a post from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
     # refused: a peer's message was accepted by another node already.
@@ -239,7 +242,7 @@ async def post_batch(request: web.Request) -> web.Response:
     try:
         items = decode_batch(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
-        log.warning("refused a batch from %s: %s", request.remote, exc)
+        _log_refusal(request, "batch", "refused a batch from %s: %s", request.remote, exc)
         return _json_error(400, str(exc))
     await _route(state, arrived, [(i.instance, i.notification, i.covered) for i in items])
     return web.Response(
@@ -257,7 +260,9 @@ async def post_presence(request: web.Request) -> web.Response:
     try:
         found = Announcement.decode(raw)
     except ValueError as exc:
-        log.warning("refused a presence record from %s: %s", request.remote, exc)
+        _log_refusal(
+            request, "presence", "refused a presence record from %s: %s", request.remote, exc
+        )
         return _json_error(400, str(exc))
     state.heard(found)
     # Named like a receipt: the sender's own entry in its cluster list learns it is itself.
@@ -361,8 +366,23 @@ def _check_secret(request: web.Request, secret: Secret | None) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="relay"'},
         )
     if not secret.matches(offered.removeprefix("Bearer ")):
-        log.warning("refused a POST from %s: wrong shared secret", request.remote)
+        _log_refusal(
+            request, "secret", "refused a POST from %s: wrong shared secret", request.remote
+        )
         raise refusal(web.HTTPForbidden, "wrong shared secret")
+
+
+def _log_refusal(request: web.Request, kind: str, message: str, *args: object) -> None:
+    """Log a refused request: the first of its ``kind`` in an interval, with how many since.
+
+    Anyone who reaches the port can send refused requests as fast as they
+    like; the log gets one line per kind per interval (``RefusalLines``).
+    """
+    count = request.app[STATE].refusal_lines.due(kind)
+    if count > 1:
+        log.warning(message + " (%d more since the last such line)", *args, count - 1)
+    elif count:
+        log.warning(message, *args)
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -432,5 +452,10 @@ def _check_network(request: web.Request) -> None:
         except ValueError:
             address = None
         if address is None or not any(address in network for network in allowed):
-            log.warning("refused an admin request from %s: not in allowed_networks", request.remote)
+            _log_refusal(
+                request,
+                "network",
+                "refused an admin request from %s: not in allowed_networks",
+                request.remote,
+            )
             raise refusal(web.HTTPForbidden, "this address may not use the admin port")

@@ -27,12 +27,11 @@ from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
+from relay.listeners.refusal_lines import RefusalLines
 from relay.process.periodic import every
 
 log = logging.getLogger("relay.client")
 
-#: Refused connections are summed up in one log line at most this often (seconds).
-REFUSAL_LOG_INTERVAL = 10.0
 #: A pass of the liveness sweep over every browser is spread over this many
 #: steps, so that the pings (and their pongs) of browsers that connected
 #: together do not all come at once: at 16,700 browsers a worker, a pass in one
@@ -92,8 +91,7 @@ class ClientListener:
         self._connections: set[BrowserConnection] = set()
         #: Connections refused or dropped by a limit, by reason (for metrics).
         self.rejected: Counter[str] = Counter()
-        self._unlogged_refusals = 0
-        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
+        self._refusal_lines = RefusalLines()
         self._all_gone: asyncio.Event | None = None
         #: Set when the node starts draining: new handshakes get 503 from then on.
         self.draining = False
@@ -170,24 +168,20 @@ class ClientListener:
         return list(self._connections)
 
     def refused(self, reason: str, address: str, detail: str) -> None:
-        """Count a refused browser; log refusals at most once per interval.
+        """Count a refused browser; log each reason at most once per interval.
 
         A flood of connections over a cap must not become a flood of log lines.
         """
         self.rejected[reason] += 1
-        self._unlogged_refusals += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+        if count := self._refusal_lines.due(reason):
             log.warning(
                 "refused %d browser %s since the last report (%s): latest %s, %s",
-                self._unlogged_refusals,
-                "connection" if self._unlogged_refusals == 1 else "connections",
+                count,
+                "connection" if count == 1 else "connections",
                 reason,
                 address,
                 detail,
             )
-            self._unlogged_refusals = 0
-            self._refusals_logged_at = now
 
     def track(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is accepted."""

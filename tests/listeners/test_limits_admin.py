@@ -54,6 +54,32 @@ async def test_with_a_secret_unauthenticated_posts_are_refused(
     await browser.close()
 
 
+async def test_a_flood_of_refused_posts_writes_one_line_per_kind(
+    start_node: StartNode,
+    session: aiohttp.ClientSession,
+    secret_file: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Anyone who reaches the port may send refused posts; the log gets a line per kind."""
+    node = await start_node(local_config(admin={"secret_file": secret_file}))
+    admin = Admin(session, node.admin_addresses[0][1])
+    wrong = {"Authorization": "Bearer wrong"}
+    right = {"Authorization": f"Bearer {SECRET}"}
+    caplog.set_level(logging.WARNING, logger="relay")
+    for n in range(50):
+        assert (await admin.post(notification("A", n=n), headers=wrong))[0] == 403
+        # An application server's own mistake, amid the flood, still gets its line.
+        if n == 25:
+            assert (await admin.post(None, raw=b"{", headers=right))[0] == 400
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert [line for line in lines if "wrong shared secret" in line] == [
+        "refused a POST from 127.0.0.1: wrong shared secret"
+    ]
+    assert len([line for line in lines if line.startswith("refused a post from")]) == 1
+    # Every one was refused all the same, and the node serves on.
+    assert (await admin.post(notification("A"), headers=right))[0] == 200
+
+
 async def test_peers_send_the_secret(
     start_node: StartNode, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
