@@ -121,18 +121,17 @@ def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:
         "Messages retained for replay, by instance.",
         labels=["instance"],
     )
-    history_bytes = GaugeMetricFamily(
-        "relay_history_bytes",
-        "Bytes of the messages retained for replay (bounded by history.max_bytes), by instance.",
-        labels=["instance"],
-    )
     for instance, reading in sorted(snapshot.instances.items()):
         connected.add_metric([instance], reading.clients_total)
         messages_in.add_metric([instance], reading.messages_in)
         messages_out.add_metric([instance], reading.messages_out)
         history.add_metric([instance], reading.history_size)
-        history_bytes.add_metric([instance], reading.history_bytes)
-    yield from (connected, messages_in, messages_out, history, history_bytes)
+    yield from (connected, messages_in, messages_out, history)
+    yield _gauge(
+        "relay_history_bytes",
+        "Bytes of the messages retained for replay, all instances (bounded by history.max_bytes).",
+        sum(reading.history_bytes for reading in snapshot.instances.values()),
+    )
     yield _gauge(
         "relay_instances",
         "Instances counted one by one now (at most limits.max_instances).",
