@@ -122,9 +122,7 @@ class BrowserConnection(asyncio.Protocol):
         self._ws: ServerFrames | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._open = False
-        self._counted = False
-        self._admitted = False
+        self._open = self._counted = self._admitted = False
         self._refusal: str | None = None
         self._closing = False
         self._complained = False
@@ -175,6 +173,8 @@ class BrowserConnection(asyncio.Protocol):
             requests, data = self._handshake.receive(data)
             for request in requests:
                 self._on_request(request)
+            if not requests and (answer := self._handshake.unreadable_answer(self._listener)):
+                cast(asyncio.Transport, self._transport).write(answer)  # before websockets' end
         ws = self._ws
         if ws is not None and data:
             for frame in ws.receive_data(data, self._listener.limits.browser_message_bytes):

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
+from websockets.exceptions import InvalidMessage
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -25,6 +26,10 @@ from relay.core.websocket import ServerFrames
 #: Aphlict's answer to a plain HTTP request: Phorge's setup check expects 501.
 PLAIN_HTTP_STATUS = 501
 PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
+
+#: The answer to a request websockets cannot read at all (a bad request line or header).
+UNREADABLE_STATUS = 400
+UNREADABLE_BODY = "relay could not read this HTTP request\n"
 
 #: What ends an HTTP request head (no request body: websockets refuses those).
 _HEAD_END = b"\r\n\r\n"
@@ -55,7 +60,7 @@ class Gate(Protocol):
 class Handshake:
     """websockets' server handshake for one connection, and where the request head ends."""
 
-    __slots__ = ("_head", "_max_size", "protocol")
+    __slots__ = ("_head", "_max_size", "_unreadable_answered", "protocol")
 
     def __init__(
         self,
@@ -71,6 +76,7 @@ class Handshake:
         self._max_size = max_size
         #: The last bytes of the request head so far, to find its end across reads.
         self._head = b""
+        self._unreadable_answered = False
 
     def receive(self, data: bytes) -> tuple[list[Request], bytes]:
         """Feed the request head's bytes in ``data`` to websockets.
@@ -96,6 +102,30 @@ class Handshake:
             # (What follows a plain HTTP request is no frame: it gets its 501.)
             self.protocol.fail(CloseCode.PROTOCOL_ERROR, "frames sent before the answer")
         return requests, rest
+
+    def unreadable_answer(self, gate: Gate) -> bytes | None:
+        """The answer to a request websockets could not read, once; None if there is none.
+
+        websockets answers a request line or header too long (414, 431), but
+        ends the connection without a word on any other request it cannot
+        parse. A plain HTTP request with a body (a POST) gets the 501 every
+        plain request gets, as Aphlict answers it; anything else a 400. The
+        request's bytes are not quoted back. To be written before the
+        protocol's own output, which ends the connection. Counted on ``gate``.
+        """
+        failure = self.protocol.handshake_exc
+        if self._unreadable_answered or not isinstance(failure, InvalidMessage):
+            return None
+        self._unreadable_answered = True
+        cause = failure.__cause__
+        if isinstance(cause, EOFError):
+            return None  # the client went away mid-request: nobody to answer
+        gate.rejected["bad request"] += 1
+        if isinstance(cause, NotImplementedError) or str(cause) == "unsupported request body":
+            response = self.protocol.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
+        else:
+            response = self.protocol.reject(UNREADABLE_STATUS, UNREADABLE_BODY)
+        return response.serialize()
 
     def _ends_early(self, rest: bytes) -> bool:
         """Whether frames sent along with the request would end the connection."""

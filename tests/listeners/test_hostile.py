@@ -190,6 +190,30 @@ def send_and_read_to_the_end(port: int, data: bytes) -> bytes:
         return answer
 
 
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        # Plain HTTP with a body: the 501 any plain request gets, as from Aphlict.
+        (b"POST /?token=s3cret HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\n\r\nhello", 501),
+        (b"POST /?token=s3cret HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+        # Not HTTP as websockets reads it.
+        (b"NONSENSE /?token=s3cret\r\n\r\n", 400),
+        (b"GET /?token=s3cret HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /?token=s3cret HTTP/2.0\r\n\r\n", 400),
+    ],
+)
+async def test_a_request_websockets_cannot_read_still_gets_an_answer(
+    node: Node, caplog: pytest.LogCaptureFixture, request_: bytes, status: int
+) -> None:
+    """The parser in websockets ends these without a word; relay answers, quoting nothing."""
+    port = node.client_addresses[0][1]
+    answer = await asyncio.to_thread(send_and_read_to_the_end, port, request_)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer
+    assert b"s3cret" not in answer
+    assert node.snapshot().rejected["bad request"] == 1
+    assert no_trouble(caplog) == []
+
+
 async def test_a_handshake_with_two_upgrade_headers_is_refused_plainly(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
