@@ -26,10 +26,11 @@ class InstanceReading:
     messages_in: int = 0
     messages_out: int = 0
     history_size: int = 0
-    #: Bytes of the retained messages' frames (what ``history.max_bytes`` bounds).
-    history_bytes: int = 0
     #: Age of the oldest retained message in milliseconds; None when none is retained.
     history_age_ms: int | None = None
+    #: Bytes of the retained messages' frames (what ``history.max_bytes`` bounds);
+    #: last, so that the fields before it keep their places.
+    history_bytes: int = 0
 
     def aphlict_status(self, instance: str, uptime_ms: int) -> dict[str, Any]:
         """The status Aphlict reports for ``instance``, key for key."""
