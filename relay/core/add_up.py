@@ -57,6 +57,8 @@ def add_up(slots: Sequence[WorkerSlot], *, own: WorkerReading, uptime_ms: int) -
         instances_overflowed=sum(s.instances_overflowed for s in snapshots),
         alerts=None if mine.alerts is None else _summed(s.alerts or {} for s in snapshots),
         nodes=mine.nodes,
+        # Each worker holds the whole history (every message reaches it through the broker).
+        history_bytes=max(s.history_bytes for s in snapshots),
     )
     latency = add_latencies(reading.latency for reading in readings)
     # The answering worker charts its own latencies itself; its siblings' are added to them.
@@ -105,7 +107,6 @@ def _instance(a: InstanceReading, b: InstanceReading) -> InstanceReading:
         messages_in=max(a.messages_in, b.messages_in),
         messages_out=a.messages_out + b.messages_out,
         history_size=max(a.history_size, b.history_size),
-        history_bytes=max(a.history_bytes, b.history_bytes),
         history_age_ms=max(ages) if ages else None,
     )
 

@@ -143,11 +143,6 @@ class History:
         """How many messages ``instance`` retains now."""
         return len(self._live(instance))
 
-    def bytes_of(self, instance: str) -> int:
-        """Bytes of the frames ``instance`` retains now."""
-        self._live(instance)
-        return self._bytes_of.get(instance, 0)
-
     def oldest_age(self, instance: str) -> float | None:
         """Seconds since the oldest retained message arrived, or None if there is none."""
         entries = self._live(instance)

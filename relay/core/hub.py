@@ -326,6 +326,11 @@ class Hub:
         """Milliseconds since the hub was built."""
         return int((self._clock() - self._started) * 1000)
 
+    @property
+    def history_bytes(self) -> int:
+        """Bytes of the frames retained for replay, over every instance."""
+        return self._history.bytes
+
     def history_size(self, instance: str) -> int:
         """How many messages ``instance`` retains for replay."""
         return self._history.size(instance)
@@ -340,7 +345,6 @@ class Hub:
             messages_in=counters.messages_in,
             messages_out=counters.messages_out,
             history_size=self.history_size(instance),
-            history_bytes=self._history.bytes_of(instance),
             history_age_ms=None if oldest is None else int(oldest * 1000),
         )
 

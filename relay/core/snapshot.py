@@ -28,9 +28,6 @@ class InstanceReading:
     history_size: int = 0
     #: Age of the oldest retained message in milliseconds; None when none is retained.
     history_age_ms: int | None = None
-    #: Bytes of the retained messages' frames (what ``history.max_bytes`` bounds);
-    #: last, so that the fields before it keep their places.
-    history_bytes: int = 0
 
     def aphlict_status(self, instance: str, uptime_ms: int) -> dict[str, Any]:
         """The status Aphlict reports for ``instance``, key for key."""
@@ -220,6 +217,9 @@ class NodeSnapshot:
     nodes: Mapping[str, Any] | None = None
     #: The running code and its start; None in tests that build a snapshot by hand.
     process: ProcessReading | None = None
+    #: Bytes of the frames retained for replay, every instance's (what
+    #: ``history.max_bytes`` bounds).
+    history_bytes: int = 0
 
     def status(self, instance: str) -> dict[str, Any]:
         """``GET /status/``: Aphlict's keys for ``instance``, the fingerprint, peers and broker."""

@@ -69,6 +69,7 @@ def encode(reading: WorkerReading) -> bytes:
                 "overload": snapshot.overload,
                 "instances_overflowed": snapshot.instances_overflowed,
                 "alerts": None if snapshot.alerts is None else dict(snapshot.alerts),
+                "history_bytes": snapshot.history_bytes,
             },
             "latency": reading.latency,
             "recent": list(reading.recent),
@@ -129,6 +130,8 @@ def _snapshot(fields: Mapping[str, Any]) -> NodeSnapshot:
         else _flat(OverloadReading, overload, "snapshot.overload"),
         instances_overflowed=_field(fields, "instances_overflowed", "int"),
         alerts=None if alerts is None else _counts(alerts, "snapshot.alerts"),
+        # A worker of an older build does not send it.
+        history_bytes=_field(fields, "history_bytes", "int") if "history_bytes" in fields else 0,
     )
 
 

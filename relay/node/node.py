@@ -389,6 +389,7 @@ class Node:
             alerts=None if self.alerts is None else self.alerts.reading(),
             nodes=None if self.presence is None else self.presence.status(),
             process=ProcessReading(__version__, self.started_at, os.getpid(), self.adopted),
+            history_bytes=hub.history_bytes,
         )
 
     def _address(self) -> str:

@@ -130,7 +130,7 @@ def _instances(snapshot: NodeSnapshot) -> Iterator[Metric]:
     yield _gauge(
         "relay_history_bytes",
         "Bytes of the messages retained for replay, all instances (bounded by history.max_bytes).",
-        sum(reading.history_bytes for reading in snapshot.instances.values()),
+        snapshot.history_bytes,
     )
     yield _gauge(
         "relay_instances",

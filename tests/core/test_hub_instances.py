@@ -48,6 +48,26 @@ def test_instances_past_the_cap_are_counted_together_and_warned_about_once(
     assert "limits.max_instances (3)" in warnings[0].getMessage()
 
 
+def test_history_bytes_count_the_instances_past_the_cap_too() -> None:
+    """relay_history_bytes reads the node's whole history, not the instances counted alone."""
+    clock = FakeClock()
+    history = History(100, HISTORY_SECONDS, clock)
+    hub = Hub(
+        fingerprint="SELF",
+        history=history,
+        recent=RecentIds(120, 1000, clock),
+        clock=clock,
+        limits=LimitsConfig(max_instances=2),
+    )
+    names = ("default", "a", "b", "c", "d", "e")
+    for instance in names:
+        post(hub, {"subscribers": ["K"], "n": instance}, instance)
+    assert OVERFLOW_INSTANCE in hub.readings()  # "b" to "e" are counted together
+    kept = [m for name in names for m in history.replay(name, {"K"}, HISTORY_SECONDS)]
+    assert len(kept) == 6
+    assert hub.history_bytes == sum(len(m.frame) for m in kept)
+
+
 def test_the_default_instance_is_always_counted_on_its_own() -> None:
     hub = make_hub(FakeClock(), max_instances=1)
     post(hub, {"subscribers": ["K"]}, "a")

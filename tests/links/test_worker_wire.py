@@ -84,6 +84,7 @@ snapshots = st.builds(
     instances_overflowed=counts,
     alerts=st.none() | st.dictionaries(texts, counts, max_size=4),
     nodes=st.none(),
+    history_bytes=counts,
 )
 
 
@@ -116,6 +117,12 @@ def test_any_reading_round_trips(reading: WorkerReading) -> None:
 def test_the_cluster_view_is_not_sent() -> None:
     snapshot = NodeSnapshot("A", 1, 0, {}, 0, {}, (), None, nodes={"members": []})
     assert decode(encode(WorkerReading(0, 1, 0, snapshot))).snapshot.nodes is None
+
+
+def test_a_record_of_an_older_build_without_history_bytes_reads_as_none_kept() -> None:
+    fields = orjson.loads(record())
+    del fields["snapshot"]["history_bytes"]
+    assert decode(orjson.dumps(fields)).snapshot.history_bytes == 0
 
 
 def test_a_record_without_recent_latencies_has_none() -> None:
