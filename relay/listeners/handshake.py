@@ -108,8 +108,10 @@ class Handshake:
 
         websockets answers a request line or header too long (414, 431), but
         ends the connection without a word on any other request it cannot
-        parse. A plain HTTP request with a body (a POST) gets the 501 every
-        plain request gets, as Aphlict answers it; anything else a 400. The
+        parse. A request with a body (a plain POST) gets the 501 every plain
+        request gets, as Aphlict answers it; anything else a 400 (a line
+        ending in a bare LF too, which websockets reports as an end of
+        stream: called from ``data_received``, the stream has not ended). The
         request's bytes are not quoted back. To be written before the
         protocol's own output, which ends the connection. Counted on ``gate``.
         """
@@ -117,10 +119,9 @@ class Handshake:
         if self._unreadable_answered or not isinstance(failure, InvalidMessage):
             return None
         self._unreadable_answered = True
-        cause = failure.__cause__
-        if isinstance(cause, EOFError):
-            return None  # the client went away mid-request: nobody to answer
         gate.rejected["bad request"] += 1
+        cause = failure.__cause__
+        # websockets (the locked 17.4) marks a refused body by these two exceptions alone.
         if isinstance(cause, NotImplementedError) or str(cause) == "unsupported request body":
             response = self.protocol.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -200,6 +201,7 @@ def send_and_read_to_the_end(port: int, data: bytes) -> bytes:
         (b"NONSENSE /?token=s3cret\r\n\r\n", 400),
         (b"GET /?token=s3cret HTTP/1.1\r\nno colon here\r\n\r\n", 400),
         (b"GET /?token=s3cret HTTP/2.0\r\n\r\n", 400),
+        (b"GET /?token=s3cret HTTP/1.1\nHost: relay\n\n", 400),  # bare LF
     ],
 )
 async def test_a_request_websockets_cannot_read_still_gets_an_answer(
@@ -212,6 +214,25 @@ async def test_a_request_websockets_cannot_read_still_gets_an_answer(
     assert b"s3cret" not in answer
     assert node.snapshot().rejected["bad request"] == 1
     assert no_trouble(caplog) == []
+
+
+async def test_an_unreadable_request_is_answered_once_whatever_follows(node: Node) -> None:
+    def exchange() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.client_addresses[0][1])) as sock:
+            sock.settimeout(WAIT)
+            sock.sendall(b"NONSENSE\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 400 ")
+            # The node is done with this request: more of it gets no second answer.
+            with contextlib.suppress(OSError):
+                sock.sendall(b"Host: relay\r\n\r\nNONSENSE\r\n\r\n")
+            while piece := sock.recv(65536):
+                answer += piece
+            return answer
+
+    answer = await asyncio.to_thread(exchange)
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert node.snapshot().rejected["bad request"] == 1
 
 
 async def test_a_handshake_with_two_upgrade_headers_is_refused_plainly(
