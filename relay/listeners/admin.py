@@ -33,14 +33,21 @@ from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
 from relay.core.notification import Notification, bounds_of, parse_notification
+from relay.core.refusal_lines import RefusalLines
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
 from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
 from relay.links.presence import PRESENCE_PATH, Announcement
-from relay.listeners.admin_body import JSON, body_too_large, error_text, read_body, refusal
+from relay.listeners.admin_body import (
+    JSON,
+    body_too_large,
+    error_text,
+    log_refusal,
+    read_body,
+    refusal,
+)
 from relay.listeners.http_guard import fault_words
-from relay.listeners.refusal_lines import RefusalLines
 from relay.listeners.status_page import StaticFile, page_routes
 
 log = logging.getLogger("relay.admin")
@@ -327,7 +334,7 @@ async def _authorised_body(request: web.Request) -> tuple[AdminState, AdminSetti
     state = request.app[STATE]
     settings = state.settings()
     _check_secret(request, settings.secret)
-    return state, settings, await read_body(request, settings.limits)
+    return state, settings, await read_body(request, settings.limits, state.refusal_lines)
 
 
 async def _continue_unless_refused(request: web.Request) -> None:
@@ -340,13 +347,14 @@ async def _continue_unless_refused(request: web.Request) -> None:
     Raises:
         web.HTTPException: the refusal, closing the connection (no body follows).
     """
-    settings = request.app[STATE].settings()
+    state = request.app[STATE]
+    settings = state.settings()
     limit = settings.limits.admin_body_bytes
     try:
         _check_network(request)
         _check_secret(request, settings.secret)
         if (request.content_length or 0) > limit:
-            raise body_too_large(limit)
+            raise body_too_large(request, limit, state.refusal_lines)
     except web.HTTPException as refused:
         refused.force_close()
         raise
@@ -373,16 +381,8 @@ def _check_secret(request: web.Request, secret: Secret | None) -> None:
 
 
 def _log_refusal(request: web.Request, kind: str, message: str, *args: object) -> None:
-    """Log a refused request: the first of its ``kind`` in an interval, with how many since.
-
-    Anyone who reaches the port can send refused requests as fast as they
-    like; the log gets one line per kind per interval (``RefusalLines``).
-    """
-    count = request.app[STATE].refusal_lines.due(kind)
-    if count > 1:
-        log.warning(message + " (%d more since the last such line)", *args, count - 1)
-    elif count:
-        log.warning(message, *args)
+    """Log a refused request through the admin port's ``RefusalLines``."""
+    log_refusal(request.app[STATE].refusal_lines, kind, message, *args)
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

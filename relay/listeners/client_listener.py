@@ -26,8 +26,8 @@ from relay.config.hosts import base_url
 from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
+from relay.core.refusal_lines import RefusalLines
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
-from relay.listeners.refusal_lines import RefusalLines
 from relay.process.periodic import every
 
 log = logging.getLogger("relay.client")

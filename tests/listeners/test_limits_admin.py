@@ -15,9 +15,18 @@ import aiohttp
 import orjson
 import pytest
 
+from relay.core.refusal_lines import REFUSAL_LOG_INTERVAL, RefusalLines
 from relay.errors import StartupError
 from relay.node.node import Node
-from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
+from tests.support import (
+    WAIT,
+    Admin,
+    Browser,
+    FakeClock,
+    eventually,
+    local_config,
+    notification,
+)
 
 StartNode = Callable[..., Awaitable[Node]]
 SECRET = "s3cret-for-tests-only"
@@ -61,7 +70,12 @@ async def test_a_flood_of_refused_posts_writes_one_line_per_kind(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Anyone who reaches the port may send refused posts; the log gets a line per kind."""
-    node = await start_node(local_config(admin={"secret_file": secret_file}))
+    node = await start_node(
+        local_config(admin={"secret_file": secret_file}, limits={"admin_body_bytes": 1024})
+    )
+    clock = FakeClock()
+    # The interval on a clock the test moves (the state is frozen; its parts are not).
+    object.__setattr__(node.admin_state, "refusal_lines", RefusalLines(clock=clock))
     admin = Admin(session, node.admin_addresses[0][1])
     wrong = {"Authorization": "Bearer wrong"}
     right = {"Authorization": f"Bearer {SECRET}"}
@@ -71,11 +85,18 @@ async def test_a_flood_of_refused_posts_writes_one_line_per_kind(
         # An application server's own mistake, amid the flood, still gets its line.
         if n == 25:
             assert (await admin.post(None, raw=b"{", headers=right))[0] == 400
+        # And so does a body over the limit (refused from its headers alone).
+        if n == 30:
+            assert (await admin.post(None, raw=b" " * 2048, headers=right))[0] == 413
+    clock.advance(REFUSAL_LOG_INTERVAL)
+    assert (await admin.post(notification("A"), headers=wrong))[0] == 403
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
     assert [line for line in lines if "wrong shared secret" in line] == [
-        "refused a POST from 127.0.0.1: wrong shared secret"
+        "refused a POST from 127.0.0.1: wrong shared secret",
+        "refused a POST from 127.0.0.1: wrong shared secret (49 more since the last such line)",
     ]
     assert len([line for line in lines if line.startswith("refused a post from")]) == 1
+    assert len([line for line in lines if "-byte limit" in line]) == 1
     # Every one was refused all the same, and the node serves on.
     assert (await admin.post(notification("A"), headers=right))[0] == 200
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.listeners.refusal_lines import RefusalLines
+from relay.core.refusal_lines import RefusalLines
 from tests.support import FakeClock
 
 
