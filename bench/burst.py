@@ -163,7 +163,7 @@ def _run(
         burst=burst,
         connections=max(8, burst),
     )
-    pinned = _pin(node.pid, [*browser_workers, poster])
+    pinned = _pin(node.pids(), [*browser_workers, poster])
     m = bench.drive(browser_workers, [poster], barrier=True)
     return Outcome(
         result={
@@ -186,7 +186,7 @@ def _run(
     )
 
 
-def _pin(node_pid: int, load: list[Worker]) -> tuple[list[int], list[int]]:
+def _pin(node_pids: list[int], load: list[Worker]) -> tuple[list[int], list[int]]:
     """Pin the node to the first CPU and ``load`` to the others; the CPUs of each (empty: none).
 
     Unpinned (``PIN_CORES`` off, or one CPU only) returns two empty lists.
@@ -195,7 +195,8 @@ def _pin(node_pid: int, load: list[Worker]) -> tuple[list[int], list[int]]:
     if not PIN_CORES or len(cpus) < 2:
         return [], []
     node_cpus, load_cpus = cpus[:1], cpus[1:]
-    procfs.pin(node_pid, set(node_cpus))
+    for pid in node_pids:
+        procfs.pin(pid, set(node_cpus))
     for worker in load:
         procfs.pin(worker.pid, set(load_cpus))
     return node_cpus, load_cpus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -44,7 +45,8 @@ def children(pid: int) -> list[int]:
 def pin(pid: int, cpus: set[int]) -> None:
     """Keep every thread of process ``pid`` on ``cpus`` (threads it starts later inherit it)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), cpus)
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def command_name(pid: int) -> str:
