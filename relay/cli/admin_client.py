@@ -20,7 +20,13 @@ import orjson
 
 from relay.config import DEFAULT_ADMIN_PORT, Config, default_config
 from relay.config.hosts import url_host
-from relay.config.secrets import Secret, SecretSourceError, load_secret, secret_from_file
+from relay.config.secrets import (
+    Secret,
+    SecretSourceError,
+    header_secret,
+    load_secret,
+    secret_from_file,
+)
 from relay.errors import RelayError
 from relay.listeners.handshake import PLAIN_HTTP_BODY, PLAIN_HTTP_STATUS
 
@@ -58,7 +64,9 @@ class AdminTarget:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.secret is not None:
-            request.add_header("Authorization", self.secret.bearer())
+            # urllib sends a header as Latin-1; a secret outside ASCII goes as its UTF-8
+            # bytes, as relay reads it and as aiohttp sends it between peers.
+            request.add_header("Authorization", self.secret.bearer().encode().decode("latin-1"))
         context = None
         if self.base.startswith("https:"):
             context = ssl.create_default_context()
@@ -170,7 +178,9 @@ def _base_from_url(url: str) -> str:
 def _read_secret_file(path: str) -> Secret:
     """The secret ``--secret-file`` names, read as the config's secrets are."""
     try:
-        return Secret(secret_from_file(path, "--secret-file").get_secret_value())
+        return header_secret(
+            secret_from_file(path, "--secret-file").get_secret_value(), "--secret-file"
+        )
     except SecretSourceError as exc:
         raise RelayError(str(exc)) from None
 

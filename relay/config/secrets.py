@@ -35,6 +35,7 @@ __all__ = [
     "Secret",
     "SecretSourceError",
     "SecretSources",
+    "header_secret",
     "load_secret",
     "read_secret",
     "read_secret_validated",
@@ -220,6 +221,28 @@ def load_secret(admin: SecretSources) -> Secret | None:
             file_field="admin.secret_file",
             env_field="admin.secret_env",
         )
+        if value is None:
+            return None
+        field = "admin.secret_file" if admin.secret_file is not None else "admin.secret_env"
+        return header_secret(value.get_secret_value(), field)
     except SecretSourceError as exc:
         raise StartupError(str(exc)) from None
-    return None if value is None else Secret(value.get_secret_value())
+
+
+def header_secret(value: str, field: str) -> Secret:
+    """``value`` as the shared secret, which travels in ``Authorization: Bearer ...``.
+
+    Raises:
+        SecretSourceError: it holds a line break or another control
+            character. No HTTP client can send those in a header: every POST
+            would be refused, and a peer's every request fail.
+    """
+    # A tab is the one control character a header value may hold (RFC 9110).
+    if any(c != "\t" and (c < " " or c == "\x7f") for c in value):
+        raise SecretSourceError(
+            "the secret holds a line break or another control character, which no HTTP "
+            'header can carry (it is sent as "Authorization: Bearer <secret>"); put it '
+            "on one line",
+            field,
+        )
+    return Secret(value)

@@ -375,9 +375,10 @@ def test_notify_and_status_reach_a_node_by_url_without_a_config(
     assert report["cluster"][0]["port"] == 9
 
 
-def test_a_secret_file_option_carries_the_secret(tmp_path: Path, running: Any) -> None:
+@pytest.mark.parametrize("value", ["url-secret-value", "url-gehéim-€-value"])
+def test_a_secret_file_option_carries_the_secret(tmp_path: Path, running: Any, value: str) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("url-secret-value\n")
+    secret.write_text(value + "\n", encoding="utf-8")
     node = running(local_config(admin={"secret_file": str(secret)}))
     url = f"http://127.0.0.1:{node.admin_ports[0]}/"
     without = relay_cli("notify", "-u", url, "-k", "PHID-S")
@@ -385,7 +386,7 @@ def test_a_secret_file_option_carries_the_secret(tmp_path: Path, running: Any) -
     assert "the node answered 401" in without.stderr
     with_secret = relay_cli("notify", "-u", url, "-k", "PHID-S", "--secret-file", str(secret))
     assert with_secret.returncode == 0, with_secret.stderr
-    assert "url-secret-value" not in with_secret.stdout + with_secret.stderr
+    assert value not in with_secret.stdout + with_secret.stderr
 
 
 @pytest.mark.parametrize(
