@@ -176,11 +176,17 @@ def _writable(where: str, doing: str, path: Path) -> list[str]:
     should be, a file where a directory should be, modes), then tried: the
     missing directories made and the file opened for appending, and all of
     it undone, since modes do not tell everything (root, read-only mounts,
-    /proc and the like).
+    /proc and the like). A symbolic link is judged by where it leads, which
+    is what serve writes, and stays as it is; a device or a pipe (a log on
+    /dev/stdout) by its mode alone, as opening one may wait for a reader.
     """
+    shown, path = path, Path(os.path.realpath(path))
     target = path if path.exists() else path.parent
     while not target.exists():
         target = target.parent
+    if target == path and (path.is_char_device() or path.is_fifo()):
+        ok = os.access(path, os.W_OK)
+        return [] if ok else [f"{where}: {doing} {shown}: not writable"]
     if target == path:
         ok = path.is_file() and os.access(path, os.W_OK)
         reason = "not a writable file"
@@ -190,7 +196,7 @@ def _writable(where: str, doing: str, path: Path) -> list[str]:
     if ok:
         failure = _try_writing(path)
         ok, reason = failure is None, failure or ""
-    return [] if ok else [f"{where}: {doing} {path}: {reason}"]
+    return [] if ok else [f"{where}: {doing} {shown}: {reason}"]
 
 
 def _try_writing(path: Path) -> str | None:

@@ -52,6 +52,29 @@ def test_each_entry_is_judged_on_its_own(tmp_path: Path) -> None:
     ]
 
 
+def test_a_log_behind_a_dangling_link_is_checked_where_it_leads_and_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    """check-config changes nothing on disk: the link stays, no file is left behind."""
+    (tmp_path / "target").mkdir()
+    link = tmp_path / "relay.log"
+    link.symlink_to(tmp_path / "target" / "relay.log")
+    assert preflight({"logs": [{"path": str(link)}]}) == []
+    assert link.is_symlink()
+    assert not (tmp_path / "target" / "relay.log").exists()
+    # Where it leads cannot be written: the configured path is named.
+    link.unlink()
+    link.symlink_to(tmp_path / "missing-file-parent" / "x" / "relay.log")
+    (tmp_path / "missing-file-parent").write_text("a file, not a directory")
+    [problem] = preflight({"logs": [{"path": str(link)}]})
+    assert problem.startswith(f"logs[0].path: cannot open the log file {link}: ")
+
+
+@pytest.mark.parametrize("device", ["/dev/stdout", "/dev/null"])
+def test_a_log_on_a_device_is_taken_as_serve_takes_it(device: str) -> None:
+    assert preflight({"logs": [{"path": device}]}) == []
+
+
 def test_an_existing_log_file_must_be_a_writable_file(tmp_path: Path) -> None:
     (tmp_path / "a-directory.log").mkdir()
     problems = preflight({"logs": [{"path": str(tmp_path / "a-directory.log")}]})
