@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from relay.config import (
     AdminConfig,
     Config,
+    LimitsConfig,
     LogConfig,
     PeerConfig,
     PeeringConfig,
@@ -39,6 +40,7 @@ from relay.config.secrets import load_secret
 from relay.config.tls import peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
 from relay.listeners.binding import IN_USE, listen_problem, probe_bind
+from relay.process.open_files import raise_open_files_limit
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -117,6 +119,16 @@ def inspect(data: dict[str, Any]) -> Findings:
     broker = _valid(BrokerConfig, data.get("broker")) if data.get("broker") is not None else None
     if broker is not None:
         problems += _redis_url(broker)
+    limits = _valid(LimitsConfig, data.get("limits", {}))
+    if limits is not None:
+        try:
+            raise_open_files_limit(limits)  # as serve does, in this process
+        except StartupError as exc:
+            # A warning: the limit is this process' own, and a service's may differ.
+            found.warnings.append(
+                f"{exc}; serve started as this command was would refuse to start (under "
+                "systemd, the unit's LimitNOFILE= sets the limit)"
+            )
     return found
 
 

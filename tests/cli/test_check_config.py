@@ -189,6 +189,25 @@ def test_a_port_another_process_holds_is_a_warning_for_check_config_an_error_for
     assert f"ERROR relay.cli: {held}" in serve.stderr
 
 
+def test_more_connections_than_open_files_is_a_warning_for_check_config_an_error_for_serve(
+    tmp_path: Path,
+) -> None:
+    """check-config runs in the operator's shell, whose limit a service's may not share."""
+    config = local_config(limits={"max_connections": 1_000_000})
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    prefix = ("prlimit", "--nofile=1024:4096")
+    check = relay("check-config", "--config", str(path), cwd=tmp_path, prefix=prefix)
+    serve = relay("serve", "--config", str(path), cwd=tmp_path, prefix=prefix)
+    assert check.returncode == 0, check.stderr
+    [warning] = check.stderr.splitlines()
+    assert warning.startswith(f"relay: warning: {path}: limits.max_connections is 1000000, ")
+    assert "LimitNOFILE=" in warning
+    assert check.stdout.startswith(f"{path}: OK")
+    assert serve.returncode == 1
+    assert f"{path}: limits.max_connections is 1000000, " in serve.stderr
+
+
 def test_connect_reaches_the_broker_and_names_what_it_cannot_reach(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
