@@ -49,6 +49,12 @@ class ServerConfig(_Section):
     ssl_cert: str | None = Field(default=None, alias="ssl.cert")
     ssl_chain: str | None = Field(default=None, alias="ssl.chain")
 
+    @field_validator("ssl_key", "ssl_cert", "ssl_chain", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, path: object) -> object:
+        # Aphlict tests these for truth: "" is no TLS there, so it is here.
+        return None if path == "" else path
+
     @field_validator("listen")
     @classmethod
     def _listen_is_an_address(cls, listen: str | None) -> str | None:

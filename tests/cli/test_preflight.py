@@ -24,6 +24,25 @@ def test_a_sound_file_passes_and_loads(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()  # checked, not created
 
 
+@pytest.mark.parametrize(
+    "ssl",
+    [
+        {"ssl.key": "", "ssl.cert": "", "ssl.chain": ""},
+        {"ssl.key": None, "ssl.cert": ""},  # crashed the check with an AssertionError
+        {"ssl.key": "", "ssl.cert": None, "ssl.chain": None},
+    ],
+)
+def test_empty_ssl_paths_mean_no_tls_as_with_aphlict(tmp_path: Path, ssl: dict[str, str]) -> None:
+    """Aphlict tests these for truth, so a config of its with "" serves plain HTTP there."""
+    config = local_config()
+    for server in config["servers"]:
+        server.update(ssl)
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    servers = check_config(path).config.servers
+    assert [server.uses_tls for server in servers] == [False, False]
+
+
 def test_a_file_that_is_not_an_object_is_one_problem(tmp_path: Path) -> None:
     path = tmp_path / "relay.json"
     path.write_bytes(b"[1, 2]")
