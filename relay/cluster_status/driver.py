@@ -294,11 +294,23 @@ async def _connect(target: ConnectionTarget, connect_timeout: float) -> Any:
         host=target.host,
         port=target.port,
         user=target.user,
-        password=target.password.get_secret_value(),
+        password=_as_utf8_on_the_wire(target.password.get_secret_value()),
         connect_timeout=connect_timeout,
         autocommit=True,
         program_name=_PROGRAM_NAME,
     )
+
+
+def _as_utf8_on_the_wire(password: str) -> str:
+    """``password`` as aiomysql must be given it for its UTF-8 bytes to be sent.
+
+    aiomysql encodes a password as Latin-1: a "€" raised an error naming the
+    character and its position (a piece of the password) on every check, and
+    an "é" went out as one byte where Phorge's PHP client, whose password the
+    server's hash was made from, sends its two UTF-8 bytes. Decoded as
+    Latin-1 here, the UTF-8 bytes are what aiomysql's encoding gives back.
+    """
+    return password.encode("utf-8").decode("latin-1")
 
 
 async def _close(conn: Any) -> None:
