@@ -33,6 +33,27 @@ QUEUE_MAX_BYTES = 64 * 1024 * 1024
 __all__ = ["BrokerConfig", "SentinelAddress"]
 
 _SCHEMES = ("redis", "rediss", "unix")
+#: The query options redis-py reads from a URL (``redis.asyncio.connection``'s
+#: parsers; a test keeps the two alike). It hands any other name to the
+#: connection as is, which fails only when connecting, on every retry.
+URL_OPTIONS = (
+    "db",
+    "health_check_interval",
+    "legacy_responses",
+    "max_connections",
+    "protocol",
+    "retry_on_error",
+    "retry_on_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_read_size",
+    "socket_timeout",
+    "ssl_check_hostname",
+    "ssl_exclude_verify_flags",
+    "ssl_include_verify_flags",
+    "ssl_min_version",
+    "timeout",
+)
 # What stands where the scheme should: a word and the separators after it.
 _SCHEME_LIKE_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)(:?/+)")
 # Key and channel names are built from the prefix; keep it free of glob characters,
@@ -174,11 +195,17 @@ def _check_url(url: str) -> None:
         raise ValueError(f"is not a valid URL: {exc}") from None
     if parts.scheme not in _SCHEMES:
         raise ValueError(_scheme_problem(url, parts.scheme))
-    query: dict[str, Any] = parse_qs(parts.query)
-    if parts.password is not None or "password" in query:
+    query: dict[str, Any] = parse_qs(parts.query, keep_blank_values=True)
+    if parts.password is not None or any("password" in name.lower() for name in query):
         raise ValueError(
             "must not carry a password (logs and status show the URL); "
             'use "password_file" or "password_env"'
+        )
+    unknown = sorted(name for name in query if name not in URL_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f'has the query option "{unknown[0][:40]}", which redis-py does not read (it '
+            f"reads {', '.join(URL_OPTIONS)}); the broker section sets timeouts and TLS"
         )
     if parts.scheme == "unix":
         if not parts.path:

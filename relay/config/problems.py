@@ -22,8 +22,9 @@ from relay.config.secrets import SECRET_SOURCE_ERROR
 
 #: Fields whose rejected value must not be echoed in an error.
 _SECRET_FIELDS = frozenset({"pass", "password"})
-#: Sections whose rejected values are never echoed: a password may stand anywhere in them.
-_SECRET_SECTIONS = frozenset({"cluster_status"})
+#: Sections whose rejected values are never echoed: a password may stand anywhere in them
+#: (the broker's in a URL given where an object belongs).
+_SECRET_SECTIONS = frozenset({"cluster_status", "broker"})
 
 _TYPE_NAMES = {
     "int_type": "a whole number",

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from relay.config import parse_config
+from relay.config.broker import URL_OPTIONS
 from tests.config.test_config import ADMIN, CLIENT, problems, with_servers
 
 
@@ -35,6 +37,11 @@ def test_usable_urls_load(url: str) -> None:
         ({"url": "http://h:6379"}, "broker.url: must start with redis://, rediss:// or unix://"),
         ({"url": "redis://:pw@h:6379/0"}, "broker.url: must not carry a password"),
         ({"url": "unix:///s.sock?password=pw"}, "broker.url: must not carry a password"),
+        ({"url": "redis://h/0?Password=pw"}, "broker.url: must not carry a password"),
+        (
+            {"url": "redis://h/0?foo=bar"},
+            'broker.url: has the query option "foo", which redis-py does not read',
+        ),
         ({"url": "redis://h/zero"}, "broker.url: the database must be a number"),
         ({"url": "redis://h:70000"}, "broker.url: is not a valid URL"),
         ({"url": "redis:///0"}, "broker.url: names no host"),
@@ -146,3 +153,14 @@ def test_sentinels_name_the_master_in_the_url() -> None:
     assert config.broker.display_url == (
         "redis://myMaster/2 (master from sentinels s1:26379,s2:5000)"
     )
+
+
+def test_the_url_options_are_those_redis_py_reads() -> None:
+    """An upgrade of redis-py that reads other options shows here."""
+    assert sorted(URL_OPTIONS) == sorted(URL_QUERY_ARGUMENT_PARSERS)
+
+
+def test_a_url_given_where_the_section_belongs_is_not_echoed() -> None:
+    [problem] = problems(with_servers(CLIENT, ADMIN, broker="redis://:S3cretPW@h:6379/0"))
+    assert problem.startswith("test.json: broker: must be an object")
+    assert "S3cretPW" not in problem
