@@ -18,13 +18,20 @@ def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
     server entry in errors.
 
     Raises:
-        StartupError: a file is missing or unreadable, or key and certificate do not match.
+        StartupError: a file is missing or unreadable, key and certificate do
+            not match, or the key asks for a passphrase.
     """
     if not server.uses_tls:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         load_certificates(context, server)
+    except EncryptedKeyError:
+        raise StartupError(
+            f"{where}: ssl.key {server.ssl_key} is encrypted with a passphrase, which relay "
+            "cannot ask for (a service has no terminal); give it the key decrypted, readable "
+            "by relay's user only (openssl pkey -in KEY -out KEY.plain)"
+        ) from None
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(
             f"{where}: cannot load TLS files (ssl.cert {server.ssl_cert}, ssl.key "
@@ -34,19 +41,35 @@ def server_context(server: ServerConfig, where: str) -> ssl.SSLContext | None:
     return context
 
 
+class EncryptedKeyError(Exception):
+    """The private key file asks for a passphrase."""
+
+
+def _no_passphrase() -> str:
+    """OpenSSL's question for an encrypted key's passphrase, refused.
+
+    Without a callback, OpenSSL asks on the terminal: check-config waited
+    at the prompt, and serve under systemd failed with "Invalid argument".
+    """
+    raise EncryptedKeyError
+
+
 def load_certificates(context: ssl.SSLContext, server: ServerConfig) -> None:
     """Load ``server``'s certificate files into the live ``context`` (renewed certificates).
 
     New handshakes use the new certificate; established connections keep
     theirs. Check the files first with ``server_context``: a failure here
     leaves the context as it was, but later contexts of a batch unloaded.
+
+    Raises:
+        EncryptedKeyError: the key asks for a passphrase (never prompted for).
     """
     assert server.ssl_cert is not None
     assert server.ssl_key is not None
     if server.ssl_chain:
         _load_with_chain(context, server.ssl_cert, server.ssl_chain, server.ssl_key)
     else:
-        context.load_cert_chain(server.ssl_cert, server.ssl_key)
+        context.load_cert_chain(server.ssl_cert, server.ssl_key, password=_no_passphrase)
 
 
 def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -> None:
@@ -56,7 +79,7 @@ def _load_with_chain(context: ssl.SSLContext, cert: str, chain: str, key: str) -
     with tempfile.TemporaryDirectory(prefix="relay-tls-") as directory:
         combined = Path(directory) / "fullchain.pem"
         combined.write_bytes(pem)
-        context.load_cert_chain(combined, key)
+        context.load_cert_chain(combined, key, password=_no_passphrase)
 
 
 class ListenerContexts:

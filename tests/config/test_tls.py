@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 import trustme
 import websockets
+from cryptography.hazmat.primitives import serialization
 
 from relay.config import PeerConfig, PeeringConfig, parse_config
-from relay.config.tls import peer_tls_context
+from relay.config.tls import peer_tls_context, server_context
 from relay.errors import StartupError
 from relay.node.node import Node
 from tests.support import Browser, notification
@@ -153,3 +154,23 @@ def test_an_unreadable_peer_ca_file_names_the_setting_that_gave_it(tmp_path: Pat
     shared = PeerConfig(host="a", port=1, protocol="https")
     with pytest.raises(StartupError, match=r"^peering\.ca_file: cannot load the CA file .*"):
         peer_tls_context("cluster[2]", shared, PeeringConfig(ca_file=missing))
+
+
+@pytest.mark.parametrize("with_chain", [False, True])
+def test_a_key_with_a_passphrase_is_refused_without_a_prompt(
+    tls_files: dict[str, str], with_chain: bool
+) -> None:
+    """OpenSSL would ask on the terminal: check-config waited there, serve failed obscurely."""
+    key = serialization.load_pem_private_key(Path(tls_files["ssl.key"]).read_bytes(), None)
+    Path(tls_files["ssl.key"]).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"hunter2"),
+        )
+    )
+    files = tls_files if with_chain else {k: v for k, v in tls_files.items() if k != "ssl.chain"}
+    server = parse_config(tls_config(files)).servers[0]
+    with pytest.raises(StartupError, match="is encrypted with a passphrase") as caught:
+        server_context(server, "servers[0]")
+    assert str(caught.value).startswith(f"servers[0]: ssl.key {tls_files['ssl.key']} ")
