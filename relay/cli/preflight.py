@@ -37,7 +37,7 @@ from relay.config import (
 )
 from relay.config.broker import BrokerConfig
 from relay.config.secrets import load_secret
-from relay.config.tls import peer_tls_context, server_context
+from relay.config.tls import client_context, peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
 from relay.listeners.binding import IN_USE, listen_problem, probe_bind
 from relay.process.open_files import raise_open_files_limit
@@ -119,6 +119,8 @@ def inspect(data: dict[str, Any]) -> Findings:
     broker = _valid(BrokerConfig, data.get("broker")) if data.get("broker") is not None else None
     if broker is not None:
         problems += _redis_url(broker)
+        if broker.ca_file is not None:
+            problems += _startup(client_context, "broker.ca_file", broker.ca_file)
     limits = _valid(LimitsConfig, data.get("limits", {}))
     if limits is not None:
         try:

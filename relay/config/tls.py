@@ -123,14 +123,22 @@ def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ss
     """
     if peer.protocol != "https":
         return None
-    ca_file = peer.ca_file or settings.ca_file
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        setting = f"{name}.ca_file" if peer.ca_file else "peering.ca_file"
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise StartupError(f"{setting}: cannot load the CA file {ca_file}: {reason}") from None
+    setting = f"{name}.ca_file" if peer.ca_file else "peering.ca_file"
+    context = client_context(setting, peer.ca_file or settings.ca_file)
     if not peer.tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def client_context(setting: str, ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca_file`` (the system's CAs when None).
+
+    Raises:
+        StartupError: the CA file cannot be loaded; names ``setting`` and the file.
+    """
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StartupError(f"{setting}: cannot load the CA file {ca_file}: {reason}") from None

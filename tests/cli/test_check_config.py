@@ -81,6 +81,7 @@ def test_what_serve_would_refuse_is_reported_with_the_files_problems(tmp_path: P
         "cluster": [
             {"host": "10.0.0.2", "port": 22281, "protocol": "https", "ca_file": "/nonexistent"}
         ],
+        "broker": {"url": "rediss://10.0.0.3:6380/0", "ca_file": "/nonexistent-ca.pem"},
     }
     path = tmp_path / "relay.json"
     path.write_bytes(orjson.dumps(config))
@@ -96,6 +97,7 @@ def test_what_serve_would_refuse_is_reported_with_the_files_problems(tmp_path: P
         f"{a_file} is not a writable directory",
         f"admin.secret_file: cannot read {tmp_path}/no-secret: No such file or directory",
         "cluster[0].ca_file: cannot load the CA file /nonexistent: No such file or directory",
+        "broker.ca_file: cannot load the CA file /nonexistent-ca.pem: No such file or directory",
     ]
 
 
