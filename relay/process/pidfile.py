@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from relay.errors import StartupError
+
+log = logging.getLogger("relay.process")
+
+#: A live pid whose command line holds one of these is taken for a running node.
+NODE_MARKS = ("relay", "aphlict")
 
 
 class PidFile:
@@ -23,7 +29,16 @@ class PidFile:
         """
         other = self._recorded_pid()
         if other is not None and other != os.getpid() and _alive(other):
-            raise StartupError(f"pidfile: {self.path} says relay is already running as pid {other}")
+            if _runs_a_node(other):
+                raise StartupError(
+                    f"pidfile: {self.path} says relay is already running as pid {other}"
+                )
+            # After a reboot the number names whatever program got it since.
+            log.warning(
+                "pidfile: %s names pid %d, which runs another program now; taking the file over",
+                self.path,
+                other,
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(f"{os.getpid()}\n")
@@ -52,3 +67,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _runs_a_node(pid: int) -> bool:
+    """Whether live ``pid`` runs relay (or Aphlict, whose config this may share).
+
+    Judged by its command line; where that cannot be read (another user's
+    process under hidepid, no /proc), it is taken for one, as before.
+    """
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except OSError:
+        return True
+    return any(mark.encode() in command for mark in NODE_MARKS)

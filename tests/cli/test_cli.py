@@ -174,6 +174,20 @@ def test_a_second_node_on_the_same_pidfile_is_refused(tmp_path: Path, running: A
     assert "already running" in result.stderr
 
 
+def test_a_pidfile_naming_another_program_is_taken_over(tmp_path: Path, running: Any) -> None:
+    """After a reboot, the recorded pid may run any program: relay is not running then."""
+    pidfile = tmp_path / "relay.pid"
+    log_file = tmp_path / "relay.log"
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            pidfile.write_text(f"{other.pid}\n")
+            node = running(local_config(pidfile=str(pidfile), logs=[{"path": str(log_file)}]))
+            assert pidfile.read_text().strip() == str(node.pid)
+            assert f"names pid {other.pid}, which runs another program now" in log_file.read_text()
+        finally:
+            other.kill()
+
+
 def test_a_port_in_use_exits_nonzero_with_a_clear_message(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
