@@ -110,6 +110,10 @@ class PeerConfig(_Section):
         # Brackets belong to URLs; relay adds them where it builds one (``url``).
         if host.startswith("[") and host.endswith("]"):
             raise ValueError(f'write the IPv6 address without brackets: "{host[1:-1][:80]}"')
+        # Loose on purpose: Aphlict's peers may be names a stricter rule refuses (a
+        # container's "relay_1"), but never a URL, a path or two words.
+        if _NOT_IN_A_HOST.search(host) and not _is_ip(host):
+            raise ValueError(f'must be a host name or an IP address alone, not "{host[:80]}"')
         return host
 
     @property
@@ -310,15 +314,21 @@ class Config(_Section):
 
 #: One label of a host name (RFC 1123): letters, digits and inner hyphens.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+#: What no host name holds: a scheme's or a port's colon, a path, credentials, spaces.
+_NOT_IN_A_HOST = re.compile(r"[\s/:@?#\\]")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_host(text: str) -> bool:
     """Whether ``text`` is an IP address or a well-formed host name (it may not resolve)."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    else:
+    if _is_ip(text):
         return True
     labels = text.removesuffix(".").split(".")
     # All digits and dots, yet no IP address (say, 300.1.2.3): a mistyped address.

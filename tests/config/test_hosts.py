@@ -31,3 +31,20 @@ def test_a_peer_address_in_brackets_is_refused_saying_how_to_write_it() -> None:
     assert caught.value.problems == [
         'test.json: cluster[0].host: write the IPv6 address without brackets: "::1"'
     ]
+
+
+@pytest.mark.parametrize("host", ["http://10.0.0.2", "relay 2", "10.0.0.2:22281", "u@relay2"])
+def test_a_peer_host_that_is_no_host_is_refused_at_start(host: str) -> None:
+    """It passed, and the link then failed on every try with aiohttp's InvalidUrlClientError."""
+    data = local_config(cluster=[{"host": host, "port": 22281, "protocol": "http"}])
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "test.json")
+    assert caught.value.problems == [
+        f'test.json: cluster[0].host: must be a host name or an IP address alone, not "{host}"'
+    ]
+
+
+@pytest.mark.parametrize("host", ["relay_1", "fe80::1", "relay2.example.com.", "10.0.0.2"])
+def test_peer_hosts_aphlict_takes_are_taken(host: str) -> None:
+    data = local_config(cluster=[{"host": host, "port": 22281, "protocol": "http"}])
+    assert parse_config(data, "test.json").cluster[0].host == host
