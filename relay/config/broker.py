@@ -188,6 +188,8 @@ class BrokerConfig(BaseModel):
 
 def _check_url(url: str) -> None:
     """Refuse a URL redis-py could not use, or one that carries a password."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("must not hold spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -38,6 +38,8 @@ def test_usable_urls_load(url: str) -> None:
         ({"url": "redis://:pw@h:6379/0"}, "broker.url: must not carry a password"),
         ({"url": "unix:///s.sock?password=pw"}, "broker.url: must not carry a password"),
         ({"url": "redis://h/0?Password=pw"}, "broker.url: must not carry a password"),
+        ({"url": "redis://h:6379/0\u0000"}, "broker.url: must not hold spaces or control"),
+        ({"url": "redis://h:6379/0 "}, "broker.url: must not hold spaces or control"),
         (
             {"url": "redis://h/0?foo=bar"},
             'broker.url: has the query option "foo", which redis-py does not read',
