@@ -8,6 +8,8 @@ worker of a ``--workers`` node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from relay.config import Config
@@ -16,6 +18,34 @@ from relay.node.handoff import HandoffPoint
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
 from relay.workers.plan import WorkerRole
+
+log = logging.getLogger("relay.handoff")
+
+
+async def _unless_stopped(
+    work: Awaitable[object], shutdown_trigger: Callable[[], Awaitable[object]]
+) -> bool:
+    """Run ``work`` to its end unless the stop signal comes first: whether it ended.
+
+    A successor stopped in the middle of a take-over (an operator's SIGTERM,
+    a supervisor's deadline) must not finish it: the old process would exit
+    and this one stop right after, taking the node down. Cancelled, the take-
+    over ends the way a successor's exit does: the old process takes back
+    what it handed over and serves on.
+    """
+    working = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(shutdown_trigger())
+    try:
+        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if working.done():
+        working.result()  # its failure, if it failed
+        return True
+    working.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await working
+    return False
 
 
 async def serve_handing_over(
@@ -41,7 +71,14 @@ async def serve_handing_over(
     if take_over_first:
         node, channel, resumption = await take_over(config, path, role)
         try:
-            await adopt_all(node, channel, resumption)
+            if not await _unless_stopped(adopt_all(node, channel, resumption), shutdown_trigger):
+                log.warning(
+                    "asked to stop while taking over: giving the browsers back to the old "
+                    "process, which serves on"
+                )
+                node.hurry()
+                await node.stop()
+                return
         except BaseException:
             # Those it adopted and still holds reconnect at once, to the old process
             # if it serves again; this process must not serve beside it.

@@ -212,10 +212,13 @@ async def _served_here(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mode", ["mesh", "broker"])
+@pytest.mark.parametrize(
+    ("mode", "stop"), [("mesh", "SIGKILL"), ("broker", "SIGKILL"), ("mesh", "SIGTERM")]
+)
 async def test_a_successor_killed_half_way_strands_no_browser(
-    relays: Relays, tmp_path: Path, mode: str, request: pytest.FixtureRequest
+    relays: Relays, tmp_path: Path, mode: str, stop: str, request: pytest.FixtureRequest
 ) -> None:
+    """SIGTERM too: finishing the take-over and then stopping took the whole node down."""
     redis_url = None
     if mode == "broker":
         redis_url = request.getfixturevalue("redis_server").url
@@ -223,8 +226,11 @@ async def test_a_successor_killed_half_way_strands_no_browser(
         relays, tmp_path, redis_url=redis_url
     )
     assert poster is not None
-    new.signal(signal.SIGKILL)
+    new.signal(signal.Signals[stop])
     await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
+    if stop == "SIGTERM":
+        assert await asyncio.to_thread(new.wait) == 0
+        assert "asked to stop while taking over: giving the browsers back" in new.log
     assert f"{ADOPTED} connections had moved, 0 resumed here" in old.log
     back = await _come_back(old, plain)  # as Phorge's client does
     finished = await Watcher.open(old.client_port, sock=late)
