@@ -55,6 +55,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from relay.broker.link import BrokerState
 from relay.config import LimitsConfig
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
@@ -83,6 +84,9 @@ log = logging.getLogger("relay.handoff")
 ROUND_CONNECTIONS = 5 * BATCH_SOCKETS
 #: Pause between rounds that wait for connections still in their handshake (a bounded poll).
 STRAGGLER_POLL = 0.05
+#: At the end of a handoff in broker mode, how long the posts queued for Redis may
+#: take to get there (seconds); well within the successor's wait for DONE.
+BROKER_FLUSH_SECONDS = 5.0
 
 
 class HandoffPoint:
@@ -226,6 +230,7 @@ async def _hand_over(moving: Moving) -> None:
         if takes_admin_connections(hello):  # an older successor is sent none: closed here
             moving.spare_waiting = await node.take_waiting_admin()
         await node.close_admin()  # posts in flight are answered, and forwarded
+        await _until_redis_has_them(moving)
         # Sent once nothing here serves them: a failure to send finds them all in spare.
         channel.send(
             Kind.ADMIN,
@@ -255,6 +260,37 @@ async def _hand_over(moving: Moving) -> None:
         moving.moved,
         f", {passed_on} admin connections with no request yet passed on" if passed_on else "",
     )
+
+
+async def _until_redis_has_them(moving: Moving) -> None:
+    """Broker mode: wait until every post this process took is in Redis (bounded).
+
+    The cut needs Redis at HELLO, but it may go away during a handoff that
+    waits seconds for handshakes: the posts taken meanwhile are delivered
+    here and queued for Redis, and that queue would die with this process,
+    lost to every other node and worker. No post comes in any more (the
+    admin listeners are closed), so the queue only drains.
+
+    Raises:
+        HandoffError: Redis is still away, or the queue still holds posts,
+            after ``BROKER_FLUSH_SECONDS`` (or ``handoff_answer_seconds``, if
+            shorter): this process serves on and publishes them when Redis
+            returns.
+    """
+    broker = moving.node.broker
+    if broker is None:
+        return
+    limit = min(BROKER_FLUSH_SECONDS, moving.node.config.limits.handoff_answer_seconds)
+    deadline = time.monotonic() + limit
+    while broker.state is not BrokerState.UP or broker.queue_length:
+        if moving.channel.closed:
+            raise HandoffError("the successor closed the handoff channel")
+        if time.monotonic() > deadline:
+            raise HandoffError(
+                f"the broker is {broker.state.value} with {broker.queue_length} posts queued "
+                f"for it after {limit:g} s, which would be lost with this process"
+            )
+        await asyncio.sleep(STRAGGLER_POLL)
 
 
 async def _move_stragglers(moving: Moving) -> None:

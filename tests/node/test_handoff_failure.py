@@ -62,6 +62,7 @@ from tests.node.handoff_parts import (
     post_over,
     read_status,
 )
+from tests.redis_harness import RedisServer
 from tests.support import WAIT, eventually, local_config
 
 #: Plain browsers: the new process adopts them all before it is killed.
@@ -239,6 +240,54 @@ async def test_a_successor_killed_half_way_strands_no_browser(
     everyone = await _served_here(old, poster, plain, back, compressed, finished)
     assert re.search(r"handoff failed.*: the successor closed the handoff channel", old.log)
     await close_all(everyone)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_posts_queued_for_an_absent_redis_keep_the_old_process_serving(
+    relays: Relays, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis goes away half-way: DONE would end the process holding its queue for Redis."""
+    old, new, late, plain, compressed, poster = await _half_way(
+        relays, tmp_path, redis_url=redis_server.url
+    )
+    assert poster is not None
+    other = _node(relays, tmp_path, "other", redis_url=redis_server.url).start()
+    elsewhere = await Watcher.open(other.client_port)
+    subscribed = len(poster.posted)  # answered before it listened: not its to get
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)  # connected, but nothing answers
+    try:
+
+        async def queued() -> bool:
+            broker = (await read_status(old.admin_port))["broker"]
+            return bool(broker["state"] == "down" and broker["queue"] >= 3)
+
+        await eventually(queued, "the old process queued posts for the absent Redis")
+        # Its handshake done, the old process would say DONE: its queue holds it back.
+        finished = await Watcher.open(old.client_port, sock=late)
+        await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    assert re.search(r"handoff failed.*posts queued for it after 5 s, which would be lost", old.log)
+    assert await asyncio.to_thread(new.wait) == 1
+    # The late browser moved too before the failure: it comes back with the others.
+    moved = [*plain, finished]
+    back = await _come_back(old, moved)
+    await asyncio.sleep(10 / RATE)  # a few more posts, all to the old process
+    await poster.stop()
+    everyone = await _served_here(old, poster, plain, back[:-1], compressed, back[-1])
+
+    # The other node got them all too, once Redis was back: none died with a process.
+    async def there() -> bool:
+        return elsewhere.ids[-1:] == poster.posted[-1:]
+
+    await eventually(there, "the other node got the last post")
+    await elsewhere.sync()
+    first = poster.posted.index(elsewhere.ids[0])
+    assert first <= subscribed
+    assert elsewhere.ids == poster.posted[first:]  # those queued while Redis was away too
+    await close_all([*everyone, elsewhere])
 
 
 @pytest.mark.slow
