@@ -203,8 +203,12 @@ class PeerLink:
         try:
             try:
                 status, receipt, capable = await self._post(post)
-            except aiohttp.ServerDisconnectedError:
-                # A reused keep-alive connection the peer had just closed: try a fresh one.
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise  # no connection was made: the peer is away
+                # A reused keep-alive connection the peer had just closed (a restart, a
+                # handoff), found so while writing or reading: try once on a fresh one, in
+                # place, not behind later posts. A copy the peer did take it drops.
                 status, receipt, capable = await self._post(post)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
             self.machine.unanswered(post, _describe(exc), timed_out=isinstance(exc, TimeoutError))
