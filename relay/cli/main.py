@@ -251,7 +251,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = role.apply(_config(args))
     elif args.config:
         # What check-config reports, serve refuses, in the same words.
-        checked = check_config(args.config)
+        checked = check_config(args.config, taking_over=args.take_over)
         config, warnings = checked.config, checked.warnings
     else:
         config = default_config()

@@ -60,10 +60,16 @@ class Findings:
 
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Listeners whose port another process holds: warnings, unless the ports are
+    #: that process' to pass over (``serve --take-over``).
+    held_ports: list[str] = field(default_factory=list)
 
 
-def check_config(path: str | Path) -> Checked:
+def check_config(path: str | Path, *, taking_over: bool = False) -> Checked:
     """Load the file at ``path`` and check everything ``serve`` needs of it.
+
+    ``taking_over``: the ports come from the process handing over, which
+    holds them now, so that they are held is no warning.
 
     Raises:
         ConfigError: every problem found, in the file and in what it points
@@ -84,7 +90,8 @@ def check_config(path: str | Path) -> Checked:
     if problems:
         raise ConfigError(problems)
     assert config is not None
-    return Checked(config, [f"{source}: {warning}" for warning in found.warnings])
+    warnings = found.warnings if taking_over else [*found.held_ports, *found.warnings]
+    return Checked(config, [f"{source}: {warning}" for warning in warnings])
 
 
 def preflight(data: dict[str, Any]) -> list[str]:
@@ -178,7 +185,7 @@ def _probe_listener(found: Findings, where: str, server: ServerConfig) -> None:
     except OSError as exc:
         line = listen_problem(where, server, exc)
         if exc.errno == IN_USE:
-            found.warnings.append(f"{line}; serve cannot start until it is free")
+            found.held_ports.append(f"{line}; serve cannot start until it is free")
         else:
             found.problems.append(line)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import orjson
@@ -100,3 +101,17 @@ def test_an_existing_log_file_must_be_a_writable_file(tmp_path: Path) -> None:
     assert problems == [
         f"logs[0].path: cannot open the log file {tmp_path}/a-directory.log: not a writable file"
     ]
+
+
+def test_a_port_held_is_no_warning_for_the_process_taking_it_over(tmp_path: Path) -> None:
+    """A successor (serve --take-over) gets its ports from the process holding them."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        config = local_config()
+        config["servers"][1]["port"] = holder.getsockname()[1]
+        path = tmp_path / "relay.json"
+        path.write_bytes(orjson.dumps(config))
+        [held] = check_config(path).warnings
+        assert "Address already in use" in held
+        assert check_config(path, taking_over=True).warnings == []
