@@ -23,7 +23,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from relay.workers.roll import StartSuccessor, roll
+from relay.workers.roll import TAKE_OVER_TIMEOUT, StartSuccessor, roll
 from relay.workers.slot import Slot
 
 log = logging.getLogger("relay.workers")
@@ -61,13 +61,18 @@ class Changes:
         describe: Callable[[], str],
         start: StartSuccessor,
         clock: Callable[[], float],
+        take_over_seconds: float = TAKE_OVER_TIMEOUT,
     ) -> None:
-        """Change the workers in ``slots``; ``describe`` gives systemd's status line."""
+        """Change the workers in ``slots``; ``describe`` gives systemd's status line.
+
+        ``take_over_seconds``: how long each successor of a roll may take over in.
+        """
         self._slots = slots
         self._systemd = systemd
         self._describe = describe
         self._start = start
         self._clock = clock
+        self._take_over_seconds = take_over_seconds
         self._turn = asyncio.Lock()
         self._rolling = False
 
@@ -87,7 +92,7 @@ class Changes:
             async with self._turn:
                 log.info("received SIGUSR2, replacing the %d workers in turn", len(self._slots))
                 self._systemd.reloading()
-                await roll(self._slots, self._start, self._clock)
+                await roll(self._slots, self._start, self._clock, self._take_over_seconds)
                 self._systemd.ready(self._describe())
         finally:
             self._rolling = False

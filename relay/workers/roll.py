@@ -17,7 +17,8 @@ The slot counts as ready (a reload's SIGHUP reaches it) only once the
 successor said ``READY=1``: it handles SIGHUP only from then on. Once the
 old worker has exited and the successor is ready, the next slot follows.
 
-A successor that exits, or is not ready within ``TAKE_OVER_TIMEOUT``, is
+A successor that exits, or is not ready within ``take_over_seconds`` (at
+least ``TAKE_OVER_TIMEOUT``), is
 stopped and logged; the old worker keeps serving what it still holds (as a
 single process does after a failed handoff) and the roll stops there: the
 workers not replaced yet keep their code, and another SIGUSR2 starts over.
@@ -35,12 +36,16 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
+from relay.config import LimitsConfig
 from relay.workers.slot import Slot, WorkerProcess
 
 log = logging.getLogger("relay.workers")
 
-#: How long a successor may take to take its worker's browsers over and report ready.
+#: How long a successor may take to take its worker's browsers over and report ready, at
+#: least (``take_over_seconds``).
 TAKE_OVER_TIMEOUT = 60.0
+#: Beyond the old worker's longest waits, for the moving itself.
+TAKE_OVER_MARGIN = 15.0
 #: How long the old worker may take to exit once its successor is ready, before it is killed.
 OLD_EXIT_TIMEOUT = 10.0
 #: How long a successor may take to say ``READY=1`` once the old worker exited after its handoff.
@@ -50,10 +55,31 @@ READY_SECONDS = 5.0
 StartSuccessor = Callable[..., Awaitable[WorkerProcess]]
 
 
-async def roll(slots: Sequence[Slot], start: StartSuccessor, clock: Callable[[], float]) -> int:
-    """Replace each slot's worker in turn; stop at the first that fails. Returns how many."""
+def take_over_seconds(limits: LimitsConfig) -> float:
+    """How long a successor may take over from a worker running with ``limits``.
+
+    The old worker waits up to ``handshake_seconds`` for browsers in their
+    handshake, then for admin requests on their way, and its successor for
+    each answer up to ``handoff_answer_seconds``: a deadline shorter than
+    those stopped a successor that was doing its job (and, before a stopped
+    successor gave the node back, took the worker's browsers with it).
+    """
+    waits = limits.handshake_seconds + limits.admin_header_seconds
+    return max(TAKE_OVER_TIMEOUT, waits + limits.handoff_answer_seconds + TAKE_OVER_MARGIN)
+
+
+async def roll(
+    slots: Sequence[Slot],
+    start: StartSuccessor,
+    clock: Callable[[], float],
+    deadline: float = TAKE_OVER_TIMEOUT,
+) -> int:
+    """Replace each slot's worker in turn; stop at the first that fails. Returns how many.
+
+    ``deadline``: seconds each successor may take over in (``take_over_seconds``).
+    """
     for done, slot in enumerate(slots):
-        if not await replace(slot, start, clock):
+        if not await replace(slot, start, clock, deadline):
             log.error(
                 "upgrade of the workers stopped at worker %d: %d of %d replaced; "
                 "the others keep running their code",
@@ -66,7 +92,12 @@ async def roll(slots: Sequence[Slot], start: StartSuccessor, clock: Callable[[],
     return len(slots)
 
 
-async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float]) -> bool:
+async def replace(
+    slot: Slot,
+    start: StartSuccessor,
+    clock: Callable[[], float],
+    deadline: float = TAKE_OVER_TIMEOUT,
+) -> bool:
     """Hand ``slot``'s worker over to a successor and adopt it into the slot; True if done."""
     old = slot.process
     if old is None or old.returncode is not None or not slot.ready:
@@ -87,7 +118,7 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
             old.pid,
             successor.pid,
         )
-        if not await _taken_over(slot, successor, old):
+        if not await _taken_over(slot, successor, old, deadline):
             await _stop(successor)
             slot.successor = None
             return False
@@ -119,7 +150,9 @@ async def replace(slot: Slot, start: StartSuccessor, clock: Callable[[], float])
         rolling.set_result(None)
 
 
-async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) -> bool:
+async def _taken_over(
+    slot: Slot, successor: WorkerProcess, old: WorkerProcess, deadline: float
+) -> bool:
     """Wait until ``successor`` has taken over; False if it ends or stalls first.
 
     It has once it reports ready on the slot's socket, or once the old worker
@@ -131,7 +164,7 @@ async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) 
     ended = asyncio.ensure_future(successor.wait())
     left = asyncio.ensure_future(old.wait())
     try:
-        async with asyncio.timeout(TAKE_OVER_TIMEOUT):
+        async with asyncio.timeout(deadline):
             while slot.main_pid != successor.pid:
                 if left.done() and left.result() == 0 and not ended.done():
                     log.info(
@@ -172,7 +205,7 @@ async def _taken_over(slot: Slot, successor: WorkerProcess, old: WorkerProcess) 
             "the worker keeps serving",
             slot.index,
             successor.pid,
-            TAKE_OVER_TIMEOUT,
+            deadline,
         )
         return False
     finally:

@@ -36,6 +36,7 @@ from relay.links.backoff import RetryDelays
 from relay.workers.changes import Changes, ServiceManager
 from relay.workers.plan import NodePlan, notify_socket
 from relay.workers.ports import PortReservation
+from relay.workers.roll import take_over_seconds
 from relay.workers.slot import Slot, WorkerProcess
 from relay.workers.spawn import Spawner
 
@@ -95,7 +96,14 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
         # Reloads and upgrades, in turn (each watches the slots' READY=1).
-        self._changes = Changes(self._slots, systemd, self.describe, self._start_worker, clock)
+        self._changes = Changes(
+            self._slots,
+            systemd,
+            self.describe,
+            self._start_worker,
+            clock,
+            take_over_seconds(config.limits),
+        )
         self._spawner: Spawner | None = None
 
     @property
