@@ -148,7 +148,6 @@ class AdminState:
 
 STATE = web.AppKey("state", AdminState)
 
-_JSON = JSON
 #: On every receipt: tells relay peers that this node takes batches (Aphlict ignores it).
 _RECEIPT_HEADERS = {CAPABILITY_HEADER: BATCH_CAPABILITY}
 
@@ -191,7 +190,7 @@ async def post_notification(request: web.Request) -> web.Response:
     try:
         notification = parse_notification(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
-        _log_refusal(request, "post", "refused a post from %s: %s", request.remote, exc)
+        _log_refusal(request, "post", "refused a post from %s: %s", exc)
         return _json_error(400, str(exc))
     # Only posts from application servers (nothing in ``touched``) may be
     # refused: a peer's message was accepted by another node already.
@@ -200,7 +199,7 @@ async def post_notification(request: web.Request) -> web.Response:
         return web.Response(
             status=503,
             body=b'{"error":"peer links are not keeping up; try another admin server"}',
-            content_type=_JSON,
+            content_type=JSON,
             headers={"Retry-After": "1"},
         )
     # A post straight from an application gets a uniqueID if it has none, so
@@ -214,7 +213,7 @@ async def post_notification(request: web.Request) -> web.Response:
         log.debug("a POST from %s was not delivered again: %s", request.remote, outcome.value)
     return web.Response(
         body=orjson.dumps({"fingerprint": state.hub.fingerprint}),
-        content_type=_JSON,
+        content_type=JSON,
         headers=_RECEIPT_HEADERS,
     )
 
@@ -249,12 +248,12 @@ async def post_batch(request: web.Request) -> web.Response:
     try:
         items = decode_batch(raw, **bounds_of(settings.limits))
     except NotificationError as exc:
-        _log_refusal(request, "batch", "refused a batch from %s: %s", request.remote, exc)
+        _log_refusal(request, "batch", "refused a batch from %s: %s", exc)
         return _json_error(400, str(exc))
     await _route(state, arrived, [(i.instance, i.notification, i.covered) for i in items])
     return web.Response(
         body=orjson.dumps({"fingerprint": state.hub.fingerprint, "accepted": len(items)}),
-        content_type=_JSON,
+        content_type=JSON,
         headers=_RECEIPT_HEADERS,
     )
 
@@ -267,14 +266,12 @@ async def post_presence(request: web.Request) -> web.Response:
     try:
         found = Announcement.decode(raw)
     except ValueError as exc:
-        _log_refusal(
-            request, "presence", "refused a presence record from %s: %s", request.remote, exc
-        )
+        _log_refusal(request, "presence", "refused a presence record from %s: %s", exc)
         return _json_error(400, str(exc))
     state.heard(found)
     # Named like a receipt: the sender's own entry in its cluster list learns it is itself.
     return web.Response(
-        body=orjson.dumps({"fingerprint": state.hub.fingerprint}), content_type=_JSON
+        body=orjson.dumps({"fingerprint": state.hub.fingerprint}), content_type=JSON
     )
 
 
@@ -286,7 +283,7 @@ async def get_status(request: web.Request) -> web.Response:
         status = await state.node_status(instance)
     else:
         status = state.snapshot().status(instance)
-    return web.Response(body=orjson.dumps(status), content_type=_JSON)
+    return web.Response(body=orjson.dumps(status), content_type=JSON)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -306,12 +303,12 @@ async def get_cluster_status(request: web.Request) -> web.Response:
     reading = request.app[STATE].snapshot().cluster_status
     if reading is None:
         return _json_error(404, "the cluster-status module is not configured on this node")
-    return web.Response(body=orjson.dumps(reading.as_dict()), content_type=_JSON)
+    return web.Response(body=orjson.dumps(reading.as_dict()), content_type=JSON)
 
 
 async def get_live(request: web.Request) -> web.Response:
     """Liveness: the event loop answers."""
-    return web.Response(body=b'{"live":true}', content_type=_JSON)
+    return web.Response(body=b'{"live":true}', content_type=JSON)
 
 
 async def get_ready(request: web.Request) -> web.Response:
@@ -320,7 +317,7 @@ async def get_ready(request: web.Request) -> web.Response:
     return web.Response(
         status=200 if ready else 503,
         body=orjson.dumps({"ready": ready}),
-        content_type=_JSON,
+        content_type=JSON,
     )
 
 
@@ -374,21 +371,17 @@ def _check_secret(request: web.Request, secret: Secret | None) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="relay"'},
         )
     if not secret.matches(offered.removeprefix("Bearer ")):
-        _log_refusal(
-            request, "secret", "refused a POST from %s: wrong shared secret", request.remote
-        )
+        _log_refusal(request, "secret", "refused a POST from %s: wrong shared secret")
         raise refusal(web.HTTPForbidden, "wrong shared secret")
 
 
 def _log_refusal(request: web.Request, kind: str, message: str, *args: object) -> None:
-    """Log a refused request through the admin port's ``RefusalLines``."""
-    log_refusal(request.app[STATE].refusal_lines, kind, message, *args)
+    """Log a refused request through the admin port's ``RefusalLines``; the client first."""
+    log_refusal(request.app[STATE].refusal_lines, kind, message, request.remote, *args)
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, text=error_text(message), content_type=_JSON, headers=headers
-    )
+    return web.Response(status=status, text=error_text(message), content_type=JSON, headers=headers)
 
 
 async def _add_slash(request: web.Request) -> web.Response:
@@ -415,7 +408,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == _JSON:
+        if exc.status < 400 or exc.content_type == JSON:
             raise
         headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
         return _json_error(exc.status, _describe(request, exc), headers)
@@ -452,10 +445,5 @@ def _check_network(request: web.Request) -> None:
         except ValueError:
             address = None
         if address is None or not any(address in network for network in allowed):
-            _log_refusal(
-                request,
-                "network",
-                "refused an admin request from %s: not in allowed_networks",
-                request.remote,
-            )
+            _log_refusal(request, "network", "refused %s: not in allowed_networks")
             raise refusal(web.HTTPForbidden, "this address may not use the admin port")
