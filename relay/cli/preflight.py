@@ -40,7 +40,7 @@ from relay.config.secrets import load_secret
 from relay.config.tls import client_context, peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
 from relay.listeners.binding import IN_USE, listen_problem, probe_bind
-from relay.process.open_files import raise_open_files_limit
+from relay.process.open_files import open_files_problem
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -129,15 +129,12 @@ def inspect(data: dict[str, Any]) -> Findings:
         if broker.ca_file is not None:
             problems += _startup(client_context, "broker.ca_file", broker.ca_file)
     limits = _valid(LimitsConfig, data.get("limits", {}))
-    if limits is not None:
-        try:
-            raise_open_files_limit(limits)  # as serve does, in this process
-        except StartupError as exc:
-            # A warning: the limit is this process' own, and a service's may differ.
-            found.warnings.append(
-                f"{exc}; serve started as this command was would refuse to start (under "
-                "systemd, the unit's LimitNOFILE= sets the limit)"
-            )
+    if limits is not None and (problem := open_files_problem(limits)) is not None:
+        # A warning: the limit is this process' own, and a service's may differ.
+        found.warnings.append(
+            f"{problem}; serve started as this command was would refuse to start (under "
+            "systemd, the unit's LimitNOFILE= sets the limit)"
+        )
     return found
 
 

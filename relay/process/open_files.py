@@ -46,15 +46,8 @@ def raise_open_files_limit(limits: LimitsConfig, *, source: str | None = None) -
     if room is None or limits.max_connections <= room:
         log.info("%s", what)
         return soft
-    if "max_connections" in limits.model_fields_set:
-        where = f"{source}: " if source else ""
-        raise StartupError(
-            f"{where}limits.max_connections is {limits.max_connections}, but this process may "
-            f"open only {soft} files (RLIMIT_NOFILE, hard limit {_count(hard)}) and relay "
-            f"keeps {RESERVED} of them for listeners, logs, peers and admin connections: "
-            f"lower limits.max_connections to {room} or less, or raise the hard limit "
-            "(LimitNOFILE= in the systemd unit, nofile in /etc/security/limits.conf)"
-        )
+    if (problem := _cap_problem(limits, soft, hard, source)) is not None:
+        raise StartupError(problem)
     # The default cap, not the operator's word: say what this machine allows instead.
     log.info(
         "%s: room for about %d browsers (limits.max_connections is %d by default; set it "
@@ -65,6 +58,38 @@ def raise_open_files_limit(limits: LimitsConfig, *, source: str | None = None) -
         room,
     )
     return soft
+
+
+def open_files_problem(limits: LimitsConfig, *, source: str | None = None) -> str | None:
+    """Why ``raise_open_files_limit`` would refuse ``limits`` in this process; None if not.
+
+    Changes nothing (check-config's question: serve raises the limit itself,
+    and says so).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != _UNLIMITED:
+        soft = max(soft, limits.max_connections + RESERVED if hard == _UNLIMITED else hard)
+    return _cap_problem(limits, soft, hard, source)
+
+
+def _cap_problem(limits: LimitsConfig, soft: int, hard: int, source: str | None) -> str | None:
+    """Why the configured connection cap does not fit under ``soft``; None if it does.
+
+    The default cap is no problem: the operator did not ask for it.
+    """
+    room = None if soft == _UNLIMITED else max(soft - RESERVED, 0)
+    if room is None or limits.max_connections <= room:
+        return None
+    if "max_connections" not in limits.model_fields_set:
+        return None
+    where = f"{source}: " if source else ""
+    return (
+        f"{where}limits.max_connections is {limits.max_connections}, but this process may "
+        f"open only {soft} files (RLIMIT_NOFILE, hard limit {_count(hard)}) and relay "
+        f"keeps {RESERVED} of them for listeners, logs, peers and admin connections: "
+        f"lower limits.max_connections to {room} or less, or raise the hard limit "
+        "(LimitNOFILE= in the systemd unit, nofile in /etc/security/limits.conf)"
+    )
 
 
 def _raise_soft_limit(soft: int, hard: int, needed: int) -> int:
