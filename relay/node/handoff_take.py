@@ -54,6 +54,7 @@ from relay.node.admin_listeners import WaitingConnection
 from relay.node.handoff import longest_quiet
 from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
+from relay.node.restart_listeners import listens_as
 from relay.process.peer_process import WatchedProcess
 from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
@@ -122,6 +123,7 @@ async def take_over(
         if kind is not Kind.LISTENERS:
             raise HandoffError(f"it sent {kind.name} first, not its listeners")
         start = read_listeners(body)
+        _fit_the_config(config, sockets)
     except HandoffError as exc:
         channel.close()
         for sock in sockets:
@@ -131,6 +133,27 @@ async def take_over(
     resumption = Resumption(node, *start)
     await node.start(sockets, admin_later=True)
     return node, channel, resumption
+
+
+def _fit_the_config(config: Config, sockets: list[socket.socket]) -> None:
+    """Refuse client listening sockets that are not the config's client listeners, in order.
+
+    They are matched by position, and each browser passed over names its
+    listener by its index: with a listener removed or moved to another port
+    since the old process started, this process would serve the ports of
+    the old config and close the browsers of a listener it does not have.
+
+    Raises:
+        HandoffError: they do not fit; the old process serves on.
+    """
+    servers = [server for server in config.servers if server.type == "client"]
+    if len(sockets) != len(servers) or not all(map(listens_as, sockets, servers)):
+        passed = ", ".join(str(sock.getsockname()[1]) for sock in sockets)
+        wanted = ", ".join(str(server.port) for server in servers)
+        raise HandoffError(
+            f"its client listeners (ports {passed}) are not this config's (ports {wanted}); "
+            "a change of listeners takes a restart"
+        )
 
 
 async def adopt_all(node: Node, channel: Channel, resumption: Resumption) -> None:

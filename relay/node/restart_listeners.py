@@ -28,8 +28,7 @@ def listening(
     """
     sockets = {index: sock for index, fd in fds.items() if (sock := socket_of(fd)) is not None}
     usable = len(sockets) == len(fds) and all(
-        index < len(servers) and _listens_as(sock, servers[index])
-        for index, sock in sockets.items()
+        index < len(servers) and listens_as(sock, servers[index]) for index, sock in sockets.items()
     )
     if usable:
         return [sockets.get(index) for index in range(len(servers))]
@@ -53,7 +52,7 @@ def socket_of(fd: int) -> socket.socket | None:
         return None
 
 
-def _listens_as(sock: socket.socket, server: ServerConfig) -> bool:
+def listens_as(sock: socket.socket, server: ServerConfig) -> bool:
     """Whether ``sock`` is a TCP socket listening where ``server`` says (any port for 0)."""
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)

@@ -23,7 +23,7 @@ from tests.harness.checkout import second_checkout
 from tests.harness.cluster import Cluster, Relays
 from tests.harness.node import START_WAIT, RelayNode
 from tests.node.handoff_parts import RATE, Poster, Watcher, close_all, connect_many
-from tests.support import local_config
+from tests.support import free_ports, local_config
 
 BROWSERS = int(os.environ.get("RELAY_HANDOFF_BROWSERS", "200"))
 #: The version string of the new code's checkout.
@@ -100,3 +100,30 @@ async def test_a_handoff_disconnects_no_one(relays: Relays, tmp_path: Path) -> N
     assert abs(started.timestamp() - time.time()) < START_WAIT
     assert f"handing over to relay {NEW_VERSION}" in old.log
     await close_all([*watchers, *joined])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_successor_whose_config_moved_a_client_listener_hands_nothing_over(
+    relays: Relays, tmp_path: Path
+) -> None:
+    """Matched by position, the old ports would be served and one listener's browsers closed."""
+    handoff = str(tmp_path / "handoff.sock")
+    old = _node(relays, tmp_path, "old", "--handoff-socket", handoff).start()
+    watcher = await Watcher.open(old.client_port)
+    moved = local_config(limits={"max_connections_per_ip": 0})
+    moved["servers"][0]["port"] = free_ports(1)[0]  # the client listener, on another port
+    args = ("--handoff-socket", handoff, "--take-over")
+    new = RelayNode("new", tmp_path / "new", moved, host="127.0.0.1", args=args)
+    relays.clusters.append(Cluster("mesh", [new]))
+    new.spawn()
+    assert await asyncio.to_thread(new.wait) == 1
+    assert re.search(
+        rf"did not hand over: its client listeners \(ports {old.client_port}\) are not this "
+        rf"config's \(ports {moved['servers'][0]['port']}\); a change of listeners takes a restart",
+        new.log,
+    )
+    await asyncio.to_thread(old.wait_for_log, "handoff failed, this process keeps serving")
+    await watcher.sync()
+    assert watcher.ended is None  # nobody was disconnected
+    await close_all([watcher])
