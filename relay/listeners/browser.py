@@ -173,8 +173,8 @@ class BrowserConnection(asyncio.Protocol):
             requests, data = self._handshake.receive(data)
             for request in requests:
                 self._on_request(request)
-            if not requests and (answer := self._handshake.unreadable_answer(self._listener)):
-                cast(asyncio.Transport, self._transport).write(answer)  # before websockets' end
+            if not requests and (reply := self._handshake.refusal(self._listener, self._address)):
+                cast(asyncio.Transport, self._transport).write(reply)  # before websockets' end
         ws = self._ws
         if ws is not None and data:
             for frame in ws.receive_data(data, self._listener.limits.browser_message_bytes):

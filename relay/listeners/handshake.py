@@ -103,8 +103,8 @@ class Handshake:
             self.protocol.fail(CloseCode.PROTOCOL_ERROR, "frames sent before the answer")
         return requests, rest
 
-    def unreadable_answer(self, gate: Gate) -> bytes | None:
-        """The answer to a request websockets could not read, once; None if there is none.
+    def refusal(self, gate: Gate, address: str) -> bytes | None:
+        """The refusal of a request websockets could not read, once; None if there is none.
 
         websockets answers a request line or header too long (414, 431), but
         ends the connection without a word on any other request it cannot
@@ -113,18 +113,20 @@ class Handshake:
         ending in a bare LF too, which websockets reports as an end of
         stream: called from ``data_received``, the stream has not ended). The
         request's bytes are not quoted back. To be written before the
-        protocol's own output, which ends the connection. Counted on ``gate``.
+        protocol's own output, which ends the connection. Counted and logged
+        (at a bounded rate, without the request's bytes) on ``gate``.
         """
         failure = self.protocol.handshake_exc
         if self._unreadable_answered or not isinstance(failure, InvalidMessage):
             return None
         self._unreadable_answered = True
-        gate.rejected["bad request"] += 1
         cause = failure.__cause__
         # websockets (the locked 17.4) marks a refused body by these two exceptions alone.
         if isinstance(cause, NotImplementedError) or str(cause) == "unsupported request body":
+            gate.refused("bad request", address, "plain HTTP with a body: 501")
             response = self.protocol.reject(PLAIN_HTTP_STATUS, PLAIN_HTTP_BODY)
         else:
+            gate.refused("bad request", address, "not an HTTP request websockets reads: 400")
             response = self.protocol.reject(UNREADABLE_STATUS, UNREADABLE_BODY)
         return response.serialize()
 

@@ -214,6 +214,9 @@ async def test_a_request_websockets_cannot_read_still_gets_an_answer(
     assert b"s3cret" not in answer
     assert node.snapshot().rejected["bad request"] == 1
     assert no_trouble(caplog) == []
+    [line] = [r.getMessage() for r in caplog.records if "(bad request)" in r.getMessage()]
+    assert line.startswith("refused 1 browser connection since the last report (bad request)")
+    assert "s3cret" not in line
 
 
 async def test_an_unreadable_request_is_answered_once_whatever_follows(node: Node) -> None:
