@@ -18,10 +18,10 @@ successor said ``READY=1``: it handles SIGHUP only from then on. Once the
 old worker has exited and the successor is ready, the next slot follows.
 
 A successor that exits, or is not ready within ``take_over_seconds`` (at
-least ``TAKE_OVER_TIMEOUT``), is
-stopped and logged; the old worker keeps serving what it still holds (as a
-single process does after a failed handoff) and the roll stops there: the
-workers not replaced yet keep their code, and another SIGUSR2 starts over.
+least ``TAKE_OVER_TIMEOUT``), is stopped and logged; the old worker keeps
+serving what it still holds (as a single process does after a failed
+handoff) and the roll stops there: the workers not replaced yet keep their
+code, and another SIGUSR2 starts over.
 A node stopped during a roll stops the successor under way with the workers.
 
 The supervisor itself keeps running the code it started with: only the
