@@ -239,15 +239,20 @@ class AdminConfig(_Section):
     secret_file: str | None = None
     secret_env: str | None = None
 
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for index, network in enumerate(networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f'entry {index}, "{network[:80]}", is not a network') from None
+        return networks
+
     @model_validator(mode="after")
     def _one_secret_source(self) -> AdminConfig:
         if self.secret_file is not None and self.secret_env is not None:
             raise ValueError('give "secret_file" or "secret_env", not both')
-        for network in self.allowed_networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f'"{network}" in allowed_networks is not a network') from None
         return self
 
 

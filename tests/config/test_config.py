@@ -122,6 +122,13 @@ def test_rule_ssl_chain_without_key_and_cert() -> None:
     assert found == ['test.json: servers[0]: "ssl.chain" is set without "ssl.key" and "ssl.cert"']
 
 
+def test_rule_allowed_networks_names_the_entry() -> None:
+    found = problems(
+        with_servers(CLIENT, ADMIN, admin={"allowed_networks": ["10.0.0.0/8", "1.2.3.999"]})
+    )
+    assert found == ['test.json: admin.allowed_networks: entry 1, "1.2.3.999", is not a network']
+
+
 def test_rule_no_servers_at_all() -> None:
     assert problems({"servers": []}) == [
         "test.json: servers: no servers are configured; relay needs a client and an admin"
