@@ -82,6 +82,14 @@ class _PasswordSource(BaseModel):
     # The secret read from whichever source was given; None when none was.
     _secret: SecretStr | None = PrivateAttr(default=None)
 
+    @field_validator("pass_file", mode="before")
+    @classmethod
+    def _names_a_file(cls, path: object) -> object:
+        # As a Path, "" would be "." and read as "cannot read .: Is a directory".
+        if path == "":
+            raise ValueError("names no file; give the path of the file holding the secret")
+        return path
+
     @model_validator(mode="after")
     def _load_secret(self) -> _PasswordSource:
         given = [
