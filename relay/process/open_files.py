@@ -42,12 +42,12 @@ def raise_open_files_limit(limits: LimitsConfig, *, source: str | None = None) -
         what = f"open files: raised the soft limit from {before} to {_count(soft)}" + (
             " (the hard limit)" if soft == hard else ""
         )
-    room = None if soft == _UNLIMITED else max(soft - RESERVED, 0)
+    if (problem := _cap_problem(limits, soft, hard, source)) is not None:
+        raise StartupError(problem)
+    room = _room(soft)
     if room is None or limits.max_connections <= room:
         log.info("%s", what)
         return soft
-    if (problem := _cap_problem(limits, soft, hard, source)) is not None:
-        raise StartupError(problem)
     # The default cap, not the operator's word: say what this machine allows instead.
     log.info(
         "%s: room for about %d browsers (limits.max_connections is %d by default; set it "
@@ -67,9 +67,8 @@ def open_files_problem(limits: LimitsConfig, *, source: str | None = None) -> st
     and says so).
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != _UNLIMITED:
-        soft = max(soft, limits.max_connections + RESERVED if hard == _UNLIMITED else hard)
-    return _cap_problem(limits, soft, hard, source)
+    raised = _raised(soft, hard, limits.max_connections + RESERVED)
+    return _cap_problem(limits, raised, hard, source)
 
 
 def _cap_problem(limits: LimitsConfig, soft: int, hard: int, source: str | None) -> str | None:
@@ -77,7 +76,7 @@ def _cap_problem(limits: LimitsConfig, soft: int, hard: int, source: str | None)
 
     The default cap is no problem: the operator did not ask for it.
     """
-    room = None if soft == _UNLIMITED else max(soft - RESERVED, 0)
+    room = _room(soft)
     if room is None or limits.max_connections <= room:
         return None
     if "max_connections" not in limits.model_fields_set:
@@ -92,13 +91,23 @@ def _cap_problem(limits: LimitsConfig, soft: int, hard: int, source: str | None)
     )
 
 
-def _raise_soft_limit(soft: int, hard: int, needed: int) -> int:
-    """Raise ``soft`` to ``hard`` (to ``needed`` if hard is unlimited); return the soft limit."""
+def _room(soft: int) -> int | None:
+    """Browsers that fit under the soft limit ``soft``, ``RESERVED`` aside (None: no limit)."""
+    return None if soft == _UNLIMITED else max(soft - RESERVED, 0)
+
+
+def _raised(soft: int, hard: int, needed: int) -> int:
+    """The soft limit ``soft`` raised to ``hard`` (to ``needed`` if hard is unlimited)."""
     if soft == _UNLIMITED:
         return soft
     # An unlimited soft limit is refused on some systems (macOS): ask for what is needed.
-    wanted = needed if hard == _UNLIMITED else hard
-    if soft >= wanted:
+    return max(soft, needed if hard == _UNLIMITED else hard)
+
+
+def _raise_soft_limit(soft: int, hard: int, needed: int) -> int:
+    """Raise ``soft`` as ``_raised`` says; return the soft limit in force."""
+    wanted = _raised(soft, hard, needed)
+    if wanted == soft:
         return soft
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
