@@ -164,6 +164,11 @@ class RepositoryReader:
     async def _read_all(self, conn: Any) -> ClusterRows:
         """Read every table the console reads, in one consistent snapshot."""
         queries = _cluster_queries(self._repo_db, self._almanac_db)
+        # A snapshot is only consistent under REPEATABLE READ; on a server
+        # configured READ-COMMITTED each query would see its own moment, and
+        # a push between two of them made a leader's push event vanish
+        # (a false "Unsynchronized"). This applies to the next transaction only.
+        await _execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         await _execute(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         rows = {name: await _fetch_all(conn, sql, args) for name, (sql, args) in queries.items()}
         await _execute(conn, "COMMIT")

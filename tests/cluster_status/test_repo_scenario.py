@@ -314,3 +314,43 @@ async def test_no_source_for_repositories(start_monitor: StartMonitor) -> None:
     assert message["data"]["available"] is False
     assert "no enabled master" in message["data"]["error"]
     assert monitor.reading().as_dict()["repositories"]["source"] is None
+
+
+async def test_one_read_is_one_snapshot_even_on_a_read_committed_server(
+    phorge: PhorgeTables, start_monitor: StartMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some installs run MariaDB with transaction-isolation = READ-COMMITTED,
+    # under which WITH CONSISTENT SNAPSHOT alone gives each query its own view.
+    phorge.server.sql("SET GLOBAL tx_isolation = 'READ-COMMITTED'")
+    service, a, b = two_devices(phorge)
+    repo = phorge.add_repository("Application", service)
+    old = phorge.push(repo, epoch=int(time.time()) - 7200)
+    written = int(time.time()) - 60
+    new = phorge.push(repo, epoch=written)
+    phorge.set_version(repo, a, new)
+    phorge.set_version(repo, b, old)
+
+    def push_again() -> None:
+        # A push lands on the leader between two queries of one read.
+        newer = phorge.push(repo, epoch=int(time.time()))
+        phorge.set_version(repo, a, newer)
+
+    original = driver._fetch_all
+    pushed = False
+
+    async def fetch_then_push(conn: Any, sql: str, args: Any = None) -> Any:
+        nonlocal pushed
+        rows = await original(conn, sql, args)
+        if not pushed and "repository_workingcopyversion" in sql and "JOIN" not in sql:
+            pushed = True
+            await asyncio.to_thread(push_again)
+        return rows
+
+    monkeypatch.setattr(driver, "_fetch_all", fetch_then_push)
+    result = await verdict_of(phorge, start_monitor)
+    assert pushed
+    # The read saw the leader at ``new``, pushed a minute ago: Partial, and
+    # not "Unsynchronized" for want of the epoch of a version already gone.
+    assert result["verdict"] == "Partial"
+    (repository,) = result["repositories"]
+    assert (repository["leaderVersion"], repository["lastWrite"]) == (new, written)
