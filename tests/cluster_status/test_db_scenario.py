@@ -173,6 +173,37 @@ async def test_stopped_sql_thread_is_not_replicating(
     )
 
 
+async def test_a_new_cause_of_not_replicating_is_sent(
+    pair: Pair, start_monitor: StartMonitor
+) -> None:
+    master, replica = pair
+    config = fast_config([host_entry(replica, "replica")])
+    monitor, sink = await start_monitor(config)
+    await first_state(sink)
+    await asyncio.to_thread(replica.stop_sql_thread)
+    paused = await sink.wait_for(
+        lambda m: is_db(m) and replication_status(m, replica.port) == "not-replicating"
+    )
+    assert "IO thread: Yes" in host_of(paused, replica.port)["replication"]["message"]
+    # Now the master dies too: still not-replicating (the SQL thread never
+    # ran in between), but for a new reason the operator must be told.
+    await asyncio.to_thread(master.kill)
+
+    def io_lost() -> bool:
+        replication = monitor.reading().databases[0].replication
+        return replication is not None and "Last_IO_Error" in (replication.message or "")
+
+    await wait_until(io_lost)
+    lost = await sink.wait_for(
+        lambda m: "Last_IO_Error" in (host_of(m, replica.port)["replication"]["message"] or ""),
+        type_=DATABASES_TYPE,
+        after=sink.messages.index(paused) + 1,
+        within=2,
+    )
+    assert replication_status(lost, replica.port) == "not-replicating"
+    assert "IO thread: Connecting" in host_of(lost, replica.port)["replication"]["message"]
+
+
 async def test_lagging_replica_is_replica_slow(pair: Pair, start_monitor: StartMonitor) -> None:
     master, replica = pair
     config = fast_config([host_entry(master, "master"), host_entry(replica, "replica")])

@@ -159,3 +159,23 @@ def test_unavailable_repository_state() -> None:
 
 def test_database_type_constant() -> None:
     assert DATABASES_TYPE == "relay.cluster.databases"
+
+
+def test_database_fingerprint_follows_the_cause_but_not_the_exact_delay() -> None:
+    mode = ModeVerdict("read-write")
+
+    def stopped(message: str) -> HostState:
+        return replace(replica(), replication=ReplicationVerdict("not-replicating", None, message))
+
+    paused = database_fingerprint([stopped("IO thread: Yes, SQL thread: No")], mode)
+    assert database_fingerprint([stopped("IO thread: Yes, SQL thread: No")], mode) == paused
+    assert database_fingerprint([stopped("IO thread: Connecting, SQL thread: No")], mode) != paused
+
+    def slow(delay: int) -> HostState:
+        verdict = ReplicationVerdict("replica-slow", delay, f"{delay} s behind the master")
+        return replace(replica(), replication=verdict)
+
+    assert database_fingerprint([slow(40)], mode) == database_fingerprint([slow(41)], mode)
+    refused = replace(replica(), connection=ConnectionVerdict("fail", "refused"), replication=None)
+    timed_out = replace(refused, connection=ConnectionVerdict("fail", "timed out"))
+    assert database_fingerprint([refused], mode) != database_fingerprint([timed_out], mode)

@@ -20,7 +20,7 @@ from typing import Any
 
 from relay.cluster_status.verdicts.databases import HostState, ModeVerdict
 from relay.cluster_status.verdicts.health import HEALTH_WINDOW
-from relay.cluster_status.verdicts.replication import delay_bucket
+from relay.cluster_status.verdicts.replication import ReplicationVerdict, delay_bucket
 from relay.cluster_status.verdicts.repositories import (
     DeviceVersion,
     RepositoryState,
@@ -154,7 +154,12 @@ def database_reading(host: HostState) -> DatabaseReading:
 
 
 def database_fingerprint(hosts: Sequence[HostState], mode: ModeVerdict) -> Hashable:
-    """What must change for a new database message to be sent."""
+    """What must change for a new database message to be sent.
+
+    The messages count too: they say why (which thread stopped, the
+    replica's last error, why the connection failed), and a status can stay
+    the same while its cause changes.
+    """
     return (
         mode.mode,
         tuple(
@@ -163,13 +168,23 @@ def database_fingerprint(hosts: Sequence[HostState], mode: ModeVerdict) -> Hasha
                 h.role,
                 h.disabled,
                 h.connection.status if h.connection else None,
+                h.connection.message if h.connection else None,
                 h.replication.status if h.replication else None,
+                _replication_cause(h.replication),
                 delay_bucket(h.replication.delay) if h.replication else None,
                 h.healthy,
             )
             for h in hosts
         ),
     )
+
+
+def _replication_cause(replication: ReplicationVerdict | None) -> str | None:
+    """The replication message, where it does not move with every poll."""
+    if replication is None or replication.status == "replica-slow":
+        # It states the exact delay; the delay class stands for it.
+        return None
+    return replication.message
 
 
 # -- repositories -------------------------------------------------------------
