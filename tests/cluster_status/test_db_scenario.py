@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -202,6 +203,32 @@ async def test_a_new_cause_of_not_replicating_is_sent(
     )
     assert replication_status(lost, replica.port) == "not-replicating"
     assert "IO thread: Connecting" in host_of(lost, replica.port)["replication"]["message"]
+
+
+async def test_the_failed_statement_is_not_published(
+    pair: Pair, start_monitor: StartMonitor
+) -> None:
+    # A user created on the replica by hand, then on the master: the replica's
+    # SQL thread stops, and MariaDB's Last_SQL_Error quotes the whole
+    # statement, the new user's password in clear included.
+    master, replica = pair
+    replica.create_user("phd_app", "whatever")
+    password = "Clear-Text-App-Pw-7731"
+    config = fast_config([host_entry(replica, "replica")])
+    monitor, sink = await start_monitor(config)
+    await first_state(sink)
+    await asyncio.to_thread(
+        master.sql, "CREATE USER 'phd_app'@'127.0.0.1' IDENTIFIED BY %s", args=(password,)
+    )
+    broken = await sink.wait_for(
+        lambda m: "Last_SQL_Error" in (host_of(m, replica.port)["replication"]["message"] or ""),
+        type_=DATABASES_TYPE,
+    )
+    message = host_of(broken, replica.port)["replication"]["message"]
+    # The cause stays, the statement goes: every subscriber gets this text.
+    assert "Operation CREATE USER failed for 'phd_app'@'127.0.0.1'" in message
+    assert password not in json.dumps(broken)
+    assert password not in json.dumps(monitor.reading().as_dict())
 
 
 async def test_lagging_replica_is_replica_slow(pair: Pair, start_monitor: StartMonitor) -> None:

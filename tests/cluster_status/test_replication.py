@@ -102,3 +102,19 @@ def test_unparsable_delay_counts_as_unknown() -> None:
 )
 def test_delay_buckets(delay: int | None, bucket: str) -> None:
     assert delay_bucket(delay) == bucket
+
+
+def test_the_statement_quoted_in_the_last_error_is_left_out() -> None:
+    error = (
+        "Error 'Operation CREATE USER failed for 'a'@'%'' on query. Default database: ''. "
+        "Query: 'CREATE USER 'a'@'%' IDENTIFIED BY 'pw''"
+    )
+    verdict = replication_verdict(
+        row(Seconds_Behind_Master=None, Slave_SQL_Running="No", Last_SQL_Error=error),
+        is_master=False,
+    )
+    assert verdict.message == (
+        "replication is stopped (IO thread: Yes, SQL thread: No); Last_SQL_Error: "
+        "Error 'Operation CREATE USER failed for 'a'@'%'' on query. Default database: ''. "
+        "Query: (not shown)"
+    )

@@ -38,6 +38,10 @@ _DELAY_COLUMNS = ("Seconds_Behind_Master", "Seconds_Behind_Source")
 _IO_RUNNING_COLUMNS = ("Slave_IO_Running", "Replica_IO_Running")
 _SQL_RUNNING_COLUMNS = ("Slave_SQL_Running", "Replica_SQL_Running")
 _ERROR_COLUMNS = ("Last_SQL_Error", "Last_IO_Error")
+# MariaDB and MySQL end the error of a failed statement with the statement
+# itself ("... Default database: 'x'. Query: 'CREATE USER ... IDENTIFIED BY
+# 'secret''"): passwords and row data that every subscriber would be sent.
+_STATEMENT_MARKER = " Query: '"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,15 @@ def _not_replicating_message(row: Mapping[str, Any]) -> str:
     for name in _ERROR_COLUMNS:
         error = _column(row, (name,))
         if error:
-            message += f"; {name}: {error}"
+            message += f"; {name}: {_without_statement(error)}"
             break
     return message
+
+
+def _without_statement(error: str) -> str:
+    """A replica's last error with the quoted statement left out (the cause stays)."""
+    # The first marker: cutting too early hides more, never less.
+    cut = error.find(_STATEMENT_MARKER)
+    if cut < 0:
+        return error
+    return error[:cut] + " Query: (not shown)"
