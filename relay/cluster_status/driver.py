@@ -17,6 +17,7 @@ from typing import Any
 
 import aiomysql  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
+from relay.cluster_status import resolve
 from relay.cluster_status.errors import RepositoryReadError
 from relay.cluster_status.verdicts.connection import CheckOutcome
 from relay.cluster_status.verdicts.repository_rows import (
@@ -36,6 +37,8 @@ __all__ = ["DatabaseChecker", "RepositoryReader"]
 
 # MySQL's ER_PARSE_ERROR: an old server that does not know SHOW REPLICA STATUS.
 _PARSE_ERROR = 1064
+# The client's CR_CONN_HOST_ERROR: no connection to that address.
+_CANT_CONNECT = 2003
 # Shown in the server's process list, so a DBA knows who is connecting.
 _PROGRAM_NAME = "relay-cluster-status"
 # How long a polite COM_QUIT may take before the socket is just closed.
@@ -294,16 +297,42 @@ def _property_row(r: Mapping[str, Any]) -> PropertyRow:
 
 
 async def _connect(target: ConnectionTarget, connect_timeout: float) -> Any:
-    """Open one autocommit connection (the password is read only here)."""
-    return await aiomysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=_as_utf8_on_the_wire(target.password.get_secret_value()),
-        connect_timeout=connect_timeout,
-        autocommit=True,
-        program_name=_PROGRAM_NAME,
+    """Open one autocommit connection (the password is read only here).
+
+    The name is looked up by ``resolve`` (see there why not by asyncio),
+    then its addresses are tried in turn, as asyncio would.
+    """
+    try:
+        hosts = await resolve.addresses(target.host, target.port)
+    except (OSError, UnicodeError) as exc:
+        # Worded as aiomysql words a failed lookup, so it reads the same.
+        raise aiomysql.OperationalError(_CANT_CONNECT, _cant_connect(target.host)) from exc
+    refused: Exception | None = None
+    for host in hosts:
+        try:
+            return await aiomysql.connect(
+                host=host,
+                port=target.port,
+                user=target.user,
+                password=_as_utf8_on_the_wire(target.password.get_secret_value()),
+                connect_timeout=connect_timeout,
+                autocommit=True,
+                program_name=_PROGRAM_NAME,
+            )
+        except aiomysql.OperationalError as exc:
+            if _mysql_error(exc)[0] != _CANT_CONNECT:
+                raise
+            refused = exc
+    assert refused is not None  # getaddrinfo answers at least one address or raises
+    # Named by the configured name, as before; the cause (the last address's) says why.
+    raise aiomysql.OperationalError(_CANT_CONNECT, _cant_connect(target.host)) from (
+        refused.__cause__
     )
+
+
+def _cant_connect(host: str) -> str:
+    """The words aiomysql uses for a host it could not connect to."""
+    return f"Can't connect to MySQL server on {host!r}"
 
 
 def _as_utf8_on_the_wire(password: str) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from tests.cluster_status.helpers import (
     MONITOR_PASSWORD,
     NOPRIV_USER,
     RC_USER,
+    WAIT,
     EventSink,
     StartMonitor,
     connection_status,
@@ -362,6 +366,62 @@ async def test_a_hanging_host_never_delays_the_others(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_name_the_resolver_never_answers_delays_no_other_host(
+    shared_pair: Pair, start_monitor: StartMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resolver that never answers for one name (a dead DNS server for its
+    # zone), stood in for here: a lookup can not be cancelled, so every check
+    # of that host left a thread stuck in getaddrinfo.
+    dead_name = "db-behind-a-dead-resolver.example"
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == dead_name:
+            release.wait(WAIT * 3)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    checks: dict[str, int] = {}
+    original = driver.DatabaseChecker.check
+
+    async def counting_check(self: driver.DatabaseChecker) -> Any:
+        label = self._target.label
+        checks[label] = checks.get(label, 0) + 1
+        return await original(self)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(driver.DatabaseChecker, "check", counting_check)
+    master, _ = shared_pair
+    config = fast_config(
+        [
+            # By name, so its checks need lookups too.
+            {**host_entry(master, "master"), "host": "localhost"},
+            {"host": dead_name, "port": 3306, "role": "replica"},
+        ],
+        connect_timeout_seconds=0.2,
+    )
+    monitor, sink = await start_monitor(config)
+    try:
+        # More checks of the dead name than asyncio's default executor has
+        # threads: without a lookup of its own per name, the master's lookups
+        # would by now wait behind the stuck ones.
+        threads = min(32, (os.cpu_count() or 1) + 4)
+        await wait_until(lambda: checks.get(f"{dead_name}:3306", 0) > threads + 5, within=WAIT)
+        seen = checks[f"localhost:{master.port}"]
+        await wait_until(lambda: checks[f"localhost:{master.port}"] >= seen + 5)
+        master_states = [connection_status(m, master.port) for m in sink.of_type(DATABASES_TYPE)]
+        assert set(master_states) == {"okay"}
+        snapshot = monitor.reading().as_dict()
+        assert snapshot["mode"] == "read-write"
+        assert snapshot["databases"][0]["connection"]["status"] == "okay"
+        assert snapshot["databases"][1]["connection"]["message"] == (
+            "timed out after 0.2 s while connecting"
+        )
+    finally:
+        release.set()
 
 
 async def test_a_disabled_host_is_never_contacted(

@@ -218,3 +218,17 @@ async def test_a_server_that_never_greets_gets_its_connection_closed_at_the_time
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_name_that_can_not_be_looked_up_reads_as_aiomysql_words_it() -> None:
+    # A label longer than 63 characters fails in the IDNA codec, before any
+    # query leaves the machine.
+    name = "a" * 70 + ".example"
+    target = ConnectionTarget(name, 3306, "monitor", SecretStr("pw"))
+    check = driver.DatabaseChecker(
+        target, connect_timeout=5, query_timeout=5, clock=asyncio.get_running_loop().time
+    )
+    outcome = await check.check()
+    assert outcome.error_code == 2003
+    assert outcome.error_message is not None
+    assert outcome.error_message.startswith(f"Can't connect to MySQL server on '{name}' (")
