@@ -92,6 +92,9 @@ class Inbound:
         # this node missed from those it has.
         self._last_ids: dict[str, StreamId] = {}
         self._synced_ms: int | None = None
+        # When this node began: a node may serve browsers long before its first
+        # reload (Redis away at its start), and what Redis took since then is news.
+        self._began = clock()
 
     def position(self) -> tuple[dict[str, StreamId], int | None]:
         """The newest stream id seen per instance, and Redis' time (ms) at the last reload."""
@@ -115,10 +118,12 @@ class Inbound:
     async def reload(self, client: aioredis.Redis, max_age_ms: int, sink: Sink) -> None:
         """Read every instance's stream of the last ``max_age_ms`` and hand it to ``sink``.
 
-        The first session only fills the node's history (those messages
-        predate it). Later ones also deliver the messages this node missed in
-        the gap: newer than the newest it had of their instance, or, for an
-        instance it had none of, newer than the previous reload.
+        The first session only fills the node's history with the messages
+        that predate the node; it delivers those Redis took after the node
+        began (it served browsers meanwhile if Redis was away at its start).
+        Later ones also deliver the messages this node missed in the gap:
+        newer than the newest it had of their instance, or, for an instance it
+        had none of, newer than the previous reload.
         """
         seconds, micros = await client.time()
         now_ms = seconds * 1000 + micros // 1000
@@ -135,6 +140,10 @@ class Inbound:
         # Redis' time when the previous session reloaded: everything before it
         # that this node does not know was already too old for it to have seen.
         synced_ms, self._synced_ms = self._synced_ms, now_ms
+        if synced_ms is None:
+            # Never reloaded, nor told a predecessor's position: the node's own
+            # start, on Redis' clock, is where what it has missed begins.
+            synced_ms = now_ms - round((self._clock() - self._began) * 1000)
         for name, entries in zip(names, streams, strict=True):
             instance = name.decode()
             last = self._last_ids.get(instance)
