@@ -85,7 +85,7 @@ class Inbound:
         self._keys = keys
         self._clock = clock
         self.set_limits(limits)
-        #: Messages received (this node's own included).
+        #: Messages received (this node's own included), each once however often read.
         self.received = 0
         # The newest stream id seen per instance, and Redis' time at the last
         # reload: what a reload after a gap compares with to tell the messages
@@ -109,11 +109,19 @@ class Inbound:
         """Parse what comes next under these limits (a config reload)."""
         self._bounds = bounds_of(limits)
 
-    def seen(self, instance: str, stream_id: StreamId) -> None:
-        """Note a stream id of ``instance`` that came through the subscription or a reload."""
+    def seen(self, instance: str, stream_id: StreamId) -> bool:
+        """Note a stream id of ``instance`` that came through the subscription or a reload.
+
+        Returns whether it is new here, and counts it in ``received`` only
+        then: a reload after a gap reads again the messages the node has, and
+        one Redis took between the subscription and the reload comes both ways.
+        """
         last = self._last_ids.get(instance)
-        if last is None or stream_id > last:
-            self._last_ids[instance] = stream_id
+        if last is not None and stream_id <= last:
+            return False
+        self._last_ids[instance] = stream_id
+        self.received += 1
+        return True
 
     async def reload(self, client: aioredis.Redis, max_age_ms: int, sink: Sink) -> None:
         """Read every instance's stream of the last ``max_age_ms`` and hand it to ``sink``.
@@ -186,9 +194,9 @@ class Inbound:
         """Parse one message a node (this one too) published and give it to ``sink``.
 
         ``age`` is how long ago Redis took it (None for a live one). Every
-        message from the broker passes here once, in the order of its stream.
+        message read from the broker passes here, in the order of its stream;
+        one read again (a reload after a gap) is a copy the hub drops.
         """
-        self.received += 1
         try:
             received = self._parsed(instance, stream_id, payload, age, live)
             if received is not None:
