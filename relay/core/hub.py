@@ -225,9 +225,11 @@ class Hub:
         if self.fingerprint in notification.touched:
             return Outcome.LOOPED  # posted here: delivered when it was posted
         counters = self._counts.of(instance)
-        counters.messages_in += 1
         if not self._recent.first_sighting((instance, notification.identity())):
+            # A copy (a reload after a gap reads the window again, a retried
+            # publish placed one twice) is not another message in.
             return Outcome.DUPLICATE
+        counters.messages_in += 1
         message = EncodedMessage(payload)
         self._history.add(instance, notification.subscribers, message, at)
         if live:

@@ -29,8 +29,9 @@ async def test_a_paused_redis_counts_each_message_once(
 ) -> None:
     """Redis stops answering long enough for both nodes to call it down, then resumes.
 
-    Every browser gets every post once, and ``received`` still counts each
-    message of the cluster once (README: "received counts every message").
+    Every browser gets every post once, and ``received`` and the instance's
+    ``messages.in`` still count each message of the cluster once (README:
+    "received counts every message", "every worker sees every message once").
     """
     cluster = await relays.broker(2, {"url": redis_server.url, **BROKER_TIMING}).start()
     admins = cluster.admins(session)
@@ -76,3 +77,6 @@ async def test_a_paused_redis_counts_each_message_once(
     # Six messages in the cluster: the reload after the pause reads the first
     # three again, and may read some of the last three as they also come live.
     assert [r["received"] for r in readings] == [6, 6], readings
+    # And the instance's messages.in, which the same copies reach in the hub.
+    counts = [(await admin.status("default"))["messages.in"] for admin in admins]
+    assert counts == [6, 6], counts
