@@ -1,7 +1,8 @@
 """Alerts: what in a node's snapshot needs someone, and when an episode begins and ends.
 
 Pure. ``problems(snapshot)`` lists what is wrong now, each under a stable
-key (``read-only``, ``database-unhealthy:db1:3306``...). ``AlertTracker``
+key (``read-only``, ``database-unhealthy:db1:3306``...), and
+``undecided(snapshot)`` what it cannot judge now. ``AlertTracker``
 turns those readings into episodes on an injected clock: an alert when a
 problem has lasted its bound (0 for most, ``out_of_sync_seconds`` for
 repositories), one more when it is gone, nothing in between; a kind in
@@ -31,6 +32,7 @@ __all__ = [
     "alert_body",
     "problems",
     "signature",
+    "undecided",
 ]
 
 #: Replication statuses that mean a replica is not keeping up with its master.
@@ -105,6 +107,29 @@ def _status_problems(status: ClusterStatusReading) -> Iterable[Problem]:
             )
 
 
+def undecided(snapshot: NodeSnapshot) -> frozenset[str]:
+    """What ``snapshot`` cannot judge now: problem keys, or whole kinds, to leave as they were.
+
+    A database whose last check failed has no replication reading (the status
+    query did not run), and repository tables that could not be read list no
+    service. Neither says that a problem found before is over: a replica
+    still broken, or a service still out of sync, must not be told resolved
+    because its database did not answer for a moment.
+    """
+    status = snapshot.cluster_status
+    if status is None:
+        return frozenset()
+    found = {
+        f"replication-broken:{database.ref}"
+        for database in status.databases
+        if not database.disabled and database.replication is None
+    }
+    repositories = status.repositories
+    if repositories is not None and not repositories.available:
+        found.add("repositories-out-of-sync")
+    return frozenset(found)
+
+
 def _node_problems(nodes: Mapping[str, Any]) -> Iterable[Problem]:
     """Nodes that left the cluster, and those that joined it (``relay.links.turnover``)."""
     for place in nodes.get("left", ()):
@@ -123,19 +148,31 @@ class AlertTracker:
         self._first_seen: dict[str, float] = {}
         self._firing: dict[str, Problem] = {}
 
-    def update(self, now_wrong: Iterable[Problem]) -> list[AlertEvent]:
-        """The episodes that began or ended, given everything wrong now."""
+    def update(
+        self, now_wrong: Iterable[Problem], undecided: frozenset[str] = frozenset()
+    ) -> list[AlertEvent]:
+        """The episodes that began or ended, given everything wrong now.
+
+        A problem under a key or kind in ``undecided`` (see ``undecided()``)
+        that is not in ``now_wrong`` is left as it was: an episode goes on,
+        and one not yet alerted keeps the time it was first seen.
+        """
         now = self._clock()
         current = {problem.key: problem for problem in now_wrong}
+
+        def gone(key: str) -> bool:
+            # A key is its kind, then ":" and the subject; no kind has a colon.
+            return key not in current and not ({key, key.partition(":")[0]} & undecided)
+
         events = []
         for key, problem in self._firing.copy().items():
-            if key not in current:
+            if gone(key):
                 del self._firing[key]
                 since = self._first_seen.pop(key)
                 if problem.kind not in ONE_SHOT:
                     events.append(AlertEvent(problem, "resolved", since))
         for key in list(self._first_seen):
-            if key not in current:
+            if gone(key):
                 del self._first_seen[key]  # gone before it lasted its bound
         for key, problem in current.items():
             since = self._first_seen.setdefault(key, now)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import aiohttp
 
 from relay.config.alerts import AlertsConfig
-from relay.core.alerts import AlertTracker, alert_body, problems, signature
+from relay.core.alerts import AlertTracker, alert_body, problems, signature, undecided
 from relay.core.snapshot import NodeSnapshot
 from relay.links.backoff import Backoff
 from relay.links.lease_speaker import LeaseSpeaker
@@ -119,7 +119,7 @@ class AlertSender:
     def check(self) -> None:
         """One look at the node: log and queue the episodes that began or ended."""
         snapshot = self._snapshot()
-        events = self._tracker.update(problems(snapshot))
+        events = self._tracker.update(problems(snapshot), undecided(snapshot))
         if self._mesh is not None:
             # Every look, events or not: the speaker follows who sends, and when last heard.
             members = () if snapshot.nodes is None else snapshot.nodes.get("members", ())

@@ -7,7 +7,14 @@ import hmac
 
 import orjson
 
-from relay.core.alerts import AlertTracker, Problem, alert_body, problems, signature
+from relay.core.alerts import (
+    AlertTracker,
+    Problem,
+    alert_body,
+    problems,
+    signature,
+    undecided,
+)
 from relay.core.cluster_reading import (
     ClusterStatusReading,
     DatabaseReading,
@@ -133,3 +140,39 @@ def test_a_node_leaving_is_an_episode_and_a_node_joining_one_notice() -> None:
     [event] = AlertTracker(clock, {}).update([Problem("node-joined", "w:1", "node w:1 joined")])
     body = orjson.loads(alert_body(event, node="fp", at=1.0, started_at=1.0))
     assert (body["state"], body["key"]) == ("notice", "node-joined:w:1")
+
+
+def test_a_check_that_could_not_tell_ends_no_episode() -> None:
+    """A replica broken, then unreachable for a check or two, is not told resolved.
+
+    Its failed check has no replication reading; nor do unreadable repository
+    tables list the service out of sync. The episode ends when a reading says so.
+    """
+    clock = FakeClock()
+    tracker = AlertTracker(clock, {"repositories-out-of-sync": 300})
+
+    def look(replication: str | None, *, tables_read: bool = True) -> list[tuple[str, str]]:
+        services = (ServiceReading("S", "repo", False, (), (), "Partial", None, (), ()),)
+        status = ClusterStatusReading(
+            instance="default",
+            observer="h",
+            databases_key="d",
+            repositories_key="r",
+            mode="read-write",
+            mode_reason=None,
+            databases=(database("db2:3306", replication=replication),),
+            repositories=RepositoriesReading(
+                "default", "h", 0.0, None, None, tables_read, services if tables_read else ()
+            ),
+        )
+        reading = snapshot(status)
+        events = tracker.update(problems(reading), undecided(reading))
+        return [(event.state, event.problem.key) for event in events]
+
+    assert look("not-replicating") == [("firing", "replication-broken:db2:3306")]
+    clock.advance(200)
+    assert look(None, tables_read=False) == []  # db2 did not answer; the tables were unreadable
+    clock.advance(200)
+    # The service, out of sync all along, has lasted its 300 s now.
+    assert look(None) == [("firing", "repositories-out-of-sync:repo")]
+    assert look("okay") == [("resolved", "replication-broken:db2:3306")]
