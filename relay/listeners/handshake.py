@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
+import websockets.http11
 from websockets.exceptions import InvalidMessage
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.frames import CloseCode
@@ -30,6 +31,17 @@ PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
 #: The answer to a request websockets cannot read at all (a bad request line or header).
 UNREADABLE_STATUS = 400
 UNREADABLE_BODY = "relay could not read this HTTP request\n"
+
+#: Longest request or header line a browser may send. Node reads request heads of
+#: up to 16 KiB whatever their lines, so Aphlict takes a Cookie line that long:
+#: the client port is on Phorge's host, and browsers send it Phorge's cookies
+#: and those of its parent domain (single sign-on ones run to several KiB).
+MAX_HEADER_LINE = 16 * 1024
+
+# websockets reads this module global at each line it parses; its default
+# (8 KiB, WEBSOCKETS_MAX_LINE_LENGTH) would answer such a browser 431 where
+# Aphlict connects it. An operator's larger setting is kept.
+websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, MAX_HEADER_LINE)
 
 #: What ends an HTTP request head (no request body: websockets refuses those).
 _HEAD_END = b"\r\n\r\n"

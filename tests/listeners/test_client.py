@@ -50,6 +50,29 @@ async def test_any_path_upgrades(open_browser: OpenBrowser, path: str) -> None:
     assert await browser.drain() == []
 
 
+async def test_a_browser_with_a_large_cookie_header_connects(
+    admin: Admin, open_browser: OpenBrowser
+) -> None:
+    """Cookies for the Phorge host come along (the client port is on it): Aphlict takes 16 KiB.
+
+    Node reads request heads of up to 16 KiB whatever their lines, so a Cookie
+    line of 12 KiB (single sign-on cookies, a parent domain's) connects to
+    Aphlict; websockets alone would refuse any line over 8 KiB with 431.
+    """
+    browser = await open_browser(additional_headers={"Cookie": "sso=" + "x" * 12_000})
+    await browser.subscribe("PHID-USER-1")
+    await admin.post(notification("PHID-USER-1", unique_id="u1"))
+    assert (await browser.recv())["uniqueID"] == "u1"
+
+
+async def test_a_header_line_longer_than_aphlicts_whole_head_is_still_refused(
+    open_browser: OpenBrowser,
+) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await open_browser(additional_headers={"Cookie": "sso=" + "x" * 17_000})
+    assert refused.value.response.status_code == 431
+
+
 async def test_ping_gets_pong(open_browser: OpenBrowser) -> None:
     browser = await open_browser()
     await browser.send("ping")
