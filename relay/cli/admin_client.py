@@ -188,7 +188,7 @@ def _read_secret_file(path: str) -> Secret:
 def _reachable(bind_host: str) -> str:
     """The address to call for a listener bound to ``bind_host`` (a wildcard means loopback).
 
-    ``::`` means IPv6 loopback: asyncio binds it IPv6-only, so 127.0.0.1 would not answer.
+    ``::`` means IPv6 loopback (such a listener takes IPv4 too, as Aphlict's does).
     """
     if bind_host == "::":
         return "::1"

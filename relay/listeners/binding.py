@@ -12,6 +12,7 @@ lines, so the two never disagree about a listener.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Awaitable
@@ -46,12 +47,48 @@ def listen_problem(where: str, server: ServerConfig, exc: OSError) -> str:
     return f"{where}: {doing}: {reason}"
 
 
+def is_ipv6_wildcard(host: str) -> bool:
+    """Whether ``host`` is the IPv6 unspecified address (``::``), in any spelling."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 6 and address.is_unspecified
+
+
+def dual_stack_socket(server: ServerConfig, *, reuse_port: bool) -> socket.socket | None:
+    """A socket bound to ``::`` and the port taking IPv6 and IPv4 clients; None for other hosts.
+
+    Node (so Aphlict) binds ``listen: "::"`` with IPV6_V6ONLY off: one socket
+    that IPv4 browsers and application servers reach too. asyncio would bind
+    it IPv6-only, and they would be refused. Not yet listening: the server
+    that is given it listens.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    if not is_ipv6_wildcard(server.bind_host):
+        return None
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((server.bind_host, server.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def probe_bind(server: ServerConfig) -> None:
     """Bind every address ``server`` would listen on, then let them go at once.
 
-    Resolves and binds as asyncio's ``create_server`` does (every address the
-    host resolves to, IPv6 sockets IPv6-only), with ``SO_REUSEADDR`` so that a
-    listener's own recent connections in TIME_WAIT do not count.
+    Resolves and binds as the listeners do (every address the host resolves
+    to, IPv6 sockets IPv6-only but ``::``, see ``dual_stack_socket``), with
+    ``SO_REUSEADDR`` so that a listener's own recent connections in TIME_WAIT
+    do not count.
 
     Raises:
         OSError: the first failure (``socket.gaierror`` when the host does not resolve).
@@ -66,7 +103,8 @@ def probe_bind(server: ServerConfig) -> None:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                only = not is_ipv6_wildcard(server.bind_host)
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(only))
             probe.bind(address)
 
 

@@ -27,6 +27,7 @@ from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
 from relay.core.refusal_lines import RefusalLines
+from relay.listeners.binding import dual_stack_socket
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.process.periodic import every
 
@@ -135,6 +136,11 @@ class ClientListener:
                 "backlog": 1024,
             }
         )
+        if sock is None:
+            # "::" takes IPv4 browsers too, as Aphlict's does (asyncio's would not).
+            dual = dual_stack_socket(self._server_config, reuse_port=self._reuse_port)
+            if dual is not None:
+                where = {"sock": dual, "backlog": 1024}
         self._server = await loop.create_server(
             lambda: self._connection_factory(self),
             ssl=self._ssl_context,

@@ -24,7 +24,7 @@ from relay.config import LimitsConfig, ServerConfig
 from relay.config.hosts import base_url
 from relay.config.tls import ListenerContexts
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
-from relay.listeners.binding import bound
+from relay.listeners.binding import bound, dual_stack_socket
 from relay.listeners.http_guard import guard_server
 from relay.listeners.untouched import read_nothing
 
@@ -104,19 +104,25 @@ class AdminListeners:
         guard_server(runner.server)
         self._runners.append(runner)
         context = self._tls.context_for(server, index)
-        site: web.BaseSite = (
-            web.SockSite(runner, sock, ssl_context=context)
-            if sock is not None
-            else web.TCPSite(
-                runner,
-                server.bind_host,
-                server.port,
-                ssl_context=context,
-                reuse_address=True,
-                reuse_port=self._reuse_port or None,
+
+        async def start_site() -> None:
+            # "::" takes IPv4 clients too, as Aphlict's does (asyncio's would not).
+            given = sock or dual_stack_socket(server, reuse_port=self._reuse_port)
+            site: web.BaseSite = (
+                web.SockSite(runner, given, ssl_context=context)
+                if given is not None
+                else web.TCPSite(
+                    runner,
+                    server.bind_host,
+                    server.port,
+                    ssl_context=context,
+                    reuse_address=True,
+                    reuse_port=self._reuse_port or None,
+                )
             )
-        )
-        await bound(site.start(), server, index)
+            await site.start()
+
+        await bound(start_site(), server, index)
         host, port = runner.addresses[0][:2]
         log.info("admin listener ready on %s", base_url("https" if context else "http", host, port))
 

@@ -41,7 +41,7 @@ def test_a_config_gives_its_first_admin_listener_and_host_or_port_replace_its_ow
     assert find_target(wildcard).base == "http://127.0.0.1:4000"  # a wildcard means this host
     assert find_target(wildcard, host="10.0.0.5").base == "http://10.0.0.5:4000"
     assert find_target(wildcard, port=4001).base == "http://127.0.0.1:4001"
-    # asyncio binds "::" IPv6-only: this host is ::1 then, not 127.0.0.1.
+    # A listener on "::" is called on the IPv6 loopback.
     assert find_target(config(port=4000, listen="::")).base == "http://[::1]:4000"
     with pytest.raises(RelayError, match="port 0"):
         find_target(config(port=0))

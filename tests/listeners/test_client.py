@@ -13,6 +13,7 @@ import websockets
 
 from relay.core.commands import Ping, Replay, Subscribe, Unsubscribe
 from relay.core.encoded import EncodedMessage
+from relay.errors import StartupError
 from relay.listeners.browser import BrowserConnection
 from relay.node.node import Node
 from tests.support import WAIT, Admin, Browser, eventually, local_config, notification
@@ -71,6 +72,66 @@ async def test_a_header_line_longer_than_aphlicts_whole_head_is_still_refused(
     with pytest.raises(websockets.InvalidStatus) as refused:
         await open_browser(additional_headers={"Cookie": "sso=" + "x" * 17_000})
     assert refused.value.response.status_code == 431
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 on this machine")
+async def test_listening_on_the_ipv6_wildcard_takes_ipv4_clients_too(
+    start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    """Node binds ``::`` for IPv6 and IPv4 both: browsers and posts over IPv4 keep working."""
+    node = await start_node(
+        local_config(
+            servers=[
+                {"type": "client", "port": 0, "listen": "::"},
+                {"type": "admin", "port": 0, "listen": "::"},
+            ]
+        )
+    )
+    browsers = [
+        await Browser.open(node.client_addresses[0][1], host=host) for host in ("127.0.0.1", "::1")
+    ]
+    try:
+        for browser in browsers:
+            await browser.subscribe("PHID-USER-1")
+        admin = Admin(session, node.admin_addresses[0][1])  # over IPv4
+        assert (await admin.post(notification("PHID-USER-1", unique_id="u1")))[0] == 200
+        assert [(await browser.recv())["uniqueID"] for browser in browsers] == ["u1", "u1"]
+    finally:
+        for browser in browsers:
+            await browser.close()
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 on this machine")
+@pytest.mark.parametrize("kind", ["client", "admin"])
+async def test_the_ipv6_wildcard_cannot_listen_where_ipv4_is_taken(
+    start_node: StartNode, kind: str
+) -> None:
+    """Taking IPv4 too, ``::`` fails where IPv4 listeners hold the port, as Aphlict's does."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        servers = [
+            {"type": "client", "port": 0, "listen": "::"},
+            {"type": "admin", "port": 0, "listen": "::"},
+        ]
+        index = 0 if kind == "client" else 1
+        servers[index]["port"] = port
+        with pytest.raises(StartupError) as failed:
+            await start_node(local_config(servers=servers))
+    assert str(failed.value) == (
+        f"servers[{index}].port: cannot listen for {kind} connections on [::]:{port}: "
+        "Address already in use (another process holds the port)"
+    )
 
 
 async def test_ping_gets_pong(open_browser: OpenBrowser) -> None:
