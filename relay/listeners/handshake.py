@@ -32,16 +32,19 @@ PLAIN_HTTP_BODY = "HTTP/501 Use Websockets\n"
 UNREADABLE_STATUS = 400
 UNREADABLE_BODY = "relay could not read this HTTP request\n"
 
-#: Longest request or header line a browser may send. Node reads request heads of
-#: up to 16 KiB whatever their lines, so Aphlict takes a Cookie line that long:
-#: the client port is on Phorge's host, and browsers send it Phorge's cookies
-#: and those of its parent domain (single sign-on ones run to several KiB).
-MAX_HEADER_LINE = 16 * 1024
+#: Longest request head a browser may send, and so its longest line. Node reads
+#: request heads of up to 16 KiB whatever their lines, so Aphlict takes a Cookie
+#: line that long: the client port is on Phorge's host, and browsers send it
+#: Phorge's cookies and those of its parent domain (single sign-on ones run to
+#: several KiB). A longer head gets Node's answer, 431.
+MAX_HEAD_BYTES = 16 * 1024
+HEAD_TOO_LARGE_STATUS = 431
+HEAD_TOO_LARGE_BODY = "relay reads request heads of up to 16 KiB\n"
 
 # websockets reads this module global at each line it parses; its default
 # (8 KiB, WEBSOCKETS_MAX_LINE_LENGTH) would answer such a browser 431 where
 # Aphlict connects it. An operator's larger setting is kept.
-websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, MAX_HEADER_LINE)
+websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, MAX_HEAD_BYTES)
 
 #: What ends an HTTP request head (no request body: websockets refuses those).
 _HEAD_END = b"\r\n\r\n"
@@ -72,7 +75,7 @@ class Gate(Protocol):
 class Handshake:
     """websockets' server handshake for one connection, and where the request head ends."""
 
-    __slots__ = ("_head", "_max_size", "_unreadable_answered", "protocol")
+    __slots__ = ("_head", "_head_bytes", "_max_size", "_unreadable_answered", "protocol")
 
     def __init__(
         self,
@@ -88,6 +91,9 @@ class Handshake:
         self._max_size = max_size
         #: The last bytes of the request head so far, to find its end across reads.
         self._head = b""
+        #: The request head's length so far: websockets bounds its lines (128 of them),
+        #: not their sum, which would let one handshake hold 2 MiB.
+        self._head_bytes = 0
         self._unreadable_answered = False
 
     def receive(self, data: bytes) -> tuple[list[Request], bytes]:
@@ -95,8 +101,11 @@ class Handshake:
 
         Returns the request, once parsed, and the bytes past its head (frames
         sent along with it, which the frame-level protocol reads if the
-        handshake is accepted).
+        handshake is accepted). A head past ``MAX_HEAD_BYTES`` is not read
+        further: ``refusal`` answers it.
         """
+        if self._head_bytes > MAX_HEAD_BYTES:
+            return [], b""
         end = head_end(self._head, data)
         if end is None:
             self._head = (self._head + data)[-(len(_HEAD_END) - 1) :]
@@ -104,6 +113,9 @@ class Handshake:
         else:
             self._head = b""
             data, rest = data[:end], data[end:]
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            return [], b""
         self.protocol.receive_data(data)
         events = self.protocol.events_received()
         requests = [event for event in events if isinstance(event, Request)]
@@ -123,13 +135,22 @@ class Handshake:
         parse. A request with a body (a plain POST) gets the 501 every plain
         request gets, as Aphlict answers it; anything else a 400 (a line
         ending in a bare LF too, which websockets reports as an end of
-        stream: called from ``data_received``, the stream has not ended). The
+        stream: called from ``data_received``, the stream has not ended); and
+        a head past ``MAX_HEAD_BYTES`` a 431, as Node answers it. The
         request's bytes are not quoted back. To be written before the
         protocol's own output, which ends the connection. Counted and logged
         (at a bounded rate, without the request's bytes) on ``gate``.
         """
+        if self._unreadable_answered:
+            return None
+        if self._head_bytes > MAX_HEAD_BYTES and not self.protocol.eof_sent:
+            self._unreadable_answered = True
+            gate.refused("bad request", address, "request head over 16 KiB: 431")
+            response = self.protocol.reject(HEAD_TOO_LARGE_STATUS, HEAD_TOO_LARGE_BODY)
+            self.protocol.send_eof()  # websockets, which read none of it past the bound, ends it
+            return response.serialize()
         failure = self.protocol.handshake_exc
-        if self._unreadable_answered or not isinstance(failure, InvalidMessage):
+        if not isinstance(failure, InvalidMessage):
             return None
         self._unreadable_answered = True
         cause = failure.__cause__

@@ -66,11 +66,21 @@ async def test_a_browser_with_a_large_cookie_header_connects(
     assert (await browser.recv())["uniqueID"] == "u1"
 
 
-async def test_a_header_line_longer_than_aphlicts_whole_head_is_still_refused(
-    open_browser: OpenBrowser,
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Cookie": "sso=" + "x" * 17_000},
+        # Lines websockets takes one by one (under 16 KiB each), 20 KiB together.
+        {"Cookie": "sso=" + "x" * 10_000, "X-Other": "y" * 10_000},
+    ],
+    ids=["one line", "two lines"],
+)
+async def test_a_head_longer_than_aphlicts_is_refused(
+    open_browser: OpenBrowser, headers: dict[str, str]
 ) -> None:
+    """Node answers a request head over 16 KiB with 431, and so does relay, however it is split."""
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await open_browser(additional_headers={"Cookie": "sso=" + "x" * 17_000})
+        await open_browser(additional_headers=headers)
     assert refused.value.response.status_code == 431
 
 
