@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Config, load_config
+from relay.config.hosts import url_host
 from relay.errors import ConfigError, StartupError
 from relay.node.handoff_serve import serve_handing_over
 from relay.node.node import Node
@@ -189,8 +190,8 @@ class _ServingProcess:
 
 
 def _describe(node: Node) -> str:
-    clients = ", ".join(f"{host}:{port}" for host, port in node.client_addresses)
-    admins = ", ".join(f"{host}:{port}" for host, port in node.admin_addresses)
+    clients = ", ".join(f"{url_host(host)}:{port}" for host, port in node.client_addresses)
+    admins = ", ".join(f"{url_host(host)}:{port}" for host, port in node.admin_addresses)
     return f"serving browsers on {clients}, admin on {admins}"
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from relay.config import Config
+from relay.config.hosts import base_url
 from relay.errors import StartupError
 from relay.links.backoff import RetryDelays
 from relay.workers.changes import Changes, ServiceManager
@@ -171,7 +172,7 @@ class Supervisor:
             scheme = {"client": "ws", "admin": "http"}[server.type] + (
                 "s" if server.uses_tls else ""
             )
-            parts[server.type].append(f"{scheme}://{server.bind_host}:{port}")
+            parts[server.type].append(base_url(scheme, server.bind_host, port))
         return (
             f"{self.count} workers serving browsers on {', '.join(parts['client'])}; "
             f"admin on {', '.join(parts['admin'])}"
