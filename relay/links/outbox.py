@@ -62,7 +62,9 @@ class Outbox:
 
     def put(self, instance: str, payload: memoryview | bytes, record: bytes | None = None) -> None:
         """Queue a message, dropping the oldest ones when full."""
-        item = Outgoing(instance, payload, self._clock(), record)
+        self._append(Outgoing(instance, payload, self._clock(), record))
+
+    def _append(self, item: Outgoing) -> None:
         size = item.size
         if size > self._max_bytes:
             self.dropped += 1  # it alone would pass the bound
@@ -122,6 +124,19 @@ class Outbox:
         self.dropped += start
         self._items.extendleft(reversed(keep))
         self.bytes += sum(item.size for item in keep)
+
+    def take_over(self, previous: Outbox) -> None:
+        """Queue, in their order, ``previous``'s messages (a link renewed by a reload).
+
+        They keep their age, and count toward this outbox's bounds, which may
+        be smaller than ``previous``'s: past them the oldest are dropped
+        (counted). ``previous``'s drops are counted here too, and it is left empty.
+        """
+        self.dropped += previous.dropped
+        for item in previous._items:
+            self._append(item)
+        previous.clear()
+        previous.dropped = 0
 
     def clear(self) -> None:
         """Forget every queued message (a peer that turned out to be this node)."""

@@ -129,6 +129,27 @@ class PeerLinkState:
         self.in_flight = 0
         self._in_flight_messages = 0
 
+    def adopt(self, previous: PeerLinkState) -> None:
+        """Carry on from ``previous``, the same peer's link before a reload renewed it.
+
+        A reload with new peering settings or a new secret makes a new link,
+        but the peer has not changed: its queued messages, what is known of it
+        (state, fingerprint, batching) and its counters carry over, so nothing
+        queued is lost, the node's own entry stays ``self`` and the counters
+        never run backwards. The queue takes the new bounds (see
+        ``Outbox.take_over``); backoff and batch sizing start afresh.
+        """
+        self.outbox.take_over(previous.outbox)
+        self.state = previous.state
+        self.fingerprint = previous.fingerprint
+        self.batching = previous.batching
+        self._batches_refused = previous._batches_refused
+        self.sent = previous.sent
+        self.requests = previous.requests
+        self.failed = previous.failed
+        self.last_error = previous.last_error
+        self.last_latency = previous.last_latency
+
     # What the hub asks.
 
     def wants(self, covered: frozenset[str]) -> bool:

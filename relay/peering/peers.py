@@ -98,6 +98,13 @@ class PeerLink:
         self._idle.clear()
         self._wakeup.set()
 
+    def take_over(self, previous: PeerLink) -> None:
+        """Carry on from ``previous``, this peer's stopped link (see ``PeerLinkState.adopt``)."""
+        self.machine.adopt(previous.machine)
+        if not self.machine.idle:
+            self._idle.clear()
+            self._wakeup.set()
+
     def reading(self) -> PeerReading:
         """This link now, as ``/status/`` and the metrics show it."""
         return self.machine.reading()
@@ -172,6 +179,12 @@ class PeerLink:
                     post = machine.start(items)
                     if post is not None:
                         await self._send(post)
+            except asyncio.CancelledError:
+                # Stopped before an answer (a reload renewing the link): the messages go
+                # back to the queue, which the next link takes over. A copy the peer did
+                # take it drops as a duplicate.
+                machine.outbox.put_back_batch(items)
+                raise
             finally:
                 machine.finish(items)
                 if machine.idle:
@@ -267,24 +280,39 @@ class PeerSet:
 
         Links to peers listed before and after keep their queue, state and
         learned fingerprint; new peers get new links, removed ones are drained
-        briefly and closed. New peering settings or a new secret renew every link.
+        briefly and closed. New peering settings or a new secret renew every
+        link (a new session, timeout and header); each new link takes over its
+        predecessor's queue (messages in flight included), state and counters.
         """
         renew = settings != self._settings or secret != self._secret
         self._settings, self._secret = settings, secret
-        kept = {} if renew else {link.peer: link for link in self.links}
-        links = []
+        old = {link.peer: link for link in self.links}
+        if renew:
+            # Stopped first, so that what they still hold (in flight too) goes to
+            # the new links below. Until the swap, the hub keeps offering to these.
+            await asyncio.gather(*(link.stop(1.0) for link in self.links))
+        kept = {} if renew else dict(old)
+        links, fresh = [], []
         for index, peer in enumerate(peers):
             link = kept.pop(peer, None)
             if link is None:
                 link = self._link(index, peer)
-                if self._started:
-                    await link.start()
-                log.info("peer cluster[%d] (%s) added", index, peer.url)
+                previous = old.get(peer)
+                if previous is None:
+                    log.info("peer cluster[%d] (%s) added", index, peer.url)
+                else:
+                    link.take_over(previous)  # the same peer: its queue and state carry over
+                fresh.append(link)
             link.name = f"cluster[{index}]"
             links.append(link)
-        removed = kept.values() if not renew else self.links
+        # No await between taking the old links' queues over and the swap: nothing
+        # offered meanwhile can be left behind in a stopped link.
         self.links = links
-        await asyncio.gather(*(link.stop(1.0) for link in removed))
+        if self._started:
+            for link in fresh:
+                await link.start()
+        if not renew:
+            await asyncio.gather(*(link.stop(1.0) for link in kept.values()))
 
     def forward(self, instance: str, payload: memoryview | bytes, covered: frozenset[str]) -> None:
         """Offer a message to every peer outside ``covered``; never blocks.

@@ -166,3 +166,19 @@ def test_expired_and_cleared_messages_give_their_bytes_back() -> None:
     outbox.put("default", b"z" * 400)
     outbox.clear()
     assert outbox.bytes == 0
+
+
+def test_a_renewed_outbox_takes_over_the_old_ones_messages_ages_and_drops() -> None:
+    clock = FakeClock()
+    old = Outbox(10, 60, clock)
+    for n in range(4):
+        old.put("default", str(n).encode())
+        clock.advance(10)
+    old.dropped = 2
+    new = Outbox(3, 60, clock)  # a smaller queue_size after the reload
+    new.take_over(old)
+    assert (len(old), old.bytes, old.dropped) == (0, 0, 0)
+    assert new.dropped == 3  # the old link's two, and the oldest that no longer fits
+    clock.advance(35)  # they keep their age: 1 was queued 65 s ago (dropped), 2 55 s ago
+    assert new.take_batch(10)[0].payload == b"2"
+    assert new.dropped == 4

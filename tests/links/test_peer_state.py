@@ -321,3 +321,19 @@ def test_the_reading_gives_the_status_entry_key_for_key() -> None:
 )
 def test_a_receipt_names_a_fingerprint_or_none(receipt: bytes, fingerprint: str | None) -> None:
     assert receipt_fingerprint(receipt) == fingerprint
+
+
+def test_a_renewed_link_carries_on_with_the_old_ones_queue_state_and_counters() -> None:
+    clock = FakeClock()
+    old = batching_link(clock)
+    old.offer("default", b"a")
+    items, post = send(old)
+    old.unanswered(post, "timed out")  # down, with "a" back in the queue
+    old.finish(items)
+    old.offer("default", b"b")
+    new = link(clock, queue_size=10)
+    new.adopt(old)
+    assert (new.state, new.fingerprint, new.batching) == (PeerState.DOWN, PEER, True)
+    assert (new.sent, new.requests, new.failed, new.last_error) == (1, 1, 1, "timed out")
+    assert payloads(new.take()) == [b"a", b"b"]
+    assert len(old.outbox) == 0
