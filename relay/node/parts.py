@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.broker.link import Broker
-from relay.config import Config, DashboardConfig, HistoryConfig
+from relay.config import Config, DashboardConfig, HistoryConfig, PeeringConfig
 from relay.config.cluster_status import ClusterStatusConfig
 from relay.config.secrets import Secret
 from relay.config.tls import ListenerContexts
@@ -59,9 +59,9 @@ class Parts:
             clock,
             config.history.max_bytes,
         )
-        # Remember identities at least as long as history keeps messages, so a
-        # late copy never gets delivered next to the original.
-        recent = RecentIds(dedup_window(config.history), RECENT_IDS_CAPACITY, clock)
+        # Remember identities at least as long as history keeps messages and peer
+        # queues hold them, so a late copy never gets delivered next to the original.
+        recent = RecentIds(dedup_window(config.history, config.peering), RECENT_IDS_CAPACITY, clock)
         peers = PeerSet(config.cluster, config.peering, fingerprint, secret=secret, clock=clock)
         broker = None
         if config.broker is not None:
@@ -114,9 +114,15 @@ def new_monitor(
     )
 
 
-def dedup_window(history: HistoryConfig) -> float:
-    """How long message identities are remembered: well past the history window."""
-    return max(history.max_age_seconds, 60.0) * 2
+def dedup_window(history: HistoryConfig, peering: PeeringConfig) -> float:
+    """How long message identities are remembered: well past the history window.
+
+    Also past the age a peer's queue keeps a message (``queue_max_age_seconds``),
+    twice over: a copy that waited in one peer's queue, or in two along a
+    detour, while the first copy came straight, must still be known as a copy
+    when it arrives. (Peers are assumed to share this node's peering settings.)
+    """
+    return max(history.max_age_seconds, peering.queue_max_age_seconds, 60.0) * 2
 
 
 def chart_capacity(dashboard: DashboardConfig) -> int:

@@ -91,7 +91,7 @@ async def apply(change: Reload, parts: Parts, listeners: Iterable[ClientListener
     )
     if parts.broker is not None:
         parts.broker.configure(config.history, limits)
-    parts.recent.set_window(dedup_window(config.history))
+    parts.recent.set_window(dedup_window(config.history, config.peering))
     parts.series.resize(chart_capacity(config.dashboard), config.dashboard.interval_seconds)
     parts.admission.set_caps(limits.max_connections, limits.max_connections_per_ip)
     for listener in listeners:
