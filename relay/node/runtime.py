@@ -54,6 +54,9 @@ async def serve_until_signalled(
     # Stop signals first: one that comes while listeners start is honoured.
     loop.add_signal_handler(signal.SIGTERM, process.request_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, process.request_stop, "SIGINT")
+    # SIGHUP too: its default action ends the process, and logrotate's HUP finds the
+    # pidfile (written before the listeners start) while the node is still starting.
+    loop.add_signal_handler(signal.SIGHUP, process.request_reload)
     # Under systemd with a file descriptor store, a restart keeps the browsers there.
     store = FdStore.of() if role is None else None
     if store is None:
@@ -103,6 +106,8 @@ class _ServingProcess:
         self._systemd = Notifier()
         self._background: set[asyncio.Task[None]] = set()
         self._running: list[Node] = []
+        #: A SIGHUP came before the node served: reload once it does.
+        self._reload_waiting = False
 
     def request_stop(self, name: str) -> None:
         """SIGTERM or SIGINT: stop; a second one closes the remaining browsers at once."""
@@ -118,17 +123,24 @@ class _ServingProcess:
             task.cancel()
         self.stop.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload the config file; one that comes while the node starts waits for it."""
+        if not self._running:
+            # Applying a config to a half-started node would race with its start.
+            log.info("received SIGHUP while starting; the reload follows once the node serves")
+            self._reload_waiting = True
+            return
+        self._in_background(self._reload(self._running[-1]))
+
     def started(self, node: Node) -> None:
         """The node is up: freeze start-up's objects, take reloads, tell systemd."""
         self._running.append(node)
         frozen = freeze_startup_objects()
         log.debug("froze %d objects of start-up out of the garbage collector's way", frozen)
         systemd = self._systemd
-        # Reloads only once started: applying a config to a half-started node would race.
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP,
-            lambda: self._in_background(self._reload(node)),
-        )
+        if self._reload_waiting:  # the file may have changed since it was read for the start
+            self._reload_waiting = False
+            self._in_background(self._reload(node))
         if systemd.watchdog_interval is not None:
             interval = systemd.watchdog_interval
             self._in_background(

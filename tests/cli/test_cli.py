@@ -453,3 +453,42 @@ def test_the_client_port_given_for_the_admin_port_is_named(running: Any) -> None
             "client port, where browsers connect; give its admin port instead (the config's "
             '"admin" server, 22281 by default)'
         ]
+
+
+def test_a_sighup_while_the_node_starts_is_a_reload_once_it_serves(tmp_path: Path) -> None:
+    # A broker that accepts but never answers holds the start for its timeouts, as
+    # a slow Redis does; the pidfile is there already, so logrotate's HUP may come.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        broker = {
+            "url": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+            "connect_timeout_seconds": 2,
+            "timeout_seconds": 2,
+        }
+        path = write_config(tmp_path, local_config(broker=broker))
+        node = RelayProcess(path)
+        node.proc = subprocess.Popen(node.args, stderr=subprocess.PIPE, text=True)
+        assert node.proc.stderr is not None
+        deadline = time.monotonic() + WAIT
+        sent = False
+        try:
+            while time.monotonic() < deadline:
+                line = node.proc.stderr.readline()
+                if not line:
+                    break  # it exited
+                node.output.append(line)
+                if "starting relay node" in line:
+                    node.signal(signal.SIGHUP)
+                    sent = True
+                if "configuration reloaded" in line:
+                    break
+            assert sent, "".join(node.output)
+            assert node.proc.poll() is None, "".join(node.output)
+            node.signal(signal.SIGTERM)
+            status, output = node.wait()
+        finally:
+            node.kill()
+    assert status == 0, output
+    assert "received SIGHUP while starting; the reload follows once the node serves" in output
+    assert f"configuration reloaded from {path}" in output
