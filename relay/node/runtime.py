@@ -25,7 +25,12 @@ from relay.node.restart import Restart, serve_restartable
 from relay.node.upgrade import Upgrade
 from relay.process.collector import freeze_startup_objects
 from relay.process.fdstore import FdStore, drop_passed
-from relay.process.logs import configure_logging, reopen_log_files
+from relay.process.logs import (
+    close_log_files,
+    configure_logging,
+    open_log_files,
+    reopen_log_files,
+)
 from relay.process.periodic import every
 from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
@@ -172,21 +177,29 @@ class _ServingProcess:
             reopen_log_files()
             return
         systemd.reloading()
+        files: list[logging.Handler] = []
         try:
             config = load_config(path)
             if role is not None:
                 config = role.apply(config)
+            # Opened before anything changes: a file that cannot be opened refuses
+            # the reload, instead of failing it after the node took the new settings.
+            files = open_log_files(config.logs)
             notes = await node.apply(config)
             configure_logging(
                 config.logs,
                 debug=self._debug,
                 log_format=config.log_format,
                 worker=None if role is None else role.index,
+                files=files,
             )
         except (ConfigError, StartupError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            close_log_files(files)
+            # A ConfigError's lines name the file already; a StartupError's name the field.
+            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
             log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
         except Exception:
+            close_log_files(files)
             log.exception("reload failed; the node keeps serving")
         else:
             for note in notes:

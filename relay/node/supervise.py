@@ -47,7 +47,8 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
             new = load_config(path)
             configure_logging(new.logs, debug=debug, log_format=new.log_format)
         except (ConfigError, StartupError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            # A ConfigError's lines name the file already; a StartupError's name the field.
+            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
             log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
             return
         if new.workers != config.workers:

@@ -58,17 +58,48 @@ class JsonFormatter(logging.Formatter):
 _CHATTY_LOGGERS = ("relay.browser.websocket",)
 
 
+def open_log_files(logs: Sequence[LogConfig]) -> list[logging.Handler]:
+    """A handler for each file in ``logs``, opened (directories created) but not installed.
+
+    A reload opens them before it changes anything, so that a file it cannot
+    open refuses the whole reload; ``close_log_files`` lets them go then.
+
+    Raises:
+        StartupError: a log file or its directory cannot be created.
+    """
+    handlers: list[logging.Handler] = []
+    for index, entry in enumerate(logs):
+        path = Path(entry.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
+        except OSError as exc:
+            close_log_files(handlers)
+            raise StartupError(
+                f"logs[{index}].path: cannot open the log file {path}: {exc.strerror or exc}"
+            ) from None
+    return handlers
+
+
+def close_log_files(handlers: Sequence[logging.Handler]) -> None:
+    """Close handlers from ``open_log_files`` that will not be installed."""
+    for handler in handlers:
+        handler.close()
+
+
 def configure_logging(
     logs: Sequence[LogConfig],
     *,
     debug: bool = False,
     log_format: Literal["text", "json"] = "text",
     worker: int | None = None,
+    files: Sequence[logging.Handler] | None = None,
 ) -> None:
     """Send log records to stderr and to each configured file, replacing earlier handlers.
 
     A ``worker`` of a multi-process node says which one it is on every line
-    (``[worker 1]`` in text, a ``worker`` field in JSON).
+    (``[worker 1]`` in text, a ``worker`` field in JSON). ``files``: the
+    handlers ``open_log_files(logs)`` opened already (then nothing can fail).
 
     Raises:
         StartupError: a log file or its directory cannot be created.
@@ -79,16 +110,8 @@ def configure_logging(
         formatter = logging.Formatter(FORMAT.replace("%(name)s", f"%(name)s [worker {worker}]"))
     else:
         formatter = logging.Formatter(FORMAT)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    for index, entry in enumerate(logs):
-        path = Path(entry.path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
-        except OSError as exc:
-            raise StartupError(
-                f"logs[{index}].path: cannot open the log file {path}: {exc.strerror or exc}"
-            ) from None
+    opened = open_log_files(logs) if files is None else files
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), *opened]
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -12,11 +12,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import websockets
 
-from tests.support import WAIT, Browser, RelayProcess, local_config, post_raw, rss_bytes
+from tests.support import (
+    WAIT,
+    Admin,
+    Browser,
+    RelayProcess,
+    eventually,
+    local_config,
+    notification,
+    post_raw,
+    rss_bytes,
+)
 
 
 def write_config(tmp_path: Path, data: dict[str, Any], name: str = "relay.json") -> Path:
@@ -492,3 +503,38 @@ def test_a_sighup_while_the_node_starts_is_a_reload_once_it_serves(tmp_path: Pat
     assert status == 0, output
     assert "received SIGHUP while starting; the reload follows once the node serves" in output
     assert f"configuration reloaded from {path}" in output
+
+
+def test_a_reload_with_a_log_file_it_cannot_open_changes_nothing(
+    tmp_path: Path, running: Any
+) -> None:
+    node = running(local_config(limits={"max_subscriptions": 5}))
+    log = node.follow_log()
+    (tmp_path / "a-file").write_text("")
+    unopenable = tmp_path / "a-file" / "relay.log"
+    new = local_config(limits={"max_subscriptions": 2}, logs=[{"path": str(unopenable)}])
+    write_config(tmp_path, new)
+    node.signal(signal.SIGHUP)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async def refused() -> bool:
+            return any("reload" in line for _, line in log if "refused" in line)
+
+        await eventually(refused, "the reload was refused")
+        browser = await Browser.open(node.client_ports[0])
+        await browser.subscribe("K1", "K2", "K3")
+        async with aiohttp.ClientSession() as session:
+            admin = Admin(session, node.admin_ports[0])
+            assert (await admin.post(notification("K3", unique_id="third")))[0] == 200
+        received = await browser.drain()
+        await browser.close()
+        return received
+
+    # The running configuration stays: all of it, the subscription cap too.
+    assert [m["uniqueID"] for m in asyncio.run(scenario())] == ["third"]
+    refusal = next(line for _, line in log if "reload refused" in line)
+    assert (
+        f"the running configuration stays: {tmp_path / 'relay.json'}: logs[0].path: "
+        f"cannot open the log file {unopenable}"
+    ) in refusal
+    assert not any("configuration reloaded" in line for _, line in log)
