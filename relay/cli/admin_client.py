@@ -8,6 +8,7 @@ port on this machine.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import urllib.error
 import urllib.parse
@@ -48,8 +49,8 @@ class AdminTarget:
 
     def request(
         self, path: str, body: Any = None, *, hints: Mapping[int, str] | None = None
-    ) -> Any:
-        """GET ``path`` (or POST ``body`` as JSON to it) and return the decoded JSON answer.
+    ) -> dict[str, Any]:
+        """GET ``path`` (or POST ``body`` as JSON to it) and return the decoded JSON object.
 
         ``hints`` maps an HTTP status to what the operator can do about it,
         added to the error when the node answers that status.
@@ -75,7 +76,7 @@ class AdminTarget:
                 context.verify_mode = ssl.CERT_NONE
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=context) as reply:
-                return orjson.loads(reply.read())
+                answer = orjson.loads(reply.read())
         except urllib.error.HTTPError as exc:
             raise RelayError(_refusal(url, exc.code, exc.read(), hints or {})) from None
         except (urllib.error.URLError, OSError) as exc:
@@ -85,6 +86,18 @@ class AdminTarget:
             raise RelayError(
                 f"{url}: the answer is not JSON; is this a relay admin port?"
             ) from None
+        except http.client.IncompleteRead:
+            raise RelayError(f"{url}: the answer was cut short; try again") from None
+        except http.client.HTTPException as exc:
+            # Something that is not an HTTP server listens there (http.client's
+            # errors are not OSErrors, and would end the command in a traceback).
+            raise RelayError(
+                f"{url}: the answer is not HTTP ({type(exc).__name__}); is this a relay admin port?"
+            ) from None
+        if not isinstance(answer, dict):
+            # Every answer of relay's admin port is an object; the commands read its fields.
+            raise RelayError(f"{url}: the answer is not a JSON object; is this a relay admin port?")
+        return answer
 
 
 def _refusal(url: str, status: int, body: bytes, hints: Mapping[int, str]) -> str:

@@ -154,3 +154,40 @@ async def test_an_answer_from_something_else_is_quoted_briefly() -> None:
             await asyncio.to_thread(target.request, "/cluster-status/")
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (
+            b"hello there\r\n\r\n",
+            "the answer is not HTTP (BadStatusLine); is this a relay admin port?",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{",
+            "the answer was cut short; try again",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+            "the answer is not a JSON object; is this a relay admin port?",
+        ),
+    ],
+)
+async def test_an_answer_the_commands_cannot_read_is_a_relay_error(
+    answer: bytes, problem: str
+) -> None:
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        with pytest.raises(RelayError) as refused:
+            await asyncio.to_thread(AdminTarget(base).request, "/status/")
+        assert str(refused.value) == f"{base}/status/: {problem}"
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -538,3 +539,28 @@ def test_a_reload_with_a_log_file_it_cannot_open_changes_nothing(
         f"cannot open the log file {unopenable}"
     ) in refusal
     assert not any("configuration reloaded" in line for _, line in log)
+
+
+def test_a_port_answering_something_else_than_http_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        # The command's one request is answered on the thread, while the command runs.
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        result = relay_cli("status", "-u", url)
+        thread.join(WAIT)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"relay: {url}/status/: the answer is not HTTP (BadStatusLine); "
+        "is this a relay admin port?\n"
+    )
