@@ -262,6 +262,16 @@ class BrowserConnection(asyncio.Protocol):
         else:
             self.abort()
 
+    def bound_outbound(self, limit: int) -> None:
+        """Apply a reloaded ``limits.outbound_buffer_bytes`` to this open connection.
+
+        A browser with more than ``limit`` queued now is reset, as it would be
+        on its next write (``pause_writing``).
+        """
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.set_write_buffer_limits(high=limit)
+
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake."""
         if self._transport is not None:

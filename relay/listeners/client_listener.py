@@ -98,10 +98,19 @@ class ClientListener:
         self.draining = False
 
     def configure(self, limits: LimitsConfig, browsers: BrowsersConfig) -> None:
-        """Apply new limits and browser policies; new connections get them at once."""
+        """Apply new limits and browser policies; new connections get them at once.
+
+        Open connections read their limits here as they go, except the
+        outbound bound, which their transport holds: it is handed to each.
+        """
+        bound_changed = limits.outbound_buffer_bytes != self.limits.outbound_buffer_bytes
         self.limits = limits
         self.origins = _allowed_origins(browsers)
         self.extensions = _extensions(browsers)
+        if bound_changed:
+            # A copy: a browser past a lowered bound is reset, and leaves the set.
+            for connection in list(self._connections):
+                connection.bound_outbound(limits.outbound_buffer_bytes)
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Bind and start accepting; or accept on ``sock``, a listening socket passed in.

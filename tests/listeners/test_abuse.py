@@ -403,3 +403,37 @@ async def test_history_keeps_its_byte_bound_across_instances(
     assert replayed == [391, 399]  # a share of the 4 MiB: the last two of its 50
     [bound] = [line for _, line in relay.timed_lines if "history.max_bytes" in line]
     assert " WARNING " in bound
+
+
+async def test_a_reload_that_lowers_the_outbound_bound_applies_to_connected_browsers(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    relay = await asyncio.to_thread(
+        start_relay, tmp_path, limits={"outbound_buffer_bytes": 8 << 20}
+    )
+    admin = Admin(session, relay.admin_ports[0])
+    stalled = await asyncio.to_thread(handshake, relay.client_ports[0], "PHID-STALL", 4096)
+    try:
+        lowered = local_config(limits={"outbound_buffer_bytes": 64 * 1024})
+        relay.config_path.write_bytes(orjson.dumps(lowered))
+        relay.signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return any("configuration reloaded" in line for _, line in relay.timed_lines)
+
+        await eventually(reloaded, "the node reloaded")
+        pad = "x" * 32_000
+        posted = 0
+        # Kernel buffers (~256 KiB) plus the new 64 KiB bound are ~10 posts of 32 KB;
+        # the old 8 MiB bound would take ~270.
+        while not any("stopped reading" in line for _, line in relay.timed_lines):
+            assert posted < 60, "the browser connected before the reload kept the old bound"
+            status, _ = await admin.post({"subscribers": ["PHID-STALL"], "n": posted, "pad": pad})
+            assert status == 200
+            posted += 1
+            await asyncio.sleep(0)  # let the log follower thread catch up
+    finally:
+        stalled.close()
+        relay.kill()
+    line = next(line for _, line in relay.timed_lines if "stopped reading" in line)
+    assert "over 65536 bytes queued" in line
