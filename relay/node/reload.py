@@ -4,9 +4,9 @@ A reload keeps every connection. It takes effect at once for the limits, the
 history bounds (in Redis too, in broker mode), the browser and admin
 policies, the shared secret, the status page, the cluster list, the overload
 policy and the cluster-status module (restarted when its section changed);
-TLS certificates are read again. The listener addresses, the pidfile and the
-broker only change with a restart: each such change is kept as it was and
-named in a note.
+TLS certificates are read again. The listener addresses, the pidfile, the
+broker and the alerts only change with a restart: each such change is kept
+as it was and named in a note.
 
 ``prepare`` loads and checks everything that can fail before anything
 changes, so a refused reload leaves the node exactly as it was; ``apply``
@@ -33,6 +33,8 @@ RESTART_ONLY = (
     ("servers", "listeners keep their old addresses until a restart"),
     ("pidfile", "it takes effect at the next start"),
     ("broker", "it takes effect at the next start"),
+    # Its sender is made once, at start (README, "Alerts").
+    ("alerts", "it takes effect at the next start"),
 )
 
 

@@ -13,13 +13,14 @@ from relay.node.reload import prepare, restart_notes
 from tests.support import local_config
 
 
-def test_listeners_pidfile_and_broker_only_change_with_a_restart(tmp_path: Path) -> None:
+def test_listeners_pidfile_broker_and_alerts_only_change_with_a_restart(tmp_path: Path) -> None:
     old = parse_config(local_config())
     new = parse_config(
         {
             **local_config(
                 pidfile=str(tmp_path / "relay.pid"),
                 broker={"url": "redis://127.0.0.1:6379/0"},
+                alerts={"url": "https://hooks.example.com/relay"},
                 limits={"max_subscriptions": 7},
             ),
             "servers": [
@@ -32,6 +33,7 @@ def test_listeners_pidfile_and_broker_only_change_with_a_restart(tmp_path: Path)
         "servers changed: listeners keep their old addresses until a restart",
         "pidfile changed: it takes effect at the next start",
         "broker changed: it takes effect at the next start",
+        "alerts changed: it takes effect at the next start",
     ]
     assert restart_notes(old, parse_config(local_config(limits={"max_subscriptions": 7}))) == []
 
