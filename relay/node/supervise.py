@@ -53,6 +53,15 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
             return
         if new.workers != config.workers:
             log.warning("reload: workers changed: the number of workers changes with a restart")
+        # The workers cannot see this one: each puts every server on the port the
+        # supervisor holds for it (WorkerRole.apply), whatever the file says now.
+        for index, (was, now) in enumerate(zip(config.servers, new.servers, strict=False)):
+            if now.port != was.port:
+                log.warning(
+                    "reload: servers[%d].port changed: listeners keep their old ports "
+                    "until a restart",
+                    index,
+                )
         supervisor.reload()
 
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Relays, children_of, run_serve
 from tests.redis_harness import RedisServer
-from tests.support import eventually, local_config
+from tests.support import eventually, free_ports, local_config
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +171,19 @@ def test_a_bad_workers_flag_is_refused_before_anything_starts(
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_reload_that_moves_a_listener_says_it_waits_for_a_restart(
+    redis_server: RedisServer, relays: Relays
+) -> None:
+    [node] = relays.broker(1, redis_server.url, workers=2).start_blocking()
+    [elsewhere] = free_ports(1)
+    moved = orjson.loads(node.config_path.read_bytes())
+    moved["servers"][0]["port"] = elsewhere
+    node.config_path.write_bytes(orjson.dumps(moved))
+    node.signal(signal.SIGHUP)
+    node.next_notice(lambda text: text.startswith("READY=1"))
+    node.wait_for_log(r"\[worker \d\]: configuration reloaded", count=2)
+    assert (
+        "relay.cli: reload: servers[0].port changed: listeners keep their old ports until a restart"
+    ) in node.log
