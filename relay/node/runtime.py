@@ -113,6 +113,10 @@ class _ServingProcess:
         self._running: list[Node] = []
         #: A SIGHUP came before the node served: reload once it does.
         self._reload_waiting = False
+        #: Reloads take turns: one that waits for a peer link to drain would
+        #: otherwise finish after a later one, and leave its older file's
+        #: logging and cluster-status module in force.
+        self._reload_turn = asyncio.Lock()
 
     def request_stop(self, name: str) -> None:
         """SIGTERM or SIGINT: stop; a second one closes the remaining browsers at once."""
@@ -170,6 +174,13 @@ class _ServingProcess:
         systemd.ready(_describe(node), main_pid=main_pid)
 
     async def _reload(self, node: Node) -> None:
+        """Reload the config file once the reload under way (if any) has ended."""
+        if self._reload_turn.locked():
+            log.info("a reload is under way; this one follows once it ends")
+        async with self._reload_turn:
+            await self._reload_now(node)
+
+    async def _reload_now(self, node: Node) -> None:
         """Reload the config file; a broken one is refused and the running one stays."""
         path, role, systemd = self._path, self._role, self._systemd
         log.info("received SIGHUP, reloading %s", path or "(no config file: reopening logs)")

@@ -356,3 +356,59 @@ async def test_debug_logging_keeps_a_browsers_cookie_and_credentials_out(tmp_pat
     assert " DEBUG relay.browser: browser 127.0.0.1 connected" in output
     for secret in ("SESSION-SECRET-1", "U0VDUkVULTI="):
         assert secret not in output
+
+
+async def test_two_reloads_in_a_row_end_on_the_newer_file(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    peer_path = tmp_path / "peer.json"
+    peer_path.write_bytes(orjson.dumps(local_config()))
+    peer = await asyncio.to_thread(RelayProcess(peer_path).start)
+    # Long peer timeouts: a post to the stopped peer stays in flight for the whole test.
+    peering = {"timeout_seconds": 30}
+    cluster = [{"host": "127.0.0.1", "port": peer.admin_ports[0], "protocol": "http"}]
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(local_config(cluster=cluster, peering=peering)))
+    node = await asyncio.to_thread(RelayProcess(path).start)
+    log = node.follow_log()
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    try:
+        admin = Admin(session, node.admin_ports[0])
+        assert (await admin.post(notification("PHID-UP")))[0] == 200
+
+        async def peer_up() -> bool:
+            return bool((await admin.status())["cluster"][0]["state"] == "up")
+
+        await eventually(peer_up, "the link to the peer is up")
+        # A post the stopped peer never answers: removing its link waits for it (1 s).
+        peer.signal(signal.SIGSTOP)
+        assert (await admin.post(notification("PHID-STUCK")))[0] == 200
+
+        def logged(text: str) -> Callable[[], Awaitable[bool]]:
+            async def count() -> bool:
+                return any(text in line for _, line in log)
+
+            return count
+
+        path.write_bytes(orjson.dumps(local_config(peering=peering, logs=[{"path": str(first)}])))
+        node.signal(signal.SIGHUP)
+        await eventually(logged("received SIGHUP"), "the first reload began")
+        path.write_bytes(orjson.dumps(local_config(peering=peering, logs=[{"path": str(second)}])))
+        node.signal(signal.SIGHUP)
+
+        async def both_reloaded() -> bool:
+            return sum("configuration reloaded" in line for _, line in log) == 2
+
+        await eventually(both_reloaded, "both reloads ended")
+        # A line logged now goes where the newer file says.
+        browser = await Browser.open(node.client_ports[0])
+        await browser.ws.send("not a command")
+        await browser.sync()
+        await browser.close()
+        await eventually(logged("unusable frame"), "the node logged the bad frame")
+    finally:
+        peer.signal(signal.SIGCONT)
+        node.kill()
+        peer.kill()
+    assert "unusable frame" in second.read_text()
+    assert "unusable frame" not in first.read_text()
