@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from relay.config.models import PeerConfig, PeeringConfig, ServerConfig
@@ -100,19 +101,46 @@ class ListenerContexts:
             self._live.append((context, server, where))
         return context
 
-    def check(self) -> None:
+    def check(self, servers: Sequence[ServerConfig]) -> None:
         """Read every listener's files again, into throwaway contexts, changing nothing.
+
+        ``servers``: the new config's; a listener whose entry there is the same
+        listener still serving TLS reads the files that entry names now.
 
         Raises:
             StartupError: a file is missing or unreadable, or key and certificate do not match.
         """
         for _, server, where in self._live:
-            server_context(server, where)
+            server_context(_files_now(server, where, servers), where)
 
-    def renew(self) -> None:
+    def renew(self, servers: Sequence[ServerConfig]) -> None:
         """Load every listener's certificate files into its live context (after ``check``)."""
-        for context, server, _ in self._live:
-            load_certificates(context, server)
+        live = []
+        for context, server, where in self._live:
+            now = _files_now(server, where, servers)
+            load_certificates(context, now)
+            live.append((context, now, where))
+        self._live = live
+
+
+def _files_now(server: ServerConfig, where: str, servers: Sequence[ServerConfig]) -> ServerConfig:
+    """The entry whose TLS files the listener ``where`` (``servers[i]``) loads after a reload.
+
+    Its entry in ``servers`` when it is the same listener, still with TLS (a
+    certificate moved to another file); else ``server``, as it started: the
+    listener's address and TLS on or off change only with a restart.
+    """
+    for index, candidate in enumerate(servers):
+        if f"servers[{index}]" == where and listener_identity(candidate) == listener_identity(
+            server
+        ):
+            return candidate
+    return server
+
+
+def listener_identity(server: ServerConfig) -> tuple[object, ...]:
+    """What a listener is fixed to until a restart: all but its TLS files' paths."""
+    return (server.type, server.port, server.listen, server.uses_tls)
 
 
 def peer_tls_context(name: str, peer: PeerConfig, settings: PeeringConfig) -> ssl.SSLContext | None:

@@ -4,9 +4,10 @@ A reload keeps every connection. It takes effect at once for the limits, the
 history bounds (in Redis too, in broker mode), the browser and admin
 policies, the shared secret, the status page, the cluster list, the overload
 policy and the cluster-status module (restarted when its section changed);
-TLS certificates are read again. The listener addresses, the pidfile, the
-broker and the alerts only change with a restart: each such change is kept
-as it was and named in a note.
+TLS certificates are read again, from the files the new config names. The
+listener addresses (and TLS on or off), the pidfile, the broker and the
+alerts only change with a restart: each such change is kept as it was and
+named in a note.
 
 ``prepare`` loads and checks everything that can fail before anything
 changes, so a refused reload leaves the node exactly as it was; ``apply``
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from relay.broker.link import Broker
 from relay.config import Config
 from relay.config.secrets import Secret, load_secret
-from relay.config.tls import ListenerContexts, peer_tls_context
+from relay.config.tls import ListenerContexts, listener_identity, peer_tls_context
 from relay.core.hub import Hub
 from relay.listeners.admin import AdminSettings
 from relay.listeners.client_listener import ClientListener
@@ -56,8 +57,16 @@ def restart_notes(old: Config, new: Config) -> list[str]:
     return [
         f"{name} changed: {meanwhile}"
         for name, meanwhile in RESTART_ONLY
-        if getattr(new, name) != getattr(old, name)
+        if _fixed(new, name) != _fixed(old, name)
     ]
+
+
+def _fixed(config: Config, name: str) -> object:
+    """What of setting ``name`` waits for a restart: for listeners, all but their TLS files."""
+    if name != "servers":
+        return getattr(config, name)
+    # A listener's TLS files are read again at a reload (ListenerContexts.renew).
+    return [listener_identity(server) for server in config.servers]
 
 
 def prepare(old: Config, new: Config, tls: ListenerContexts) -> Reload:
@@ -67,7 +76,7 @@ def prepare(old: Config, new: Config, tls: ListenerContexts) -> Reload:
         StartupError: a secret or certificate file cannot be read.
     """
     secret = load_secret(new.admin)
-    tls.check()
+    tls.check(new.servers)
     for index, peer in enumerate(new.cluster):
         peer_tls_context(f"cluster[{index}]", peer, new.peering)
     return Reload(
@@ -86,7 +95,7 @@ async def apply(change: Reload, parts: Parts, listeners: Iterable[ClientListener
     """
     config = change.config
     limits = config.limits
-    parts.tls.renew()
+    parts.tls.renew(config.servers)
     parts.hub.set_limits(limits)
     parts.history.resize(
         config.history.max_messages, config.history.max_age_seconds, config.history.max_bytes

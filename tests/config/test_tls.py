@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,6 +124,32 @@ async def test_reload_serves_a_renewed_certificate(
     after = await served_certificate()
     assert before != after
     assert ssl.DER_cert_to_PEM_cert(after).encode() == renewed.cert_chain_pems[0].bytes()
+
+
+async def test_reload_serves_a_certificate_moved_to_other_files(
+    start_node: StartNode, root_ca: trustme.CA, tmp_path: Path, client_context: ssl.SSLContext
+) -> None:
+    # certbot-style installs name each renewal's files anew; the config follows them.
+    paths, pems = {}, {}
+    for name in ("first", "renewed"):
+        leaf = root_ca.issue_cert("127.0.0.1")
+        paths[name] = {
+            "ssl.key": str(tmp_path / f"{name}-key.pem"),
+            "ssl.cert": str(tmp_path / f"{name}-cert.pem"),
+        }
+        leaf.private_key_pem.write_to_path(paths[name]["ssl.key"])
+        leaf.cert_chain_pems[0].write_to_path(paths[name]["ssl.cert"])
+        pems[name] = leaf.cert_chain_pems[0].bytes()
+    node = await start_node(tls_config(paths["first"]))
+    port = node.client_addresses[0][1]
+    assert await node.apply(parse_config(tls_config(paths["renewed"]))) == []
+    ws = await websockets.connect(f"wss://127.0.0.1:{port}/", ssl=client_context)
+    served = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    await ws.close()
+    assert ssl.DER_cert_to_PEM_cert(served).encode() == pems["renewed"]
+    # The files it names are the ones read at the next reload too.
+    await asyncio.to_thread(os.remove, paths["first"]["ssl.cert"])
+    assert await node.apply(parse_config(tls_config(paths["renewed"]))) == []
 
 
 def test_a_peer_tls_context_trusts_the_configured_ca_and_verifies_unless_told_not_to(
