@@ -24,10 +24,12 @@ from relay.config import Config
 from relay.config.secrets import Secret, load_secret
 from relay.config.tls import ListenerContexts, listener_identity, peer_tls_context
 from relay.core.hub import Hub
+from relay.errors import StartupError
 from relay.listeners.admin import AdminSettings
 from relay.listeners.client_listener import ClientListener
 from relay.node.cluster_checks import ClusterChecks
 from relay.node.parts import Parts, chart_capacity, dedup_window, new_monitor
+from relay.process.open_files import open_files_problem
 
 #: The settings a running node keeps as they were until it restarts, and what happens meanwhile.
 RESTART_ONLY = (
@@ -73,10 +75,14 @@ def prepare(old: Config, new: Config, tls: ListenerContexts) -> Reload:
     """Load and check what ``new`` needs, changing nothing.
 
     Raises:
-        StartupError: a secret or certificate file cannot be read.
+        StartupError: a secret or certificate file cannot be read, or
+            ``limits.max_connections`` does not fit under the open-files limit.
     """
     secret = load_secret(new.admin)
     tls.check(new.servers)
+    # Refused as at start: a cap over the open-files limit fails with EMFILE instead of 503.
+    if (problem := open_files_problem(new.limits)) is not None:
+        raise StartupError(problem)
     for index, peer in enumerate(new.cluster):
         peer_tls_context(f"cluster[{index}]", peer, new.peering)
     return Reload(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
@@ -59,4 +60,13 @@ def test_prepare_loads_the_new_secret_and_settings_and_notes_a_new_status_sectio
 def test_prepare_refuses_a_secret_it_cannot_read(tmp_path: Path) -> None:
     new = parse_config(local_config(admin={"secret_file": str(tmp_path / "missing")}))
     with pytest.raises(StartupError, match=r"admin\.secret_file: cannot read .*missing"):
+        prepare(parse_config(local_config()), new, ListenerContexts())
+
+
+def test_prepare_refuses_a_connection_cap_over_the_open_files_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    new = parse_config(local_config(limits={"max_connections": hard}))
+    with pytest.raises(StartupError, match=r"^limits\.max_connections is \d+, but this process"):
         prepare(parse_config(local_config()), new, ListenerContexts())
