@@ -8,20 +8,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.broker.test_broker_cluster import BROKER_TIMING
 from tests.harness import Relays
 from tests.redis_harness import RedisServer
 from tests.support import eventually, notification
 
 pytestmark = pytest.mark.slow
-
-BROKER_TIMING = {
-    "timeout_seconds": 0.5,
-    "connect_timeout_seconds": 0.5,
-    "ping_interval_seconds": 0.25,
-    "stale_seconds": 1.5,
-    "backoff_initial_seconds": 0.05,
-    "backoff_max_seconds": 0.5,
-}
 
 
 async def test_a_paused_redis_counts_each_message_once(
