@@ -133,7 +133,14 @@ class _ServingProcess:
         self.stop.set()
 
     def request_reload(self) -> None:
-        """SIGHUP: reload the config file; one that comes while the node starts waits for it."""
+        """SIGHUP: reload the config file; one that comes while the node starts waits for it.
+
+        One that comes while it stops is let go: systemd was told STOPPING=1,
+        and a reload would tell it RELOADING=1 and READY=1 again.
+        """
+        if self.stop.is_set():
+            log.info("received SIGHUP while stopping; no reload")
+            return
         if not self._running:
             # Applying a config to a half-started node would race with its start.
             log.info("received SIGHUP while starting; the reload follows once the node serves")

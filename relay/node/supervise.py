@@ -42,6 +42,9 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
         stop.set()
 
     def reload() -> None:
+        if stop.is_set():  # systemd was told STOPPING=1; the workers are going
+            log.info("received SIGHUP while stopping; no reload")
+            return
         log.info("received SIGHUP, reloading %s in every worker", path)
         try:
             new = load_config(path)

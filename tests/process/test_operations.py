@@ -140,6 +140,39 @@ def test_relay_tells_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None
         assert relay.wait()[0] == 0
 
 
+async def test_a_sighup_while_stopping_is_no_reload(tmp_path: Path) -> None:
+    """A SIGHUP (logrotate's, say) during the drain does not tell systemd READY=1 again."""
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(WAIT)
+        config = tmp_path / "relay.json"
+        # One browser closed over a long drain keeps the node stopping for a while.
+        shutdown = {"drain_seconds": 30, "drain_min_rate": 0.05}
+        config.write_bytes(orjson.dumps(local_config(shutdown=shutdown)))
+        os.environ["NOTIFY_SOCKET"] = address
+        try:
+            relay = RelayProcess(config).start()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        lines = relay.follow_log()
+        assert listener.recv(1024).startswith(b"READY=1")
+        browser = await Browser.open(relay.client_ports[0])
+        relay.signal(signal.SIGTERM)
+        assert listener.recv(1024) == b"STOPPING=1"
+        relay.signal(signal.SIGHUP)
+
+        async def told() -> bool:
+            return any("SIGHUP while stopping" in line for _, line in lines)
+
+        await eventually(told, "the stopping node said it takes no reload")
+        await browser.close()  # the drain has no one left to wait for
+        assert relay.wait()[0] == 0
+        listener.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            listener.recv(1024)  # neither RELOADING=1 nor READY=1 came after STOPPING=1
+
+
 @pytest.mark.slow
 async def test_reload_adds_a_peer_and_changes_a_limit_without_dropping_anyone(
     tmp_path: Path, session: aiohttp.ClientSession
