@@ -41,6 +41,7 @@ from relay.core.snapshot import BrokerReading
 from relay.links.backoff import RetryDelays
 from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId
 from relay.links.outbox import Outbox
+from relay.process.cancelling import cancel_and_wait
 
 log = logging.getLogger("relay.broker")
 
@@ -214,7 +215,7 @@ class Broker:
                 async with asyncio.timeout(grace):
                     await self._idle.wait()
         if self._supervisor is not None:
-            self._supervisor.cancel()
+            await cancel_and_wait(self._supervisor)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
@@ -311,8 +312,8 @@ class Broker:
                     (publisher, receiver), return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                for task in (publisher, receiver):
-                    task.cancel()
+                # The receiver reads with redis-py, which can lose a cancel (see there).
+                await cancel_and_wait(publisher, receiver)
                 for task in (publisher, receiver):
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

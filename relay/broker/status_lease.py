@@ -39,6 +39,7 @@ from relay.links.lease_wire import (
     decode_verdict,
     holder_value,
 )
+from relay.process.cancelling import cancel_and_wait
 
 __all__ = ["StatusLease"]
 
@@ -122,8 +123,7 @@ class StatusLease:
     async def stop(self) -> None:
         """Stop, giving the lease up so that another node takes over at once."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
+        await cancel_and_wait(*tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
         token = self._lease.token
         if self._lease.released() is not None:
