@@ -109,19 +109,17 @@ class Inbound:
         """Parse what comes next under these limits (a config reload)."""
         self._bounds = bounds_of(limits)
 
-    def seen(self, instance: str, stream_id: StreamId) -> bool:
+    def seen(self, instance: str, stream_id: StreamId) -> None:
         """Note a stream id of ``instance`` that came through the subscription or a reload.
 
-        Returns whether it is new here, and counts it in ``received`` only
-        then: a reload after a gap reads again the messages the node has, and
-        one Redis took between the subscription and the reload comes both ways.
+        Counted in ``received`` only when it is new here: a reload after a gap
+        reads again the messages the node has, and one Redis took between the
+        subscription and the reload comes both ways.
         """
         last = self._last_ids.get(instance)
-        if last is not None and stream_id <= last:
-            return False
-        self._last_ids[instance] = stream_id
-        self.received += 1
-        return True
+        if last is None or stream_id > last:
+            self._last_ids[instance] = stream_id
+            self.received += 1
 
     async def reload(self, client: aioredis.Redis, max_age_ms: int, sink: Sink) -> None:
         """Read every instance's stream of the last ``max_age_ms`` and hand it to ``sink``.
@@ -160,10 +158,8 @@ class Inbound:
                 payload = fields.get(b"p")
                 if payload is None:
                     continue
-                if last is not None:
-                    missed = stream_id > last
-                else:
-                    missed = synced_ms is not None and stream_id.ms >= synced_ms
+                # Newer than what the node had of this instance, or since its last reload.
+                missed = stream_id > last if last is not None else stream_id.ms >= synced_ms
                 self.seen(instance, stream_id)
                 age = max(0, now_ms - stream_id.ms) / 1000
                 self.hand_over(sink, instance, stream_id, payload, age=age, live=missed)
