@@ -38,6 +38,16 @@ class StartupError(RelayError):
     """A listener or a resource it needs could not be set up."""
 
 
+def problem_lines(exc: ConfigError | StartupError, source: str) -> list[str]:
+    """``exc``'s problems, a line each, every one naming the file ``source`` first.
+
+    A ConfigError's lines name the file already; a StartupError's name the
+    field only (as ``serve`` and ``check-config`` name a problem: the file,
+    then the field).
+    """
+    return exc.problems if isinstance(exc, ConfigError) else [f"{source}: {exc}"]
+
+
 class InputError(RelayError, ValueError):
     """Input from a client that relay refuses, with a message fit to show it."""
 

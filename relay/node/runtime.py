@@ -18,7 +18,7 @@ from typing import Any
 
 from relay.config import Config, load_config
 from relay.config.hosts import url_host
-from relay.errors import ConfigError, StartupError
+from relay.errors import ConfigError, StartupError, problem_lines
 from relay.node.handoff_serve import serve_handing_over
 from relay.node.node import Node
 from relay.node.restart import Restart, serve_restartable
@@ -213,9 +213,8 @@ class _ServingProcess:
             )
         except (ConfigError, StartupError) as exc:
             close_log_files(files)
-            # A ConfigError's lines name the file already; a StartupError's name the field.
-            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
-            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+            problems = "; ".join(problem_lines(exc, path))
+            log.error("reload refused, the running configuration stays: %s", problems)
         except Exception:
             close_log_files(files)
             log.exception("reload failed; the node keeps serving")

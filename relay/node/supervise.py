@@ -13,7 +13,7 @@ import logging
 import signal
 
 from relay.config import Config, load_config
-from relay.errors import ConfigError, StartupError
+from relay.errors import ConfigError, StartupError, problem_lines
 from relay.links.backoff import Backoff
 from relay.process.fdstore import drop_passed
 from relay.process.logs import configure_logging
@@ -50,9 +50,8 @@ async def supervise(config: Config, path: str, count: int, debug: bool) -> None:
             new = load_config(path)
             configure_logging(new.logs, debug=debug, log_format=new.log_format)
         except (ConfigError, StartupError) as exc:
-            # A ConfigError's lines name the file already; a StartupError's name the field.
-            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
-            log.error("reload refused, the running configuration stays: %s", "; ".join(problems))
+            problems = "; ".join(problem_lines(exc, path))
+            log.error("reload refused, the running configuration stays: %s", problems)
             return
         if new.workers != config.workers:
             log.warning("reload: workers changed: the number of workers changes with a restart")
