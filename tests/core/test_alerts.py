@@ -48,22 +48,37 @@ def database(ref: str, *, healthy: bool = True, replication: str | None = None) 
     )
 
 
-def test_problems_name_each_thing_wrong() -> None:
-    service = ServiceReading("S", "repo", False, (), (), "Unsynchronized", None, (), ())
-    status = ClusterStatusReading(
+def cluster_status(
+    databases: tuple[DatabaseReading, ...],
+    repositories: RepositoriesReading,
+    *,
+    mode: str = "read-write",
+    mode_reason: str | None = None,
+) -> ClusterStatusReading:
+    return ClusterStatusReading(
         instance="default",
         observer="h",
         databases_key="d",
         repositories_key="r",
-        mode="read-only",
-        mode_reason="master db1:3306 is unhealthy",
-        databases=(
+        mode=mode,
+        mode_reason=mode_reason,
+        databases=databases,
+        repositories=repositories,
+    )
+
+
+def test_problems_name_each_thing_wrong() -> None:
+    service = ServiceReading("S", "repo", False, (), (), "Unsynchronized", None, (), ())
+    status = cluster_status(
+        (
             database("db1:3306", healthy=False),
             database("db2:3306", replication="okay"),
             database("db3:3306", replication="not-replicating"),
             database("db4:3306", healthy=False),
         ),
-        repositories=RepositoriesReading("default", "h", 0.0, None, None, True, (service,)),
+        RepositoriesReading("default", "h", 0.0, None, None, True, (service,)),
+        mode="read-only",
+        mode_reason="master db1:3306 is unhealthy",
     )
     keys = [p.key for p in problems(snapshot(status, broker="down"))]
     assert keys == [
@@ -153,15 +168,9 @@ def test_a_check_that_could_not_tell_ends_no_episode() -> None:
 
     def look(replication: str | None, *, tables_read: bool = True) -> list[tuple[str, str]]:
         services = (ServiceReading("S", "repo", False, (), (), "Partial", None, (), ()),)
-        status = ClusterStatusReading(
-            instance="default",
-            observer="h",
-            databases_key="d",
-            repositories_key="r",
-            mode="read-write",
-            mode_reason=None,
-            databases=(database("db2:3306", replication=replication),),
-            repositories=RepositoriesReading(
+        status = cluster_status(
+            (database("db2:3306", replication=replication),),
+            RepositoriesReading(
                 "default", "h", 0.0, None, None, tables_read, services if tables_read else ()
             ),
         )
