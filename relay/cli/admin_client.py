@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,6 +47,8 @@ class AdminTarget:
     secret: Secret | None = None
     #: Check the node's TLS certificate (https only); off with ``--insecure``.
     verify_tls: bool = True
+    #: Seconds the whole exchange may take, from connecting to the answer's last byte.
+    timeout: float = REQUEST_TIMEOUT
 
     def request(
         self, path: str, body: Any = None, *, hints: Mapping[int, str] | None = None
@@ -75,10 +78,14 @@ class AdminTarget:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=context) as reply:
-                answer = orjson.loads(reply.read())
-        except urllib.error.HTTPError as exc:
-            raise RelayError(_refusal(url, exc.code, exc.read(), hints or {})) from None
+            status, body = _exchange(request, context, self.timeout)
+            if status >= 400:
+                raise RelayError(_refusal(url, status, body, hints or {}))
+            answer = orjson.loads(body)
+        except TimeoutError:
+            raise RelayError(
+                f"{url}: no whole answer within {self.timeout:g} s; is the node overloaded?"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RelayError(f"{url}: cannot reach the node's admin port: {reason}") from None
@@ -98,6 +105,43 @@ class AdminTarget:
             # Every answer of relay's admin port is an object; the commands read its fields.
             raise RelayError(f"{url}: the answer is not a JSON object; is this a relay admin port?")
         return answer
+
+
+def _exchange(
+    request: urllib.request.Request, context: ssl.SSLContext | None, timeout: float
+) -> tuple[int, bytes]:
+    """Send ``request``; return the answer's status and body, all within ``timeout`` seconds.
+
+    urllib's timeout bounds each read from the socket, so an answer trickling
+    in a byte at a time would hold the command for ever. The exchange runs on
+    a daemon thread instead, given up on at the deadline (the command exits
+    soon after, which closes its socket).
+
+    Raises:
+        TimeoutError: the answer did not arrive in whole in time.
+        Exception: whatever urllib raised but an error status.
+    """
+    outcome: list[tuple[int, bytes] | Exception] = []
+
+    def exchange() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
+                outcome.append((reply.status, reply.read()))
+        except urllib.error.HTTPError as refused:
+            with refused:
+                outcome.append((refused.code, refused.read()))
+        except Exception as exc:  # handed to the caller's thread, which reports it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=exchange, name="relay-admin-request", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TimeoutError
+    [result] = outcome
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _refusal(url: str, status: int, body: bytes, hints: Mapping[int, str]) -> str:

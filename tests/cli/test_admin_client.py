@@ -191,3 +191,37 @@ async def test_an_answer_the_commands_cannot_read_is_a_relay_error(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_an_answer_trickling_in_is_given_up_on_at_the_deadline() -> None:
+    trickling, given_up, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        trickling.set()
+        # Each byte well within the timeout of one read, the whole far beyond
+        # it; bounded, and over once the client has given up.
+        for _ in range(1000):
+            if given_up.is_set():
+                break
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.close()
+        ended.set()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        target = AdminTarget(base, timeout=0.5)
+        with pytest.raises(RelayError) as refused:
+            await asyncio.to_thread(target.request, "/status/")
+        assert trickling.is_set()
+        assert str(refused.value) == (
+            f"{base}/status/: no whole answer within 0.5 s; is the node overloaded?"
+        )
+    finally:
+        given_up.set()
+        server.close()
+        await asyncio.wait_for(ended.wait(), 5)
