@@ -91,6 +91,10 @@ def cluster_status(args: argparse.Namespace) -> int:
 def notify(args: argparse.Namespace) -> int:
     """``relay notify``: post a message to the node; print its uniqueID and the receipt."""
     keys: list[str] = args.key
+    if not all(keys):
+        # An empty key is an unset shell variable (`-k "$PHID"`), never a PHID:
+        # say so rather than post to no one.
+        raise RelayError("-k/--key: a key cannot be empty")
     message = new_message(keys[0], args.type)
     message["subscribers"] = keys
     if args.data is not None:

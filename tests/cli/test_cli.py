@@ -428,6 +428,7 @@ def test_a_secret_file_option_carries_the_secret(tmp_path: Path, running: Any, v
         (["notify", "-k", "K", "-d", "@/nonexistent/data.json"], "--data: cannot read"),
         (["notify", "-k", "K", "-d", "[1, 2]"], "--data: must be a JSON object"),
         (["notify", "-k", "K", "-d", '{"subscribers": ["X"]}'], "give the subscribers with -k"),
+        (["notify", "-k", "K", "-k", ""], "-k/--key: a key cannot be empty"),
     ],
 )
 def test_client_options_that_cannot_work_get_a_clear_error(args: list[str], expected: str) -> None:
