@@ -33,6 +33,8 @@ CLONE_NEWNET = 0x40000000
 #: The nodes' subnet, inside their own namespaces (so runs never collide).
 SUBNET = "198.18.0"
 _runs = itertools.count()
+#: A locally administered hardware address no interface here has (see ``Namespaces.sever``).
+NOWHERE = "02:00:00:00:00:01"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -113,6 +115,33 @@ class Namespaces:
     def heal(self, index: int) -> None:
         """Bring node ``index``'s link back."""
         _ip("-n", self.switch, "link", "set", f"s{index}", "up")
+
+    def sever(self, first: int, second: int) -> None:
+        """Cut the link between two nodes only: each still reaches the others.
+
+        Each is told a hardware address nobody has for the other, so their
+        frames go nowhere: a silent cut, as a failed switch port or route makes
+        (it needs no tc filter or firewall module, which a kernel may lack).
+        """
+        for here, there in ((first, second), (second, first)):
+            _ip(
+                "-n",
+                self.names[here],
+                "neigh",
+                "replace",
+                node_address(there),
+                "lladdr",
+                NOWHERE,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            )
+
+    def mend(self, first: int, second: int) -> None:
+        """Undo ``sever``: the two find each other's addresses again."""
+        for here, there in ((first, second), (second, first)):
+            _ip("-n", self.names[here], "neigh", "del", node_address(there), "dev", "eth0")
 
     def slow(self, index: int, rate: str, burst: str = "16kb", latency: str = "500ms") -> None:
         """Shape what node ``index`` sends to ``rate`` with a token bucket (tc tbf)."""
