@@ -5,7 +5,9 @@ forwards, taking them one at a time; the broker link keeps one for the
 posts it publishes to Redis, taking them in batches. While the other side
 is away messages pile up here; past ``capacity`` messages or ``max_bytes``
 the oldest is dropped, and one older than ``max_age`` is dropped when its
-turn comes (a replay would not return it any more). All are counted. The
+turn comes (a replay would not return it any more). All are counted. Messages
+leave in the order they were queued, also when a send fails and they come
+back: each holds its place in line (``seq``), and goes back to it. The
 byte bound matters for large posts: 10,000 of up to ``admin_body_bytes``
 each would otherwise be gigabytes, queued for a Redis or a peer that is away.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from relay.config.broker import QUEUE_MAX_BYTES
 
@@ -24,13 +27,15 @@ class Outgoing:
     """One message to send: the instance it belongs to, its bytes, when it was queued.
 
     ``record`` is the same message as a batch record for relay peers (see
-    ``relay.links.peer_batch``), when one was encoded.
+    ``relay.links.peer_batch``), when one was encoded. ``seq`` is its place
+    in its outbox's line.
     """
 
     instance: str
     payload: memoryview | bytes
     queued_at: float
     record: bytes | None = None
+    seq: int = 0
 
     @property
     def size(self) -> int:
@@ -57,6 +62,7 @@ class Outbox:
         #: The bytes of every message queued.
         self.bytes = 0
         self._last_size = 0
+        self._next_seq = 0
         #: Messages never sent: the queue was full, or they waited too long.
         self.dropped = 0
 
@@ -69,6 +75,8 @@ class Outbox:
         if size > self._max_bytes:
             self.dropped += 1  # it alone would pass the bound
             return
+        item.seq = self._next_seq
+        self._next_seq += 1
         self._last_size = size
         while self._items and (
             len(self._items) >= self._capacity or self.bytes + size > self._max_bytes
@@ -109,10 +117,13 @@ class Outbox:
         self.put_back_batch([item])
 
     def put_back_batch(self, batch: list[Outgoing]) -> None:
-        """Return a batch whose send failed to the front, in its order, to go first.
+        """Return a batch whose send failed to its place in line, in its order, to go first.
 
-        Where newer messages filled the queue meanwhile, the oldest of the
-        batch are the ones dropped.
+        Its place is in front of everything queued after it. Another batch
+        taken after it and put back before it (several sends in flight, the
+        later one failing first) stays behind it, so a retry never reorders
+        what was queued. Where newer messages filled the queue meanwhile, the
+        oldest of the batch are the ones dropped.
         """
         room, room_bytes = self._capacity - len(self._items), self._max_bytes - self.bytes
         start = len(batch)
@@ -122,8 +133,16 @@ class Outbox:
             room_bytes -= batch[start].size
         keep = batch[start:]
         self.dropped += start
-        self._items.extendleft(reversed(keep))
+        if not keep:
+            return
         self.bytes += sum(item.size for item in keep)
+        items = self._items
+        ahead = []  # queued messages that were in line before the batch's last one
+        while items and items[0].seq < keep[-1].seq:
+            ahead.append(items.popleft())
+        if ahead:
+            keep = sorted(keep + ahead, key=attrgetter("seq"))
+        items.extendleft(reversed(keep))
 
     def take_over(self, previous: Outbox) -> None:
         """Queue, in their order, ``previous``'s messages (a link renewed by a reload).

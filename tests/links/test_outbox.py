@@ -182,3 +182,18 @@ def test_a_renewed_outbox_takes_over_the_old_ones_messages_ages_and_drops() -> N
     clock.advance(35)  # they keep their age: 1 was queued 65 s ago (dropped), 2 55 s ago
     assert new.take_batch(10)[0].payload == b"2"
     assert new.dropped == 4
+
+
+def test_batches_failing_in_the_other_order_go_back_in_the_order_they_were_queued() -> None:
+    # Two sends in flight; the later one fails first. Put back to the front each
+    # time, the earlier batch would then go in front, then the later one in front
+    # of it: a retry would reorder what was queued.
+    for first_back in ("earlier", "later"):
+        outbox = Outbox(10, 60, FakeClock())
+        for name in (b"a", b"b", b"c", b"d", b"e"):
+            outbox.put("default", name)
+        taken = {"earlier": outbox.take_batch(2), "later": outbox.take_batch(2)}
+        outbox.put("default", b"f")
+        outbox.put_back_batch(taken.pop(first_back))
+        outbox.put_back_batch(taken.popitem()[1])
+        assert drain(outbox) == [b"a", b"b", b"c", b"d", b"e", b"f"], first_back
