@@ -151,7 +151,8 @@ class PeeringConfig(_Section):
     queue_max_bytes: int = Field(default=QUEUE_MAX_BYTES, ge=64 * 1024)
     #: Queued messages older than this are dropped: replay would not return them anyway.
     queue_max_age_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    #: Concurrent POSTs per peer over its keep-alive connections.
+    #: Concurrent POSTs per peer over its keep-alive connections, for a peer
+    #: sent one message per POST (Aphlict); a relay peer has one batch in flight.
     max_in_flight: int = Field(default=4, ge=1, le=64)
     #: First retry delay after a failure; it doubles per failure (with jitter) up to the max.
     backoff_initial_seconds: float = Field(default=0.25, gt=0, allow_inf_nan=False)

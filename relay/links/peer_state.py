@@ -44,9 +44,6 @@ log = logging.getLogger("relay.peers")
 
 #: The smallest a batch shrinks to on a slow link (a few typical notifications).
 MIN_BATCH_BYTES = 2048
-#: A link in batch mode sends a second batch while one is in flight only when
-#: this many messages wait (about a full batch of typical notifications).
-BUSY_QUEUE = 256
 #: Answers to a batch by which a peer says it takes none (not, or no longer, a relay node).
 NO_BATCHES = frozenset({404, 405, 413})
 
@@ -189,13 +186,16 @@ class PeerLinkState:
         """The next message(s) to send, counted in flight until ``finish``; None: none now.
 
         A link in batch mode takes what is queued, up to a batch's size; a
-        large message always travels alone. It keeps one batch in flight, and
-        more only while a full batch's worth waits: what queues up during a
-        round trip goes out together in the next batch, which costs both nodes
-        far less than a request per message, and a link whose round trip is
-        long still gets the requests in flight it needs.
+        large message always travels alone. It keeps one request in flight:
+        what queues up during a round trip goes out together in the next
+        batch, which costs both nodes far less than a request per message, and
+        the peer takes the messages in the order they were queued. Two
+        requests in flight travel on two connections, and the peer may read
+        the second first (or take it while the first fails, to be retried
+        after it), so its browsers would get them out of order. A link whose
+        round trip is long carries up to a full batch per round trip.
         """
-        if self.batching and self.in_flight and len(self.outbox) < BUSY_QUEUE:
+        if self.batching and self.in_flight:
             return None
         first = self.outbox.take()
         if first is None:
