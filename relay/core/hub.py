@@ -167,7 +167,12 @@ class Hub:
     # Notifications.
 
     def publish(
-        self, instance: str, notification: Notification, covered: frozenset[str] = frozenset()
+        self,
+        instance: str,
+        notification: Notification,
+        covered: frozenset[str] = frozenset(),
+        *,
+        resent: bool = False,
     ) -> Outcome:
         """Route a notification posted by an application server or a peer.
 
@@ -176,6 +181,11 @@ class Hub:
         delivers a message once however many paths bring it. ``covered`` names
         nodes the sending peer reaches itself; they, the nodes in ``touched``
         and this node make up the ``covered`` set handed to ``forward``.
+
+        ``resent``: the sending peer could not deliver it to a node it had
+        said it would (``relay.links.detour``), and sends it again for this
+        node to pass on. A repeat of that kind is forwarded, not delivered
+        again, so that it reaches the node cut off ahead of what follows it.
         """
         counters = self._counts.of(instance)
         counters.messages_in += 1
@@ -184,6 +194,9 @@ class Hub:
         if not self._recent.first_sighting((instance, notification.identity())):
             if self._debug:
                 log.debug("dropped a duplicate of %s", notification.identity())
+            if resent and self.forward is not None:
+                stamped = memoryview(notification.stamped(self.fingerprint))
+                self.forward(instance, stamped, self._covered(notification, covered))
             return Outcome.DUPLICATE
         message = EncodedMessage(notification.stamped(self.fingerprint))
         outcome = Outcome.DELIVERED
@@ -194,9 +207,12 @@ class Hub:
         else:
             self._keep_and_deliver(instance, notification.subscribers, message)
         if self.forward is not None:
-            covered = covered | frozenset(notification.touched) | {self.fingerprint}
-            self.forward(instance, message.payload, covered)
+            self.forward(instance, message.payload, self._covered(notification, covered))
         return outcome
+
+    def _covered(self, notification: Notification, covered: frozenset[str]) -> frozenset[str]:
+        """The nodes a forwarded message skips: the sender's ``covered``, ``touched``, this one."""
+        return covered | frozenset(notification.touched) | {self.fingerprint}
 
     def receive(
         self,

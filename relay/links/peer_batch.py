@@ -17,6 +17,12 @@ post cost N-1 transfers in a healthy relay mesh, while a node the sender
 cannot reach (its link is down, so it is not in ``covered``) is still reached
 through the others.
 
+A record may also say ``"resent": true``: the sender had named a node in
+``covered`` that it then could not reach, and sends the message again for
+the receiver to pass on to it, whether or not the receiver has it already
+(``relay.links.detour``). A node that does not know the field drops such a
+copy as a duplicate, as before.
+
 Pure: no I/O, no asyncio.
 """
 
@@ -52,6 +58,8 @@ class BatchItem:
     instance: str
     notification: Notification
     covered: frozenset[str]
+    #: The sender asks for it to be passed on even if this node has it already.
+    resent: bool = False
 
 
 def encode_covered(covered: Iterable[str]) -> bytes:
@@ -59,14 +67,20 @@ def encode_covered(covered: Iterable[str]) -> bytes:
     return orjson.dumps(sorted(covered))
 
 
-def encode_record(instance: str, covered: bytes, payload: memoryview | bytes) -> bytes:
-    """One record of a batch; ``covered`` from ``encode_covered``, ``payload`` stamped JSON."""
+def encode_record(
+    instance: str, covered: bytes, payload: memoryview | bytes, *, resent: bool = False
+) -> bytes:
+    """One record of a batch; ``covered`` from ``encode_covered``, ``payload`` stamped JSON.
+
+    ``resent``: the message is sent again, to be passed on to the nodes outside ``covered``.
+    """
     return b"".join(
         (
             b'{"instance":',
             orjson.dumps(instance),
             b',"covered":',
             covered,
+            b',"resent":true' if resent else b"",
             b',"message":',
             payload,
             b"}",
@@ -107,6 +121,9 @@ def decode_batch(
             raise NotificationError(f'batch record {index}: "instance" must be a non-empty string')
         if not isinstance(covered, list) or not all(isinstance(fp, str) for fp in covered):
             raise NotificationError(f'batch record {index}: "covered" must be a list of strings')
+        resent = record.get("resent", False)
+        if not isinstance(resent, bool):
+            raise NotificationError(f'batch record {index}: "resent" must be true or false')
         if len(covered) > max_touched:
             raise NotificationError(
                 f'batch record {index}: "covered" lists {len(covered)} nodes; '
@@ -118,5 +135,5 @@ def decode_batch(
             )
         except NotificationError as exc:
             raise NotificationError(f"batch record {index}: {exc}") from None
-        items.append(BatchItem(instance, notification, frozenset(covered)))
+        items.append(BatchItem(instance, notification, frozenset(covered), resent))
     return items

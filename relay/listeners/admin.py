@@ -32,12 +32,18 @@ from relay.config import AdminConfig, LimitsConfig
 from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
 from relay.core.instances import instance_from_query
-from relay.core.notification import Notification, bounds_of, parse_notification
+from relay.core.notification import bounds_of, parse_notification
 from relay.core.refusal_lines import RefusalLines
 from relay.core.snapshot import NodeSnapshot
 from relay.errors import NotificationError
 from relay.links.overload import OverloadGuard
-from relay.links.peer_batch import BATCH_CAPABILITY, BATCH_PATH, CAPABILITY_HEADER, decode_batch
+from relay.links.peer_batch import (
+    BATCH_CAPABILITY,
+    BATCH_PATH,
+    CAPABILITY_HEADER,
+    BatchItem,
+    decode_batch,
+)
 from relay.links.presence import PRESENCE_PATH, Announcement
 from relay.listeners.admin_body import (
     JSON,
@@ -206,7 +212,7 @@ async def post_notification(request: web.Request) -> web.Response:
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
     instance = instance_from_query(request.query.get("instance"))
-    [outcome] = await _route(state, arrived, [(instance, notification, frozenset())])
+    [outcome] = await _route(state, arrived, [BatchItem(instance, notification, frozenset())])
     if outcome in (Outcome.LOOPED, Outcome.DUPLICATE) and log.isEnabledFor(logging.DEBUG):
         # Still a 200: the sender's copy is in the cluster already (a retry
         # to a second admin server, or a message that came back around).
@@ -218,9 +224,7 @@ async def post_notification(request: web.Request) -> web.Response:
     )
 
 
-async def _route(
-    state: AdminState, arrived: float, posts: list[tuple[str, Notification, frozenset[str]]]
-) -> list[Outcome]:
+async def _route(state: AdminState, arrived: float, posts: list[BatchItem]) -> list[Outcome]:
     """Hand ``posts`` to the hub; in broker mode, return once they hold their place in Redis.
 
     A POST is answered only then, so that a post the application makes after
@@ -229,13 +233,16 @@ async def _route(
     """
     hub = state.hub
     reached_before = hub.deliveries
-    outcomes = [hub.publish(instance, post, covered) for instance, post, covered in posts]
+    outcomes = [
+        hub.publish(post.instance, post.notification, post.covered, resent=post.resent)
+        for post in posts
+    ]
     held = [post for post, outcome in zip(posts, outcomes, strict=True) if outcome is Outcome.HELD]
     if held and state.placed is not None:
         await state.placed()
     if state.observe_latency is not None and posts:
         reached = hub.deliveries > reached_before or any(
-            hub.listened(instance, post.subscribers) for instance, post, _ in held
+            hub.listened(post.instance, post.notification.subscribers) for post in held
         )
         state.observe_latency(time.perf_counter() - arrived, reached)
     return outcomes
@@ -250,7 +257,7 @@ async def post_batch(request: web.Request) -> web.Response:
     except NotificationError as exc:
         _log_refusal(request, "batch", "refused a batch from %s: %s", exc)
         return _json_error(400, str(exc))
-    await _route(state, arrived, [(i.instance, i.notification, i.covered) for i in items])
+    await _route(state, arrived, items)
     return web.Response(
         body=orjson.dumps({"fingerprint": state.hub.fingerprint, "accepted": len(items)}),
         content_type=JSON,

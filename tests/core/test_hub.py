@@ -82,6 +82,30 @@ def test_a_repeat_by_another_path_is_delivered_once() -> None:
     assert hub.status("default")["messages.in"] == 2
 
 
+def test_a_resent_repeat_is_passed_on_not_delivered_again() -> None:
+    # A peer sent it here saying it would reach N3 itself, then could not: it sends
+    # it again for this node to pass on to N3 (relay.links.detour).
+    hub, forwarded = make_hub()
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["A"])
+    body = orjson.dumps({"subscribers": ["A"], "uniqueID": "u", "touched": ["N1"]})
+    assert hub.publish("default", parse_notification(body), frozenset({"N3"})) is Outcome.DELIVERED
+    assert forwarded[-1][2] == {"N1", "N3", "SELF"}
+    again = hub.publish("default", parse_notification(body), frozenset(), resent=True)
+    assert again is Outcome.DUPLICATE
+    assert len(browser.received) == 1
+    assert hub.status("default")["history.size"] == 1
+    assert len(forwarded) == 2
+    instance, payload, covered = forwarded[-1]
+    assert (instance, covered) == ("default", frozenset({"N1", "SELF"}))
+    assert orjson.loads(payload)["touched"] == ["N1", "SELF"]
+    # Sent again from a node it went through already, it goes no further.
+    looped = orjson.dumps({"subscribers": ["A"], "uniqueID": "u", "touched": ["N1", "SELF"]})
+    assert hub.publish("default", parse_notification(looped), resent=True) is Outcome.LOOPED
+    assert len(forwarded) == 2
+
+
 def test_same_unique_id_in_two_instances_is_two_messages() -> None:
     hub, _ = make_hub()
     acme, other = RecordingBrowser("acme"), RecordingBrowser("other")

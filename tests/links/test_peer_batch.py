@@ -34,6 +34,16 @@ def test_records_round_trip_with_instance_covered_and_the_message_bytes() -> Non
     assert items[1].notification.body["text"] == "é 🎉"
 
 
+def test_a_resent_record_says_so_and_others_do_not() -> None:
+    message = b'{"subscribers":["A"],"uniqueID":"1","touched":["n1"]}'
+    resent = encode_record("default", encode_covered({"n1"}), message, resent=True)
+    assert orjson.loads(resent)["resent"] is True
+    first = encode_record("default", encode_covered({"n1"}), message)
+    assert b"resent" not in first
+    items = decode_batch(encode_batch([first, resent]))
+    assert [item.resent for item in items] == [False, True]
+
+
 def test_covered_encodes_the_same_for_equal_sets() -> None:
     assert encode_covered({"b", "a"}) == encode_covered(["a", "b"]) == b'["a","b"]'
 
@@ -47,6 +57,7 @@ def test_covered_encodes_the_same_for_equal_sets() -> None:
         (b'[{"instance":"","message":{"subscribers":[]}}]', '"instance" must be'),
         (b'[{"instance":"i","covered":[1],"message":{"subscribers":[]}}]', '"covered" must be'),
         (b'[{"instance":"i","message":{"subscribers":"A"}}]', 'record 0: "subscribers" must'),
+        (b'[{"instance":"i","resent":1,"message":{"subscribers":[]}}]', '"resent" must be'),
         (b'[{"instance":"i"}]', "record 0: the body must be a JSON object"),
     ],
 )
