@@ -27,14 +27,16 @@ class Outgoing:
     """One message to send: the instance it belongs to, its bytes, when it was queued.
 
     ``record`` is the same message as a batch record for relay peers (see
-    ``relay.links.peer_batch``), when one was encoded. ``seq`` is its place
-    in its outbox's line.
+    ``relay.links.peer_batch``), when one was encoded, and ``covered`` the
+    nodes that had it or were sent it otherwise when it was queued (a peer
+    link's, see ``relay.links.detour``). ``seq`` is its place in its outbox's line.
     """
 
     instance: str
     payload: memoryview | bytes
     queued_at: float
     record: bytes | None = None
+    covered: frozenset[str] | None = None
     seq: int = 0
 
     @property
@@ -66,9 +68,15 @@ class Outbox:
         #: Messages never sent: the queue was full, or they waited too long.
         self.dropped = 0
 
-    def put(self, instance: str, payload: memoryview | bytes, record: bytes | None = None) -> None:
+    def put(
+        self,
+        instance: str,
+        payload: memoryview | bytes,
+        record: bytes | None = None,
+        covered: frozenset[str] | None = None,
+    ) -> None:
         """Queue a message, dropping the oldest ones when full."""
-        self._append(Outgoing(instance, payload, self._clock(), record))
+        self._append(Outgoing(instance, payload, self._clock(), record, covered))
 
     def _append(self, item: Outgoing) -> None:
         size = item.size
@@ -143,6 +151,14 @@ class Outbox:
         if ahead:
             keep = sorted(keep + ahead, key=attrgetter("seq"))
         items.extendleft(reversed(keep))
+
+    def queued(self) -> list[Outgoing]:
+        """Every message waiting, oldest first (a copy: taking from it takes nothing here)."""
+        return list(self._items)
+
+    def room(self) -> tuple[int, int]:
+        """How many more messages, and bytes, fit before the oldest would be pushed out."""
+        return self._capacity - len(self._items), self._max_bytes - self.bytes
 
     def take_over(self, previous: Outbox) -> None:
         """Queue, in their order, ``previous``'s messages (a link renewed by a reload).

@@ -14,7 +14,9 @@ peer whose receipt carries this node's own fingerprint is this node.
 A receipt that says the peer is a relay node (``relay.links.peer_batch``)
 switches the link to batches: each POST then carries whatever is queued, up
 to a size, with the ``covered`` set that keeps forwarding at N-1 transfers
-per post.
+per post. When a link that was up goes down, it tells its ``stranded`` sink
+what it holds unanswered, for the other peers to carry on
+(``relay.links.detour``).
 
 Pure: no asyncio, no network library.
 """
@@ -46,6 +48,10 @@ log = logging.getLogger("relay.peers")
 MIN_BATCH_BYTES = 2048
 #: Answers to a batch by which a peer says it takes none (not, or no longer, a relay node).
 NO_BATCHES = frozenset({404, 405, 413})
+
+
+#: ``stranded(link, messages)``: ``link`` went down from up holding ``messages`` unanswered.
+Stranded = Callable[["PeerLinkState", list[Outgoing]], None]
 
 
 class PeerState(enum.Enum):
@@ -91,11 +97,14 @@ class PeerLinkState:
         *,
         clock: Callable[[], float],
         backoff: RetryDelays | None = None,
+        stranded: Stranded | None = None,
     ) -> None:
         """The link to ``peer`` (``name`` is its config entry, e.g. ``cluster[1]``).
 
         ``backoff`` spaces the retries while the peer is down (by default the
-        ``peering`` settings' jittered exponential backoff).
+        ``peering`` settings' jittered exponential backoff). ``stranded`` is
+        told, the moment the link goes down from up, the messages it holds
+        unanswered (queued or in flight), oldest first.
         """
         self.name = name
         self.peer = peer
@@ -125,6 +134,8 @@ class PeerLinkState:
         #: Requests taken and not finished, and the messages they carry.
         self.in_flight = 0
         self._in_flight_messages = 0
+        self._taken: list[list[Outgoing]] = []
+        self._stranded = stranded
 
     def adopt(self, previous: PeerLinkState) -> None:
         """Carry on from ``previous``, the same peer's link before a reload renewed it.
@@ -156,10 +167,18 @@ class PeerLinkState:
         return self.fingerprint is None or self.fingerprint not in covered
 
     def offer(
-        self, instance: str, payload: memoryview | bytes, record: bytes | None = None
+        self,
+        instance: str,
+        payload: memoryview | bytes,
+        record: bytes | None = None,
+        covered: frozenset[str] | None = None,
     ) -> None:
-        """Queue ``payload`` (and its batch ``record``, when one was encoded)."""
-        self.outbox.put(instance, payload, record)
+        """Queue ``payload`` (and its batch ``record``, when one was encoded).
+
+        ``covered``: the nodes that have it or are sent it otherwise, as the
+        hub handed it on (a detour sends it through those outside it).
+        """
+        self.outbox.put(instance, payload, record, covered)
 
     @property
     def congested(self) -> bool:
@@ -205,6 +224,7 @@ class PeerLinkState:
             self._fill_batch(items)
         self.in_flight += 1
         self._in_flight_messages += len(items)
+        self._taken.append(items)
         return items
 
     def _fill_batch(self, items: list[Outgoing]) -> None:
@@ -241,6 +261,16 @@ class PeerLinkState:
         """``items``, from ``take``, are no longer in flight (whatever became of them)."""
         self.in_flight -= 1
         self._in_flight_messages -= len(items)
+        for index, taken in enumerate(self._taken):
+            if taken is items:
+                del self._taken[index]
+                break
+
+    def holding(self) -> list[Outgoing]:
+        """Every message not known to have reached the peer: in flight or queued, oldest first."""
+        held = {item.seq: item for taken in self._taken for item in taken}
+        held.update((item.seq, item) for item in self.outbox.queued())
+        return [held[seq] for seq in sorted(held)]
 
     # How a request went.
 
@@ -362,8 +392,12 @@ class PeerLinkState:
         self.outbox.put_back_batch(items)
         self._retry_at = self._clock() + self._backoff.next_delay()
         if self.state is not PeerState.DOWN:
+            was_up = self.state is PeerState.UP
             self.state = PeerState.DOWN
             log.warning("%s is down: %s", self._label(), reason, extra=self._context())
+            # While it was up, the other peers were told this node sends it these itself.
+            if was_up and self._stranded is not None:
+                self._stranded(self, self.holding())
 
     # What the node's readers see.
 

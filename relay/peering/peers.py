@@ -4,7 +4,9 @@ Each peer gets a keep-alive aiohttp session, a request timeout, and a few
 sender tasks. What to send next, whether to wait, and what each answer means
 is decided by the link's ``relay.links.peer_state.PeerLinkState``; this module
 only carries it out. A slow or dead peer only fills (and overflows) its own
-outbox: local delivery and the other peers never wait for it.
+outbox: local delivery and the other peers never wait for it. When a peer
+goes down, what its link held goes on through the others
+(``relay.links.detour``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from relay.config import PeerConfig, PeeringConfig
 from relay.config.secrets import Secret
 from relay.config.tls import peer_tls_context
 from relay.core.snapshot import PeerReading
+from relay.links.detour import detour
 from relay.links.outbox import Outgoing
 from relay.links.peer_batch import (
     BATCH_CAPABILITY,
@@ -31,7 +34,13 @@ from relay.links.peer_batch import (
     encode_covered,
     encode_record,
 )
-from relay.links.peer_state import PeerLinkState, PeerState, Post, receipt_fingerprint
+from relay.links.peer_state import (
+    PeerLinkState,
+    PeerState,
+    Post,
+    Stranded,
+    receipt_fingerprint,
+)
 from relay.links.presence import PRESENCE_PATH
 
 log = logging.getLogger("relay.peers")
@@ -56,15 +65,19 @@ class PeerLink:
         *,
         secret: Secret | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stranded: Stranded | None = None,
     ) -> None:
         """Link to ``peer`` (``name`` is its config entry, e.g. ``cluster[1]``).
 
-        With a ``secret``, every POST carries it, as the peer's admin port expects.
+        With a ``secret``, every POST carries it, as the peer's admin port
+        expects. ``stranded`` is told what the link holds when it goes down.
 
         Raises:
             StartupError: the peer's CA file cannot be loaded.
         """
-        self.machine = PeerLinkState(name, peer, settings, own_fingerprint, clock=clock)
+        self.machine = PeerLinkState(
+            name, peer, settings, own_fingerprint, clock=clock, stranded=stranded
+        )
         self.peer = peer
         self._settings = settings
         self._secret = secret
@@ -91,10 +104,21 @@ class PeerLink:
         self.machine.name = name
 
     def offer(
-        self, instance: str, payload: memoryview | bytes, record: bytes | None = None
+        self,
+        instance: str,
+        payload: memoryview | bytes,
+        record: bytes | None = None,
+        covered: frozenset[str] | None = None,
     ) -> None:
-        """Queue ``payload`` (and its batch ``record``, when one was encoded); never blocks."""
-        self.machine.offer(instance, payload, record)
+        """Queue ``payload`` (and its batch ``record``, when one was encoded); never blocks.
+
+        ``covered`` as the hub handed it on (see ``PeerLinkState.offer``).
+        """
+        self.machine.offer(instance, payload, record, covered)
+        self.wake()
+
+    def wake(self) -> None:
+        """Messages were queued on the link's state: let a sender take them."""
         self._idle.clear()
         self._wakeup.set()
 
@@ -271,7 +295,28 @@ class PeerSet:
             self._own_fingerprint,
             secret=self._secret,
             clock=self._clock,
+            stranded=self._stranded,
         )
+
+    def _stranded(self, down: PeerLinkState, held: list[Outgoing]) -> None:
+        """``down`` went down holding ``held``: on with them through the peers that are up.
+
+        Called in the step that brought the link down, before anything else
+        is forwarded, so the copies go ahead of newer messages.
+        """
+        given = detour(held, down, [link.machine for link in self.links])
+        for link in self.links:
+            if link.machine in given:
+                link.wake()
+        if given:
+            log.info(
+                "peer %s (%s) went down holding %d messages; resent through %s",
+                down.name,
+                down.peer.url,
+                len(held),
+                ", ".join(f"{link.name} ({count})" for link, count in given.items()),
+                extra={"peer": down.peer.url},
+            )
 
     async def reconfigure(
         self, peers: Sequence[PeerConfig], settings: PeeringConfig, secret: Secret | None
@@ -334,7 +379,7 @@ class PeerSet:
             }
             record = encode_record(instance, encode_covered(covered | sending), payload)
         for link in targets:
-            link.offer(instance, payload, record)
+            link.offer(instance, payload, record, covered)
 
     def congested(self) -> list[str]:
         """The links that are up but whose queues are full (see the overload policy)."""

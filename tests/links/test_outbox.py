@@ -197,3 +197,12 @@ def test_batches_failing_in_the_other_order_go_back_in_the_order_they_were_queue
         outbox.put_back_batch(taken.pop(first_back))
         outbox.put_back_batch(taken.popitem()[1])
         assert drain(outbox) == [b"a", b"b", b"c", b"d", b"e", b"f"], first_back
+
+
+def test_the_queue_is_read_without_taking_and_says_how_much_more_fits() -> None:
+    outbox = Outbox(3, 60, FakeClock(), max_bytes=100)
+    outbox.put("default", b"x" * 10)
+    outbox.put("default", b"y" * 20)
+    assert [bytes(item.payload)[:1] for item in outbox.queued()] == [b"x", b"y"]
+    assert len(outbox) == 2
+    assert outbox.room() == (1, 70)

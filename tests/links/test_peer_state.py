@@ -143,7 +143,63 @@ def test_a_probe_that_waited_while_another_failed_goes_back_to_the_queue() -> No
     state.finish(waiting)
     assert (len(state.outbox), state.outbox.dropped, state.failed) == (2, 0, 1)
     clock.advance(state.delay())
-    assert sorted(payloads(state.take()) + payloads(state.take())) == [b"one", b"two"]
+    # Both went back to their places in line: the retry keeps the order they were queued in.
+    assert (payloads(state.take()), payloads(state.take())) == ([b"one"], [b"two"])
+
+
+def test_a_link_going_down_from_up_tells_what_it_holds_oldest_first_once() -> None:
+    clock = FakeClock()
+    told: list[list[bytes]] = []
+    state = PeerLinkState(
+        "cluster[1]",
+        PeerConfig(host="::1", port=22281, protocol="http"),
+        PeeringConfig(),
+        OWN,
+        clock=clock,
+        backoff=Backoff(1.0, 8.0, rng=lambda: 0.0),
+        stranded=lambda link, held: told.append(payloads(held)),
+    )
+    state.offer("default", b"first")
+    answer(state)  # up, taking one message per POST: several may be in flight
+    assert told == []
+    for name in (b"a", b"b", b"c", b"d"):
+        state.offer("default", name)
+    (a_items, a_post), (b_items, b_post) = send(state), send(state)
+    # b fails first; a is still in flight, c and d are queued: all four held, in order.
+    state.unanswered(b_post, "timed out", timed_out=True)
+    state.finish(b_items)
+    assert told == [[b"a", b"b", b"c", b"d"]]
+    state.unanswered(a_post, "timed out", timed_out=True)
+    state.finish(a_items)
+    assert told == [[b"a", b"b", b"c", b"d"]]  # down already: told once
+    assert [bytes(item.payload) for item in state.outbox.queued()] == [b"a", b"b", b"c", b"d"]
+    # Up again, then down again: told again, what it holds then.
+    clock.advance(state.delay())
+    answer(state)
+    state.offer("default", b"e")
+    clock.advance(state.delay())
+    items, post = send(state)
+    state.unanswered(post, "timed out")
+    state.finish(items)
+    assert told[1] == [b"b", b"c", b"d", b"e"]  # a reached it
+
+
+def test_a_link_never_up_tells_nothing_when_it_fails() -> None:
+    # Nobody was told this node sends it anything itself: the others carry it already.
+    told: list[list[Outgoing]] = []
+    state = PeerLinkState(
+        "cluster[1]",
+        PeerConfig(host="::1", port=22281, protocol="http"),
+        PeeringConfig(),
+        OWN,
+        clock=FakeClock(),
+        stranded=lambda link, held: told.append(held),
+    )
+    state.offer("default", b"a")
+    items, post = send(state)
+    state.unanswered(post, "cannot connect: Connection refused")
+    state.finish(items)
+    assert (state.state, told) == (PeerState.DOWN, [])
 
 
 def test_a_server_error_is_a_failure_a_client_error_a_refusal_that_drops() -> None:

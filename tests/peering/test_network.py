@@ -370,3 +370,46 @@ async def test_a_node_restarted_mid_traffic_rejoins_and_nothing_is_doubled(mesh:
     await mesh.post_many(later, [0, 1, 2])
     await mesh.all_arrive(later, [0, 1, 2], "the restarted node gets new messages")
     mesh.assert_no_duplicates()
+
+
+@pytest.mark.parametrize("cut", ["link", "node"])
+async def test_a_senders_messages_arrive_in_order_across_a_partition_and_its_healing(
+    mesh: Mesh, namespaces: Namespaces, cut: str
+) -> None:
+    """Node 0's posts reach node 2's browser in the order they were posted, each once.
+
+    ``link``: only nodes 0 and 2 lose each other, so node 1 carries node 0's
+    messages to node 2 meanwhile. ``node``: node 2 loses everyone, so nodes 0
+    and 1 both queue for it. Either way the first posts are on their way to
+    node 2 when the cut happens, and node 0 learns of it only when they time
+    out: every other node was told node 0 sends those itself.
+    """
+    await mesh.start_all()
+    ids = [f"order-{n:04d}" for n in range(80)]
+
+    async def post_in_turn(chunk: list[str]) -> None:
+        for unique_id in chunk:  # one after the other: the order they are posted in
+            assert (await mesh.post(0, notification("PHID-NET", unique_id=unique_id)))[0] == 200
+
+    async def sees_node_2_down(index: int) -> bool:
+        return bool((await mesh.status(index))["cluster"][2]["state"] == "down")
+
+    if cut == "link":
+        namespaces.sever(0, 2)
+    else:
+        namespaces.cut(2)
+    await post_in_turn(ids[:3])
+    await eventually(lambda: sees_node_2_down(0), "node 0 sees node 2 down")
+    await post_in_turn(ids[3:60])
+    if cut == "link":
+        await mesh.all_arrive(ids[3:60], [2], "node 1 carried node 0's later posts to node 2")
+        namespaces.mend(0, 2)
+    else:
+        await eventually(lambda: sees_node_2_down(1), "node 1 sees node 2 down")
+        namespaces.heal(2)
+    await post_in_turn(ids[60:])
+    await mesh.all_arrive(ids, [0, 1, 2], "every node has every post", within=20)
+    for index in range(3):
+        arrived = [unique_id for unique_id in mesh.seen(index) if unique_id.startswith("order-")]
+        assert arrived == ids, f"node {index}'s browser got node 0's posts out of order"
+    mesh.assert_no_duplicates()
