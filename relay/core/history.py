@@ -8,11 +8,20 @@ up to ``admin_body_bytes`` each, in as many instances as posters name, would
 otherwise hold gigabytes. Past the bound the instance holding the most bytes
 gives up its oldest messages (the one adding, when it holds at least an
 equal share), so a busy instance cannot take a quiet one's history away.
+
+In broker mode a replay gives the cluster's order, Redis', on every node: a
+message delivered in that order goes after every message that has its place
+(``Place.NEXT``), whatever its time says (a message reloaded after a gap
+carries Redis' time, one that came live this node's: the two clocks cannot
+order messages a millisecond apart). A post delivered here before Redis
+placed it (Redis was away) waits last (``Place.WAITING``) until Redis returns
+it (``placed``), then takes its place after the messages placed before it.
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Set
@@ -30,6 +39,21 @@ class Entry(NamedTuple):
     at: float
     subscribers: frozenset[str]
     message: EncodedMessage
+
+
+class Place(enum.Enum):
+    """Where a message goes in its instance's history: the order a replay gives."""
+
+    #: By when it arrived (``at``) among the messages that have their place; without
+    #: an ``at``, that is after all of them. A message only kept, never delivered
+    #: here (one a reload found older than this node), and a mesh's messages.
+    IN_TIME = "in-time"
+    #: After every message that has its place, whatever its ``at`` says (raised to
+    #: keep times in order): delivered now, in the cluster's order.
+    NEXT = "next"
+    #: After everything, until ``History.placed`` gives it its place: delivered here
+    #: before the broker placed it in the cluster's order (Redis was away).
+    WAITING = "waiting"
 
 
 #: The least time between two sweeps of every instance for a message that finds no room.
@@ -58,6 +82,8 @@ class History:
         #: The frames' bytes of every entry kept, in all and by instance.
         self.bytes = 0
         self._bytes_of: dict[str, int] = {}
+        #: How many of an instance's newest entries wait for their place (``Place.WAITING``).
+        self._waiting: dict[str, int] = {}
         self._swept_at = float("-inf")
         self._warned = False
 
@@ -83,13 +109,16 @@ class History:
         subscribers: frozenset[str],
         message: EncodedMessage,
         at: float | None = None,
+        *,
+        place: Place = Place.IN_TIME,
     ) -> None:
         """Retain ``message`` for ``instance``, dropping the oldest past the bounds.
 
-        ``at`` is when it arrived (the clock's reading; now when None). An
-        earlier ``at`` than the newest entry's, as a message reloaded from the
-        broker has, is placed in time order; one already past the age bound is
-        not kept.
+        ``at`` is when it arrived (the clock's reading; now when None); one
+        already past the age bound is not kept. ``place`` says where it goes
+        (see ``Place``): by default in time order, so an ``at`` earlier than
+        the newest entry's, as a message reloaded from the broker has, goes
+        before that entry.
         """
         size = len(message.frame)
         if self._max_messages == 0 or size > self._max_bytes:
@@ -105,10 +134,15 @@ class History:
             self._swept_at = now
             self.expire()
         entries = self._by_instance.get(instance) or deque()
-        if not entries or entries[-1].at <= at:
+        placed = len(entries) - self._waiting.get(instance, 0)
+        if place is Place.WAITING:
             position = len(entries)
+        elif not placed or entries[placed - 1].at <= at:
+            position = placed
+        elif place is Place.NEXT:
+            position, at = placed, entries[placed - 1].at
         else:
-            position = bisect.bisect_right(entries, at, key=lambda entry: entry.at)
+            position = bisect.bisect_right(entries, at, hi=placed, key=lambda entry: entry.at)
         # Room by count, from this instance's oldest; then by bytes, from the
         # instance holding the most (this one's oldest when that is this one).
         while len(entries) >= self._max_messages or self.bytes + size > self._max_bytes:
@@ -126,6 +160,34 @@ class History:
         self._by_instance[instance] = entries
         self.bytes += size
         self._bytes_of[instance] = self._bytes_of.get(instance, 0) + size
+        if place is Place.WAITING:
+            self._waiting[instance] = self._waiting.get(instance, 0) + 1
+
+    def placed(self, instance: str, payload: bytes | memoryview) -> bool:
+        """Give the post ``payload`` (kept as ``Place.WAITING``) its place: the broker returned it.
+
+        It goes after every message placed before it, as on every other node;
+        the posts still waiting stay after it. Returns whether it was found
+        (it may have gone with the bounds).
+        """
+        waiting = self._waiting.get(instance, 0)
+        if not waiting:
+            return False
+        entries = self._by_instance[instance]
+        first = len(entries) - waiting
+        # Posts go to Redis in the order they were delivered: the first usually matches.
+        for index in range(first, len(entries)):
+            entry = entries[index]
+            if entry.message.payload == payload:
+                break
+        else:
+            return False
+        del entries[index]
+        if first:
+            entry = entry._replace(at=max(entry.at, entries[first - 1].at))
+        entries.insert(first, entry)
+        self._waiting[instance] = waiting - 1
+        return True
 
     def replay(self, instance: str, keys: Set[str], age: float) -> list[EncodedMessage]:
         """Messages of the last ``age`` seconds for any of ``keys``, oldest first."""
@@ -222,9 +284,12 @@ class History:
     def _drop_oldest(self, instance: str) -> None:
         """Forget ``instance``'s oldest message (and the instance, once it has none)."""
         entries = self._by_instance[instance]
+        if len(entries) == self._waiting.get(instance, 0):
+            self._waiting[instance] -= 1  # the oldest left was waiting for its place
         size = len(entries.popleft().message.frame)
         self.bytes -= size
         self._bytes_of[instance] -= size
         if not entries:
             del self._by_instance[instance]
             del self._bytes_of[instance]
+            self._waiting.pop(instance, None)

@@ -11,6 +11,9 @@ It also keeps Aphlict's per-instance counters, in bounded memory
 In broker mode, while the broker orders the cluster's messages
 (``set_ordering``), a post is held (``relay.core.held``) and delivered when the
 broker returns it, in the broker's order, like every other node's posts.
+History keeps that order too (``relay.core.history.Place``): a post delivered
+here before the broker placed it (Redis away) waits last in history until the
+broker returns it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from relay.config import LimitsConfig
 from relay.core.dedup import RecentIds
 from relay.core.encoded import EncodedMessage
 from relay.core.held import HeldPosts, late_hold
-from relay.core.history import History
+from relay.core.history import History, Place
 from relay.core.instance_counts import InstanceCounters, InstanceCounts
 from relay.core.notification import Notification
 from relay.core.snapshot import InstanceReading
@@ -74,9 +77,16 @@ class Hub:
         clock: Callable[[], float],
         limits: LimitsConfig | None = None,
         forward: Forward | None = None,
+        brokered: bool = False,
     ) -> None:
-        """Route with this node's ``fingerprint``; ``clock`` gives monotonic seconds."""
+        """Route with this node's ``fingerprint``; ``clock`` gives monotonic seconds.
+
+        ``brokered``: a broker orders the cluster's messages (``receive``), so a
+        post delivered here before the broker placed it waits for its place in history.
+        """
         self.fingerprint = fingerprint
+        # Where a post delivered at once goes in history: in a mesh there is no other order.
+        self._unplaced = Place.WAITING if brokered else Place.IN_TIME
         self._limits = limits or LimitsConfig()
         self._history = history
         self._recent = recent
@@ -205,7 +215,7 @@ class Hub:
             self._held.hold(key, instance, notification.subscribers, message)
             outcome = Outcome.HELD
         else:
-            self._keep_and_deliver(instance, notification.subscribers, message)
+            self._keep_and_deliver(instance, notification.subscribers, message, self._unplaced)
         if self.forward is not None:
             self.forward(instance, message.payload, self._covered(notification, covered))
         return outcome
@@ -236,10 +246,14 @@ class Hub:
         """
         held = self._held.take((instance, notification.identity())) if self._held else None
         if held is not None:
-            self._keep_and_deliver(held.instance, held.subscribers, held.message)
+            self._keep_and_deliver(held.instance, held.subscribers, held.message, Place.NEXT)
             return Outcome.DELIVERED
         if self.fingerprint in notification.touched:
-            return Outcome.LOOPED  # posted here: delivered when it was posted
+            # Posted here and delivered then, without waiting for the broker:
+            # in history it takes its place in the broker's order now.
+            if live:
+                self._history.placed(instance, payload)
+            return Outcome.LOOPED
         counters = self._counts.of(instance)
         if not self._recent.first_sighting((instance, notification.identity())):
             # A copy (a reload after a gap reads the window again, a retried
@@ -247,7 +261,10 @@ class Hub:
             return Outcome.DUPLICATE
         counters.messages_in += 1
         message = EncodedMessage(payload)
-        self._history.add(instance, notification.subscribers, message, at)
+        # Delivered now, in the broker's order: after every message placed before it,
+        # whatever Redis' time and this node's say (a reload's messages carry Redis').
+        place = Place.NEXT if live else Place.IN_TIME
+        self._history.add(instance, notification.subscribers, message, at, place=place)
         if live:
             counters.messages_out += self._deliver(instance, notification.subscribers, message)
         return Outcome.DELIVERED
@@ -272,7 +289,7 @@ class Hub:
         dropped them. Returns how many were delivered.
         """
         for post in (released := self._held.release(older_than)):
-            self._keep_and_deliver(post.instance, post.subscribers, post.message)
+            self._keep_and_deliver(post.instance, post.subscribers, post.message, Place.WAITING)
         return len(released)
 
     @property
@@ -285,10 +302,10 @@ class Hub:
         return any(True for _ in self._index.recipients(instance, keys))
 
     def _keep_and_deliver(
-        self, instance: str, subscribers: frozenset[str], message: EncodedMessage
+        self, instance: str, subscribers: frozenset[str], message: EncodedMessage, place: Place
     ) -> None:
-        """Keep a post accepted here in history and deliver it to the browsers subscribed."""
-        self._history.add(instance, subscribers, message)
+        """Keep a post accepted here in history (at ``place``) and deliver it to its browsers."""
+        self._history.add(instance, subscribers, message, place=place)
         delivered = self._deliver(instance, subscribers, message)
         # Counted where its post was (that instance's own, or the overflow label's).
         counters = self._counts.posted_in(instance)

@@ -82,6 +82,7 @@ class Parts:
             clock=clock,
             limits=config.limits,
             forward=forward_for(peers.forward, None if broker is None else broker.publish),
+            brokered=broker is not None,
         )
         limits = config.limits
         return cls(

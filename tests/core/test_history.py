@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.core.encoded import EncodedMessage
-from relay.core.history import History
+from relay.core.history import History, Place
 from tests.support import FakeClock
 
 
@@ -104,6 +104,82 @@ def test_a_message_from_the_past_takes_its_place_in_time() -> None:
     history.add("default", frozenset({"K"}), EncodedMessage(b"oldest"), clock.now - 20)
     history.add("default", frozenset({"K"}), EncodedMessage(b"c"), clock.now - 1)
     assert payloads(history.replay("default", {"K"}, 60.0)) == [b"b", b"c", b"d"]
+
+
+def test_a_message_delivered_in_the_clusters_order_goes_last_whatever_its_time() -> None:
+    """One reloaded after a gap carries Redis' time, which may be before a live one's arrival."""
+    clock = FakeClock()
+    history = History(10, 60.0, clock)
+    history.add("default", frozenset({"K"}), msg("came-live"))
+    history.add("default", frozenset({"K"}), msg("reloaded"), clock.now - 0.001, place=Place.NEXT)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [b"came-live", b"reloaded"]
+    # Its time is raised to keep times in order: a replay of any age takes both or the later.
+    clock.advance(10)
+    assert payloads(history.replay("default", {"K"}, 10.0)) == [b"came-live", b"reloaded"]
+
+
+def test_a_post_waiting_for_its_place_stays_last_until_the_broker_places_it() -> None:
+    clock = FakeClock()
+    history = History(10, 60.0, clock)
+    history.add("default", frozenset({"K"}), msg("before"))
+    clock.advance(1)
+    history.add("default", frozenset({"K"}), msg("mine"), place=Place.WAITING)
+    clock.advance(1)
+    # Placed in Redis while this node was away; reloaded when it comes back.
+    history.add("default", frozenset({"K"}), msg("theirs-0"), clock.now - 1.5, place=Place.NEXT)
+    history.add("default", frozenset({"K"}), msg("theirs-1"), place=Place.NEXT)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [
+        b"before",
+        b"theirs-0",
+        b"theirs-1",
+        b"mine",
+    ]
+    assert history.placed("default", b"mine")
+    assert not history.placed("default", b"mine")  # a second copy: placed already
+    history.add("default", frozenset({"K"}), msg("theirs-2"), place=Place.NEXT)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == [
+        b"before",
+        b"theirs-0",
+        b"theirs-1",
+        b"mine",
+        b"theirs-2",
+    ]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([Place.NEXT, Place.WAITING, Place.IN_TIME]),
+            st.integers(min_value=0, max_value=9),  # the broker returns the post made at step n
+        ),
+        max_size=40,
+    )
+)
+def test_history_keeps_the_brokers_order_with_the_waiting_posts_last(
+    steps: list[Place | int],
+) -> None:
+    """Against a model: placed messages in their order, then the waiting ones in theirs."""
+    history = History(5, 60.0, FakeClock())
+    placed: list[bytes] = []
+    waiting: list[bytes] = []
+    for n, step in enumerate(steps):
+        payload = str(n).encode()
+        if isinstance(step, int):
+            returned = str(step).encode()
+            assert history.placed("default", returned) == (returned in waiting)
+            if returned in waiting:
+                waiting.remove(returned)
+                placed.append(returned)
+            continue
+        full = len(placed) + len(waiting) >= 5
+        if full and step is not Place.WAITING and not placed:
+            pass  # it would be the oldest in the broker's order: not kept
+        else:
+            if full:
+                (placed or waiting).pop(0)
+            (waiting if step is Place.WAITING else placed).append(payload)
+        history.add("default", frozenset({"K"}), EncodedMessage(payload), place=step)
+    assert payloads(history.replay("default", {"K"}, 60.0)) == placed + waiting
 
 
 def test_history_exported_is_restored_with_its_ages_in_another_process() -> None:

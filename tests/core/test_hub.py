@@ -26,7 +26,9 @@ class RecordingBrowser:
         self.received.append(orjson.loads(message.payload))
 
 
-def make_hub(clock: FakeClock | None = None) -> tuple[Hub, list[tuple[str, bytes, frozenset[str]]]]:
+def make_hub(
+    clock: FakeClock | None = None, *, brokered: bool = False
+) -> tuple[Hub, list[tuple[str, bytes, frozenset[str]]]]:
     clock = clock or FakeClock()
     forwarded: list[tuple[str, bytes, frozenset[str]]] = []
     hub = Hub(
@@ -35,6 +37,7 @@ def make_hub(clock: FakeClock | None = None) -> tuple[Hub, list[tuple[str, bytes
         recent=RecentIds(120, 1000, clock),
         clock=clock,
         forward=lambda *args: forwarded.append(args),
+        brokered=brokered,
     )
     return hub, forwarded
 
@@ -291,6 +294,55 @@ def test_a_reloaded_broker_message_is_history_not_news() -> None:
     assert browser.received == []
     assert hub.replay(browser, 20_000) == 0  # it entered the cluster 30 s ago
     assert hub.replay(browser, 40_000) == 1
+
+
+def replayed(hub: Hub) -> list[str]:
+    """The uniqueIDs a browser new on ``hub``, subscribed to K, gets from a replay."""
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    hub.replay(browser, 60_000)
+    hub.disconnect(browser)
+    return [message["uniqueID"] for message in browser.received]
+
+
+def test_a_message_a_reload_delivers_goes_after_those_that_came_live_whatever_its_time() -> None:
+    """A reload gives what a node missed with Redis' time; one that came live has this node's.
+
+    The two clocks cannot order messages a millisecond apart; the broker's order can.
+    """
+    clock = FakeClock()
+    hub, _ = make_hub(clock, brokered=True)
+    from_broker(hub, notification("K", unique_id="came-live"))
+    from_broker(hub, notification("K", unique_id="missed"), at=clock.now - 0.001)
+    assert replayed(hub) == ["came-live", "missed"]
+
+
+def test_a_post_delivered_while_redis_was_away_takes_its_place_once_redis_returns_it() -> None:
+    """Every node's replay gives Redis' order: this post comes after what Redis placed first."""
+    clock = FakeClock()
+    hub, forwarded = make_hub(clock, brokered=True)
+    browser = RecordingBrowser()
+    hub.connect(browser)
+    hub.subscribe(browser, ["K"])
+    from_broker(hub, notification("K", unique_id="before"))
+    hub.set_ordering(False)  # Redis went away: posts are delivered here at once
+    clock.advance(1)
+    assert post(hub, notification("K", unique_id="mine")) is Outcome.DELIVERED
+    clock.advance(1)
+    # Back: the reload delivers what was placed meanwhile (by Redis' time, before "mine").
+    from_broker(hub, notification("K", unique_id="theirs-0"), at=clock.now - 1.5)
+    from_broker(hub, notification("K", unique_id="theirs-1"), at=clock.now - 0.5)
+    hub.set_ordering(True, hold_seconds=60)
+    assert replayed(hub) == ["before", "theirs-0", "theirs-1", "mine"]
+    # Published now, placed after them; it comes back, and another node's post follows.
+    stamped = bytes(forwarded[0][1])
+    assert hub.receive("default", parse_notification(stamped), stamped) is Outcome.LOOPED
+    from_broker(hub, notification("K", unique_id="theirs-2"))
+    assert replayed(hub) == ["before", "theirs-0", "theirs-1", "mine", "theirs-2"]
+    # Its browsers saw it at once: only the replay gives the cluster's order.
+    seen = [message["uniqueID"] for message in browser.received]
+    assert seen == ["before", "mine", "theirs-0", "theirs-1", "theirs-2"]
 
 
 def test_what_a_handoff_forwards_is_each_delivery_once_in_order_not_announcements() -> None:
