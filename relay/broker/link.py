@@ -41,6 +41,7 @@ from relay.core.snapshot import BrokerReading
 from relay.links.backoff import RetryDelays
 from relay.links.broker_wire import PUBLISH_SCRIPT, Keys, StreamId
 from relay.links.outbox import Outbox
+from relay.links.silence import SilenceWatch, StaleSubscriptionError
 from relay.process.cancelling import cancel_and_wait
 
 log = logging.getLogger("relay.broker")
@@ -57,10 +58,6 @@ class BrokerState(enum.Enum):
     UP = "up"
     #: Redis cannot be reached or refuses; posts queue, delivery stays local.
     DOWN = "down"
-
-
-class StaleSubscriptionError(Exception):
-    """The subscription stayed silent, not even the node's own ping came back."""
 
 
 class Broker:
@@ -379,21 +376,20 @@ class Broker:
 
     async def _receive_forever(self, client: aioredis.Redis, pubsub: PubSub, sink: Sink) -> None:
         config = self.config
-        last_heard = last_ping = self._clock()
+        watch = SilenceWatch(config.ping_interval_seconds, config.stale_seconds, self._clock())
         while True:
             message = await pubsub.get_message(timeout=config.ping_interval_seconds)
             now = self._clock()
             if message is not None:
-                last_heard = now
+                watch.heard(now)
                 if message["type"] == "pmessage":
                     self._inbound.live(message["channel"], message["data"], sink)
                 continue
-            if now - last_heard >= config.stale_seconds:
+            if (silent := watch.silent_for(now)) is not None:
                 raise StaleSubscriptionError(
-                    f"the subscription received nothing for {now - last_heard:.1f} s"
+                    f"the subscription received nothing for {silent:.1f} s"
                 )
-            if now - last_ping >= config.ping_interval_seconds:
-                last_ping = now
+            if watch.ping_due(now):
                 # Through Redis and back along the subscription: proves the
                 # whole path, not only that a socket is open.
                 async with asyncio.timeout(config.timeout_seconds):

@@ -6,7 +6,9 @@ the lease and every other node tries to take it; the holder publishes each
 verdict through a script that refuses it once the lease is another's; every
 node subscribes to the verdicts and, each round and after each
 (re)subscription, reads the last verdict of each kind back from Redis, so a
-subscription that silently lost a message is repaired within a round.
+subscription that silently lost a message is repaired within a round. A
+subscription whose connection died without a word is pinged, found silent
+and made again within ``stale_seconds``, as the message link's is.
 
 It has its own redis.asyncio client (``relay.broker.connect``), apart from
 the message link's, so a busy queue of posts never delays a renewal.
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
@@ -39,6 +42,7 @@ from relay.links.lease_wire import (
     decode_verdict,
     holder_value,
 )
+from relay.links.silence import SilenceWatch, StaleSubscriptionError
 from relay.process.cancelling import cancel_and_wait
 
 __all__ = ["StatusLease"]
@@ -266,16 +270,44 @@ class StatusLease:
                         pass  # the confirmation: from here on nothing is missed
                     await self._reload(client)
                 backoff.reset()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        self._heard(message["data"])
+                await self._hear_forever(pubsub)
+            except StaleSubscriptionError as exc:
+                # The rounds may well get answers meanwhile (a connection Redis
+                # forgot, on its side only): say why the verdicts stopped coming.
+                log.warning("cluster status: the verdicts' subscription %s; subscribing again", exc)
             except _REDIS_ERRORS:
                 pass  # the rounds log Redis' absence; listen again after a pause
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(backoff.next_delay())
+
+    async def _hear_forever(self, pubsub: PubSub) -> None:
+        """Hear every verdict published, until the subscription fails or falls silent.
+
+        Raises:
+            StaleSubscriptionError: nothing came for ``stale_seconds``, not even
+                the answer to a ping: the connection died without a word (a cut
+                link, Redis' host gone, a hung Redis), as the broker link's
+                subscription may (``relay.links.silence``).
+        """
+        config = self._config
+        watch = SilenceWatch(config.ping_interval_seconds, config.stale_seconds, self._clock())
+        while True:
+            message = await pubsub.get_message(timeout=config.ping_interval_seconds)
+            now = self._clock()
+            if message is not None:
+                watch.heard(now)
+                if message["type"] == "message":
+                    self._heard(message["data"])
+                continue
+            if (silent := watch.silent_for(now)) is not None:
+                raise StaleSubscriptionError(f"received nothing for {silent:.1f} s")
+            if watch.ping_due(now):
+                # Answered along the subscription itself: its connection is alive
+                # both ways. The rounds prove the rest of the path every third of the lease.
+                async with asyncio.timeout(config.timeout_seconds):
+                    await pubsub.ping()
 
     async def _reload(self, client: aioredis.Redis) -> dict[str, SharedVerdict]:
         """Hear the last verdict of each kind Redis holds; return them by kind."""

@@ -68,6 +68,36 @@ class BrokerHosts:
                 raise AssertionError(f"redis-server did not start: see {where / 'redis.log'}")
             time.sleep(POLL)  # a bounded poll: nothing tells the test it listens
 
+    def pause_redis(self) -> None:
+        """Stop Redis (SIGSTOP): its host's kernel still accepts connections, Redis answers none."""
+        assert self.redis is not None
+        self.redis.send_signal(signal.SIGSTOP)
+
+    def resume_redis(self) -> None:
+        """Let a paused Redis run again (SIGCONT)."""
+        assert self.redis is not None
+        self.redis.send_signal(signal.SIGCONT)
+
+    def forget_connections(self) -> None:
+        """Have Redis' host forget every connection to Redis, telling no client (``ss -K``).
+
+        Call with its link cut: the resets its kernel sends die on the dead
+        link, so each client keeps a connection Redis no longer has, as after
+        a reboot of Redis' host, or a NAT or firewall between them that
+        dropped the connection's state. A client learns of it only by sending.
+        """
+        # With its own end of the link down too, Redis' host has no route for
+        # the resets: with only the switch's end down, they reached the
+        # clients once the link was back (seen while writing this test).
+        for command in (
+            ["ip", "link", "set", "eth0", "down"],
+            ["ss", "-K", "-t", "state", "established", f"( sport = :{REDIS_PORT} )"],
+            ["ip", "link", "set", "eth0", "up"],
+        ):
+            subprocess.run(
+                self.ns.command(REDIS_HOST, command), capture_output=True, timeout=WAIT, check=True
+            )
+
     def _answers(self) -> bool:
         try:
             sock = self.ns.connect(REDIS_HOST, REDIS_PORT)
@@ -124,6 +154,7 @@ class BrokerHosts:
                 node.kill()
             logs.append(f"--- node on host {index} ---\n" + "".join(node.output))
         if self.redis is not None:
+            self.resume_redis()  # a stopped process dies of SIGKILL too, but reads no more
             self.redis.kill()
             self.redis.wait(WAIT)
         return "\n".join(logs)

@@ -7,12 +7,14 @@ node through sockets it opens *inside* that node's namespace, to 127.0.0.1,
 so that cutting a node's link never cuts the test's view of it.
 
 Python 3.11 has no ``os.setns``, so sockets are opened after ``setns(2)``
-through ctypes, on the calling thread only, and the thread switches back at once.
+through ctypes, on the calling thread only, and the thread switches back at once
+(``Namespaces.entered`` keeps it there for a block).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import os
@@ -20,6 +22,7 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,17 +190,29 @@ class Namespaces:
 
     # The test's view of a node: sockets opened inside its namespace.
 
-    def connect(self, index: int, port: int) -> socket.socket:
-        """A TCP socket connected to 127.0.0.1:``port`` inside node ``index``'s namespace."""
+    @contextlib.contextmanager
+    def entered(self, index: int) -> Iterator[None]:
+        """Put the calling thread in node ``index``'s namespace until the block ends.
+
+        Every socket the thread opens meanwhile is that node's, and so is
+        every process or thread it starts; those opened before stay where
+        they are. A test whose own event loop must act as a node (a redis-py
+        client in the test process) runs inside this block.
+        """
         with open("/proc/thread-self/ns/net") as own, open(f"/run/netns/{self.names[index]}") as ns:
             if _libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
                 error = ctypes.get_errno()
                 raise OSError(error, f"setns into {self.names[index]}: {os.strerror(error)}")
             try:
-                sock = socket.socket()
+                yield
             finally:
                 if _libc.setns(own.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns back to the test's own namespace")
+
+    def connect(self, index: int, port: int) -> socket.socket:
+        """A TCP socket connected to 127.0.0.1:``port`` inside node ``index``'s namespace."""
+        with self.entered(index):
+            sock = socket.socket()
         sock.settimeout(WAIT)
         try:
             sock.connect(("127.0.0.1", port))
