@@ -83,6 +83,9 @@ class ConnectionContext(Gate, Protocol):
     def track(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is accepted."""
 
+    def line_due(self, kind: str) -> int:
+        """How many browsers' problems of ``kind`` a line would report now; 0: stay quiet."""
+
     def untrack(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is closed."""
 
@@ -241,7 +244,12 @@ class BrowserConnection(asyncio.Protocol):
         limits = self._listener.limits
         if silent >= limits.ping_interval_seconds + limits.ping_timeout_seconds:
             self._listener.rejected["ping timeout"] += 1
-            log.info("browser %s did not answer a ping in time; dropped", self._address)
+            if count := self._listener.line_due("ping timeout"):
+                log.info(
+                    "browser %s did not answer a ping in time; dropped%s",
+                    self._address,
+                    _since(count),
+                )
             self.reset()
         elif silent >= limits.ping_interval_seconds and not self._pinged:
             self._pinged = True
@@ -345,7 +353,7 @@ class BrowserConnection(asyncio.Protocol):
                 data, self._fragments = self._fragments, None
                 self._on_text(data)
         elif opcode is Opcode.BINARY:
-            self._complain("sent a binary frame; relay only reads text, ignored")
+            self._complain("binary frame", "sent a binary frame; relay only reads text, ignored")
 
     def _on_text(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -357,7 +365,7 @@ class BrowserConnection(asyncio.Protocol):
         try:
             command = parse_command(text)
         except CommandError as exc:
-            self._complain(f"sent an unusable frame, ignored: {exc}")
+            self._complain("unusable frame", f"sent an unusable frame, ignored: {exc}")
             return
         try:
             self._run(command)
@@ -374,9 +382,10 @@ class BrowserConnection(asyncio.Protocol):
             if refused:
                 limits = self._listener.limits
                 self._complain(
+                    "too many keys",
                     f"subscribed to too much: refused {refused} keys (longer than "
                     f"{limits.max_key_length} characters or past {limits.max_subscriptions} "
-                    "subscriptions)"
+                    "subscriptions)",
                 )
         elif isinstance(command, Unsubscribe):
             hub.unsubscribe(self, command.keys)
@@ -387,22 +396,27 @@ class BrowserConnection(asyncio.Protocol):
         else:
             self.deliver(_PONG)
 
-    def _complain(self, problem: str) -> None:
+    def _complain(self, kind: str, problem: str) -> None:
         """Log a problem with what this browser sent: the first at INFO, the rest at DEBUG.
 
-        One connection must not be able to fill the disk with log lines.
+        One connection must not be able to fill the disk with log lines, nor
+        many connections sending one bad frame each: a connection's first
+        problem is written at INFO only when the listener has written no line
+        of its ``kind`` lately (``line_due``), and that line counts the others.
         """
-        first = not self._complained
+        count = 0 if self._complained else self._listener.line_due(kind)
         self._complained = True
-        if first or log.isEnabledFor(logging.DEBUG):
-            log.log(
-                logging.INFO if first else logging.DEBUG,
-                "browser %s %s%s",
+        if count:
+            others = f"; {count - 1} more browsers since the last such line" if count > 1 else ""
+            log.info(
+                "browser %s %s (more from this browser are logged at DEBUG only%s)",
                 self._address,
                 problem,
-                " (more from this browser are logged at DEBUG only)" if first else "",
+                others,
                 extra=self._context(),
             )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("browser %s %s", self._address, problem, extra=self._context())
 
     # Writing and closing.
 
@@ -412,12 +426,14 @@ class BrowserConnection(asyncio.Protocol):
         A close frame would only queue behind the megabyte it is not reading.
         """
         self._listener.rejected["too slow"] += 1
-        log.warning(
-            "browser %s stopped reading; over %d bytes queued, connection reset",
-            self._address,
-            self._listener.limits.outbound_buffer_bytes,
-            extra=self._context(),
-        )
+        if count := self._listener.line_due("too slow"):
+            log.warning(
+                "browser %s stopped reading; over %d bytes queued, connection reset%s",
+                self._address,
+                self._listener.limits.outbound_buffer_bytes,
+                _since(count),
+                extra=self._context(),
+            )
         self._cancel_timer()
         self.reset()
 
@@ -453,6 +469,11 @@ class BrowserConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _since(count: int) -> str:
+    """The end of a bounded line standing for ``count`` browsers (``line_due``)."""
+    return f" ({count - 1} more browsers since the last such line)" if count > 1 else ""
 
 
 #: Builds the protocol for one accepted socket: ``BrowserConnection`` or a subclass.

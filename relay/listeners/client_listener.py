@@ -198,6 +198,15 @@ class ClientListener:
                 detail,
             )
 
+    def line_due(self, kind: str) -> int:
+        """How many browsers' problems of ``kind`` a line would report now; 0: stay quiet.
+
+        A browser sending a bad frame, not reading or not answering pings gets
+        its line only if none of its kind was written lately: one line per
+        connection would let a client write to the log as fast as it connects.
+        """
+        return self._refusal_lines.due(kind)
+
     def track(self, connection: BrowserConnection) -> None:
         """Called by a connection once its socket is accepted."""
         self._connections.add(connection)
