@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+#: Connections over a cap that may wait at once for their request, to be answered
+#: 503 (each holds a descriptor meanwhile, up to ``limits.handshake_seconds``);
+#: further ones are closed unanswered. A quarter of the descriptors relay keeps
+#: for all but browsers (``relay.process.open_files.RESERVED``), so that a client
+#: connecting without a pause cannot take the admin port's.
+MAX_WAITING_REFUSALS = 64
+
 
 class Admission:
     """Counts open connections and says whether one more may open."""
@@ -14,6 +21,8 @@ class Admission:
         self._max_per_address = max_per_address
         self._by_address: Counter[str] = Counter()
         self.total = 0
+        #: Refused connections waiting for their request (``hold_refusal``).
+        self.waiting_refusals = 0
 
     def set_caps(self, max_total: int, max_per_address: int) -> None:
         """Apply new caps (a config reload); connections over them are not closed."""
@@ -40,3 +49,17 @@ class Admission:
             self._by_address[address] = remaining
         else:
             del self._by_address[address]
+
+    def hold_refusal(self) -> bool:
+        """Let a refused connection wait for its request, to answer it; False: close it now.
+
+        True at most ``MAX_WAITING_REFUSALS`` times until ``drop_refusal`` gives one back.
+        """
+        if self.waiting_refusals >= MAX_WAITING_REFUSALS:
+            return False
+        self.waiting_refusals += 1
+        return True
+
+    def drop_refusal(self) -> None:
+        """Give back a slot taken by ``hold_refusal`` (the refused connection closed)."""
+        self.waiting_refusals -= 1

@@ -154,8 +154,20 @@ class BrowserConnection(asyncio.Protocol):
             # One string per address, not per connection: tabs of a user, or of an
             # office behind one NAT, share theirs.
             self._address = sys.intern(str(peername[0]))
-        self._refusal = self._listener.admission.admit(self._address)
+        admission = self._listener.admission
+        self._refusal = admission.admit(self._address)
         self._admitted = self._refusal is None
+        refused = self._refusal is not None and self._handshake is not None
+        if refused and not admission.hold_refusal():
+            # Waiting to say 503 would hold a descriptor: past the bound, say nothing.
+            self._listener.refused(
+                "connection limit",
+                self._address,
+                f"{self._refusal}; closed unanswered: too many refused connections wait",
+            )
+            self._refusal = None
+            self._transport.abort()
+            return
         limits = self._listener.limits
         # pause_writing() fires when this much is queued: the browser is not reading.
         self._transport.set_write_buffer_limits(high=limits.outbound_buffer_bytes)
@@ -205,6 +217,9 @@ class BrowserConnection(asyncio.Protocol):
             self._listener.hub.disconnect(self)
         if self._admitted:
             self._listener.admission.release(self._address)
+        elif self._refusal is not None and self._handshake is not None:
+            # Refused, and held a slot to wait for its request (never answered 101).
+            self._listener.admission.drop_refusal()
         self._open = self._counted = self._admitted = False
         self._listener.untrack(self)
         log.debug("browser %s disconnected", self._address)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import resource
+import select
+import signal
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 
+from relay.core.admission import MAX_WAITING_REFUSALS
 from relay.node.node import Node
-from tests.support import Admin, Browser, notification
+from tests.support import WAIT, Admin, Browser, RelayProcess, eventually, local_config, notification
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
 
@@ -59,3 +69,78 @@ async def test_the_bounded_line_says_how_many_browsers_it_stood_for(
         "(more from this browser are logged at DEBUG only; 2 more browsers since the last "
         "such line)"
     )
+
+
+def open_silent(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that never send a byte (the kernel completes them from the backlog)."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(count)]
+
+
+def closed_by_node(sock: socket.socket) -> bool:
+    """Whether the node has closed ``sock`` (EOF or reset); never blocks."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.slow
+async def test_connections_over_the_cap_cannot_take_every_descriptor_from_the_admin_port(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # A connection over a cap waits for its request, to be answered 503; each
+    # holds a descriptor meanwhile. Were they not bounded, a client connecting
+    # and sending nothing would take the node's last descriptors from the
+    # admin port (posts reset) and the browsers, with max_connections well
+    # under the open-files limit as the README asks.
+    config = tmp_path / "relay.json"
+    limits = {"max_connections": 10, "handshake_seconds": 4 * WAIT}
+    config.write_bytes(orjson.dumps(local_config(limits=limits)))
+    relay = await asyncio.to_thread(RelayProcess(config).start)
+    relay.follow_log()
+    silent: list[socket.socket] = []
+    try:
+        resource.prlimit(relay.pid, resource.RLIMIT_NOFILE, (300, 300))
+        port = relay.client_ports[0]
+        browser = await Browser.open(port)
+        await browser.subscribe("A")
+        silent = await asyncio.to_thread(open_silent, port, 400)
+
+        async def only_the_bound_waits() -> bool:
+            return sum(not closed_by_node(sock) for sock in silent) <= 9 + MAX_WAITING_REFUSALS
+
+        await eventually(only_the_bound_waits, "the node closed the refusals past the bound")
+        admin = Admin(session, relay.admin_ports[0])
+        async with asyncio.timeout(WAIT):
+            assert (await admin.post(notification("A", n=1)))[0] == 200
+        assert [m["n"] for m in await browser.drain()] == [1]
+        # One that waits still gets its answer, saying why (the first 9 were admitted).
+        waiting = [sock for sock in silent if not closed_by_node(sock)][-1]
+        status, _, body = await asyncio.to_thread(exchange_on, waiting, port)
+        assert status == 503
+        assert b"connection limit" in body
+        await browser.close()
+    finally:
+        for sock in silent:
+            sock.close()
+        relay.signal(signal.SIGTERM)
+        _, output = await asyncio.to_thread(relay.wait)
+    assert "Traceback" not in output
+    assert "too many refused connections wait" in output
+
+
+def exchange_on(sock: socket.socket, port: int) -> tuple[int, bytes, bytes]:
+    """Send a WebSocket handshake on ``sock``; return the status, head and body of the answer."""
+    sock.sendall(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while piece := sock.recv(4096):
+            answer += piece
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
