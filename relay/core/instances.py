@@ -7,10 +7,17 @@ application server with ``?instance=acme``; neither, the default instance.
 
 from __future__ import annotations
 
+from relay.errors import NotificationError
+
 DEFAULT_INSTANCE = "default"
 #: The label instances are counted under together once a node counts
 #: ``limits.max_instances`` of them one by one (see ``relay.core.hub``).
 OVERFLOW_INSTANCE = "(other)"
+#: The longest instance name a post may give (Phorge's are short identifiers).
+#: Each name is remembered as long as its messages are (history, and the last
+#: 200,000 posts' identities for two minutes): names of kilobytes, a new one in
+#: each post, would hold memory that no bound counts.
+MAX_INSTANCE_NAME = 255
 
 
 def instance_from_path(path: str) -> str:
@@ -30,3 +37,14 @@ def instance_from_path(path: str) -> str:
 def instance_from_query(value: str | None) -> str:
     """The instance an admin request names with ``?instance=``; empty means default."""
     return value or DEFAULT_INSTANCE
+
+
+def check_instance(name: str) -> str:
+    """``name``, when a post may give it.
+
+    Raises:
+        NotificationError: it is longer than ``MAX_INSTANCE_NAME`` characters.
+    """
+    if len(name) > MAX_INSTANCE_NAME:
+        raise NotificationError(f"the instance name is longer than {MAX_INSTANCE_NAME} characters")
+    return name

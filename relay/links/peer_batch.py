@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from relay.core.instances import check_instance
 from relay.core.notification import Notification, check_notification
 from relay.errors import NotificationError
 
@@ -130,6 +131,7 @@ def decode_batch(
                 f"the limit is {max_touched}"
             )
         try:
+            check_instance(instance)
             notification = check_notification(
                 record.get("message"), max_subscribers=max_subscribers, max_touched=max_touched
             )

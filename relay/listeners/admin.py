@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from relay.config import AdminConfig, LimitsConfig
 from relay.config.secrets import Secret
 from relay.core.hub import Hub, Outcome
-from relay.core.instances import instance_from_query
+from relay.core.instances import check_instance, instance_from_query
 from relay.core.notification import bounds_of, parse_notification
 from relay.core.refusal_lines import RefusalLines
 from relay.core.snapshot import NodeSnapshot
@@ -195,6 +195,7 @@ async def post_notification(request: web.Request) -> web.Response:
     state, settings, raw = await _authorised_body(request)
     try:
         notification = parse_notification(raw, **bounds_of(settings.limits))
+        instance = check_instance(instance_from_query(request.query.get("instance")))
     except NotificationError as exc:
         _log_refusal(request, "post", "refused a post from %s: %s", exc)
         return _json_error(400, str(exc))
@@ -211,7 +212,6 @@ async def post_notification(request: web.Request) -> web.Response:
     # A post straight from an application gets a uniqueID if it has none, so
     # identical posts stay distinct messages all through the cluster.
     notification = notification.identified()
-    instance = instance_from_query(request.query.get("instance"))
     [outcome] = await _route(state, arrived, [BatchItem(instance, notification, frozenset())])
     if outcome in (Outcome.LOOPED, Outcome.DUPLICATE) and log.isEnabledFor(logging.DEBUG):
         # Still a 200: the sender's copy is in the cluster already (a retry
