@@ -67,7 +67,8 @@ from relay.links.handoff_wire import (
     listener_kinds,
     takes_admin_connections,
 )
-from relay.listeners.handoff import Channel, cut_movable
+from relay.listeners.handoff import Channel
+from relay.listeners.movable import cut_movable
 from relay.node.admin_listeners import longest_hand_over
 from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (

@@ -60,7 +60,8 @@ from relay.links.handoff_wire import (
     released_of,
     released_unadopted,
 )
-from relay.listeners.handoff import Channel, MovableConnection
+from relay.listeners.handoff import Channel
+from relay.listeners.movable import MovableConnection
 from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from relay.config import Config
-from relay.listeners.handoff import MovableConnection
+from relay.listeners.movable import MovableConnection
 from relay.node.handoff import HandoffPoint
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node

@@ -49,7 +49,8 @@ from relay.links.handoff_wire import (
     released_body,
     resumed_of,
 )
-from relay.listeners.handoff import Channel, MovableConnection, adopt
+from relay.listeners.handoff import Channel
+from relay.listeners.movable import MovableConnection, adopt
 from relay.node.admin_listeners import WaitingConnection
 from relay.node.handoff import longest_quiet
 from relay.node.handoff_cut import Resumption, read_listeners

@@ -61,7 +61,7 @@ from relay.links.fdstore_wire import (
 )
 from relay.links.handoff_wire import ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
-from relay.listeners.handoff import MovableConnection, adopt, cut_movable
+from relay.listeners.movable import MovableConnection, adopt, cut_movable
 from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.node.restart_listeners import keepable, listening, socket_of

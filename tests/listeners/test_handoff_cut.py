@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from relay.links.handoff_wire import ConnectionState
-from relay.listeners.handoff import MovableConnection, cut_movable
+from relay.listeners.movable import MovableConnection, cut_movable
 
 
 class _Connection(MovableConnection):

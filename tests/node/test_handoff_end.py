@@ -38,7 +38,7 @@ from relay.config import parse_config
 from relay.core.notification import parse_notification
 from relay.errors import StartupError
 from relay.links.handoff_wire import Kind
-from relay.listeners.handoff import MovableConnection
+from relay.listeners.movable import MovableConnection
 from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_abort import Moving
 from relay.node.handoff_take import adopt_all, take_over

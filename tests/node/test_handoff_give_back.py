@@ -34,7 +34,8 @@ import pytest
 from relay.config import parse_config
 from relay.errors import StartupError
 from relay.links.handoff_wire import HandoffError, Kind
-from relay.listeners.handoff import Channel, MovableConnection
+from relay.listeners.handoff import Channel
+from relay.listeners.movable import MovableConnection
 from relay.node import handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node

@@ -25,7 +25,7 @@ import pytest
 from relay.config import Config, parse_config
 from relay.errors import StartupError
 from relay.links.fdstore_wire import Passed, waiting_name
-from relay.listeners.handoff import MovableConnection
+from relay.listeners.movable import MovableConnection
 from relay.node.node import Node
 from relay.node.restart import adopt_passed, store_for_restart
 from relay.process.fdstore import FdStore
