@@ -15,11 +15,16 @@ then dropped; the listener's sweep calls ``check_liveness``). A browser
 dropped with data it has not read (too slow, silent, or not finishing its
 close) gets a TCP reset, so that the kernel frees what it still holds for it
 at once instead of keeping it queued in FIN-WAIT-1 for minutes.
+
+What the transport could not send at once (the browser reads slower than
+relay writes) stays known here (``unsent``): a handoff or a restart passes
+those bytes on with the connection, and the next process writes them first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -110,6 +115,8 @@ class BrowserConnection(asyncio.Protocol):
         "_refusal",
         "_timer",
         "_transport",
+        "_unsent",
+        "_unsent_bytes",
         "_ws",
         "instance",
     )
@@ -136,6 +143,10 @@ class BrowserConnection(asyncio.Protocol):
         #: was last written to (monotonic seconds).
         self._queued: bytes | list[bytes] | None = None
         self._last_write = float("-inf")
+        #: The last chunks written, of which the transport has not sent a tail yet
+        #: (None: it had sent everything at the last write), and their length.
+        self._unsent: collections.deque[bytes] | None = None
+        self._unsent_bytes = 0
         self._address = "?"
         self.instance = DEFAULT_INSTANCE
 
@@ -189,7 +200,7 @@ class BrowserConnection(asyncio.Protocol):
             for request in requests:
                 self._on_request(request)
             if not requests and (reply := self._handshake.refusal(self._listener, self._address)):
-                cast(asyncio.Transport, self._transport).write(reply)  # before websockets' end
+                self._send(reply)  # before websockets' end
         ws = self._ws
         if ws is not None and data:
             for frame in ws.receive_data(data, self._listener.limits.browser_message_bytes):
@@ -247,9 +258,31 @@ class BrowserConnection(asyncio.Protocol):
         """Write the frames queued since the last write, in one write (the coalescer calls this)."""
         queued, self._queued = self._queued, None
         if queued and self._open:
-            assert self._transport is not None
+            transport = self._transport
+            assert transport is not None
             self._last_write = now
-            self._transport.write(queued if isinstance(queued, bytes) else b"".join(queued))
+            data = queued if isinstance(queued, bytes) else b"".join(queued)
+            # _send, inlined: this is once per browser per flush.
+            transport.write(data)
+            if unsent := transport.get_write_buffer_size():
+                self._keep_unsent(data, unsent)
+            elif self._unsent is not None:
+                self._unsent = None
+
+    def unsent(self) -> bytes | None:
+        """What relay wrote that the transport has not sent yet (whole frames but maybe the first).
+
+        Empty when it has sent everything; None when that cannot be told (no transport).
+        """
+        transport = self._transport
+        if transport is None:
+            return None
+        size = transport.get_write_buffer_size()
+        if not size:
+            return b""
+        if self._unsent is None or self._unsent_bytes < size:
+            return None  # not all written through _send: cannot happen
+        return b"".join(self._unsent)[-size:]
 
     def check_liveness(self, now: float) -> None:
         """Ping a browser silent for the ping interval; drop one silent past the timeout."""
@@ -462,7 +495,7 @@ class BrowserConnection(asyncio.Protocol):
             self.write_queued(self._listener.coalescer.clock())
         for data in ws.data_to_send():
             if data:
-                transport.write(data)
+                self._send(data)
             elif transport.can_write_eof():
                 # Half-close, so the browser reads our close frame before the TCP close.
                 try:
@@ -479,6 +512,33 @@ class BrowserConnection(asyncio.Protocol):
             self._open = False
             self._cancel_timer()
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.reset)
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data``; remember what the transport could not send at once (``unsent``).
+
+        Every write goes through here. The cost on the usual path, where the
+        kernel takes it all: one ``get_write_buffer_size()`` and a test.
+        """
+        transport = self._transport
+        assert transport is not None
+        transport.write(data)
+        if unsent := transport.get_write_buffer_size():
+            self._keep_unsent(data, unsent)
+        elif self._unsent is not None:
+            self._unsent = None
+
+    def _keep_unsent(self, data: bytes, unsent: int) -> None:
+        """Keep the chunks that hold the ``unsent`` bytes, ``data`` (just written) the last."""
+        chunks = self._unsent
+        if chunks is None or unsent <= len(data):
+            self._unsent = collections.deque((data,))
+            self._unsent_bytes = len(data)
+            return
+        chunks.append(data)
+        self._unsent_bytes += len(data)
+        # Chunks sent whole are not needed any more: the transport sends in order.
+        while self._unsent_bytes - len(chunks[0]) >= unsent:
+            self._unsent_bytes -= len(chunks.popleft())
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
