@@ -7,9 +7,10 @@ message; a message is a kind byte then a JSON body. File descriptors
 (listening sockets, browser sockets) travel with the last piece of their
 message. The conversation (``relay.node.handoff`` carries it out):
 
-- successor: ``HELLO`` {version, pid[, admin_connections: true]} (the
-  last: it takes ``ADMIN_CONNECTIONS``; an older successor does not say, and
-  is sent none);
+- successor: ``HELLO`` {version, pid[, admin_connections: true][,
+  owed_bytes: true]} (``admin_connections``: it takes ``ADMIN_CONNECTIONS``;
+  ``owed_bytes``: it takes connections with bytes owed, see below; an
+  older successor does not say, and is sent none of either);
 - old: ``LISTENERS`` {kinds[, position, verdicts]} + the client listening
   sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
@@ -52,7 +53,13 @@ exactly there. It also passes the cluster-status verdicts it has announced
 
 A browser connection's state at the cut is a :class:`ConnectionState`; the
 bytes it sent after its last complete frame are those its frame-level
-protocol kept (``relay.core.websocket.ServerFrames.unparsed``).
+protocol kept (``relay.core.websocket.ServerFrames.unparsed``). The bytes
+relay wrote to it that its socket had not taken yet (a slow reader's) are
+its ``owed`` bytes, which the successor writes before anything else: at most
+:data:`OWED_BYTES_LIMIT` a connection, so that its record (base64 in JSON,
+4/3 of them) stays under half the channel's 64 MiB message limit. A
+successor that does not say ``owed_bytes`` would drop them unread, cutting
+the browser's stream mid-frame: it is sent only connections owed nothing.
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ PIECE_BYTES = 64 * 1024
 BATCH_SOCKETS = 200
 #: Bytes of state records in one batch, so a batch stays a few pieces.
 BATCH_BYTES = 256 * 1024
+#: Most bytes owed to one browser that move with it: the default ``outbound_buffer_bytes``
+#: (1 MiB) many times over; a connection owed more stays (and is closed with 1001).
+OWED_BYTES_LIMIT = 16 * 1024 * 1024
 #: The flag byte of a piece after which the message continues.
 MORE = 1
 LAST = 0
@@ -106,7 +116,9 @@ class ConnectionState:
     ``listener`` is the index of the client listener (in config order) that
     accepted it; ``silent_for`` how many seconds ago it last sent anything;
     ``unparsed`` the bytes it sent after its last complete frame (a partial
-    frame), ``fragments`` the text of a fragmented message not finished yet.
+    frame), ``fragments`` the text of a fragmented message not finished yet,
+    ``owed`` the bytes relay wrote to it that its socket had not taken (whole
+    frames, maybe but the start of the first): the next process writes them first.
     """
 
     listener: int
@@ -117,10 +129,11 @@ class ConnectionState:
     silent_for: float
     unparsed: bytes = b""
     fragments: bytes | None = None
+    owed: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        """The record as a JSON object (bytes as base64)."""
-        return {
+        """The record as a JSON object (bytes as base64; ``owed`` only when there are some)."""
+        record: dict[str, Any] = {
             "l": self.listener,
             "a": self.address,
             "i": self.instance,
@@ -130,6 +143,9 @@ class ConnectionState:
             "u": base64.b64encode(self.unparsed).decode(),
             "f": None if self.fragments is None else base64.b64encode(self.fragments).decode(),
         }
+        if self.owed:
+            record["o"] = base64.b64encode(self.owed).decode()
+        return record
 
     @classmethod
     def from_json(cls, raw: Any) -> ConnectionState:
@@ -149,6 +165,7 @@ class ConnectionState:
                 silent_for=float(raw["s"]),
                 unparsed=base64.b64decode(raw["u"]),
                 fragments=None if fragments is None else base64.b64decode(fragments),
+                owed=base64.b64decode(raw.get("o", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise HandoffError(f"not a connection record: {exc}") from None
@@ -164,6 +181,7 @@ class ConnectionState:
             + keys
             + 2 * len(self.unparsed)
             + 2 * fragments
+            + 2 * len(self.owed)
         )
 
 
@@ -356,13 +374,21 @@ def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
 
 
 def hello_body(version: str, pid: int) -> dict[str, Any]:
-    """The body of the successor's ``HELLO``: who it is, and that it takes admin connections."""
-    return {"version": version, "pid": pid, "admin_connections": True}
+    """The body of the successor's ``HELLO``: who it is, and what it takes beyond browsers.
+
+    Admin connections (``ADMIN_CONNECTIONS``), and browsers with bytes owed.
+    """
+    return {"version": version, "pid": pid, "admin_connections": True, "owed_bytes": True}
 
 
 def takes_admin_connections(hello: dict[str, Any]) -> bool:
     """Whether the successor that said ``hello`` takes ``ADMIN_CONNECTIONS``."""
     return hello.get("admin_connections") is True
+
+
+def takes_owed_bytes(hello: dict[str, Any]) -> bool:
+    """Whether the successor that said ``hello`` writes a connection's ``owed`` bytes first."""
+    return hello.get("owed_bytes") is True
 
 
 def admin_connections_body(listeners: Sequence[int]) -> dict[str, Any]:

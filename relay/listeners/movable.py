@@ -58,7 +58,10 @@ class MovableConnection(BrowserConnection):
         return connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Admit the connection; an adopted one is open at once, with its subscriptions."""
+        """Admit the connection; an adopted one is open at once, with its subscriptions.
+
+        What it is owed is written first, before anything routed to it.
+        """
         super().connection_made(transport)
         state, self._adoption = self._adoption, None
         if state is None:
@@ -67,7 +70,9 @@ class MovableConnection(BrowserConnection):
         self._address = state.address
         self._last_heard = time.monotonic() - state.silent_for
         self._pinged = state.pinged
-        self._open = self._counted = True
+        self._open = self._counted = True  # open before the write: past the bound, pause_writing
+        if state.owed:
+            self._send(state.owed)
         hub = self._listener.hub
         hub.connect(self)
         hub.subscribe(self, state.keys, catch_up=False)  # it got them from the old process

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import orjson
 import pytest
 
 from relay.links.broker_wire import StreamId
 from relay.links.handoff_wire import (
+    BATCH_BYTES,
+    OWED_BYTES_LIMIT,
     ConnectionState,
     HandoffError,
     Kind,
@@ -26,6 +31,7 @@ from relay.links.handoff_wire import (
     released_unadopted,
     resumed_of,
     takes_admin_connections,
+    takes_owed_bytes,
 )
 
 STATE = ConnectionState(
@@ -54,6 +60,25 @@ def test_a_record_round_trips() -> None:
     assert ConnectionState.from_json(STATE.to_json()) == STATE
     with pytest.raises(HandoffError):
         ConnectionState.from_json({"l": 0})
+
+
+def test_a_record_with_owed_bytes_round_trips_and_one_without_says_nothing_of_them() -> None:
+    owing = dataclasses.replace(STATE, owed=b"\x81\x05hello\x81")
+    assert ConnectionState.from_json(owing.to_json()) == owing
+    assert "o" in owing.to_json()
+    # Owed nothing: the record is what older releases write and read.
+    assert "o" not in STATE.to_json()
+    assert ConnectionState.from_json(STATE.to_json()).owed == b""
+
+
+def test_owed_bytes_count_in_a_record_s_size_and_a_record_owed_the_most_fits_a_message() -> None:
+    owing = dataclasses.replace(STATE, owed=bytes(OWED_BYTES_LIMIT))
+    assert owing.size() >= len(orjson.dumps(owing.to_json()))
+    assert owing.size() > BATCH_BYTES  # a batch of its own
+    assert list(batches([STATE, owing, STATE])) == [[0], [1], [2]]
+    message = encode(Kind.CONNECTIONS, {"batch": 0, "connections": [owing.to_json()]})
+    # base64: 4/3 of the bytes, under half the channel's limit (64 MiB, relay.listeners.handoff).
+    assert len(message) < OWED_BYTES_LIMIT * 4 // 3 + 1024 < 64 * 1024 * 1024 // 2
 
 
 @pytest.mark.parametrize("length", [0, 1, 9, 10, 11, 25])
@@ -163,3 +188,8 @@ def test_admin_connections_without_one_listener_each_are_a_handoff_error(
 def test_a_successor_says_it_takes_admin_connections_and_an_older_one_does_not() -> None:
     assert takes_admin_connections(hello_body("0.2.0", 17))
     assert not takes_admin_connections({"version": "0.1.0", "pid": 17})
+
+
+def test_a_successor_says_it_takes_owed_bytes_and_an_older_one_does_not() -> None:
+    assert takes_owed_bytes(hello_body("0.2.0", 17))
+    assert not takes_owed_bytes({"version": "0.1.0", "pid": 17, "admin_connections": True})
