@@ -229,8 +229,8 @@ async def _recover(moving: Moving) -> None:
             if number in moving.served_there and place not in moving.unadopted:
                 # The successor delivered all that was forwarded after the batch.
                 since = moving.forwarded_until or since
-            # Read now, not once for all: nothing is routed during this loop.
-            connection.resume(state, (time.monotonic() - since) * 1000.0)
+            # Read now, not once for all: a held one's resumption awaits a new transport.
+            await connection.resume(state, (time.monotonic() - since) * 1000.0)
             resumed += 1
     moving.pending.clear()
     if moving.stopped_accepting:

@@ -347,7 +347,7 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
         raise
     finally:
         for connection, state, _fd in left:
-            connection.resume(state, (time.monotonic() - cut_at) * 1000.0)
+            await connection.resume(state, (time.monotonic() - cut_at) * 1000.0)
     if not await asyncio.to_thread(store.barrier):
         log.warning("systemd did not confirm that it keeps the browsers; they may be lost")
     for connection, _state, _fd in kept:
