@@ -9,7 +9,11 @@ order (the messages are in ``relay.links.handoff_wire``):
    so no connect is refused at any moment;
 2. every browser connection, in batches, each cut at a frame boundary with
    its state; the old process stops reading it, has nothing left to write
-   to it, and the hub forgets it, in one step;
+   to it, and the hub forgets it, in one step. A slow reader, to which the
+   old process' transport still holds bytes, goes with those bytes, which
+   the successor writes first (where it says it takes them: an older one
+   gets only the connections owed nothing); it is held first
+   (``relay.listeners.held``) and cut in a later round;
 3. the admin listening sockets, once the old process holds no browsers and
    has finished the posts in flight, with the plain admin connections it
    had read nothing of; then it says ``DONE`` and exits.
@@ -60,15 +64,17 @@ from relay.config import LimitsConfig
 from relay.errors import StartupError
 from relay.links.handoff_wire import (
     BATCH_SOCKETS,
+    OWED_BYTES_LIMIT,
     HandoffError,
     Kind,
     admin_connections_body,
     batches,
     listener_kinds,
     takes_admin_connections,
+    takes_owed_bytes,
 )
 from relay.listeners.handoff import Channel
-from relay.listeners.movable import cut_movable
+from relay.listeners.movable import cut_movable, unhold_all
 from relay.node.admin_listeners import longest_hand_over
 from relay.node.handoff_abort import Moving, give_up, watch
 from relay.node.handoff_cut import (
@@ -83,7 +89,10 @@ log = logging.getLogger("relay.handoff")
 
 #: Connections cut in one round (their batches are sent at once, then acknowledged).
 ROUND_CONNECTIONS = 5 * BATCH_SOCKETS
-#: Pause between rounds that wait for connections still in their handshake (a bounded poll).
+#: Bytes owed to the connections cut in one round, in all: what one round queues on the
+#: channel at once (as base64, 4/3 of it), whatever the number of slow readers.
+ROUND_OWED_BYTES = 2 * OWED_BYTES_LIMIT
+#: Pause between rounds that wait for connections still in their handshake or held (a bounded poll).
 STRAGGLER_POLL = 0.05
 #: At the end of a handoff in broker mode, how long the posts queued for Redis may
 #: take to get there (seconds); well within the successor's wait for DONE.
@@ -198,6 +207,7 @@ async def _hand_over(moving: Moving) -> None:
     node, channel = moving.node, moving.channel
     hello = await _answer(moving, Kind.HELLO)
     log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
+    moving.takes_owed = takes_owed_bytes(hello)
     if (reason := cannot_cut(node)) is not None:
         raise HandoffError(reason)
     client_sockets = []
@@ -225,6 +235,11 @@ async def _hand_over(moving: Moving) -> None:
         for listener in node.client_listeners:
             listener.stop_accepting()
         await _move_stragglers(moving)
+        if held := await unhold_all(node.client_listeners):
+            log.warning(
+                "%d browser connections were held and did not move: served here until the end",
+                held,
+            )
         admin = node.admin_sockets()
         moving.spare_admin = [socket.socket(fileno=fd) for fd in _dup_all(admin)]
         moving.admin_closed = True
@@ -256,9 +271,15 @@ async def _hand_over(moving: Moving) -> None:
         stop_forwarding()  # idempotent
     passed_on = len(moving.spare_waiting)
     moving.close_spares()
+    owed = (
+        f" ({moving.owed_moved} with {moving.owed_bytes} bytes this process had not sent yet)"
+        if moving.owed_moved
+        else ""
+    )
     log.info(
-        "handoff done: %d browser connections moved%s",
+        "handoff done: %d browser connections moved%s%s",
         moving.moved,
+        owed,
         f", {passed_on} admin connections with no request yet passed on" if passed_on else "",
     )
 
@@ -297,6 +318,8 @@ async def _until_redis_has_them(moving: Moving) -> None:
 async def _move_stragglers(moving: Moving) -> None:
     """Move the browsers that finish their handshake now, until none is left in one (bounded).
 
+    And the held ones (``relay.listeners.held``), once what they are owed is known.
+
     Raises:
         HandoffError: the successor went away meanwhile; nothing else would
             notice before the deadline, while its browsers are gone already.
@@ -306,7 +329,8 @@ async def _move_stragglers(moving: Moving) -> None:
     moved, waiting = await _move_connections(moving)
     if waiting:
         log.info(
-            "%d browser connections moved; waiting up to %g s for %d still in their handshake",
+            "%d browser connections moved; waiting up to %g s for %d still in their handshake "
+            "or held",
             moving.moved,
             limit,
             waiting,
@@ -325,12 +349,13 @@ async def _move_connections(moving: Moving) -> tuple[int, int]:
     """Cut, pass and release every connection that can move now.
 
     Returns how many moved and how many are still in their handshake here
-    (each moves once open).
+    (each moves once open) or held (each moves once what it is owed is known).
     """
     node, channel = moving.node, moving.channel
+    owed_room = ROUND_OWED_BYTES if moving.takes_owed else None
     total = 0
     while True:
-        cut, waiting = cut_movable(node.client_listeners, ROUND_CONNECTIONS)
+        cut, waiting = cut_movable(node.client_listeners, ROUND_CONNECTIONS, owed_room)
         if not cut:
             return total, waiting
         # Sent in the same step as the cut: any message routed later is forwarded after them.
@@ -350,7 +375,10 @@ async def _move_connections(moving: Moving) -> tuple[int, int]:
         for number in range(first, moving.batches_sent):
             adopted = await _answer(moving, Kind.ADOPTED)
             done = moving.pending.pop(int(str(adopted.get("batch", number))), [])
-            for connection, _state in done:
+            for connection, state in done:
                 connection.release()
+                if state.owed:
+                    moving.owed_moved += 1
+                    moving.owed_bytes += len(state.owed)
             moving.moved += len(done)
         total += len(cut)

@@ -61,7 +61,7 @@ from relay.links.handoff_wire import (
     released_unadopted,
 )
 from relay.listeners.handoff import Channel
-from relay.listeners.movable import MovableConnection
+from relay.listeners.movable import MovableConnection, unhold_all
 from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.process.peer_process import WatchedProcess
@@ -101,6 +101,11 @@ class Moving:
     keys_changed: dict[Place, tuple[str, ...]] = field(default_factory=dict)
     batches_sent: int = 0
     moved: int = 0
+    #: Whether the successor takes connections with bytes owed (its HELLO says so).
+    takes_owed: bool = False
+    #: Of those moved, how many went with bytes owed, and how many bytes in all.
+    owed_moved: int = 0
+    owed_bytes: int = 0
     #: Whether the successor got the listening sockets (it may serve from then on).
     passed: bool = False
     stopped_accepting: bool = False
@@ -227,12 +232,15 @@ async def _recover(moving: Moving) -> None:
                 state = dataclasses.replace(state, keys=keys)
             since = moving.cut_at[number]
             if number in moving.served_there and place not in moving.unadopted:
-                # The successor delivered all that was forwarded after the batch.
+                # The successor delivered all that was forwarded after the batch, and
+                # first what the connection was owed.
                 since = moving.forwarded_until or since
+                state = dataclasses.replace(state, owed=b"")
             # Read now, not once for all: a held one's resumption awaits a new transport.
             await connection.resume(state, (time.monotonic() - since) * 1000.0)
             resumed += 1
     moving.pending.clear()
+    await unhold_all(node.client_listeners)  # held, not cut yet: served here again
     if moving.stopped_accepting:
         for listener, spare in zip(node.client_listeners, moving.spare_clients, strict=False):
             await listener.accept(spare)

@@ -4,22 +4,55 @@ Both sides of the handoff run in the test's event loop (asyncio's and
 uvloop), each watching the other's pid through a stand-in. The browser is
 a :class:`~tests.node.slow_reader.SlowReader` (a raw socket with a small
 receive buffer that reads only when told) behind which relay's transport
-holds bytes. Scenarios with real processes: ``test_slow_reader.py``.
+holds bytes. Whoever serves it in the end, it reads one valid stream of
+frames, every message once and in order:
+
+- a successor that takes owed bytes adopts it and writes them first;
+- a successor of an older release (its ``HELLO`` does not say it takes
+  them) is not sent it: the old process keeps it, as before;
+- a successor that dies with the batch unacknowledged: the old process
+  serves it again, on a new transport that writes what it is owed first;
+- one held that does not fit the round's room until the end: served by
+  the old process again, the same way.
+
+Scenarios with real processes: ``test_slow_reader.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
+from pathlib import Path
+from typing import Any, cast
 
 import orjson
+import pytest
 
+from relay.config import parse_config
 from relay.core.notification import parse_notification
-from relay.links.handoff_wire import ConnectionState
+from relay.links.handoff_wire import ConnectionState, Kind, hello_body
+from relay.listeners.handoff import Channel
 from relay.listeners.movable import MovableConnection, adopt
+from relay.node import handoff, handoff_abort, handoff_take
+from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
 from tests.broker.test_broker import StartNode
-from tests.support import WAIT, local_config, notification
+from tests.node.handoff_parts import handoff_point, stand_ins
+from tests.node.slow_reader import SlowReader
+from tests.support import WAIT, eventually, local_config, notification
+
+#: What is routed while the browser does not read: ~60 KiB, many times what the kernels
+#: hold for it (relay's send buffer is small here), well under its outbound bound.
+BEFORE = [f"m{index}" for index in range(30)]
+AFTER = [f"n{index}" for index in range(3)]
+FILLER = "x" * 2000
+
+
+def _config(**limits: Any) -> dict[str, Any]:
+    limits = {"max_connections_per_ip": 0, "socket_send_buffer_bytes": 4096, **limits}
+    return local_config(limits=limits)
 
 
 def _publish(node: Node, ids: list[str], filler: str = "") -> None:
@@ -53,3 +86,148 @@ async def test_an_adopted_connection_is_written_what_it_is_owed_before_anything_
         frame = received[len(owed) :]
         assert frame[:1] == b"\x81"  # a text frame follows, whole
         assert orjson.loads(frame[2:])["uniqueID"] == "after"
+
+
+async def _slow_reader_behind(node: Node) -> SlowReader:
+    """A browser on ``node`` that reads nothing while ``BEFORE`` is routed to it.
+
+    Returned once relay's transport holds some of it: the kernels took no more.
+    """
+    reader = await SlowReader.open(node.client_addresses[0][1])
+    _publish(node, BEFORE, FILLER)
+    [connection] = node.client_listeners[0].connections()
+
+    async def holding() -> bool:
+        return bool(connection.unsent())
+
+    await eventually(holding, "relay's transport holds bytes for the browser")
+    return reader
+
+
+def _owed_moved(caplog: pytest.LogCaptureFixture) -> str:
+    return caplog.text.split("handoff done: ", 1)[1].split("\n", 1)[0]
+
+
+async def test_a_successor_adopts_a_slow_reader_and_writes_what_it_is_owed_first(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    reader = await _slow_reader_behind(old)
+    async with handoff_point(old, tmp_path) as (point, path):
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            async with asyncio.timeout(WAIT):
+                await adopt_all(successor, channel, resumption)
+            assert point._task is not None
+            await asyncio.wait_for(point._task, WAIT)
+            assert _owed_moved(caplog).startswith("1 browser connections moved (1 with ")
+            _publish(successor, AFTER)
+            assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+            assert reader.closed is None
+            assert successor.adopted == 1
+        finally:
+            channel.close()
+            await successor.stop()
+    reader.close()
+
+
+async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It would drop the owed bytes it does not know: the old process keeps the browser."""
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    older = {"admin_connections": True}
+    monkeypatch.setattr(
+        handoff_take, "hello_body", lambda version, pid: {"version": version, "pid": pid} | older
+    )
+    old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
+    reader = await _slow_reader_behind(old)
+    async with handoff_point(old, tmp_path) as (point, path):
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            async with asyncio.timeout(WAIT):
+                await adopt_all(successor, channel, resumption)
+            assert point._task is not None
+            await asyncio.wait_for(point._task, WAIT)
+            assert _owed_moved(caplog) == "0 browser connections moved"
+            assert successor.adopted == 0
+        finally:
+            channel.close()
+            await successor.stop()
+    # Still the old process' (which would close it with 1001 as it exits, as before).
+    _publish(old, AFTER)
+    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+    assert reader.closed is None
+    reader.close()
+
+
+async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    old = await start_node(_config(), connection_factory=MovableConnection)
+    reader = await _slow_reader_behind(old)
+    async with handoff_point(old, tmp_path) as (point, path):
+        # The successor by hand: it takes the batch, then dies before acknowledging it.
+        channel = await Channel.connect(path)
+        try:
+            channel.send(Kind.HELLO, hello_body("9.9.9", os.getpid()))
+            while True:
+                kind, body, fds = await channel.receive()
+                for fd in fds:
+                    os.close(fd)  # its copies only: the old process keeps its own
+                if kind is Kind.CONNECTIONS:
+                    [record] = cast(list[dict[str, str]], body["connections"])
+                    assert record["o"]  # what it is owed came with it
+                    break
+        finally:
+            channel.close()
+        assert point._task is not None
+        await asyncio.wait_for(point._task, WAIT)
+    assert "after the failed handoff: 0 connections had moved, 1 resumed here" in caplog.text
+    _publish(old, AFTER)
+    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+    assert reader.closed is None
+    reader.close()
+
+
+async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    monkeypatch.setattr(handoff, "ROUND_OWED_BYTES", 1)  # no round has room for it
+    old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
+    reader = await _slow_reader_behind(old)
+    async with handoff_point(old, tmp_path) as (point, path):
+        successor, channel, resumption = await take_over(parse_config(_config()), path)
+        try:
+            async with asyncio.timeout(WAIT):
+                await adopt_all(successor, channel, resumption)
+            assert point._task is not None
+            await asyncio.wait_for(point._task, WAIT)
+        finally:
+            channel.close()
+            await successor.stop()
+    assert "1 browser connections were held and did not move" in caplog.text
+    assert _owed_moved(caplog) == "0 browser connections moved"
+    _publish(old, AFTER)
+    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+    assert reader.closed is None
+    reader.close()
