@@ -21,6 +21,13 @@ under these names (``FDNAME=``):
   (the handoff's :data:`~relay.links.handoff_wire.Position`), where the next
   process starts reading.
 
+A browser relay still owed bytes when it stopped (a slow reader: see
+``ConnectionState.owed``) has its state under ``owing``, not
+``connections``: a relay of an older release, which does not know owed
+bytes, finds no state for its socket and closes it (the browser reconnects
+and replays), where it would otherwise serve it with those bytes dropped,
+its stream cut mid-frame. The others it keeps as ever: the format stays 1.
+
 On the next start systemd passes them at descriptor 3 onwards with
 ``LISTEN_FDS``, ``LISTEN_FDNAMES`` and ``LISTEN_PID`` (sd_listen_fds(3)),
 read by :func:`listen_fds`.
@@ -171,13 +178,15 @@ class StoredState:
 
     def encode(self) -> bytes:
         """The state as JSON bytes."""
+        states = self.connections.items()
         return orjson.dumps(
             {
                 "format": STATE_VERSION,
                 "pid": self.pid,
                 "version": self.version,
                 "stored_at": self.stored_at,
-                "connections": {key: state.to_json() for key, state in self.connections.items()},
+                "connections": {key: state.to_json() for key, state in states if not state.owed},
+                "owing": {key: state.to_json() for key, state in states if state.owed},
                 "history": self.history,
             }
             | ({} if self.position is None else position_body(self.position))
@@ -198,15 +207,19 @@ class StoredState:
             if raw.get("format") != STATE_VERSION:
                 raise FdStoreError(f"relay-state of format {raw.get('format')!r}, not ours")
             connections = raw["connections"]
+            owing = raw.get("owing", {})
             history = raw.get("history", [])
-            if not isinstance(connections, dict) or not isinstance(history, list):
-                raise FdStoreError("relay-state's connections or history is malformed")
+            if not all(isinstance(records, dict) for records in (connections, owing)):
+                raise FdStoreError("relay-state's connections are malformed")
+            if not isinstance(history, list):
+                raise FdStoreError("relay-state's history is malformed")
             return cls(
                 pid=int(raw["pid"]),
                 version=str(raw["version"]),
                 stored_at=float(raw["stored_at"]),
                 connections={
-                    str(key): ConnectionState.from_json(value) for key, value in connections.items()
+                    str(key): ConnectionState.from_json(value)
+                    for key, value in (connections | owing).items()
                 },
                 history=history,
                 position=position_of(raw),

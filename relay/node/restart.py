@@ -15,10 +15,13 @@ a stop does not close the browsers. In order:
    (a listener whose ``listen`` resolves to several addresses is not stored,
    as the handoff refuses it: the next start binds it afresh);
 3. every browser connection that can move is cut at a frame boundary (the
-   handoff's cut: it owes nothing, nothing is read past the last frame) and
-   stored with its state in a memfd (``relay-state``); what cannot move (TLS,
-   permessage-deflate, still in its handshake, or with bytes still in this
-   process' buffer once a round moves no one) is closed with 1001 as at any stop.
+   handoff's cut: nothing is read past the last frame) and stored with its
+   state in a memfd (``relay-state``), with the bytes relay still owed it (a
+   slow reader's: held first, ``relay.listeners.held``, and cut on the next
+   round), which the next process writes first, up to
+   :data:`STORED_OWED_BYTES` in all; what cannot move (TLS,
+   permessage-deflate, still in its handshake, or owed bytes past that) is
+   closed with 1001 as at any stop.
    In broker mode the link to Redis stops first, and where it stood goes into
    ``relay-state`` too (``relay.node.restart_position``).
 
@@ -59,9 +62,9 @@ from relay.links.fdstore_wire import (
     socket_key,
     waiting_name,
 )
-from relay.links.handoff_wire import ConnectionState, Position
+from relay.links.handoff_wire import OWED_BYTES_LIMIT, ConnectionState, Position
 from relay.links.lease_wire import SharedVerdict
-from relay.listeners.movable import MovableConnection, adopt, cut_movable
+from relay.listeners.movable import MovableConnection, adopt, cut_movable, unhold_all
 from relay.node.admin_listeners import WaitingConnection
 from relay.node.node import Node
 from relay.node.restart_listeners import keepable, listening, socket_of
@@ -70,12 +73,16 @@ from relay.process.fdstore import FdStore, memfd_with, read_memfd, take_passed
 
 log = logging.getLogger("relay.restart")
 
-#: How long a stop waits for browsers still in their handshake. One with bytes still to
-#: send gets another round only while the last round moved some: no event says its buffer
-#: emptied, and a browser that reads nothing would hold every stop for the whole wait.
+#: How long a stop waits for browsers still in their handshake, or held (one with bytes
+#: still to send: it moves with them on the next round, once they are known).
 CUT_SECONDS = 2.0
-#: Pause between the rounds of that wait (a bounded poll: no event says a buffer emptied).
+#: Pause between the rounds of that wait (a bounded poll: no event says a handshake ended).
 CUT_POLL = 0.05
+#: Bytes owed to slow readers that go into ``relay-state``, all browsers together (base64
+#: there, 4/3 of it): with the history's default bound (64 MiB) the state stays well under
+#: what the next process reads (``STATE_LIMIT``, 256 MiB). A browser owed more than is
+#: left is closed with 1001.
+STORED_OWED_BYTES = 4 * OWED_BYTES_LIMIT
 #: Most admin connections with nothing read kept in the store (the others are closed, as
 #: idle ones): each takes a place in FileDescriptorStoreMax= and a name in
 #: LISTEN_FDNAMES (the room of 8 browsers); an application server's pool is a few.
@@ -356,11 +363,13 @@ async def store_for_restart(node: Node, store: FdStore) -> None:
     # Those left are closed at once, not spread over drain_seconds: systemd starts the
     # next process only once this one exits, and the browsers kept wait for it.
     node.hurry()
+    owed = [len(state.owed) for _, state, _ in kept if state.owed]
     log.info(
         "stopping for a restart: %d browser connections and %d listeners kept in systemd's "
-        "file descriptor store%s%s",
+        "file descriptor store%s%s%s",
         len(kept),
         len(stored) - len(waiting),
+        f" ({len(owed)} with {sum(owed)} bytes this process had not sent yet)" if owed else "",
         f", and {len(waiting)} admin connections with no request yet" if waiting else "",
         f"; {len(left)} more than the store takes are closed" if left else "",
     )
@@ -393,13 +402,20 @@ def _store_browsers(
 
 
 async def _cut_browsers(node: Node) -> list[tuple[MovableConnection, ConnectionState, int]]:
-    """Cut every browser that can move, waiting (bounded) for those not ready yet."""
+    """Cut every browser that can move, waiting (bounded) for those not ready yet.
+
+    Those held still at the end (owed past what the state takes) are served
+    here again: the stop closes them with 1001.
+    """
     cut: list[tuple[MovableConnection, ConnectionState, int]] = []
     deadline = time.monotonic() + CUT_SECONDS
+    owed_room = STORED_OWED_BYTES
     while True:
-        more, waiting = cut_movable(node.client_listeners)
+        more, waiting = cut_movable(node.client_listeners, owed_room=owed_room)
         cut += more
-        # A round that moved some may have left some with bytes still to send.
+        owed_room -= sum(len(state.owed) for _, state, _ in more)
+        # A round that moved some may have left some with bytes still to send, now held.
         if not (waiting or more) or time.monotonic() > deadline:
+            await unhold_all(node.client_listeners)
             return cut
         await asyncio.sleep(CUT_POLL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
@@ -130,6 +132,27 @@ def test_the_state_round_trips_and_knows_its_age() -> None:
     assert again.position is None  # mesh mode: none stored
 
 
+def test_a_browser_owed_bytes_is_kept_where_an_older_release_does_not_look() -> None:
+    """Under ``owing``: an older release finds no state for its socket and closes it.
+
+    It would otherwise serve it with the owed bytes dropped, its stream cut
+    mid-frame. The others it reads as ever: the format is the same.
+    """
+    owing = dataclasses.replace(STATE, owed=b"\x81\x7e")
+    state = StoredState(7, "1.2", 1000.0, {"k": STATE, "slow": owing})
+    raw = orjson.loads(state.encode())
+    assert raw["format"] == 1
+    assert list(raw["connections"]) == ["k"]  # what an older release reads
+    assert list(raw["owing"]) == ["slow"]
+    assert StoredState.decode(state.encode()) == state  # this one reads both
+
+
+def test_a_state_of_an_older_release_has_no_browser_owed_anything() -> None:
+    older = orjson.loads(StoredState(7, "1.1", 1000.0, {"k": STATE}).encode())
+    del older["owing"]
+    assert StoredState.decode(orjson.dumps(older)).connections == {"k": STATE}
+
+
 def test_a_broker_mode_state_keeps_the_stream_position() -> None:
     position = ({"default": StreamId(1700, 3), "other": StreamId(1701, 0)}, 1650)
     state = StoredState(7, "1.2", 1000.0, {"k": STATE}, position=position)
@@ -154,6 +177,9 @@ def test_a_broker_mode_state_keeps_the_verdicts_announced() -> None:
             {"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": {"k": {}}}
         ),
         orjson.dumps({"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": []}),
+        orjson.dumps(
+            {"format": 1, "pid": 1, "version": "v", "stored_at": 0, "connections": {}, "owing": []}
+        ),
         orjson.dumps(
             {
                 "format": 1,

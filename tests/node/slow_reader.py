@@ -6,7 +6,8 @@ it reads nothing until told, and relay's writes pile up in the kernel (its
 small receive buffer, relay's small send buffer) and then in relay's own
 process. When it reads again, every byte goes through the client protocol,
 which fails on anything that is not a valid frame stream (a frame cut short
-and followed by another, bytes written twice).
+and followed by another, bytes written twice). :func:`slow_reader_behind`
+puts one behind bytes an in-process node's transport holds.
 """
 
 from __future__ import annotations
@@ -25,10 +26,19 @@ from websockets.http11 import Response
 from websockets.protocol import Event
 from websockets.uri import parse_uri
 
-from tests.support import WAIT
+from relay.core.notification import parse_notification
+from relay.node.node import Node
+from tests.support import WAIT, eventually, notification
 
 #: The receive buffer the reader asks for (the kernel doubles it): a few frames' worth.
 RECEIVE_BUFFER = 4096
+#: A send buffer for relay's side (``limits.socket_send_buffer_bytes``) as small.
+SEND_BUFFER = 4096
+#: What an in-process node routes while the browser does not read: ~60 KiB, many times
+#: what the kernels hold for it, well under its outbound bound (1 MiB).
+BEFORE = [f"m{index}" for index in range(30)]
+AFTER = [f"n{index}" for index in range(3)]
+FILLER = "x" * 2000
 _QUEUED = struct.Struct("=i")
 
 
@@ -141,3 +151,26 @@ def _proc_address(host: str, port: int) -> str:
     """An IPv4 address as ``/proc/net/tcp`` writes it: the address' bytes in host order, hex."""
     packed = socket.inet_aton(host)
     return f"{struct.unpack('=I', packed)[0]:08X}:{port:04X}"
+
+
+def publish(node: Node, ids: list[str], filler: str = "") -> None:
+    """Route one message to ``K`` per id, as a post would."""
+    for unique in ids:
+        raw = orjson.dumps(notification("K", unique_id=unique, filler=filler))
+        node.hub.publish("default", parse_notification(raw))
+
+
+async def slow_reader_behind(node: Node) -> SlowReader:
+    """A browser on ``node`` that reads nothing while ``BEFORE`` is routed to it.
+
+    Returned once relay's transport holds some of it: the kernels took no more.
+    """
+    reader = await SlowReader.open(node.client_addresses[0][1])
+    publish(node, BEFORE, FILLER)
+    [connection] = node.client_listeners[0].connections()
+
+    async def holding() -> bool:
+        return bool(connection.unsent())
+
+    await eventually(holding, "relay's transport holds bytes for the browser")
+    return reader

@@ -31,35 +31,20 @@ import orjson
 import pytest
 
 from relay.config import parse_config
-from relay.core.notification import parse_notification
 from relay.links.handoff_wire import ConnectionState, Kind, hello_body
 from relay.listeners.handoff import Channel
 from relay.listeners.movable import MovableConnection, adopt
 from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
-from relay.node.node import Node
 from tests.broker.test_broker import StartNode
 from tests.node.handoff_parts import handoff_point, stand_ins
-from tests.node.slow_reader import SlowReader
-from tests.support import WAIT, eventually, local_config, notification
-
-#: What is routed while the browser does not read: ~60 KiB, many times what the kernels
-#: hold for it (relay's send buffer is small here), well under its outbound bound.
-BEFORE = [f"m{index}" for index in range(30)]
-AFTER = [f"n{index}" for index in range(3)]
-FILLER = "x" * 2000
+from tests.node.slow_reader import AFTER, BEFORE, SEND_BUFFER, publish, slow_reader_behind
+from tests.support import WAIT, local_config, notification
 
 
 def _config(**limits: Any) -> dict[str, Any]:
-    limits = {"max_connections_per_ip": 0, "socket_send_buffer_bytes": 4096, **limits}
+    limits = {"max_connections_per_ip": 0, "socket_send_buffer_bytes": SEND_BUFFER, **limits}
     return local_config(limits=limits)
-
-
-def _publish(node: Node, ids: list[str], filler: str = "") -> None:
-    """Route one message to ``K`` per id, as a post would."""
-    for unique in ids:
-        raw = orjson.dumps(notification("K", unique_id=unique, filler=filler))
-        node.hub.publish("default", parse_notification(raw))
 
 
 async def test_an_adopted_connection_is_written_what_it_is_owed_before_anything_else(
@@ -74,7 +59,7 @@ async def test_an_adopted_connection_is_written_what_it_is_owed_before_anything_
         owed = b"lo, world" + b"\x81\x02hi"
         state = ConnectionState(0, "127.0.0.1", "default", ("K",), False, 0.0, owed=owed)
         await adopt(node.client_listeners[0], state, accepted.detach())
-        _publish(node, ["after"])
+        publish(node, ["after"])
         expected = len(owed) + 2 + len(orjson.dumps(notification("K", unique_id="after")))
         received = b""
         loop = asyncio.get_running_loop()
@@ -86,22 +71,6 @@ async def test_an_adopted_connection_is_written_what_it_is_owed_before_anything_
         frame = received[len(owed) :]
         assert frame[:1] == b"\x81"  # a text frame follows, whole
         assert orjson.loads(frame[2:])["uniqueID"] == "after"
-
-
-async def _slow_reader_behind(node: Node) -> SlowReader:
-    """A browser on ``node`` that reads nothing while ``BEFORE`` is routed to it.
-
-    Returned once relay's transport holds some of it: the kernels took no more.
-    """
-    reader = await SlowReader.open(node.client_addresses[0][1])
-    _publish(node, BEFORE, FILLER)
-    [connection] = node.client_listeners[0].connections()
-
-    async def holding() -> bool:
-        return bool(connection.unsent())
-
-    await eventually(holding, "relay's transport holds bytes for the browser")
-    return reader
 
 
 def _owed_moved(caplog: pytest.LogCaptureFixture) -> str:
@@ -117,7 +86,7 @@ async def test_a_successor_adopts_a_slow_reader_and_writes_what_it_is_owed_first
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     caplog.set_level(logging.INFO, "relay.handoff")
     old = await start_node(_config(), connection_factory=MovableConnection)
-    reader = await _slow_reader_behind(old)
+    reader = await slow_reader_behind(old)
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -126,7 +95,7 @@ async def test_a_successor_adopts_a_slow_reader_and_writes_what_it_is_owed_first
             assert point._task is not None
             await asyncio.wait_for(point._task, WAIT)
             assert _owed_moved(caplog).startswith("1 browser connections moved (1 with ")
-            _publish(successor, AFTER)
+            publish(successor, AFTER)
             assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
             assert reader.closed is None
             assert successor.adopted == 1
@@ -150,7 +119,7 @@ async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
         handoff_take, "hello_body", lambda version, pid: {"version": version, "pid": pid} | older
     )
     old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
-    reader = await _slow_reader_behind(old)
+    reader = await slow_reader_behind(old)
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -164,7 +133,7 @@ async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
             channel.close()
             await successor.stop()
     # Still the old process' (which would close it with 1001 as it exits, as before).
-    _publish(old, AFTER)
+    publish(old, AFTER)
     assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
     assert reader.closed is None
     reader.close()
@@ -179,7 +148,7 @@ async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     caplog.set_level(logging.INFO, "relay.handoff")
     old = await start_node(_config(), connection_factory=MovableConnection)
-    reader = await _slow_reader_behind(old)
+    reader = await slow_reader_behind(old)
     async with handoff_point(old, tmp_path) as (point, path):
         # The successor by hand: it takes the batch, then dies before acknowledging it.
         channel = await Channel.connect(path)
@@ -198,7 +167,7 @@ async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole
         assert point._task is not None
         await asyncio.wait_for(point._task, WAIT)
     assert "after the failed handoff: 0 connections had moved, 1 resumed here" in caplog.text
-    _publish(old, AFTER)
+    publish(old, AFTER)
     assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
     assert reader.closed is None
     reader.close()
@@ -214,7 +183,7 @@ async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
     caplog.set_level(logging.INFO, "relay.handoff")
     monkeypatch.setattr(handoff, "ROUND_OWED_BYTES", 1)  # no round has room for it
     old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
-    reader = await _slow_reader_behind(old)
+    reader = await slow_reader_behind(old)
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -227,7 +196,7 @@ async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
             await successor.stop()
     assert "1 browser connections were held and did not move" in caplog.text
     assert _owed_moved(caplog) == "0 browser connections moved"
-    _publish(old, AFTER)
+    publish(old, AFTER)
     assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
     assert reader.closed is None
     reader.close()

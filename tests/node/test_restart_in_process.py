@@ -1,4 +1,4 @@
-"""A restart in one process: listeners on several addresses, and a start that fails.
+"""A restart in one process: listeners on several addresses, a start that fails, a slow reader.
 
 With :class:`~tests.harness.fdstore.FakeSystemd` as systemd, in this
 process: a node stores itself (``store_for_restart``) and a second one
@@ -7,7 +7,9 @@ adopts what the fake kept (``adopt_passed``). ``dual.test`` resolves to
 two sockets: the restart does not store it (as the handoff refuses it) and
 binds it afresh, while the listener beside it, on one address, keeps its
 socket. A start that fails after adopting stops the node: its browsers get
-1001, not a connection dropped without a close frame.
+1001, not a connection dropped without a close frame. A browser that reads
+nothing, behind bytes relay's transport holds, is stored with them, and the
+next start writes them first: it reads on, every message once, in order.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from relay.node.restart import adopt_passed, store_for_restart
 from relay.process.fdstore import FdStore
 from tests.harness.fdstore import FakeSystemd
 from tests.node.handoff_parts import Watcher, close_all, pooled_connection, post_over
+from tests.node.slow_reader import AFTER, BEFORE, SEND_BUFFER, publish, slow_reader_behind
 from tests.support import WAIT, eventually, free_ports, local_config, notification
 
 #: A name that resolves to one IPv4 and one IPv6 address.
@@ -193,3 +196,31 @@ async def test_no_admin_connection_is_kept_where_the_store_has_no_room_for_it(
         assert sorted(set(systemd.names())) == ["relay-admin-0", "relay-client-0", "relay-state"]
         pooled.settimeout(WAIT)
         assert await asyncio.to_thread(pooled.recv, 1) == b""  # closed, as an idle one
+
+
+async def test_a_slow_reader_is_kept_with_what_it_is_owed(
+    systemd: FakeSystemd, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = {"socket_send_buffer_bytes": SEND_BUFFER}
+    config = parse_config(local_config(limits=limits))
+    store = FdStore.of({"NOTIFY_SOCKET": systemd.notify_socket, "FDSTORE": "100"})
+    assert store is not None
+    old = Node(config, connection_factory=MovableConnection)
+    await old.start()
+    reader = await slow_reader_behind(old)
+    with caplog.at_level(logging.INFO, "relay.restart"):
+        await store_for_restart(old, store)
+    await old.stop()
+    assert "1 browser connections and 2 listeners kept" in caplog.text
+    assert "(1 with " in caplog.text  # ... bytes this process had not sent yet
+    passed = Passed.sort([(name, os.dup(fd)) for name, fd in systemd.stored])
+    new = Node(config, connection_factory=MovableConnection)
+    try:
+        await adopt_passed(new, store, passed)
+        assert new.adopted == 1
+        publish(new, AFTER)
+        assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+        assert reader.closed is None
+    finally:
+        reader.close()
+        await new.stop()

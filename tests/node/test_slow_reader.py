@@ -1,4 +1,4 @@
-"""A browser that stops reading keeps its connection through a handoff.
+"""A browser that stops reading keeps its connection through a handoff and a restart.
 
 When relay lets go of a connection, part of what it sent a slow reader (a
 phone on a bad link, a tab whose kernel buffers are full) may still be in
@@ -14,6 +14,8 @@ buffer is small too, and far more is posted than the two kernels hold.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -21,10 +23,11 @@ import orjson
 import pytest
 
 from tests.harness.cluster import Cluster, Relays
+from tests.harness.fdstore import FakeSystemd
 from tests.harness.node import RelayNode
 from tests.node.handoff_parts import read_status
 from tests.node.slow_reader import SlowReader
-from tests.support import local_config, notification
+from tests.support import WAIT, local_config, notification
 
 #: Posts while the browser does not read, each over ``FILLER`` bytes: ~120 KiB in all,
 #: many times what the kernels hold for it, well under ``outbound_buffer_bytes`` (1 MiB).
@@ -84,3 +87,33 @@ async def test_a_handoff_moves_a_slow_reader_with_what_it_is_owed(
     assert "handoff done: 1 browser connections moved" in old.log
     assert (await read_status(new.admin_port))["process"]["adopted"] == 1
     reader.close()
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(process.wait, 2 * WAIT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_restart_keeps_a_slow_reader_with_what_it_is_owed(
+    systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    config = tmp_path / "relay.json"
+    config.write_bytes(orjson.dumps(_config()))
+    first = systemd.start("--config", str(config))
+    ports = await systemd.ready()
+    reader = await SlowReader.open(ports["client"])
+    before, after = _ids("m", POSTS), _ids("n", 5)
+    await _post_all(ports["admin"], before)
+    _relay_holds_some(reader)
+    assert await _stop(first) == 0
+    second = systemd.start("--config", str(config))
+    assert await systemd.ready() == ports
+    await _post_all(ports["admin"], after)
+    assert await reader.read_until(after[-1]) == before + after
+    assert reader.closed is None
+    assert "1 browser connections and 2 listeners kept" in systemd.log(0)
+    assert (await read_status(ports["admin"]))["process"]["adopted"] == 1
+    reader.close()
+    assert await _stop(second) == 0
