@@ -39,7 +39,7 @@ from relay.config.broker import BrokerConfig
 from relay.config.secrets import load_secret
 from relay.config.tls import client_context, peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
-from relay.listeners.binding import IN_USE, listen_problem, probe_bind
+from relay.process.binding import IN_USE, listen_problem, probe_bind
 from relay.process.open_files import open_files_problem
 
 Model = TypeVar("Model", bound=BaseModel)

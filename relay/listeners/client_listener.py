@@ -27,8 +27,8 @@ from relay.core.admission import Admission
 from relay.core.coalescer import Coalescer
 from relay.core.hub import Hub
 from relay.core.refusal_lines import RefusalLines
-from relay.listeners.binding import dual_stack_socket
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
+from relay.process.binding import dual_stack_socket
 from relay.process.periodic import every
 
 log = logging.getLogger("relay.client")

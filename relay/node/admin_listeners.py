@@ -24,9 +24,9 @@ from relay.config import LimitsConfig, ServerConfig
 from relay.config.hosts import base_url
 from relay.config.tls import ListenerContexts
 from relay.listeners.admin import HTTP_LOG, AdminState, create_admin_app
-from relay.listeners.binding import bound, dual_stack_socket
 from relay.listeners.http_guard import guard_server
 from relay.listeners.untouched import read_nothing
+from relay.process.binding import bound, dual_stack_socket
 
 log = logging.getLogger("relay.node")
 

@@ -22,7 +22,6 @@ from relay.config import Config, ServerConfig
 from relay.config.secrets import load_secret
 from relay.core.snapshot import NodeSnapshot, ProcessReading
 from relay.listeners.admin import AdminSettings, AdminState
-from relay.listeners.binding import bound
 from relay.listeners.browser import BrowserConnection, ConnectionFactory
 from relay.listeners.client_listener import ClientListener
 from relay.listeners.drain import DrainPlan, drain
@@ -36,6 +35,7 @@ from relay.observe.dashboard import asset, render_page
 from relay.observe.metrics import NodeMetrics
 from relay.observe.node_status import status_message
 from relay.peering.presence import MeshPresence
+from relay.process.binding import bound
 from relay.process.periodic import every
 from relay.workers.plan import WorkerRole
 from relay.workers.siblings import Siblings

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from relay.config import ServerConfig
 from relay.errors import StartupError
+from relay.process.binding import bind_address, listen_addresses, listen_problem
 
 
 class PortReservation:
@@ -44,29 +45,29 @@ class PortReservation:
         return tuple(ports)
 
     def _reserve_one(self, index: int, server: ServerConfig) -> int:
-        host = server.bind_host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        """Hold every address ``server``'s workers will listen on; returns the port they share.
+
+        The addresses are those the listeners resolve ``listen`` to, all of
+        them (a name may stand for IPv6 addresses only, or for several), and
+        a failure is worded as the listeners and check-config word it.
+        """
+        held: list[socket.socket] = []
+        port = server.port
         try:
-            # First without SO_REUSEPORT: fails if anyone at all listens on the
-            # port (SO_REUSEADDR only looks past connections left in TIME_WAIT).
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((host, server.port))
-                port = int(probe.getsockname()[1])
-            held = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                held.bind((host, port))
-            except BaseException:
-                held.close()
-                raise
+            for family, kind, proto, resolved in listen_addresses(server):
+                # Port 0: the OS picks the port at the first address, the rest take the same.
+                address = (family, kind, proto, (resolved[0], port, *resolved[2:]))
+                # First without SO_REUSEPORT: fails if anyone at all listens on the
+                # port (SO_REUSEADDR only looks past connections left in TIME_WAIT).
+                bind_address(server, address).close()
+                sock = bind_address(server, address, reuse_port=True)
+                held.append(sock)
+                port = int(sock.getsockname()[1])
         except OSError as exc:
-            raise StartupError(
-                f"servers[{index}]: cannot listen for {server.type} connections on "
-                f"{host}:{server.port}: {exc.strerror or exc}"
-            ) from None
-        self._sockets.append(held)
+            for sock in held:
+                sock.close()
+            raise StartupError(listen_problem(f"servers[{index}]", server, exc)) from None
+        self._sockets += held
         return port
 
     def release(self) -> None:

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,59 @@ def test_connect_reaches_the_broker_and_names_what_it_cannot_reach(
         f"{path}: OK (1 client listener, 1 admin listener, 0 cluster peers); "
         f"reached the broker {redis_server.url}\n"
     )
+
+
+def _network_of_its_own(tmp_path: Path, hosts: str) -> tuple[str, ...]:
+    """A prefix running a command in namespaces of its own: no way out, and ``hosts``.
+
+    Its loopback has the IPv6 address ``fd00:5::1`` besides ``::1`` (a name for
+    ``::1`` alone would not do: glibc hands IPv4 callers 127.0.0.1 for it).
+    """
+    (tmp_path / "hosts").write_text(hosts)
+    inside = (
+        "ip link set lo up && ip -6 addr add fd00:5::1/128 dev lo nodad && "
+        'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    )
+    isolated = ("unshare", "--user", "--map-root-user", "--net", "--mount")
+    return (*isolated, "sh", "-c", inside, "sh", str(tmp_path / "hosts"))
+
+
+def _serves(args: list[str], cwd: Path, ready: str) -> tuple[bool, str]:
+    """Run ``args`` until a line holds ``ready`` (then stop it) or it exits; what it logged."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert proc.stderr is not None
+    timer = threading.Timer(WAIT, proc.kill)  # a hang fails the test instead of stalling CI
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if ready in line:
+                proc.terminate()
+                break
+        proc.communicate(timeout=WAIT)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return any(ready in line for line in lines), "".join(lines)
+
+
+def test_workers_listen_on_a_name_of_ipv6_addresses_as_check_config_said_they_would(
+    tmp_path: Path,
+) -> None:
+    """The supervisor of a --workers node resolved a name as IPv4 only, and refused it."""
+    config = local_config(workers=2, broker={"url": "redis://127.0.0.1:1/0"})
+    config["servers"][0]["listen"] = "relay-v6"
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(config))
+    prefix = _network_of_its_own(tmp_path, "127.0.0.1 localhost\nfd00:5::1 relay-v6\n")
+    check = relay("check-config", "--config", str(path), cwd=tmp_path, prefix=prefix)
+    assert check.returncode == 0, check.stderr
+    args = [*prefix, sys.executable, "-m", "relay", "serve", "--config", str(path)]
+    served, log = _serves(args, tmp_path, "relay node ready: 2 workers serving browsers on ")
+    assert served, log
+    assert "ws://relay-v6:" in log

@@ -6,7 +6,9 @@ an address the machine does not have or a name that does not resolve is the
 ``listen`` field's; a port in use or one that needs privileges is the
 ``port`` field's. ``relay serve`` reports a failed bind with these words, and
 ``relay check-config`` probes the same binds beforehand and reports the same
-lines, so the two never disagree about a listener.
+lines, so the two never disagree about a listener. The probe and the
+supervisor of a ``--workers`` node, which holds its workers' ports, resolve
+``listen`` as the listeners' asyncio servers do (``listen_addresses``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Awaitable
+from typing import Any
 
 from relay.config import ServerConfig
 from relay.errors import StartupError
@@ -82,16 +85,15 @@ def dual_stack_socket(server: ServerConfig, *, reuse_port: bool) -> socket.socke
     return sock
 
 
-def probe_bind(server: ServerConfig) -> None:
-    """Bind every address ``server`` would listen on, then let them go at once.
+#: One address to bind, as ``socket.getaddrinfo`` gives it: family, type, protocol, address.
+Address = tuple[socket.AddressFamily, socket.SocketKind, int, tuple[Any, ...]]
 
-    Resolves and binds as the listeners do (every address the host resolves
-    to, IPv6 sockets IPv6-only but ``::``, see ``dual_stack_socket``), with
-    ``SO_REUSEADDR`` so that a listener's own recent connections in TIME_WAIT
-    do not count.
+
+def listen_addresses(server: ServerConfig) -> list[Address]:
+    """Every address ``server`` listens on: its ``listen`` resolved, as asyncio's servers do.
 
     Raises:
-        OSError: the first failure (``socket.gaierror`` when the host does not resolve).
+        socket.gaierror: the host does not resolve.
     """
     infos = socket.getaddrinfo(
         server.bind_host,
@@ -99,13 +101,47 @@ def probe_bind(server: ServerConfig) -> None:
         type=socket.SOCK_STREAM,
         flags=socket.AI_PASSIVE,
     )
-    for family, kind, proto, _, address in dict.fromkeys(infos):
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                only = not is_ipv6_wildcard(server.bind_host)
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(only))
-            probe.bind(address)
+    return [
+        (family, kind, proto, address) for family, kind, proto, _, address in dict.fromkeys(infos)
+    ]
+
+
+def bind_address(
+    server: ServerConfig, address: Address, *, reuse_port: bool = False
+) -> socket.socket:
+    """A socket bound to one of ``server``'s addresses as its listener binds it, not listening.
+
+    ``SO_REUSEADDR`` (so a listener's own recent connections in TIME_WAIT do
+    not count), IPv6 sockets IPv6-only but ``::`` (see ``dual_stack_socket``),
+    and ``SO_REUSEPORT`` when the port is shared with workers.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    family, kind, proto, where = address
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            only = not is_ipv6_wildcard(server.bind_host)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(only))
+        sock.bind(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def probe_bind(server: ServerConfig) -> None:
+    """Bind every address ``server`` would listen on, then let them go at once.
+
+    Raises:
+        OSError: the first failure (``socket.gaierror`` when the host does not resolve).
+    """
+    for address in listen_addresses(server):
+        bind_address(server, address).close()
 
 
 async def bound(starting: Awaitable[None], server: ServerConfig, where: str) -> None:
