@@ -8,7 +8,8 @@ of it in one run, so an operator fixes every problem in one pass. ``relay
 serve`` runs the same ``check_config`` before it starts, so check-config
 passing means serve will not refuse the file, and both say it in the same
 words. A port another process holds is only a warning here: check-config
-usually runs beside the live node, which holds its own ports.
+usually runs beside the live node, which holds its own ports; so is a pidfile
+that names a live relay.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from relay.config.tls import client_context, peer_tls_context, server_context
 from relay.errors import ConfigError, StartupError
 from relay.process.binding import IN_USE, listen_problem, probe_bind
 from relay.process.open_files import open_files_problem
+from relay.process.pidfile import PidFile
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -117,6 +119,9 @@ def inspect(data: dict[str, Any]) -> Findings:
     pidfile = data.get("pidfile")
     if isinstance(pidfile, str) and pidfile:
         problems += _writable("pidfile", "cannot write", Path(pidfile))
+        if (running := PidFile(pidfile).running_node()) is not None:
+            # A warning, as a held port is: check-config usually runs beside that very node.
+            found.warnings.append(f"{running}; serve cannot start while it runs")
     admin = _valid(AdminConfig, data.get("admin", {}))
     if admin is not None:
         problems += _startup(load_secret, admin)

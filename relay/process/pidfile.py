@@ -27,12 +27,11 @@ class PidFile:
         Raises:
             StartupError: another relay is running, or the file cannot be written.
         """
+        running = self.running_node()
+        if running is not None:
+            raise StartupError(running)
         other = self._recorded_pid()
         if other is not None and other != os.getpid() and _alive(other):
-            if _runs_a_node(other):
-                raise StartupError(
-                    f"pidfile: {self.path} says relay is already running as pid {other}"
-                )
             # After a reboot the number names whatever program got it since.
             log.warning(
                 "pidfile: %s names pid %d, which runs another program now; taking the file over",
@@ -46,6 +45,16 @@ class PidFile:
             raise StartupError(
                 f"pidfile: cannot write {self.path}: {exc.strerror or exc}"
             ) from None
+
+    def running_node(self) -> str | None:
+        """Why ``acquire`` would refuse for a node running now, or None; changes nothing.
+
+        check-config's question: the file names another live relay (or Aphlict).
+        """
+        other = self._recorded_pid()
+        if other is None or other == os.getpid() or not _alive(other) or not _runs_a_node(other):
+            return None
+        return f"pidfile: {self.path} says relay is already running as pid {other}"
 
     def release(self) -> None:
         """Remove the pidfile if it is still ours."""

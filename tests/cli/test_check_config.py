@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import orjson
 import pytest
 
 from tests.redis_harness import RedisServer
-from tests.support import WAIT, free_ports, local_config
+from tests.support import WAIT, RelayProcess, free_ports, local_config
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -306,3 +307,27 @@ def test_workers_listen_on_a_name_of_ipv6_addresses_as_check_config_said_they_wo
     served, log = _serves(args, tmp_path, "relay node ready: 2 workers serving browsers on ")
     assert served, log
     assert "ws://relay-v6:" in log
+
+
+def test_a_pidfile_naming_a_running_relay_is_a_warning_for_check_config_an_error_for_serve(
+    tmp_path: Path,
+) -> None:
+    """check-config said OK while serve refused: the pidfile was only checked for writing."""
+    pidfile = tmp_path / "run" / "relay.pid"
+    path = tmp_path / "relay.json"
+    path.write_bytes(orjson.dumps(local_config(pidfile=str(pidfile))))
+    running = RelayProcess(path).start()
+    try:
+        check = relay("check-config", "--config", str(path), cwd=tmp_path)
+        serve = relay("serve", "--config", str(path), cwd=tmp_path)
+    finally:
+        running.signal(signal.SIGTERM)
+        running.wait()
+    problem = f"{path}: pidfile: {pidfile} says relay is already running as pid {running.pid}"
+    assert check.returncode == 0, check.stderr
+    assert check.stderr.splitlines() == [
+        f"relay: warning: {problem}; serve cannot start while it runs"
+    ]
+    assert check.stdout.startswith(f"{path}: OK")
+    assert serve.returncode == 1
+    assert f"ERROR relay.cli: {problem}\n" in serve.stderr
