@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError
@@ -93,7 +94,25 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     text = str(exc)
+    if isinstance(exc, MasterNotFoundError):
+        text = _without_client_reprs(text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: In redis-py's "No master found" message: each Sentinel's failure, after its client's repr.
+_SENTINEL_FAILURE = re.compile(r" - ([^<]*?)(?:, <|$)")
+
+
+def _without_client_reprs(text: str) -> str:
+    """redis-py's "No master found for 'name' : <client repr> - error, ..." without the reprs.
+
+    Each Sentinel's failure comes after a repr of its whole client (a few
+    kilobytes: pool, retry and connection options), which would fill the
+    operator's screen, the log line and ``/status/`` for one refused port.
+    """
+    head, _, rest = text.partition(" : ")
+    failures = _SENTINEL_FAILURE.findall(rest)
+    return f"{head}: {'; '.join(failures)}" if failures else head
 
 
 async def failure_reason(config: BrokerConfig, exc: BaseException) -> str:

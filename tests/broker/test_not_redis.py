@@ -131,3 +131,21 @@ async def test_nothing_listening_keeps_the_clients_own_reason(
         pass  # bound, then closed: nothing listens on that port now
     reason = await reason_logged(start_node, caplog, f"redis://127.0.0.1:{port}/0")
     assert reason.startswith("ConnectionError: Error 111 connecting to 127.0.0.1:")
+
+
+async def test_sentinels_that_cannot_be_reached_are_named_in_one_short_line(
+    start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    ports = []
+    for _ in range(2):
+        async with stream_server(close_at_once) as port:
+            ports.append(port)  # bound, then closed: nothing listens there now
+    sentinels = [{"host": "127.0.0.1", "port": port} for port in ports]
+    reason = await reason_logged(start_node, caplog, "redis://relayMaster/0", sentinels=sentinels)
+    # redis-py's own message puts a repr of each Sentinel's whole client (kilobytes)
+    # before its error: the log line, /status/ and check-config keep only the errors.
+    assert "<redis" not in reason
+    assert len(reason) < 300
+    assert reason.startswith("MasterNotFoundError: No master found for 'relayMaster': ")
+    for port in ports:
+        assert f"Error 111 connecting to 127.0.0.1:{port}." in reason
