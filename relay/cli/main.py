@@ -239,7 +239,12 @@ def _reached(config: Config) -> str:
     enabled = sum(not entry.disabled for entry in databases)
     if enabled:
         reached.append(counted(enabled, "database"))
-    return f"; reached {' and '.join(reached)}" if reached else "; nothing to connect to"
+    said = f"; reached {' and '.join(reached)}" if reached else "; nothing to connect to"
+    if config.cluster:
+        # Aphlict's cluster lists every node, this one too, which a check before
+        # its start would find unreachable: a false alarm on every node.
+        said += " (cluster peers are not contacted: the list may name this node, not serving yet)"
+    return said
 
 
 def _serve(args: argparse.Namespace) -> int:

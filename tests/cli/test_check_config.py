@@ -64,6 +64,19 @@ def test_an_ok_counts_in_words_for_one_and_for_many(tmp_path: Path) -> None:
     ]
 
 
+def test_connect_says_the_cluster_peers_are_not_contacted(tmp_path: Path) -> None:
+    config = local_config(cluster=[{"host": "127.0.0.1", "port": 22281, "protocol": "http"}])
+    (tmp_path / "relay.json").write_bytes(orjson.dumps(config))
+    result = relay("check-config", "--connect", "--config", "relay.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Not "nothing to connect to": there is a peer, and --connect leaves it alone.
+    assert result.stdout.splitlines() == [
+        "relay.json: OK (1 client listener, 1 admin listener, 1 cluster peer); nothing to "
+        "connect to (cluster peers are not contacted: the list may name this node, not "
+        "serving yet)"
+    ]
+
+
 def test_what_serve_would_refuse_is_reported_with_the_files_problems(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory\n")
