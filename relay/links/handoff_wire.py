@@ -8,9 +8,11 @@ message; a message is a kind byte then a JSON body. File descriptors
 message. The conversation (``relay.node.handoff`` carries it out):
 
 - successor: ``HELLO`` {version, pid[, admin_connections: true][,
-  owed_bytes: true]} (``admin_connections``: it takes ``ADMIN_CONNECTIONS``;
-  ``owed_bytes``: it takes connections with bytes owed, see below; an
-  older successor does not say, and is sent none of either);
+  owed_bytes: true][, pidfile]} (``admin_connections``: it takes
+  ``ADMIN_CONNECTIONS``; ``owed_bytes``: it takes connections with bytes
+  owed, see below; an older successor does not say, and is sent none of
+  either; ``pidfile``: the absolute path of the pidfile it writes once the
+  handoff is done, which the old process then leaves to it);
 - old: ``LISTENERS`` {kinds[, position, verdicts]} + the client listening
   sockets, in config order;
 - old: ``CONNECTIONS`` {connections: [state records]} + their sockets, in
@@ -373,12 +375,27 @@ def listener_kinds(kinds: Sequence[str]) -> dict[str, Any]:
     return {"kinds": list(kinds)}
 
 
-def hello_body(version: str, pid: int) -> dict[str, Any]:
+def hello_body(version: str, pid: int, pidfile: str | None = None) -> dict[str, Any]:
     """The body of the successor's ``HELLO``: who it is, and what it takes beyond browsers.
 
-    Admin connections (``ADMIN_CONNECTIONS``), and browsers with bytes owed.
+    Admin connections (``ADMIN_CONNECTIONS``), and browsers with bytes owed;
+    and the pidfile it writes (absolute), if any.
     """
-    return {"version": version, "pid": pid, "admin_connections": True, "owed_bytes": True}
+    body: dict[str, Any] = {
+        "version": version,
+        "pid": pid,
+        "admin_connections": True,
+        "owed_bytes": True,
+    }
+    if pidfile is not None:
+        body["pidfile"] = pidfile
+    return body
+
+
+def successor_pidfile(hello: dict[str, Any]) -> str | None:
+    """The pidfile the successor that said ``hello`` writes once the handoff is done, if any."""
+    pidfile = hello.get("pidfile")
+    return pidfile if isinstance(pidfile, str) and pidfile else None
 
 
 def takes_admin_connections(hello: dict[str, Any]) -> bool:

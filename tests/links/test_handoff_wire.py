@@ -30,6 +30,7 @@ from relay.links.handoff_wire import (
     released_of,
     released_unadopted,
     resumed_of,
+    successor_pidfile,
     takes_admin_connections,
     takes_owed_bytes,
 )
@@ -193,3 +194,11 @@ def test_a_successor_says_it_takes_admin_connections_and_an_older_one_does_not()
 def test_a_successor_says_it_takes_owed_bytes_and_an_older_one_does_not() -> None:
     assert takes_owed_bytes(hello_body("0.2.0", 17))
     assert not takes_owed_bytes({"version": "0.1.0", "pid": 17, "admin_connections": True})
+
+
+def test_a_successor_names_the_pidfile_it_writes_and_an_older_one_none() -> None:
+    assert successor_pidfile(hello_body("0.2.0", 17, "/run/relay/relay.pid")) == (
+        "/run/relay/relay.pid"
+    )
+    assert successor_pidfile(hello_body("0.2.0", 17)) is None
+    assert successor_pidfile({"version": "0.1.0", "pid": 17, "pidfile": 3}) is None

@@ -197,7 +197,9 @@ async def test_an_older_successor_is_sent_no_admin_connections_and_the_handoff_c
     stand_ins(monkeypatch, handoff_abort, handoff_take)
     caplog.set_level(logging.INFO, "relay.handoff")
     monkeypatch.setattr(
-        handoff_take, "hello_body", lambda version, pid: {"version": version, "pid": pid}
+        handoff_take,
+        "hello_body",
+        lambda version, pid, _pidfile=None: {"version": version, "pid": pid},
     )
     old = await start_node(_config(), connection_factory=MovableConnection)
     port = old.admin_addresses[0][1]

@@ -116,7 +116,9 @@ async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
     caplog.set_level(logging.INFO, "relay.handoff")
     older = {"admin_connections": True}
     monkeypatch.setattr(
-        handoff_take, "hello_body", lambda version, pid: {"version": version, "pid": pid} | older
+        handoff_take,
+        "hello_body",
+        lambda version, pid, _pidfile=None: {"version": version, "pid": pid} | older,
     )
     old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
     reader = await slow_reader_behind(old)
