@@ -276,9 +276,10 @@ def _serve(args: argparse.Namespace) -> int:
             log.warning("%s", warning)
         if role is None:  # workers inherit the supervisor's limit
             raise_open_files_limit(config.limits)
-        if pidfile is not None:
+        handoff = _handoff(args, count, pidfile)
+        if pidfile is not None and (handoff is None or not handoff.take_over):
+            # A successor writes it once it has taken over (the old process holds it now).
             pidfile.acquire()
-        handoff = _handoff(args, count)
         if count > 1:
             from relay.node.supervise import supervise
 
@@ -301,8 +302,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
+def _handoff(args: argparse.Namespace, workers: int, pidfile: PidFile | None) -> Handoff | None:
     """The handoff options of ``relay serve`` (a worker's come from its supervisor), checked.
+
+    ``pidfile`` (the node's) goes with them: it passes to the successor too.
 
     With several workers the supervisor gives each worker a socket of its own
     and replaces them in turn on SIGUSR2 (``relay.workers.roll``): a socket
@@ -320,7 +323,7 @@ def _handoff(args: argparse.Namespace, workers: int) -> Handoff | None:
         return None
     from relay.node.runtime import Handoff
 
-    return Handoff(args.handoff_socket, args.take_over)
+    return Handoff(args.handoff_socket, args.take_over, pidfile)
 
 
 def _startup_notes(config: Config) -> None:

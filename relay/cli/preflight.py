@@ -65,13 +65,16 @@ class Findings:
     #: Listeners whose port another process holds: warnings, unless the ports are
     #: that process' to pass over (``serve --take-over``).
     held_ports: list[str] = field(default_factory=list)
+    #: A pidfile naming a live relay: a warning, unless that relay may be the one
+    #: taken over (``serve --take-over`` checks it is, once connected to it).
+    held_pidfile: list[str] = field(default_factory=list)
 
 
 def check_config(path: str | Path, *, taking_over: bool = False) -> Checked:
     """Load the file at ``path`` and check everything ``serve`` needs of it.
 
     ``taking_over``: the ports come from the process handing over, which
-    holds them now, so that they are held is no warning.
+    holds them now, and so may the pidfile: that they are held is no warning.
 
     Raises:
         ConfigError: every problem found, in the file and in what it points
@@ -92,7 +95,8 @@ def check_config(path: str | Path, *, taking_over: bool = False) -> Checked:
     if problems:
         raise ConfigError(problems)
     assert config is not None
-    warnings = found.warnings if taking_over else [*found.held_ports, *found.warnings]
+    held = [] if taking_over else [*found.held_ports, *found.held_pidfile]
+    warnings = [*held, *found.warnings]
     return Checked(config, [f"{source}: {warning}" for warning in warnings])
 
 
@@ -121,7 +125,7 @@ def inspect(data: dict[str, Any]) -> Findings:
         problems += _writable("pidfile", "cannot write", Path(pidfile))
         if (running := PidFile(pidfile).running_node()) is not None:
             # A warning, as a held port is: check-config usually runs beside that very node.
-            found.warnings.append(f"{running}; serve cannot start while it runs")
+            found.held_pidfile.append(f"{running}; serve cannot start while it runs")
     admin = _valid(AdminConfig, data.get("admin", {}))
     if admin is not None:
         problems += _startup(load_secret, admin)

@@ -47,6 +47,10 @@ successor's to read from Redis or its peers), so that neither side ever
 closes the channel with something unread: on a unix socket that resets the
 other end, which then loses the ``DONE`` queued behind the reset and would
 take a clean end for a failure.
+
+The node's pidfile passes over too: the successor writes its pid there once
+the handoff is done (``relay.node.handoff_serve``), and this process, told
+in ``HELLO`` which file that is, leaves it to it (``relay.process.pidfile``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from relay.links.handoff_wire import (
     admin_connections_body,
     batches,
     listener_kinds,
+    successor_pidfile,
     takes_admin_connections,
     takes_owed_bytes,
 )
@@ -84,6 +89,7 @@ from relay.node.handoff_cut import (
     position,
 )
 from relay.node.node import SHUTDOWN_GRACE, Node
+from relay.process.pidfile import PidFile
 
 log = logging.getLogger("relay.handoff")
 
@@ -102,11 +108,22 @@ BROKER_FLUSH_SECONDS = 5.0
 class HandoffPoint:
     """Where a running node waits for its successor: a unix socket only its user can reach."""
 
-    def __init__(self, node: Node, path: str, *, on_done: Callable[[], None]) -> None:
-        """Listen at ``path`` for ``node``; ``on_done`` is called once a handoff succeeded."""
+    def __init__(
+        self,
+        node: Node,
+        path: str,
+        *,
+        on_done: Callable[[], None],
+        pidfile: PidFile | None = None,
+    ) -> None:
+        """Listen at ``path`` for ``node``; ``on_done`` is called once a handoff succeeded.
+
+        ``pidfile``: this process's, handed to a successor that writes the same file.
+        """
         self._node = node
         self._path = path
         self._on_done = on_done
+        self._pidfile = pidfile
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -157,6 +174,9 @@ class HandoffPoint:
             await give_up(moving)
         else:
             self.close(unlink=False)  # the successor listens at the path now
+            if self._pidfile is not None:
+                # The successor writes it now: this process's exit must not remove it.
+                self._pidfile.hand_over(moving.successor_pidfile)
             self._on_done()
         finally:
             channel.close()
@@ -208,6 +228,7 @@ async def _hand_over(moving: Moving) -> None:
     hello = await _answer(moving, Kind.HELLO)
     log.info("handing over to relay %s (pid %s)", hello.get("version"), hello.get("pid"))
     moving.takes_owed = takes_owed_bytes(hello)
+    moving.successor_pidfile = successor_pidfile(hello)
     if (reason := cannot_cut(node)) is not None:
         raise HandoffError(reason)
     client_sockets = []

@@ -103,6 +103,8 @@ class Moving:
     moved: int = 0
     #: Whether the successor takes connections with bytes owed (its HELLO says so).
     takes_owed: bool = False
+    #: The pidfile the successor writes once the handoff is done (its HELLO says which).
+    successor_pidfile: str | None = None
     #: Of those moved, how many went with bytes owed, and how many bytes in all.
     owed_moved: int = 0
     owed_bytes: int = 0

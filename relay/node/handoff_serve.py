@@ -13,10 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from relay.config import Config
+from relay.errors import StartupError
 from relay.listeners.movable import MovableConnection
 from relay.node.handoff import HandoffPoint
 from relay.node.handoff_take import adopt_all, take_over
 from relay.node.node import Node
+from relay.process.pidfile import PidFile
 from relay.workers.plan import WorkerRole
 
 log = logging.getLogger("relay.handoff")
@@ -48,6 +50,18 @@ async def _unless_stopped(
     return False
 
 
+def _write_taken_over(pidfile: PidFile) -> None:
+    """Write this process's pid at the end of a take-over; a failure is logged, not fatal.
+
+    The old process is gone or exiting by now: stopping here would leave no
+    one serving, for the sake of a file.
+    """
+    try:
+        pidfile.take_over()
+    except StartupError as exc:
+        log.error("%s; serving on without it", exc)
+
+
 async def serve_handing_over(
     config: Config,
     path: str,
@@ -57,19 +71,24 @@ async def serve_handing_over(
     shutdown_trigger: Callable[[], Awaitable[object]],
     on_ready: Callable[[Node], None] | None = None,
     start: Callable[[Node], Awaitable[None]] = Node.start,
+    pidfile: PidFile | None = None,
 ) -> None:
     """``serve`` with a handoff socket: take over first if asked, then wait for a successor.
 
     With a ``role`` this process is one worker of a ``--workers`` node (the
     supervisor gives each its own socket). ``start`` starts the node when it
-    takes over from no one (``relay.node.restart``'s).
+    takes over from no one (``relay.node.restart``'s). ``pidfile``: the
+    node's; taking over, it is written once the handoff is done (until then
+    the old process may serve on, and the file names it); it is left to a
+    successor that writes it.
 
     Raises:
-        StartupError: a listener could not start, or there is nothing to take over.
+        StartupError: a listener could not start, there is nothing to take
+            over, or the pidfile names a live relay other than the old process.
     """
     stop = asyncio.Event()
     if take_over_first:
-        node, channel, resumption = await take_over(config, path, role)
+        node, channel, resumption = await take_over(config, path, role, pidfile)
         try:
             if not await _unless_stopped(adopt_all(node, channel, resumption), shutdown_trigger):
                 log.warning(
@@ -87,6 +106,8 @@ async def serve_handing_over(
             raise
         finally:
             channel.close()
+        if pidfile is not None:
+            _write_taken_over(pidfile)
     else:
         node = Node(config, connection_factory=MovableConnection, role=role)
         try:
@@ -96,7 +117,7 @@ async def serve_handing_over(
             # (``relay.node.restart``): they get 1001 rather than a dead socket.
             await node.stop()
             raise
-    point = HandoffPoint(node, path, on_done=stop.set)
+    point = HandoffPoint(node, path, on_done=stop.set, pidfile=pidfile)
     try:
         point.start()
         if on_ready is not None:

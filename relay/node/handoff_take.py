@@ -57,6 +57,7 @@ from relay.node.handoff_cut import Resumption, read_listeners
 from relay.node.node import Node
 from relay.node.restart_listeners import listens_as
 from relay.process.peer_process import WatchedProcess
+from relay.process.pidfile import PidFile
 from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
 
@@ -93,24 +94,37 @@ _Batches = dict[int, _Batch]
 
 
 async def take_over(
-    config: Config, path: str, role: WorkerRole | None = None
+    config: Config,
+    path: str,
+    role: WorkerRole | None = None,
+    pidfile: PidFile | None = None,
 ) -> tuple[Node, Channel, Resumption]:
     """Connect to the node waiting at ``path`` and start a node on the sockets it passes.
 
     ``role``: the node is one worker of a ``--workers`` node, taking over
-    from the worker of its slot.
+    from the worker of its slot. ``pidfile``: this process's, which may name
+    the node at ``path`` (the process at the other end of the socket) but
+    no other live relay; the caller writes it once the handoff is done.
 
     Returns the node (client listeners started, admin not yet, broker held
     back), the channel and the cut to go on with in ``adopt_all``.
 
     Raises:
-        StartupError: no node waits at ``path``, or it does not hand over.
+        StartupError: no node waits at ``path``, it does not hand over, or
+            the pidfile names another live relay.
     """
     try:
         channel = await Channel.connect(path)
     except OSError as exc:
         raise StartupError(f"no relay to take over from at {path}: {exc}") from None
-    channel.send(Kind.HELLO, hello_body(__version__, os.getpid()))
+    if pidfile is not None:
+        try:
+            pidfile.check_take_over(channel.peer_pid)
+        except StartupError:
+            channel.close()  # before HELLO: the old process serves on
+            raise
+    written = None if pidfile is None else str(pidfile.path.absolute())
+    channel.send(Kind.HELLO, hello_body(__version__, os.getpid(), written))
     seconds = config.limits.handoff_answer_seconds
     try:
         if (first := await channel.receive_within(seconds)) is None:

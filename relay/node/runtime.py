@@ -32,6 +32,7 @@ from relay.process.logs import (
     reopen_log_files,
 )
 from relay.process.periodic import every
+from relay.process.pidfile import PidFile
 from relay.process.systemd import Notifier
 from relay.workers.plan import WorkerRole
 
@@ -86,15 +87,21 @@ async def serve_until_signalled(
         shutdown_trigger=process.stop.wait if restart is None else restart.stopping,
         on_ready=process.started if restart is None else restart.ready,
         start=Node.start if restart is None else restart.start,
+        pidfile=handoff.pidfile,
     )
 
 
 @dataclass(frozen=True)
 class Handoff:
-    """``relay serve --handoff-socket PATH [--take-over]``."""
+    """``relay serve --handoff-socket PATH [--take-over]``, and the node's pidfile if any.
+
+    The pidfile passes from the old process to its successor with the rest
+    (``relay.node.handoff_serve``): taking over, it is not acquired at start.
+    """
 
     path: str
     take_over: bool
+    pidfile: PidFile | None = None
 
 
 class _ServingProcess:
