@@ -36,9 +36,17 @@ from relay.listeners.handoff import Channel
 from relay.listeners.movable import MovableConnection, adopt
 from relay.node import handoff, handoff_abort, handoff_take
 from relay.node.handoff_take import adopt_all, take_over
+from relay.node.node import Node
 from tests.broker.test_broker import StartNode
 from tests.node.handoff_parts import handoff_point, stand_ins
-from tests.node.slow_reader import AFTER, BEFORE, SEND_BUFFER, publish, slow_reader_behind
+from tests.node.slow_reader import (
+    AFTER,
+    BEFORE,
+    SEND_BUFFER,
+    SlowReader,
+    publish,
+    slow_reader_behind,
+)
 from tests.support import WAIT, local_config, notification
 
 
@@ -77,16 +85,34 @@ def _owed_moved(caplog: pytest.LogCaptureFixture) -> str:
     return caplog.text.split("handoff done: ", 1)[1].split("\n", 1)[0]
 
 
+async def _slow_reader_on_old_node(
+    start_node: StartNode,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    **limits: Any,
+) -> tuple[Node, SlowReader]:
+    """An old node (stand-ins for the handoff's processes) and a slow reader it owes bytes."""
+    stand_ins(monkeypatch, handoff_abort, handoff_take)
+    caplog.set_level(logging.INFO, "relay.handoff")
+    old = await start_node(_config(**limits), connection_factory=MovableConnection)
+    return old, await slow_reader_behind(old)
+
+
+async def _served_whole(node: Node, reader: SlowReader) -> None:
+    """``node`` serves ``reader`` on: it reads every post once, in order, and no close."""
+    publish(node, AFTER)
+    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
+    assert reader.closed is None
+    reader.close()
+
+
 async def test_a_successor_adopts_a_slow_reader_and_writes_what_it_is_owed_first(
     start_node: StartNode,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    stand_ins(monkeypatch, handoff_abort, handoff_take)
-    caplog.set_level(logging.INFO, "relay.handoff")
-    old = await start_node(_config(), connection_factory=MovableConnection)
-    reader = await slow_reader_behind(old)
+    old, reader = await _slow_reader_on_old_node(start_node, monkeypatch, caplog)
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -112,16 +138,15 @@ async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """It would drop the owed bytes it does not know: the old process keeps the browser."""
-    stand_ins(monkeypatch, handoff_abort, handoff_take)
-    caplog.set_level(logging.INFO, "relay.handoff")
     older = {"admin_connections": True}
     monkeypatch.setattr(
         handoff_take,
         "hello_body",
         lambda version, pid, _pidfile=None: {"version": version, "pid": pid} | older,
     )
-    old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
-    reader = await slow_reader_behind(old)
+    old, reader = await _slow_reader_on_old_node(
+        start_node, monkeypatch, caplog, handshake_seconds=0.5
+    )
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -135,10 +160,7 @@ async def test_a_successor_of_an_older_release_is_not_sent_a_slow_reader(
             channel.close()
             await successor.stop()
     # Still the old process' (which would close it with 1001 as it exits, as before).
-    publish(old, AFTER)
-    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
-    assert reader.closed is None
-    reader.close()
+    await _served_whole(old, reader)
 
 
 async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole(
@@ -147,10 +169,7 @@ async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    stand_ins(monkeypatch, handoff_abort, handoff_take)
-    caplog.set_level(logging.INFO, "relay.handoff")
-    old = await start_node(_config(), connection_factory=MovableConnection)
-    reader = await slow_reader_behind(old)
+    old, reader = await _slow_reader_on_old_node(start_node, monkeypatch, caplog)
     async with handoff_point(old, tmp_path) as (point, path):
         # The successor by hand: it takes the batch, then dies before acknowledging it.
         channel = await Channel.connect(path)
@@ -169,10 +188,7 @@ async def test_a_slow_reader_cut_for_a_successor_that_dies_is_served_again_whole
         assert point._task is not None
         await asyncio.wait_for(point._task, WAIT)
     assert "after the failed handoff: 0 connections had moved, 1 resumed here" in caplog.text
-    publish(old, AFTER)
-    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
-    assert reader.closed is None
-    reader.close()
+    await _served_whole(old, reader)
 
 
 async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
@@ -181,11 +197,10 @@ async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    stand_ins(monkeypatch, handoff_abort, handoff_take)
-    caplog.set_level(logging.INFO, "relay.handoff")
     monkeypatch.setattr(handoff, "ROUND_OWED_BYTES", 1)  # no round has room for it
-    old = await start_node(_config(handshake_seconds=0.5), connection_factory=MovableConnection)
-    reader = await slow_reader_behind(old)
+    old, reader = await _slow_reader_on_old_node(
+        start_node, monkeypatch, caplog, handshake_seconds=0.5
+    )
     async with handoff_point(old, tmp_path) as (point, path):
         successor, channel, resumption = await take_over(parse_config(_config()), path)
         try:
@@ -198,7 +213,4 @@ async def test_a_held_slow_reader_that_never_fits_a_round_is_served_here_again(
             await successor.stop()
     assert "1 browser connections were held and did not move" in caplog.text
     assert _owed_moved(caplog) == "0 browser connections moved"
-    publish(old, AFTER)
-    assert await reader.read_until(AFTER[-1]) == BEFORE + AFTER
-    assert reader.closed is None
-    reader.close()
+    await _served_whole(old, reader)
