@@ -122,10 +122,13 @@ async def test_the_verdicts_reach_every_node_again_after_redis_fell_silent(
             async with asyncio.timeout(WAIT):
                 await holder.lost.wait()  # the rounds noticed: their commands timed out
             if fault == "host-forgets":
-                # Every node saw its subscription fall silent, not only the holder.
+                # A subscription saw the silence, not only the rounds. (The other
+                # node's may first fail with a Redis error instead, which the
+                # rounds' lines already tell: which one comes first is the
+                # machine's timing.)
                 await eventually(
-                    lambda: said(caplog, "the verdicts' subscription received nothing", 2),
-                    "both nodes gave their subscription up",
+                    lambda: said(caplog, "the verdicts' subscription received nothing", 1),
+                    "a node gave its subscription up",
                 )
             come_back()
             await eventually(one_holds, "a node holds the lease again")
