@@ -455,7 +455,7 @@ class BrowserConnection(asyncio.Protocol):
         count = 0 if self._complained else self._listener.line_due(kind)
         self._complained = True
         if count:
-            others = f"; {count - 1} more browsers since the last such line" if count > 1 else ""
+            others = f"; {_others(count)}" if count > 1 else ""
             log.info(
                 "browser %s %s (more from this browser are logged at DEBUG only%s)",
                 self._address,
@@ -548,7 +548,12 @@ class BrowserConnection(asyncio.Protocol):
 
 def _since(count: int) -> str:
     """The end of a bounded line standing for ``count`` browsers (``line_due``)."""
-    return f" ({count - 1} more browsers since the last such line)" if count > 1 else ""
+    return f" ({_others(count)})" if count > 1 else ""
+
+
+def _others(count: int) -> str:
+    """The browsers a bounded line stands for besides its own (``count`` in all, above 1)."""
+    return f"{count - 1} more browsers since the last such line"
 
 
 #: Builds the protocol for one accepted socket: ``BrowserConnection`` or a subclass.
