@@ -186,7 +186,11 @@ async def test_kill_9_one_node_of_three_while_messages_flow(
     survivor.signal(signal.SIGTERM)
     await asyncio.to_thread(survivor.wait)
     log = survivor.log
-    assert log.count("peer cluster[2] (http://127.0.0.1") == 3, log
+    # Up, down, up again; and at most one line for what the link held when it fell,
+    # passed on through the other peer (relay.links.detour), if it held anything.
+    lines = [line for line in log.splitlines() if "peer cluster[2] (http://127.0.0.1" in line]
+    assert len([line for line in lines if "went down holding" not in line]) == 3, log
+    assert len([line for line in lines if "went down holding" in line]) <= 1, log
     assert log.count("is down") == 1
     assert log.count("is up again") == 1
 
